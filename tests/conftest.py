@@ -1,0 +1,52 @@
+"""Fixtures shared by the whole suite. The tests run on real Postgres and Redis (see
+webapp/config/settings/test.py); when either cannot be reached the suite fails, never skips."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.conf import settings
+
+from training.config import RunConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_reachable() -> None:
+    url = settings.CELERY_BROKER_URL
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis at {url} is not reachable ({exc}); `make services` starts it.",
+                    pytrace=False)
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="ada", password="lovelace-1843")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="grace", password="hopper-1906")
+
+
+@pytest.fixture
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def project(user):
+    from webapp.projects.services import project_create
+
+    return project_create(name="Arithmetic", description="sums", user=user)
+
+
+@pytest.fixture
+def experiment(project, user):
+    from webapp.experiments.services import experiment_create
+
+    config = RunConfig(max_steps=3, prompts_per_step=2, group_size=2).to_dict()
+    return experiment_create(project=project, author=user, name="grpo-small", description="",
+                             config=config)

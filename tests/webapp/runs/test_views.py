@@ -1,0 +1,83 @@
+import re
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from webapp.runs import services
+from webapp.runs.models import RunStatus
+
+pytestmark = pytest.mark.django_db
+
+PAYLOAD = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture
+def run(experiment, user):
+    return services.run_launch(experiment=experiment, user=user)
+
+
+def test_run_page_requires_login(client, run):
+    response = client.get(reverse("runs:detail", args=[run.pk]))
+    assert response.status_code == 302
+
+
+def test_run_page_shows_status_progress_and_cancel(signed_in, run):
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'id="run-status"' in body and "queued" in body
+    assert "<progress" in body
+    assert 'id="cancel"' in body
+    assert 'hx-trigger="every 2s"' in body
+
+
+def test_live_fragment_is_a_partial_with_out_of_band_rollouts(signed_in, run):
+    response = signed_in.get(reverse("runs:live", args=[run.pk]), HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert "<html" not in body
+    assert 'id="run-live"' in body
+    assert re.search(r'<section id="rollouts"[^>]*hx-swap-oob="true"', body)
+
+
+def test_finished_run_stops_polling(signed_in, run):
+    services.run_claim(run_id=run.pk, worker="w")
+    services.run_fail(run_id=run.pk, error_message="Model not found: /nope")
+    body = signed_in.get(reverse("runs:live", args=[run.pk])).content.decode()
+    assert "hx-trigger" not in body
+    assert "Model not found: /nope" in body
+    assert 'id="cancel"' not in body
+
+
+def test_metrics_json_returns_series_after_a_step(signed_in, run):
+    now = timezone.now()
+    services.metrics_ingest(run_id=run.pk, points=[
+        services.MetricSample(key="reward/mean", step=s, value=s * 0.1, wall_time=now)
+        for s in (1, 2, 3)])
+    data = signed_in.get(reverse("runs:metrics", args=[run.pk]), {"after": 1}).json()
+    assert data["keys"] == ["reward/mean"]
+    assert data["series"]["reward/mean"] == [[2, 3], [0.2, pytest.approx(0.3)]]
+    assert data["active"] is True
+
+
+def test_cancel_marks_the_run_cancelled(signed_in, run):
+    response = signed_in.post(reverse("runs:cancel", args=[run.pk]), HTTP_HX_REQUEST="true")
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    assert "cancelled" in response.content.decode()
+
+
+def test_cancel_needs_post(signed_in, run):
+    assert signed_in.get(reverse("runs:cancel", args=[run.pk])).status_code == 405
+
+
+def test_model_output_is_escaped(signed_in, run):
+    services.rollouts_ingest(run_id=run.pk, step=1, items=[{
+        "prompt": PAYLOAD, "completion": PAYLOAD, "reward": 0.0, "group": 0,
+        "sample_index": 0}])
+    services.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "<script>alert" not in body and "<img src=x" not in body
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in body
+
+
+def test_unknown_run_is_404(signed_in):
+    assert signed_in.get(reverse("runs:detail", args=[424242])).status_code == 404

@@ -1,0 +1,137 @@
+"""Run configuration: one dataclass, with the help text, bounds and choices of every field.
+
+The web app builds its experiment form from these fields and validates with `RunConfig.from_dict`,
+so the trainer and the form can never disagree about a default or a limit. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGORITHMS = {"grpo": "GRPO: group-normalised advantages, clipped policy gradient"}
+TASKS = {
+    "arithmetic": "One-digit sums: 'Compute a + b.', answer checked as the last number",
+    "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last number",
+}
+DTYPES = {"float32": "fp32: exact, the safe choice on CPU", "bfloat16": "bf16: half the memory"}
+DEVICES = {"auto": "CUDA when the worker has a GPU, else CPU", "cpu": "CPU", "cuda": "CUDA GPU"}
+
+DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
+
+
+def _field(default: Any, help: str, *, label: str = "", choices: dict[str, str] | None = None,
+           min: float | None = None, max: float | None = None, advanced: bool = False) -> Any:
+    """A config field; `advanced` ones sit folded away in the form, under their defaults."""
+    metadata = {"help": help, "label": label, "choices": choices, "min": min, "max": max,
+                "advanced": advanced}
+    return field(default=default, metadata=metadata)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; `errors` maps each bad field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    algorithm: str = _field("grpo", "Policy-optimisation method.", choices=ALGORITHMS)
+    model: str = _field(
+        DEFAULT_MODEL,
+        "Policy to fine-tune: 'builtin:smollm2-135m-instruct' (shipped, no download), "
+        "a local folder in Hugging Face format, or a hub id (needs internet on the worker).",
+    )
+    task: str = _field("arithmetic", "Built-in task with a verifiable answer.", choices=TASKS)
+    max_steps: int = _field(30, "Optimiser steps to run.", min=1, max=100_000)
+    prompts_per_step: int = _field(8, "Distinct prompts sampled per step.", min=1, max=1024)
+    group_size: int = _field(
+        8, "G: completions per prompt; advantages are normalised within each group.",
+        label="Group size (G)", min=2, max=256)
+    max_new_tokens: int = _field(32, "Longest completion, in tokens; longer ones are truncated.",
+                                 min=1, max=32_768)
+    temperature: float = _field(1.0, "Sampling temperature for rollouts.", min=0.05, max=5.0)
+    top_p: float = _field(1.0, "Nucleus-sampling mass for rollouts (1 = off).", min=0.01, max=1.0, advanced=True)
+    learning_rate: float = _field(2e-5, "AdamW learning rate.", min=1e-9, max=1e-2)
+    epsilon: float = _field(
+        0.2, "ε: clip range of the importance ratio, clip(r, 1-ε, 1+ε).", label="Clip ε",
+        min=0.0, max=1.0)
+    beta: float = _field(
+        0.0, "β: weight of the k3 KL penalty to the frozen initial policy (0 = no reference "
+        "model is loaded).", label="KL coefficient β", min=0.0, max=10.0)
+    max_grad_norm: float = _field(1.0, "Gradient clipping by global norm (0 = off).",
+                                  min=0.0, max=1e4, advanced=True)
+    micro_batch_size: int = _field(
+        16, "Sequences per forward/backward pass; gradients are accumulated over the step.",
+        min=1, max=4096, advanced=True)
+    dtype: str = _field("float32", "Weights and compute precision.", choices=DTYPES, advanced=True)
+    device: str = _field("auto", "Where the worker trains.", choices=DEVICES, advanced=True)
+    seed: int = _field(0, "Seed for prompt sampling, generation and initialisation.",
+                       min=0, max=2**31 - 1, advanced=True)
+    rollouts_logged_per_step: int = _field(
+        64, "Completions per step stored for the rollout table (0 = none).", min=0, max=4096,
+        advanced=True)
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Parse and validate; raise ConfigError naming every bad field, unknown keys included."""
+        errors: dict[str, str] = {}
+        known = {f.name: f for f in cls.fields()}
+        for name in data:
+            if name not in known:
+                errors[name] = "unknown setting"
+        values: dict[str, Any] = {}
+        for name, f in known.items():
+            if name not in data:
+                continue
+            try:
+                values[name] = _coerce(f, data[name])
+            except ValueError as exc:
+                errors[name] = str(exc)
+        if errors:
+            raise ConfigError(errors)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(f: dataclasses.Field, raw: Any) -> Any:
+    kind = type(f.default)
+    meta = f.metadata
+    if kind is bool or isinstance(raw, bool) and kind is not bool:
+        raise ValueError(f"expected a {kind.__name__}, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        try:
+            value: Any = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+    elif kind is float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+    else:
+        if not isinstance(raw, str):
+            raise ValueError(f"expected text, got {raw!r}")
+        value = raw.strip()
+        if not value:
+            raise ValueError("must not be empty")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ValueError(f"must be one of: {', '.join(meta['choices'])}")
+    if meta["min"] is not None and value < meta["min"]:
+        raise ValueError(f"must be at least {meta['min']:g}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise ValueError(f"must be at most {meta['max']:g}")
+    return value

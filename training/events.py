@@ -1,0 +1,95 @@
+"""The Reporter interface, and the JSON-lines event protocol between a training child and its worker.
+
+Each event is one JSON object on one line. Kinds, with their fields:
+
+    {"kind": "status", "status": "running", "device": "cpu", "total_steps": 30}
+    {"kind": "metrics", "step": 3, "time": 1700000000.0, "values": {"reward/mean": 0.4, ...}}
+    {"kind": "rollouts", "step": 3, "items": [{"prompt": ..., "completion": ..., "reward": 1.0,
+        "rewards": {"correct": 1.0}, "advantage": 0.7, "group": 0, "sample_index": 2,
+        "prompt_id": "7+5", "completion_tokens": 12, "truncated": false, "extra": {...}}, ...]}
+    {"kind": "progress", "step": 3, "total_steps": 30}
+    {"kind": "log", "level": "info", "message": "loaded model in 2.1 s"}
+    {"kind": "error", "message": "what went wrong, and what to do about it"}
+    {"kind": "done"}
+
+A run that ends without "done" or "error" (killed, crashed) is recorded as failed by the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import IO, Any, Protocol
+
+
+class Reporter(Protocol):
+    def status(self, status: str, **fields: Any) -> None: ...
+    def metrics(self, step: int, values: dict[str, float]) -> None: ...
+    def rollouts(self, step: int, items: list[dict[str, Any]]) -> None: ...
+    def progress(self, step: int, total_steps: int) -> None: ...
+    def log(self, message: str, level: str = "info") -> None: ...
+    def error(self, message: str) -> None: ...
+    def done(self) -> None: ...
+
+
+class JsonLinesReporter:
+    """Writes events to a text stream, one flushed line each; the worker reads the other end."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(event, default=_jsonable, allow_nan=False) + "\n")
+        self._stream.flush()
+
+    def status(self, status: str, **fields: Any) -> None:
+        self._emit({"kind": "status", "status": status, **fields})
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        finite = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
+        self._emit({"kind": "metrics", "step": step, "time": time.time(), "values": finite})
+
+    def rollouts(self, step: int, items: list[dict[str, Any]]) -> None:
+        self._emit({"kind": "rollouts", "step": step, "items": items})
+
+    def progress(self, step: int, total_steps: int) -> None:
+        self._emit({"kind": "progress", "step": step, "total_steps": total_steps})
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._emit({"kind": "log", "level": level, "message": message})
+
+    def error(self, message: str) -> None:
+        self._emit({"kind": "error", "message": message})
+
+    def done(self) -> None:
+        self._emit({"kind": "done"})
+
+
+class ListReporter:
+    """Keeps events in memory: for running the trainer from a notebook or a test."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    status = JsonLinesReporter.status
+    metrics = JsonLinesReporter.metrics
+    rollouts = JsonLinesReporter.rollouts
+    progress = JsonLinesReporter.progress
+    log = JsonLinesReporter.log
+    error = JsonLinesReporter.error
+    done = JsonLinesReporter.done
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,71 @@
+"""The experiment form: name and description, plus one field per training.config.RunConfig field,
+with the trainer's own defaults, bounds and help text. Validation ends in RunConfig.from_dict, the
+same check the trainer applies, so a config that saves is a config that runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django import forms
+
+from training.config import ConfigError, RunConfig
+from webapp.experiments.models import Experiment
+
+
+def _form_field(f: dataclasses.Field) -> forms.Field:
+    meta = f.metadata
+    label = meta["label"] or f.name.replace("_", " ").capitalize()
+    common: dict[str, Any] = {"label": label, "help_text": meta["help"], "initial": f.default}
+    if meta["choices"]:
+        choices = [(value, f"{value} — {text}") for value, text in meta["choices"].items()]
+        return forms.ChoiceField(choices=choices, **common)
+    if isinstance(f.default, int):
+        return forms.IntegerField(min_value=meta["min"], max_value=meta["max"], **common)
+    if isinstance(f.default, float):
+        widget = forms.NumberInput(attrs={"step": "any"})
+        return forms.FloatField(min_value=meta["min"], max_value=meta["max"], widget=widget,
+                                **common)
+    return forms.CharField(max_length=500, **common)
+
+
+class ExperimentForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+    def __init__(self, *args: Any, project, instance: Experiment | None = None, **kwargs: Any):
+        if instance is not None and "initial" not in kwargs:
+            kwargs["initial"] = {"name": instance.name, "description": instance.description,
+                                 **instance.config}
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.instance = instance
+        for f in RunConfig.fields():
+            self.fields[f.name] = _form_field(f)
+
+    def main_fields(self) -> list[forms.BoundField]:
+        return [self[f.name] for f in RunConfig.fields() if not f.metadata["advanced"]]
+
+    def advanced_fields(self) -> list[forms.BoundField]:
+        return [self[f.name] for f in RunConfig.fields() if f.metadata["advanced"]]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        others = Experiment.objects.filter(project=self.project, name=name)
+        if self.instance is not None:
+            others = others.exclude(pk=self.instance.pk)
+        if others.exists():
+            raise forms.ValidationError("This project already has an experiment with that name.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        names = [f.name for f in RunConfig.fields()]
+        if any(name in self.errors for name in names):
+            return cleaned
+        try:
+            self.config = RunConfig.from_dict({name: cleaned[name] for name in names}).to_dict()
+        except ConfigError as exc:
+            for name, message in exc.errors.items():
+                self.add_error(name if name in self.fields else None, message)
+        return cleaned

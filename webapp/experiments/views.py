@@ -1,0 +1,71 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from webapp.experiments.forms import ExperimentForm
+from webapp.experiments.selectors import get_experiment_for_user
+from webapp.experiments.services import experiment_create, experiment_update
+from webapp.projects.selectors import get_project_for_user
+from webapp.runs.selectors import runs_for_user
+from webapp.runs.services import run_launch
+
+
+def _render_form(request: HttpRequest, form: ExperimentForm, context: dict) -> HttpResponse:
+    template = "experiments/experiment_form.html"
+    if request.htmx:
+        template += "#experiment-form"
+    return render(request, template, {"form": form, **context},
+                  status=422 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_create_view(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_project_for_user(request.user, project_id)
+    form = ExperimentForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        experiment = experiment_create(
+            project=project, author=request.user, name=form.cleaned_data["name"],
+            description=form.cleaned_data["description"], config=form.config)
+        return _redirect(request, experiment.get_absolute_url())
+    return _render_form(request, form, {"project": project, "experiment": None})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_edit(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    experiment = get_experiment_for_user(request.user, experiment_id)
+    form = ExperimentForm(request.POST or None, project=experiment.project, instance=experiment)
+    if request.method == "POST" and form.is_valid():
+        experiment_update(experiment=experiment, name=form.cleaned_data["name"],
+                          description=form.cleaned_data["description"], config=form.config)
+        return _redirect(request, experiment.get_absolute_url())
+    return _render_form(request, form, {"project": experiment.project, "experiment": experiment})
+
+
+@login_required
+def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    experiment = get_experiment_for_user(request.user, experiment_id)
+    runs = runs_for_user(request.user).filter(experiment=experiment)
+    return render(request, "experiments/experiment_detail.html",
+                  {"experiment": experiment, "project": experiment.project, "runs": runs})
+
+
+@login_required
+@require_POST
+def experiment_launch(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    experiment = get_experiment_for_user(request.user, experiment_id)
+    try:
+        run = run_launch(experiment=experiment, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return _redirect(request, experiment.get_absolute_url())
+    return _redirect(request, run.get_absolute_url())
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)

@@ -1,0 +1,32 @@
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from webapp.experiments.selectors import experiments_for_user
+from webapp.projects.forms import ProjectForm
+from webapp.projects.selectors import get_project_for_user, projects_for_user
+from webapp.projects.services import project_create
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_list(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = project_create(user=request.user, **form.cleaned_data)
+        return redirect(project)
+    projects = projects_for_user(request.user).order_by("name")
+    template = "projects/project_list.html#project-form" if request.htmx else \
+        "projects/project_list.html"
+    status = 422 if form.errors else 200
+    return render(request, template, {"projects": projects, "form": form}, status=status)
+
+
+@login_required
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_project_for_user(request.user, project_id)
+    experiments = (experiments_for_user(request.user).filter(project=project)
+                   .prefetch_related("runs"))
+    return render(request, "projects/project_detail.html",
+                  {"project": project, "experiments": experiments})

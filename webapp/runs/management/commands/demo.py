@@ -1,0 +1,43 @@
+"""Set up the demo: a user, a project and a GRPO experiment on SmolLM2-135M-Instruct, launched."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from training.config import RunConfig
+from webapp.experiments.models import Experiment
+from webapp.projects.models import Project
+from webapp.runs.models import TERMINAL_STATUSES
+from webapp.runs.services import run_launch
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-rlab-2026"
+
+
+class Command(BaseCommand):
+    help = "Create the demo user, project and experiment, and launch a run unless one is active."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args, url: str, **options) -> None:
+        User = get_user_model()
+        user, created = User.objects.get_or_create(username=DEMO_USER)
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            user.save()
+        project, _ = Project.objects.get_or_create(
+            name="Demo", defaults={"created_by": user, "description":
+                                   "SmolLM2-135M-Instruct learns one-digit sums with GRPO."})
+        experiment, _ = Experiment.objects.get_or_create(
+            project=project, name="SmolLM2 arithmetic GRPO",
+            defaults={"author": user, "config": RunConfig().to_dict(), "description":
+                      "8 prompts × 8 completions per step, ≤32 tokens, reward 1 for the right "
+                      "sum. The mean reward rises within the first 15 minutes on 2 CPU cores."})
+        run = experiment.runs.exclude(status__in=TERMINAL_STATUSES).first()
+        if run is None:
+            run = run_launch(experiment=experiment, user=user)
+        self.stdout.write(self.style.SUCCESS(
+            f"\nrlab demo: open {url}{run.get_absolute_url()}\n"
+            f"sign in as {DEMO_USER} / {DEMO_PASSWORD}\n"))

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# The one place that says which status may follow which; services.run_transition enforces it
+# with a conditional UPDATE, so two workers can never both move a run out of the same state.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED,
+                                   RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+class Run(models.Model):
+    """One execution of an experiment, with the config it ran with."""
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE,
+                                   related_name="runs")
+    number = models.PositiveIntegerField(help_text="1, 2, 3... within the experiment.")
+    config = models.JSONField(help_text="Snapshot of the experiment config at launch.")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED,
+                              db_index=True)
+    launched_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                    related_name="+")
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
+    worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    running_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the first step began; the ETA counts from here.")
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "number"],
+                                               name="run_number_unique_in_experiment")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} #{self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("runs:detail", args=[self.pk])
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_cancellable(self) -> bool:
+        return not self.is_terminal
+
+    @property
+    def progress_fraction(self) -> float:
+        if not self.progress_total:
+            return 0.0
+        return min(1.0, self.progress_step / self.progress_total)
+
+    def eta_seconds(self, now: datetime) -> float | None:
+        """Remaining time at the mean pace of the steps done so far; None before the first step."""
+        if self.is_terminal or not self.running_since or not self.progress_step:
+            return None
+        elapsed = (now - self.running_since).total_seconds()
+        per_step = elapsed / self.progress_step
+        return max(0.0, per_step * (self.progress_total - self.progress_step))
+
+
+class MetricPoint(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points")
+    key = models.CharField(max_length=200)
+    step = models.BigIntegerField()
+    value = models.FloatField()
+    wall_time = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key", "step"],
+                                               name="metric_point_unique_per_step")]
+
+
+class Rollout(models.Model):
+    """One completion: its prompt, rewards and advantage at a training step."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="rollouts")
+    step = models.BigIntegerField()
+    group = models.PositiveIntegerField(help_text="Index of the prompt group within the step.")
+    sample_index = models.PositiveIntegerField(help_text="Index of the completion in its group.")
+    prompt_id = models.CharField(max_length=200, blank=True)
+    prompt = models.TextField()
+    completion = models.TextField()
+    reward = models.FloatField()
+    rewards = models.JSONField(default=dict, help_text="Reward per reward function.")
+    advantage = models.FloatField(null=True)
+    completion_tokens = models.PositiveIntegerField(null=True)
+    truncated = models.BooleanField(default=False)
+    extra = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-step", "group", "sample_index"]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "group", "sample_index"],
+                                               name="rollout_unique_per_sample")]
+        indexes = [models.Index(fields=["run", "-step"], name="rollout_run_step")]
+
+
+class LogLine(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="log_lines")
+    time = models.DateTimeField()
+    level = models.CharField(max_length=10, default="info")
+    source = models.CharField(max_length=10, default="trainer",
+                              help_text="'trainer' for events, 'stderr' for raw output, 'worker'.")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["time", "id"]
+        indexes = [models.Index(fields=["run", "time"], name="logline_run_time")]

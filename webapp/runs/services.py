@@ -1,0 +1,177 @@
+"""Writes for runs: launch, the status state machine, cancel, and ingestion of what a run reports.
+
+Every status change is a conditional UPDATE (`run_transition`), so a run is claimed by one worker
+at most, and a cancel that races with a finishing run leaves exactly one of the two outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from training.config import ConfigError, RunConfig
+from webapp.experiments.models import Experiment
+from webapp.runs.models import (
+    ALLOWED_TRANSITIONS,
+    TERMINAL_STATUSES,
+    LogLine,
+    MetricPoint,
+    Rollout,
+    Run,
+    RunStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE = [RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING]
+
+
+def run_queue_for(config: dict[str, Any]) -> str:
+    """The Celery queue a run goes to: a run that asks for CUDA waits for a GPU worker."""
+    if config.get("device") == "cuda":
+        return "gpu"
+    if config.get("device") == "cpu":
+        return "cpu"
+    return settings.RLAB_RUN_QUEUE
+
+
+def run_launch(*, experiment: Experiment, user) -> Run:
+    """Create a queued Run from the experiment's current config and enqueue it once committed."""
+    try:
+        config = RunConfig.from_dict(experiment.config).to_dict()
+    except ConfigError as exc:
+        raise ValidationError(f"The experiment's config cannot run: {exc}") from exc
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
+                run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
+                                         launched_by=user)
+                transaction.on_commit(lambda: _enqueue(run))
+            return run
+        except IntegrityError:
+            continue  # another launch took that number; take the next one
+    raise RuntimeError(f"could not number a new run of experiment {experiment.pk}")
+
+
+def _enqueue(run: Run) -> None:
+    from worker.tasks import run_execute
+
+    run_execute.apply_async(args=[run.pk], queue=run_queue_for(run.config))
+
+
+def run_transition(*, run_id: int, to: str, **fields: Any) -> bool:
+    """Move a run to `to` from any status that allows it. False if the run was not in one."""
+    sources = [status for status, targets in ALLOWED_TRANSITIONS.items() if to in targets]
+    if to in TERMINAL_STATUSES:
+        fields.setdefault("finished_at", timezone.now())
+    updated = Run.objects.filter(pk=run_id, status__in=sources).update(status=to, **fields)
+    return updated == 1
+
+
+def run_claim(*, run_id: int, worker: str) -> bool:
+    """queued → starting, for exactly one worker; counts the attempt."""
+    now = timezone.now()
+    updated = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.STARTING, worker=worker, started_at=now, heartbeat_at=now,
+        attempts=F("attempts") + 1)
+    return updated == 1
+
+
+def run_mark_running(*, run_id: int, device: str, total_steps: int) -> bool:
+    return run_transition(run_id=run_id, to=RunStatus.RUNNING, device=device[:100],
+                          progress_total=total_steps, running_since=timezone.now(),
+                          heartbeat_at=timezone.now())
+
+
+def run_heartbeat(*, run_id: int) -> str | None:
+    """Record that the worker is alive; return the run's status (a cancel shows up here)."""
+    Run.objects.filter(pk=run_id, status__in=_ACTIVE).update(heartbeat_at=timezone.now())
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def run_progress(*, run_id: int, step: int, total_steps: int) -> None:
+    Run.objects.filter(pk=run_id, status__in=_ACTIVE).update(
+        progress_step=step, progress_total=total_steps, heartbeat_at=timezone.now())
+
+
+def run_succeed(*, run_id: int) -> bool:
+    return run_transition(run_id=run_id, to=RunStatus.SUCCEEDED)
+
+
+def run_fail(*, run_id: int, error_message: str) -> bool:
+    ok = run_transition(run_id=run_id, to=RunStatus.FAILED, error_message=error_message[:10_000])
+    if ok:
+        logger.warning("run %s failed: %s", run_id, error_message.splitlines()[0:1])
+    return ok
+
+
+def run_cancel(*, run: Run) -> bool:
+    """Mark the run cancelled now; its worker sees the status at its next heartbeat and stops
+    the training process group. False if the run had already ended."""
+    return run_transition(run_id=run.pk, to=RunStatus.CANCELLED)
+
+
+def runs_fail_stale(*, now: datetime | None = None) -> int:
+    """Fail runs whose worker stopped heartbeating (killed, machine lost): nobody else will."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.RLAB_STALE_AFTER_SECONDS)
+    stale = Run.objects.filter(status__in=[RunStatus.STARTING, RunStatus.RUNNING],
+                               heartbeat_at__lt=cutoff)
+    count = 0
+    for run_id in stale.values_list("pk", flat=True):
+        count += run_fail(run_id=run_id, error_message=(
+            "The worker running this run stopped responding (no heartbeat for "
+            f"{settings.RLAB_STALE_AFTER_SECONDS} s): it was killed or lost its machine. "
+            "Launch the experiment again."))
+    return count
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    key: str
+    step: int
+    value: float
+    wall_time: datetime
+
+
+def metrics_ingest(*, run_id: int, points: Iterable[MetricSample]) -> int:
+    """Store points; a (run, key, step) already stored is kept as is, so replays are harmless."""
+    rows = [MetricPoint(run_id=run_id, key=p.key[:200], step=p.step, value=p.value,
+                        wall_time=p.wall_time) for p in points]
+    MetricPoint.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+    return len(rows)
+
+
+def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) -> int:
+    rows = [
+        Rollout(
+            run_id=run_id, step=step, group=int(item.get("group", 0)),
+            sample_index=int(item.get("sample_index", 0)),
+            prompt_id=str(item.get("prompt_id", ""))[:200], prompt=str(item.get("prompt", "")),
+            completion=str(item.get("completion", "")), reward=float(item.get("reward", 0.0)),
+            rewards=item.get("rewards") or {}, advantage=item.get("advantage"),
+            completion_tokens=item.get("completion_tokens"),
+            truncated=bool(item.get("truncated", False)), extra=item.get("extra") or {},
+        )
+        for item in items
+    ]
+    Rollout.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+    return len(rows)
+
+
+def logs_append(*, run_id: int, lines: Iterable[tuple[datetime, str, str, str]]) -> int:
+    """Append (time, level, source, message) lines."""
+    rows = [LogLine(run_id=run_id, time=t, level=level[:10], source=source[:10],
+                    message=message[:10_000]) for t, level, source, message in lines]
+    LogLine.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)

@@ -1,0 +1,66 @@
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from training.config import RunConfig
+from webapp.runs import selectors
+from webapp.runs.services import run_cancel
+
+
+def _live_context(run) -> dict:
+    keys = selectors.metric_keys(run)
+    return {
+        "run": run,
+        "eta_seconds": run.eta_seconds(timezone.now()),
+        "latest": selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
+        "rollouts": selectors.latest_rollouts(run),
+        "log_lines": selectors.recent_log_lines(run),
+        "metric_keys": keys,
+    }
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.get_run_for_user(request.user, run_id)
+    config_rows = [(f.name, run.config.get(f.name), f.metadata["help"])
+                   for f in RunConfig.fields() if f.name in run.config]
+    return render(request, "runs/run_detail.html",
+                  {**_live_context(run), "config_rows": config_rows,
+                   "experiment": run.experiment, "project": run.experiment.project})
+
+
+@login_required
+@require_GET
+def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The polled fragment: status and progress, with the rollouts and log lines swapped
+    out-of-band. A finished run's fragment carries no trigger, so polling stops by itself."""
+    run = selectors.get_run_for_user(request.user, run_id)
+    return render(request, "runs/run_detail.html#live", {**_live_context(run), "oob": True})
+
+
+@login_required
+@require_GET
+def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    """Chart data: {"keys": [...], "series": {key: [steps, values]}} for steps after ?after=."""
+    run = selectors.get_run_for_user(request.user, run_id)
+    try:
+        after = int(request.GET.get("after", -1))
+    except ValueError:
+        after = -1
+    keys = selectors.metric_keys(run)
+    return JsonResponse({"keys": keys, "active": not run.is_terminal,
+                         "series": selectors.metric_series(run, keys, after_step=after)})
+
+
+@login_required
+@require_POST
+def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.get_run_for_user(request.user, run_id)
+    run_cancel(run=run)
+    if request.htmx:
+        run.refresh_from_db()
+        return render(request, "runs/run_detail.html#live", {**_live_context(run), "oob": True})
+    return redirect(run)

@@ -1,0 +1,267 @@
+"""Runs one training process and relays what it reports into the database.
+
+The child (`python -m training.child`) runs in its own process group, so a crash, an OOM kill or
+a cancel never takes the worker down, and a cancel stops every process the trainer started.
+It writes JSON-lines events (training/events.py) on stdout; stderr is kept as log lines.
+Events are written in batches; when the database is briefly unreachable the batch is kept and
+written on a later flush, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from webapp.runs import services
+from webapp.runs.models import RunStatus
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.5
+STDERR_TAIL_LINES = 30
+
+
+def _now() -> datetime:
+    return datetime.now(dt_timezone.utc)
+
+
+@dataclass
+class _Pending:
+    """Events read from the child and not yet in the database."""
+
+    metrics: list[services.MetricSample] = field(default_factory=list)
+    rollouts: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)
+    logs: list[tuple[datetime, str, str, str]] = field(default_factory=list)
+    progress: tuple[int, int] | None = None
+    running: dict[str, Any] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics or self.rollouts or self.logs or self.progress or self.running)
+
+
+class RunSupervisor:
+    def __init__(self, *, run_id: int, config: dict[str, Any]):
+        self.run_id = run_id
+        self.config = config
+        self.pending = _Pending()
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.outcome: dict[str, Any] | None = None  # the child's "done" or "error" event
+        self.cancelled = False
+
+    def supervise(self) -> None:
+        proc = self._start()
+        readers = [
+            threading.Thread(target=self._read_events, args=(proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        last_flush = last_beat = time.monotonic()
+        stdout_open = True
+        try:
+            while stdout_open or proc.poll() is None:
+                try:
+                    event = self.events.get(timeout=FLUSH_SECONDS)
+                    if event is None:
+                        stdout_open = False
+                    else:
+                        self._take(event)
+                except queue.Empty:
+                    pass
+                now = time.monotonic()
+                if now - last_flush >= FLUSH_SECONDS:
+                    self._flush()
+                    last_flush = now
+                if now - last_beat >= settings.RLAB_HEARTBEAT_SECONDS:
+                    last_beat = now
+                    if self._beat() == RunStatus.CANCELLED:
+                        self.cancelled = True
+                        self._stop(proc)
+                        break
+                if not stdout_open and proc.poll() is None:
+                    proc.wait(timeout=settings.RLAB_CANCEL_GRACE_SECONDS + 5)
+        except BaseException:
+            self._stop(proc)
+            raise
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+            self._drain()
+        self._finish(proc.wait())
+
+    def _start(self) -> subprocess.Popen:
+        env = {**os.environ, "RLAB_MODEL_CACHE": settings.RLAB_MODEL_CACHE,
+               "RLAB_RUN_ID": str(self.run_id), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "training.child"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, env=env, text=True, encoding="utf-8", errors="replace",
+            bufsize=1,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"run_id": self.run_id, "config": self.config}))
+        proc.stdin.close()
+        logger.info("run %s: started training process %s", self.run_id, proc.pid)
+        return proc
+
+    def _read_events(self, stream: IO[str]) -> None:
+        for line in stream:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"kind": "log", "level": "warning", "message": line}
+            self.events.put(event)
+        self.events.put(None)
+
+    def _read_stderr(self, stream: IO[str]) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            if line.strip():
+                self.stderr_tail.append(line)
+                self.events.put({"kind": "stderr", "message": line})
+
+    def _take(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "metrics":
+            wall = datetime.fromtimestamp(float(event.get("time", time.time())), dt_timezone.utc)
+            step = int(event["step"])
+            self.pending.metrics.extend(
+                services.MetricSample(key=k, step=step, value=float(v), wall_time=wall)
+                for k, v in event.get("values", {}).items())
+        elif kind == "rollouts":
+            self.pending.rollouts.append((int(event["step"]), list(event.get("items", []))))
+        elif kind == "progress":
+            self.pending.progress = (int(event["step"]), int(event["total_steps"]))
+        elif kind == "status" and event.get("status") == "running":
+            self.pending.running = event
+        elif kind == "log":
+            self.pending.logs.append((_now(), str(event.get("level", "info")), "trainer",
+                                      str(event.get("message", ""))))
+        elif kind == "stderr":
+            self.pending.logs.append((_now(), "stderr", "stderr", event["message"]))
+        elif kind in ("done", "error"):
+            self.outcome = event
+
+    def _flush(self) -> bool:
+        """Write what is pending in one transaction; on a database error keep it for later."""
+        if not self.pending:
+            return True
+        pending = self.pending
+        try:
+            with transaction.atomic():
+                if pending.running is not None:
+                    services.run_mark_running(
+                        run_id=self.run_id, device=str(pending.running.get("device", "")),
+                        total_steps=int(pending.running.get("total_steps", 0)))
+                services.metrics_ingest(run_id=self.run_id, points=pending.metrics)
+                for step, items in pending.rollouts:
+                    services.rollouts_ingest(run_id=self.run_id, step=step, items=items)
+                services.logs_append(run_id=self.run_id, lines=pending.logs)
+                if pending.progress is not None:
+                    step, total = pending.progress
+                    services.run_progress(run_id=self.run_id, step=step, total_steps=total)
+        except DatabaseError:
+            logger.warning("run %s: database unavailable, keeping %d metric points for later",
+                           self.run_id, len(pending.metrics), exc_info=True)
+            self._reset_connection()
+            return False
+        self.pending = _Pending()
+        return True
+
+    def _beat(self) -> str | None:
+        try:
+            return services.run_heartbeat(run_id=self.run_id)
+        except DatabaseError:
+            logger.warning("run %s: heartbeat failed, database unavailable", self.run_id)
+            self._reset_connection()
+            return None
+
+    @staticmethod
+    def _reset_connection() -> None:
+        try:
+            connection.close()
+        except DatabaseError:
+            pass
+        close_old_connections()
+
+    def _stop(self, proc: subprocess.Popen) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
+        if proc.poll() is not None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=settings.RLAB_CANCEL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        logger.info("run %s: training process stopped", self.run_id)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if event is not None:
+                self._take(event)
+        for delay in (0, 1, 2, 4, 8, 16, 32):
+            time.sleep(delay)
+            if self._flush():
+                return
+        logger.error("run %s: could not store its last events; the database stayed down",
+                     self.run_id)
+
+    def _finish(self, returncode: int) -> None:
+        if self.cancelled:
+            self._final_log("Cancelled: the training process was stopped.")
+            return
+        outcome = self.outcome or {}
+        if outcome.get("kind") == "done" and returncode == 0:
+            services.run_succeed(run_id=self.run_id)
+        elif outcome.get("kind") == "error":
+            services.run_fail(run_id=self.run_id, error_message=str(outcome.get("message")))
+        else:
+            services.run_fail(run_id=self.run_id, error_message=self._crash_message(returncode))
+
+    def _crash_message(self, returncode: int) -> str:
+        if returncode < 0:
+            name = signal.Signals(-returncode).name
+            why = f"The training process was killed by {name}"
+            if returncode == -signal.SIGKILL:
+                why += " (often the out-of-memory killer: try a smaller micro-batch size or model)"
+        else:
+            why = f"The training process exited with code {returncode} without reporting an error"
+        tail = "\n".join(self.stderr_tail)
+        return f"{why}.\n\nLast output:\n{tail}" if tail else f"{why}."
+
+    def _final_log(self, message: str) -> None:
+        try:
+            services.logs_append(run_id=self.run_id,
+                                 lines=[(_now(), "info", "worker", message)])
+        except DatabaseError:
+            logger.warning("run %s: %s (not stored: database unavailable)", self.run_id, message)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
