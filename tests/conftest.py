@@ -50,3 +50,20 @@ def experiment(project, user):
     config = RunConfig(max_steps=3, prompts_per_step=2, group_size=2).to_dict()
     return experiment_create(project=project, author=user, name="grpo-small", description="",
                              config=config)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer Llama with the SmolLM2 tokenizer: loads and trains in seconds."""
+    from training.models import build_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(path)
+    return path
+
+
+def tiny_config(model_dir, **overrides) -> dict:
+    values = dict(model=str(model_dir), max_steps=3, prompts_per_step=2, group_size=2,
+                  max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4)
+    values.update(overrides)
+    return RunConfig(**values).to_dict()

@@ -5,5 +5,6 @@ from webapp.projects import views
 app_name = "projects"
 urlpatterns = [
     path("", views.project_list, name="list"),
+    path("healthz", views.healthz, name="healthz"),
     path("projects/<int:project_id>/", views.project_detail, name="detail"),
 ]

@@ -30,3 +30,12 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
                    .prefetch_related("runs"))
     return render(request, "projects/project_detail.html",
                   {"project": project, "experiments": experiments})
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness and database reachability, for container health checks."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return HttpResponse("ok", content_type="text/plain")

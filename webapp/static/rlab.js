@@ -62,6 +62,7 @@
         }
         if (incoming[0].length) lastStep = Math.max(lastStep, incoming[0][incoming[0].length - 1]);
       }
+      if (charts.size) container.querySelector(".charts-empty")?.remove();
       container.dataset.points = String(Math.max(0, ...[...charts.values()].map((c) => c.steps.length)));
       container.dataset.lastStep = String(lastStep);
       if (payload.active) setTimeout(poll, POLL_MS);

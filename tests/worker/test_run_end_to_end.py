@@ -1,0 +1,147 @@
+"""A real Celery worker process runs tiny-model runs end to end on Postgres and Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from tests.conftest import tiny_config
+from tests.stack import start_worker, training_processes
+from webapp.experiments.services import experiment_create
+from webapp.runs import services
+from webapp.runs.models import LogLine, MetricPoint, Rollout, Run, RunStatus
+from worker.tasks import run_execute
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def worker(tmp_path, tiny_model_dir):
+    process = start_worker(tmp_path)
+    yield process
+    process.stop()
+
+
+def _launch(project, user, name: str, config: dict) -> Run:
+    experiment = experiment_create(project=project, author=user, name=name, description="",
+                                   config=config)
+    return services.run_launch(experiment=experiment, user=user)
+
+
+def _wait(run: Run, predicate, timeout: float, worker=None) -> Run:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if predicate(run):
+            return run
+        time.sleep(0.25)
+    log = worker.output()[-4000:] if worker else ""
+    raise AssertionError(f"run {run.pk} stuck in {run.status} ({run.error_message}):\n{log}")
+
+
+def test_a_launched_run_trains_to_success(worker, project, user, tiny_model_dir):
+    run = _launch(project, user, "tiny", tiny_config(tiny_model_dir, max_steps=3))
+    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert (run.progress_step, run.progress_total) == (3, 3)
+    assert run.device == "cpu" and run.worker and run.attempts == 1
+    assert run.started_at <= run.finished_at
+    steps = sorted(MetricPoint.objects.filter(run=run, key="reward/mean")
+                   .values_list("step", flat=True))
+    assert steps == [1, 2, 3]
+    keys = set(MetricPoint.objects.filter(run=run).values_list("key", flat=True))
+    assert {"reward/mean", "entropy/mean", "completion/length_mean", "loss/policy"} <= keys
+    rollouts = Rollout.objects.filter(run=run)
+    assert rollouts.count() == 3 * 4
+    assert set(rollouts.values_list("step", flat=True)) == {1, 2, 3}
+    assert all(r.completion_tokens is not None for r in rollouts)
+    assert LogLine.objects.filter(run=run).exists()
+    assert training_processes(run.pk) == []
+
+
+def test_a_missing_model_fails_fast_with_a_clear_message(worker, project, user,
+                                                         tiny_model_dir):
+    started = time.monotonic()
+    run = _launch(project, user, "missing", tiny_config("/no/such/model"))
+    run = _wait(run, lambda r: r.is_terminal, 60, worker)
+    assert run.status == RunStatus.FAILED
+    assert "/no/such/model" in run.error_message
+    assert "does not exist" in run.error_message
+    assert time.monotonic() - started < 60
+
+
+def test_cancel_stops_the_training_process_within_10_seconds(worker, project, user,
+                                                             tiny_model_dir):
+    run = _launch(project, user, "long", tiny_config(tiny_model_dir, max_steps=100_000))
+    run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
+    assert training_processes(run.pk), "the training process should be running"
+
+    cancelled_at = time.monotonic()
+    assert services.run_cancel(run=run)
+    while training_processes(run.pk) and time.monotonic() - cancelled_at < 15:
+        time.sleep(0.1)
+    stopped_after = time.monotonic() - cancelled_at
+
+    assert stopped_after < 10, f"training still running {stopped_after:.1f} s after cancel"
+    run = _wait(run, lambda r: LogLine.objects.filter(run=r, source="worker").exists(), 15)
+    assert run.status == RunStatus.CANCELLED
+    assert run.finished_at is not None
+
+
+def test_a_run_delivered_twice_trains_once(worker, project, user, tiny_model_dir):
+    run = _launch(project, user, "twice", tiny_config(tiny_model_dir, max_steps=2))
+    run_execute.apply_async(args=[run.pk], queue="cpu")
+    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+    time.sleep(2)  # let the second delivery be handled too
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.attempts == 1
+    assert "not queued any more" in worker.output()
+
+
+def test_a_killed_worker_leaves_no_training_process_and_its_run_is_failed(
+        worker, project, user, tiny_model_dir):
+    run = _launch(project, user, "orphan", tiny_config(tiny_model_dir, max_steps=100_000))
+    run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
+
+    worker.kill()
+    deadline = time.monotonic() + 10
+    while training_processes(run.pk) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert training_processes(run.pk) == [], "the training process outlived its worker"
+
+    later = timezone.now() + timedelta(seconds=settings.RLAB_STALE_AFTER_SECONDS + 5)
+    assert services.runs_fail_stale(now=later) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "stopped responding" in run.error_message
+
+
+def _restart_postgres() -> None:
+    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True,
+                             check=True).stdout.split()[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart",
+                    "-m", "fast"], check=True, capture_output=True, timeout=60)
+
+
+def test_a_database_restart_mid_run_loses_no_metrics(worker, project, user, tiny_model_dir):
+    run = _launch(project, user, "db-restart", tiny_config(tiny_model_dir, max_steps=12))
+    run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
+
+    connection.close()
+    _restart_postgres()
+    connection.close()
+    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    steps = sorted(MetricPoint.objects.filter(run=run, key="reward/mean")
+                   .values_list("step", flat=True))
+    assert steps == list(range(1, 13))
+    assert Rollout.objects.filter(run=run).count() == 12 * 4
