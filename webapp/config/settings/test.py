@@ -12,4 +12,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Serve static files straight from the source folders, as in development (no collectstatic).
+WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
