@@ -53,16 +53,15 @@ def experiment(project, user):
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
+def tiny_model(tmp_path_factory):
     """A random 2-layer Llama with the SmolLM2 tokenizer: loads and trains in seconds."""
     from training.models import build_tiny_model
 
-    path = tmp_path_factory.mktemp("tiny-model")
-    build_tiny_model(path)
-    return path
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
-def tiny_config(model_dir, **overrides) -> dict:
+def tiny_run_config(model_dir, **overrides) -> dict:
+    """A run config for the tiny model that takes about a second a step."""
     values = dict(model=str(model_dir), max_steps=3, prompts_per_step=2, group_size=2,
                   max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4)
     values.update(overrides)

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.5
 STDERR_TAIL_LINES = 30
+# Seconds to wait before each try at a final write while the database is unavailable.
+RETRY_DELAYS = (0, 1, 2, 4, 8, 16, 32)
 
 
 def _now() -> datetime:
@@ -94,7 +96,10 @@ class RunSupervisor:
                         self._stop(proc)
                         break
                 if not stdout_open and proc.poll() is None:
-                    proc.wait(timeout=settings.RLAB_CANCEL_GRACE_SECONDS + 5)
+                    try:  # events ended: the process is exiting, or hung on its way out
+                        proc.wait(timeout=settings.RLAB_CANCEL_GRACE_SECONDS + 5)
+                    except subprocess.TimeoutExpired:
+                        self._stop(proc)
         except BaseException:
             self._stop(proc)
             raise
@@ -222,7 +227,7 @@ class RunSupervisor:
                 break
             if event is not None:
                 self._take(event)
-        for delay in (0, 1, 2, 4, 8, 16, 32):
+        for delay in RETRY_DELAYS:
             time.sleep(delay)
             if self._flush():
                 return
@@ -230,8 +235,23 @@ class RunSupervisor:
                      self.run_id)
 
     def _finish(self, returncode: int) -> None:
+        """Record how the run ended, retrying while the database is unavailable."""
+        for delay in RETRY_DELAYS:
+            time.sleep(delay)
+            try:
+                self._record_end(returncode)
+                return
+            except DatabaseError:
+                logger.warning("run %s: cannot record its end yet, database unavailable",
+                               self.run_id)
+                self._reset_connection()
+        logger.error("run %s: could not record its end; the stale-run check will fail it",
+                     self.run_id)
+
+    def _record_end(self, returncode: int) -> None:
         if self.cancelled:
-            self._final_log("Cancelled: the training process was stopped.")
+            services.logs_append(run_id=self.run_id, lines=[
+                (_now(), "info", "worker", "Cancelled: the training process was stopped.")])
             return
         outcome = self.outcome or {}
         if outcome.get("kind") == "done" and returncode == 0:
@@ -247,17 +267,12 @@ class RunSupervisor:
             why = f"The training process was killed by {name}"
             if returncode == -signal.SIGKILL:
                 why += " (often the out-of-memory killer: try a smaller micro-batch size or model)"
+        elif returncode == 0:
+            why = "The training process was stopped from outside before it finished"
         else:
             why = f"The training process exited with code {returncode} without reporting an error"
         tail = "\n".join(self.stderr_tail)
         return f"{why}.\n\nLast output:\n{tail}" if tail else f"{why}."
-
-    def _final_log(self, message: str) -> None:
-        try:
-            services.logs_append(run_id=self.run_id,
-                                 lines=[(_now(), "info", "worker", message)])
-        except DatabaseError:
-            logger.warning("run %s: %s (not stored: database unavailable)", self.run_id, message)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

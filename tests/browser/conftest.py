@@ -34,7 +34,7 @@ def browser():
 
 
 @pytest.fixture
-def stack(transactional_db, tmp_path, tiny_model_dir):
+def stack(transactional_db, tmp_path, tiny_model):
     worker = start_worker(tmp_path)
     web, base_url = start_web(tmp_path)
     yield base_url

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_run_config
 from tests.stack import start_worker, training_processes
 from webapp.experiments.services import experiment_create
 from webapp.runs import services
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def worker(tmp_path, tiny_model_dir):
+def worker(tmp_path, tiny_model):
     process = start_worker(tmp_path)
     yield process
     process.stop()
@@ -45,8 +45,8 @@ def _wait(run: Run, predicate, timeout: float, worker=None) -> Run:
     raise AssertionError(f"run {run.pk} stuck in {run.status} ({run.error_message}):\n{log}")
 
 
-def test_a_launched_run_trains_to_success(worker, project, user, tiny_model_dir):
-    run = _launch(project, user, "tiny", tiny_config(tiny_model_dir, max_steps=3))
+def test_a_launched_run_trains_to_success(worker, project, user, tiny_model):
+    run = _launch(project, user, "tiny", tiny_run_config(tiny_model, max_steps=3))
     run = _wait(run, lambda r: r.is_terminal, 180, worker)
 
     assert run.status == RunStatus.SUCCEEDED, run.error_message
@@ -67,9 +67,9 @@ def test_a_launched_run_trains_to_success(worker, project, user, tiny_model_dir)
 
 
 def test_a_missing_model_fails_fast_with_a_clear_message(worker, project, user,
-                                                         tiny_model_dir):
+                                                         tiny_model):
     started = time.monotonic()
-    run = _launch(project, user, "missing", tiny_config("/no/such/model"))
+    run = _launch(project, user, "missing", tiny_run_config("/no/such/model"))
     run = _wait(run, lambda r: r.is_terminal, 60, worker)
     assert run.status == RunStatus.FAILED
     assert "/no/such/model" in run.error_message
@@ -78,8 +78,8 @@ def test_a_missing_model_fails_fast_with_a_clear_message(worker, project, user,
 
 
 def test_cancel_stops_the_training_process_within_10_seconds(worker, project, user,
-                                                             tiny_model_dir):
-    run = _launch(project, user, "long", tiny_config(tiny_model_dir, max_steps=100_000))
+                                                             tiny_model):
+    run = _launch(project, user, "long", tiny_run_config(tiny_model, max_steps=100_000))
     run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
     assert training_processes(run.pk), "the training process should be running"
 
@@ -95,8 +95,8 @@ def test_cancel_stops_the_training_process_within_10_seconds(worker, project, us
     assert run.finished_at is not None
 
 
-def test_a_run_delivered_twice_trains_once(worker, project, user, tiny_model_dir):
-    run = _launch(project, user, "twice", tiny_config(tiny_model_dir, max_steps=2))
+def test_a_run_delivered_twice_trains_once(worker, project, user, tiny_model):
+    run = _launch(project, user, "twice", tiny_run_config(tiny_model, max_steps=2))
     run_execute.apply_async(args=[run.pk], queue="cpu")
     run = _wait(run, lambda r: r.is_terminal, 180, worker)
     time.sleep(2)  # let the second delivery be handled too
@@ -107,8 +107,8 @@ def test_a_run_delivered_twice_trains_once(worker, project, user, tiny_model_dir
 
 
 def test_a_killed_worker_leaves_no_training_process_and_its_run_is_failed(
-        worker, project, user, tiny_model_dir):
-    run = _launch(project, user, "orphan", tiny_config(tiny_model_dir, max_steps=100_000))
+        worker, project, user, tiny_model):
+    run = _launch(project, user, "orphan", tiny_run_config(tiny_model, max_steps=100_000))
     run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
 
     worker.kill()
@@ -131,8 +131,8 @@ def _restart_postgres() -> None:
                     "-m", "fast"], check=True, capture_output=True, timeout=60)
 
 
-def test_a_database_restart_mid_run_loses_no_metrics(worker, project, user, tiny_model_dir):
-    run = _launch(project, user, "db-restart", tiny_config(tiny_model_dir, max_steps=12))
+def test_a_database_restart_mid_run_loses_no_metrics(worker, project, user, tiny_model):
+    run = _launch(project, user, "db-restart", tiny_run_config(tiny_model, max_steps=12))
     run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
 
     connection.close()

@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from training.algorithms.grpo import compute_advantages, compute_loss
+
+
+def test_advantages_are_normalised_within_each_group():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 3.0, 1.0, 2.0, 2.0])
+    advantages = compute_advantages(rewards, group_size=4, eps=0.0)
+    # group 1: mean 0.25, unbiased std 0.5;  group 2: mean 2, unbiased std sqrt(2/3)
+    s = math.sqrt(2 / 3)
+    expected = [1.5, -0.5, -0.5, -0.5, 1 / s, -1 / s, 0.0, 0.0]
+    assert torch.allclose(advantages, torch.tensor(expected), atol=1e-6)
+
+
+def test_a_group_with_equal_rewards_gets_zero_advantages():
+    advantages = compute_advantages(torch.tensor([1.0, 1.0, 0.0, 1.0]), group_size=2, eps=1e-4)
+    assert advantages[:2].tolist() == [0.0, 0.0]
+    assert advantages[2] < 0 < advantages[3]
+
+
+def _loss(logp, old_logp, advantages, mask=None, ref_logp=None, epsilon=0.2, beta=0.0):
+    mask = torch.ones_like(logp) if mask is None else mask
+    return compute_loss(logp, old_logp, ref_logp, advantages, mask, epsilon, beta)
+
+
+def test_loss_at_ratio_one_is_minus_the_mean_advantage():
+    logp = torch.full((2, 3), -1.0)
+    loss, stats = _loss(logp, logp.clone(), torch.tensor([0.5, -1.5]))
+    assert loss.item() == pytest.approx(0.5)
+    assert stats["clip/low_fraction"] == 0 and stats["clip/high_fraction"] == 0
+    assert "kl/mean" not in stats
+
+
+def test_loss_is_a_token_mean_per_sequence_then_a_mean_over_sequences():
+    # ratio 1 everywhere; per-token loss = −Â, so vary Â and the lengths
+    logp = torch.zeros(2, 4)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])
+    loss, _ = _loss(logp, logp.clone(), torch.tensor([1.0, 3.0]), mask=mask)
+    assert loss.item() == pytest.approx((-1.0 + -3.0) / 2)  # not (4·−1 + 1·−3) / 5
+
+
+def test_clipping_cuts_the_gradient_on_both_sides():
+    # Ratios 1.5 and 0.5 with ε = 0.2, for a positive and a negative advantage.
+    ratios = torch.tensor([[1.5], [0.5], [1.5], [0.5]])
+    old_logp = torch.full((4, 1), -2.0)
+    logp = (old_logp + ratios.log()).requires_grad_()
+    advantages = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    loss, stats = _loss(logp, old_logp, advantages)
+    # per token −min(ρÂ, clip(ρ)Â): −1.2 (high clip), 0.8 (low clip), 1.5 and −0.5 (unclipped)
+    assert loss.item() == pytest.approx((-1.2 + 0.8 + 1.5 - 0.5) / 4)
+    assert stats["clip/high_fraction"].item() == pytest.approx(0.25)
+    assert stats["clip/low_fraction"].item() == pytest.approx(0.25)
+    loss.backward()
+    # d/dlogp of −ρÂ/4 is −ρÂ/4 on the unclipped tokens, 0 on the clipped ones
+    expected = torch.tensor([[0.0], [0.0], [1.5 / 4], [-0.5 / 4]])
+    assert torch.allclose(logp.grad, expected, atol=1e-6)
+
+
+def test_kl_penalty_adds_beta_times_k3():
+    logp = torch.zeros(1, 2)
+    ref_logp = torch.tensor([[math.log(2), 0.0]])  # k3 = 1 − ln 2, then 0
+    loss, stats = _loss(logp, logp.clone(), torch.tensor([0.0]), ref_logp=ref_logp, beta=0.5)
+    k3 = 1 - math.log(2)
+    assert loss.item() == pytest.approx(0.5 * k3 / 2)
+    assert stats["kl/mean"].item() == pytest.approx(k3 / 2)
+
+
+def test_masked_tokens_do_not_count():
+    logp = torch.tensor([[0.0, 5.0]])
+    old_logp = torch.tensor([[0.0, 0.0]])
+    loss, stats = _loss(logp, old_logp, torch.tensor([2.0]), mask=torch.tensor([[1, 0]]))
+    assert loss.item() == pytest.approx(-2.0)
+    assert stats["clip/high_fraction"].item() == 0.0

@@ -1,0 +1,166 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import training.tasks
+from training.events import ListReporter
+from training.models import load_policy
+from training.tasks import AdditionTask
+from training.trainer import Outcome, completion_logprobs, train
+
+STEP_METRICS = {
+    "reward/mean", "reward/std", "reward/correct", "advantage/mean", "advantage/std",
+    "loss/policy", "entropy/mean", "completion/length_mean", "completion/length_max",
+    "completion/truncated_fraction", "groups/degenerate_fraction", "clip/low_fraction",
+    "clip/high_fraction", "optim/grad_norm", "optim/lr", "time/generate_s", "time/update_s",
+    "time/step_s", "perf/tokens_per_s",
+}
+ROLLOUT_FIELDS = {"prompt", "completion", "reward", "rewards", "advantage", "group",
+                  "sample_index", "prompt_id", "completion_tokens", "truncated", "extra"}
+
+
+def _run(config, **kwargs):
+    reporter = ListReporter()
+    outcome = train(config, reporter, **kwargs)
+    return outcome, reporter
+
+
+def test_two_steps_report_every_metric_finite(tiny_config):
+    outcome, reporter = _run(tiny_config)
+    assert outcome is Outcome.COMPLETED
+    [status] = reporter.of_kind("status")
+    assert status["status"] == "running" and status["device"] == "cpu"
+    assert status["total_steps"] == 2
+    metrics = reporter.of_kind("metrics")
+    assert [m["step"] for m in metrics] == [1, 2]
+    for event in metrics:
+        assert STEP_METRICS <= set(event["values"])  # non-finite values would have been dropped
+        assert all(math.isfinite(v) for v in event["values"].values())
+        assert "kl/mean" not in event["values"]  # β = 0: no reference model
+    assert [(p["step"], p["total_steps"]) for p in reporter.of_kind("progress")] == [(1, 2), (2, 2)]
+
+
+def test_rollouts_carry_the_event_fields(tiny_config):
+    _, reporter = _run(tiny_config)
+    rollouts = reporter.of_kind("rollouts")
+    assert [r["step"] for r in rollouts] == [1, 2]
+    items = rollouts[0]["items"]
+    assert len(items) == tiny_config.rollouts_logged_per_step
+    for item in items:
+        assert set(item) == ROLLOUT_FIELDS
+        assert 1 <= item["completion_tokens"] <= tiny_config.max_new_tokens
+        assert set(item["rewards"]) == {"correct"}
+        a, b = item["prompt_id"].split("+")
+        assert item["extra"]["answer"] == str(int(a) + int(b))
+    assert [(i["group"], i["sample_index"]) for i in items] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+def test_the_same_seed_gives_the_same_first_step(tiny_config):
+    config = dataclasses.replace(tiny_config, max_steps=1)
+    runs = [_run(config)[1] for _ in range(2)]
+    first, second = ({k: v for k, v in r.of_kind("metrics")[0]["values"].items()
+                      if not k.startswith(("time/", "perf/"))} for r in runs)
+    assert first == second
+    assert [i["completion"] for i in runs[0].of_kind("rollouts")[0]["items"]] == \
+        [i["completion"] for i in runs[1].of_kind("rollouts")[0]["items"]]
+
+
+def test_kl_is_reported_when_beta_is_positive(tiny_config):
+    _, reporter = _run(dataclasses.replace(tiny_config, beta=0.1, max_steps=1))
+    assert reporter.of_kind("metrics")[0]["values"]["kl/mean"] >= 0
+
+
+@pytest.fixture
+def length_rewarded(monkeypatch):
+    """The random tiny model never answers right; reward length instead, so groups differ."""
+    def longer_is_better(prompts, completions, **columns):
+        return [float(len(c)) for c in completions]
+
+    task = AdditionTask(low=0, high=9, reward_functions={"correct": longer_is_better})
+    monkeypatch.setitem(training.tasks.TASKS, "arithmetic", task)
+
+
+def test_rewards_that_differ_within_groups_move_the_weights(tiny_config, length_rewarded):
+    _, reporter = _run(dataclasses.replace(tiny_config, max_steps=1))
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert values["groups/degenerate_fraction"] < 1
+    assert values["advantage/std"] > 0
+    assert values["optim/grad_norm"] > 0
+
+
+@pytest.fixture(scope="module")
+def ending_model(tiny_model, tmp_path_factory):
+    """The tiny model with a random EOS embedding: it ends completions at varied lengths.
+
+    (In the tiny model EOS is also the pad token, whose embedding starts at zero, so it never
+    ends a completion.)
+    """
+    model, tokenizer = load_policy(str(tiny_model), dtype=torch.float32, device="cpu")
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tokenizer.eos_token_id] = torch.randn(
+            model.config.hidden_size, generator=torch.Generator().manual_seed(2))
+    path = tmp_path_factory.mktemp("ending-model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_micro_batching_does_not_change_the_update(tiny_config, ending_model, length_rewarded):
+    config = dataclasses.replace(tiny_config, model=str(ending_model), max_steps=1,
+                                 group_size=4, max_new_tokens=12, rollouts_logged_per_step=8)
+    whole, split = (_run(dataclasses.replace(config, micro_batch_size=size))[1]
+                    for size in (8, 3))
+    lengths = [item["completion_tokens"] for item in whole.of_kind("rollouts")[0]["items"]]
+    assert len(set(lengths)) > 2  # so the micro-batches are trimmed to different widths
+    whole, split = (r.of_kind("metrics")[0]["values"] for r in (whole, split))
+    assert 0 < whole["completion/truncated_fraction"] < 1
+    for key in ("loss/policy", "entropy/mean", "optim/grad_norm"):
+        assert split[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6)
+
+
+def test_recomputed_logprobs_match_the_sampling_distribution(tiny_model):
+    model, tokenizer = load_policy(str(tiny_model), dtype=torch.float32, device="cpu")
+    texts = tokenizer.apply_chat_template(
+        [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a longer prompt"}]],
+        add_generation_prompt=True, tokenize=False)
+    prompts = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    out = model.generate(**prompts, do_sample=True, temperature=0.7, top_k=0, max_new_tokens=5,
+                         num_return_sequences=2, output_scores=True, return_dict_in_generate=True,
+                         pad_token_id=tokenizer.pad_token_id)
+    width = len(out.scores)
+    # After an EOS, generate pads and its scores no longer describe the tokens: compare before.
+    is_eos = out.sequences[:, -width:] == tokenizer.eos_token_id
+    before_eos = (is_eos.cumsum(1) - is_eos.long()) == 0  # (4, width)
+    sampled = torch.stack(out.scores, 1).log_softmax(-1)  # scores hold logits / temperature
+    expected = sampled.gather(-1, out.sequences[:, -width:, None]).squeeze(-1)
+    attention = torch.cat([prompts["attention_mask"].repeat_interleave(2, 0),
+                           torch.ones(4, width, dtype=torch.long)], dim=1)
+    logp, _ = completion_logprobs(model, out.sequences, attention, width, temperature=0.7)
+    assert torch.allclose(logp[before_eos], expected[before_eos], atol=1e-4)
+
+
+def test_should_stop_ends_the_run_after_the_current_step(tiny_config):
+    reporter = ListReporter()
+    outcome = train(dataclasses.replace(tiny_config, max_steps=5), reporter,
+                    should_stop=lambda: bool(reporter.of_kind("metrics")))
+    assert outcome is Outcome.STOPPED
+    assert len(reporter.of_kind("metrics")) == 1
+    assert "stopped on request" in reporter.of_kind("log")[-1]["message"]
+
+
+def test_a_missing_model_is_reported_as_an_error(tmp_path, tiny_config):
+    outcome, reporter = _run(dataclasses.replace(tiny_config, model=str(tmp_path / "gone")))
+    assert outcome is Outcome.FAILED
+    [error] = reporter.of_kind("error")
+    assert "gone" in error["message"] and "does not exist" in error["message"]
+    assert not reporter.of_kind("metrics")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_an_error(tiny_config):
+    outcome, reporter = _run(dataclasses.replace(tiny_config, device="cuda"))
+    assert outcome is Outcome.FAILED
+    assert "no CUDA GPU" in reporter.of_kind("error")[0]["message"]

@@ -1,0 +1,132 @@
+"""The training process a worker starts: `python -m training.child`.
+
+Protocol: the worker writes one JSON object, `{"run_id": 12, "config": {...}}`, to stdin, and
+reads events (training.events) from stdout, one JSON line each. Everything else the process or
+its libraries print goes to stderr, so the event stream stays parseable.
+
+Ends with:
+    exit 0 after a `done` event: the run completed;
+    exit 0 with no `done`: SIGTERM (or SIGINT) stopped it between steps, as asked;
+    exit 1 after an `error` event: training failed (the traceback is on stderr);
+    exit 2 after an `error` event: the request or its config was invalid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+from typing import IO, Any
+
+from training.config import ConfigError, RunConfig
+from training.events import JsonLinesReporter
+
+PR_SET_PDEATHSIG = 1
+OUT_OF_MEMORY_HINT = ("Out of memory: lower micro_batch_size, prompts_per_step × group_size or "
+                      "max_new_tokens, or use bfloat16.")
+
+
+class _PipeReporter(JsonLinesReporter):
+    """A reporter for a worker that may vanish: with no one reading, there is nothing to do."""
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        try:
+            super()._emit(event)
+        except BrokenPipeError:
+            os._exit(1)  # skips the interpreter's final flush, which would fail on the pipe again
+
+
+def main() -> int:
+    events = _claim_stdout()
+    reporter = _PipeReporter(events)
+    _die_with_parent()
+    stop_requested = False
+
+    def request_stop(signum: int, frame: Any) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    try:
+        request = _read_request(sys.stdin)
+        run_id = request.get("run_id")
+        config = RunConfig.from_dict(request["config"])
+    except ConfigError as exc:
+        reporter.error(f"Invalid run config: {exc}")
+        return 2
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        reporter.error(f"Invalid request on stdin ({type(exc).__name__}: {exc}); expected "
+                       f'{{"run_id": ..., "config": {{...}}}}')
+        return 2
+
+    from training.trainer import Outcome, train  # after the stdout swap: torch may print
+
+    try:
+        outcome = train(config, reporter, should_stop=lambda: stop_requested)
+    except Exception as exc:
+        print(f"run {run_id}: training failed", file=sys.stderr)
+        traceback.print_exc()
+        reporter.error(_describe(exc))
+        return 1
+    if outcome is Outcome.FAILED:
+        return 1
+    if outcome is Outcome.COMPLETED:
+        reporter.done()
+    return 0
+
+
+def _claim_stdout() -> IO[str]:
+    """Keep the real stdout for events only; point fd 1 (print, C libraries) at stderr."""
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so it never outlives a worker."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # best effort: the worker also kills the process group
+
+
+def _read_request(stream: IO[str]) -> dict[str, Any]:
+    """One JSON object, on one line or several; the worker need not close stdin after it."""
+    text = ""
+    for line in stream:
+        text += line
+        try:
+            request = json.loads(text)
+            break
+        except json.JSONDecodeError as exc:
+            if exc.pos < len(text.rstrip()):
+                raise  # wrong, not merely unfinished
+    else:
+        request = json.loads(text)  # input ended: raises with what is missing
+    if not isinstance(request, dict) or not isinstance(request.get("config"), dict):
+        raise ValueError("the request must be an object with a 'config' object")
+    return request
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's type and first line, with what to do when the cause is a known one."""
+    import torch  # already loaded by the trainer
+
+    first_line = next(iter(str(exc).strip().splitlines()), "")[:300]
+    message = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    text = str(exc).lower()
+    if (isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text):
+        message += f". {OUT_OF_MEMORY_HINT}"
+    return message
+
+if __name__ == "__main__":
+    sys.exit(main())

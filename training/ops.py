@@ -1,0 +1,51 @@
+"""Tensor operations shared by the algorithms: masked reductions, KL estimators, token log-probs."""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Sum of x where mask is 1, over `dim` (all elements when None)."""
+    masked = x * mask
+    return masked.sum() if dim is None else masked.sum(dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x where mask is 1; an all-masked row gives 0 rather than NaN."""
+    count = mask.sum() if dim is None else mask.sum(dim)
+    return masked_sum(x, mask, dim) / count.clamp(min=1)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(π || π_ref), per sampled token:
+
+        k3 = exp(log π_ref − log π) − (log π_ref − log π) − 1
+
+    Unbiased for samples from π, and never negative.
+    """
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                               chunk_rows: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) with gradient, and the entropy of each next-token distribution without.
+
+    logits (B, T, V), targets (B, T) -> logp (B, T) float32, entropy (B, T) float32.
+    Rows are processed in chunks so that only a (chunk_rows, V) float32 temporary exists at a
+    time instead of a full (B, T, V) log-softmax; the entropy is a diagnostic, so it is detached.
+    """
+    batch, length, vocab = logits.shape
+    flat_logits = logits.reshape(-1, vocab)  # (B*T, V)
+    flat_targets = targets.reshape(-1)  # (B*T,)
+    logps, entropies = [], []
+    for start in range(0, flat_logits.shape[0], chunk_rows):
+        rows = flat_logits[start:start + chunk_rows].float()  # (n, V)
+        log_norm = torch.logsumexp(rows, dim=-1)  # (n,)
+        chosen = rows.gather(-1, flat_targets[start:start + chunk_rows, None]).squeeze(-1)
+        logps.append(chosen - log_norm)
+        with torch.no_grad():
+            probs = torch.exp(rows - log_norm[:, None])  # (n, V)
+            entropies.append(log_norm - (probs * rows).sum(-1))
+    return (torch.cat(logps).view(batch, length), torch.cat(entropies).view(batch, length))

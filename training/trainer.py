@@ -1,0 +1,313 @@
+"""The training loop: sample prompts, generate G completions each, score them, update the policy.
+
+One step is one batch of rollouts and one optimisation pass over it (micro-batched, gradients
+accumulated), so the sampling policy π_old is the policy being updated and the importance ratio
+starts at 1; the loss code keeps the general ratio so that several passes would need no change.
+Everything the run produces goes out through the `Reporter`.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
+
+from training.algorithms.grpo import GRPOConfig, compute_advantages, compute_loss
+from training.config import RunConfig
+from training.events import Reporter
+from training.models import ModelNotFound, load_policy
+from training.ops import masked_sum, token_logprobs_and_entropy
+from training.tasks import Example, get_task
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"  # ran max_steps
+    STOPPED = "stopped"  # should_stop() turned true; the last finished step was reported
+    FAILED = "failed"  # a user-fixable problem, already reported with reporter.error
+
+
+@dataclass
+class Rollouts:
+    """G completions for each of B prompts, group by group: row i belongs to prompt i // G."""
+
+    input_ids: torch.Tensor  # (N, P + T) left-padded prompt, then completion; N = B*G
+    attention_mask: torch.Tensor  # (N, P + T) 0 on prompt padding and after the first EOS
+    completion_mask: torch.Tensor  # (N, T) 1 on completion tokens up to and including EOS
+    lengths: torch.Tensor  # (N,) completion tokens, EOS included
+    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens before EOS
+    texts: list[str]  # decoded completions, special tokens dropped
+
+
+def train(config: RunConfig, reporter: Reporter, *,
+          should_stop: Callable[[], bool] = lambda: False) -> Outcome:
+    """Run `config` to the end, or until should_stop() is true between steps or micro-batches."""
+    set_seed(config.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
+                       "or launch the run on a GPU worker.")
+        return Outcome.FAILED
+    device = torch.device(resolve_device(config.device))
+    algo = GRPOConfig.from_run_config(config)
+    task = get_task(config.task)
+
+    loading = time.perf_counter()
+    try:
+        model, tokenizer = load_policy(config.model, dtype=TORCH_DTYPES[config.dtype],
+                                       device=device)
+    except ModelNotFound as exc:
+        reporter.error(str(exc))
+        return Outcome.FAILED
+    if tokenizer.chat_template is None:
+        reporter.error(f"{config.model!r} has no chat template, so its prompts cannot be "
+                       f"formatted. Use an instruct or chat model.")
+        return Outcome.FAILED
+    reference = _frozen_copy(model) if algo.beta > 0 else None
+    parameters = sum(p.numel() for p in model.parameters())
+    reporter.log(f"loaded {config.model} ({parameters / 1e6:.0f}M parameters, {config.dtype}) "
+                 f"on {device} in {time.perf_counter() - loading:.1f} s")
+    reporter.status("running", device=str(device), total_steps=config.max_steps)
+
+    # No weight decay: pulling weights toward zero would pull the policy away from the
+    # pretrained one, which is what the KL term (when on) measures against.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    prompt_rng = random.Random(config.seed)
+    eos_ids = _eos_token_ids(model, tokenizer, device)
+    stopping = StoppingCriteriaList([_StopRequested(should_stop)])
+    started = time.perf_counter()
+    for step in range(1, config.max_steps + 1):
+        if should_stop():
+            reporter.log(f"stopped on request after step {step - 1}")
+            return Outcome.STOPPED
+        step_start = time.perf_counter()
+        examples = task.sample(prompt_rng, config.prompts_per_step)
+        rollouts = _generate(model, tokenizer, examples, config, eos_ids, stopping)
+        generate_s = time.perf_counter() - step_start
+        if should_stop():
+            reporter.log(f"stopped on request during step {step}")
+            return Outcome.STOPPED
+
+        per_function = _score(task.reward_functions, examples, rollouts.texts, algo.group_size)
+        rewards = torch.stack(list(per_function.values())).sum(0)  # (N,)
+        advantages = compute_advantages(rewards, algo.group_size, algo.std_eps)  # (N,)
+
+        update_start = time.perf_counter()
+        update = _update(model, reference, optimizer, rollouts, advantages.to(device), algo,
+                         config, should_stop)
+        if update is None:
+            reporter.log(f"stopped on request during step {step}")
+            return Outcome.STOPPED
+        update_s = time.perf_counter() - update_start
+        step_s = time.perf_counter() - step_start
+
+        groups = rewards.view(-1, algo.group_size)  # (B, G)
+        degenerate = (groups.max(1).values == groups.min(1).values).float().mean().item()
+        lengths = rollouts.lengths.float()
+        metrics = {
+            "reward/mean": rewards.mean().item(),
+            "reward/std": rewards.std().item(),
+            **{f"reward/{name}": values.mean().item() for name, values in per_function.items()},
+            "advantage/mean": advantages.mean().item(),
+            "advantage/std": advantages.std().item(),
+            **update,
+            "completion/length_mean": lengths.mean().item(),
+            "completion/length_max": lengths.max().item(),
+            "completion/truncated_fraction": rollouts.truncated.float().mean().item(),
+            "groups/degenerate_fraction": degenerate,
+            "optim/lr": optimizer.param_groups[0]["lr"],
+            "time/generate_s": generate_s,
+            "time/update_s": update_s,
+            "time/step_s": step_s,
+            "perf/tokens_per_s": lengths.sum().item() / step_s,
+        }
+        reporter.metrics(step, metrics)
+        if config.rollouts_logged_per_step:
+            reporter.rollouts(step, _rollout_items(examples, rollouts, per_function, rewards,
+                                                   advantages, config))
+        reporter.progress(step, config.max_steps)
+        if degenerate == 1.0:
+            reporter.log(f"step {step}: every group got equal rewards, so this step had no "
+                         f"learning signal", level="warning")
+    reporter.log(f"finished {config.max_steps} steps in {time.perf_counter() - started:.1f} s")
+    return Outcome.COMPLETED
+
+
+def resolve_device(name: str) -> str:
+    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu'; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _generate(model, tokenizer, examples: list[Example], config: RunConfig,
+              eos_ids: torch.Tensor, stopping: StoppingCriteriaList) -> Rollouts:
+    conversations = [[{"role": "user", "content": ex.prompt}] for ex in examples]
+    texts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True,
+                                          tokenize=False)
+    # The template already holds the special tokens; adding them again would double the BOS.
+    prompts = tokenizer(texts, return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(model.device)
+    model.eval()
+    with torch.no_grad():
+        # top_k=0 and repetition_penalty=1 override model defaults (top_k is 50 otherwise), so
+        # tokens are drawn from the same distribution that the update recomputes.
+        output = model.generate(
+            **prompts, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+            top_k=0, repetition_penalty=1.0, max_new_tokens=config.max_new_tokens,
+            num_return_sequences=config.group_size, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos_ids.tolist(), stopping_criteria=stopping)  # (N, P + T)
+    prompt_length = prompts["input_ids"].shape[1]
+    completion_ids = output[:, prompt_length:]  # (N, T)
+    is_eos = torch.isin(completion_ids, eos_ids)  # (N, T)
+    has_eos = is_eos.any(dim=1)  # (N,)
+    width = completion_ids.shape[1]
+    lengths = torch.where(has_eos, is_eos.int().argmax(dim=1) + 1, width)  # (N,)
+    positions = torch.arange(width, device=output.device)
+    completion_mask = (positions[None, :] < lengths[:, None]).long()  # (N, T)
+    prompt_mask = prompts["attention_mask"].repeat_interleave(config.group_size, dim=0)
+    texts = tokenizer.batch_decode(
+        [ids[:n] for ids, n in zip(completion_ids, lengths.tolist(), strict=True)],
+        skip_special_tokens=True)
+    return Rollouts(
+        input_ids=output, attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
+        completion_mask=completion_mask, lengths=lengths.cpu(), truncated=~has_eos.cpu(),
+        texts=texts)
+
+
+def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: list[Example],
+           completions: list[str], group_size: int) -> dict[str, torch.Tensor]:
+    """Each reward function's scores (N,), every example's columns repeated for its group."""
+    prompts = [ex.prompt for ex in examples for _ in range(group_size)]
+    columns = {key: [ex.columns[key] for ex in examples for _ in range(group_size)]
+               for key in examples[0].columns}
+    return {name: torch.tensor(fn(prompts, completions, **columns), dtype=torch.float32)
+            for name, fn in reward_functions.items()}
+
+
+def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.Tensor,
+            algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
+            ) -> dict[str, float] | None:
+    """One optimisation pass over the batch; its metrics, or None if stopped part-way."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total = rollouts.input_ids.shape[0]
+    total_tokens = rollouts.completion_mask.sum().item()
+    sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
+    # Longest first, so that similar lengths share a micro-batch (less padding to compute) and
+    # the largest micro-batch, the one that could run out of memory, comes first.
+    order = rollouts.lengths.argsort(descending=True, stable=True)  # (N,)
+    for start in range(0, total, config.micro_batch_size):
+        if should_stop():
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        rows = order[start:start + config.micro_batch_size].to(advantages.device)  # (n,)
+        input_ids, attention_mask, mask = _micro_batch(rollouts, rows)  # mask (n, T')
+        logp, entropy = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
+                                            config.temperature)  # (n, T') each
+        ref_logp = None
+        if reference is not None:
+            with torch.no_grad():
+                ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
+                                                  mask.shape[1], config.temperature)
+        old_logp = logp.detach()  # π_old = π_θ: one pass per batch of rollouts
+        loss, stats = compute_loss(logp, old_logp, ref_logp, advantages[rows], mask,
+                                   algo.epsilon, algo.beta)
+        share = mask.shape[0] / total
+        # The loss is a mean over sequences, so each micro-batch counts by its share of them.
+        (loss * share).backward()
+        token_share = mask.sum().item() / max(total_tokens, 1)
+        sums["loss/policy"] += loss.item() * share
+        sums["entropy/mean"] += masked_sum(entropy, mask).item() / max(total_tokens, 1)
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + value.item() * token_share
+    max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return {**sums, "optim/grad_norm": grad_norm.item()}
+
+
+def _micro_batch(rollouts: Rollouts, rows: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask (n, P' + T') and completion_mask (n, T') of `rows`, without the
+    leading and trailing columns that are padding in every one of them."""
+    prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
+    attention_mask = rollouts.attention_mask[rows]  # (n, P + T)
+    first = int(attention_mask[:, :prompt_length].any(dim=0).int().argmax())
+    width = int(rollouts.lengths[rows.cpu()].max())
+    end = prompt_length + width
+    return (rollouts.input_ids[rows, first:end], attention_mask[:, first:end],
+            rollouts.completion_mask[rows, :width])
+
+
+def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        completion_length: int, temperature: float,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the last `completion_length` tokens, as sampled.
+
+    input_ids, attention_mask (n, P + T) -> logp, entropy (n, T). Logits are divided by the
+    sampling temperature so that log-probs are those of the distribution the tokens came from.
+    Position ids follow the attention mask, as in `generate`, so left padding does not shift them.
+    """
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, P + T)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=completion_length + 1, use_cache=False).logits  # (n, T + 1, V)
+    logits = logits[:, :-1] / temperature  # (n, T, V): position P - 1 + t predicts token t
+    return token_logprobs_and_entropy(logits, input_ids[:, -completion_length:])
+
+
+def _rollout_items(examples: list[Example], rollouts: Rollouts,
+                   per_function: dict[str, torch.Tensor], rewards: torch.Tensor,
+                   advantages: torch.Tensor, config: RunConfig) -> list[dict[str, Any]]:
+    count = min(config.rollouts_logged_per_step, len(rollouts.texts))
+    items = []
+    for i in range(count):
+        example = examples[i // config.group_size]
+        items.append({
+            "prompt": example.prompt,
+            "completion": rollouts.texts[i],
+            "reward": rewards[i].item(),
+            "rewards": {name: values[i].item() for name, values in per_function.items()},
+            "advantage": advantages[i].item(),
+            "group": i // config.group_size,
+            "sample_index": i % config.group_size,
+            "prompt_id": example.prompt_id,
+            "completion_tokens": int(rollouts.lengths[i]),
+            "truncated": bool(rollouts.truncated[i]),
+            "extra": dict(example.columns),
+        })
+    return items
+
+
+def _eos_token_ids(model, tokenizer, device: torch.device) -> torch.Tensor:
+    """Every token that ends a turn: the tokenizer's EOS and the model's (some list several)."""
+    ids = {tokenizer.eos_token_id}
+    configured = model.generation_config.eos_token_id
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return torch.tensor(sorted(i for i in ids if i is not None), device=device)
+
+
+def _frozen_copy(model):
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+class _StopRequested(StoppingCriteria):
+    """Ends generation early when the run is asked to stop, instead of finishing the batch."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool,
+                          device=input_ids.device)
