@@ -80,6 +80,13 @@ class Run(models.Model):
             return 0.0
         return min(1.0, self.progress_step / self.progress_total)
 
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from the claim by a worker to the end, for a finished run."""
+        if not (self.started_at and self.finished_at):
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
     def eta_seconds(self, now: datetime) -> float | None:
         """Remaining time at the mean pace of the steps done so far; None before the first step."""
         if self.is_terminal or not self.running_since or not self.progress_step:

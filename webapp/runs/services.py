@@ -111,7 +111,7 @@ def run_succeed(*, run_id: int) -> bool:
 def run_fail(*, run_id: int, error_message: str) -> bool:
     ok = run_transition(run_id=run_id, to=RunStatus.FAILED, error_message=error_message[:10_000])
     if ok:
-        logger.warning("run %s failed: %s", run_id, error_message.splitlines()[0:1])
+        logger.warning("run %s failed: %s", run_id, next(iter(error_message.splitlines()), ""))
     return ok
 
 
