@@ -37,10 +37,31 @@ def signed_in(client, user):
 
 
 @pytest.fixture
-def project(user):
+def team(user):
+    from webapp.teams.services import team_create
+
+    return team_create(name="Reasoning", user=user)
+
+
+@pytest.fixture
+def member_of(team, django_user_model):
+    """member_of("viewer") -> a new user with that role in `team`."""
+    from webapp.teams.models import Membership
+
+    def make(role: str, username: str | None = None):
+        user = django_user_model.objects.create_user(username=username or f"{role}-user",
+                                                     password="correct-horse-9")
+        Membership.objects.create(team=team, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def project(team, user):
     from webapp.projects.services import project_create
 
-    return project_create(name="Arithmetic", description="sums", user=user)
+    return project_create(team=team, name="Arithmetic", description="sums", user=user)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("webapp.projects.urls")),
+    path("", include("webapp.teams.urls")),
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.runs.urls")),
 ]

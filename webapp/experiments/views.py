@@ -12,6 +12,7 @@ from webapp.experiments.services import experiment_create, experiment_update
 from webapp.projects.selectors import get_project_for_user
 from webapp.runs.selectors import runs_for_user
 from webapp.runs.services import run_launch
+from webapp.teams.models import Role
 
 
 def _render_form(request: HttpRequest, form: ExperimentForm, context: dict) -> HttpResponse:
@@ -25,7 +26,7 @@ def _render_form(request: HttpRequest, form: ExperimentForm, context: dict) -> H
 @login_required
 @require_http_methods(["GET", "POST"])
 def experiment_create_view(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = get_project_for_user(request.user, project_id)
+    project = get_project_for_user(request.user, project_id, Role.MEMBER)
     form = ExperimentForm(request.POST or None, project=project)
     if request.method == "POST" and form.is_valid():
         experiment = experiment_create(
@@ -38,7 +39,7 @@ def experiment_create_view(request: HttpRequest, project_id: int) -> HttpRespons
 @login_required
 @require_http_methods(["GET", "POST"])
 def experiment_edit(request: HttpRequest, experiment_id: int) -> HttpResponse:
-    experiment = get_experiment_for_user(request.user, experiment_id)
+    experiment = get_experiment_for_user(request.user, experiment_id, Role.MEMBER)
     form = ExperimentForm(request.POST or None, project=experiment.project, instance=experiment)
     if request.method == "POST" and form.is_valid():
         experiment_update(experiment=experiment, name=form.cleaned_data["name"],
@@ -58,7 +59,7 @@ def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def experiment_launch(request: HttpRequest, experiment_id: int) -> HttpResponse:
-    experiment = get_experiment_for_user(request.user, experiment_id)
+    experiment = get_experiment_for_user(request.user, experiment_id, Role.MEMBER)
     try:
         run = run_launch(experiment=experiment, user=request.user)
     except ValidationError as exc:

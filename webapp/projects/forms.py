@@ -1,14 +1,26 @@
 from django import forms
 
 from webapp.projects.models import Project
+from webapp.teams.models import Role
+from webapp.teams.selectors import teams_where_user_can
 
 
 class ProjectForm(forms.Form):
+    team = forms.ModelChoiceField(queryset=None, empty_label=None,
+                                  help_text="Its members will see the project.")
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams_where_user_can(user, Role.MEMBER)
+
+    def clean(self):
+        cleaned = super().clean()
+        team, name = cleaned.get("team"), cleaned.get("name")
+        if team and name and Project.objects.filter(team=team, name=name.strip()).exists():
+            self.add_error("name", "This team already has a project with this name.")
+        return cleaned
+
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if Project.objects.filter(name=name).exists():
-            raise forms.ValidationError("A project with this name already exists.")
-        return name
+        return self.cleaned_data["name"].strip()

@@ -4,7 +4,8 @@ from django.urls import reverse
 
 
 class Project(models.Model):
-    name = models.CharField(max_length=120, unique=True)
+    team = models.ForeignKey("teams.Team", on_delete=models.PROTECT, related_name="projects")
+    name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                    related_name="+")
@@ -12,6 +13,8 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["team", "name"],
+                                               name="project_name_unique_in_team")]
 
     def __str__(self) -> str:
         return self.name

@@ -5,18 +5,18 @@ from django.views.decorators.http import require_http_methods
 
 from webapp.experiments.selectors import experiments_for_user
 from webapp.projects.forms import ProjectForm
-from webapp.projects.selectors import get_project_for_user, projects_for_user
+from webapp.projects.selectors import get_project_for_user, projects_with_stats
 from webapp.projects.services import project_create
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_list(request: HttpRequest) -> HttpResponse:
-    form = ProjectForm(request.POST or None)
+    form = ProjectForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         project = project_create(user=request.user, **form.cleaned_data)
         return redirect(project)
-    projects = projects_for_user(request.user).order_by("name")
+    projects = projects_with_stats(request.user).order_by("team__name", "name")
     template = "projects/project_list.html#project-form" if request.htmx else \
         "projects/project_list.html"
     status = 422 if form.errors else 200

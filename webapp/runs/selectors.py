@@ -9,6 +9,8 @@ from django.shortcuts import get_object_or_404
 
 from webapp.experiments.selectors import experiments_for_user
 from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
+from webapp.teams.models import Role
+from webapp.teams.selectors import require_role
 
 # Charts the run page shows first, in this order; any other recorded key is listed after them.
 HEADLINE_METRICS = ["reward/mean", "kl/mean", "entropy/mean", "completion/length_mean"]
@@ -20,8 +22,10 @@ def runs_for_user(user) -> QuerySet[Run]:
         "experiment", "experiment__project", "launched_by")
 
 
-def get_run_for_user(user, run_id: int) -> Run:
-    return get_object_or_404(runs_for_user(user), pk=run_id)
+def get_run_for_user(user, run_id: int, role: str = Role.VIEWER) -> Run:
+    run = get_object_or_404(runs_for_user(user), pk=run_id)
+    require_role(user, run.experiment.project.team_id, role)
+    return run
 
 
 def metric_keys(run: Run) -> list[str]:

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET, require_POST
 from training.config import RunConfig
 from webapp.runs import selectors
 from webapp.runs.services import run_cancel
+from webapp.teams.models import Role
 
 
 def _live_context(run) -> dict:
@@ -58,7 +59,7 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
 @login_required
 @require_POST
 def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = selectors.get_run_for_user(request.user, run_id)
+    run = selectors.get_run_for_user(request.user, run_id, Role.MEMBER)
     run_cancel(run=run)
     if request.htmx:
         run.refresh_from_db()

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "webapp.teams",
     "webapp.projects",
     "webapp.experiments",
     "webapp.runs",

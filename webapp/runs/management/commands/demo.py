@@ -10,6 +10,8 @@ from webapp.experiments.models import Experiment
 from webapp.projects.models import Project
 from webapp.runs.models import TERMINAL_STATUSES
 from webapp.runs.services import run_launch
+from webapp.teams.models import Team
+from webapp.teams.services import team_create
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-rlab-2026"
@@ -27,9 +29,13 @@ class Command(BaseCommand):
         if created:
             user.set_password(DEMO_PASSWORD)
             user.save()
+        team = Team.objects.filter(memberships__user=user).order_by("pk").first()
+        if team is None:
+            team = team_create(name="Demo team", user=user)
         project, _ = Project.objects.get_or_create(
-            name="Demo", defaults={"created_by": user, "description":
-                                   "SmolLM2-135M-Instruct learns one-digit sums with GRPO."})
+            team=team, name="Demo", defaults={"created_by": user, "description":
+                                              "SmolLM2-135M-Instruct learns one-digit sums "
+                                              "with GRPO."})
         experiment, _ = Experiment.objects.get_or_create(
             project=project, name="SmolLM2 arithmetic GRPO",
             defaults={"author": user, "config": RunConfig().to_dict(), "description":

@@ -1,0 +1,108 @@
+"""Every URL, as every kind of user: outsiders get 404, members get what their role allows.
+
+A new URL pattern fails `test_every_url_is_in_the_matrix` until its row is added here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from webapp.runs.services import run_launch
+from webapp.teams.models import Membership, Role
+from webapp.teams.services import invitation_create
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ["anonymous", "outsider", "viewer", "member", "admin"]
+PUBLIC = {"login", "logout", "projects:healthz", "teams:invitation"}
+
+READ = {"outsider": 404, "viewer": 200, "member": 200, "admin": 200}
+SIGNED_IN = {"outsider": 200, "viewer": 200, "member": 200, "admin": 200}
+WRITE_PAGE = {"outsider": 404, "viewer": 403, "member": 200, "admin": 200}
+WRITE = {"outsider": 404, "viewer": 403, "member": 302, "admin": 302}
+ADMIN = {"outsider": 404, "viewer": 403, "member": 403, "admin": 302}
+
+# url name -> (method, kwargs names, data, expected status per role)
+MATRIX = {
+    "projects:list": ("get", [], {}, SIGNED_IN),
+    "projects:detail": ("get", ["project_id"], {}, READ),
+    "teams:list": ("get", [], {}, SIGNED_IN),
+    "teams:detail": ("get", ["team_id"], {}, READ),
+    "teams:invite": ("post", ["team_id"], {"email": "new@example.com", "role": "viewer"}, ADMIN),
+    "teams:invitation_revoke": ("post", ["team_id", "invitation_id"], {}, ADMIN),
+    "teams:member_role": ("post", ["team_id", "membership_id"], {"role": "member"}, ADMIN),
+    "teams:member_remove": ("post", ["team_id", "membership_id"], {}, ADMIN),
+    "experiments:create": ("get", ["project_id"], {}, WRITE_PAGE),
+    "experiments:detail": ("get", ["experiment_id"], {}, READ),
+    "experiments:edit": ("get", ["experiment_id"], {}, WRITE_PAGE),
+    "experiments:launch": ("post", ["experiment_id"], {}, WRITE),
+    "runs:detail": ("get", ["run_id"], {}, READ),
+    "runs:live": ("get", ["run_id"], {}, READ),
+    "runs:metrics": ("get", ["run_id"], {}, READ),
+    "runs:cancel": ("post", ["run_id"], {}, WRITE),
+}
+
+
+def _url_names(patterns, namespace: str = "") -> set[str]:
+    names = set()
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            names |= _url_names(pattern.url_patterns, inner)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            names.add(f"{namespace}{pattern.name}")
+    return names
+
+
+def test_every_url_is_in_the_matrix():
+    assert _url_names(get_resolver().url_patterns) == set(MATRIX) | PUBLIC
+
+
+@pytest.fixture
+def world(user, team, project, experiment, member_of, django_user_model):
+    """One object of each kind in `team`, whose admin is `user`; and one user per role."""
+    target = member_of("viewer", "target")
+    invitation, _ = invitation_create(team=team, actor=user, email="x@example.com",
+                                      role=Role.VIEWER)
+    run = run_launch(experiment=experiment, user=user)
+    users = {
+        "outsider": django_user_model.objects.create_user("outsider", password="pw-outsider-1"),
+        "viewer": member_of("viewer"),
+        "member": member_of("member"),
+        "admin": user,
+    }
+    ids = {"project_id": project.pk, "team_id": team.pk, "experiment_id": experiment.pk,
+           "run_id": run.pk, "invitation_id": invitation.pk,
+           "membership_id": Membership.objects.get(user=target).pk}
+    return users, ids
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_access(client, world, name, role):
+    users, ids = world
+    method, kwarg_names, data, expected = MATRIX[name]
+    url = reverse(name, kwargs={k: ids[k] for k in kwarg_names})
+    if role != "anonymous":
+        client.force_login(users[role])
+    response = getattr(client, method)(url, data)
+    if role == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("login"))
+    else:
+        assert response.status_code == expected[role], f"{role} {method.upper()} {url}"
+
+
+@pytest.mark.parametrize("role", ["outsider", "viewer"])
+def test_htmx_fragments_follow_the_same_rules(client, world, role):
+    users, ids = world
+    client.force_login(users[role])
+    response = client.get(reverse("runs:live", args=[ids["run_id"]]), HTTP_HX_REQUEST="true")
+    assert response.status_code == READ[role]
+
+
+def test_public_pages_need_no_login(client, world):
+    assert client.get(reverse("login")).status_code == 200
+    assert client.get(reverse("projects:healthz")).status_code == 200
+    assert client.get(reverse("teams:invitation", args=["not-a-token"])).status_code == 404
