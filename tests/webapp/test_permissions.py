@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from webapp.runs.services import run_launch
+from webapp.reviews import services as reviews
+from webapp.runs.models import Rollout
+from webapp.runs.services import rollouts_ingest, run_launch
 from webapp.teams.models import Membership, Role
 from webapp.teams.services import invitation_create
 
@@ -22,6 +24,8 @@ SIGNED_IN = {"outsider": 200, "viewer": 200, "member": 200, "admin": 200}
 WRITE_PAGE = {"outsider": 404, "viewer": 403, "member": 200, "admin": 200}
 WRITE = {"outsider": 404, "viewer": 403, "member": 302, "admin": 302}
 ADMIN = {"outsider": 404, "viewer": 403, "member": 403, "admin": 302}
+REVIEW = {"outsider": 404, "viewer": 302, "member": 302, "admin": 302}
+AUTHOR = {"outsider": 404, "viewer": 403, "member": 403, "admin": 302}  # admin wrote it
 
 # url name -> (method, kwargs names, data, expected status per role)
 MATRIX = {
@@ -41,6 +45,18 @@ MATRIX = {
     "runs:live": ("get", ["run_id"], {}, READ),
     "runs:metrics": ("get", ["run_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
+    "reviews:comment_create": ("post", ["run_id"], {"body": "looks hacked"}, REVIEW),
+    "reviews:comment_delete": ("post", ["comment_id"], {}, AUTHOR),
+    "reviews:star": ("post", ["run_id"], {}, REVIEW),
+    "reviews:tag_add": ("post", ["run_id"], {"name": "baseline"}, WRITE),
+    "reviews:tag_remove": ("post", ["run_id", "name"], {}, WRITE),
+    "reviews:notes": ("post", ["run_id"], {"notes": "lr too high"}, WRITE),
+    "reviews:rollout": ("get", ["rollout_id"], {}, READ),
+    "reviews:annotation_create": ("post", ["rollout_id"], {"label": "correct"}, REVIEW),
+    "reviews:annotation_delete": ("post", ["annotation_id"], {}, AUTHOR),
+    "reviews:project_review": ("get", ["project_id"], {}, READ),
+    "reviews:activity": ("get", ["project_id"], {}, READ),
+    "reviews:label_create": ("post", ["team_id"], {"name": "off by one"}, ADMIN),
 }
 
 
@@ -66,6 +82,13 @@ def world(user, team, project, experiment, member_of, django_user_model):
     invitation, _ = invitation_create(team=team, actor=user, email="x@example.com",
                                       role=Role.VIEWER)
     run = run_launch(experiment=experiment, user=user)
+    rollouts_ingest(run_id=run.pk, step=1, items=[{"prompt": "1+1", "completion": "2",
+                                                   "reward": 1.0}])
+    rollout = Rollout.objects.get(run=run)
+    comment = reviews.comment_create(run=run, author=user, body="first")
+    annotation = reviews.annotation_create(rollout=rollout, author=user, label="wrong answer",
+                                           note="")
+    reviews.run_tag_add(run=run, actor=user, name="tag")
     users = {
         "outsider": django_user_model.objects.create_user("outsider", password="pw-outsider-1"),
         "viewer": member_of("viewer"),
@@ -74,7 +97,8 @@ def world(user, team, project, experiment, member_of, django_user_model):
     }
     ids = {"project_id": project.pk, "team_id": team.pk, "experiment_id": experiment.pk,
            "run_id": run.pk, "invitation_id": invitation.pk,
-           "membership_id": Membership.objects.get(user=target).pk}
+           "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
+           "comment_id": comment.pk, "annotation_id": annotation.pk, "name": "tag"}
     return users, ids
 
 

@@ -84,7 +84,7 @@ def test_cancel_stops_the_training_process_within_10_seconds(worker, project, us
     assert training_processes(run.pk), "the training process should be running"
 
     cancelled_at = time.monotonic()
-    assert services.run_cancel(run=run)
+    assert services.run_cancel(run=run, user=user)
     while training_processes(run.pk) and time.monotonic() - cancelled_at < 15:
         time.sleep(0.1)
     stopped_after = time.monotonic() - cancelled_at

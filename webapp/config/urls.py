@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("webapp.teams.urls")),
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.runs.urls")),
+    path("", include("webapp.reviews.urls")),
 ]

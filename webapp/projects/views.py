@@ -7,6 +7,9 @@ from webapp.experiments.selectors import experiments_for_user
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import get_project_for_user, projects_with_stats
 from webapp.projects.services import project_create
+from webapp.reviews.selectors import activity_for_project
+from webapp.teams.models import Role, role_allows
+from webapp.teams.selectors import role_in_team
 
 
 @login_required
@@ -28,8 +31,12 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
     experiments = (experiments_for_user(request.user).filter(project=project)
                    .prefetch_related("runs"))
-    return render(request, "projects/project_detail.html",
-                  {"project": project, "experiments": experiments})
+    role = role_in_team(request.user, project.team_id)
+    return render(request, "projects/project_detail.html", {
+        "project": project, "experiments": experiments,
+        "can_edit": role is not None and role_allows(role, Role.MEMBER),
+        "activities": activity_for_project(project, limit=10),
+    })
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

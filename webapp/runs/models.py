@@ -54,6 +54,8 @@ class Run(models.Model):
     running_since = models.DateTimeField(
         null=True, blank=True, help_text="When the first step began; the ETA counts from here.")
     error_message = models.TextField(blank=True)
+    notes = models.TextField(blank=True, max_length=20_000,
+                             help_text="The team's notes on this run: findings, caveats.")
 
     class Meta:
         ordering = ["-created_at"]

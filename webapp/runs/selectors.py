@@ -77,6 +77,7 @@ def latest_rollouts(run: Run, *, limit: int = 32) -> list[Rollout]:
     """The rollouts of the last recorded step, best reward first within each group."""
     last = Rollout.objects.filter(run=run).order_by("-step").values_list("step", flat=True)[:1]
     return list(Rollout.objects.filter(run=run, step__in=list(last))
+                .prefetch_related("annotations")
                 .order_by("group", "-reward", "sample_index")[:limit])
 
 

@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from training.config import ConfigError, RunConfig
 from webapp.experiments.models import Experiment
+from webapp.reviews.models import Verb
+from webapp.reviews.services import activity_record
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
     TERMINAL_STATUSES,
@@ -56,6 +58,7 @@ def run_launch(*, experiment: Experiment, user) -> Run:
                 last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
                                          launched_by=user)
+                activity_record(run=run, actor=user, verb=Verb.LAUNCHED)
                 transaction.on_commit(lambda: _enqueue(run))
             return run
         except IntegrityError:
@@ -115,10 +118,14 @@ def run_fail(*, run_id: int, error_message: str) -> bool:
     return ok
 
 
-def run_cancel(*, run: Run) -> bool:
+def run_cancel(*, run: Run, user) -> bool:
     """Mark the run cancelled now; its worker sees the status at its next heartbeat and stops
     the training process group. False if the run had already ended."""
-    return run_transition(run_id=run.pk, to=RunStatus.CANCELLED)
+    with transaction.atomic():
+        cancelled = run_transition(run_id=run.pk, to=RunStatus.CANCELLED)
+        if cancelled:
+            activity_record(run=run, actor=user, verb=Verb.CANCELLED)
+    return cancelled
 
 
 def runs_fail_stale(*, now: datetime | None = None) -> int:

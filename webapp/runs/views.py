@@ -7,18 +7,20 @@ from django.views.decorators.http import require_GET, require_POST
 from training.config import RunConfig
 from webapp.runs import selectors
 from webapp.runs.services import run_cancel
-from webapp.teams.models import Role
+from webapp.reviews.views import run_review_context
+from webapp.teams.models import Role, role_allows
+from webapp.teams.selectors import role_in_team
 
 
-def _live_context(run) -> dict:
-    keys = selectors.metric_keys(run)
+def _live_context(run, user) -> dict:
+    role = role_in_team(user, run.experiment.project.team_id)
     return {
         "run": run,
+        "can_edit": role is not None and role_allows(role, Role.MEMBER),
         "eta_seconds": run.eta_seconds(timezone.now()),
         "latest": selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
         "rollouts": selectors.latest_rollouts(run),
         "log_lines": selectors.recent_log_lines(run),
-        "metric_keys": keys,
     }
 
 
@@ -29,8 +31,9 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     config_rows = [(f.name, run.config.get(f.name), f.metadata["help"])
                    for f in RunConfig.fields() if f.name in run.config]
     return render(request, "runs/run_detail.html",
-                  {**_live_context(run), "config_rows": config_rows,
-                   "experiment": run.experiment, "project": run.experiment.project})
+                  {**run_review_context(run, request.user), **_live_context(run, request.user),
+                   "config_rows": config_rows, "experiment": run.experiment,
+                   "project": run.experiment.project})
 
 
 @login_required
@@ -39,7 +42,13 @@ def run_live(request: HttpRequest, run_id: int) -> HttpResponse:
     """The polled fragment: status and progress, with the rollouts and log lines swapped
     out-of-band. A finished run's fragment carries no trigger, so polling stops by itself."""
     run = selectors.get_run_for_user(request.user, run_id)
-    return render(request, "runs/run_detail.html#live", {**_live_context(run), "oob": True})
+    context = _live_context(run, request.user)
+    # The rollout table is swapped only when a newer step arrived, so a reader is not
+    # interrupted every poll.
+    shown = request.GET.get("shown_step", "")
+    latest = context["rollouts"][0].step if context["rollouts"] else ""
+    return render(request, "runs/run_detail.html#live",
+                  {**context, "oob": True, "swap_rollouts": str(latest) != shown})
 
 
 @login_required
@@ -60,8 +69,9 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
 @require_POST
 def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.get_run_for_user(request.user, run_id, Role.MEMBER)
-    run_cancel(run=run)
+    run_cancel(run=run, user=request.user)
     if request.htmx:
         run.refresh_from_db()
-        return render(request, "runs/run_detail.html#live", {**_live_context(run), "oob": True})
+        return render(request, "runs/run_detail.html#live",
+                      {**_live_context(run, request.user), "oob": True, "swap_rollouts": True})
     return redirect(run)

@@ -73,7 +73,7 @@ def test_cancel_of_a_finished_run_changes_nothing(experiment, user):
     run = services.run_launch(experiment=experiment, user=user)
     services.run_claim(run_id=run.pk, worker="w")
     services.run_fail(run_id=run.pk, error_message="boom")
-    assert not services.run_cancel(run=run)
+    assert not services.run_cancel(run=run, user=user)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
 
@@ -82,7 +82,7 @@ def test_heartbeat_reports_a_cancel(experiment, user):
     run = services.run_launch(experiment=experiment, user=user)
     services.run_claim(run_id=run.pk, worker="w")
     assert services.run_heartbeat(run_id=run.pk) == RunStatus.STARTING
-    services.run_cancel(run=run)
+    services.run_cancel(run=run, user=user)
     assert services.run_heartbeat(run_id=run.pk) == RunStatus.CANCELLED
 
 

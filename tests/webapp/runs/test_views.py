@@ -31,11 +31,26 @@ def test_run_page_shows_status_progress_and_cancel(signed_in, run):
 
 
 def test_live_fragment_is_a_partial_with_out_of_band_rollouts(signed_in, run):
-    response = signed_in.get(reverse("runs:live", args=[run.pk]), HTTP_HX_REQUEST="true")
-    body = response.content.decode()
+    services.rollouts_ingest(run_id=run.pk, step=1, items=[
+        {"prompt": "1+1", "completion": "2", "reward": 1.0}])
+    url = reverse("runs:live", args=[run.pk])
+    body = signed_in.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in body
     assert 'id="run-live"' in body
     assert re.search(r'<section id="rollouts"[^>]*hx-swap-oob="true"', body)
+    assert 'id="logs" class="card" hx-swap-oob="true"' in body
+
+
+def test_live_fragment_leaves_the_rollouts_alone_until_a_new_step(signed_in, run):
+    services.rollouts_ingest(run_id=run.pk, step=1, items=[
+        {"prompt": "1+1", "completion": "2", "reward": 1.0}])
+    url = reverse("runs:live", args=[run.pk])
+    body = signed_in.get(url, {"shown_step": "1"}, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="rollouts"' not in body
+    services.rollouts_ingest(run_id=run.pk, step=2, items=[
+        {"prompt": "1+2", "completion": "3", "reward": 1.0}])
+    body = signed_in.get(url, {"shown_step": "1"}, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="rollouts"' in body and "step 2" in body
 
 
 def test_finished_run_stops_polling(signed_in, run):

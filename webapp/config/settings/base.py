@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.experiments",
     "webapp.runs",
+    "webapp.reviews",
 ]
 
 MIDDLEWARE = [
