@@ -49,7 +49,7 @@ MATRIX = {
     "reviews:comment_delete": ("post", ["comment_id"], {}, AUTHOR),
     "reviews:star": ("post", ["run_id"], {}, REVIEW),
     "reviews:tag_add": ("post", ["run_id"], {"name": "baseline"}, WRITE),
-    "reviews:tag_remove": ("post", ["run_id", "name"], {}, WRITE),
+    "reviews:tag_remove": ("post", ["run_id", "tag_id"], {}, WRITE),
     "reviews:notes": ("post", ["run_id"], {"notes": "lr too high"}, WRITE),
     "reviews:rollout": ("get", ["rollout_id"], {}, READ),
     "reviews:annotation_create": ("post", ["rollout_id"], {"label": "correct"}, REVIEW),
@@ -88,7 +88,7 @@ def world(user, team, project, experiment, member_of, django_user_model):
     comment = reviews.comment_create(run=run, author=user, body="first")
     annotation = reviews.annotation_create(rollout=rollout, author=user, label="wrong answer",
                                            note="")
-    reviews.run_tag_add(run=run, actor=user, name="tag")
+    tag = reviews.run_tag_add(run=run, actor=user, name="tag")
     users = {
         "outsider": django_user_model.objects.create_user("outsider", password="pw-outsider-1"),
         "viewer": member_of("viewer"),
@@ -98,7 +98,7 @@ def world(user, team, project, experiment, member_of, django_user_model):
     ids = {"project_id": project.pk, "team_id": team.pk, "experiment_id": experiment.pk,
            "run_id": run.pk, "invitation_id": invitation.pk,
            "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
-           "comment_id": comment.pk, "annotation_id": annotation.pk, "name": "tag"}
+           "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk}
     return users, ids
 
 

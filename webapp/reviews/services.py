@@ -33,6 +33,8 @@ def label_create(*, team: Team, name: str) -> TeamLabel:
     name = " ".join(name.split()).lower()
     if not name:
         raise ValidationError("A label needs a name.")
+    if len(name) > TeamLabel._meta.get_field("name").max_length:
+        raise ValidationError("A label is at most 40 characters.")
     if name in BUILTIN_LABELS or TeamLabel.objects.filter(team=team, name=name).exists():
         raise ValidationError(f"The label {name!r} exists already.")
     return TeamLabel.objects.create(team=team, name=name)
@@ -96,8 +98,8 @@ def run_tag_add(*, run: Run, actor, name: str) -> RunTag:
     return tag
 
 
-def run_tag_remove(*, run: Run, name: str) -> None:
-    RunTag.objects.filter(run=run, name=name).delete()
+def run_tag_remove(*, run: Run, tag_id: int) -> None:
+    RunTag.objects.filter(run=run, pk=tag_id).delete()
 
 
 def run_notes_set(*, run: Run, actor, notes: str) -> None:

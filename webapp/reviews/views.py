@@ -94,9 +94,9 @@ def run_tag_add(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def run_tag_remove(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
+def run_tag_remove(request: HttpRequest, run_id: int, tag_id: int) -> HttpResponse:
     run = get_run_for_user(request.user, run_id, Role.MEMBER)
-    services.run_tag_remove(run=run, name=name)
+    services.run_tag_remove(run=run, tag_id=tag_id)
     return _review_response(request, run, "review-bar")
 
 

@@ -62,6 +62,8 @@ def test_annotations_take_builtin_and_team_labels_only(rollouts, user, team):
                                note="echoes the prompt")
     services.label_create(team=team, name="Off  By One")
     services.annotation_create(rollout=rollouts[1], author=user, label="off by one", note="")
+    with pytest.raises(ValidationError, match="at most 40"):
+        services.label_create(team=team, name="x" * 41)
     with pytest.raises(ValidationError, match="Unknown label"):
         services.annotation_create(rollout=rollouts[1], author=user, label="typo", note="")
     with pytest.raises(ValidationError, match="already labelled"):
@@ -111,9 +113,10 @@ def test_star_toggles_and_tags_and_notes_are_kept(signed_in, run):
     assert RunStar.objects.filter(run=run).count() == 1
     signed_in.post(star)
     assert RunStar.objects.filter(run=run).count() == 0
-    signed_in.post(reverse("reviews:tag_add", args=[run.pk]), {"name": " Baseline "})
-    assert list(run.tags.values_list("name", flat=True)) == ["baseline"]
-    signed_in.post(reverse("reviews:tag_remove", args=[run.pk, "baseline"]))
+    signed_in.post(reverse("reviews:tag_add", args=[run.pk]), {"name": " Baseline/2 "})
+    assert list(run.tags.values_list("name", flat=True)) == ["baseline/2"]
+    assert "baseline/2" in signed_in.get(run.get_absolute_url()).content.decode()
+    signed_in.post(reverse("reviews:tag_remove", args=[run.pk, run.tags.get().pk]))
     assert not run.tags.exists()
     signed_in.post(reverse("reviews:notes", args=[run.pk]), {"notes": "lr 2e-5 is best"})
     run.refresh_from_db()

@@ -1,0 +1,79 @@
+"""Script payloads stored everywhere a user or a model can put text, read back in a real browser:
+every page shows them as text and nothing executes."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from webapp.experiments.services import experiment_create
+from webapp.projects.services import project_create
+from webapp.reviews import services as reviews
+from webapp.runs import services as runs
+from webapp.runs.models import Rollout
+from webapp.teams.services import team_create
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SCRIPT = "<script>window.__pwned = 'script'</script>"
+IMG = "<img src=x onerror=\"window.__pwned = 'img'\">"
+PAYLOAD = f"x{SCRIPT}{IMG}"
+SHORT = "<img src=x onerror=__pwned='l'>"  # fits a 40-character label
+
+
+@pytest.fixture
+def hostile_world(user, experiment):
+    team = team_create(name=f"team {PAYLOAD}", user=user)
+    project = project_create(team=team, name=f"project {PAYLOAD}", description=PAYLOAD,
+                             user=user)
+    config = dict(experiment.config)
+    hostile = experiment_create(project=project, author=user, name=f"run {PAYLOAD}",
+                                description=PAYLOAD, config=config)
+    run = runs.run_launch(experiment=hostile, user=user)
+    runs.run_claim(run_id=run.pk, worker=PAYLOAD)
+    runs.run_fail(run_id=run.pk, error_message=PAYLOAD)
+    runs.rollouts_ingest(run_id=run.pk, step=1, items=[
+        {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 1.0, "rewards": {PAYLOAD: 1.0},
+         "group": 0, "sample_index": 0, "extra": {PAYLOAD: PAYLOAD}}])
+    runs.metrics_ingest(run_id=run.pk, points=[
+        runs.MetricSample(key=PAYLOAD, step=1, value=1.0, wall_time=timezone.now())])
+    runs.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
+    rollout = Rollout.objects.get(run=run)
+    reviews.label_create(team=team, name=SHORT)
+    reviews.annotation_create(rollout=rollout, author=user, label=SHORT.lower(), note=PAYLOAD)
+    reviews.comment_create(run=run, author=user, body=PAYLOAD)
+    reviews.run_tag_add(run=run, actor=user, name=PAYLOAD)
+    reviews.run_notes_set(run=run, actor=user, notes=PAYLOAD)
+    return {"team": team, "project": project, "experiment": hostile, "run": run,
+            "rollout": rollout}
+
+
+def test_stored_payloads_never_execute(page, hostile_world):
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto("/login/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", "lovelace-1843")
+    page.click("button[type=submit]")
+
+    world = hostile_world
+    pages = [
+        "/", "/teams/", f"/teams/{world['team'].pk}/", f"/projects/{world['project'].pk}/",
+        f"/projects/{world['project'].pk}/review/", f"/projects/{world['project'].pk}/activity/",
+        f"/experiments/{world['experiment'].pk}/", f"/experiments/{world['experiment'].pk}/edit/",
+        f"/runs/{world['run'].pk}/", f"/rollouts/{world['rollout'].pk}/",
+    ]
+    for path in pages:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        expect(page.locator("main")).to_contain_text(SCRIPT)
+        assert page.evaluate("window.__pwned") is None, f"a payload ran on {path}"
+        injected = page.locator("main img[src=x], main script")
+        assert injected.count() == 0, f"{path} rendered a payload as markup"
+    run_page_title = f"run {PAYLOAD} #1 · rlab"
+    page.goto(f"/runs/{world['run'].pk}/")
+    assert page.title() == run_page_title
+    expect(page.locator("figure.chart figcaption span:first-child")
+           .filter(has_text="onerror")).to_have_text(PAYLOAD)
+    assert dialogs == []
