@@ -22,10 +22,12 @@ DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
 
 def _field(default: Any, help: str, *, label: str = "", choices: dict[str, str] | None = None,
-           min: float | None = None, max: float | None = None, advanced: bool = False) -> Any:
-    """A config field; `advanced` ones sit folded away in the form, under their defaults."""
+           min: float | None = None, max: float | None = None, advanced: bool = False,
+           blank: bool = False) -> Any:
+    """A config field; `advanced` ones sit folded away in the form, under their defaults;
+    a `blank` text field may be left empty."""
     metadata = {"help": help, "label": label, "choices": choices, "min": min, "max": max,
-                "advanced": advanced}
+                "advanced": advanced, "blank": blank}
     return field(default=default, metadata=metadata)
 
 
@@ -46,6 +48,10 @@ class RunConfig:
         "a local folder in Hugging Face format, or a hub id (needs internet on the worker).",
     )
     task: str = _field("arithmetic", "Built-in task with a verifiable answer.", choices=TASKS)
+    dataset: str = _field(
+        "", "Prompt dataset to train on instead of the built-in task: a JSON-lines file with a "
+        "'prompt' and a numeric 'answer' per line, scored by correct_answer. Empty = use the task.",
+        blank=True)
     max_steps: int = _field(30, "Optimiser steps to run.", min=1, max=100_000)
     prompts_per_step: int = _field(8, "Distinct prompts sampled per step.", min=1, max=1024)
     group_size: int = _field(
@@ -126,7 +132,7 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
         if not isinstance(raw, str):
             raise ValueError(f"expected text, got {raw!r}")
         value = raw.strip()
-        if not value:
+        if not value and not meta["blank"]:
             raise ValueError("must not be empty")
     if meta["choices"] and value not in meta["choices"]:
         raise ValueError(f"must be one of: {', '.join(meta['choices'])}")

@@ -25,6 +25,7 @@ from training.config import RunConfig
 from training.events import Reporter
 from training.models import ModelNotFound, load_policy
 from training.ops import masked_sum, token_logprobs_and_entropy
+from training.prompt_dataset import DatasetFileError, load_prompt_dataset
 from training.tasks import Example, get_task
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -59,7 +60,11 @@ def train(config: RunConfig, reporter: Reporter, *,
         return Outcome.FAILED
     device = torch.device(resolve_device(config.device))
     algo = GRPOConfig.from_run_config(config)
-    task = get_task(config.task)
+    try:
+        task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
+    except DatasetFileError as exc:
+        reporter.error(str(exc))
+        return Outcome.FAILED
 
     loading = time.perf_counter()
     try:

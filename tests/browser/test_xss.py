@@ -3,10 +3,13 @@ every page shows them as text and nothing executes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from webapp.datasets.services import dataset_create
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.reviews import services as reviews
@@ -45,8 +48,12 @@ def hostile_world(user, experiment):
     reviews.comment_create(run=run, author=user, body=PAYLOAD)
     reviews.run_tag_add(run=run, actor=user, name=PAYLOAD)
     reviews.run_notes_set(run=run, actor=user, notes=PAYLOAD)
+    dataset = dataset_create(
+        project=project, user=user, name=f"data {PAYLOAD}", kind="prompts",
+        filename="hostile.jsonl", mapping={"prompt": PAYLOAD, "answer": "answer"},
+        data=json.dumps({PAYLOAD: PAYLOAD, "answer": 1}).encode() + b"\n")
     return {"team": team, "project": project, "experiment": hostile, "run": run,
-            "rollout": rollout}
+            "rollout": rollout, "dataset": dataset}
 
 
 def test_stored_payloads_never_execute(page, hostile_world):
@@ -63,6 +70,7 @@ def test_stored_payloads_never_execute(page, hostile_world):
         f"/projects/{world['project'].pk}/review/", f"/projects/{world['project'].pk}/activity/",
         f"/experiments/{world['experiment'].pk}/", f"/experiments/{world['experiment'].pk}/edit/",
         f"/runs/{world['run'].pk}/", f"/rollouts/{world['rollout'].pk}/",
+        f"/projects/{world['project'].pk}/datasets/", f"/datasets/{world['dataset'].pk}/",
     ]
     for path in pages:
         page.goto(path)

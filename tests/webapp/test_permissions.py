@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from webapp.datasets.services import dataset_create
 from webapp.reviews import services as reviews
 from webapp.runs.models import Rollout
 from webapp.runs.services import rollouts_ingest, run_launch
@@ -57,6 +58,12 @@ MATRIX = {
     "reviews:project_review": ("get", ["project_id"], {}, READ),
     "reviews:activity": ("get", ["project_id"], {}, READ),
     "reviews:label_create": ("post", ["team_id"], {"name": "off by one"}, ADMIN),
+    "datasets:list": ("get", ["project_id"], {}, READ),
+    "datasets:upload": ("get", ["project_id"], {}, WRITE_PAGE),
+    # No upload waits under this token in anyone's session: members are sent back to upload.
+    "datasets:confirm": ("get", ["project_id", "upload_token"], {}, WRITE),
+    "datasets:detail": ("get", ["dataset_id"], {}, READ),
+    "datasets:download": ("get", ["dataset_id"], {}, READ),
 }
 
 
@@ -76,7 +83,7 @@ def test_every_url_is_in_the_matrix():
 
 
 @pytest.fixture
-def world(user, team, project, experiment, member_of, django_user_model):
+def world(user, team, project, experiment, member_of, django_user_model, settings, tmp_path):
     """One object of each kind in `team`, whose admin is `user`; and one user per role."""
     target = member_of("viewer", "target")
     invitation, _ = invitation_create(team=team, actor=user, email="x@example.com",
@@ -89,6 +96,10 @@ def world(user, team, project, experiment, member_of, django_user_model):
     annotation = reviews.annotation_create(rollout=rollout, author=user, label="wrong answer",
                                            note="")
     tag = reviews.run_tag_add(run=run, actor=user, name="tag")
+    settings.RLAB_DATASET_DIR = tmp_path / "datasets"
+    dataset = dataset_create(project=project, user=user, name="sums", kind="prompts",
+                             filename="sums.jsonl", data=b'{"prompt": "1 + 1?", "answer": 2}\n',
+                             mapping={"prompt": "prompt", "answer": "answer"})
     users = {
         "outsider": django_user_model.objects.create_user("outsider", password="pw-outsider-1"),
         "viewer": member_of("viewer"),
@@ -98,7 +109,8 @@ def world(user, team, project, experiment, member_of, django_user_model):
     ids = {"project_id": project.pk, "team_id": team.pk, "experiment_id": experiment.pk,
            "run_id": run.pk, "invitation_id": invitation.pk,
            "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
-           "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk}
+           "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk,
+           "dataset_id": dataset.pk, "upload_token": "0" * 32}
     return users, ids
 
 

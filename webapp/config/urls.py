@@ -8,5 +8,6 @@ urlpatterns = [
     path("", include("webapp.teams.urls")),
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.runs.urls")),
+    path("", include("webapp.datasets.urls")),
     path("", include("webapp.reviews.urls")),
 ]

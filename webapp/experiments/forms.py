@@ -10,6 +10,8 @@ from typing import Any
 from django import forms
 
 from training.config import ConfigError, RunConfig
+from webapp.datasets.models import DatasetKind
+from webapp.datasets.selectors import datasets_for_project
 from webapp.experiments.models import Experiment
 
 
@@ -26,7 +28,20 @@ def _form_field(f: dataclasses.Field) -> forms.Field:
         widget = forms.NumberInput(attrs={"step": "any"})
         return forms.FloatField(min_value=meta["min"], max_value=meta["max"], widget=widget,
                                 **common)
-    return forms.CharField(max_length=500, **common)
+    return forms.CharField(max_length=500, required=not meta["blank"], **common)
+
+
+def _dataset_field(project) -> forms.ChoiceField:
+    """The project's prompt datasets, by id. The id is what the experiment stores; a launch
+    resolves it to the dataset's file (runs.services.run_launch), so a config saved here can
+    name no file outside the project's datasets."""
+    datasets = datasets_for_project(project).filter(kind=DatasetKind.PROMPTS)
+    choices = [("", "None: train on the built-in task"),
+               *((str(d.pk), f"{d.name} ({d.row_count} rows)") for d in datasets)]
+    return forms.ChoiceField(
+        choices=choices, required=False, initial="", label="Dataset",
+        help_text="One of this project's prompt datasets, trained on instead of the task. "
+                  "Each run records the file it used.")
 
 
 class ExperimentForm(forms.Form):
@@ -42,6 +57,7 @@ class ExperimentForm(forms.Form):
         self.instance = instance
         for f in RunConfig.fields():
             self.fields[f.name] = _form_field(f)
+        self.fields["dataset"] = _dataset_field(project)
 
     def main_fields(self) -> list[forms.BoundField]:
         return [self[f.name] for f in RunConfig.fields() if not f.metadata["advanced"]]

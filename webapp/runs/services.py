@@ -19,6 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from training.config import ConfigError, RunConfig
+from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment
 from webapp.reviews.models import Verb
 from webapp.reviews.services import activity_record
@@ -52,6 +53,11 @@ def run_launch(*, experiment: Experiment, user) -> Run:
         config = RunConfig.from_dict(experiment.config).to_dict()
     except ConfigError as exc:
         raise ValidationError(f"The experiment's config cannot run: {exc}") from exc
+    if config["dataset"]:
+        # The experiment names one of its project's datasets; the run records that dataset's
+        # file, whose name is its content hash, so the run keeps the exact rows it trained on.
+        config["dataset"] = dataset_file_for_run(project=experiment.project,
+                                                 reference=config["dataset"])
     for _ in range(5):
         try:
             with transaction.atomic():

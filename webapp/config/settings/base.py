@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.experiments",
     "webapp.runs",
+    "webapp.datasets",
     "webapp.reviews",
 ]
 
@@ -173,6 +174,11 @@ RLAB_STALE_AFTER_SECONDS = env_int("RLAB_STALE_AFTER_SECONDS", 120, minimum=10)
 RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
 RLAB_MODEL_CACHE = env_str("RLAB_MODEL_CACHE", str(VAR_DIR / "models"))
 
+# Datasets: uploaded files and their normalised JSON lines, stored once each by sha256. Workers
+# read the normalised files, so they must see this folder at the same path.
+RLAB_DATASET_DIR = Path(env_str("RLAB_DATASET_DIR", str(VAR_DIR / "datasets")))
+# The largest dataset file accepted for upload, in bytes.
+RLAB_DATASET_MAX_BYTES = env_int("RLAB_DATASET_MAX_BYTES", 50 * 1024 * 1024, minimum=1)
 
 LOGGING = {
     "version": 1,

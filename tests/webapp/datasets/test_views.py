@@ -1,0 +1,257 @@
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from tests.webapp.datasets.conftest import confirm, stored_files, upload
+from webapp.datasets.models import Dataset
+from webapp.datasets.services import dataset_create
+from webapp.datasets.views import PENDING
+
+pytestmark = pytest.mark.django_db
+
+JSONL = (b'{"question": "Compute 2 + 3.", "answer": 5, "id": "a"}\n'
+         b'{"question": "Compute 4 + 4.", "answer": "8", "id": "b"}\n')
+
+
+@pytest.fixture
+def saved(project, user):
+    return dataset_create(project=project, user=user, name="sums", kind="prompts",
+                          filename="sums.jsonl", data=JSONL,
+                          mapping={"prompt": "question", "answer": "answer"})
+
+
+def test_upload_shows_the_columns_guessed_mapping_and_a_preview(signed_in, project):
+    response = upload(signed_in, project, JSONL)
+    assert response.status_code == 302
+    page = signed_in.get(response["Location"])
+    assert page.status_code == 200
+    assert page.context["columns"] == ("question", "answer", "id")
+    form = page.context["form"]
+    assert (form["name"].value(), form["prompt"].value(), form["answer"].value()) == (
+        "sums", "question", "answer")
+    assert [row[0] for row in page.context["preview"]] == ["Compute 2 + 3.", "Compute 4 + 4."]
+    assert not Dataset.objects.exists()
+
+
+def test_confirming_the_mapping_saves_the_dataset_and_its_normalised_rows(signed_in, project,
+                                                                          user, dataset_dir):
+    response = confirm(signed_in, upload(signed_in, project, JSONL, filename="sums.jsonl"))
+    dataset = Dataset.objects.get()
+    assert response.status_code == 302 and response["Location"] == dataset.get_absolute_url()
+    assert (dataset.name, dataset.kind, dataset.format, dataset.row_count) == (
+        "sums", "prompts", "jsonl", 2)
+    assert dataset.original_filename == "sums.jsonl" and dataset.size_bytes == len(JSONL)
+    assert dataset.columns == ["question", "answer", "id"]
+    assert dataset.column_mapping == {"prompt": "question", "answer": "answer"}
+    assert dataset.uploaded_by == user
+    assert dataset.original_path.read_bytes() == JSONL
+    assert [json.loads(line) for line in dataset.normalized_path.read_text().splitlines()] == [
+        {"prompt": "Compute 2 + 3.", "answer": "5"}, {"prompt": "Compute 4 + 4.", "answer": "8"}]
+    assert stored_files(dataset_dir) == {dataset.original_path, dataset.normalized_path}
+    assert signed_in.session[PENDING] == {}
+
+
+def test_a_preference_dataset_maps_three_columns(signed_in, project):
+    data = b"instruction,chosen,rejected\nSay hi.,Hi!,Go away.\n"
+    confirm(signed_in, upload(signed_in, project, data, filename="prefs.csv",
+                              kind="preferences"))
+    dataset = Dataset.objects.get()
+    assert dataset.column_mapping == {"prompt": "instruction", "chosen": "chosen",
+                                      "rejected": "rejected"}
+    assert json.loads(dataset.normalized_path.read_text()) == {
+        "prompt": "Say hi.", "chosen": "Hi!", "rejected": "Go away."}
+
+
+@pytest.mark.parametrize("data,filename,message", [
+    (b"", "data.jsonl", "The file is empty."),
+    (b'{"prompt": "p", "answer": 1}\n{oops\n', "data.jsonl", "Line 2: not valid JSON"),
+    (b"prompt,answer\np,1,extra\n", "data.csv", "Line 2: 3 fields, but the header has 2."),
+    (b"prompt,answer\n\xff,1\n", "data.csv", "The file is not UTF-8: the byte at offset 14"),
+    (b"prompt\np\n", "data.csv", "A prompt dataset needs 2 columns (prompt, answer)"),
+])
+def test_a_file_that_does_not_parse_is_shown_with_its_error_and_nothing_is_kept(
+        signed_in, project, dataset_dir, data, filename, message):
+    response = upload(signed_in, project, data, filename=filename)
+    assert response.status_code == 422
+    [error] = response.context["form"].errors["file"]
+    assert error.startswith(message)
+    assert message.encode() in response.content
+    assert not Dataset.objects.exists()
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_file_over_the_limit_is_refused_without_being_read(signed_in, project, settings,
+                                                            dataset_dir):
+    settings.RLAB_DATASET_MAX_BYTES = 100
+    response = upload(signed_in, project, b'{"prompt": "p", "answer": 1}\n' * 10)
+    assert response.status_code == 422
+    assert response.context["form"].too_large  # the upload handler dropped it at the limit
+    assert response.context["form"].errors["file"] == [
+        "The file is over the limit of 100 bytes. Upload a smaller file, or split the dataset."]
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_mapping_whose_rows_fail_saves_nothing_and_keeps_the_upload(signed_in, project,
+                                                                     dataset_dir):
+    data = b'{"question": "2 + 2?", "answer": 4, "note": "four"}\n'
+    step1 = upload(signed_in, project, data)
+    response = confirm(signed_in, step1, answer="note")
+    assert response.status_code == 422
+    assert response.context["form"].non_field_errors()[0].startswith(
+        "Line 1: the answer 'four' is not a number.")
+    assert not Dataset.objects.exists()
+    assert len(stored_files(dataset_dir)) == 1  # the staged upload, to map again
+    assert confirm(signed_in, step1).status_code == 302
+    assert Dataset.objects.count() == 1
+
+
+def test_the_same_column_cannot_fill_two_roles(signed_in, project):
+    response = confirm(signed_in, upload(signed_in, project, JSONL), answer="question")
+    assert response.status_code == 422
+    assert response.context["form"].errors["answer"] == [
+        "Prompt already uses 'question'; choose a different column."]
+
+
+def test_discarding_an_upload_removes_the_staged_file(signed_in, project, dataset_dir):
+    step1 = upload(signed_in, project, JSONL)
+    response = signed_in.post(step1["Location"], {"discard": "1"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("datasets:list", args=[project.pk])
+    assert stored_files(dataset_dir) == set()
+    assert not Dataset.objects.exists()
+    again = signed_in.get(step1["Location"])
+    assert again.status_code == 302
+    assert again["Location"] == reverse("datasets:upload", args=[project.pk])
+
+
+def test_a_name_taken_while_mapping_is_refused_and_nothing_is_saved(signed_in, project, user,
+                                                                   dataset_dir):
+    step1 = upload(signed_in, project, JSONL, name="sums")
+    other = dataset_create(project=project, user=user, name="sums", kind="prompts",
+                           filename="other.jsonl", data=b'{"prompt": "p", "answer": 1}\n',
+                           mapping={"prompt": "prompt", "answer": "answer"})
+    before = stored_files(dataset_dir)
+    response = confirm(signed_in, step1)
+    assert response.status_code == 422
+    assert response.context["form"].errors["name"] == [
+        "This project already has a dataset with this name."]
+    assert list(Dataset.objects.all()) == [other]
+    assert stored_files(dataset_dir) == before
+
+
+def test_someone_elses_upload_token_leads_nowhere(client, signed_in, project, member_of):
+    step1 = upload(signed_in, project, JSONL)
+    client.force_login(member_of("member"))
+    response = client.post(step1["Location"], {"name": "stolen", "prompt": "question",
+                                               "answer": "answer"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("datasets:upload", args=[project.pk])
+    assert not Dataset.objects.exists()
+
+
+def test_identical_files_are_stored_once(signed_in, project, dataset_dir):
+    confirm(signed_in, upload(signed_in, project, JSONL, name="first"))
+    confirm(signed_in, upload(signed_in, project, JSONL, name="second"))
+    first, second = Dataset.objects.order_by("name")
+    assert first.sha256 == second.sha256
+    assert stored_files(dataset_dir) == {first.original_path, first.normalized_path}
+
+
+def test_viewer_cannot_upload(client, project, member_of, dataset_dir):
+    client.force_login(member_of("viewer"))
+    response = client.post(reverse("datasets:upload", args=[project.pk]), {
+        "name": "x", "kind": "prompts", "file": SimpleUploadedFile("d.jsonl", JSONL)})
+    assert response.status_code == 403
+    assert stored_files(dataset_dir) == set()
+
+
+def test_outsider_gets_404_for_the_dataset_and_its_file(client, saved, other_user):
+    client.force_login(other_user)
+    assert client.get(saved.get_absolute_url()).status_code == 404
+    assert client.get(reverse("datasets:download", args=[saved.pk])).status_code == 404
+    assert client.get(reverse("datasets:list", args=[saved.project.pk])).status_code == 404
+
+
+def test_viewer_sees_the_list_and_the_detail_with_a_preview(client, saved, member_of):
+    client.force_login(member_of("viewer"))
+    listing = client.get(reverse("datasets:list", args=[saved.project.pk]))
+    assert list(listing.context["datasets"]) == [saved]
+    assert not listing.context["can_upload"]
+    detail = client.get(saved.get_absolute_url())
+    assert detail.context["preview"] == [["Compute 2 + 3.", "5"], ["Compute 4 + 4.", "8"]]
+    assert detail.context["mapping"] == [("prompt", "question"), ("answer", "answer")]
+
+
+def test_download_is_an_attachment_that_is_never_rendered(signed_in, saved):
+    response = signed_in.get(reverse("datasets:download", args=[saved.pk]))
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == JSONL
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"] == 'attachment; filename="sums.jsonl"'
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response["Content-Security-Policy"]
+
+
+def test_download_of_the_normalised_rows(signed_in, saved):
+    response = signed_in.get(reverse("datasets:download", args=[saved.pk]),
+                             {"file": "normalized"})
+    assert response["Content-Disposition"] == 'attachment; filename="sums.normalized.jsonl"'
+    assert b"".join(response.streaming_content) == saved.normalized_path.read_bytes()
+
+
+def test_html_in_a_dataset_is_escaped_everywhere(signed_in, project):
+    script = "<script>alert(1)</script>"
+    data = json.dumps({"prompt": script, "answer": 1, script: "x"}).encode() + b"\n"
+    step1 = upload(signed_in, project, data, filename="<b>x</b>.jsonl")
+    page = signed_in.get(step1["Location"])
+    assert script.encode() not in page.content
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page.content
+    detail = signed_in.get(confirm(signed_in, step1)["Location"])
+    assert script.encode() not in detail.content and b"<b>x</b>" not in detail.content
+
+
+def test_a_missing_file_is_a_404_not_a_crash(signed_in, saved):
+    saved.original_path.chmod(0o644)
+    saved.original_path.unlink()
+    assert signed_in.get(reverse("datasets:download", args=[saved.pk])).status_code == 404
+
+
+def test_project_page_links_to_its_datasets(signed_in, saved):
+    response = signed_in.get(saved.project.get_absolute_url())
+    assert reverse("datasets:list", args=[saved.project.pk]).encode() in response.content
+
+
+def test_a_parquet_upload_goes_through_both_steps(signed_in, project):
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"problem": ["1 + 1?", "2 + 5?"], "target": [2, 7]}), buffer)
+    confirm(signed_in, upload(signed_in, project, buffer.getvalue(), filename="sums.parquet"))
+    dataset = Dataset.objects.get()
+    assert (dataset.format, dataset.row_count) == ("parquet", 2)
+    assert dataset.column_mapping == {"prompt": "problem", "answer": "target"}
+
+
+def test_both_steps_check_the_csrf_token(project, user, dataset_dir):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    response = client.post(reverse("datasets:upload", args=[project.pk]), {
+        "name": "x", "kind": "prompts", "file": SimpleUploadedFile("d.jsonl", JSONL)})
+    assert response.status_code == 403
+    assert stored_files(dataset_dir) == set()
+    page = client.get(reverse("datasets:upload", args=[project.pk]))
+    token = page.context["csrf_token"]
+    step1 = client.post(reverse("datasets:upload", args=[project.pk]), {
+        "name": "x", "kind": "prompts", "file": SimpleUploadedFile("d.jsonl", JSONL),
+        "csrfmiddlewaretoken": str(token)})
+    assert step1.status_code == 302
+    mapping = {"name": "x", "prompt": "question", "answer": "answer"}
+    assert client.post(step1["Location"], mapping).status_code == 403
+    assert client.post(step1["Location"], {"discard": "1"}).status_code == 403
+    assert not Dataset.objects.exists()
+    saved = client.post(step1["Location"], {**mapping, "csrfmiddlewaretoken": str(token)})
+    assert saved.status_code == 302 and Dataset.objects.count() == 1

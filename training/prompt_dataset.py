@@ -1,0 +1,104 @@
+"""Prompt datasets from a file: the trainer's alternative to a built-in task.
+
+The file is JSON lines, one object per line with a `prompt` (the user message) and an `answer`
+(a number, checked by `rewards.correct_answer` against the last number in each completion). The
+web app writes such a file for every prompt dataset it stores, and puts its path in the run's
+`dataset` setting. No torch here: the web app uses `check_answer` when a dataset is uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training import rewards
+from training.tasks import Example, RewardFunction
+
+MAX_ERRORS = 10
+
+
+class DatasetFileError(ValueError):
+    """A dataset file the trainer cannot use; the message names the file and the lines."""
+
+
+def check_answer(value: str) -> str | None:
+    """Why `value` cannot be an answer for `correct_answer`, or None if it can.
+
+    >>> check_answer("42") is None and check_answer(" -3.5 ") is None
+    True
+    >>> check_answer("forty-two")
+    "'forty-two' is not a number"
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        return f"{shown!r} is not a number"
+    if number != number or number in (float("inf"), float("-inf")):
+        return f"{value!r} is not a finite number"
+    return None
+
+
+@dataclass(frozen=True)
+class PromptDataset:
+    """The examples of a dataset file, sampled like a built-in task."""
+
+    examples: tuple[Example, ...]
+    reward_functions: dict[str, RewardFunction] = field(
+        default_factory=lambda: {"correct": rewards.correct_answer})
+
+    def sample(self, rng: random.Random, n: int) -> list[Example]:
+        """n examples, distinct while the dataset has that many."""
+        if n <= len(self.examples):
+            return rng.sample(self.examples, n)
+        return rng.choices(self.examples, k=n)
+
+
+def load_prompt_dataset(path: str | Path) -> PromptDataset:
+    """Read a JSON-lines prompt dataset; DatasetFileError lists the first bad lines."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetFileError(f"The dataset file {str(path)!r} does not exist on this worker. "
+                               f"Check that the worker sees the web app's dataset folder "
+                               f"(RLAB_DATASET_DIR).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetFileError(f"The dataset file {str(path)!r} cannot be read: {exc}") from None
+    examples: list[Example] = []
+    errors: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(_example(number, line))
+        except ValueError as exc:
+            errors.append(f"line {number}: {exc}")
+            if len(errors) == MAX_ERRORS:
+                break
+    if errors:
+        raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
+    if not examples:
+        raise DatasetFileError(f"The dataset file {str(path)!r} has no examples.")
+    return PromptDataset(examples=tuple(examples))
+
+
+def _example(number: int, line: str) -> Example:
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ValueError("not a JSON object") from None
+    if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    prompt, answer = row.get("prompt"), row.get("answer")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("no prompt")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError("no answer")
+    problem = check_answer(answer)
+    if problem:
+        raise ValueError(f"the answer {problem}; correct_answer compares numbers")
+    return Example(prompt_id=f"#{number}", prompt=prompt, columns={"answer": answer.strip()})

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from webapp.datasets import parsing
+from webapp.datasets.models import Dataset, DatasetKind
+from webapp.projects.models import Project
+
+
+class _DatasetNameMixin:
+    project: Project
+    cleaned_data: dict[str, Any]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if Dataset.objects.filter(project=self.project, name=name).exists():
+            raise forms.ValidationError("This project already has a dataset with this name.")
+        return name
+
+
+class UploadForm(_DatasetNameMixin, forms.Form):
+    """Step 1: the file and what it holds. Its columns are mapped in step 2 (MappingForm)."""
+
+    name = forms.CharField(max_length=120)
+    kind = forms.ChoiceField(choices=DatasetKind.choices, initial=DatasetKind.PROMPTS)
+    # Empty files pass here, so that the parser reports them with the other file problems.
+    file = forms.FileField(allow_empty_file=True)
+
+    def __init__(self, *args: Any, project: Project, too_large: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.too_large = too_large
+        if too_large:  # the file was dropped at the limit: say so, not "this field is required"
+            self.fields["file"].required = False
+        self.fields["file"].help_text = (
+            f"JSON lines (one object per line), CSV (comma-, tab- or semicolon-separated, with "
+            f"a header line) or Parquet; UTF-8 text; up to "
+            f"{parsing.size_text(settings.RLAB_DATASET_MAX_BYTES)}. Columns are mapped in the "
+            f"next step.")
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        if self.too_large or (upload is not None
+                              and upload.size > settings.RLAB_DATASET_MAX_BYTES):
+            raise forms.ValidationError(
+                parsing.too_large_message(settings.RLAB_DATASET_MAX_BYTES))
+        return upload
+
+
+class MappingForm(_DatasetNameMixin, forms.Form):
+    """Step 2: which of the file's columns fills each role of the dataset's kind."""
+
+    name = forms.CharField(max_length=120)
+
+    def __init__(self, *args: Any, project: Project, kind: str, columns: tuple[str, ...],
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.kind = kind
+        choices = [("", "— choose a column —"), *((c, c) for c in columns)]
+        for role in parsing.ROLES[kind]:
+            self.fields[role] = forms.ChoiceField(
+                choices=choices, label=f"{role.capitalize()} column",
+                help_text=_ROLE_HELP[role], error_messages={"required": "Choose a column."})
+
+    def role_fields(self) -> list[forms.BoundField]:
+        return [self[role] for role in parsing.ROLES[self.kind]]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        seen: dict[str, str] = {}
+        for role in parsing.ROLES[self.kind]:
+            column = cleaned.get(role)
+            if column and column in seen:
+                self.add_error(role, f"{seen[column].capitalize()} already uses {column!r}; "
+                                     f"choose a different column.")
+            elif column:
+                seen[column] = role
+        return cleaned
+
+    @property
+    def mapping(self) -> dict[str, str]:
+        return {role: self.cleaned_data[role] for role in parsing.ROLES[self.kind]}
+
+
+_ROLE_HELP = {
+    "prompt": "The question or instruction given to the model.",
+    "answer": "The expected final number; correct_answer compares it with the completion's "
+              "last number.",
+    "chosen": "The preferred reply.",
+    "rejected": "The reply that is worse than the chosen one.",
+}

@@ -1,0 +1,76 @@
+"""Reads for datasets. Access follows the project: its team's members see a dataset, everyone
+else gets 404, and a member whose role is too low for the action gets 403."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from itertools import islice
+
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
+from webapp.datasets import storage
+from webapp.datasets.models import Dataset, DatasetKind
+from webapp.projects.models import Project
+from webapp.projects.selectors import projects_for_user
+from webapp.teams.models import Role
+from webapp.teams.selectors import require_role
+
+logger = logging.getLogger(__name__)
+
+
+def datasets_for_user(user) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(project__in=projects_for_user(user)).select_related(
+        "project", "project__team", "uploaded_by")
+
+
+def datasets_for_project(project: Project) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(project=project).select_related("uploaded_by")
+
+
+def get_dataset_for_user(user, dataset_id: int, role: str = Role.VIEWER) -> Dataset:
+    dataset = get_object_or_404(datasets_for_user(user), pk=dataset_id)
+    require_role(user, dataset.project.team_id, role)
+    return dataset
+
+
+def staged_upload(token: str) -> bytes | None:
+    """The bytes of a staged upload, or None if there is none by that token (any more)."""
+    return storage.staged_get(token)
+
+
+def dataset_preview(dataset: Dataset, *, limit: int = 10) -> list[dict[str, str]] | None:
+    """The first rows of the normalised file, or None if the file is missing from the store."""
+    try:
+        with dataset.normalized_path.open(encoding="utf-8") as file:
+            return [json.loads(line) for line in islice(file, limit)]
+    except FileNotFoundError:
+        logger.error("dataset %s: normalised file %s is missing", dataset.pk,
+                     dataset.normalized_path)
+        return None
+
+
+def dataset_experiments(dataset: Dataset) -> QuerySet:
+    """Experiments of the dataset's project whose config references it."""
+    return dataset.project.experiments.filter(config__dataset=str(dataset.pk))
+
+
+def dataset_file_for_run(*, project: Project, reference: str) -> str:
+    """The normalised file of the prompt dataset that an experiment's `dataset` setting names
+    (its id), for a run's config snapshot. ValidationError if it names no such dataset of
+    `project`, so a config can never point the trainer at any other file."""
+    dataset = (Dataset.objects.filter(project=project, kind=DatasetKind.PROMPTS,
+                                      pk=int(reference)).first()
+               if re.fullmatch(r"[0-9]{1,18}", reference) else None)
+    if dataset is None:
+        raise ValidationError(f"The experiment's dataset ({reference!r}) is not a prompt dataset "
+                              f"of this project. Edit the experiment and choose one.")
+    if not dataset.normalized_path.exists():
+        logger.error("dataset %s: normalised file %s is missing", dataset.pk,
+                     dataset.normalized_path)
+        raise ValidationError(f"The file of dataset {dataset.name!r} is missing from the "
+                              f"dataset store. Upload the dataset again.")
+    return str(dataset.normalized_path)
