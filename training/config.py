@@ -11,6 +11,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ALGORITHMS = {"grpo": "GRPO: group-normalised advantages, clipped policy gradient"}
+LOSS_TYPES = {
+    "grpo": "token mean per completion, then mean over completions (DeepSeekMath)",
+    "dapo": "token mean over the whole batch: every token weighs the same (DAPO)",
+    "dr_grpo": "token sum over completions × max new tokens: no length bias (Dr. GRPO)",
+    "bnpo": "token mean within each micro-batch, then mean over micro-batches",
+}
+REWARD_SCALINGS = {
+    "group": "divide by the group's std (GRPO)",
+    "batch": "divide by the whole batch's std",
+    "none": "no division: rewards only centred on the group mean (Dr. GRPO)",
+}
+IMPORTANCE_LEVELS = {
+    "token": "one importance ratio per token (GRPO, PPO)",
+    "sequence": "one ratio per completion, the geometric mean of its tokens' (GSPO)",
+}
+KL_ESTIMATORS = {
+    "k1": "log π − log π_ref: unbiased, high variance",
+    "k2": "½ (log π − log π_ref)²: low variance, biased",
+    "k3": "π_ref/π − log(π_ref/π) − 1: unbiased and non-negative",
+}
 TASKS = {
     "arithmetic": "One-digit sums: 'Compute a + b.', answer checked as the last number",
     "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last number",
@@ -63,11 +83,25 @@ class RunConfig:
     top_p: float = _field(1.0, "Nucleus-sampling mass for rollouts (1 = off).", min=0.01, max=1.0, advanced=True)
     learning_rate: float = _field(2e-5, "AdamW learning rate.", min=1e-9, max=1e-2)
     epsilon: float = _field(
-        0.2, "ε: clip range of the importance ratio, clip(r, 1-ε, 1+ε).", label="Clip ε",
-        min=0.0, max=1.0)
+        0.2, "ε_low: the importance ratio is clipped below at 1 − ε_low (and above at 1 + ε "
+        "unless ε_high is set).", label="Clip ε", min=0.0, max=1.0)
+    epsilon_high: float = _field(
+        0.0, "ε_high: upper clip, 1 + ε_high; DAPO's clip-higher uses 0.28 (0 = same as ε).",
+        label="Clip ε_high", min=0.0, max=10.0, advanced=True)
+    loss_type: str = _field("grpo", "How per-token losses are averaged into the step loss.",
+                            label="Loss aggregation", choices=LOSS_TYPES)
+    scale_rewards: str = _field("group", "What centred rewards are divided by.",
+                                choices=REWARD_SCALINGS, advanced=True)
+    importance_level: str = _field("token", "Where the importance ratio is taken.",
+                                   choices=IMPORTANCE_LEVELS, advanced=True)
+    mask_truncated: bool = _field(
+        False, "Leave completions that hit the token limit out of the loss (DAPO's overlong "
+        "filtering).", label="Mask truncated completions", advanced=True)
     beta: float = _field(
-        0.0, "β: weight of the k3 KL penalty to the frozen initial policy (0 = no reference "
+        0.0, "β: weight of the KL penalty to the frozen initial policy (0 = no reference "
         "model is loaded).", label="KL coefficient β", min=0.0, max=10.0)
+    kl_estimator: str = _field("k3", "Per-token estimator of KL(π || π_ref) in the penalty.",
+                               label="KL estimator", choices=KL_ESTIMATORS, advanced=True)
     max_grad_norm: float = _field(1.0, "Gradient clipping by global norm (0 = off).",
                                   min=0.0, max=1e4, advanced=True)
     micro_batch_size: int = _field(
@@ -112,8 +146,12 @@ class RunConfig:
 def _coerce(f: dataclasses.Field, raw: Any) -> Any:
     kind = type(f.default)
     meta = f.metadata
-    if kind is bool or isinstance(raw, bool) and kind is not bool:
-        raise ValueError(f"expected a {kind.__name__}, got {raw!r}")
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return raw
+    if isinstance(raw, bool):
+        raise ValueError(f"expected a number, got {raw!r}")
     if kind is int:
         if isinstance(raw, float) and not raw.is_integer():
             raise ValueError(f"expected a whole number, got {raw!r}")

@@ -17,6 +17,22 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return masked_sum(x, mask, dim) / count.clamp(min=1)
 
 
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k1 estimator of KL(π || π_ref), per sampled token: k1 = log π − log π_ref.
+
+    Unbiased for samples from π but high-variance, and negative for some tokens.
+    """
+    return logp - ref_logp
+
+
+def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k2 estimator, per sampled token: k2 = ½ (log π − log π_ref)².
+
+    Biased, low-variance and never negative; its gradient is that of the reverse KL.
+    """
+    return 0.5 * (logp - ref_logp) ** 2
+
+
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(π || π_ref), per sampled token:
 
@@ -26,6 +42,9 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """
     log_ratio = ref_logp - logp
     return torch.exp(log_ratio) - log_ratio - 1
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
 
 
 def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor,

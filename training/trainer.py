@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 
+from training.algorithms.aggregation import BatchShape
 from training.algorithms.grpo import GRPOConfig, compute_advantages, compute_loss
 from training.config import RunConfig
 from training.events import Reporter
@@ -104,7 +105,8 @@ def train(config: RunConfig, reporter: Reporter, *,
 
         per_function = _score(task.reward_functions, examples, rollouts.texts, algo.group_size)
         rewards = torch.stack(list(per_function.values())).sum(0)  # (N,)
-        advantages = compute_advantages(rewards, algo.group_size, algo.std_eps)  # (N,)
+        advantages = compute_advantages(rewards, algo.group_size, algo.std_eps,
+                                        scale=algo.scale_rewards)  # (N,)
 
         update_start = time.perf_counter()
         update = _update(model, reference, optimizer, rollouts, advantages.to(device), algo,
@@ -206,7 +208,13 @@ def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.T
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total = rollouts.input_ids.shape[0]
+    loss_mask = rollouts.completion_mask  # (N, T)
+    if algo.mask_truncated:
+        loss_mask = loss_mask * (~rollouts.truncated).to(loss_mask.device)[:, None]
     total_tokens = rollouts.completion_mask.sum().item()
+    shape = BatchShape(sequences=total, tokens=int(loss_mask.sum().item()),
+                       max_completion_length=config.max_new_tokens,
+                       micro_batches=math.ceil(total / config.micro_batch_size))
     sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
     # Longest first, so that similar lengths share a micro-batch (less padding to compute) and
     # the largest micro-batch, the one that could run out of memory, comes first.
@@ -225,13 +233,17 @@ def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.T
                 ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
                                                   mask.shape[1], config.temperature)
         old_logp = logp.detach()  # π_old = π_θ: one pass per batch of rollouts
-        loss, stats = compute_loss(logp, old_logp, ref_logp, advantages[rows], mask,
-                                   algo.epsilon, algo.beta)
-        share = mask.shape[0] / total
-        # The loss is a mean over sequences, so each micro-batch counts by its share of them.
-        (loss * share).backward()
+        width = mask.shape[1]
+        loss, stats = compute_loss(
+            logp, old_logp, ref_logp, advantages[rows], loss_mask[rows, :width],
+            epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high, beta=algo.beta,
+            kl_estimator=algo.kl_estimator, importance_level=algo.importance_level,
+            loss_type=algo.loss_type, shape=shape)
+        # `loss` is this micro-batch's share of the step loss, so the gradients add up to the
+        # gradient of the whole batch's loss.
+        loss.backward()
         token_share = mask.sum().item() / max(total_tokens, 1)
-        sums["loss/policy"] += loss.item() * share
+        sums["loss/policy"] += loss.item()
         sums["entropy/mean"] += masked_sum(entropy, mask).item() / max(total_tokens, 1)
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value.item() * token_share

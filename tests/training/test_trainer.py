@@ -107,9 +107,12 @@ def ending_model(tiny_model, tmp_path_factory):
     return path
 
 
-def test_micro_batching_does_not_change_the_update(tiny_config, ending_model, length_rewarded):
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_micro_batching_does_not_change_the_update(tiny_config, ending_model, length_rewarded,
+                                                   loss_type):
     config = dataclasses.replace(tiny_config, model=str(ending_model), max_steps=1,
-                                 group_size=4, max_new_tokens=12, rollouts_logged_per_step=8)
+                                 group_size=4, max_new_tokens=12, rollouts_logged_per_step=8,
+                                 loss_type=loss_type)
     whole, split = (_run(dataclasses.replace(config, micro_batch_size=size))[1]
                     for size in (8, 3))
     lengths = [item["completion_tokens"] for item in whole.of_kind("rollouts")[0]["items"]]
@@ -164,3 +167,24 @@ def test_asking_for_cuda_without_a_gpu_is_an_error(tiny_config):
     outcome, reporter = _run(dataclasses.replace(tiny_config, device="cuda"))
     assert outcome is Outcome.FAILED
     assert "no CUDA GPU" in reporter.of_kind("error")[0]["message"]
+
+
+def test_truncated_completions_can_be_left_out_of_the_loss(tiny_config, length_rewarded):
+    # The tiny model never ends a completion, so with masking on nothing is left to learn from.
+    _, reporter = _run(dataclasses.replace(tiny_config, max_steps=1, mask_truncated=True))
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert values["completion/truncated_fraction"] == 1
+    assert values["advantage/std"] > 0
+    assert values["optim/grad_norm"] == 0
+
+
+def test_loss_variants_run_together(tiny_config, length_rewarded):
+    config = dataclasses.replace(
+        tiny_config, max_steps=1, loss_type="dr_grpo", scale_rewards="none",
+        importance_level="sequence", epsilon=3e-4, epsilon_high=4e-4, beta=0.05,
+        kl_estimator="k2")
+    outcome, reporter = _run(config)
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert outcome is Outcome.COMPLETED
+    assert values["kl/mean"] == pytest.approx(0.0, abs=1e-9)  # π = π_ref before the update
+    assert values["optim/grad_norm"] > 0

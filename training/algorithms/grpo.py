@@ -1,12 +1,22 @@
-"""GRPO (Shao et al., 2024, DeepSeekMath): group-normalised advantages, clipped policy gradient.
+"""GRPO (Shao et al., 2024, DeepSeekMath) and its loss variants: group-normalised advantages,
+clipped policy gradient.
 
 For each prompt, G completions o_1..o_G are sampled and scored r_1..r_G. Every token of o_i gets
-the same advantage, the reward normalised within its group:
+the same advantage, the reward centred on its group's mean and scaled:
 
-    Â_i = (r_i − mean(r_1..r_G)) / (std(r_1..r_G) + eps)
+    Â_i = (r_i − mean(r_1..r_G)) / (std + eps)
 
-and the policy minimises the clipped surrogate, with an optional k3 KL penalty to a frozen
-reference policy, averaged over the tokens of each completion and then over completions.
+where std is the group's (GRPO), the whole batch's (as in REINFORCE++ and Dr. GRPO's analysis),
+or 1 (no scaling, Dr. GRPO). The policy minimises the clipped surrogate with asymmetric bounds
+(DAPO's clip-higher), optionally plus a KL penalty to a reference policy:
+
+    ρ_i,t = π_θ(o_i,t | q, o_i,<t) / π_old(o_i,t | q, o_i,<t)           token-level, or
+    ρ_i   = exp(1/|o_i| Σ_t log ρ_i,t), the same for every token of o_i  sequence-level (GSPO)
+    ℓ_i,t = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i) + β KL_i,t
+
+and the per-token losses are aggregated as in training.algorithms.aggregation (grpo, bnpo, dapo,
+dr_grpo). Completions cut off at the token limit can be left out of the loss (DAPO's overlong
+filtering).
 """
 
 from __future__ import annotations
@@ -15,63 +25,94 @@ from dataclasses import dataclass
 
 import torch
 
+from training.algorithms.aggregation import AGGREGATIONS, BatchShape
 from training.config import RunConfig
-from training.ops import kl_k3, masked_mean
+from training.ops import KL_ESTIMATORS, masked_mean
+
+
+# The std that centred rewards are divided by, from the (B, G) rewards.
+REWARD_SCALES = {
+    "group": lambda grouped: grouped.std(dim=1, keepdim=True),  # (B, 1)
+    "batch": lambda grouped: grouped.std(),  # ()
+    "none": lambda grouped: None,
+}
 
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    group_size: int  # G: completions per prompt; advantages are normalised within each group
-    epsilon: float  # ε: clip range of the importance ratio, clip(ρ, 1 − ε, 1 + ε)
-    beta: float  # β: weight of the k3 KL penalty to the reference policy (0 = no reference)
+    group_size: int  # G: completions per prompt; advantages are centred within each group
+    epsilon_low: float  # ε_low: ρ is clipped below at 1 − ε_low
+    epsilon_high: float  # ε_high: ρ is clipped above at 1 + ε_high
+    beta: float  # β: weight of the KL penalty to the reference policy (0 = no reference)
+    kl_estimator: str = "k3"  # k1, k2 or k3 (training.ops)
+    loss_type: str = "grpo"  # aggregation of per-token losses: grpo, bnpo, dapo, dr_grpo
+    scale_rewards: str = "group"  # divide centred rewards by the std of: group, batch, none
+    importance_level: str = "token"  # token: ρ_i,t; sequence: GSPO's ρ_i
+    mask_truncated: bool = False  # leave completions that hit the token limit out of the loss
     std_eps: float = 1e-4  # eps: keeps Â finite when a group's rewards are all equal
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> GRPOConfig:
-        return cls(group_size=config.group_size, epsilon=config.epsilon, beta=config.beta)
+        return cls(group_size=config.group_size, epsilon_low=config.epsilon,
+                   epsilon_high=config.epsilon_high or config.epsilon, beta=config.beta,
+                   kl_estimator=config.kl_estimator, loss_type=config.loss_type,
+                   scale_rewards=config.scale_rewards,
+                   importance_level=config.importance_level,
+                   mask_truncated=config.mask_truncated)
 
 
-def compute_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """Â_i = (r_i − mean_g) / (std_g + eps), with the statistics of each prompt's group.
+def compute_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4,
+                       scale: str = "group") -> torch.Tensor:
+    """Â_i = (r_i − mean_g) / (std + eps), centred on each prompt's group.
 
-    rewards (B*G,) ordered group by group -> advantages (B*G,). std is the unbiased sample
-    standard deviation, as in DeepSeekMath and TRL; a group whose rewards are all equal carries no
+    rewards (B*G,) ordered group by group -> advantages (B*G,). `scale` picks std: the group's
+    unbiased sample std ("group", as in DeepSeekMath and TRL), the whole batch's ("batch"), or
+    none at all ("none": Â_i = r_i − mean_g). A group whose rewards are all equal carries no
     signal and gets advantages of exactly 0.
     """
     grouped = rewards.view(-1, group_size)  # (B, G)
-    mean = grouped.mean(dim=1, keepdim=True)  # (B, 1)
-    std = grouped.std(dim=1, keepdim=True)  # (B, 1)
-    return ((grouped - mean) / (std + eps)).view(-1)  # (B*G,)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)  # (B, G)
+    std = REWARD_SCALES[scale](grouped)  # (B, 1), (), or None
+    if std is not None:
+        centred = centred / (std + eps)
+    return centred.reshape(-1)  # (B*G,)
 
 
 def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
-                 advantages: torch.Tensor, mask: torch.Tensor, epsilon: float, beta: float,
+                 advantages: torch.Tensor, mask: torch.Tensor, *, epsilon_low: float,
+                 epsilon_high: float, beta: float = 0.0, kl_estimator: str = "k3",
+                 importance_level: str = "token", loss_type: str = "grpo",
+                 shape: BatchShape | None = None,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The GRPO objective, as a loss to minimise:
+    """The objective of the module docstring, as a loss to minimise, for one micro-batch.
 
-        ρ_i,t = π_θ(o_i,t | q, o_i,<t) / π_θ_old(o_i,t | q, o_i,<t)
-        ℓ_i,t = −min(ρ_i,t Â_i, clip(ρ_i,t, 1 − ε, 1 + ε) Â_i) + β k3_i,t
-        L     = 1/N Σ_i  1/|o_i| Σ_t ℓ_i,t
-
-    with k3 = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1 (only when ref_logp is given).
-
-    logp, old_logp, ref_logp, mask (N, T); advantages (N,). Returns the loss and detached token
-    means of: clip/low_fraction (ρ < 1 − ε with Â < 0, the gradient cut by the lower bound),
-    clip/high_fraction (ρ > 1 + ε with Â > 0), and kl/mean when there is a reference.
+    logp, old_logp, ref_logp, mask (n, T); advantages (n,). `shape` describes the whole step
+    for the aggregation; None means this micro-batch is the whole step. Returns the micro-batch's
+    share of the step loss and detached token means of: clip/low_fraction (ρ < 1 − ε_low with
+    Â < 0, the gradient cut by the lower bound), clip/high_fraction (ρ > 1 + ε_high with Â > 0),
+    and kl/mean when there is a reference.
     """
     mask = mask.to(logp.dtype)
-    advantages = advantages[:, None]  # (N, 1), broadcast over tokens
-    ratio = torch.exp(logp - old_logp)  # (N, T)
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)  # (N, T)
-    per_token = -torch.min(ratio * advantages, clipped * advantages)  # (N, T)
+    if shape is None:
+        shape = BatchShape(sequences=mask.shape[0], tokens=int(mask.sum().item()),
+                           max_completion_length=mask.shape[1], micro_batches=1)
+    advantages = advantages[:, None]  # (n, 1), broadcast over tokens
+    log_ratio = logp - old_logp  # (n, T)
+    if importance_level == "sequence":
+        log_ratio = masked_mean(log_ratio, mask, dim=1)[:, None].expand_as(logp)  # (n, T)
+    elif importance_level != "token":
+        raise ValueError(f"unknown importance level {importance_level!r}")
+    ratio = torch.exp(log_ratio)  # (n, T)
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # (n, T)
+    per_token = -torch.min(ratio * advantages, clipped * advantages)  # (n, T)
     stats = {}
     if ref_logp is not None:
-        kl = kl_k3(logp, ref_logp)  # (N, T)
+        kl = KL_ESTIMATORS[kl_estimator](logp, ref_logp)  # (n, T)
         per_token = per_token + beta * kl
         stats["kl/mean"] = masked_mean(kl, mask).detach()
-    loss = masked_mean(per_token, mask, dim=1).mean()  # token mean per sequence, then mean
-    low = (ratio < 1 - epsilon) & (advantages < 0)  # (N, T)
-    high = (ratio > 1 + epsilon) & (advantages > 0)  # (N, T)
+    loss = AGGREGATIONS[loss_type](per_token, mask, shape)
+    low = (ratio < 1 - epsilon_low) & (advantages < 0)  # (n, T)
+    high = (ratio > 1 + epsilon_high) & (advantages > 0)  # (n, T)
     stats["clip/low_fraction"] = masked_mean(low.to(mask.dtype), mask).detach()
     stats["clip/high_fraction"] = masked_mean(high.to(mask.dtype), mask).detach()
     return loss, stats

@@ -20,8 +20,13 @@ def _form_field(f: dataclasses.Field) -> forms.Field:
     label = meta["label"] or f.name.replace("_", " ").capitalize()
     common: dict[str, Any] = {"label": label, "help_text": meta["help"], "initial": f.default}
     if meta["choices"]:
-        choices = [(value, f"{value} — {text}") for value, text in meta["choices"].items()]
+        # Short options; what each one does goes in the help text, where it is read in full.
+        choices = [(value, value) for value in meta["choices"]]
+        explained = "; ".join(f"{value}: {text}" for value, text in meta["choices"].items())
+        common["help_text"] = f"{meta['help']} {explained}."
         return forms.ChoiceField(choices=choices, **common)
+    if isinstance(f.default, bool):
+        return forms.BooleanField(required=False, **common)
     if isinstance(f.default, int):
         return forms.IntegerField(min_value=meta["min"], max_value=meta["max"], **common)
     if isinstance(f.default, float):

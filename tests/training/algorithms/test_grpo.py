@@ -21,9 +21,11 @@ def test_a_group_with_equal_rewards_gets_zero_advantages():
     assert advantages[2] < 0 < advantages[3]
 
 
-def _loss(logp, old_logp, advantages, mask=None, ref_logp=None, epsilon=0.2, beta=0.0):
+def _loss(logp, old_logp, advantages, mask=None, ref_logp=None, epsilon=0.2, beta=0.0,
+          **options):
     mask = torch.ones_like(logp) if mask is None else mask
-    return compute_loss(logp, old_logp, ref_logp, advantages, mask, epsilon, beta)
+    return compute_loss(logp, old_logp, ref_logp, advantages, mask, epsilon_low=epsilon,
+                        epsilon_high=options.pop("epsilon_high", epsilon), beta=beta, **options)
 
 
 def test_loss_at_ratio_one_is_minus_the_mean_advantage():
@@ -74,3 +76,47 @@ def test_masked_tokens_do_not_count():
     loss, stats = _loss(logp, old_logp, torch.tensor([2.0]), mask=torch.tensor([[1, 0]]))
     assert loss.item() == pytest.approx(-2.0)
     assert stats["clip/high_fraction"].item() == 0.0
+
+
+def test_rewards_can_be_scaled_by_the_batch_std_or_not_at_all():
+    rewards = torch.tensor([1.0, 0.0, 3.0, 1.0])
+    batch_std = rewards.std().item()  # unbiased, over all four
+    by_batch = compute_advantages(rewards, group_size=2, eps=0.0, scale="batch")
+    unscaled = compute_advantages(rewards, group_size=2, eps=0.0, scale="none")
+    assert unscaled.tolist() == [0.5, -0.5, 1.0, -1.0]
+    expected = torch.tensor([0.5, -0.5, 1.0, -1.0]) / batch_std
+    assert torch.allclose(by_batch, expected)
+
+
+def test_clip_higher_lets_positive_ratios_grow_further_than_the_lower_bound():
+    # ε_low 0.2, ε_high 0.28: ratio 1.25 is inside, 1.5 is clipped at 1.28
+    old_logp = torch.zeros(2, 1)
+    logp = torch.log(torch.tensor([[1.25], [1.5]]))
+    loss, stats = _loss(logp, old_logp, torch.tensor([1.0, 1.0]), epsilon_high=0.28)
+    assert loss.item() == pytest.approx(-(1.25 + 1.28) / 2)
+    assert stats["clip/high_fraction"].item() == pytest.approx(0.5)
+
+
+def test_sequence_level_ratio_is_the_geometric_mean_of_the_token_ratios():
+    # token log-ratios 0.3 and −0.1: GSPO's ρ = exp(0.1) for both tokens
+    old_logp = torch.zeros(1, 2)
+    logp = torch.tensor([[0.3, -0.1]], requires_grad=True)
+    loss, _ = _loss(logp, old_logp, torch.tensor([1.0]), epsilon=0.5,
+                    importance_level="sequence")
+    assert loss.item() == pytest.approx(-math.exp(0.1))
+    loss.backward()
+    # d/dlogp_t of −exp(mean log ρ) = −ρ / |o| for each token
+    assert torch.allclose(logp.grad, torch.full((1, 2), -math.exp(0.1) / 2))
+
+
+@pytest.mark.parametrize("estimator,expected", [
+    ("k1", -math.log(2)),  # π_ref = 2π for the sampled token
+    ("k2", 0.5 * math.log(2) ** 2),
+    ("k3", 1 - math.log(2)),
+])
+def test_kl_estimators(estimator, expected):
+    logp = torch.zeros(1, 1)
+    ref_logp = torch.tensor([[math.log(2)]])
+    _, stats = _loss(logp, logp.clone(), torch.tensor([0.0]), ref_logp=ref_logp, beta=1.0,
+                     kl_estimator=estimator)
+    assert stats["kl/mean"].item() == pytest.approx(expected)

@@ -107,3 +107,20 @@ def test_launch_needs_post(signed_in, experiment):
 
 def test_unknown_experiment_is_404(signed_in):
     assert signed_in.get(reverse("experiments:detail", args=[999])).status_code == 404
+
+
+def test_loss_options_are_saved_from_the_form(signed_in, project):
+    data = _form_data(loss_type="dapo", epsilon_high="0.28", mask_truncated="on",
+                      kl_estimator="k2")
+    response = signed_in.post(reverse("experiments:create", args=[project.pk]), data)
+    assert response.status_code == 302
+    config = Experiment.objects.get().config
+    assert (config["loss_type"], config["epsilon_high"], config["mask_truncated"],
+            config["kl_estimator"]) == ("dapo", 0.28, True, "k2")
+
+
+def test_an_unchecked_box_saves_false(signed_in, project):
+    data = _form_data()
+    data.pop("mask_truncated")
+    signed_in.post(reverse("experiments:create", args=[project.pk]), data)
+    assert Experiment.objects.get().config["mask_truncated"] is False

@@ -1,0 +1,33 @@
+import pytest
+
+from training.algorithms.grpo import GRPOConfig
+from training.config import ConfigError, RunConfig
+
+
+def test_every_bad_field_is_named_at_once():
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict({"group_size": 1, "learning_rate": "fast", "loss_type": "mean",
+                             "colour": "blue"})
+    assert set(caught.value.errors) == {"group_size", "learning_rate", "loss_type", "colour"}
+    assert caught.value.errors["colour"] == "unknown setting"
+    assert "must be one of: grpo, dapo, dr_grpo, bnpo" in caught.value.errors["loss_type"]
+
+
+def test_booleans_are_strict_and_numbers_are_not_booleans():
+    assert RunConfig.from_dict({"mask_truncated": True}).mask_truncated is True
+    with pytest.raises(ConfigError, match="expected true or false"):
+        RunConfig.from_dict({"mask_truncated": "yes"})
+    with pytest.raises(ConfigError, match="expected a number"):
+        RunConfig.from_dict({"max_steps": True})
+
+
+def test_a_config_saved_before_a_field_existed_gets_its_default():
+    old = {"algorithm": "grpo", "model": "builtin:smollm2-135m-instruct", "epsilon": 0.1}
+    config = RunConfig.from_dict(old)
+    assert (config.loss_type, config.scale_rewards, config.epsilon_high) == ("grpo", "group", 0.0)
+
+
+def test_the_upper_clip_defaults_to_the_lower_one():
+    assert GRPOConfig.from_run_config(RunConfig(epsilon=0.1)).epsilon_high == 0.1
+    assert GRPOConfig.from_run_config(RunConfig(epsilon=0.2, epsilon_high=0.28)).epsilon_high \
+        == 0.28
