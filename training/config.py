@@ -10,7 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-ALGORITHMS = {"grpo": "GRPO: group-normalised advantages, clipped policy gradient"}
+ALGORITHMS = {
+    "grpo": "GRPO: advantages centred (and scaled) within each prompt's group",
+    "rloo": "RLOO: leave-one-out baseline, the mean of the other completions of the prompt",
+    "reinforce_pp": "REINFORCE++: one baseline for the whole batch, normalised by its std",
+}
 LOSS_TYPES = {
     "grpo": "token mean per completion, then mean over completions (DeepSeekMath)",
     "dapo": "token mean over the whole batch: every token weighs the same (DAPO)",
@@ -102,6 +106,10 @@ class RunConfig:
         "model is loaded).", label="KL coefficient β", min=0.0, max=10.0)
     kl_estimator: str = _field("k3", "Per-token estimator of KL(π || π_ref) in the penalty.",
                                label="KL estimator", choices=KL_ESTIMATORS, advanced=True)
+    num_iterations: int = _field(
+        1, "μ: optimisation passes over each batch of rollouts; from the second on, the "
+        "importance ratio is taken against the log-probs stored before the first.",
+        label="Passes per batch (μ)", min=1, max=64, advanced=True)
     max_grad_norm: float = _field(1.0, "Gradient clipping by global norm (0 = off).",
                                   min=0.0, max=1e4, advanced=True)
     micro_batch_size: int = _field(

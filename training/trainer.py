@@ -1,9 +1,9 @@
 """The training loop: sample prompts, generate G completions each, score them, update the policy.
 
-One step is one batch of rollouts and one optimisation pass over it (micro-batched, gradients
-accumulated), so the sampling policy π_old is the policy being updated and the importance ratio
-starts at 1; the loss code keeps the general ratio so that several passes would need no change.
-Everything the run produces goes out through the `Reporter`.
+One step is one batch of rollouts and μ optimisation passes over it (micro-batched, gradients
+accumulated; one optimiser step per pass). The advantages come from the run's algorithm (GRPO,
+RLOO or REINFORCE++), the loss is GRPO's clipped surrogate with its variants. Everything the run
+produces goes out through the `Reporter`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 
 from training.algorithms.aggregation import BatchShape
-from training.algorithms.grpo import GRPOConfig, compute_advantages, compute_loss
+from training.algorithms import advantages_for
+from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.config import RunConfig
 from training.events import Reporter
 from training.models import ModelNotFound, load_policy
@@ -61,6 +62,7 @@ def train(config: RunConfig, reporter: Reporter, *,
         return Outcome.FAILED
     device = torch.device(resolve_device(config.device))
     algo = GRPOConfig.from_run_config(config)
+    estimate_advantages = advantages_for(algo, config.algorithm)
     try:
         task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
     except DatasetFileError as exc:
@@ -105,8 +107,7 @@ def train(config: RunConfig, reporter: Reporter, *,
 
         per_function = _score(task.reward_functions, examples, rollouts.texts, algo.group_size)
         rewards = torch.stack(list(per_function.values())).sum(0)  # (N,)
-        advantages = compute_advantages(rewards, algo.group_size, algo.std_eps,
-                                        scale=algo.scale_rewards)  # (N,)
+        advantages = estimate_advantages(rewards)  # (N,)
 
         update_start = time.perf_counter()
         update = _update(model, reference, optimizer, rollouts, advantages.to(device), algo,
@@ -204,6 +205,57 @@ def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: li
 def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.Tensor,
             algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
             ) -> dict[str, float] | None:
+    """μ optimisation passes over the batch: metrics averaged over them (the gradient norm is
+    the last pass's), or None if stopped part-way.
+
+    With one pass, π_old is the policy being updated and its log-probs come from the same
+    forward pass. With more, π_old's (and π_ref's) log-probs are computed once, before the first
+    pass, and the ratio of later passes measures how far the policy has moved since sampling.
+    """
+    order = _longest_first(rollouts)
+    stored = None
+    if config.num_iterations > 1:
+        stored = (_batch_logprobs(model, rollouts, config, order),
+                  _batch_logprobs(reference, rollouts, config, order)
+                  if reference is not None else None)
+    passes = []
+    for _ in range(config.num_iterations):
+        metrics = _update_pass(model, reference, optimizer, rollouts, advantages, algo, config,
+                               should_stop, order, stored)
+        if metrics is None:
+            return None
+        passes.append(metrics)
+    averaged = {key: sum(p[key] for p in passes) / len(passes) for key in passes[0]}
+    return {**averaged, "optim/grad_norm": passes[-1]["optim/grad_norm"]}
+
+
+def _longest_first(rollouts: Rollouts) -> torch.Tensor:
+    """Row order for micro-batches: similar lengths share one (less padding to compute), and
+    the largest, the one that could run out of memory, comes first."""
+    return rollouts.lengths.argsort(descending=True, stable=True)  # (N,)
+
+
+def _batch_logprobs(model, rollouts: Rollouts, config: RunConfig, order: torch.Tensor,
+                    ) -> torch.Tensor:
+    """Log-probs (N, T) of every completion token under `model`, without gradient."""
+    logps = torch.zeros(rollouts.completion_mask.shape, device=rollouts.input_ids.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), config.micro_batch_size):
+            rows = order[start:start + config.micro_batch_size].to(logps.device)  # (n,)
+            input_ids, attention_mask, mask = _micro_batch(rollouts, rows)
+            logp, _ = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
+                                          config.temperature)  # (n, T')
+            logps[rows, :mask.shape[1]] = logp
+    model.train(was_training)
+    return logps
+
+
+def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: torch.Tensor,
+                 algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
+                 order: torch.Tensor, stored: tuple[torch.Tensor, torch.Tensor | None] | None,
+                 ) -> dict[str, float] | None:
     """One optimisation pass over the batch; its metrics, or None if stopped part-way."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -216,9 +268,6 @@ def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.T
                        max_completion_length=config.max_new_tokens,
                        micro_batches=math.ceil(total / config.micro_batch_size))
     sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
-    # Longest first, so that similar lengths share a micro-batch (less padding to compute) and
-    # the largest micro-batch, the one that could run out of memory, comes first.
-    order = rollouts.lengths.argsort(descending=True, stable=True)  # (N,)
     for start in range(0, total, config.micro_batch_size):
         if should_stop():
             optimizer.zero_grad(set_to_none=True)
@@ -227,13 +276,17 @@ def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.T
         input_ids, attention_mask, mask = _micro_batch(rollouts, rows)  # mask (n, T')
         logp, entropy = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
                                             config.temperature)  # (n, T') each
-        ref_logp = None
-        if reference is not None:
-            with torch.no_grad():
-                ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
-                                                  mask.shape[1], config.temperature)
-        old_logp = logp.detach()  # π_old = π_θ: one pass per batch of rollouts
         width = mask.shape[1]
+        if stored is not None:
+            old_logp = stored[0][rows, :width]  # (n, T')
+            ref_logp = stored[1][rows, :width] if stored[1] is not None else None
+        else:
+            old_logp = logp.detach()  # π_old = π_θ: a single pass per batch of rollouts
+            ref_logp = None
+            if reference is not None:
+                with torch.no_grad():
+                    ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
+                                                      width, config.temperature)
         loss, stats = compute_loss(
             logp, old_logp, ref_logp, advantages[rows], loss_mask[rows, :width],
             epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high, beta=algo.beta,

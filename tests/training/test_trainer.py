@@ -188,3 +188,32 @@ def test_loss_variants_run_together(tiny_config, length_rewarded):
     assert outcome is Outcome.COMPLETED
     assert values["kl/mean"] == pytest.approx(0.0, abs=1e-9)  # π = π_ref before the update
     assert values["optim/grad_norm"] > 0
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "reinforce_pp"])
+def test_each_algorithm_trains_a_step(tiny_config, length_rewarded, algorithm):
+    outcome, reporter = _run(dataclasses.replace(tiny_config, max_steps=1, algorithm=algorithm))
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert outcome is Outcome.COMPLETED
+    assert values["advantage/std"] > 0 and values["optim/grad_norm"] > 0
+
+
+def test_later_passes_measure_the_ratio_against_the_stored_log_probs(tiny_config,
+                                                                       length_rewarded):
+    # A large step and a tiny clip range: the first pass has ρ = 1 everywhere, so any clipping
+    # comes from the second pass, whose ratio is taken against the log-probs stored before.
+    config = dataclasses.replace(tiny_config, max_steps=1, learning_rate=1e-2, epsilon=1e-3)
+    single = _run(config)[1].of_kind("metrics")[0]["values"]
+    double = _run(dataclasses.replace(config, num_iterations=2))[1].of_kind("metrics")[0][
+        "values"]
+    assert single["clip/low_fraction"] + single["clip/high_fraction"] == 0
+    assert double["clip/low_fraction"] + double["clip/high_fraction"] > 0
+
+
+def test_passes_with_a_reference_use_its_stored_log_probs(tiny_config, length_rewarded):
+    config = dataclasses.replace(tiny_config, max_steps=1, learning_rate=1e-2, beta=0.1,
+                                 num_iterations=2)
+    outcome, reporter = _run(config)
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert outcome is Outcome.COMPLETED
+    assert values["kl/mean"] > 0  # the second pass sees the policy moved away from π_ref
