@@ -106,6 +106,13 @@ class RunConfig:
         "model is loaded).", label="KL coefficient β", min=0.0, max=10.0)
     kl_estimator: str = _field("k3", "Per-token estimator of KL(π || π_ref) in the penalty.",
                                label="KL estimator", choices=KL_ESTIMATORS, advanced=True)
+    entropy_coef: float = _field(
+        0.0, "α: weight of an entropy bonus, −α·H per token (0 = none).",
+        label="Entropy bonus α", min=0.0, max=1.0, advanced=True)
+    top_entropy_quantile: float = _field(
+        1.0, "q: apply the policy gradient only to the fraction q of completion tokens with the "
+        "highest entropy in each micro-batch; 0.2 follows Wang et al. 2025 (1 = all tokens).",
+        label="Top-entropy tokens q", min=0.01, max=1.0, advanced=True)
     num_iterations: int = _field(
         1, "μ: optimisation passes over each batch of rollouts; from the second on, the "
         "importance ratio is taken against the log-probs stored before the first.",

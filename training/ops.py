@@ -48,12 +48,14 @@ KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
 
 
 def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                               chunk_rows: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(target) with gradient, and the entropy of each next-token distribution without.
+                               chunk_rows: int = 1024, *, entropy_grad: bool = False,
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) with gradient, and the entropy H = −Σ_v p_v log p_v of each next-token
+    distribution, detached unless `entropy_grad` (for an entropy bonus in the loss).
 
     logits (B, T, V), targets (B, T) -> logp (B, T) float32, entropy (B, T) float32.
     Rows are processed in chunks so that only a (chunk_rows, V) float32 temporary exists at a
-    time instead of a full (B, T, V) log-softmax; the entropy is a diagnostic, so it is detached.
+    time instead of a full (B, T, V) log-softmax (with entropy_grad, autograd keeps them all).
     """
     batch, length, vocab = logits.shape
     flat_logits = logits.reshape(-1, vocab)  # (B*T, V)
@@ -64,7 +66,27 @@ def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor,
         log_norm = torch.logsumexp(rows, dim=-1)  # (n,)
         chosen = rows.gather(-1, flat_targets[start:start + chunk_rows, None]).squeeze(-1)
         logps.append(chosen - log_norm)
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             probs = torch.exp(rows - log_norm[:, None])  # (n, V)
             entropies.append(log_norm - (probs * rows).sum(-1))
     return (torch.cat(logps).view(batch, length), torch.cat(entropies).view(batch, length))
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, top_fraction: float,
+                      ) -> torch.Tensor:
+    """1 on the `top_fraction` of masked tokens with the highest entropy, 0 elsewhere.
+
+    entropy, mask (B, T) -> (B, T). The "forking tokens" of Wang et al. (2025): training on the
+    top 20% highest-entropy tokens alone matches or beats training on all of them.
+
+    >>> high_entropy_mask(torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 5.0]]),
+    ...                   torch.tensor([[1, 1, 1], [1, 1, 0]]), 0.4)
+    tensor([[0, 1, 0],
+            [1, 0, 0]])
+    """
+    mask = mask.bool()
+    values = entropy[mask]  # (M,) masked tokens only
+    if values.numel() == 0 or top_fraction >= 1:
+        return mask.long()
+    threshold = torch.quantile(values.float(), 1 - top_fraction)
+    return (mask & (entropy >= threshold)).long()

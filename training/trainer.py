@@ -26,7 +26,7 @@ from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.config import RunConfig
 from training.events import Reporter
 from training.models import ModelNotFound, load_policy
-from training.ops import masked_sum, token_logprobs_and_entropy
+from training.ops import high_entropy_mask, masked_sum, token_logprobs_and_entropy
 from training.prompt_dataset import DatasetFileError, load_prompt_dataset
 from training.tasks import Example, get_task
 
@@ -275,7 +275,8 @@ def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: to
         rows = order[start:start + config.micro_batch_size].to(advantages.device)  # (n,)
         input_ids, attention_mask, mask = _micro_batch(rollouts, rows)  # mask (n, T')
         logp, entropy = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
-                                            config.temperature)  # (n, T') each
+                                            config.temperature,
+                                            entropy_grad=config.entropy_coef > 0)  # (n, T')
         width = mask.shape[1]
         if stored is not None:
             old_logp = stored[0][rows, :width]  # (n, T')
@@ -287,11 +288,17 @@ def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: to
                 with torch.no_grad():
                     ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
                                                       width, config.temperature)
+        rows_mask = loss_mask[rows, :width]  # (n, T')
+        policy_mask = None
+        if config.top_entropy_quantile < 1:
+            policy_mask = high_entropy_mask(entropy.detach(), rows_mask,
+                                            config.top_entropy_quantile)
         loss, stats = compute_loss(
-            logp, old_logp, ref_logp, advantages[rows], loss_mask[rows, :width],
+            logp, old_logp, ref_logp, advantages[rows], rows_mask,
             epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high, beta=algo.beta,
             kl_estimator=algo.kl_estimator, importance_level=algo.importance_level,
-            loss_type=algo.loss_type, shape=shape)
+            loss_type=algo.loss_type, shape=shape, entropy=entropy,
+            entropy_coef=config.entropy_coef, policy_mask=policy_mask)
         # `loss` is this micro-batch's share of the step loss, so the gradients add up to the
         # gradient of the whole batch's loss.
         loss.backward()
@@ -320,8 +327,8 @@ def _micro_batch(rollouts: Rollouts, rows: torch.Tensor,
 
 
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        completion_length: int, temperature: float,
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        completion_length: int, temperature: float, *,
+                        entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of the last `completion_length` tokens, as sampled.
 
     input_ids, attention_mask (n, P + T) -> logp, entropy (n, T). Logits are divided by the
@@ -332,7 +339,8 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    logits_to_keep=completion_length + 1, use_cache=False).logits  # (n, T + 1, V)
     logits = logits[:, :-1] / temperature  # (n, T, V): position P - 1 + t predicts token t
-    return token_logprobs_and_entropy(logits, input_ids[:, -completion_length:])
+    return token_logprobs_and_entropy(logits, input_ids[:, -completion_length:],
+                                      entropy_grad=entropy_grad)
 
 
 def _rollout_items(examples: list[Example], rollouts: Rollouts,

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from training.ops import kl_k3, masked_mean, masked_sum, token_logprobs_and_entropy
+from training.ops import (
+    high_entropy_mask,
+    kl_k3,
+    masked_mean,
+    masked_sum,
+    token_logprobs_and_entropy,
+)
 
 
 def test_masked_mean_ignores_masked_entries():
@@ -54,3 +60,26 @@ def test_entropy_of_uniform_logits_is_log_vocab():
     targets = torch.zeros(1, 2, dtype=torch.long)
     _, entropy = token_logprobs_and_entropy(torch.zeros(1, 2, 8), targets)
     assert torch.allclose(entropy, torch.full((1, 2), math.log(8)))
+
+
+def test_high_entropy_mask_doctest_and_edges():
+    import doctest
+
+    import training.ops
+
+    assert doctest.testmod(training.ops).failed == 0
+    mask = torch.tensor([[1, 1, 0]])
+    entropy = torch.tensor([[0.3, 0.1, 9.0]])
+    assert high_entropy_mask(entropy, mask, 1.0).tolist() == [[1, 1, 0]]
+    assert high_entropy_mask(entropy, torch.zeros(1, 3), 0.2).tolist() == [[0, 0, 0]]
+
+
+def test_entropy_carries_a_gradient_only_when_asked():
+    logits = torch.randn(1, 2, 5, requires_grad=True)
+    targets = torch.tensor([[0, 1]])
+    _, detached = token_logprobs_and_entropy(logits, targets)
+    assert not detached.requires_grad
+    _, entropy = token_logprobs_and_entropy(logits, targets, entropy_grad=True)
+    assert torch.allclose(entropy, detached)
+    entropy.sum().backward()
+    assert logits.grad.abs().sum() > 0

@@ -217,3 +217,12 @@ def test_passes_with_a_reference_use_its_stored_log_probs(tiny_config, length_re
     values = reporter.of_kind("metrics")[0]["values"]
     assert outcome is Outcome.COMPLETED
     assert values["kl/mean"] > 0  # the second pass sees the policy moved away from π_ref
+
+
+def test_entropy_bonus_and_top_entropy_tokens_train_a_step(tiny_config, length_rewarded):
+    config = dataclasses.replace(tiny_config, max_steps=1, entropy_coef=0.01,
+                                 top_entropy_quantile=0.2)
+    outcome, reporter = _run(config)
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert outcome is Outcome.COMPLETED
+    assert values["optim/grad_norm"] > 0 and math.isfinite(values["loss/policy"])

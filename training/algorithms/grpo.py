@@ -12,11 +12,12 @@ or 1 (no scaling, Dr. GRPO). The policy minimises the clipped surrogate with asy
 
     ρ_i,t = π_θ(o_i,t | q, o_i,<t) / π_old(o_i,t | q, o_i,<t)           token-level, or
     ρ_i   = exp(1/|o_i| Σ_t log ρ_i,t), the same for every token of o_i  sequence-level (GSPO)
-    ℓ_i,t = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i) + β KL_i,t
+    ℓ_i,t = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i) + β KL_i,t − α H_i,t
 
 and the per-token losses are aggregated as in training.algorithms.aggregation (grpo, bnpo, dapo,
-dr_grpo). Completions cut off at the token limit can be left out of the loss (DAPO's overlong
-filtering).
+dr_grpo), where H is the entropy of the policy's next-token distribution (an entropy bonus
+when α > 0). Completions cut off at the token limit can be left out of the loss (DAPO's overlong
+filtering), and the policy-gradient term can be kept to the highest-entropy tokens only.
 """
 
 from __future__ import annotations
@@ -82,11 +83,15 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
                  advantages: torch.Tensor, mask: torch.Tensor, *, epsilon_low: float,
                  epsilon_high: float, beta: float = 0.0, kl_estimator: str = "k3",
                  importance_level: str = "token", loss_type: str = "grpo",
-                 shape: BatchShape | None = None,
+                 shape: BatchShape | None = None, entropy: torch.Tensor | None = None,
+                 entropy_coef: float = 0.0, policy_mask: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The objective of the module docstring, as a loss to minimise, for one micro-batch.
 
-    logp, old_logp, ref_logp, mask (n, T); advantages (n,). `shape` describes the whole step
+    logp, old_logp, ref_logp, mask, entropy (n, T); advantages (n,). `entropy` must carry
+    its gradient when entropy_coef (α) is not 0. `policy_mask` (n, T), if given, keeps the
+    policy-gradient term to its tokens (high_entropy_mask); KL and entropy terms keep all of
+    `mask`. `shape` describes the whole step
     for the aggregation; None means this micro-batch is the whole step. Returns the micro-batch's
     share of the step loss and detached token means of: clip/low_fraction (ρ < 1 − ε_low with
     Â < 0, the gradient cut by the lower bound), clip/high_fraction (ρ > 1 + ε_high with Â > 0),
@@ -105,11 +110,15 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
     ratio = torch.exp(log_ratio)  # (n, T)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # (n, T)
     per_token = -torch.min(ratio * advantages, clipped * advantages)  # (n, T)
+    if policy_mask is not None:
+        per_token = per_token * policy_mask
     stats = {}
     if ref_logp is not None:
         kl = KL_ESTIMATORS[kl_estimator](logp, ref_logp)  # (n, T)
         per_token = per_token + beta * kl
         stats["kl/mean"] = masked_mean(kl, mask).detach()
+    if entropy_coef:
+        per_token = per_token - entropy_coef * entropy
     loss = AGGREGATIONS[loss_type](per_token, mask, shape)
     low = (ratio < 1 - epsilon_low) & (advantages < 0)  # (n, T)
     high = (ratio > 1 + epsilon_high) & (advantages > 0)  # (n, T)

@@ -120,3 +120,22 @@ def test_kl_estimators(estimator, expected):
     _, stats = _loss(logp, logp.clone(), torch.tensor([0.0]), ref_logp=ref_logp, beta=1.0,
                      kl_estimator=estimator)
     assert stats["kl/mean"].item() == pytest.approx(expected)
+
+
+def test_entropy_bonus_subtracts_alpha_times_the_entropy_and_pushes_it_up():
+    logp = torch.zeros(1, 2)
+    entropy = torch.tensor([[1.0, 3.0]], requires_grad=True)
+    loss, _ = _loss(logp, logp.clone(), torch.tensor([0.0]), entropy=entropy, entropy_coef=0.1)
+    assert loss.item() == pytest.approx(-0.1 * 2.0)  # −α · token mean of H
+    loss.backward()
+    assert torch.allclose(entropy.grad, torch.full((1, 2), -0.05))  # descent raises H
+
+
+def test_policy_mask_keeps_the_gradient_to_the_chosen_tokens_and_kl_to_all():
+    logp = torch.zeros(1, 2, requires_grad=True)
+    ref_logp = torch.tensor([[math.log(2), math.log(2)]])
+    policy_mask = torch.tensor([[1.0, 0.0]])
+    loss, _ = _loss(logp, logp.detach().clone(), torch.tensor([1.0]), ref_logp=ref_logp,
+                    beta=0.5, policy_mask=policy_mask)
+    k3 = 1 - math.log(2)
+    assert loss.item() == pytest.approx((-1.0 + 0.0) / 2 + 0.5 * k3)
