@@ -7,6 +7,8 @@ so the trainer and the form can never disagree about a default or a limit. No to
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,15 @@ TASKS = {
     "arithmetic": "One-digit sums: 'Compute a + b.', answer checked as the last number",
     "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last number",
 }
+# Rewards that can be added, with a weight, to the task's own correctness reward (training.rewards).
+EXTRA_REWARDS = {
+    "think_format": "1 if the completion is <think>…</think> then <answer>…</answer>, else 0",
+    "math_equivalent": "1 if math-verify finds the completion's answer equal to the reference",
+    "length_penalty": "−(completion tokens ÷ max new tokens): prefer short completions",
+    "token_budget": "−(tokens over the budget ÷ budget), 0 within it (see token budget)",
+    "countdown": "1 if the <answer> equation uses each given number once and hits the target",
+}
+
 DTYPES = {"float32": "fp32: exact, the safe choice on CPU", "bfloat16": "bf16: half the memory"}
 DEVICES = {"auto": "CUDA when the worker has a GPU, else CPU", "cpu": "CPU", "cuda": "CUDA GPU"}
 
@@ -47,12 +58,35 @@ DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
 def _field(default: Any, help: str, *, label: str = "", choices: dict[str, str] | None = None,
            min: float | None = None, max: float | None = None, advanced: bool = False,
-           blank: bool = False) -> Any:
+           blank: bool = False, parse: Callable[[str], Any] | None = None) -> Any:
     """A config field; `advanced` ones sit folded away in the form, under their defaults;
-    a `blank` text field may be left empty."""
+    a `blank` text field may be left empty; `parse` checks a text field's syntax (ValueError)."""
     metadata = {"help": help, "label": label, "choices": choices, "min": min, "max": max,
-                "advanced": advanced, "blank": blank}
+                "advanced": advanced, "blank": blank, "parse": parse}
     return field(default=default, metadata=metadata)
+
+
+def parse_reward_weights(text: str) -> dict[str, float]:
+    """"think_format=0.5, length_penalty=0.1" -> {"think_format": 0.5, "length_penalty": 0.1}.
+
+    >>> parse_reward_weights("think_format=0.5, length_penalty = 0.1")
+    {'think_format': 0.5, 'length_penalty': 0.1}
+    >>> parse_reward_weights("")
+    {}
+    """
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, weight = (s.strip() for s in item.partition("="))
+        if name not in EXTRA_REWARDS:
+            raise ValueError(f"unknown reward {name!r}; known: {', '.join(EXTRA_REWARDS)}")
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"the weight of {name} must be a number, got {weight!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"the weight of {name} must be finite")
+        weights[name] = value
+    return weights
 
 
 class ConfigError(ValueError):
@@ -76,6 +110,14 @@ class RunConfig:
         "", "Prompt dataset to train on instead of the built-in task: a JSON-lines file with a "
         "'prompt' and a numeric 'answer' per line, scored by correct_answer. Empty = use the task.",
         blank=True)
+    extra_rewards: str = _field(
+        "", "Rewards added to the task's correctness reward, as name=weight pairs separated by "
+        "commas, e.g. 'think_format=0.5, length_penalty=0.1'. Known: "
+        + "; ".join(f"{name}: {text}" for name, text in EXTRA_REWARDS.items()) + ".",
+        blank=True, parse=parse_reward_weights, advanced=True)
+    token_budget: int = _field(
+        0, "Completion tokens allowed before the token_budget reward turns negative "
+        "(0 = max new tokens).", min=0, max=32_768, advanced=True)
     max_steps: int = _field(30, "Optimiser steps to run.", min=1, max=100_000)
     prompts_per_step: int = _field(8, "Distinct prompts sampled per step.", min=1, max=1024)
     group_size: int = _field(
@@ -187,6 +229,8 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
         value = raw.strip()
         if not value and not meta["blank"]:
             raise ValueError("must not be empty")
+        if meta["parse"] is not None:
+            meta["parse"](value)
     if meta["choices"] and value not in meta["choices"]:
         raise ValueError(f"must be one of: {', '.join(meta['choices'])}")
     if meta["min"] is not None and value < meta["min"]:

@@ -23,11 +23,12 @@ from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 from training.algorithms.aggregation import BatchShape
 from training.algorithms import advantages_for
 from training.algorithms.grpo import GRPOConfig, compute_loss
-from training.config import RunConfig
+from training.config import RunConfig, parse_reward_weights
 from training.events import Reporter
 from training.models import ModelNotFound, load_policy
 from training.ops import high_entropy_mask, masked_sum, token_logprobs_and_entropy
 from training.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.rewards import EXTRA_REWARD_FUNCTIONS
 from training.tasks import Example, get_task
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -69,6 +70,12 @@ def train(config: RunConfig, reporter: Reporter, *,
         reporter.error(str(exc))
         return Outcome.FAILED
 
+    # The task's own rewards count with weight 1; the run may add weighted extra ones.
+    extra = parse_reward_weights(config.extra_rewards)
+    reward_functions = {**task.reward_functions,
+                        **{name: EXTRA_REWARD_FUNCTIONS[name] for name in extra}}
+    weights = {**dict.fromkeys(task.reward_functions, 1.0), **extra}
+
     loading = time.perf_counter()
     try:
         model, tokenizer = load_policy(config.model, dtype=TORCH_DTYPES[config.dtype],
@@ -105,8 +112,8 @@ def train(config: RunConfig, reporter: Reporter, *,
             reporter.log(f"stopped on request during step {step}")
             return Outcome.STOPPED
 
-        per_function = _score(task.reward_functions, examples, rollouts.texts, algo.group_size)
-        rewards = torch.stack(list(per_function.values())).sum(0)  # (N,)
+        per_function = _score(reward_functions, examples, rollouts, config)
+        rewards = sum(weights[name] * values for name, values in per_function.items())  # (N,)
         advantages = estimate_advantages(rewards)  # (N,)
 
         update_start = time.perf_counter()
@@ -193,12 +200,17 @@ def _generate(model, tokenizer, examples: list[Example], config: RunConfig,
 
 
 def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: list[Example],
-           completions: list[str], group_size: int) -> dict[str, torch.Tensor]:
-    """Each reward function's scores (N,), every example's columns repeated for its group."""
+           rollouts: Rollouts, config: RunConfig) -> dict[str, torch.Tensor]:
+    """Each reward function's scores (N,). Functions get every example's columns repeated for
+    its group, the completions' token counts, and the run's length settings."""
+    group_size = config.group_size
     prompts = [ex.prompt for ex in examples for _ in range(group_size)]
     columns = {key: [ex.columns[key] for ex in examples for _ in range(group_size)]
                for key in examples[0].columns}
-    return {name: torch.tensor(fn(prompts, completions, **columns), dtype=torch.float32)
+    columns.update(completion_tokens=rollouts.lengths.tolist(),
+                   max_new_tokens=config.max_new_tokens,
+                   token_budget=config.token_budget or config.max_new_tokens)
+    return {name: torch.tensor(fn(prompts, rollouts.texts, **columns), dtype=torch.float32)
             for name, fn in reward_functions.items()}
 
 

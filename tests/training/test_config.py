@@ -1,4 +1,8 @@
+import doctest
+
 import pytest
+
+import training.config
 
 from training.algorithms.grpo import GRPOConfig
 from training.config import ConfigError, RunConfig
@@ -31,3 +35,16 @@ def test_the_upper_clip_defaults_to_the_lower_one():
     assert GRPOConfig.from_run_config(RunConfig(epsilon=0.1)).epsilon_high == 0.1
     assert GRPOConfig.from_run_config(RunConfig(epsilon=0.2, epsilon_high=0.28)).epsilon_high \
         == 0.28
+
+
+def test_extra_rewards_are_checked_by_name_and_weight():
+    assert RunConfig.from_dict({"extra_rewards": "think_format=0.5"}).extra_rewards \
+        == "think_format=0.5"
+    with pytest.raises(ConfigError, match="unknown reward 'brevity'"):
+        RunConfig.from_dict({"extra_rewards": "brevity=1"})
+    with pytest.raises(ConfigError, match="must be a number"):
+        RunConfig.from_dict({"extra_rewards": "think_format=lots"})
+
+
+def test_doctests_pass():
+    assert doctest.testmod(training.config).failed == 0

@@ -32,3 +32,19 @@ def test_correct_answer_reads_the_last_number_only():
 
 def test_correct_answer_ignores_other_columns():
     assert correct_answer(["q"], ["8"], answer=["8"], difficulty=["easy"]) == [1.0]
+
+
+def test_every_extra_reward_the_config_offers_exists():
+    from training.config import EXTRA_REWARDS
+    from training.rewards import EXTRA_REWARD_FUNCTIONS
+
+    assert set(EXTRA_REWARDS) == set(EXTRA_REWARD_FUNCTIONS)
+
+
+def test_countdown_refuses_anything_but_arithmetic_on_the_given_numbers():
+    from training.rewards import countdown
+
+    completions = ["<answer>2 ** 5</answer>", "<answer>(2+5)*6-22</answer>", "<answer></answer>",
+                   "<answer>5 * (6 - 2) / 1</answer>", "<answer>6 / (5 - 5)</answer>"]
+    assert countdown([""] * 5, completions, numbers=[[2, 5, 6]] * 5,
+                     target=[20] * 5) == [0.0] * 5

@@ -226,3 +226,16 @@ def test_entropy_bonus_and_top_entropy_tokens_train_a_step(tiny_config, length_r
     values = reporter.of_kind("metrics")[0]["values"]
     assert outcome is Outcome.COMPLETED
     assert values["optim/grad_norm"] > 0 and math.isfinite(values["loss/policy"])
+
+
+def test_extra_rewards_are_weighted_into_the_reward(tiny_config):
+    config = dataclasses.replace(tiny_config, max_steps=1,
+                                 extra_rewards="length_penalty=0.5, think_format=2")
+    _, reporter = _run(config)
+    values = reporter.of_kind("metrics")[0]["values"]
+    # The tiny model never answers right nor uses tags; every completion hits the limit.
+    assert values["reward/correct"] == 0 and values["reward/think_format"] == 0
+    assert values["reward/length_penalty"] == pytest.approx(-1.0)
+    assert values["reward/mean"] == pytest.approx(0.5 * -1.0)
+    item = reporter.of_kind("rollouts")[0]["items"][0]
+    assert set(item["rewards"]) == {"correct", "length_penalty", "think_format"}
