@@ -50,6 +50,12 @@ EXTRA_REWARDS = {
     "countdown": "1 if the <answer> equation uses each given number once and hits the target",
 }
 
+LR_SCHEDULES = {
+    "constant": "the learning rate throughout",
+    "linear": "linear decay to 0 at the last step",
+    "cosine": "cosine decay to 0 at the last step",
+}
+
 DTYPES = {"float32": "fp32: exact, the safe choice on CPU", "bfloat16": "bf16: half the memory"}
 DEVICES = {"auto": "CUDA when the worker has a GPU, else CPU", "cpu": "CPU", "cuda": "CUDA GPU"}
 
@@ -128,6 +134,11 @@ class RunConfig:
     temperature: float = _field(1.0, "Sampling temperature for rollouts.", min=0.05, max=5.0)
     top_p: float = _field(1.0, "Nucleus-sampling mass for rollouts (1 = off).", min=0.01, max=1.0, advanced=True)
     learning_rate: float = _field(2e-5, "AdamW learning rate.", min=1e-9, max=1e-2)
+    lr_schedule: str = _field("constant", "How the learning rate changes after warm-up.",
+                              label="LR schedule", choices=LR_SCHEDULES, advanced=True)
+    warmup_steps: int = _field(
+        0, "Steps over which the learning rate rises linearly from 0 to its value.",
+        min=0, max=100_000, advanced=True)
     epsilon: float = _field(
         0.2, "ε_low: the importance ratio is clipped below at 1 − ε_low (and above at 1 + ε "
         "unless ε_high is set).", label="Clip ε", min=0.0, max=1.0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
+from transformers import StoppingCriteria, StoppingCriteriaList, get_scheduler, set_seed
 
 from training.algorithms.aggregation import BatchShape
 from training.algorithms import advantages_for
@@ -96,6 +96,11 @@ def train(config: RunConfig, reporter: Reporter, *,
     # No weight decay: pulling weights toward zero would pull the policy away from the
     # pretrained one, which is what the KL term (when on) measures against.
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    # Stepped once per optimiser step: μ per training step.
+    scheduler = get_scheduler(
+        "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
+        optimizer, num_warmup_steps=config.warmup_steps * config.num_iterations,
+        num_training_steps=config.max_steps * config.num_iterations)
     prompt_rng = random.Random(config.seed)
     eos_ids = _eos_token_ids(model, tokenizer, device)
     stopping = StoppingCriteriaList([_StopRequested(should_stop)])
@@ -117,8 +122,9 @@ def train(config: RunConfig, reporter: Reporter, *,
         advantages = estimate_advantages(rewards)  # (N,)
 
         update_start = time.perf_counter()
-        update = _update(model, reference, optimizer, rollouts, advantages.to(device), algo,
-                         config, should_stop)
+        lr = optimizer.param_groups[0]["lr"]
+        update = _update(model, reference, optimizer, scheduler, rollouts, advantages.to(device),
+                         algo, config, should_stop)
         if update is None:
             reporter.log(f"stopped on request during step {step}")
             return Outcome.STOPPED
@@ -139,7 +145,7 @@ def train(config: RunConfig, reporter: Reporter, *,
             "completion/length_max": lengths.max().item(),
             "completion/truncated_fraction": rollouts.truncated.float().mean().item(),
             "groups/degenerate_fraction": degenerate,
-            "optim/lr": optimizer.param_groups[0]["lr"],
+            "optim/lr": lr,
             "time/generate_s": generate_s,
             "time/update_s": update_s,
             "time/step_s": step_s,
@@ -214,7 +220,7 @@ def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: li
             for name, fn in reward_functions.items()}
 
 
-def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.Tensor,
+def _update(model, reference, optimizer, scheduler, rollouts: Rollouts, advantages: torch.Tensor,
             algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
             ) -> dict[str, float] | None:
     """μ optimisation passes over the batch: metrics averaged over them (the gradient norm is
@@ -236,6 +242,7 @@ def _update(model, reference, optimizer, rollouts: Rollouts, advantages: torch.T
                                should_stop, order, stored)
         if metrics is None:
             return None
+        scheduler.step()
         passes.append(metrics)
     averaged = {key: sum(p[key] for p in passes) / len(passes) for key in passes[0]}
     return {**averaged, "optim/grad_norm": passes[-1]["optim/grad_norm"]}

@@ -239,3 +239,13 @@ def test_extra_rewards_are_weighted_into_the_reward(tiny_config):
     assert values["reward/mean"] == pytest.approx(0.5 * -1.0)
     item = reporter.of_kind("rollouts")[0]["items"][0]
     assert set(item["rewards"]) == {"correct", "length_penalty", "think_format"}
+
+
+def test_learning_rate_warms_up_then_follows_its_schedule(tiny_config):
+    config = dataclasses.replace(tiny_config, max_steps=3, learning_rate=1e-3, warmup_steps=2,
+                                 lr_schedule="linear")
+    _, reporter = _run(config)
+    lrs = [event["values"]["optim/lr"] for event in reporter.of_kind("metrics")]
+    assert lrs == pytest.approx([0.0, 5e-4, 1e-3])
+    constant = _run(dataclasses.replace(config, warmup_steps=0, lr_schedule="constant"))[1]
+    assert [e["values"]["optim/lr"] for e in constant.of_kind("metrics")] == [1e-3] * 3
