@@ -179,6 +179,9 @@ class RunConfig:
     device: str = _field("auto", "Where the worker trains.", choices=DEVICES, advanced=True)
     seed: int = _field(0, "Seed for prompt sampling, generation and initialisation.",
                        min=0, max=2**31 - 1, advanced=True)
+    token_details_per_step: int = _field(
+        8, "Logged completions per step that also carry per-token log-probs, entropies and "
+        "KL, for the token view (0 = none).", min=0, max=4096, advanced=True)
     rollouts_logged_per_step: int = _field(
         64, "Completions per step stored for the rollout table (0 = none).", min=0, max=4096,
         advanced=True)

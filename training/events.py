@@ -6,7 +6,9 @@ Each event is one JSON object on one line. Kinds, with their fields:
     {"kind": "metrics", "step": 3, "time": 1700000000.0, "values": {"reward/mean": 0.4, ...}}
     {"kind": "rollouts", "step": 3, "items": [{"prompt": ..., "completion": ..., "reward": 1.0,
         "rewards": {"correct": 1.0}, "advantage": 0.7, "group": 0, "sample_index": 2,
-        "prompt_id": "7+5", "completion_tokens": 12, "truncated": false, "extra": {...}}, ...]}
+        "prompt_id": "7+5", "completion_tokens": 12, "truncated": false, "extra": {...},
+        "tokens": null or {"text": [...], "logprob": [...], "entropy": [...], "kl": [...],
+                           "advantage": 0.7}}, ...]}
     {"kind": "progress", "step": 3, "total_steps": 30}
     {"kind": "log", "level": "info", "message": "loaded model in 2.1 s"}
     {"kind": "error", "message": "what went wrong, and what to do about it"}

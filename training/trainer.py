@@ -26,12 +26,44 @@ from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.config import RunConfig, parse_reward_weights
 from training.events import Reporter
 from training.models import ModelNotFound, load_policy
-from training.ops import high_entropy_mask, masked_sum, token_logprobs_and_entropy
+from training.ops import (
+    KL_ESTIMATORS,
+    high_entropy_mask,
+    masked_sum,
+    token_logprobs_and_entropy,
+)
 from training.prompt_dataset import DatasetFileError, load_prompt_dataset
 from training.rewards import EXTRA_REWARD_FUNCTIONS
 from training.tasks import Example, get_task
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class TokenRecorder:
+    """Keeps the per-token log-probs, entropies and KL of chosen completions, as the first
+    optimisation pass computes them, for the token view."""
+
+    def __init__(self, rows: range, kl_estimator: str):
+        self.wanted = set(rows)
+        self.kl_estimator = kl_estimator
+        self.details: dict[int, dict[str, list[float]]] = {}
+
+    def record(self, rows: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor,
+               ref_logp: torch.Tensor | None, mask: torch.Tensor) -> None:
+        """rows (n,); logp, entropy, ref_logp, mask (n, T')."""
+        for k, row in enumerate(rows.tolist()):
+            if row not in self.wanted:
+                continue
+            n = int(mask[k].sum().item())
+            detail = {"logprob": _rounded(logp[k, :n]), "entropy": _rounded(entropy[k, :n])}
+            if ref_logp is not None:
+                kl = KL_ESTIMATORS[self.kl_estimator](logp[k, :n], ref_logp[k, :n])
+                detail["kl"] = _rounded(kl)
+            self.details[row] = detail
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    return [round(v, 4) for v in values.detach().float().tolist()]
 
 
 class Outcome(enum.Enum):
@@ -123,8 +155,11 @@ def train(config: RunConfig, reporter: Reporter, *,
 
         update_start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        recorder = TokenRecorder(
+            range(min(config.token_details_per_step, config.rollouts_logged_per_step)),
+            algo.kl_estimator)
         update = _update(model, reference, optimizer, scheduler, rollouts, advantages.to(device),
-                         algo, config, should_stop)
+                         algo, config, should_stop, recorder)
         if update is None:
             reporter.log(f"stopped on request during step {step}")
             return Outcome.STOPPED
@@ -154,7 +189,8 @@ def train(config: RunConfig, reporter: Reporter, *,
         reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:
             reporter.rollouts(step, _rollout_items(examples, rollouts, per_function, rewards,
-                                                   advantages, config))
+                                                   advantages, config, recorder.details,
+                                                   tokenizer))
         reporter.progress(step, config.max_steps)
         if degenerate == 1.0:
             reporter.log(f"step {step}: every group got equal rewards, so this step had no "
@@ -222,7 +258,7 @@ def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: li
 
 def _update(model, reference, optimizer, scheduler, rollouts: Rollouts, advantages: torch.Tensor,
             algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
-            ) -> dict[str, float] | None:
+            recorder: TokenRecorder | None = None) -> dict[str, float] | None:
     """μ optimisation passes over the batch: metrics averaged over them (the gradient norm is
     the last pass's), or None if stopped part-way.
 
@@ -237,9 +273,9 @@ def _update(model, reference, optimizer, scheduler, rollouts: Rollouts, advantag
                   _batch_logprobs(reference, rollouts, config, order)
                   if reference is not None else None)
     passes = []
-    for _ in range(config.num_iterations):
+    for iteration in range(config.num_iterations):
         metrics = _update_pass(model, reference, optimizer, rollouts, advantages, algo, config,
-                               should_stop, order, stored)
+                               should_stop, order, stored, recorder if iteration == 0 else None)
         if metrics is None:
             return None
         scheduler.step()
@@ -274,7 +310,7 @@ def _batch_logprobs(model, rollouts: Rollouts, config: RunConfig, order: torch.T
 def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: torch.Tensor,
                  algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
                  order: torch.Tensor, stored: tuple[torch.Tensor, torch.Tensor | None] | None,
-                 ) -> dict[str, float] | None:
+                 recorder: TokenRecorder | None = None) -> dict[str, float] | None:
     """One optimisation pass over the batch; its metrics, or None if stopped part-way."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -307,6 +343,8 @@ def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: to
                 with torch.no_grad():
                     ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
                                                       width, config.temperature)
+        if recorder is not None:
+            recorder.record(rows, logp, entropy, ref_logp, mask)
         rows_mask = loss_mask[rows, :width]  # (n, T')
         policy_mask = None
         if config.top_entropy_quantile < 1:
@@ -364,11 +402,19 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 def _rollout_items(examples: list[Example], rollouts: Rollouts,
                    per_function: dict[str, torch.Tensor], rewards: torch.Tensor,
-                   advantages: torch.Tensor, config: RunConfig) -> list[dict[str, Any]]:
+                   advantages: torch.Tensor, config: RunConfig,
+                   token_details: dict[int, dict[str, list[float]]], tokenizer,
+                   ) -> list[dict[str, Any]]:
     count = min(config.rollouts_logged_per_step, len(rollouts.texts))
+    prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
     items = []
     for i in range(count):
         example = examples[i // config.group_size]
+        tokens = None
+        if i in token_details:
+            ids = rollouts.input_ids[i, prompt_length:prompt_length + int(rollouts.lengths[i])]
+            tokens = {"text": [tokenizer.decode([t]) for t in ids.tolist()],
+                      "advantage": advantages[i].item(), **token_details[i]}
         items.append({
             "prompt": example.prompt,
             "completion": rollouts.texts[i],
@@ -381,6 +427,7 @@ def _rollout_items(examples: list[Example], rollouts: Rollouts,
             "completion_tokens": int(rollouts.lengths[i]),
             "truncated": bool(rollouts.truncated[i]),
             "extra": dict(example.columns),
+            "tokens": tokens,
         })
     return items
 

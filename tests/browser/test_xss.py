@@ -38,7 +38,8 @@ def hostile_world(user, experiment):
     runs.run_fail(run_id=run.pk, error_message=PAYLOAD)
     runs.rollouts_ingest(run_id=run.pk, step=1, items=[
         {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 1.0, "rewards": {PAYLOAD: 1.0},
-         "group": 0, "sample_index": 0, "extra": {PAYLOAD: PAYLOAD}}])
+         "group": 0, "sample_index": 0, "extra": {PAYLOAD: PAYLOAD},
+         "tokens": {"text": [PAYLOAD, SHORT], "logprob": [-0.1, -2.0], "entropy": [0.2, 1.0]}}])
     runs.metrics_ingest(run_id=run.pk, points=[
         runs.MetricSample(key=PAYLOAD, step=1, value=1.0, wall_time=timezone.now())])
     runs.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])

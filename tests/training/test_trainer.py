@@ -18,7 +18,8 @@ STEP_METRICS = {
     "time/step_s", "perf/tokens_per_s",
 }
 ROLLOUT_FIELDS = {"prompt", "completion", "reward", "rewards", "advantage", "group",
-                  "sample_index", "prompt_id", "completion_tokens", "truncated", "extra"}
+                  "sample_index", "prompt_id", "completion_tokens", "truncated", "extra",
+                  "tokens"}
 
 
 def _run(config, **kwargs):
@@ -249,3 +250,17 @@ def test_learning_rate_warms_up_then_follows_its_schedule(tiny_config):
     assert lrs == pytest.approx([0.0, 5e-4, 1e-3])
     constant = _run(dataclasses.replace(config, warmup_steps=0, lr_schedule="constant"))[1]
     assert [e["values"]["optim/lr"] for e in constant.of_kind("metrics")] == [1e-3] * 3
+
+
+def test_some_rollouts_carry_per_token_arrays(tiny_config):
+    config = dataclasses.replace(tiny_config, max_steps=1, token_details_per_step=2, beta=0.1)
+    _, reporter = _run(config)
+    items = reporter.of_kind("rollouts")[0]["items"]
+    detailed = [item for item in items if item["tokens"]]
+    assert len(detailed) == 2 and all(item["tokens"] is None for item in items[2:])
+    tokens = detailed[0]["tokens"]
+    n = detailed[0]["completion_tokens"]
+    assert len(tokens["text"]) == len(tokens["logprob"]) == len(tokens["entropy"]) == n
+    assert len(tokens["kl"]) == n and all(v == pytest.approx(0, abs=1e-4) for v in tokens["kl"])
+    assert "".join(tokens["text"]) == detailed[0]["completion"]
+    assert all(lp <= 0 for lp in tokens["logprob"])

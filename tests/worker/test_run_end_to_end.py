@@ -62,6 +62,9 @@ def test_a_launched_run_trains_to_success(worker, project, user, tiny_model):
     assert rollouts.count() == 3 * 4
     assert set(rollouts.values_list("step", flat=True)) == {1, 2, 3}
     assert all(r.completion_tokens is not None for r in rollouts)
+    detailed = [r for r in rollouts if r.token_data]
+    assert detailed, "the token view needs per-token arrays for some rollouts"
+    assert len(detailed[0].token_data["logprob"]) == detailed[0].completion_tokens
     assert LogLine.objects.filter(run=run).exists()
     assert training_processes(run.pk) == []
 

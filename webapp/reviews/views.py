@@ -17,6 +17,7 @@ from webapp.reviews.forms import (
     TagForm,
 )
 from webapp.reviews.models import Annotation, Comment
+from webapp.runs.selectors import token_rows
 from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import get_run_for_user, runs_for_user
 from webapp.teams.models import Role
@@ -126,6 +127,7 @@ def _rollout_context(rollout: Rollout, user, form: AnnotationForm | None = None)
         "annotation_form": form or AnnotationForm(labels=labels),
         "group": rollout.run.rollouts.filter(step=rollout.step, group=rollout.group)
         .order_by("sample_index"),
+        "tokens": token_rows(rollout.token_data),
     }
 
 

@@ -126,6 +126,9 @@ class Rollout(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True)
     truncated = models.BooleanField(default=False)
     extra = models.JSONField(default=dict, blank=True)
+    token_data = models.JSONField(
+        null=True, blank=True,
+        help_text="Per-token arrays for a sample of rollouts: text, logprob, entropy, kl.")
 
     class Meta:
         ordering = ["-step", "group", "sample_index"]

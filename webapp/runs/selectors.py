@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from django.db.models import QuerySet
@@ -93,3 +94,25 @@ def latest_metrics(run: Run, keys: list[str]) -> dict[str, float]:
 
 def recent_log_lines(run: Run, *, limit: int = 40) -> list[LogLine]:
     return list(reversed(LogLine.objects.filter(run=run).order_by("-time", "-id")[:limit]))
+
+
+def token_rows(token_data: dict | None) -> list[dict]:
+    """One dict per completion token, with a 0-4 shade from its probability (4 = least likely),
+    for the token view.
+
+    >>> [(t["text"], t["shade"]) for t in token_rows(
+    ...     {"text": ["7", "!"], "logprob": [-0.01, -3.0], "entropy": [0.1, 2.0]})]
+    [('7', 0), ('!', 4)]
+    """
+    if not token_data:
+        return []
+    texts = token_data.get("text", [])
+    columns = {key: token_data.get(key) or [None] * len(texts)
+               for key in ("logprob", "entropy", "kl")}
+    rows = []
+    for i, text in enumerate(texts):
+        logprob = columns["logprob"][i]
+        probability = math.exp(logprob) if logprob is not None else 1.0
+        rows.append({"text": text, "logprob": logprob, "entropy": columns["entropy"][i],
+                     "kl": columns["kl"][i], "shade": min(4, int((1 - probability) * 5))})
+    return rows

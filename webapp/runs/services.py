@@ -175,6 +175,7 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
             rewards=item.get("rewards") or {}, advantage=item.get("advantage"),
             completion_tokens=item.get("completion_tokens"),
             truncated=bool(item.get("truncated", False)), extra=item.get("extra") or {},
+            token_data=item.get("tokens") or None,
         )
         for item in items
     ]

@@ -128,3 +128,14 @@ def test_viewers_see_no_cancel_tag_or_notes_controls(client, run, member_of):
     body = client.get(run.get_absolute_url()).content.decode()
     assert 'id="cancel"' not in body and 'id="tag-name"' not in body
     assert 'id="star"' in body and 'id="comment-submit"' in body
+
+
+def test_the_rollout_page_shows_tokens_with_their_values(signed_in, run):
+    rollouts_ingest(run_id=run.pk, step=1, items=[{
+        "prompt": "1+1", "completion": "<2>", "reward": 1.0,
+        "tokens": {"text": ["<", "2", ">"], "logprob": [-0.01, -0.5, -4.0],
+                   "entropy": [0.1, 0.7, 2.5], "kl": [0.0, 0.01, 0.2]}}])
+    rollout = Rollout.objects.get(run=run)
+    body = signed_in.get(reverse("reviews:rollout", args=[rollout.pk])).content.decode()
+    assert 'class="tok shade-0" title="log-prob -0.0100 · entropy 0.100 · KL 0.0000">&lt;' in body
+    assert 'class="tok shade-4"' in body and ">&gt;</span>" in body
