@@ -56,7 +56,11 @@ LR_SCHEDULES = {
     "cosine": "cosine decay to 0 at the last step",
 }
 
-DTYPES = {"float32": "fp32: exact, the safe choice on CPU", "bfloat16": "bf16: half the memory"}
+DTYPES = {
+    "float32": "fp32 throughout: exact",
+    "bfloat16": "bf16 compute (autocast) with fp32 weights and optimiser: faster on GPUs and "
+                "on CPUs with bf16 instructions",
+}
 DEVICES = {"auto": "CUDA when the worker has a GPU, else CPU", "cpu": "CPU", "cuda": "CUDA GPU"}
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
@@ -175,7 +179,7 @@ class RunConfig:
     micro_batch_size: int = _field(
         16, "Sequences per forward/backward pass; gradients are accumulated over the step.",
         min=1, max=4096, advanced=True)
-    dtype: str = _field("float32", "Weights and compute precision.", choices=DTYPES, advanced=True)
+    dtype: str = _field("float32", "Compute precision.", choices=DTYPES, advanced=True)
     device: str = _field("auto", "Where the worker trains.", choices=DEVICES, advanced=True)
     seed: int = _field(0, "Seed for prompt sampling, generation and initialisation.",
                        min=0, max=2**31 - 1, advanced=True)

@@ -36,7 +36,13 @@ from training.prompt_dataset import DatasetFileError, load_prompt_dataset
 from training.rewards import EXTRA_REWARD_FUNCTIONS
 from training.tasks import Example, get_task
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _autocast(config: RunConfig, device: torch.device) -> torch.autocast:
+    """bf16 compute for forward passes when the run asks for it; the weights, the optimiser
+    state and the loss stay in fp32, since bf16 weights lose most small AdamW updates."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=config.dtype == "bfloat16")
 
 
 class TokenRecorder:
@@ -110,7 +116,7 @@ def train(config: RunConfig, reporter: Reporter, *,
 
     loading = time.perf_counter()
     try:
-        model, tokenizer = load_policy(config.model, dtype=TORCH_DTYPES[config.dtype],
+        model, tokenizer = load_policy(config.model, dtype=torch.float32,
                                        device=device)
     except ModelNotFound as exc:
         reporter.error(str(exc))
@@ -215,7 +221,7 @@ def _generate(model, tokenizer, examples: list[Example], config: RunConfig,
     prompts = tokenizer(texts, return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(config, model.device):
         # top_k=0 and repetition_penalty=1 override model defaults (top_k is 50 otherwise), so
         # tokens are drawn from the same distribution that the update recomputes.
         output = model.generate(
@@ -300,8 +306,9 @@ def _batch_logprobs(model, rollouts: Rollouts, config: RunConfig, order: torch.T
         for start in range(0, len(order), config.micro_batch_size):
             rows = order[start:start + config.micro_batch_size].to(logps.device)  # (n,)
             input_ids, attention_mask, mask = _micro_batch(rollouts, rows)
-            logp, _ = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
-                                          config.temperature)  # (n, T')
+            with _autocast(config, logps.device):
+                logp, _ = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
+                                              config.temperature)  # (n, T')
             logps[rows, :mask.shape[1]] = logp
     model.train(was_training)
     return logps
@@ -329,9 +336,10 @@ def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: to
             return None
         rows = order[start:start + config.micro_batch_size].to(advantages.device)  # (n,)
         input_ids, attention_mask, mask = _micro_batch(rollouts, rows)  # mask (n, T')
-        logp, entropy = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
-                                            config.temperature,
-                                            entropy_grad=config.entropy_coef > 0)  # (n, T')
+        with _autocast(config, input_ids.device):  # the forward pass only; backward after it
+            logp, entropy = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
+                                                config.temperature,
+                                                entropy_grad=config.entropy_coef > 0)  # (n, T')
         width = mask.shape[1]
         if stored is not None:
             old_logp = stored[0][rows, :width]  # (n, T')
@@ -340,7 +348,7 @@ def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: to
             old_logp = logp.detach()  # π_old = π_θ: a single pass per batch of rollouts
             ref_logp = None
             if reference is not None:
-                with torch.no_grad():
+                with torch.no_grad(), _autocast(config, input_ids.device):
                     ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
                                                       width, config.temperature)
         if recorder is not None:

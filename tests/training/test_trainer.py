@@ -264,3 +264,10 @@ def test_some_rollouts_carry_per_token_arrays(tiny_config):
     assert len(tokens["kl"]) == n and all(v == pytest.approx(0, abs=1e-4) for v in tokens["kl"])
     assert "".join(tokens["text"]) == detailed[0]["completion"]
     assert all(lp <= 0 for lp in tokens["logprob"])
+
+
+def test_bf16_autocast_trains_with_fp32_weights(tiny_config, length_rewarded):
+    outcome, reporter = _run(dataclasses.replace(tiny_config, max_steps=1, dtype="bfloat16"))
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert outcome is Outcome.COMPLETED
+    assert values["optim/grad_norm"] > 0 and math.isfinite(values["loss/policy"])
