@@ -24,7 +24,7 @@ from datetime import datetime, timezone as dt_timezone
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from webapp.runs import services
 from webapp.runs.models import RunStatus
@@ -201,11 +201,11 @@ class RunSupervisor:
 
     @staticmethod
     def _reset_connection() -> None:
+        """Drop the broken connection; Django opens a new one on the next query."""
         try:
             connection.close()
         except DatabaseError:
             pass
-        close_old_connections()
 
     def _stop(self, proc: subprocess.Popen) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""

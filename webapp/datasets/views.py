@@ -32,8 +32,8 @@ from webapp.datasets.selectors import (
 from webapp.datasets.services import dataset_create, dataset_upload_discard, dataset_upload_stage
 from webapp.projects.models import Project
 from webapp.projects.selectors import get_project_for_user
-from webapp.teams.models import Role, role_allows
-from webapp.teams.selectors import role_in_team
+from webapp.teams.models import Role
+from webapp.teams.selectors import user_has_role
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +192,7 @@ class _SizeLimit(FileUploadHandler):
 
 
 def _can_upload(request: HttpRequest, project: Project) -> bool:
-    role = role_in_team(request.user, project.team_id)
-    return role is not None and role_allows(role, Role.MEMBER)
+    return user_has_role(request.user, project.team_id, Role.MEMBER)
 
 
 def _safe_filename(name: str | None) -> str:

@@ -8,8 +8,8 @@ from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import get_project_for_user, projects_with_stats
 from webapp.projects.services import project_create
 from webapp.reviews.selectors import activity_for_project
-from webapp.teams.models import Role, role_allows
-from webapp.teams.selectors import role_in_team
+from webapp.teams.models import Role
+from webapp.teams.selectors import user_has_role
 
 
 @login_required
@@ -31,10 +31,9 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
     experiments = (experiments_for_user(request.user).filter(project=project)
                    .prefetch_related("runs"))
-    role = role_in_team(request.user, project.team_id)
     return render(request, "projects/project_detail.html", {
         "project": project, "experiments": experiments,
-        "can_edit": role is not None and role_allows(role, Role.MEMBER),
+        "can_edit": user_has_role(request.user, project.team_id, Role.MEMBER),
         "activities": activity_for_project(project, limit=10),
     })
 

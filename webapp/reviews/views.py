@@ -21,7 +21,7 @@ from webapp.runs.selectors import token_rows
 from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import get_run_for_user, runs_for_user
 from webapp.teams.models import Role
-from webapp.teams.selectors import get_team_for_user
+from webapp.teams.selectors import get_team_for_user, require_role
 
 
 def run_review_context(run: Run, user) -> dict:
@@ -112,9 +112,10 @@ def run_notes(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _get_rollout_for_user(user, rollout_id: int, role: str = Role.VIEWER) -> Rollout:
-    rollout = get_object_or_404(Rollout.objects.filter(run__in=runs_for_user(user)),
-                                pk=rollout_id)
-    get_run_for_user(user, rollout.run_id, role)
+    rollout = get_object_or_404(
+        Rollout.objects.filter(run__in=runs_for_user(user))
+        .select_related("run__experiment__project"), pk=rollout_id)
+    require_role(user, rollout.run.experiment.project.team_id, role)
     return rollout
 
 

@@ -8,15 +8,14 @@ from training.config import RunConfig
 from webapp.runs import selectors
 from webapp.runs.services import run_cancel
 from webapp.reviews.views import run_review_context
-from webapp.teams.models import Role, role_allows
-from webapp.teams.selectors import role_in_team
+from webapp.teams.models import Role
+from webapp.teams.selectors import user_has_role
 
 
 def _live_context(run, user) -> dict:
-    role = role_in_team(user, run.experiment.project.team_id)
     return {
         "run": run,
-        "can_edit": role is not None and role_allows(role, Role.MEMBER),
+        "can_edit": user_has_role(user, run.experiment.project.team_id, Role.MEMBER),
         "eta_seconds": run.eta_seconds(timezone.now()),
         "latest": selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
         "rollouts": selectors.latest_rollouts(run),

@@ -34,12 +34,16 @@ def role_in_team(user, team_id: int) -> str | None:
             .values_list("role", flat=True).first())
 
 
-def require_role(user, team_id: int, role: str) -> str:
-    """The user's role in the team, if it allows `role`; PermissionDenied (403) otherwise."""
+def user_has_role(user, team_id: int, role: str) -> bool:
+    """Whether the user is in the team with `role` or a higher one."""
     actual = role_in_team(user, team_id)
-    if actual is None or not role_allows(actual, role):
+    return actual is not None and role_allows(actual, role)
+
+
+def require_role(user, team_id: int, role: str) -> None:
+    """PermissionDenied (403) unless the user has `role` or a higher one in the team."""
+    if not user_has_role(user, team_id, role):
         raise PermissionDenied(f"This needs the {Role(role).value} role in the team.")
-    return actual
 
 
 def get_team_for_user(user, team_id: int, role: str = Role.VIEWER) -> Team:
