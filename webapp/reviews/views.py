@@ -21,7 +21,7 @@ from webapp.runs.selectors import token_rows
 from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import get_run_for_user, runs_for_user
 from webapp.teams.models import Role
-from webapp.teams.selectors import get_team_for_user, require_role
+from webapp.teams.selectors import get_team_for_user, require_role, user_has_role
 
 
 def run_review_context(run: Run, user) -> dict:
@@ -41,8 +41,9 @@ def run_review_context(run: Run, user) -> dict:
 def _review_response(request: HttpRequest, run: Run, partial: str) -> HttpResponse:
     if request.htmx:
         run.refresh_from_db()
+        can_edit = user_has_role(request.user, run.experiment.project.team_id, Role.MEMBER)
         return render(request, f"runs/run_detail.html#{partial}",
-                      {**run_review_context(run, request.user), "can_edit": True})
+                      {**run_review_context(run, request.user), "can_edit": can_edit})
     return redirect(run)
 
 

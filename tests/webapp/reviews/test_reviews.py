@@ -139,3 +139,11 @@ def test_the_rollout_page_shows_tokens_with_their_values(signed_in, run):
     body = signed_in.get(reverse("reviews:rollout", args=[rollout.pk])).content.decode()
     assert 'class="tok shade-0" title="log-prob -0.0100 · entropy 0.100 · KL 0.0000">&lt;' in body
     assert 'class="tok shade-4"' in body and ">&gt;</span>" in body
+
+
+def test_a_viewer_who_stars_gets_no_tag_or_notes_controls_back(client, run, member_of):
+    client.force_login(member_of("viewer"))
+    body = client.post(reverse("reviews:star", args=[run.pk]),
+                       HTTP_HX_REQUEST="true").content.decode()
+    assert "Starred" in body
+    assert 'id="tag-name"' not in body and "Save notes" not in body
