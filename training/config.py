@@ -16,6 +16,40 @@ ALGORITHMS = {
     "grpo": "GRPO: advantages centred (and scaled) within each prompt's group",
     "rloo": "RLOO: leave-one-out baseline, the mean of the other completions of the prompt",
     "reinforce_pp": "REINFORCE++: one baseline for the whole batch, normalised by its std",
+    "spo": "SPO: one completion per prompt; baseline = a persistent per-prompt success estimate",
+    "ppo": "PPO: a learned value head and GAE give per-token advantages",
+    "dpo": "DPO: offline, from a preference dataset's chosen and rejected replies",
+}
+ROLLOUT_BACKENDS = {
+    "auto": "vLLM when it is installed on the worker, else transformers",
+    "transformers": "transformers generate, on the training model itself",
+    "vllm": "a vLLM engine in the training process; weights pushed in after every step",
+}
+REFERENCES = {
+    "initial": "the frozen initial policy",
+    "ema": "an exponential moving average of the policy (see EMA rate)",
+    "soup": "the weight average of the two models in 'reference soup' (SALSA)",
+    "none": "no reference: no KL term, and no reference model in memory",
+}
+KL_PLACEMENTS = {
+    "loss": "a per-token penalty β·KL added to the loss (GRPO)",
+    "reward": "subtracted from the reward before advantages: r − β·Σ_t KL_t (PPO-style)",
+}
+PROMPT_SAMPLERS = {
+    "uniform": "uniformly at random",
+    "difficulty_filter": "keep prompts whose group pass rate lies strictly between the bounds; "
+                         "refill the batch with new prompts (DAPO's dynamic sampling)",
+    "spo_priority": "prefer prompts whose tracked success rate is uncertain (SPO)",
+    "curriculum": "easiest first by the dataset's difficulty column, widening to all by the end",
+}
+REWARD_ENSEMBLES = {
+    "mean": "the mean of the reward models' scores",
+    "min": "the lowest score (worst case)",
+    "uncertainty": "mean − λ·std across reward models (uncertainty-weighted)",
+}
+DPO_LOSSES = {
+    "sigmoid": "−log σ(β·margin) (Rafailov et al.)",
+    "ipo": "(margin − 1/(2β))² (Azar et al.)",
 }
 LOSS_TYPES = {
     "grpo": "token mean per completion, then mean over completions (DeepSeekMath)",
@@ -99,6 +133,11 @@ def parse_reward_weights(text: str) -> dict[str, float]:
     return weights
 
 
+def _items(text: str) -> list[str]:
+    """The non-empty, comma-separated items of a text field."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 class ConfigError(ValueError):
     """A config that cannot run; `errors` maps each bad field to what is wrong with it."""
 
@@ -115,6 +154,13 @@ class RunConfig:
         "Policy to fine-tune: 'builtin:smollm2-135m-instruct' (shipped, no download), "
         "a local folder in Hugging Face format, or a hub id (needs internet on the worker).",
     )
+    rollout_backend: str = _field("auto", "What generates the rollouts.", choices=ROLLOUT_BACKENDS,
+                                  advanced=True)
+    lora_rank: int = _field(
+        0, "r: train LoRA adapters of this rank on every linear layer instead of all weights "
+        "(0 = full fine-tuning).", label="LoRA rank", min=0, max=1024, advanced=True)
+    lora_alpha: float = _field(16.0, "LoRA scaling α (updates are scaled by α/r).",
+                               label="LoRA α", min=0.0, max=4096.0, advanced=True)
     task: str = _field("arithmetic", "Built-in task with a verifiable answer.", choices=TASKS)
     dataset: str = _field(
         "", "Prompt dataset to train on instead of the built-in task: a JSON-lines file with a "
@@ -131,8 +177,8 @@ class RunConfig:
     max_steps: int = _field(30, "Optimiser steps to run.", min=1, max=100_000)
     prompts_per_step: int = _field(8, "Distinct prompts sampled per step.", min=1, max=1024)
     group_size: int = _field(
-        8, "G: completions per prompt; advantages are normalised within each group.",
-        label="Group size (G)", min=2, max=256)
+        8, "G: completions per prompt; advantages are normalised within each group (SPO: 1).",
+        label="Group size (G)", min=1, max=256)
     max_new_tokens: int = _field(32, "Longest completion, in tokens; longer ones are truncated.",
                                  min=1, max=32_768)
     temperature: float = _field(1.0, "Sampling temperature for rollouts.", min=0.05, max=5.0)
@@ -163,6 +209,22 @@ class RunConfig:
         "model is loaded).", label="KL coefficient β", min=0.0, max=10.0)
     kl_estimator: str = _field("k3", "Per-token estimator of KL(π || π_ref) in the penalty.",
                                label="KL estimator", choices=KL_ESTIMATORS, advanced=True)
+    kl_placement: str = _field("loss", "Where the KL penalty enters.", label="KL in",
+                               choices=KL_PLACEMENTS, advanced=True)
+    kl_target: float = _field(
+        0.0, "Adaptive KL: adjust β each step so the measured KL tracks this target (Ziegler "
+        "et al. 2019); 0 = β stays fixed.", label="KL target", min=0.0, max=100.0, advanced=True)
+    kl_horizon: int = _field(
+        10_000, "Adaptive KL horizon, in completions: larger adjusts β more slowly.",
+        min=1, max=10_000_000, advanced=True)
+    reference: str = _field("initial", "The policy the KL is measured against (when β > 0).",
+                            label="KL reference", choices=REFERENCES, advanced=True)
+    reference_ema_rate: float = _field(
+        0.99, "EMA reference: after each step, ref ← rate·ref + (1 − rate)·policy.",
+        label="EMA rate", min=0.0, max=1.0, advanced=True)
+    reference_soup: str = _field(
+        "", "Soup reference: two models (built-in names, folders or checkpoints), separated by "
+        "a comma, whose weights are averaged.", blank=True, advanced=True)
     entropy_coef: float = _field(
         0.0, "α: weight of an entropy bonus, −α·H per token (0 = none).",
         label="Entropy bonus α", min=0.0, max=1.0, advanced=True)
@@ -174,6 +236,60 @@ class RunConfig:
         1, "μ: optimisation passes over each batch of rollouts; from the second on, the "
         "importance ratio is taken against the log-probs stored before the first.",
         label="Passes per batch (μ)", min=1, max=64, advanced=True)
+    value_coef: float = _field(0.5, "PPO: weight of the value loss.", min=0.0, max=100.0,
+                               advanced=True)
+    value_clip: float = _field(
+        0.2, "PPO: new values are clipped to old ± this in the value loss (0 = no clipping).",
+        min=0.0, max=100.0, advanced=True)
+    gae_gamma: float = _field(1.0, "PPO: discount γ of GAE.", label="GAE γ", min=0.0, max=1.0,
+                              advanced=True)
+    gae_lambda: float = _field(0.95, "PPO: λ of GAE (1 = Monte-Carlo returns).",
+                               label="GAE λ", min=0.0, max=1.0, advanced=True)
+    spo_half_life: float = _field(
+        0.06, "SPO: D_half of the forgetting factor ρ = 2^(−D/D_half), with D the mean absolute "
+        "log-prob change on the prompt's last completion.", label="SPO D_half",
+        min=1e-6, max=100.0, advanced=True)
+    spo_max_forgetting: float = _field(
+        0.96, "SPO: upper bound on ρ, so old evidence always fades.", label="SPO ρ max",
+        min=0.0, max=1.0, advanced=True)
+    spo_prior_samples: int = _field(
+        0, "SPO: completions per prompt sampled before training to start each prompt's "
+        "success estimate (0 = start every prompt at 0.5 with the weight of 2 samples).",
+        min=0, max=256, advanced=True)
+    dpo_loss: str = _field("sigmoid", "DPO: loss on the preference margin.", label="DPO loss",
+                           choices=DPO_LOSSES, advanced=True)
+    dpo_beta: float = _field(0.1, "DPO: β, the strength of the implicit KL to the reference.",
+                             label="DPO β", min=1e-4, max=100.0, advanced=True)
+    prompt_sampler: str = _field("uniform", "How each step's prompts are chosen.",
+                                 choices=PROMPT_SAMPLERS, advanced=True)
+    filter_low: float = _field(
+        0.0, "Difficulty filter: keep a prompt only if its group pass rate is above this.",
+        min=0.0, max=1.0, advanced=True)
+    filter_high: float = _field(
+        1.0, "Difficulty filter: … and below this.", min=0.0, max=1.0, advanced=True)
+    filter_max_rounds: int = _field(
+        4, "Difficulty filter: generation rounds per step to refill the batch before training "
+        "on what was kept.", min=1, max=64, advanced=True)
+    reward_models: str = _field(
+        "", "Learned reward models (sequence-classification heads: folders or hub ids), "
+        "separated by commas; their combined score is one more reward.", blank=True,
+        advanced=True)
+    reward_model_weight: float = _field(1.0, "Weight of the reward models' combined score.",
+                                        min=-100.0, max=100.0, advanced=True)
+    reward_ensemble: str = _field("mean", "How several reward models' scores are combined.",
+                                  choices=REWARD_ENSEMBLES, advanced=True)
+    reward_ensemble_lambda: float = _field(1.0, "λ of the uncertainty-weighted ensemble.",
+                                           label="Ensemble λ", min=0.0, max=100.0,
+                                           advanced=True)
+    checkpoint_every: int = _field(
+        0, "Save a checkpoint (Hugging Face format, with optimiser and sampler state) every "
+        "this many steps, and always at the end (0 = at the end only).", min=0, max=100_000,
+        advanced=True)
+    keep_checkpoints: int = _field(2, "Checkpoints kept on disk; older ones are deleted.",
+                                   min=1, max=1000, advanced=True)
+    resume_from: str = _field(
+        "", "A checkpoint folder to continue from: weights, optimiser, sampler and RNG state "
+        "and step.", blank=True, advanced=True)
     max_grad_norm: float = _field(1.0, "Gradient clipping by global norm (0 = off).",
                                   min=0.0, max=1e4, advanced=True)
     micro_batch_size: int = _field(
@@ -212,7 +328,33 @@ class RunConfig:
                 errors[name] = str(exc)
         if errors:
             raise ConfigError(errors)
-        return cls(**values)
+        config = cls(**values)
+        errors = config.combination_errors()
+        if errors:
+            raise ConfigError(errors)
+        return config
+
+    def combination_errors(self) -> dict[str, str]:
+        """Settings that are valid alone but not together, by the field to change."""
+        errors: dict[str, str] = {}
+        if self.group_size < 2 and self.algorithm in ("grpo", "rloo"):
+            errors["group_size"] = (f"{self.algorithm.upper()} compares completions of the same "
+                                    f"prompt: the group size must be at least 2")
+        if self.algorithm == "dpo" and not self.dataset:
+            errors["dataset"] = "DPO trains on a preference dataset: choose one"
+        if self.beta > 0 and self.reference == "none":
+            errors["reference"] = "β > 0 needs a reference policy to measure the KL against"
+        if self.reference == "soup" and len(_items(self.reference_soup)) != 2:
+            errors["reference_soup"] = "give exactly two models, separated by a comma"
+        if self.filter_low >= self.filter_high:
+            errors["filter_high"] = "must be above the lower bound"
+        if self.prompt_sampler == "spo_priority" and self.algorithm != "spo":
+            errors["prompt_sampler"] = "SPO priority sampling needs the SPO algorithm"
+        if self.prompt_sampler == "curriculum" and not self.dataset:
+            errors["prompt_sampler"] = "a curriculum needs a dataset with a difficulty column"
+        if self.kl_target > 0 and self.beta == 0:
+            errors["kl_target"] = "adaptive KL adjusts β: set an initial β > 0"
+        return errors
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,7 @@ Each event is one JSON object on one line. Kinds, with their fields:
         "tokens": null or {"text": [...], "logprob": [...], "entropy": [...], "kl": [...],
                            "advantage": 0.7}}, ...]}
     {"kind": "progress", "step": 3, "total_steps": 30}
+    {"kind": "checkpoint", "step": 10, "path": "/abs/run-dir/checkpoint-10", "final": false}
     {"kind": "log", "level": "info", "message": "loaded model in 2.1 s"}
     {"kind": "error", "message": "what went wrong, and what to do about it"}
     {"kind": "done"}
@@ -30,6 +31,7 @@ class Reporter(Protocol):
     def metrics(self, step: int, values: dict[str, float]) -> None: ...
     def rollouts(self, step: int, items: list[dict[str, Any]]) -> None: ...
     def progress(self, step: int, total_steps: int) -> None: ...
+    def checkpoint(self, step: int, path: str, final: bool = False) -> None: ...
     def log(self, message: str, level: str = "info") -> None: ...
     def error(self, message: str) -> None: ...
     def done(self) -> None: ...
@@ -58,6 +60,9 @@ class JsonLinesReporter:
     def progress(self, step: int, total_steps: int) -> None:
         self._emit({"kind": "progress", "step": step, "total_steps": total_steps})
 
+    def checkpoint(self, step: int, path: str, final: bool = False) -> None:
+        self._emit({"kind": "checkpoint", "step": step, "path": path, "final": final})
+
     def log(self, message: str, level: str = "info") -> None:
         self._emit({"kind": "log", "level": level, "message": message})
 
@@ -81,6 +86,7 @@ class ListReporter:
     metrics = JsonLinesReporter.metrics
     rollouts = JsonLinesReporter.rollouts
     progress = JsonLinesReporter.progress
+    checkpoint = JsonLinesReporter.checkpoint
     log = JsonLinesReporter.log
     error = JsonLinesReporter.error
     done = JsonLinesReporter.done

@@ -14,17 +14,17 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, get_scheduler, set_seed
+from transformers import get_scheduler, set_seed
 
 from training.algorithms.aggregation import BatchShape
 from training.algorithms import advantages_for
 from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.config import RunConfig, parse_reward_weights
 from training.events import Reporter
+from training.generation import BackendUnavailable, Rollouts, make_backend
 from training.models import ModelNotFound, load_policy
 from training.ops import (
     KL_ESTIMATORS,
@@ -78,18 +78,6 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # a user-fixable problem, already reported with reporter.error
 
 
-@dataclass
-class Rollouts:
-    """G completions for each of B prompts, group by group: row i belongs to prompt i // G."""
-
-    input_ids: torch.Tensor  # (N, P + T) left-padded prompt, then completion; N = B*G
-    attention_mask: torch.Tensor  # (N, P + T) 0 on prompt padding and after the first EOS
-    completion_mask: torch.Tensor  # (N, T) 1 on completion tokens up to and including EOS
-    lengths: torch.Tensor  # (N,) completion tokens, EOS included
-    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens before EOS
-    texts: list[str]  # decoded completions, special tokens dropped
-
-
 def train(config: RunConfig, reporter: Reporter, *,
           should_stop: Callable[[], bool] = lambda: False) -> Outcome:
     """Run `config` to the end, or until should_stop() is true between steps or micro-batches."""
@@ -140,8 +128,12 @@ def train(config: RunConfig, reporter: Reporter, *,
         optimizer, num_warmup_steps=config.warmup_steps * config.num_iterations,
         num_training_steps=config.max_steps * config.num_iterations)
     prompt_rng = random.Random(config.seed)
-    eos_ids = _eos_token_ids(model, tokenizer, device)
-    stopping = StoppingCriteriaList([_StopRequested(should_stop)])
+    try:
+        backend = make_backend(config, model, tokenizer, should_stop)
+    except BackendUnavailable as exc:
+        reporter.error(str(exc))
+        return Outcome.FAILED
+    reporter.log(f"rollouts by {backend.name}")
     started = time.perf_counter()
     for step in range(1, config.max_steps + 1):
         if should_stop():
@@ -149,7 +141,7 @@ def train(config: RunConfig, reporter: Reporter, *,
             return Outcome.STOPPED
         step_start = time.perf_counter()
         examples = task.sample(prompt_rng, config.prompts_per_step)
-        rollouts = _generate(model, tokenizer, examples, config, eos_ids, stopping)
+        rollouts = backend.generate(examples, config.group_size)
         generate_s = time.perf_counter() - step_start
         if should_stop():
             reporter.log(f"stopped on request during step {step}")
@@ -210,41 +202,6 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def _generate(model, tokenizer, examples: list[Example], config: RunConfig,
-              eos_ids: torch.Tensor, stopping: StoppingCriteriaList) -> Rollouts:
-    conversations = [[{"role": "user", "content": ex.prompt}] for ex in examples]
-    texts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True,
-                                          tokenize=False)
-    # The template already holds the special tokens; adding them again would double the BOS.
-    prompts = tokenizer(texts, return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
-    model.eval()
-    with torch.no_grad(), _autocast(config, model.device):
-        # top_k=0 and repetition_penalty=1 override model defaults (top_k is 50 otherwise), so
-        # tokens are drawn from the same distribution that the update recomputes.
-        output = model.generate(
-            **prompts, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-            top_k=0, repetition_penalty=1.0, max_new_tokens=config.max_new_tokens,
-            num_return_sequences=config.group_size, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos_ids.tolist(), stopping_criteria=stopping)  # (N, P + T)
-    prompt_length = prompts["input_ids"].shape[1]
-    completion_ids = output[:, prompt_length:]  # (N, T)
-    is_eos = torch.isin(completion_ids, eos_ids)  # (N, T)
-    has_eos = is_eos.any(dim=1)  # (N,)
-    width = completion_ids.shape[1]
-    lengths = torch.where(has_eos, is_eos.int().argmax(dim=1) + 1, width)  # (N,)
-    positions = torch.arange(width, device=output.device)
-    completion_mask = (positions[None, :] < lengths[:, None]).long()  # (N, T)
-    prompt_mask = prompts["attention_mask"].repeat_interleave(config.group_size, dim=0)
-    texts = tokenizer.batch_decode(
-        [ids[:n] for ids, n in zip(completion_ids, lengths.tolist(), strict=True)],
-        skip_special_tokens=True)
-    return Rollouts(
-        input_ids=output, attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
-        completion_mask=completion_mask, lengths=lengths.cpu(), truncated=~has_eos.cpu(),
-        texts=texts)
 
 
 def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: list[Example],
@@ -440,26 +397,7 @@ def _rollout_items(examples: list[Example], rollouts: Rollouts,
     return items
 
 
-def _eos_token_ids(model, tokenizer, device: torch.device) -> torch.Tensor:
-    """Every token that ends a turn: the tokenizer's EOS and the model's (some list several)."""
-    ids = {tokenizer.eos_token_id}
-    configured = model.generation_config.eos_token_id
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return torch.tensor(sorted(i for i in ids if i is not None), device=device)
-
-
 def _frozen_copy(model):
     reference = copy.deepcopy(model).eval()
     reference.requires_grad_(False)
     return reference
-
-
-class _StopRequested(StoppingCriteria):
-    """Ends generation early when the run is asked to stop, instead of finishing the batch."""
-
-    def __init__(self, should_stop: Callable[[], bool]):
-        self.should_stop = should_stop
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool,
-                          device=input_ids.device)

@@ -10,11 +10,31 @@ from training.config import ConfigError, RunConfig
 
 def test_every_bad_field_is_named_at_once():
     with pytest.raises(ConfigError) as caught:
-        RunConfig.from_dict({"group_size": 1, "learning_rate": "fast", "loss_type": "mean",
+        RunConfig.from_dict({"group_size": 0, "learning_rate": "fast", "loss_type": "mean",
                              "colour": "blue"})
     assert set(caught.value.errors) == {"group_size", "learning_rate", "loss_type", "colour"}
     assert caught.value.errors["colour"] == "unknown setting"
     assert "must be one of: grpo, dapo, dr_grpo, bnpo" in caught.value.errors["loss_type"]
+
+
+@pytest.mark.parametrize("settings, field, message", [
+    ({"group_size": 1}, "group_size", "at least 2"),
+    ({"algorithm": "dpo"}, "dataset", "preference dataset"),
+    ({"beta": 0.1, "reference": "none"}, "reference", "needs a reference"),
+    ({"reference": "soup", "reference_soup": "builtin:smollm2-135m-instruct"}, "reference_soup",
+     "exactly two"),
+    ({"filter_low": 0.5, "filter_high": 0.5}, "filter_high", "above the lower bound"),
+    ({"prompt_sampler": "spo_priority"}, "prompt_sampler", "needs the SPO algorithm"),
+    ({"kl_target": 0.1}, "kl_target", "initial β"),
+])
+def test_settings_that_do_not_go_together_are_named(settings, field, message):
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict(settings)
+    assert message in caught.value.errors[field]
+
+
+def test_spo_takes_one_completion_per_prompt():
+    assert RunConfig.from_dict({"algorithm": "spo", "group_size": 1}).group_size == 1
 
 
 def test_booleans_are_strict_and_numbers_are_not_booleans():
