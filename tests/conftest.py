@@ -84,6 +84,7 @@ def tiny_model(tmp_path_factory):
 def tiny_run_config(model_dir, **overrides) -> dict:
     """A run config for the tiny model that takes about a second a step."""
     values = dict(model=str(model_dir), max_steps=3, prompts_per_step=2, group_size=2,
-                  max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4)
+                  max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4,
+                  rollout_backend="transformers")
     values.update(overrides)
     return RunConfig(**values).to_dict()

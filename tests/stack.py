@@ -76,7 +76,8 @@ def start_worker(log_dir: Path, **env: str) -> Process:
     worker = Process("worker", [
         sys.executable, "-m", "celery", "-A", "worker.celery", "worker", "--queues", "cpu,gpu",
         "--concurrency", "1", "--loglevel", "info", "--without-gossip", "--without-mingle",
-        "--hostname", f"test-{os.getpid()}@%h"], stack_env(**env), log_dir)
+        "--hostname", f"test-{os.getpid()}@%h"],
+        stack_env(**{"RLAB_RUN_DIR": str(log_dir / "runs"), **env}), log_dir)
     worker.wait_for_output("ready.", timeout=60)
     return worker
 

@@ -1,8 +1,9 @@
 """The training process a worker starts: `python -m training.child`.
 
-Protocol: the worker writes one JSON object, `{"run_id": 12, "config": {...}}`, to stdin, and
-reads events (training.events) from stdout, one JSON line each. Everything else the process or
-its libraries print goes to stderr, so the event stream stays parseable.
+Protocol: the worker writes one JSON object to stdin,
+`{"run_id": 12, "config": {...}, "output_dir": "/abs/runs/run-12"}` (output_dir optional: where
+checkpoints go), and reads events (training.events) from stdout, one JSON line each. Everything
+else the process or its libraries print goes to stderr, so the event stream stays parseable.
 
 Ends with:
     exit 0 after a `done` event: the run completed;
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import IO, Any
 
 from training.config import ConfigError, RunConfig
@@ -56,18 +58,20 @@ def main() -> int:
         request = _read_request(sys.stdin)
         run_id = request.get("run_id")
         config = RunConfig.from_dict(request["config"])
+        output_dir = Path(request["output_dir"]) if request.get("output_dir") else None
     except ConfigError as exc:
         reporter.error(f"Invalid run config: {exc}")
         return 2
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reporter.error(f"Invalid request on stdin ({type(exc).__name__}: {exc}); expected "
-                       f'{{"run_id": ..., "config": {{...}}}}')
+                       f'{{"run_id": ..., "config": {{...}}, "output_dir": "..."}}')
         return 2
 
     from training.trainer import Outcome, train  # after the stdout swap: torch may print
 
     try:
-        outcome = train(config, reporter, should_stop=lambda: stop_requested)
+        outcome = train(config, reporter, should_stop=lambda: stop_requested,
+                        output_dir=output_dir)
     except Exception as exc:
         print(f"run {run_id}: training failed", file=sys.stderr)
         traceback.print_exc()

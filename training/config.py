@@ -236,6 +236,9 @@ class RunConfig:
         1, "μ: optimisation passes over each batch of rollouts; from the second on, the "
         "importance ratio is taken against the log-probs stored before the first.",
         label="Passes per batch (μ)", min=1, max=64, advanced=True)
+    value_learning_rate: float = _field(
+        1e-4, "PPO: learning rate of the value head (its own AdamW group; the backbone it shares "
+        "with the policy moves at the policy's rate).", min=1e-9, max=1.0, advanced=True)
     value_coef: float = _field(0.5, "PPO: weight of the value loss.", min=0.0, max=100.0,
                                advanced=True)
     value_clip: float = _field(
@@ -254,7 +257,8 @@ class RunConfig:
         min=0.0, max=1.0, advanced=True)
     spo_prior_samples: int = _field(
         0, "SPO: completions per prompt sampled before training to start each prompt's "
-        "success estimate (0 = start every prompt at 0.5 with the weight of 2 samples).",
+        "success estimate, which then weighs as much as 8 completions, whatever their number "
+        "(the SPO paper samples 8; 0 = start every prompt at α = β = ½, the weight of one).",
         min=0, max=256, advanced=True)
     dpo_loss: str = _field("sigmoid", "DPO: loss on the preference margin.", label="DPO loss",
                            choices=DPO_LOSSES, advanced=True)
@@ -263,7 +267,8 @@ class RunConfig:
     prompt_sampler: str = _field("uniform", "How each step's prompts are chosen.",
                                  choices=PROMPT_SAMPLERS, advanced=True)
     filter_low: float = _field(
-        0.0, "Difficulty filter: keep a prompt only if its group pass rate is above this.",
+        0.0, "Difficulty filter: keep a prompt only if its group pass rate (the share of its "
+        "completions with a correctness reward above 0) is above this.",
         min=0.0, max=1.0, advanced=True)
     filter_high: float = _field(
         1.0, "Difficulty filter: … and below this.", min=0.0, max=1.0, advanced=True)

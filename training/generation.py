@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -34,6 +34,38 @@ class Rollouts:
     truncated: torch.Tensor  # (N,) bool: hit max_new_tokens before EOS
     texts: list[str]  # decoded completions, special tokens dropped
     sampled_logprobs: torch.Tensor | None = None  # (N, T) the engine's, where it reports them
+
+    def select(self, rows: torch.Tensor) -> Rollouts:
+        """The rollouts of `rows` (indices into N), in that order."""
+        kept = rows.cpu()
+        return Rollouts(
+            input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+            completion_mask=self.completion_mask[rows], lengths=self.lengths[kept],
+            truncated=self.truncated[kept], texts=[self.texts[i] for i in kept.tolist()],
+            sampled_logprobs=None if self.sampled_logprobs is None
+            else self.sampled_logprobs[rows])
+
+
+def concat_rollouts(parts: list[Rollouts], pad_token_id: int) -> Rollouts:
+    """Several Rollouts as one, re-padded: prompts to the left, completions to the right."""
+    prompt_width = max(r.input_ids.shape[1] - r.completion_mask.shape[1] for r in parts)
+    completion_width = max(r.completion_mask.shape[1] for r in parts)
+
+    def padded(r: Rollouts, x: torch.Tensor, value: float, has_prompt: bool) -> torch.Tensor:
+        width = r.completion_mask.shape[1]
+        left = prompt_width - (r.input_ids.shape[1] - width) if has_prompt else 0
+        return torch.nn.functional.pad(x, (left, completion_width - width), value=value)
+
+    sampled = [r.sampled_logprobs for r in parts]
+    return Rollouts(
+        input_ids=torch.cat([padded(r, r.input_ids, pad_token_id, True) for r in parts]),
+        attention_mask=torch.cat([padded(r, r.attention_mask, 0, True) for r in parts]),
+        completion_mask=torch.cat([padded(r, r.completion_mask, 0, False) for r in parts]),
+        lengths=torch.cat([r.lengths for r in parts]),
+        truncated=torch.cat([r.truncated for r in parts]),
+        texts=[t for r in parts for t in r.texts],
+        sampled_logprobs=None if any(x is None for x in sampled)
+        else torch.cat([padded(r, x, 0.0, False) for r, x in zip(parts, sampled)]))
 
 
 class RolloutBackend(Protocol):
@@ -60,8 +92,8 @@ def backend_name(config: RunConfig) -> str:
     return config.rollout_backend
 
 
-def prompt_texts(tokenizer, examples: list[Example]) -> list[str]:
-    """Each example's user message in the model's chat template, ready for the reply."""
+def prompt_texts(tokenizer, examples: list[Example] | list[Any]) -> list[str]:
+    """Each example's (or anything with a `.prompt`'s) user message in the model's chat template, ready for the reply."""
     conversations = [[{"role": "user", "content": ex.prompt}] for ex in examples]
     return tokenizer.apply_chat_template(conversations, add_generation_prompt=True,
                                          tokenize=False)

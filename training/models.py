@@ -9,10 +9,12 @@ the model cache; later loads read that folder.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -55,6 +57,10 @@ def resolve_model(ref: str) -> Path | str:
         return _converted_builtin(ref)
     if ref.startswith(("/", ".", "~")):
         path = Path(ref).expanduser()
+        if path.suffix.lower() == ".gguf":
+            if not path.is_file():
+                raise ModelNotFound(f"GGUF file {ref!r} does not exist on this worker.")
+            return _converted_gguf_file(path)
         if not (path / "config.json").is_file():
             what = "does not exist" if not path.exists() else "has no config.json"
             raise ModelNotFound(
@@ -86,6 +92,51 @@ def load_policy(ref: str, *, dtype: torch.dtype, device: str | torch.device,
     return model.to(device), tokenizer
 
 
+def apply_lora(model: PreTrainedModel, rank: int, alpha: float) -> PreTrainedModel:
+    """Wrap `model` in LoRA adapters of rank r on every linear layer (peft); only they train.
+
+    Each adapted weight becomes W + (α/r)·B·A, with A random and B zero at the start, so the
+    wrapped model computes exactly what `model` did.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear",
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def load_adapter(model, folder: Path) -> None:
+    """Load LoRA adapter weights saved by peft's save_pretrained into `model`'s adapters."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+
+
+def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every weight as a plain model of the same architecture names it: a
+    LoRA model's weights come merged (W + ΔW) under the base model's names, without changing
+    `model`. What a checkpoint, a vLLM engine or an EMA reference needs."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel):
+        yield from model.state_dict().items()
+        return
+    base = model.get_base_model()
+    deltas = {}
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+            deltas[f"{name}.weight"] = delta
+    for name, tensor in base.state_dict().items():
+        if ".lora_" in name:
+            continue
+        name = name.replace(".base_layer.", ".")
+        with torch.no_grad():
+            yield name, (tensor + deltas[name]) if name in deltas else tensor
+
+
 def build_tiny_model(path: str | os.PathLike, seed: int = 0) -> Path:
     """Save a random 2-layer Llama with the SmolLM2 tokenizer (and chat template) to `path`.
 
@@ -107,8 +158,24 @@ def build_tiny_model(path: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def _converted_builtin(name: str) -> Path:
+    package, filename = BUILTIN_MODELS[name]
+    return _converted(name.removeprefix("builtin:"),
+                      lambda out: _convert_gguf(_package_folder(package, filename), filename, out))
+
+
+def _converted_gguf_file(path: Path) -> Path:
+    """A user's GGUF file, converted once; the cache entry is named by the file's path, size
+    and modification time, so an edited file is converted again."""
+    path = path.resolve()
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return _converted(f"gguf-{path.stem}-{key}",
+                      lambda out: _convert_gguf(str(path.parent), path.name, out))
+
+
+def _converted(name: str, convert: Callable[[Path], None]) -> Path:
     cache = model_cache_dir()
-    target = cache / name.removeprefix("builtin:")
+    target = cache / name
     if (target / "config.json").is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -119,7 +186,7 @@ def _converted_builtin(name: str) -> Path:
         if not (target / "config.json").is_file():
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
             try:
-                _convert_gguf(*BUILTIN_MODELS[name], staging)
+                convert(staging)
                 os.rename(staging, target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -127,7 +194,7 @@ def _converted_builtin(name: str) -> Path:
     return target
 
 
-def _convert_gguf(package: str, filename: str, out: Path) -> None:
+def _package_folder(package: str, filename: str) -> str:
     spec = importlib.util.find_spec(package)  # finds the folder without running its __init__
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFound(
@@ -136,6 +203,10 @@ def _convert_gguf(package: str, filename: str, out: Path) -> None:
     folder = spec.submodule_search_locations[0]
     if not os.path.isfile(os.path.join(folder, filename)):
         raise ModelNotFound(f"{filename} is missing from {folder}; reinstall the package.")
+    return folder
+
+
+def _convert_gguf(folder: str, filename: str, out: Path) -> None:
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename,
                                                      dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)

@@ -1,14 +1,18 @@
 """Prompt datasets from a file: the trainer's alternative to a built-in task.
 
 The file is JSON lines, one object per line with a `prompt` (the user message) and an `answer`
-(a number, checked by `rewards.correct_answer` against the last number in each completion). The
-web app writes such a file for every prompt dataset it stores, and puts its path in the run's
-`dataset` setting. No torch here: the web app uses `check_answer` when a dataset is uploaded.
+(a number, checked by `rewards.correct_answer` against the last number in each completion), and
+optionally a `difficulty` (a number, lower = easier, or null for unknown; the curriculum sampler
+orders prompts by it). The web app writes such a file for every prompt dataset it stores, and puts
+its path in the run's `dataset` setting. No torch here: the web app uses `check_answer` and
+`parse_difficulty` when a dataset is uploaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +45,34 @@ def check_answer(value: str) -> str | None:
     return None
 
 
+def parse_difficulty(value: object) -> float | None:
+    """A difficulty as a number, None when unknown (null or blank); ValueError if it is no number.
+
+    >>> [parse_difficulty(v) for v in (3, " 0.5 ", "", None)]
+    [3.0, 0.5, None, None]
+    >>> parse_difficulty("hard")
+    Traceback (most recent call last):
+    ...
+    ValueError: the difficulty 'hard' is not a number
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"the difficulty {value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(f"the difficulty {shown!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"the difficulty {value!r} is not a finite number")
+    return number
+
+
 @dataclass(frozen=True)
 class PromptDataset:
-    """The examples of a dataset file, sampled like a built-in task."""
+    """The examples of a dataset file, sampled like a built-in task. When any line has a
+    difficulty, every example's columns have one (None where unknown)."""
 
     examples: tuple[Example, ...]
     reward_functions: dict[str, RewardFunction] = field(
@@ -81,6 +110,11 @@ def load_prompt_dataset(path: str | Path) -> PromptDataset:
         raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
     if not examples:
         raise DatasetFileError(f"The dataset file {str(path)!r} has no examples.")
+    if any("difficulty" in e.columns for e in examples):
+        # The trainer hands every column to the reward functions, so all examples need each one.
+        examples = [dataclasses.replace(e, columns={**e.columns,
+                                                    "difficulty": e.columns.get("difficulty")})
+                    for e in examples]
     return PromptDataset(examples=tuple(examples))
 
 
@@ -101,4 +135,7 @@ def _example(number: int, line: str) -> Example:
     problem = check_answer(answer)
     if problem:
         raise ValueError(f"the answer {problem}; correct_answer compares numbers")
-    return Example(prompt_id=f"#{number}", prompt=prompt, columns={"answer": answer.strip()})
+    columns: dict[str, object] = {"answer": answer.strip()}
+    if "difficulty" in row:
+        columns["difficulty"] = parse_difficulty(row["difficulty"])
+    return Example(prompt_id=f"#{number}", prompt=prompt, columns=columns)

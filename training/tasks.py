@@ -37,6 +37,12 @@ class AdditionTask:
         chosen = rng.sample(pairs, n) if n <= len(pairs) else rng.choices(pairs, k=n)
         return [self._example(a, b) for a, b in chosen]
 
+    @property
+    def examples(self) -> tuple[Example, ...]:
+        """Every question of the task, as a prompt dataset lists its examples."""
+        return tuple(self._example(a, b) for a in range(self.low, self.high + 1)
+                     for b in range(self.low, self.high + 1))
+
     @staticmethod
     def _example(a: int, b: int) -> Example:
         return Example(

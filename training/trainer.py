@@ -1,75 +1,52 @@
 """The training loop: sample prompts, generate G completions each, score them, update the policy.
 
-One step is one batch of rollouts and μ optimisation passes over it (micro-batched, gradients
-accumulated; one optimiser step per pass). The advantages come from the run's algorithm (GRPO,
-RLOO or REINFORCE++), the loss is GRPO's clipped surrogate with its variants. Everything the run
-produces goes out through the `Reporter`.
+One step is one batch of rollouts and μ optimisation passes over it (training.policy_update).
+The advantages come from the run's algorithm (GRPO, RLOO, REINFORCE++, SPO or PPO), the loss is
+GRPO's clipped surrogate with its variants. The KL to the reference (training.references) enters
+the loss or the reward, with a fixed or adaptive coefficient (training.kl_control). Checkpoints
+(training.checkpoints) let a run resume exactly. Everything the run produces goes out through
+the `Reporter`. DPO, the offline method, has its own loop (training.dpo_trainer).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import enum
-import math
 import os
-import random
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from transformers import get_scheduler, set_seed
 
-from training.algorithms.aggregation import BatchShape
-from training.algorithms import advantages_for
-from training.algorithms.grpo import GRPOConfig, compute_loss
+from training import checkpoints
+from training.algorithms import advantages_for, ppo, spo
+from training.algorithms.grpo import GRPOConfig
 from training.config import RunConfig, parse_reward_weights
 from training.events import Reporter
-from training.generation import BackendUnavailable, Rollouts, make_backend
-from training.models import ModelNotFound, load_policy
-from training.ops import (
-    KL_ESTIMATORS,
-    high_entropy_mask,
-    masked_sum,
-    token_logprobs_and_entropy,
+from training.generation import BackendUnavailable, Rollouts, concat_rollouts, make_backend
+from training.kl_control import KLController
+from training.models import ModelNotFound, apply_lora, load_adapter, load_policy
+from training.ops import KL_ESTIMATORS, masked_mean, masked_sum
+from training.policy_update import (
+    StepBatch,
+    TokenRecorder,
+    batch_logprobs,
+    batch_logprobs_and_values,
+    completion_logprobs,  # noqa: F401  (public: used by the DPO trainer and tests)
+    update_policy,
 )
 from training.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.references import ReferenceMismatch, make_reference
+from training.reward_models import RewardModelEnsemble, reward_functions as reward_model_functions
 from training.rewards import EXTRA_REWARD_FUNCTIONS
+from training.samplers import SamplerError, in_bounds, make_sampler
 from training.tasks import Example, get_task
 
-
-
-def _autocast(config: RunConfig, device: torch.device) -> torch.autocast:
-    """bf16 compute for forward passes when the run asks for it; the weights, the optimiser
-    state and the loss stay in fp32, since bf16 weights lose most small AdamW updates."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=config.dtype == "bfloat16")
-
-
-class TokenRecorder:
-    """Keeps the per-token log-probs, entropies and KL of chosen completions, as the first
-    optimisation pass computes them, for the token view."""
-
-    def __init__(self, rows: range, kl_estimator: str):
-        self.wanted = set(rows)
-        self.kl_estimator = kl_estimator
-        self.details: dict[int, dict[str, list[float]]] = {}
-
-    def record(self, rows: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor,
-               ref_logp: torch.Tensor | None, mask: torch.Tensor) -> None:
-        """rows (n,); logp, entropy, ref_logp, mask (n, T')."""
-        for k, row in enumerate(rows.tolist()):
-            if row not in self.wanted:
-                continue
-            n = int(mask[k].sum().item())
-            detail = {"logprob": _rounded(logp[k, :n]), "entropy": _rounded(entropy[k, :n])}
-            if ref_logp is not None:
-                kl = KL_ESTIMATORS[self.kl_estimator](logp[k, :n], ref_logp[k, :n])
-                detail["kl"] = _rounded(kl)
-            self.details[row] = detail
-
-
-def _rounded(values: torch.Tensor) -> list[float]:
-    return [round(v, 4) for v in values.detach().float().tolist()]
+# Problems a user can fix in the run's settings: reported as they are, not as a crash.
+SETUP_ERRORS = (ModelNotFound, DatasetFileError, BackendUnavailable, checkpoints.CheckpointError,
+                ReferenceMismatch, SamplerError)
 
 
 class Outcome(enum.Enum):
@@ -79,122 +56,400 @@ class Outcome(enum.Enum):
 
 
 def train(config: RunConfig, reporter: Reporter, *,
-          should_stop: Callable[[], bool] = lambda: False) -> Outcome:
-    """Run `config` to the end, or until should_stop() is true between steps or micro-batches."""
+          should_stop: Callable[[], bool] = lambda: False,
+          output_dir: Path | None = None) -> Outcome:
+    """Run `config` to the end, or until should_stop() is true between steps or micro-batches.
+    Checkpoints go to `output_dir` (none without one)."""
+    if config.algorithm == "dpo":
+        from training.dpo_trainer import train_dpo
+
+        return train_dpo(config, reporter, should_stop=should_stop, output_dir=output_dir)
     set_seed(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     if config.device == "cuda" and not torch.cuda.is_available():
         reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
                        "or launch the run on a GPU worker.")
         return Outcome.FAILED
-    device = torch.device(resolve_device(config.device))
-    algo = GRPOConfig.from_run_config(config)
-    estimate_advantages = advantages_for(algo, config.algorithm)
     try:
-        task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
-    except DatasetFileError as exc:
+        run = _Training(config, reporter, should_stop, output_dir)
+    except SETUP_ERRORS as exc:
         reporter.error(str(exc))
         return Outcome.FAILED
-
-    # The task's own rewards count with weight 1; the run may add weighted extra ones.
-    extra = parse_reward_weights(config.extra_rewards)
-    reward_functions = {**task.reward_functions,
-                        **{name: EXTRA_REWARD_FUNCTIONS[name] for name in extra}}
-    weights = {**dict.fromkeys(task.reward_functions, 1.0), **extra}
-
-    loading = time.perf_counter()
     try:
-        model, tokenizer = load_policy(config.model, dtype=torch.float32,
-                                       device=device)
-    except ModelNotFound as exc:
-        reporter.error(str(exc))
-        return Outcome.FAILED
-    if tokenizer.chat_template is None:
-        reporter.error(f"{config.model!r} has no chat template, so its prompts cannot be "
-                       f"formatted. Use an instruct or chat model.")
-        return Outcome.FAILED
-    reference = _frozen_copy(model) if algo.beta > 0 else None
-    parameters = sum(p.numel() for p in model.parameters())
-    reporter.log(f"loaded {config.model} ({parameters / 1e6:.0f}M parameters, {config.dtype}) "
-                 f"on {device} in {time.perf_counter() - loading:.1f} s")
-    reporter.status("running", device=str(device), total_steps=config.max_steps)
+        return run.loop()
+    finally:
+        run.backend.close()
 
-    # No weight decay: pulling weights toward zero would pull the policy away from the
-    # pretrained one, which is what the KL term (when on) measures against.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    # Stepped once per optimiser step: μ per training step.
-    scheduler = get_scheduler(
-        "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
-        optimizer, num_warmup_steps=config.warmup_steps * config.num_iterations,
-        num_training_steps=config.max_steps * config.num_iterations)
-    prompt_rng = random.Random(config.seed)
-    try:
-        backend = make_backend(config, model, tokenizer, should_stop)
-    except BackendUnavailable as exc:
-        reporter.error(str(exc))
-        return Outcome.FAILED
-    reporter.log(f"rollouts by {backend.name}")
-    started = time.perf_counter()
-    for step in range(1, config.max_steps + 1):
-        if should_stop():
-            reporter.log(f"stopped on request after step {step - 1}")
-            return Outcome.STOPPED
+
+class _Training:
+    """One run's model, optimiser, reference, sampler and backend, and its step loop."""
+
+    def __init__(self, config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool],
+                 output_dir: Path | None):
+        self.config, self.reporter, self.should_stop = config, reporter, should_stop
+        self.output_dir = output_dir
+        self.device = torch.device(resolve_device(config.device))
+        self.algo = GRPOConfig.from_run_config(config)
+        self.spo = spo.SPOConfig.from_run_config(config) if config.algorithm == "spo" else None
+        if config.algorithm in ("grpo", "rloo", "reinforce_pp"):
+            self.estimate_advantages = advantages_for(self.algo, config.algorithm)
+        self.tracker = spo.ValueTracker(self.spo) if self.spo else None
+        self.last_completions = spo.LastCompletions() if self.spo else None
+        self.task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
+        # The task's own rewards count with weight 1; the run may add weighted extra ones.
+        extra = parse_reward_weights(config.extra_rewards)
+        self.reward_functions = {**self.task.reward_functions,
+                                 **{name: EXTRA_REWARD_FUNCTIONS[name] for name in extra}}
+        self.weights = {**dict.fromkeys(self.task.reward_functions, 1.0), **extra}
+        self.sampler = make_sampler(config, self.task, self.tracker)
+        resumed = checkpoints.load(config.resume_from) if config.resume_from else None
+        if resumed is not None and (resumed.adapter is not None) != bool(config.lora_rank):
+            raise checkpoints.CheckpointError(
+                "The checkpoint holds LoRA adapters; resume it with the LoRA rank it was "
+                "trained with." if resumed.adapter is not None else
+                "The checkpoint holds a fully fine-tuned model; resume it with LoRA rank 0.")
+
+        loading = time.perf_counter()
+        # A full fine-tune resumes from the checkpoint's weights; a LoRA one from its adapters.
+        source = config.model
+        if resumed is not None and resumed.adapter is None:
+            source = str(resumed.path)
+        self.model, self.tokenizer = load_policy(source, dtype=torch.float32, device=self.device)
+        if self.tokenizer.chat_template is None:
+            raise ModelNotFound(f"{config.model!r} has no chat template, so its prompts cannot "
+                                f"be formatted. Use an instruct or chat model.")
+        if config.reward_models:
+            self._add_reward_models()
+        initial = self.model
+        if resumed is not None and resumed.adapter is None and config.reference == "initial" \
+                and config.beta > 0:
+            initial, _ = load_policy(config.model, dtype=torch.float32, device=self.device)
+        if config.lora_rank:
+            self.model = apply_lora(self.model, config.lora_rank, config.lora_alpha)
+            if resumed is not None:
+                load_adapter(self.model, resumed.adapter)
+            initial = self.model
+        self.reference = make_reference(config, initial, self.device)
+        self.kl = KLController(config.beta, config.kl_target, config.kl_horizon)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        reporter.log(f"loaded {config.model} ({total / 1e6:.0f}M parameters, "
+                     f"{trainable / 1e6:.2f}M trained, {config.dtype}) on {self.device} in "
+                     f"{time.perf_counter() - loading:.1f} s")
+
+        # No weight decay: pulling weights toward zero would pull the policy away from the
+        # pretrained one, which is what the KL term (when on) measures against.
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        self.value_head = None
+        if config.algorithm == "ppo":
+            self.value_head = ppo.ValueHead(self.model.config.get_text_config().hidden_size)
+            self.value_head.to(self.device)
+            groups.append({"params": list(self.value_head.parameters()),
+                           "lr": config.value_learning_rate})
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
+        # Stepped once per optimiser step: μ per training step.
+        self.scheduler = get_scheduler(
+            "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
+            self.optimizer, num_warmup_steps=config.warmup_steps * config.num_iterations,
+            num_training_steps=config.max_steps * config.num_iterations)
+        self.first_step = 1
+        if resumed is not None:
+            self._restore(resumed)
+        self.backend = make_backend(config, self.model, self.tokenizer, should_stop)
+        reporter.log(f"rollouts by {self.backend.name}")
+        if self.spo is not None and self.spo.prior_samples and resumed is None:
+            self._spo_prior()
+
+    def _add_reward_models(self) -> None:
+        """Learned reward models: their combined score counts with its weight; each model's own
+        is recorded beside it with weight 0."""
+        config = self.config
+        refs = [ref.strip() for ref in config.reward_models.split(",") if ref.strip()]
+        ensemble = RewardModelEnsemble(
+            refs, device=self.device,
+            dtype=torch.bfloat16 if config.dtype == "bfloat16" else torch.float32,
+            how=config.reward_ensemble, lam=config.reward_ensemble_lambda,
+            batch_size=config.micro_batch_size)
+        functions = reward_model_functions(ensemble)
+        self.reward_functions.update(functions)
+        self.weights.update(dict.fromkeys(functions, 0.0), reward_model=config.reward_model_weight)
+        self.reporter.log("reward models: " + ", ".join(
+            f"reward_model/{i} = {ref}" for i, ref in enumerate(refs)))
+
+    def loop(self) -> Outcome:
+        config, reporter = self.config, self.reporter
+        reporter.status("running", device=str(self.device), total_steps=config.max_steps)
+        started = time.perf_counter()
+        for step in range(self.first_step, config.max_steps + 1):
+            if self.should_stop():
+                reporter.log(f"stopped on request after step {step - 1}")
+                return Outcome.STOPPED
+            metrics = self.step(step)
+            if metrics is None:
+                reporter.log(f"stopped on request during step {step}")
+                return Outcome.STOPPED
+            if self.output_dir is not None and (
+                    step == config.max_steps
+                    or config.checkpoint_every and step % config.checkpoint_every == 0):
+                self.save_checkpoint(step, final=step == config.max_steps)
+        reporter.log(f"finished {config.max_steps} steps in {time.perf_counter() - started:.1f} s")
+        return Outcome.COMPLETED
+
+    def step(self, step: int) -> dict[str, float] | None:
+        """One training step, reported; its metrics, or None if stopped part-way."""
+        config, algo = self.config, self.algo
         step_start = time.perf_counter()
-        examples = task.sample(prompt_rng, config.prompts_per_step)
-        rollouts = backend.generate(examples, config.group_size)
-        generate_s = time.perf_counter() - step_start
-        if should_stop():
-            reporter.log(f"stopped on request during step {step}")
-            return Outcome.STOPPED
+        sampled = self._sample_and_score()
+        if sampled is None:
+            return None
+        examples, rollouts, per_function, extra = sampled
+        rewards = sum(self.weights[name] * values for name, values in per_function.items())
+        ids = [e.prompt_id for e in examples for _ in range(config.group_size)]  # (N,)
 
-        per_function = _score(reward_functions, examples, rollouts, config)
-        rewards = sum(weights[name] * values for name, values in per_function.items())  # (N,)
-        advantages = estimate_advantages(rewards)  # (N,)
+        batch = StepBatch(rollouts=rollouts, advantages=rewards)
+        shaped = rewards  # (N,)
+        beta = self.kl.beta
+        if self.value_head is not None:
+            extra.update(self._ppo_targets(batch, rewards, beta))
+        elif self.reference is not None and config.kl_placement == "reward":
+            kl_start = time.perf_counter()
+            batch.old_logp = batch_logprobs(self.model, rollouts, config)
+            batch.ref_logp = batch_logprobs(self.reference.model, rollouts, config)
+            kl = KL_ESTIMATORS[algo.kl_estimator](batch.old_logp, batch.ref_logp)  # (N, T)
+            sequence_kl = masked_sum(kl, rollouts.completion_mask, dim=1).cpu()  # (N,)
+            shaped = rewards - beta * sequence_kl
+            extra["kl/sequence_mean"] = sequence_kl.mean().item()
+            extra["reward/shaped_mean"] = shaped.mean().item()
+            extra["time/kl_reward_s"] = time.perf_counter() - kl_start
+        if self.tracker is not None:
+            baselines = self.tracker.value(ids)  # (N,) v̂, before this step's rewards
+            batch.advantages = spo.compute_advantages(shaped, baselines, self.spo.std_eps)
+            extra["spo/baseline_mean"] = baselines.mean().item()
+        elif self.value_head is None:
+            batch.advantages = self.estimate_advantages(shaped)  # (N,)
+        batch.advantages = batch.advantages.to(self.device)
 
         update_start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"]
         recorder = TokenRecorder(
             range(min(config.token_details_per_step, config.rollouts_logged_per_step)),
             algo.kl_estimator)
-        update = _update(model, reference, optimizer, scheduler, rollouts, advantages.to(device),
-                         algo, config, should_stop, recorder)
+        update = update_policy(
+            self.model, self.reference.model if self.reference else None, self.optimizer,
+            self.scheduler, batch, algo, config, self.should_stop,
+            beta=beta if config.kl_placement == "loss" else 0.0, recorder=recorder,
+            value_head=self.value_head)
         if update is None:
-            reporter.log(f"stopped on request during step {step}")
-            return Outcome.STOPPED
+            return None
         update_s = time.perf_counter() - update_start
+        sync_start = time.perf_counter()
+        self.backend.sync_weights(self.model)
+        if self.reference is not None:
+            self.reference.after_step(self.model)
+        sync_s = time.perf_counter() - sync_start
+        if "kl/mean" in update:
+            self.kl.update(update["kl/mean"], len(rewards))
+        if self.tracker is not None:
+            extra.update(self._spo_track(ids, rollouts, rewards))
+        self.sampler.observe(examples, rewards, config.group_size)
         step_s = time.perf_counter() - step_start
 
-        groups = rewards.view(-1, algo.group_size)  # (B, G)
-        degenerate = (groups.max(1).values == groups.min(1).values).float().mean().item()
+        degenerate = None
+        if config.group_size > 1:
+            groups = rewards.view(-1, config.group_size)  # (B, G)
+            degenerate = (groups.max(1).values == groups.min(1).values).float().mean().item()
+            extra["groups/degenerate_fraction"] = degenerate
         lengths = rollouts.lengths.float()
+        advantages = batch.advantages.cpu()  # (N,)
+        if advantages.dim() == 2:  # PPO: statistics over completion tokens, a mean per row shown
+            mask = rollouts.completion_mask.cpu()
+            shown = masked_mean(advantages, mask, dim=1)  # (N,)
+            advantages = advantages[mask.bool()]
+        else:
+            shown = advantages
         metrics = {
             "reward/mean": rewards.mean().item(),
-            "reward/std": rewards.std().item(),
+            "reward/std": _std(rewards),
             **{f"reward/{name}": values.mean().item() for name, values in per_function.items()},
+            **{f"reward/{name}/std": _std(values) for name, values in per_function.items()},
             "advantage/mean": advantages.mean().item(),
-            "advantage/std": advantages.std().item(),
+            "advantage/std": _std(advantages),
+            "advantage/min": advantages.min().item(),
+            "advantage/max": advantages.max().item(),
+            "advantage/zero_fraction": spo.zero_advantage_fraction(advantages),
             **update,
+            **extra,
             "completion/length_mean": lengths.mean().item(),
             "completion/length_max": lengths.max().item(),
             "completion/truncated_fraction": rollouts.truncated.float().mean().item(),
-            "groups/degenerate_fraction": degenerate,
             "optim/lr": lr,
-            "time/generate_s": generate_s,
             "time/update_s": update_s,
+            "time/weight_sync_s": sync_s,
             "time/step_s": step_s,
             "perf/tokens_per_s": lengths.sum().item() / step_s,
         }
-        reporter.metrics(step, metrics)
+        if self.reference is not None:
+            metrics["kl/beta"] = beta
+        self.reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:
-            reporter.rollouts(step, _rollout_items(examples, rollouts, per_function, rewards,
-                                                   advantages, config, recorder.details,
-                                                   tokenizer))
-        reporter.progress(step, config.max_steps)
+            self.reporter.rollouts(step, _rollout_items(
+                examples, rollouts, per_function, rewards, shown, config, recorder.details,
+                self.tokenizer))
+        self.reporter.progress(step, config.max_steps)
         if degenerate == 1.0:
-            reporter.log(f"step {step}: every group got equal rewards, so this step had no "
-                         f"learning signal", level="warning")
-    reporter.log(f"finished {config.max_steps} steps in {time.perf_counter() - started:.1f} s")
-    return Outcome.COMPLETED
+            self.reporter.log(f"step {step}: every group got equal rewards, so this step had no "
+                              f"learning signal", level="warning")
+        return metrics
+
+    def _sample_and_score(self) -> tuple[list[Example], Rollouts, dict[str, torch.Tensor],
+                                         dict[str, float]] | None:
+        """The step's prompts, their rollouts and each reward function's scores, and timing
+        metrics; None if stopped. The difficulty filter keeps only groups whose pass rate lies
+        strictly between its bounds, generating again until the batch is full (DAPO's dynamic
+        sampling), for at most filter_max_rounds rounds."""
+        config = self.config
+        size, group = config.prompts_per_step, config.group_size
+        filtering = config.prompt_sampler == "difficulty_filter"
+        timings = {"time/generate_s": 0.0, "time/score_s": 0.0}
+        parts: list[tuple[list[Example], Rollouts, dict[str, torch.Tensor]]] = []
+        kept = sampled_groups = rounds = 0
+        while kept < size and rounds < (config.filter_max_rounds if filtering else 1):
+            rounds += 1
+            started = time.perf_counter()
+            examples = self.sampler.sample(size)
+            rollouts = self.backend.generate(examples, group)
+            timings["time/generate_s"] += time.perf_counter() - started
+            if self.should_stop():
+                return None
+            started = time.perf_counter()
+            per_function = _score(self.reward_functions, examples, rollouts, config)
+            timings["time/score_s"] += time.perf_counter() - started
+            sampled_groups += len(examples)
+            if not filtering:
+                parts.append((examples, rollouts, per_function))
+                break
+            correct = sum(per_function[name] for name in self.task.reward_functions)
+            keep = in_bounds(correct, group, config.filter_low,
+                             config.filter_high).nonzero().flatten()[:size - kept]  # (k,)
+            if len(keep):
+                rows = (keep[:, None] * group + torch.arange(group)).flatten()  # (k*G,)
+                parts.append(([examples[i] for i in keep.tolist()], rollouts.select(rows),
+                              {name: values[rows] for name, values in per_function.items()}))
+                kept += len(keep)
+        if not parts:  # nothing within the bounds: train on the last round, say so
+            self.reporter.log(f"difficulty filter: no group's pass rate was within "
+                              f"({config.filter_low:g}, {config.filter_high:g}) in {rounds} "
+                              f"rounds; training on the last round's groups", level="warning")
+            parts.append((examples, rollouts, per_function))
+        if filtering:
+            timings["filter/rounds"] = rounds
+            timings["filter/kept_fraction"] = kept / sampled_groups
+        examples = [example for part in parts for example in part[0]]
+        rollouts = concat_rollouts([part[1] for part in parts], self.tokenizer.pad_token_id) \
+            if len(parts) > 1 else parts[0][1]
+        per_function = {name: torch.cat([part[2][name] for part in parts])
+                        for name in parts[0][2]}
+        return examples, rollouts, per_function, timings
+
+    def _ppo_targets(self, batch: StepBatch, rewards: torch.Tensor,
+                     beta: float) -> dict[str, float]:
+        """PPO's per-token advantages and value targets, by GAE over the values the head gives
+        before the update; the KL, when in the reward, is charged token by token."""
+        config, rollouts = self.config, batch.rollouts
+        started = time.perf_counter()
+        batch.old_logp, batch.old_values = batch_logprobs_and_values(
+            self.model, self.value_head, rollouts, config)  # (N, T) each, before any update
+        kl = None
+        if self.reference is not None:
+            batch.ref_logp = batch_logprobs(self.reference.model, rollouts, config)
+            if config.kl_placement == "reward":
+                kl = KL_ESTIMATORS[self.algo.kl_estimator](batch.old_logp, batch.ref_logp)
+        mask = rollouts.completion_mask.to(batch.old_values.dtype)
+        per_token = ppo.token_rewards(rewards.to(mask.device), mask, kl, beta)  # (N, T)
+        advantages, batch.returns = ppo.gae(per_token, batch.old_values, mask,
+                                            config.gae_gamma, config.gae_lambda)
+        batch.advantages = ppo.whiten(advantages, mask)
+        return {"value/mean": masked_mean(batch.old_values, mask).item(),
+                "value/explained_variance": ppo.explained_variance(
+                    batch.old_values, batch.returns, mask).item(),
+                "return/mean": masked_mean(batch.returns, mask).item(),
+                "time/values_s": time.perf_counter() - started}
+
+    def _spo_track(self, ids: list[str], rollouts: Rollouts,
+                   rewards: torch.Tensor) -> dict[str, float]:
+        """SPO's tracker update, after the step's policy update: D on each prompt's previous
+        completion (its log-probs then, against the policy now), then α, β with ρ(D)."""
+        change = torch.zeros(len(ids))  # (N,) D; 0 for a prompt seen the first time
+        seen = [i for i, prompt_id in enumerate(ids) if prompt_id in self.last_completions]
+        if seen:
+            past = self.last_completions.batch([ids[i] for i in seen],
+                                               self.tokenizer.pad_token_id, self.device)
+            now = batch_logprobs(self.model, Rollouts(
+                input_ids=past.input_ids, attention_mask=past.attention_mask,
+                completion_mask=past.completion_mask, lengths=past.lengths,
+                truncated=torch.zeros(len(seen), dtype=torch.bool), texts=[""] * len(seen)),
+                self.config)  # (n, T)
+            change[seen] = spo.log_prob_change(past.logprobs, now, past.completion_mask).cpu()
+        self.last_completions.remember(ids, rollouts.input_ids, rollouts.attention_mask,
+                                       rollouts.completion_mask,
+                                       batch_logprobs(self.model, rollouts, self.config))
+        rho = self.tracker.update(ids, rewards, change)
+        return {"spo/log_prob_change": change.mean().item(), "spo/rho": rho.mean().item(),
+                "spo/first_seen_fraction": 1 - len(seen) / len(ids)}
+
+    def _spo_prior(self) -> None:
+        """Prime every prompt's tracker from n completions of the initial policy."""
+        n = self.spo.prior_samples
+        config = dataclasses.replace(self.config, group_size=n)  # _score repeats by group
+        pool = list(self.task.examples)
+        started = time.perf_counter()
+        for start in range(0, len(pool), self.config.prompts_per_step):
+            chunk = pool[start:start + self.config.prompts_per_step]
+            rollouts = self.backend.generate(chunk, n)
+            per_function = _score(self.reward_functions, chunk, rollouts, config)
+            rewards = sum(self.weights[k] * v for k, v in per_function.items())  # (b*n,)
+            for example, row in zip(chunk, rewards.view(-1, n)):
+                self.tracker.prime(example.prompt_id, successes=int((row > 0).sum()), trials=n)
+        self.reporter.log(f"SPO prior: {n} completions for each of {len(pool)} prompts in "
+                          f"{time.perf_counter() - started:.1f} s")
+
+    def save_checkpoint(self, step: int, final: bool) -> None:
+        saving = time.perf_counter()
+        state = {"config": self.config.to_dict(), "kl": self.kl.state_dict(),
+                 "sampler": self.sampler.state_dict(),
+                 "spo_tracker": self.tracker.state_dict() if self.tracker else None}
+        tensors = {"optimizer": self.optimizer.state_dict(),
+                   "scheduler": self.scheduler.state_dict(),
+                   "reference": self.reference.state_dict() if self.reference else None,
+                   "value_head": self.value_head.state_dict() if self.value_head else None,
+                   # token ids and log-probs: too bulky for the JSON state
+                   "spo_completions": self.last_completions.state_dict()
+                   if self.last_completions else None}
+        path = checkpoints.save(self.output_dir, step, model=self.model,
+                                tokenizer=self.tokenizer, state=state, tensors=tensors,
+                                keep=self.config.keep_checkpoints)
+        self.reporter.checkpoint(step, str(path), final=final)
+        self.reporter.log(f"saved checkpoint {path.name} in {time.perf_counter() - saving:.1f} s")
+
+    def _restore(self, resumed: checkpoints.Checkpoint) -> None:
+        """Continue after the checkpoint's step, with its optimiser, schedule and RNG state."""
+        if resumed.step >= self.config.max_steps:
+            raise checkpoints.CheckpointError(
+                f"The checkpoint is at step {resumed.step}; raise max steps above it to train on.")
+        self.optimizer.load_state_dict(resumed.tensors["optimizer"])
+        self.scheduler.load_state_dict(resumed.tensors["scheduler"])
+        if self.reference is not None:
+            self.reference.load_state_dict(resumed.tensors.get("reference"))
+        if self.value_head is not None:
+            self.value_head.load_state_dict(resumed.tensors["value_head"])
+        self.kl.load_state_dict(resumed.state["kl"])
+        self.sampler.load_state_dict(resumed.state["sampler"])
+        if self.tracker is not None:
+            self.tracker.load_state_dict(resumed.state["spo_tracker"])
+            self.last_completions.load_state_dict(resumed.tensors["spo_completions"])
+        checkpoints.restore_rng_state(resumed.tensors["rng"])
+        self.first_step = resumed.step + 1
+        self.reporter.log(f"resumed from {resumed.path} after step {resumed.step}")
 
 
 def resolve_device(name: str) -> str:
@@ -202,6 +457,11 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def _std(values: torch.Tensor) -> float:
+    """The sample std, 0 for a single value (torch gives NaN)."""
+    return values.std().item() if values.numel() > 1 else 0.0
 
 
 def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: list[Example],
@@ -217,152 +477,6 @@ def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: li
                    token_budget=config.token_budget or config.max_new_tokens)
     return {name: torch.tensor(fn(prompts, rollouts.texts, **columns), dtype=torch.float32)
             for name, fn in reward_functions.items()}
-
-
-def _update(model, reference, optimizer, scheduler, rollouts: Rollouts, advantages: torch.Tensor,
-            algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
-            recorder: TokenRecorder | None = None) -> dict[str, float] | None:
-    """μ optimisation passes over the batch: metrics averaged over them (the gradient norm is
-    the last pass's), or None if stopped part-way.
-
-    With one pass, π_old is the policy being updated and its log-probs come from the same
-    forward pass. With more, π_old's (and π_ref's) log-probs are computed once, before the first
-    pass, and the ratio of later passes measures how far the policy has moved since sampling.
-    """
-    order = _longest_first(rollouts)
-    stored = None
-    if config.num_iterations > 1:
-        stored = (_batch_logprobs(model, rollouts, config, order),
-                  _batch_logprobs(reference, rollouts, config, order)
-                  if reference is not None else None)
-    passes = []
-    for iteration in range(config.num_iterations):
-        metrics = _update_pass(model, reference, optimizer, rollouts, advantages, algo, config,
-                               should_stop, order, stored, recorder if iteration == 0 else None)
-        if metrics is None:
-            return None
-        scheduler.step()
-        passes.append(metrics)
-    averaged = {key: sum(p[key] for p in passes) / len(passes) for key in passes[0]}
-    return {**averaged, "optim/grad_norm": passes[-1]["optim/grad_norm"]}
-
-
-def _longest_first(rollouts: Rollouts) -> torch.Tensor:
-    """Row order for micro-batches: similar lengths share one (less padding to compute), and
-    the largest, the one that could run out of memory, comes first."""
-    return rollouts.lengths.argsort(descending=True, stable=True)  # (N,)
-
-
-def _batch_logprobs(model, rollouts: Rollouts, config: RunConfig, order: torch.Tensor,
-                    ) -> torch.Tensor:
-    """Log-probs (N, T) of every completion token under `model`, without gradient."""
-    logps = torch.zeros(rollouts.completion_mask.shape, device=rollouts.input_ids.device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(order), config.micro_batch_size):
-            rows = order[start:start + config.micro_batch_size].to(logps.device)  # (n,)
-            input_ids, attention_mask, mask = _micro_batch(rollouts, rows)
-            with _autocast(config, logps.device):
-                logp, _ = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
-                                              config.temperature)  # (n, T')
-            logps[rows, :mask.shape[1]] = logp
-    model.train(was_training)
-    return logps
-
-
-def _update_pass(model, reference, optimizer, rollouts: Rollouts, advantages: torch.Tensor,
-                 algo: GRPOConfig, config: RunConfig, should_stop: Callable[[], bool],
-                 order: torch.Tensor, stored: tuple[torch.Tensor, torch.Tensor | None] | None,
-                 recorder: TokenRecorder | None = None) -> dict[str, float] | None:
-    """One optimisation pass over the batch; its metrics, or None if stopped part-way."""
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    total = rollouts.input_ids.shape[0]
-    loss_mask = rollouts.completion_mask  # (N, T)
-    if algo.mask_truncated:
-        loss_mask = loss_mask * (~rollouts.truncated).to(loss_mask.device)[:, None]
-    total_tokens = rollouts.completion_mask.sum().item()
-    shape = BatchShape(sequences=total, tokens=int(loss_mask.sum().item()),
-                       max_completion_length=config.max_new_tokens,
-                       micro_batches=math.ceil(total / config.micro_batch_size))
-    sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
-    for start in range(0, total, config.micro_batch_size):
-        if should_stop():
-            optimizer.zero_grad(set_to_none=True)
-            return None
-        rows = order[start:start + config.micro_batch_size].to(advantages.device)  # (n,)
-        input_ids, attention_mask, mask = _micro_batch(rollouts, rows)  # mask (n, T')
-        with _autocast(config, input_ids.device):  # the forward pass only; backward after it
-            logp, entropy = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
-                                                config.temperature,
-                                                entropy_grad=config.entropy_coef > 0)  # (n, T')
-        width = mask.shape[1]
-        if stored is not None:
-            old_logp = stored[0][rows, :width]  # (n, T')
-            ref_logp = stored[1][rows, :width] if stored[1] is not None else None
-        else:
-            old_logp = logp.detach()  # π_old = π_θ: a single pass per batch of rollouts
-            ref_logp = None
-            if reference is not None:
-                with torch.no_grad(), _autocast(config, input_ids.device):
-                    ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
-                                                      width, config.temperature)
-        if recorder is not None:
-            recorder.record(rows, logp, entropy, ref_logp, mask)
-        rows_mask = loss_mask[rows, :width]  # (n, T')
-        policy_mask = None
-        if config.top_entropy_quantile < 1:
-            policy_mask = high_entropy_mask(entropy.detach(), rows_mask,
-                                            config.top_entropy_quantile)
-        loss, stats = compute_loss(
-            logp, old_logp, ref_logp, advantages[rows], rows_mask,
-            epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high, beta=algo.beta,
-            kl_estimator=algo.kl_estimator, importance_level=algo.importance_level,
-            loss_type=algo.loss_type, shape=shape, entropy=entropy,
-            entropy_coef=config.entropy_coef, policy_mask=policy_mask)
-        # `loss` is this micro-batch's share of the step loss, so the gradients add up to the
-        # gradient of the whole batch's loss.
-        loss.backward()
-        token_share = mask.sum().item() / max(total_tokens, 1)
-        sums["loss/policy"] += loss.item()
-        sums["entropy/mean"] += masked_sum(entropy, mask).item() / max(total_tokens, 1)
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value.item() * token_share
-    max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    optimizer.step()
-    return {**sums, "optim/grad_norm": grad_norm.item()}
-
-
-def _micro_batch(rollouts: Rollouts, rows: torch.Tensor,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask (n, P' + T') and completion_mask (n, T') of `rows`, without the
-    leading and trailing columns that are padding in every one of them."""
-    prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
-    attention_mask = rollouts.attention_mask[rows]  # (n, P + T)
-    first = int(attention_mask[:, :prompt_length].any(dim=0).int().argmax())
-    width = int(rollouts.lengths[rows.cpu()].max())
-    end = prompt_length + width
-    return (rollouts.input_ids[rows, first:end], attention_mask[:, first:end],
-            rollouts.completion_mask[rows, :width])
-
-
-def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        completion_length: int, temperature: float, *,
-                        entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies of the last `completion_length` tokens, as sampled.
-
-    input_ids, attention_mask (n, P + T) -> logp, entropy (n, T). Logits are divided by the
-    sampling temperature so that log-probs are those of the distribution the tokens came from.
-    Position ids follow the attention mask, as in `generate`, so left padding does not shift them.
-    """
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, P + T)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=completion_length + 1, use_cache=False).logits  # (n, T + 1, V)
-    logits = logits[:, :-1] / temperature  # (n, T, V): position P - 1 + t predicts token t
-    return token_logprobs_and_entropy(logits, input_ids[:, -completion_length:],
-                                      entropy_grad=entropy_grad)
 
 
 def _rollout_items(examples: list[Example], rollouts: Rollouts,
@@ -396,8 +510,3 @@ def _rollout_items(examples: list[Example], rollouts: Rollouts,
         })
     return items
 
-
-def _frozen_copy(model):
-    reference = copy.deepcopy(model).eval()
-    reference.requires_grad_(False)
-    return reference

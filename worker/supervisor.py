@@ -3,6 +3,8 @@
 The child (`python -m training.child`) runs in its own process group, so a crash, an OOM kill or
 a cancel never takes the worker down, and a cancel stops every process the trainer started.
 It writes JSON-lines events (training/events.py) on stdout; stderr is kept as log lines.
+The run's files (checkpoints) go to its own folder, `<RLAB_RUN_DIR>/run-<id>-<created>`: the
+creation time keeps a run's folder its own even when a new database numbers runs from 1 again.
 Events are written in batches; when the database is briefly unreachable the batch is kept and
 written on a later flush, so nothing is lost.
 """
@@ -21,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
+from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
@@ -47,18 +50,21 @@ class _Pending:
 
     metrics: list[services.MetricSample] = field(default_factory=list)
     rollouts: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)
+    checkpoints: list[services.CheckpointSaved] = field(default_factory=list)
     logs: list[tuple[datetime, str, str, str]] = field(default_factory=list)
     progress: tuple[int, int] | None = None
     running: dict[str, Any] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.metrics or self.rollouts or self.logs or self.progress or self.running)
+        return bool(self.metrics or self.rollouts or self.checkpoints or self.logs
+                    or self.progress or self.running)
 
 
 class RunSupervisor:
-    def __init__(self, *, run_id: int, config: dict[str, Any]):
+    def __init__(self, *, run_id: int, config: dict[str, Any], created_at: datetime):
         self.run_id = run_id
         self.config = config
+        self.folder_name = f"run-{run_id}-{created_at:%Y%m%d-%H%M%S}"
         self.pending = _Pending()
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -66,7 +72,15 @@ class RunSupervisor:
         self.cancelled = False
 
     def supervise(self) -> None:
-        proc = self._start()
+        try:
+            output_dir = self._make_output_dir()
+        except OSError as exc:
+            logger.error("run %s: cannot create its folder: %s", self.run_id, exc)
+            services.run_fail(run_id=self.run_id, error_message=(
+                f"The worker cannot create the run's folder ({exc}). Set RLAB_RUN_DIR to a "
+                f"folder the worker can write to."))
+            return
+        proc = self._start(output_dir)
         readers = [
             threading.Thread(target=self._read_events, args=(proc.stdout,), daemon=True),
             threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True),
@@ -109,7 +123,12 @@ class RunSupervisor:
             self._drain()
         self._finish(proc.wait())
 
-    def _start(self) -> subprocess.Popen:
+    def _make_output_dir(self) -> Path:
+        output_dir = Path(settings.RLAB_RUN_DIR) / self.folder_name
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return output_dir.resolve()
+
+    def _start(self, output_dir: Path) -> subprocess.Popen:
         env = {**os.environ, "RLAB_MODEL_CACHE": settings.RLAB_MODEL_CACHE,
                "RLAB_RUN_ID": str(self.run_id), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
@@ -119,7 +138,8 @@ class RunSupervisor:
             bufsize=1,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"run_id": self.run_id, "config": self.config}))
+        proc.stdin.write(json.dumps({"run_id": self.run_id, "config": self.config,
+                                     "output_dir": str(output_dir)}))
         proc.stdin.close()
         logger.info("run %s: started training process %s", self.run_id, proc.pid)
         return proc
@@ -153,6 +173,10 @@ class RunSupervisor:
                 for k, v in event.get("values", {}).items())
         elif kind == "rollouts":
             self.pending.rollouts.append((int(event["step"]), list(event.get("items", []))))
+        elif kind == "checkpoint":
+            self.pending.checkpoints.append(services.CheckpointSaved(
+                step=int(event["step"]), path=str(event["path"]),
+                final=bool(event.get("final", False))))
         elif kind == "progress":
             self.pending.progress = (int(event["step"]), int(event["total_steps"]))
         elif kind == "status" and event.get("status") == "running":
@@ -179,6 +203,7 @@ class RunSupervisor:
                 services.metrics_ingest(run_id=self.run_id, points=pending.metrics)
                 for step, items in pending.rollouts:
                     services.rollouts_ingest(run_id=self.run_id, step=step, items=items)
+                services.checkpoints_ingest(run_id=self.run_id, checkpoints=pending.checkpoints)
                 services.logs_append(run_id=self.run_id, lines=pending.logs)
                 if pending.progress is not None:
                     step, total = pending.progress

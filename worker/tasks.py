@@ -27,8 +27,8 @@ def run_execute(self, run_id: int) -> None:
     if not services.run_claim(run_id=run_id, worker=worker):
         logger.info("run %s: not queued any more, skipping", run_id)
         return
-    config = Run.objects.values_list("config", flat=True).get(pk=run_id)
-    RunSupervisor(run_id=run_id, config=config).supervise()
+    config, created_at = Run.objects.values_list("config", "created_at").get(pk=run_id)
+    RunSupervisor(run_id=run_id, config=config, created_at=created_at).supervise()
 
 
 @shared_task(name="worker.tasks.runs_reap_stale", time_limit=120,

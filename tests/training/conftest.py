@@ -15,4 +15,5 @@ from training.config import RunConfig
 def tiny_config(tiny_model: Path) -> RunConfig:
     """A run small enough to take about a second: 2 steps of 2 prompts × G=3, 6 tokens."""
     return RunConfig(model=str(tiny_model), max_steps=2, prompts_per_step=2, group_size=3,
-                     max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4)
+                     max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4,
+                     rollout_backend="transformers")

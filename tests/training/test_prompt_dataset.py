@@ -54,6 +54,25 @@ def test_rows_without_an_answer_are_errors_with_their_line(tmp_path):
         f"line 6: no prompt")
 
 
+def test_a_difficulty_on_any_line_gives_every_example_one(tmp_path):
+    path = _write(tmp_path, ['{"prompt": "a", "answer": 1, "difficulty": 2}',
+                             '{"prompt": "b", "answer": 2, "difficulty": null}',
+                             '{"prompt": "c", "answer": 3}',
+                             '{"prompt": "d", "answer": 4, "difficulty": " 0.5"}'])
+    assert [e.columns["difficulty"] for e in load_prompt_dataset(path).examples] == [
+        2.0, None, None, 0.5]
+
+
+def test_without_a_difficulty_the_columns_are_the_answer_only(dataset_file):
+    assert all(e.columns.keys() == {"answer"} for e in load_prompt_dataset(dataset_file).examples)
+
+
+def test_a_difficulty_that_is_no_number_is_an_error_with_its_line(tmp_path):
+    path = _write(tmp_path, ['{"prompt": "a", "answer": 1, "difficulty": "hard"}'])
+    with pytest.raises(DatasetFileError, match="line 1: the difficulty 'hard' is not a number"):
+        load_prompt_dataset(path)
+
+
 def test_a_missing_file_says_where_to_look(tmp_path):
     with pytest.raises(DatasetFileError, match="does not exist on this worker"):
         load_prompt_dataset(tmp_path / "gone.jsonl")
@@ -75,6 +94,17 @@ def test_one_step_trains_on_the_dataset(tiny_config, dataset_file):
     for item in items:
         assert item["extra"]["answer"] == by_prompt[item["prompt"]]
         assert item["prompt_id"] in {"#1", "#2", "#3"}
+
+
+def test_a_dataset_with_difficulties_trains_and_logs_them(tiny_config, tmp_path):
+    path = _write(tmp_path, ['{"prompt": "Compute 2 + 3.", "answer": 5, "difficulty": 1}',
+                             '{"prompt": "Compute 7 + 1.", "answer": 8}'])
+    config = dataclasses.replace(tiny_config, dataset=str(path), max_steps=1)
+    reporter = ListReporter()
+    assert train(config, reporter) is Outcome.COMPLETED
+    items = reporter.of_kind("rollouts")[0]["items"]
+    assert {item["prompt_id"]: item["extra"]["difficulty"] for item in items} == {
+        "#1": 1.0, "#2": None}
 
 
 def test_a_bad_dataset_fails_the_run_before_loading_the_model(tiny_config, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -15,15 +16,20 @@ from tests.conftest import tiny_run_config
 from tests.stack import start_worker, training_processes
 from webapp.experiments.services import experiment_create
 from webapp.runs import services
-from webapp.runs.models import LogLine, MetricPoint, Rollout, Run, RunStatus
+from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 from worker.tasks import run_execute
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def worker(tmp_path, tiny_model):
-    process = start_worker(tmp_path)
+def run_dir(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def worker(tmp_path, tiny_model, run_dir):
+    process = start_worker(tmp_path, RLAB_RUN_DIR=str(run_dir))
     yield process
     process.stop()
 
@@ -67,6 +73,23 @@ def test_a_launched_run_trains_to_success(worker, project, user, tiny_model):
     assert len(detailed[0].token_data["logprob"]) == detailed[0].completion_tokens
     assert LogLine.objects.filter(run=run).exists()
     assert training_processes(run.pk) == []
+
+
+def test_a_run_records_its_checkpoints_and_keeps_the_newest_on_disk(worker, project, user,
+                                                                    tiny_model, run_dir):
+    run = _launch(project, user, "checkpoints", tiny_run_config(
+        tiny_model, max_steps=3, checkpoint_every=2, keep_checkpoints=1))
+    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    latest, earlier = Checkpoint.objects.filter(run=run).order_by("-step")
+    assert (latest.step, latest.final) == (3, True)
+    assert (earlier.step, earlier.final) == (2, False)
+    folder = run_dir / f"run-{run.pk}-{run.created_at:%Y%m%d-%H%M%S}"
+    assert Path(latest.path).parent == folder and Path(earlier.path).parent == folder
+    assert (Path(latest.path) / "config.json").is_file()
+    assert latest.size_on_disk() > 0
+    assert earlier.size_on_disk() is None, "keep_checkpoints=1 keeps only the newest folder"
 
 
 def test_a_missing_model_fails_fast_with_a_clear_message(worker, project, user,

@@ -88,7 +88,8 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The objective of the module docstring, as a loss to minimise, for one micro-batch.
 
-    logp, old_logp, ref_logp, mask, entropy (n, T); advantages (n,). `entropy` must carry
+    logp, old_logp, ref_logp, mask, entropy (n, T); advantages (n,), one per completion as in
+    GRPO, or (n, T), one per token as PPO's GAE gives. `entropy` must carry
     its gradient when entropy_coef (α) is not 0. `policy_mask` (n, T), if given, keeps the
     policy-gradient term to its tokens (high_entropy_mask); KL and entropy terms keep all of
     `mask`. `shape` describes the whole step
@@ -101,7 +102,8 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
     if shape is None:
         shape = BatchShape(sequences=mask.shape[0], tokens=int(mask.sum().item()),
                            max_completion_length=mask.shape[1], micro_batches=1)
-    advantages = advantages[:, None]  # (n, 1), broadcast over tokens
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]  # (n, 1), broadcast over tokens
     log_ratio = logp - old_logp  # (n, T)
     if importance_level == "sequence":
         log_ratio = masked_mean(log_ratio, mask, dim=1)[:, None].expand_as(logp)  # (n, T)

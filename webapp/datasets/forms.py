@@ -51,7 +51,8 @@ class UploadForm(_DatasetNameMixin, forms.Form):
 
 
 class MappingForm(_DatasetNameMixin, forms.Form):
-    """Step 2: which of the file's columns fills each role of the dataset's kind."""
+    """Step 2: which of the file's columns fills each role of the dataset's kind; the optional
+    roles (a prompt dataset's difficulty) may be left without one."""
 
     name = forms.CharField(max_length=120)
 
@@ -60,19 +61,24 @@ class MappingForm(_DatasetNameMixin, forms.Form):
         super().__init__(*args, **kwargs)
         self.project = project
         self.kind = kind
-        choices = [("", "— choose a column —"), *((c, c) for c in columns)]
+        options = [(c, c) for c in columns]
         for role in parsing.ROLES[kind]:
             self.fields[role] = forms.ChoiceField(
-                choices=choices, label=f"{role.capitalize()} column",
-                help_text=_ROLE_HELP[role], error_messages={"required": "Choose a column."})
+                choices=[("", "— choose a column —"), *options],
+                label=f"{role.capitalize()} column", help_text=_ROLE_HELP[role],
+                error_messages={"required": "Choose a column."})
+        for role in parsing.OPTIONAL_ROLES[kind]:
+            self.fields[role] = forms.ChoiceField(
+                choices=[("", "— none —"), *options], required=False,
+                label=f"{role.capitalize()} column (optional)", help_text=_ROLE_HELP[role])
 
     def role_fields(self) -> list[forms.BoundField]:
-        return [self[role] for role in parsing.ROLES[self.kind]]
+        return [self[role] for role in parsing.all_roles(self.kind)]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         seen: dict[str, str] = {}
-        for role in parsing.ROLES[self.kind]:
+        for role in parsing.all_roles(self.kind):
             column = cleaned.get(role)
             if column and column in seen:
                 self.add_error(role, f"{seen[column].capitalize()} already uses {column!r}; "
@@ -83,7 +89,8 @@ class MappingForm(_DatasetNameMixin, forms.Form):
 
     @property
     def mapping(self) -> dict[str, str]:
-        return {role: self.cleaned_data[role] for role in parsing.ROLES[self.kind]}
+        """Role -> column; "" for an optional role left without one."""
+        return {role: self.cleaned_data[role] for role in parsing.all_roles(self.kind)}
 
 
 _ROLE_HELP = {
@@ -92,4 +99,6 @@ _ROLE_HELP = {
               "last number.",
     "chosen": "The preferred reply.",
     "rejected": "The reply that is worse than the chosen one.",
+    "difficulty": "A number per row, lower = easier (empty cells: unknown); the curriculum "
+                  "prompt sampler trains on the easiest prompts first.",
 }

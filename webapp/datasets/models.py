@@ -22,7 +22,8 @@ class DatasetFormat(models.TextChoices):
 
 class Dataset(models.Model):
     """An uploaded file, stored once by content, and its rows normalised to JSON lines with one
-    key per role (`prompt`, `answer`; or `prompt`, `chosen`, `rejected`) for the trainer."""
+    key per role (`prompt`, `answer` and, when a column was mapped to it, `difficulty`; or
+    `prompt`, `chosen`, `rejected`) for the trainer."""
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE,
                                 related_name="datasets")
@@ -63,4 +64,10 @@ class Dataset(models.Model):
 
     @property
     def roles(self) -> tuple[str, ...]:
-        return parsing.ROLES[self.kind]
+        """The keys of the normalised rows: the kind's roles, and the optional ones mapped."""
+        return parsing.mapped_roles(self.kind, self.column_mapping)
+
+    @property
+    def has_difficulty(self) -> bool:
+        """Whether its rows carry a difficulty, which the curriculum prompt sampler needs."""
+        return "difficulty" in self.column_mapping

@@ -15,15 +15,20 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from training.prompt_dataset import check_answer
+from training.prompt_dataset import check_answer, parse_difficulty
 
 JSONL, CSV, PARQUET = "jsonl", "csv", "parquet"
 PROMPTS, PREFERENCES = "prompts", "preferences"
 
-# The columns each kind of dataset is normalised to, in the order they are written.
+# The columns each kind of dataset is normalised to, in the order they are written: those every
+# dataset of the kind needs, then those it may have.
 ROLES: dict[str, tuple[str, ...]] = {
     PROMPTS: ("prompt", "answer"),
     PREFERENCES: ("prompt", "chosen", "rejected"),
+}
+OPTIONAL_ROLES: dict[str, tuple[str, ...]] = {
+    PROMPTS: ("difficulty",),  # a number, lower = easier, for the curriculum prompt sampler
+    PREFERENCES: (),
 }
 KIND_NAMES = {PROMPTS: "prompt", PREFERENCES: "preference"}
 # Column names that probably fill a role, best first; compared without case, "-" or spaces.
@@ -32,6 +37,7 @@ ROLE_GUESSES: dict[str, tuple[str, ...]] = {
     "answer": ("answer", "solution", "target", "ground_truth", "final_answer", "label"),
     "chosen": ("chosen", "preferred", "accepted", "chosen_response"),
     "rejected": ("rejected", "dispreferred", "rejected_response"),
+    "difficulty": ("difficulty", "difficulty_level"),
 }
 MAX_ERRORS = 10
 CSV_DELIMITERS = (",", "\t", ";")
@@ -411,28 +417,41 @@ def _first_line(exc: Exception) -> str:
 # Column mapping
 
 
+def all_roles(kind: str) -> tuple[str, ...]:
+    return ROLES[kind] + OPTIONAL_ROLES[kind]
+
+
 def guess_mapping(columns: Iterable[str], kind: str) -> dict[str, str]:
-    """For each role, the first column whose name matches one of its guesses, or ""."""
+    """For each role, optional ones included, the first column whose name matches one of its
+    guesses, or ""."""
     by_key = {}
     for column in columns:
         by_key.setdefault(column.strip().lower().replace("-", "_").replace(" ", "_"), column)
     mapping: dict[str, str] = {}
     taken: set[str] = set()
-    for role in ROLES[kind]:
+    for role in all_roles(kind):
         mapping[role] = next((by_key[g] for g in ROLE_GUESSES[role]
                               if g in by_key and by_key[g] not in taken), "")
         taken.add(mapping[role])
     return mapping
 
 
-def normalise(table: Table, *, kind: str, mapping: dict[str, str]) -> list[dict[str, str]]:
-    """One {role: text} dict per row; DatasetError names each row and role that has no text.
+def mapped_roles(kind: str, mapping: dict[str, str]) -> tuple[str, ...]:
+    """The roles a dataset of `kind` has under `mapping`: the required ones, and the optional
+    ones that `mapping` gives a column."""
+    return ROLES[kind] + tuple(role for role in OPTIONAL_ROLES[kind] if mapping.get(role))
 
-    Prompt datasets are scored by comparing numbers, so their answers must be numbers."""
-    roles = ROLES[kind]
-    unmapped = [role for role in roles if not mapping.get(role)]
+
+def normalise(table: Table, *, kind: str, mapping: dict[str, str]) -> list[dict[str, Any]]:
+    """One {role: value} dict per row, text for every required role; DatasetError names each row
+    and role that has no text.
+
+    Prompt datasets are scored by comparing numbers, so their answers must be numbers. A mapped
+    difficulty is a number, or None where its cell is empty."""
+    unmapped = [role for role in ROLES[kind] if not mapping.get(role)]
     if unmapped:
         raise DatasetError(f"Choose a column for: {', '.join(unmapped)}.")
+    roles = mapped_roles(kind, mapping)
     unknown = [f"{role} ({mapping[role]!r})" for role in roles
                if mapping[role] not in table.columns]
     if unknown:
@@ -447,10 +466,16 @@ def normalise(table: Table, *, kind: str, mapping: dict[str, str]) -> list[dict[
     unit = table.unit.capitalize()
     normalised = []
     for row in table.rows:
-        out: dict[str, str] = {}
+        out: dict[str, Any] = {}
         for role in roles:
             column = mapping[role]
             cell = row.cells.get(column)
+            if role == "difficulty":
+                try:
+                    out[role] = _difficulty(cell, column)
+                except ValueError as exc:
+                    errors.add(f"{unit} {row.number}: {exc}")
+                continue
             if isinstance(cell, Structured):
                 errors.add(f"{unit} {row.number}: the {role} column {column!r} holds "
                            f"{cell.kind}, not text.")
@@ -468,6 +493,17 @@ def normalise(table: Table, *, kind: str, mapping: dict[str, str]) -> list[dict[
     return normalised
 
 
-def to_jsonl(rows: Iterable[dict[str, str]]) -> bytes:
+def _difficulty(cell: Cell, column: str) -> float | None:
+    """A difficulty cell as a number, None if empty; ValueError saying what to map instead."""
+    if isinstance(cell, Structured):
+        raise ValueError(f"the difficulty column {column!r} holds {cell.kind}, not a number.")
+    try:
+        return parse_difficulty(cell)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. Map a column of numbers as the difficulty (lower = easier, "
+                         f"empty cells for unknown), or none.") from None
+
+
+def to_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
     """JSON lines, UTF-8, one object per row; line breaks inside values are escaped by JSON."""
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")

@@ -65,7 +65,8 @@ def dataset_create(*, project: Project, user, name: str, kind: str, filename: st
                 project=project, name=name, kind=kind, format=table.format,
                 original_filename=filename[:255], size_bytes=len(data), row_count=len(rows),
                 columns=list(table.columns),
-                column_mapping={role: mapping[role] for role in parsing.ROLES[kind]},
+                column_mapping={role: mapping[role]
+                                for role in parsing.mapped_roles(kind, mapping)},
                 sha256=sha256, normalized_sha256=normalized_sha256, uploaded_by=user)
     except IntegrityError:
         _remove_unreferenced(written)

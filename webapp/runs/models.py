@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from django.conf import settings
@@ -148,3 +149,36 @@ class LogLine(models.Model):
     class Meta:
         ordering = ["time", "id"]
         indexes = [models.Index(fields=["run", "time"], name="logline_run_time")]
+
+
+class Checkpoint(models.Model):
+    """A checkpoint the trainer saved: a Hugging Face model folder, with the optimiser, sampler,
+    RNG state and step needed to resume. The trainer deletes all but the newest few; the row stays
+    so the run keeps its history, and the page tells which folders are still there."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.BigIntegerField()
+    path = models.TextField(help_text="The folder on the worker's machine.")
+    final = models.BooleanField(default=False, help_text="Saved at the end of the run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"],
+                                               name="checkpoint_unique_per_step")]
+
+    def __str__(self) -> str:
+        return f"{self.run} checkpoint at step {self.step}"
+
+    def size_on_disk(self) -> int | None:
+        """Bytes in the folder, or None when the folder is gone (or not visible from here)."""
+        if not os.path.isdir(self.path):
+            return None
+        total = 0
+        for folder, _, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    pass  # deleted while we looked
+        return total

@@ -1,4 +1,4 @@
-"""Reads for runs: access, chart series (downsampled), latest rollouts and log lines."""
+"""Reads for runs: access, chart series (downsampled), latest rollouts, log lines, checkpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from webapp.experiments.selectors import experiments_for_user
-from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
+from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run
 from webapp.teams.models import Role
 from webapp.teams.selectors import require_role
 
@@ -94,6 +94,12 @@ def latest_metrics(run: Run, keys: list[str]) -> dict[str, float]:
 
 def recent_log_lines(run: Run, *, limit: int = 40) -> list[LogLine]:
     return list(reversed(LogLine.objects.filter(run=run).order_by("-time", "-id")[:limit]))
+
+
+def checkpoints_on_disk(run: Run) -> list[tuple[Checkpoint, int | None]]:
+    """Each checkpoint, newest first, with its size in bytes; None for a folder that is gone."""
+    return [(checkpoint, checkpoint.size_on_disk())
+            for checkpoint in Checkpoint.objects.filter(run=run).order_by("-step")]
 
 
 def token_rows(token_data: dict | None) -> list[dict]:

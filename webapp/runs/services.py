@@ -26,6 +26,7 @@ from webapp.reviews.services import activity_record
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
     TERMINAL_STATUSES,
+    Checkpoint,
     LogLine,
     MetricPoint,
     Rollout,
@@ -180,6 +181,25 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
         for item in items
     ]
     Rollout.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+    final: bool = False
+
+
+def checkpoints_ingest(*, run_id: int, checkpoints: Iterable[CheckpointSaved]) -> int:
+    """Record saved checkpoints, one per (run, step): a step seen again takes the path and final
+    flag of the later report, so a replayed batch changes nothing."""
+    # One row per step: Postgres refuses an upsert that touches the same row twice.
+    latest = {c.step: c for c in checkpoints}
+    rows = [Checkpoint(run_id=run_id, step=c.step, path=c.path, final=c.final)
+            for c in latest.values()]
+    Checkpoint.objects.bulk_create(rows, update_conflicts=True, unique_fields=["run", "step"],
+                                   update_fields=["path", "final"])
     return len(rows)
 
 

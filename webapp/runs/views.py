@@ -20,6 +20,7 @@ def _live_context(run, user) -> dict:
         "latest": selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
         "rollouts": selectors.latest_rollouts(run),
         "log_lines": selectors.recent_log_lines(run),
+        "checkpoints": selectors.checkpoints_on_disk(run),
     }
 
 

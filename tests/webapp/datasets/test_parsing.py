@@ -216,17 +216,47 @@ def test_parquet_that_expands_past_the_limit():
 
 
 def test_guesses_follow_common_column_names():
-    assert guess_mapping(["id", "Question", "ground-truth"], "prompts") == {
-        "prompt": "Question", "answer": "ground-truth"}
+    assert guess_mapping(["id", "Question", "ground-truth", "Difficulty"], "prompts") == {
+        "prompt": "Question", "answer": "ground-truth", "difficulty": "Difficulty"}
     assert guess_mapping(["instruction", "chosen", "rejected"], "preferences") == {
         "prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}
-    assert guess_mapping(["a", "b"], "prompts") == {"prompt": "", "answer": ""}
+    assert guess_mapping(["a", "b"], "prompts") == {"prompt": "", "answer": "", "difficulty": ""}
 
 
 def test_normalise_keeps_the_mapped_columns_under_their_roles():
     table = _parse(b'{"q": "1 + 1?", "a": 2, "id": 7}\n')
     assert normalise(table, kind="prompts", mapping={"prompt": "q", "answer": "a"}) == [
         {"prompt": "1 + 1?", "answer": "2"}]
+
+
+def test_normalise_writes_a_mapped_difficulty_as_a_number_or_none():
+    table = _parse(b"q,a,level\n1 + 1?,2,3\n2 + 2?,4,\n3 + 3?,6, 0.5\n", "data.csv")
+    assert normalise(table, kind="prompts",
+                     mapping={"prompt": "q", "answer": "a", "difficulty": "level"}) == [
+        {"prompt": "1 + 1?", "answer": "2", "difficulty": 3.0},
+        {"prompt": "2 + 2?", "answer": "4", "difficulty": None},
+        {"prompt": "3 + 3?", "answer": "6", "difficulty": 0.5}]
+
+
+def test_normalise_leaves_out_a_difficulty_left_unmapped():
+    table = _parse(b'{"q": "1 + 1?", "a": 2, "difficulty": 1}\n')
+    assert normalise(table, kind="prompts",
+                     mapping={"prompt": "q", "answer": "a", "difficulty": ""}) == [
+        {"prompt": "1 + 1?", "answer": "2"}]
+
+
+def test_normalise_names_rows_whose_difficulty_is_no_number():
+    table = _parse(b'{"q": "a", "a": 1, "d": "hard"}\n{"q": "b", "a": 1, "d": [1]}\n'
+                   b'{"q": "c", "a": 1, "d": true}\n{"q": "d", "a": 1, "d": 2}\n')
+    with pytest.raises(DatasetError) as info:
+        normalise(table, kind="prompts", mapping={"prompt": "q", "answer": "a", "difficulty": "d"})
+    advice = ("Map a column of numbers as the difficulty (lower = easier, empty cells for "
+              "unknown), or none.")
+    assert info.value.messages == [
+        f"Line 1: the difficulty 'hard' is not a number. {advice}",
+        "Line 2: the difficulty column 'd' holds a list, not a number.",
+        f"Line 3: the difficulty 'true' is not a number. {advice}",
+    ]
 
 
 def test_normalise_names_rows_with_missing_or_empty_values():
@@ -255,6 +285,10 @@ def test_normalise_counts_parquet_rows():
 
 @pytest.mark.parametrize("mapping,message", [
     ({"prompt": "q", "answer": ""}, "Choose a column for: answer."),
+    ({"prompt": "q", "answer": "a", "difficulty": "zz"},
+     "The file has no such column for: difficulty ('zz')."),
+    ({"prompt": "q", "answer": "a", "difficulty": "a"},
+     "answer and difficulty both use the column 'a'. Choose a different column for each."),
     ({"prompt": "q", "answer": "zz"}, "The file has no such column for: answer ('zz')."),
     ({"prompt": "q", "answer": "q"},
      "prompt and answer both use the column 'q'. Choose a different column for each."),

@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.webapp.datasets.conftest import confirm, stored_files, upload
+from training.prompt_dataset import load_prompt_dataset
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_create
 from webapp.datasets.views import PENDING
@@ -97,6 +98,35 @@ def test_a_file_over_the_limit_is_refused_without_being_read(signed_in, project,
     assert stored_files(dataset_dir) == set()
 
 
+def test_a_difficulty_column_is_guessed_saved_and_read_by_the_trainer(signed_in, project):
+    data = b"question,answer,difficulty\nCompute 2 + 3.,5,2\nCompute 40 + 4.,44,\n"
+    step1 = upload(signed_in, project, data, filename="sums.csv")
+    form = signed_in.get(step1["Location"]).context["form"]
+    assert form["difficulty"].value() == "difficulty"
+    assert confirm(signed_in, step1).status_code == 302
+    dataset = Dataset.objects.get()
+    assert dataset.column_mapping == {"prompt": "question", "answer": "answer",
+                                      "difficulty": "difficulty"}
+    assert dataset.has_difficulty
+    examples = load_prompt_dataset(dataset.normalized_path).examples
+    assert [e.columns for e in examples] == [{"answer": "5", "difficulty": 2.0},
+                                             {"answer": "44", "difficulty": None}]
+    page = signed_in.get(dataset.get_absolute_url())
+    assert page.context["preview"] == [["Compute 2 + 3.", "5", 2.0],
+                                       ["Compute 40 + 4.", "44", None]]
+
+
+def test_the_difficulty_column_may_be_left_unmapped(signed_in, project):
+    data = b"question,answer,difficulty\nCompute 2 + 3.,5,easy\n"
+    assert confirm(signed_in, upload(signed_in, project, data, filename="sums.csv"),
+                   difficulty="").status_code == 302
+    dataset = Dataset.objects.get()
+    assert dataset.column_mapping == {"prompt": "question", "answer": "answer"}
+    assert not dataset.has_difficulty
+    assert json.loads(dataset.normalized_path.read_text()) == {"prompt": "Compute 2 + 3.",
+                                                               "answer": "5"}
+
+
 def test_a_mapping_whose_rows_fail_saves_nothing_and_keeps_the_upload(signed_in, project,
                                                                      dataset_dir):
     data = b'{"question": "2 + 2?", "answer": 4, "note": "four"}\n'
@@ -116,6 +146,14 @@ def test_the_same_column_cannot_fill_two_roles(signed_in, project):
     assert response.status_code == 422
     assert response.context["form"].errors["answer"] == [
         "Prompt already uses 'question'; choose a different column."]
+
+
+def test_the_difficulty_cannot_reuse_a_mapped_column(signed_in, project):
+    response = confirm(signed_in, upload(signed_in, project, JSONL), difficulty="answer")
+    assert response.status_code == 422
+    assert response.context["form"].errors["difficulty"] == [
+        "Answer already uses 'answer'; choose a different column."]
+    assert not Dataset.objects.exists()
 
 
 def test_discarding_an_upload_removes_the_staged_file(signed_in, project, dataset_dir):

@@ -40,7 +40,8 @@ def test_valid_form_saves_the_experiment(signed_in, project, user):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("group_size", "1", "greater than or equal to 2"),
+    ("group_size", "0", "greater than or equal to 1"),
+    ("group_size", "1", "GRPO compares completions of the same prompt"),
     ("learning_rate", "fast", "Enter a number"),
     ("temperature", "0", "greater than or equal to 0.05"),
     ("task", "chess", "Select a valid choice"),

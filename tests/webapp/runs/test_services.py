@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from webapp.runs import services
-from webapp.runs.models import LogLine, MetricPoint, Rollout, Run, RunStatus
+from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -119,6 +119,28 @@ def test_rollouts_and_log_lines_are_stored(experiment, user):
     services.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", "hello")])
     assert Rollout.objects.filter(run=run).count() == 2
     assert LogLine.objects.get(run=run).message == "hello"
+
+
+def test_a_replayed_checkpoint_batch_is_stored_once(experiment, user):
+    run = services.run_launch(experiment=experiment, user=user)
+    batch = [services.CheckpointSaved(step=2, path="/runs/run-1/checkpoint-2"),
+             services.CheckpointSaved(step=3, path="/runs/run-1/checkpoint-3", final=True)]
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=batch)
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=batch)
+    stored = Checkpoint.objects.filter(run=run).values_list("step", "path", "final")
+    assert list(stored) == [(3, "/runs/run-1/checkpoint-3", True),
+                            (2, "/runs/run-1/checkpoint-2", False)]
+
+
+def test_a_checkpoint_step_reported_again_keeps_the_later_report(experiment, user):
+    run = services.run_launch(experiment=experiment, user=user)
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=4, path="/a/checkpoint-4")])
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=4, path="/b/checkpoint-4"),
+        services.CheckpointSaved(step=4, path="/c/checkpoint-4", final=True)])
+    checkpoint = Checkpoint.objects.get(run=run)
+    assert (checkpoint.path, checkpoint.final) == ("/c/checkpoint-4", True)
 
 
 def test_eta_follows_the_pace_of_finished_steps(experiment, user):

@@ -96,3 +96,43 @@ def test_model_output_is_escaped(signed_in, run):
 
 def test_unknown_run_is_404(signed_in):
     assert signed_in.get(reverse("runs:detail", args=[424242])).status_code == 404
+
+
+def test_run_page_lists_checkpoints_with_their_size_and_marks_deleted_ones(signed_in, run,
+                                                                            tmp_path):
+    kept = tmp_path / "run-1" / "checkpoint-4"
+    kept.mkdir(parents=True)
+    (kept / "model.safetensors").write_bytes(b"\0" * 1536)
+    (kept / "config.json").write_bytes(b"{}" * 256)
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=2, path=str(tmp_path / "run-1" / "checkpoint-2")),
+        services.CheckpointSaved(step=4, path=str(kept), final=True)])
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    section = body[body.index('id="checkpoints"'):body.index('id="logs"')]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)[1:]
+    assert len(rows) == 2
+    assert "4" in rows[0] and "final" in rows[0] and str(kept) in rows[0]
+    assert "2.0\xa0KB" in rows[0]  # 1536 + 512 bytes
+    assert "checkpoint-2" in rows[1] and "deleted" in rows[1] and "final" not in rows[1]
+
+
+def test_run_page_without_checkpoints_says_when_they_come(signed_in, run):
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "No checkpoints yet" in body
+
+
+def test_live_fragment_carries_new_checkpoints(signed_in, run):
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=10, path="/gone/checkpoint-10")])
+    body = signed_in.get(reverse("runs:live", args=[run.pk]),
+                         HTTP_HX_REQUEST="true").content.decode()
+    assert re.search(r'<section id="checkpoints"[^>]*hx-swap-oob="true"', body)
+    assert "/gone/checkpoint-10" in body
+
+
+def test_checkpoint_path_is_escaped(signed_in, run):
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=1, path=f"/runs/{PAYLOAD}")])
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "<script>alert" not in body and "<img src=x" not in body
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in body

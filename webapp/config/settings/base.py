@@ -173,6 +173,10 @@ RLAB_STALE_AFTER_SECONDS = env_int("RLAB_STALE_AFTER_SECONDS", 120, minimum=10)
 # Seconds between SIGTERM and SIGKILL when a run is cancelled.
 RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
 RLAB_MODEL_CACHE = env_str("RLAB_MODEL_CACHE", str(VAR_DIR / "models"))
+# What runs write (checkpoints): one folder per run, run-<id>-<created>, made by the worker. The
+# run page checks these folders to tell which checkpoints are still on disk, so the web app must
+# see this folder at the same path as the workers.
+RLAB_RUN_DIR = Path(env_str("RLAB_RUN_DIR", str(VAR_DIR / "runs")))
 
 # Datasets: uploaded files and their normalised JSON lines, stored once each by sha256. Workers
 # read the normalised files, so they must see this folder at the same path.
