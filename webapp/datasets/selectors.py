@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from webapp.datasets import storage
+from webapp.datasets import parsing, storage
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.projects.models import Project
 from webapp.projects.selectors import projects_for_user
@@ -58,16 +58,17 @@ def dataset_experiments(dataset: Dataset) -> QuerySet:
     return dataset.project.experiments.filter(config__dataset=str(dataset.pk))
 
 
-def dataset_file_for_run(*, project: Project, reference: str) -> str:
-    """The normalised file of the prompt dataset that an experiment's `dataset` setting names
-    (its id), for a run's config snapshot. ValidationError if it names no such dataset of
+def dataset_file_for_run(*, project: Project, reference: str,
+                         kind: str = DatasetKind.PROMPTS) -> str:
+    """The normalised file of the dataset of `kind` that an experiment's `dataset` setting
+    names (its id), for a run's config snapshot. ValidationError if it names no such dataset of
     `project`, so a config can never point the trainer at any other file."""
-    dataset = (Dataset.objects.filter(project=project, kind=DatasetKind.PROMPTS,
-                                      pk=int(reference)).first()
+    dataset = (Dataset.objects.filter(project=project, kind=kind, pk=int(reference)).first()
                if re.fullmatch(r"[0-9]{1,18}", reference) else None)
     if dataset is None:
-        raise ValidationError(f"The experiment's dataset ({reference!r}) is not a prompt dataset "
-                              f"of this project. Edit the experiment and choose one.")
+        raise ValidationError(f"The experiment's dataset ({reference!r}) is not a "
+                              f"{parsing.KIND_NAMES[kind]} dataset of this "
+                              f"project. Edit the experiment and choose one.")
     if not dataset.normalized_path.exists():
         logger.error("dataset %s: normalised file %s is missing", dataset.pk,
                      dataset.normalized_path)

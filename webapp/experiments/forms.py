@@ -37,16 +37,20 @@ def _form_field(f: dataclasses.Field) -> forms.Field:
 
 
 def _dataset_field(project) -> forms.ChoiceField:
-    """The project's prompt datasets, by id. The id is what the experiment stores; a launch
-    resolves it to the dataset's file (runs.services.run_launch), so a config saved here can
-    name no file outside the project's datasets."""
-    datasets = datasets_for_project(project).filter(kind=DatasetKind.PROMPTS)
-    choices = [("", "None: train on the built-in task"),
-               *((str(d.pk), f"{d.name} ({d.row_count} rows)") for d in datasets)]
+    """The project's datasets, by id: prompt datasets for the online methods, preference ones
+    for DPO. The id is what the experiment stores; a launch resolves it to the dataset's file
+    (runs.services.run_launch), so a config saved here can name no file outside the project's
+    datasets."""
+    datasets = list(datasets_for_project(project))
+    groups = [(label, [(str(d.pk), f"{d.name} ({d.row_count} rows)")
+                       for d in datasets if d.kind == kind])
+              for kind, label in ((DatasetKind.PROMPTS, "Prompt datasets"),
+                                  (DatasetKind.PREFERENCES, "Preference datasets (DPO)"))]
+    choices = [("", "None: train on the built-in task"), *(g for g in groups if g[1])]
     return forms.ChoiceField(
         choices=choices, required=False, initial="", label="Dataset",
-        help_text="One of this project's prompt datasets, trained on instead of the task. "
-                  "Each run records the file it used.")
+        help_text="One of this project's datasets: a prompt dataset is trained on instead of "
+                  "the task; DPO needs a preference dataset. Each run records the file it used.")
 
 
 class ExperimentForm(forms.Form):
@@ -89,4 +93,22 @@ class ExperimentForm(forms.Form):
         except ConfigError as exc:
             for name, message in exc.errors.items():
                 self.add_error(name if name in self.fields else None, message)
+            return cleaned
+        self._check_dataset_kind(cleaned)
         return cleaned
+
+    def _check_dataset_kind(self, cleaned: dict[str, Any]) -> None:
+        """The dataset must suit the algorithm (preference pairs for DPO, prompts otherwise),
+        and a curriculum needs a difficulty column."""
+        if not cleaned["dataset"]:
+            return
+        dataset = datasets_for_project(self.project).get(pk=int(cleaned["dataset"]))
+        if cleaned["algorithm"] == "dpo" and dataset.kind != DatasetKind.PREFERENCES:
+            self.add_error("dataset", "DPO trains on preference pairs: choose a preference "
+                                      "dataset.")
+        elif cleaned["algorithm"] != "dpo" and dataset.kind != DatasetKind.PROMPTS:
+            self.add_error("dataset", "This is a preference dataset, for DPO: choose a prompt "
+                                      "dataset, or the DPO algorithm.")
+        elif cleaned["prompt_sampler"] == "curriculum" and not dataset.has_difficulty:
+            self.add_error("prompt_sampler", "A curriculum orders prompts by difficulty, and "
+                                             "this dataset has no difficulty column.")

@@ -19,6 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from training.config import ConfigError, RunConfig
+from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment
 from webapp.reviews.models import Verb
@@ -57,8 +58,9 @@ def run_launch(*, experiment: Experiment, user) -> Run:
     if config["dataset"]:
         # The experiment names one of its project's datasets; the run records that dataset's
         # file, whose name is its content hash, so the run keeps the exact rows it trained on.
+        kind = DatasetKind.PREFERENCES if config["algorithm"] == "dpo" else DatasetKind.PROMPTS
         config["dataset"] = dataset_file_for_run(project=experiment.project,
-                                                 reference=config["dataset"])
+                                                 reference=config["dataset"], kind=kind)
     for _ in range(5):
         try:
             with transaction.atomic():

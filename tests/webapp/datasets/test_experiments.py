@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from training.config import RunConfig
+from training.preference_dataset import load_preference_dataset
 from training.prompt_dataset import load_prompt_dataset
 from webapp.datasets.services import dataset_create
 from webapp.experiments.models import Experiment
@@ -36,13 +37,48 @@ def _form_data(**overrides):
     return {"name": "on-my-data", "description": "", **RunConfig().to_dict(), **overrides}
 
 
-def test_the_form_offers_the_projects_prompt_datasets_only(signed_in, project, user,
-                                                           foreign_dataset):
+def test_the_form_offers_the_projects_datasets_by_kind(signed_in, project, user,
+                                                      foreign_dataset):
     sums = _dataset(project, user)
-    _dataset(project, user, name="prefs", kind="preferences", data=PREFERENCES)
+    prefs = _dataset(project, user, name="prefs", kind="preferences", data=PREFERENCES)
     response = signed_in.get(reverse("experiments:create", args=[project.pk]))
     choices = response.context["form"].fields["dataset"].choices
-    assert choices == [("", "None: train on the built-in task"), (str(sums.pk), "sums (1 rows)")]
+    assert choices == [("", "None: train on the built-in task"),
+                       ("Prompt datasets", [(str(sums.pk), "sums (1 rows)")]),
+                       ("Preference datasets (DPO)", [(str(prefs.pk), "prefs (1 rows)")])]
+
+
+@pytest.mark.parametrize("algorithm, kind, field, message", [
+    ("dpo", "prompts", "dataset", "choose a preference dataset"),
+    ("grpo", "preferences", "dataset", "This is a preference dataset, for DPO"),
+])
+def test_the_dataset_must_suit_the_algorithm(signed_in, project, user, algorithm, kind, field,
+                                             message):
+    dataset = _dataset(project, user, kind=kind,
+                       data=PROMPTS if kind == "prompts" else PREFERENCES)
+    response = signed_in.post(reverse("experiments:create", args=[project.pk]),
+                              _form_data(algorithm=algorithm, dataset=str(dataset.pk)))
+    assert response.status_code == 422
+    assert message in response.context["form"].errors[field][0]
+    assert not Experiment.objects.exists()
+
+
+def test_a_curriculum_needs_a_difficulty_column(signed_in, project, user):
+    sums = _dataset(project, user)
+    response = signed_in.post(reverse("experiments:create", args=[project.pk]),
+                              _form_data(prompt_sampler="curriculum", dataset=str(sums.pk)))
+    assert response.status_code == 422
+    assert "no difficulty column" in response.context["form"].errors["prompt_sampler"][0]
+
+
+def test_a_dpo_launch_records_the_preference_file(project, user, experiment):
+    prefs = _dataset(project, user, name="prefs", kind="preferences", data=PREFERENCES)
+    experiment.config = {**experiment.config, "algorithm": "dpo", "dataset": str(prefs.pk)}
+    experiment.save()
+    run = run_launch(experiment=experiment, user=user)
+    assert run.config["dataset"] == str(prefs.normalized_path)
+    [pair] = load_preference_dataset(run.config["dataset"])
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Hi?", "Hello!", "No.")
 
 
 def test_an_experiment_stores_the_dataset_id(signed_in, project, user):
