@@ -106,9 +106,12 @@ def _soup(config: RunConfig, device: torch.device) -> torch.nn.Module:
     if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
         raise ReferenceMismatch(f"The soup's models {first_ref!r} and {second_ref!r} have "
                                 f"different architectures; their weights cannot be averaged.")
+    averaged = set()  # tied weights (embeddings and LM head) appear under two names
     with torch.no_grad():
         for name, weight in mine.items():
-            weight.lerp_(theirs[name], 0.5)
+            if weight.data_ptr() not in averaged:
+                weight.lerp_(theirs[name], 0.5)
+                averaged.add(weight.data_ptr())
     del second
     return frozen(first)
 

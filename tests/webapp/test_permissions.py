@@ -46,6 +46,8 @@ MATRIX = {
     "runs:live": ("get", ["run_id"], {}, READ),
     "runs:metrics": ("get", ["run_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
+    # The run is queued, so a member is sent back to it with the reason it cannot resume.
+    "runs:resume": ("post", ["run_id"], {}, WRITE),
     "reviews:comment_create": ("post", ["run_id"], {"body": "looks hacked"}, REVIEW),
     "reviews:comment_delete": ("post", ["comment_id"], {}, AUTHOR),
     "reviews:star": ("post", ["run_id"], {}, REVIEW),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from datetime import timedelta
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models import Min
 from django.utils import timezone
 
 from tests.conftest import tiny_run_config
@@ -148,6 +151,57 @@ def test_a_killed_worker_leaves_no_training_process_and_its_run_is_failed(
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert "stopped responding" in run.error_message
+
+
+def _freeze_after_checkpoint(run: Run, folder: Path, timeout: float) -> None:
+    """SIGSTOP the run's training process once it saved `folder` and the worker recorded that
+    checkpoint: the process is then somewhere in the next step and gets no further."""
+    deadline = time.monotonic() + timeout
+    while not folder.is_dir():
+        assert time.monotonic() < deadline, f"{folder} was not saved in {timeout} s"
+        time.sleep(0.01)
+    step = int(folder.name.removeprefix("checkpoint-"))
+    pids = training_processes(run.pk)
+    while True:
+        time.sleep(0.1)  # the checkpoint event follows the folder's rename into place
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        recorded = time.monotonic() + 3
+        while time.monotonic() < recorded:
+            if Checkpoint.objects.filter(run=run, step=step).exists():
+                return
+            time.sleep(0.1)
+        assert time.monotonic() < deadline, f"checkpoint {step} was saved but never recorded"
+        for pid in pids:  # stopped before it reported the checkpoint: let it report
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_cancelled_run_resumes_from_its_checkpoint_in_a_new_run(worker, project, user,
+                                                                  tiny_model, run_dir):
+    run = _launch(project, user, "resume", tiny_run_config(tiny_model, max_steps=4,
+                                                           checkpoint_every=1))
+    folder = run_dir / f"run-{run.pk}-{run.created_at:%Y%m%d-%H%M%S}"
+    _freeze_after_checkpoint(run, folder / "checkpoint-2", 120)
+    assert services.run_cancel(run=run, user=user)
+    run = _wait(run, lambda r: LogLine.objects.filter(run=r, source="worker").exists(), 30,
+                worker)
+    assert training_processes(run.pk) == []
+    assert list(run.checkpoints.values_list("step", flat=True)) == [2, 1]
+
+    resumed = services.run_resume(run=run, user=user)
+    resumed = _wait(resumed, lambda r: r.is_terminal, 180, worker)
+
+    assert resumed.status == RunStatus.SUCCEEDED, resumed.error_message
+    assert (resumed.resumed_from.run, resumed.resumed_from.step) == (run, 2)
+    assert resumed.config["resume_from"] == str(folder / "checkpoint-2")
+    assert (resumed.progress_step, resumed.progress_total) == (4, 4)
+    assert MetricPoint.objects.filter(run=resumed).aggregate(first=Min("step"))["first"] == 3
+    steps = sorted(MetricPoint.objects.filter(run=resumed, key="reward/mean")
+                   .values_list("step", flat=True))
+    assert steps == [3, 4]
+    assert set(Rollout.objects.filter(run=resumed).values_list("step", flat=True)) == {3, 4}
+    assert list(resumed.checkpoints.values_list("step", "final")) == [(4, True), (3, False)]
+    assert LogLine.objects.filter(run=resumed, message__contains="after step 2").exists()
 
 
 def _restart_postgres() -> None:

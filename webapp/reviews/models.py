@@ -71,6 +71,7 @@ class RunTag(models.Model):
 
 class Verb(models.TextChoices):
     LAUNCHED = "launched"
+    RESUMED = "resumed"
     CANCELLED = "cancelled"
     COMMENTED = "commented"
     ANNOTATED = "annotated"

@@ -18,6 +18,8 @@ class RunStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# A run that ended before its last step; a new run can continue it from a checkpoint.
+RESUMABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 # The one place that says which status may follow which; services.run_transition enforces it
 # with a conditional UPDATE, so two workers can never both move a run out of the same state.
@@ -57,6 +59,9 @@ class Run(models.Model):
     error_message = models.TextField(blank=True)
     notes = models.TextField(blank=True, max_length=20_000,
                              help_text="The team's notes on this run: findings, caveats.")
+    resumed_from = models.ForeignKey(
+        "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="resumed_runs", help_text="The checkpoint of an earlier run it continues.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -76,6 +81,14 @@ class Run(models.Model):
     @property
     def is_cancellable(self) -> bool:
         return not self.is_terminal
+
+    def checkpoint_to_resume(self) -> Checkpoint | None:
+        """The newest checkpoint before the last step whose folder is still there, for a run that
+        failed or was cancelled; None when the run cannot be resumed."""
+        if self.status not in RESUMABLE_STATUSES:
+            return None
+        before_last = self.checkpoints.filter(step__lt=self.config["max_steps"])
+        return next((c for c in before_last.order_by("-step") if os.path.isdir(c.path)), None)
 
     @property
     def progress_fraction(self) -> float:

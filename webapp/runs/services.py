@@ -1,4 +1,5 @@
-"""Writes for runs: launch, the status state machine, cancel, and ingestion of what a run reports.
+"""Writes for runs: launch, resume, the status state machine, cancel, and ingestion of what a run
+reports.
 
 Every status change is a conditional UPDATE (`run_transition`), so a run is claimed by one worker
 at most, and a cancel that races with a finishing run leaves exactly one of the two outcomes.
@@ -26,6 +27,7 @@ from webapp.reviews.models import Verb
 from webapp.reviews.services import activity_record
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
+    RESUMABLE_STATUSES,
     TERMINAL_STATUSES,
     Checkpoint,
     LogLine,
@@ -61,13 +63,44 @@ def run_launch(*, experiment: Experiment, user) -> Run:
         kind = DatasetKind.PREFERENCES if config["algorithm"] == "dpo" else DatasetKind.PROMPTS
         config["dataset"] = dataset_file_for_run(project=experiment.project,
                                                  reference=config["dataset"], kind=kind)
+    return _run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED)
+
+
+def run_resume(*, run: Run, user) -> Run:
+    """Continue a failed or cancelled run in a new run of the same experiment: the old run's
+    config, from its newest checkpoint still on disk (weights, optimiser, sampler, RNG, step)."""
+    if run.status not in RESUMABLE_STATUSES:
+        raise ValidationError(f"Only a failed or cancelled run can be resumed; run #{run.number} "
+                              f"is {run.status}.")
+    checkpoint = run.checkpoint_to_resume()
+    if checkpoint is None:
+        if not run.checkpoints.exists():
+            raise ValidationError(
+                f"Run #{run.number} saved no checkpoint to resume from. Launch the experiment "
+                "again; set checkpoint_every so that a run saves checkpoints as it goes.")
+        raise ValidationError(
+            f"Run #{run.number} has no checkpoint folder left to resume from before its last "
+            "step: newer checkpoints replaced them (keep_checkpoints), or the web server cannot "
+            "see the worker's run folder. Launch the experiment again.")
+    try:
+        config = RunConfig.from_dict({**run.config, "resume_from": checkpoint.path}).to_dict()
+    except ConfigError as exc:
+        raise ValidationError(f"Run #{run.number}'s config cannot run any more: {exc}") from exc
+    return _run_create(experiment=run.experiment, config=config, user=user, verb=Verb.RESUMED,
+                       detail=f"from #{run.number} at step {checkpoint.step}",
+                       resumed_from=checkpoint)
+
+
+def _run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: str,
+                detail: str = "", resumed_from: Checkpoint | None = None) -> Run:
+    """Number a new queued run in its experiment, record who started it, enqueue it on commit."""
     for _ in range(5):
         try:
             with transaction.atomic():
                 last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
-                                         launched_by=user)
-                activity_record(run=run, actor=user, verb=Verb.LAUNCHED)
+                                         launched_by=user, resumed_from=resumed_from)
+                activity_record(run=run, actor=user, verb=verb, detail=detail)
                 transaction.on_commit(lambda: _enqueue(run))
             return run
         except IntegrityError:

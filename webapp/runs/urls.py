@@ -8,4 +8,5 @@ urlpatterns = [
     path("runs/<int:run_id>/live/", views.run_live, name="live"),
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="metrics"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="cancel"),
+    path("runs/<int:run_id>/resume/", views.run_resume_view, name="resume"),
 ]

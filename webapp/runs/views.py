@@ -1,21 +1,26 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from training.config import RunConfig
 from webapp.runs import selectors
-from webapp.runs.services import run_cancel
+from webapp.runs.services import run_cancel, run_resume
 from webapp.reviews.views import run_review_context
 from webapp.teams.models import Role
 from webapp.teams.selectors import user_has_role
 
 
 def _live_context(run, user) -> dict:
+    can_edit = user_has_role(user, run.experiment.project.team_id, Role.MEMBER)
     return {
         "run": run,
-        "can_edit": user_has_role(user, run.experiment.project.team_id, Role.MEMBER),
+        "can_edit": can_edit,
+        "resume_checkpoint": run.checkpoint_to_resume() if can_edit else None,
         "eta_seconds": run.eta_seconds(timezone.now()),
         "latest": selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
         "rollouts": selectors.latest_rollouts(run),
@@ -75,3 +80,18 @@ def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
         return render(request, "runs/run_detail.html#live",
                       {**_live_context(run, request.user), "oob": True, "swap_rollouts": True})
     return redirect(run)
+
+
+@login_required
+@require_POST
+def run_resume_view(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Start a new run from this one's newest checkpoint and go to it; a run that cannot be
+    resumed stays on its page with the reason."""
+    run = selectors.get_run_for_user(request.user, run_id, Role.MEMBER)
+    try:
+        target = run_resume(run=run, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        target = run
+    url = target.get_absolute_url()
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)

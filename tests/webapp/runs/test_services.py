@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from webapp.reviews.models import Activity, Verb
 from webapp.runs import services
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 
@@ -149,3 +150,108 @@ def test_eta_follows_the_pace_of_finished_steps(experiment, user):
     run.running_since = now - timedelta(seconds=30)
     run.progress_step, run.progress_total = 3, 9
     assert run.eta_seconds(now) == pytest.approx(60)
+
+
+def _ended_run(experiment, user, status: str) -> Run:
+    run = services.run_launch(experiment=experiment, user=user)
+    services.run_claim(run_id=run.pk, worker="w")
+    services.run_transition(run_id=run.pk, to=status)
+    run.refresh_from_db()
+    return run
+
+
+def _checkpoint(run: Run, step: int, folder, *, on_disk: bool = True) -> Checkpoint:
+    path = folder / f"run-{run.pk}" / f"checkpoint-{step}"
+    if on_disk:
+        path.mkdir(parents=True)
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=step, path=str(path))])
+    return Checkpoint.objects.get(run=run, step=step)
+
+
+@pytest.mark.parametrize("status", [RunStatus.CANCELLED, RunStatus.FAILED])
+def test_resume_continues_the_run_from_its_newest_checkpoint_on_disk(experiment, user,
+                                                                     other_user, tmp_path,
+                                                                     status):
+    experiment.config["max_steps"] = 10
+    experiment.save()
+    run = _ended_run(experiment, user, status)
+    _checkpoint(run, 1, tmp_path)
+    newest_on_disk = _checkpoint(run, 2, tmp_path)
+    _checkpoint(run, 3, tmp_path, on_disk=False)
+    experiment.config["max_steps"] = 99
+    experiment.save()
+
+    resumed = services.run_resume(run=run, user=other_user)
+
+    resumed.refresh_from_db()
+    assert (resumed.number, resumed.status, resumed.launched_by) == (2, RunStatus.QUEUED,
+                                                                     other_user)
+    assert resumed.experiment == experiment and resumed.resumed_from == newest_on_disk
+    assert resumed.config == {**run.config, "resume_from": newest_on_disk.path}
+    assert resumed.config["max_steps"] == 10, "the old run's config, not the experiment's"
+    activity = Activity.objects.get(run=resumed)
+    assert (activity.verb, activity.actor, activity.detail) == (
+        Verb.RESUMED, other_user, "from #1 at step 2")
+
+
+def test_resume_enqueues_the_new_run_on_redis_after_commit(experiment, user, tmp_path,
+                                                           django_capture_on_commit_callbacks):
+    run = _ended_run(experiment, user, RunStatus.CANCELLED)
+    _checkpoint(run, 1, tmp_path)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("cpu")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.run_resume(run=run, user=user)
+    assert broker.llen("cpu") == 0, "nothing may be enqueued before the commit"
+    for callback in callbacks:
+        callback()
+    assert broker.llen("cpu") == 1
+    broker.delete("cpu")
+
+
+@pytest.mark.parametrize("status", [RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.QUEUED])
+def test_resume_of_a_run_that_did_not_fail_or_get_cancelled_is_refused(experiment, user,
+                                                                       tmp_path, status):
+    run = services.run_launch(experiment=experiment, user=user)
+    if status != RunStatus.QUEUED:
+        services.run_claim(run_id=run.pk, worker="w")
+        services.run_transition(run_id=run.pk, to=status)
+        run.refresh_from_db()
+    _checkpoint(run, 1, tmp_path)
+    with pytest.raises(ValidationError, match=f"Only a failed or cancelled run.*is {status}"):
+        services.run_resume(run=run, user=user)
+    assert Run.objects.count() == 1
+
+
+def test_resume_of_a_run_without_checkpoints_is_refused(experiment, user):
+    run = _ended_run(experiment, user, RunStatus.FAILED)
+    with pytest.raises(ValidationError, match="saved no checkpoint.*checkpoint_every"):
+        services.run_resume(run=run, user=user)
+    assert Run.objects.count() == 1
+
+
+def test_resume_when_the_checkpoint_folders_are_gone_is_refused(experiment, user, tmp_path):
+    run = _ended_run(experiment, user, RunStatus.FAILED)
+    _checkpoint(run, 1, tmp_path, on_disk=False)
+    _checkpoint(run, 2, tmp_path, on_disk=False)
+    with pytest.raises(ValidationError, match="no checkpoint folder left"):
+        services.run_resume(run=run, user=user)
+    assert Run.objects.count() == 1
+
+
+def test_resume_from_the_last_step_is_refused(experiment, user, tmp_path):
+    run = _ended_run(experiment, user, RunStatus.FAILED)
+    _checkpoint(run, 3, tmp_path)  # max_steps: nothing is left to train
+    with pytest.raises(ValidationError, match="no checkpoint folder left"):
+        services.run_resume(run=run, user=user)
+
+
+def test_resume_of_a_config_that_no_longer_parses_names_the_setting(experiment, user,
+                                                                    tmp_path):
+    run = _ended_run(experiment, user, RunStatus.CANCELLED)
+    Run.objects.filter(pk=run.pk).update(config={**run.config, "warp_factor": 9})
+    run.refresh_from_db()
+    _checkpoint(run, 1, tmp_path)
+    with pytest.raises(ValidationError, match="warp_factor"):
+        services.run_resume(run=run, user=user)

@@ -136,3 +136,64 @@ def test_checkpoint_path_is_escaped(signed_in, run):
     body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
     assert "<script>alert" not in body and "<img src=x" not in body
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in body
+
+
+def _checkpoint_on_disk(run, step: int, folder) -> str:
+    path = folder / f"run-{run.pk}" / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=step, path=str(path))])
+    return str(path)
+
+
+def test_cancelling_a_run_with_a_checkpoint_offers_to_resume_it(signed_in, run, tmp_path):
+    services.run_claim(run_id=run.pk, worker="w")
+    _checkpoint_on_disk(run, 2, tmp_path)
+    body = signed_in.post(reverse("runs:cancel", args=[run.pk]),
+                          HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="resume"' in body and "Resume from step 2" in body
+    assert f'hx-post="{reverse("runs:resume", args=[run.pk])}"' in body
+
+
+def test_a_running_run_offers_no_resume(signed_in, run, tmp_path):
+    services.run_claim(run_id=run.pk, worker="w")
+    _checkpoint_on_disk(run, 2, tmp_path)
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'id="resume"' not in body
+
+
+def test_a_viewer_is_not_offered_to_resume(client, member_of, run, tmp_path):
+    services.run_cancel(run=run, user=run.launched_by)
+    _checkpoint_on_disk(run, 2, tmp_path)
+    client.force_login(member_of("viewer"))
+    body = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'id="run-status"' in body and 'id="resume"' not in body
+
+
+def test_resume_opens_the_new_run_which_links_back_to_its_checkpoint(signed_in, run, tmp_path):
+    services.run_cancel(run=run, user=run.launched_by)
+    _checkpoint_on_disk(run, 2, tmp_path)
+    response = signed_in.post(reverse("runs:resume", args=[run.pk]))
+    resumed = run.experiment.runs.get(number=2)
+    assert response.status_code == 302 and response["Location"] == resumed.get_absolute_url()
+    body = signed_in.get(response["Location"]).content.decode()
+    assert re.search(rf'resumed from <a href="{run.get_absolute_url()}">#1</a> at step 2', body)
+
+
+def test_resume_over_htmx_sends_the_browser_to_the_new_run(signed_in, run, tmp_path):
+    services.run_cancel(run=run, user=run.launched_by)
+    _checkpoint_on_disk(run, 2, tmp_path)
+    response = signed_in.post(reverse("runs:resume", args=[run.pk]), HTTP_HX_REQUEST="true")
+    assert response["HX-Redirect"] == run.experiment.runs.get(number=2).get_absolute_url()
+
+
+def test_a_refused_resume_stays_on_the_run_and_says_why(signed_in, run):
+    services.run_cancel(run=run, user=run.launched_by)
+    response = signed_in.post(reverse("runs:resume", args=[run.pk]), follow=True)
+    assert response.redirect_chain == [(run.get_absolute_url(), 302)]
+    assert "saved no checkpoint to resume from" in response.content.decode()
+    assert run.experiment.runs.count() == 1
+
+
+def test_resume_needs_post(signed_in, run):
+    assert signed_in.get(reverse("runs:resume", args=[run.pk])).status_code == 405
