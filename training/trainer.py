@@ -108,6 +108,15 @@ class _Training:
                 "The checkpoint holds LoRA adapters; resume it with the LoRA rank it was "
                 "trained with." if resumed.adapter is not None else
                 "The checkpoint holds a fully fine-tuned model; resume it with LoRA rank 0.")
+        for setting in ("algorithm", "prompt_sampler"):
+            # Each algorithm and sampler keeps its own state (a value head, a value tracker, a
+            # curriculum's position) to go on with.
+            saved = resumed.state["config"].get(setting) if resumed is not None else None
+            if resumed is not None and saved != getattr(config, setting):
+                raise checkpoints.CheckpointError(
+                    f"The checkpoint is from a run with {setting} {saved}; resume it with the "
+                    f"same {setting}. To start afresh from its weights, give its folder as the "
+                    f"model.")
 
         loading = time.perf_counter()
         # A full fine-tune resumes from the checkpoint's weights; a LoRA one from its adapters.
