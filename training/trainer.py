@@ -164,7 +164,10 @@ class _Training:
         self.first_step = 1
         if resumed is not None:
             self._restore(resumed)
-        self.backend = make_backend(config, self.model, self.tokenizer, should_stop)
+        self.backend = make_backend(config, self.model, self.tokenizer, should_stop,
+                                    warn=lambda message: reporter.log(message, level="warning"))
+        if resumed is not None:
+            self.backend.sync_weights(self.model)  # an engine starts from the model's folder
         reporter.log(f"rollouts by {self.backend.name}")
         if self.spo is not None and self.spo.prior_samples and resumed is None:
             self._spo_prior()
@@ -302,8 +305,8 @@ class _Training:
         self.reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:
             self.reporter.rollouts(step, _rollout_items(
-                examples, rollouts, per_function, rewards, shown, config, recorder.details,
-                self.tokenizer))
+                examples, rollouts, per_function, rewards, shown, batch.advantages.cpu(), config,
+                recorder.details, self.tokenizer))
         self.reporter.progress(step, config.max_steps)
         if degenerate == 1.0:
             self.reporter.log(f"step {step}: every group got equal rewards, so this step had no "
@@ -490,9 +493,11 @@ def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: li
 
 def _rollout_items(examples: list[Example], rollouts: Rollouts,
                    per_function: dict[str, torch.Tensor], rewards: torch.Tensor,
-                   advantages: torch.Tensor, config: RunConfig,
+                   advantages: torch.Tensor, token_advantages: torch.Tensor, config: RunConfig,
                    token_details: dict[int, dict[str, list[float]]], tokenizer,
                    ) -> list[dict[str, Any]]:
+    """The logged rollouts; `advantages` (N,) one per completion, `token_advantages` (N,) or
+    (N, T), the per-token ones of the token view (PPO's differ token by token)."""
     count = min(config.rollouts_logged_per_step, len(rollouts.texts))
     prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
     items = []
@@ -501,8 +506,12 @@ def _rollout_items(examples: list[Example], rollouts: Rollouts,
         tokens = None
         if i in token_details:
             ids = rollouts.input_ids[i, prompt_length:prompt_length + int(rollouts.lengths[i])]
+            n = len(ids)
+            per_token = (token_advantages[i, :n] if token_advantages.dim() == 2
+                         else token_advantages[i].expand(n))
             tokens = {"text": [tokenizer.decode([t]) for t in ids.tolist()],
-                      "advantage": advantages[i].item(), **token_details[i]}
+                      "advantage": [round(v, 4) for v in per_token.tolist()],
+                      **token_details[i]}
         items.append({
             "prompt": example.prompt,
             "completion": rollouts.texts[i],

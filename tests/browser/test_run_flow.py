@@ -33,11 +33,13 @@ def _define_experiment(page, project, model_dir) -> None:
     page.fill("#id_group_size", "1")  # invalid first: the form must say so and keep the input
     page.fill("#id_max_new_tokens", "6")
     page.click("button[type=submit]")
-    expect(page.locator("#id_group_size-error")).to_contain_text("greater than or equal to 2")
+    expect(page.locator("#id_group_size-error")).to_contain_text(
+        "the group size must be at least 2")
     expect(page.locator("#id_name")).to_have_value("tiny-grpo")
     page.fill("#id_group_size", "2")
     page.locator("summary", has_text="Advanced settings").click()
     page.fill("#id_rollouts_logged_per_step", "4")
+    page.select_option("#id_rollout_backend", "transformers")  # no engine start-up to wait for
     page.click("button[type=submit]")
     expect(page.get_by_role("heading", name="tiny-grpo")).to_be_visible()
 

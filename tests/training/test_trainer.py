@@ -264,6 +264,20 @@ def test_some_rollouts_carry_per_token_arrays(tiny_config):
     assert len(tokens["kl"]) == n and all(v == pytest.approx(0, abs=1e-4) for v in tokens["kl"])
     assert "".join(tokens["text"]) == detailed[0]["completion"]
     assert all(lp <= 0 for lp in tokens["logprob"])
+    assert tokens["advantage"] == [round(detailed[0]["advantage"], 4)] * n
+
+
+def test_ppo_token_arrays_carry_each_tokens_own_advantage(tiny_config, length_rewarded):
+    config = dataclasses.replace(tiny_config, algorithm="ppo", max_steps=1,
+                                 token_details_per_step=4, max_new_tokens=6)
+    _, reporter = _run(config)
+    detailed = [item for item in reporter.of_kind("rollouts")[0]["items"] if item["tokens"]]
+    per_token = [item["tokens"]["advantage"] for item in detailed]
+    assert all(len(a) == item["completion_tokens"] for a, item in zip(per_token, detailed))
+    # GAE gives each token its own advantage; the completion's shown one is their mean
+    assert any(len(set(a)) > 1 for a in per_token)
+    for a, item in zip(per_token, detailed):
+        assert item["advantage"] == pytest.approx(sum(a) / len(a), abs=1e-3)
 
 
 def test_bf16_autocast_trains_with_fp32_weights(tiny_config, length_rewarded):

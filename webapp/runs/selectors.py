@@ -113,12 +113,16 @@ def token_rows(token_data: dict | None) -> list[dict]:
     if not token_data:
         return []
     texts = token_data.get("text", [])
+    advantage = token_data.get("advantage")
+    if not isinstance(advantage, list):  # rollouts logged before advantages were per token
+        token_data = {**token_data, "advantage": [advantage] * len(texts)}
     columns = {key: token_data.get(key) or [None] * len(texts)
-               for key in ("logprob", "entropy", "kl")}
+               for key in ("logprob", "entropy", "kl", "advantage")}
     rows = []
     for i, text in enumerate(texts):
         logprob = columns["logprob"][i]
         probability = math.exp(logprob) if logprob is not None else 1.0
         rows.append({"text": text, "logprob": logprob, "entropy": columns["entropy"][i],
-                     "kl": columns["kl"][i], "shade": min(4, int((1 - probability) * 5))})
+                     "kl": columns["kl"][i], "advantage": columns["advantage"][i],
+                     "shade": min(4, int((1 - probability) * 5))})
     return rows

