@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import get_scheduler, set_seed
 
 from training import checkpoints
 from training.algorithms.dpo import LOSSES, DPOLoss, PairLogps, implicit_rewards
@@ -32,7 +30,15 @@ from training.policy_update import autocast, completion_logprobs, micro_batch
 from training.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
 from training.prompt_dataset import DatasetFileError
 from training.references import AdaptersOff, frozen
-from training.trainer import Outcome, resolve_device
+from training.run_setup import (
+    Outcome,
+    load_run_policy,
+    make_optimizer,
+    prepare_process,
+    resolve_device,
+    run_steps,
+    save_checkpoint,
+)
 
 # Problems a user can fix in the run's settings: reported as they are, not as a crash.
 SETUP_ERRORS = (ModelNotFound, DatasetFileError, checkpoints.CheckpointError)
@@ -43,11 +49,7 @@ def train_dpo(config: RunConfig, reporter: Reporter, *,
               output_dir: Path | None = None) -> Outcome:
     """Run DPO on `config.dataset` to the end, or until should_stop() is true between steps or
     micro-batches. Checkpoints go to `output_dir` (none without one)."""
-    set_seed(config.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    if config.device == "cuda" and not torch.cuda.is_available():
-        reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
-                       "or launch the run on a GPU worker.")
+    if not prepare_process(config, reporter):
         return Outcome.FAILED
     try:
         run = _DPOTraining(config, reporter, should_stop, output_dir)
@@ -69,19 +71,13 @@ class _DPOTraining:
         resumed = checkpoints.load(config.resume_from) if config.resume_from else None
 
         loading = time.perf_counter()
-        # A full fine-tune resumes from the checkpoint's weights; a LoRA one from its adapters.
-        full_resume = resumed is not None and not config.lora_rank
-        source = str(resumed.path) if full_resume else config.model
-        self.model, self.tokenizer = load_policy(source, dtype=torch.float32, device=self.device)
-        if self.tokenizer.chat_template is None:
-            raise ModelNotFound(f"{config.model!r} has no chat template, so its prompts cannot "
-                                f"be formatted. Use an instruct or chat model.")
+        self.model, self.tokenizer = load_run_policy(config, resumed, self.device)
         if config.lora_rank:
             self.model = apply_lora(self.model, config.lora_rank, config.lora_alpha)
             if resumed is not None:
                 load_adapter(self.model, resumed.adapter)
             self.reference = AdaptersOff(self.model)
-        elif full_resume:
+        elif resumed is not None:  # the initial policy, not the checkpoint's
             initial, _ = load_policy(config.model, dtype=torch.float32, device=self.device)
             self.reference = frozen(initial)
         else:
@@ -94,12 +90,7 @@ class _DPOTraining:
         reporter.log(f"{len(self.pairs)} preference pairs, {config.dpo_loss} loss, "
                      f"β = {config.dpo_beta:g}")
 
-        # As in train(): no weight decay, which would pull the policy away from the reference.
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-        self.scheduler = get_scheduler(
-            "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
-            self.optimizer, num_warmup_steps=config.warmup_steps,
-            num_training_steps=config.max_steps)
+        self.optimizer, self.scheduler = make_optimizer([{"params": trainable}], config, 1)
         self.sampler = PairSampler(self.pairs, seed=config.seed)
         self.loss_fn = LOSSES[config.dpo_loss]
         self.first_step = 1
@@ -107,25 +98,12 @@ class _DPOTraining:
             self._restore(resumed)
 
     def loop(self) -> Outcome:
-        config, reporter = self.config, self.reporter
-        reporter.status("running", device=str(self.device), total_steps=config.max_steps)
-        started = time.perf_counter()
-        for step in range(self.first_step, config.max_steps + 1):
-            if self.should_stop():
-                reporter.log(f"stopped on request after step {step - 1}")
-                return Outcome.STOPPED
-            if not self.step(step):
-                reporter.log(f"stopped on request during step {step}")
-                return Outcome.STOPPED
-            if self.output_dir is not None and (
-                    step == config.max_steps
-                    or config.checkpoint_every and step % config.checkpoint_every == 0):
-                self.save_checkpoint(step, final=step == config.max_steps)
-        reporter.log(f"finished {config.max_steps} steps in {time.perf_counter() - started:.1f} s")
-        return Outcome.COMPLETED
+        return run_steps(self.config, self.reporter, self.should_stop, device=self.device,
+                         first_step=self.first_step, step=self.step,
+                         save_checkpoint=self.save_checkpoint if self.output_dir else None)
 
-    def step(self, step: int) -> bool:
-        """One training step, reported; False if stopped part-way."""
+    def step(self, step: int) -> dict[str, float] | None:
+        """One training step, reported; its metrics, or None if stopped part-way."""
         config = self.config
         step_start = time.perf_counter()
         pairs = self.sampler.sample(config.prompts_per_step)
@@ -135,19 +113,20 @@ class _DPOTraining:
         update = _update(self.model, self.reference, self.optimizer, batch, self.loss_fn, config,
                          self.should_stop)
         if update is None:
-            return False
+            return None
         metrics, rewards = update
         self.scheduler.step()
         update_s = time.perf_counter() - update_start
         step_s = time.perf_counter() - step_start
-        self.reporter.metrics(step, {
+        metrics = {
             **metrics,
             "completion/truncated_fraction": batch.truncated.float().mean().item(),
             "optim/lr": lr,
             "time/update_s": update_s,
             "time/step_s": step_s,
             "perf/tokens_per_s": batch.lengths.sum().item() / step_s,
-        })
+        }
+        self.reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:
             self.reporter.rollouts(step, _rollout_items(pairs, batch, rewards, config))
         self.reporter.progress(step, config.max_steps)
@@ -156,18 +135,14 @@ class _DPOTraining:
                 f"{int(batch.truncated.sum())} of {len(batch.texts)} replies in step {step} are "
                 f"longer than max new tokens ({config.max_new_tokens}) and were cut; raise it to "
                 f"train on whole replies", level="warning")
-        return True
+        return metrics
 
     def save_checkpoint(self, step: int, final: bool) -> None:
-        saving = time.perf_counter()
-        path = checkpoints.save(
-            self.output_dir, step, model=self.model, tokenizer=self.tokenizer,
-            state={"config": self.config.to_dict(), "sampler": self.sampler.state_dict()},
-            tensors={"optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict()},
-            keep=self.config.keep_checkpoints)
-        self.reporter.checkpoint(step, str(path), final=final)
-        self.reporter.log(f"saved checkpoint {path.name} in {time.perf_counter() - saving:.1f} s")
+        save_checkpoint(self.output_dir, step, final=final, model=self.model,
+                        tokenizer=self.tokenizer, state={"sampler": self.sampler.state_dict()},
+                        tensors={"optimizer": self.optimizer.state_dict(),
+                                 "scheduler": self.scheduler.state_dict()},
+                        config=self.config, reporter=self.reporter)
 
     def _restore(self, resumed: checkpoints.Checkpoint) -> None:
         """Continue after the checkpoint's step, with its optimiser, schedule, sampler and RNG
@@ -266,7 +241,7 @@ def _update(model, reference, optimizer, batch: Rollouts, loss_fn: DPOLoss, conf
             sums[key] = sums.get(key, 0.0) + value.item() * share
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     trainable = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
     optimizer.step()
     return {**sums, "optim/grad_norm": grad_norm.item()}, rewards
 

@@ -20,6 +20,7 @@ from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.config import RunConfig
 from training.generation import Rollouts
 from training.ops import KL_ESTIMATORS, high_entropy_mask, masked_sum, token_logprobs_and_entropy
+from training.shared_prompts import completion_states
 
 
 def autocast(config: RunConfig, device: torch.device) -> torch.autocast:
@@ -81,7 +82,7 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
     forward pass. With more, π_old's (and π_ref's) log-probs are computed once, before the first
     pass, and the ratio of later passes measures how far the policy has moved since sampling.
     """
-    order = longest_first(batch.rollouts)
+    order = micro_batch_order(batch.rollouts)
     started = time.perf_counter()
     if config.num_iterations > 1 and batch.old_logp is None:
         batch.old_logp = batch_logprobs(model, batch.rollouts, config)
@@ -101,54 +102,52 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
     return {**averaged, "optim/grad_norm": passes[-1]["optim/grad_norm"], **timings}
 
 
-def longest_first(rollouts: Rollouts) -> torch.Tensor:
-    """Row order for micro-batches: similar lengths share one (less padding to compute), and
-    the largest, the one that could run out of memory, comes first."""
-    return rollouts.lengths.argsort(descending=True, stable=True)  # (N,)
+def micro_batch_order(rollouts: Rollouts) -> torch.Tensor:
+    """Row order for micro-batches (N,): the completions of one prompt together, so that a
+    micro-batch runs their prompt once (training.shared_prompts); longest completion first
+    within a prompt, and prompts by their longest completion, so that similar lengths share a
+    micro-batch (less padding to compute) and the largest, the one that could run out of
+    memory, comes first."""
+    prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
+    prompts = torch.cat([rollouts.input_ids[:, :prompt_length],
+                         rollouts.attention_mask[:, :prompt_length]], dim=1).cpu()
+    _, prompt_of_row = torch.unique(prompts, dim=0, return_inverse=True)  # (N,)
+    lengths = rollouts.lengths.cpu()
+    longest = torch.zeros(int(prompt_of_row.max()) + 1, dtype=lengths.dtype).scatter_reduce(
+        0, prompt_of_row, lengths, reduce="amax")  # (M,) each prompt's longest completion
+    rows = sorted(range(len(lengths)), key=lambda i: (-int(longest[prompt_of_row[i]]),
+                                                      int(prompt_of_row[i]), -int(lengths[i])))
+    return torch.tensor(rows, dtype=torch.long)
 
 
-def batch_logprobs(model, rollouts: Rollouts, config: RunConfig) -> torch.Tensor:
+def batch_logprobs(model, rollouts: Rollouts, config: RunConfig,
+                   value_head: ppo.ValueHead | None = None,
+                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (N, T) of every completion token under `model`, without gradient; 0 beyond
-    each completion's end."""
-    device = rollouts.input_ids.device
-    logps = torch.zeros(rollouts.completion_mask.shape, device=device)
-    was_training = model.training
-    model.eval()
-    order = longest_first(rollouts)
-    with torch.no_grad():
-        for start in range(0, len(order), config.micro_batch_size):
-            rows = order[start:start + config.micro_batch_size].to(device)  # (n,)
-            input_ids, attention_mask, mask = micro_batch(rollouts, rows)
-            with autocast(config, device):
-                logp, _ = completion_logprobs(model, input_ids, attention_mask, mask.shape[1],
-                                              config.temperature)  # (n, T')
-            logps[rows, :mask.shape[1]] = logp * mask
-    model.train(was_training)
-    return logps
-
-
-def batch_logprobs_and_values(model, value_head: ppo.ValueHead, rollouts: Rollouts,
-                              config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and values (N, T) of every completion token, from one forward pass each
-    micro-batch, without gradient; 0 beyond each completion's end."""
+    each completion's end. With a `value_head` (PPO), also the values (N, T) of the same
+    positions, from the same forward passes."""
     device = rollouts.input_ids.device
     logps = torch.zeros(rollouts.completion_mask.shape, device=device)
     values = torch.zeros_like(logps)
     was_training = model.training
     model.eval()
-    order = longest_first(rollouts)
+    order = micro_batch_order(rollouts)
     with torch.no_grad():
         for start in range(0, len(order), config.micro_batch_size):
             rows = order[start:start + config.micro_batch_size].to(device)  # (n,)
             input_ids, attention_mask, mask = micro_batch(rollouts, rows)
             with autocast(config, device):
-                logp, _, value = ppo.logprobs_entropy_and_values(
-                    model, value_head, input_ids, attention_mask, mask.shape[1],
-                    config.temperature)  # (n, T')
+                if value_head is None:
+                    logp, _ = completion_logprobs(model, input_ids, attention_mask,
+                                                  mask.shape[1], config.temperature)  # (n, T')
+                else:
+                    logp, _, value = ppo.logprobs_entropy_and_values(
+                        model, value_head, input_ids, attention_mask, mask.shape[1],
+                        config.temperature)  # (n, T')
+                    values[rows, :mask.shape[1]] = value * mask
             logps[rows, :mask.shape[1]] = logp * mask
-            values[rows, :mask.shape[1]] = value * mask
     model.train(was_training)
-    return logps, values
+    return logps if value_head is None else (logps, values)
 
 
 def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig,
@@ -241,7 +240,7 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
     trainable = [p for p in model.parameters() if p.requires_grad]
     if value_head is not None:
         trainable += list(value_head.parameters())
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
     optimizer.step()
     return {**sums, "optim/grad_norm": grad_norm.item()}
 
@@ -266,13 +265,8 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
     input_ids, attention_mask (n, P + T) -> logp, entropy (n, T). Logits are divided by the
     sampling temperature so that log-probs are those of the distribution the tokens came from.
-    Position ids follow the attention mask, as in `generate`, so left padding does not shift them.
+    Rows that share a prompt run it once (training.shared_prompts).
     """
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, P + T)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=completion_length + 1, use_cache=False).logits  # (n, T + 1, V)
-    logits = logits[:, :-1] / temperature  # (n, T, V): position P - 1 + t predicts token t
-    return token_logprobs_and_entropy(logits, input_ids[:, -completion_length:],
+    logits = completion_states(model, input_ids, attention_mask, completion_length).logits
+    return token_logprobs_and_entropy(logits / temperature, input_ids[:, -completion_length:],
                                       entropy_grad=entropy_grad)
-
-

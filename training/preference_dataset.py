@@ -7,14 +7,13 @@ puts its path in the run's `dataset` setting. No torch here.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.prompt_dataset import MAX_ERRORS, DatasetFileError
+from training.prompt_dataset import DatasetFileError, read_rows
 
 
 @dataclass(frozen=True)
@@ -61,50 +60,25 @@ class PairSampler:
         self.position = state["position"]
 
 
-class _PromptDatasetRow(ValueError):
+class _PromptDatasetRow(Exception):
     """A line of a prompt dataset (prompt and answer), given where pairs were expected."""
 
 
 def load_preference_dataset(path: str | Path) -> list[PreferencePair]:
     """Read a JSON-lines preference dataset; DatasetFileError lists the first bad lines."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetFileError(f"The dataset file {str(path)!r} does not exist on this worker. "
-                               f"Check that the worker sees the web app's dataset folder "
-                               f"(RLAB_DATASET_DIR).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetFileError(f"The dataset file {str(path)!r} cannot be read: {exc}") from None
-    pairs: list[PreferencePair] = []
-    errors: list[str] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            pairs.append(_pair(number, line))
-        except _PromptDatasetRow:
-            raise DatasetFileError(
-                f"The dataset file {str(path)!r} is a prompt dataset (a prompt and an answer per "
-                f"line). DPO trains on preference pairs: choose a dataset with a prompt, a chosen "
-                f"and a rejected reply per line.") from None
-        except ValueError as exc:
-            errors.append(f"line {number}: {exc}")
-            if len(errors) == MAX_ERRORS:
-                break
-    if errors:
-        raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
+        pairs = read_rows(path, _pair)
+    except _PromptDatasetRow:
+        raise DatasetFileError(
+            f"The dataset file {str(path)!r} is a prompt dataset (a prompt and an answer per "
+            f"line). DPO trains on preference pairs: choose a dataset with a prompt, a chosen "
+            f"and a rejected reply per line.") from None
     if not pairs:
         raise DatasetFileError(f"The dataset file {str(path)!r} has no preference pairs.")
     return pairs
 
 
-def _pair(number: int, line: str) -> PreferencePair:
-    try:
-        row = json.loads(line)
-    except (ValueError, RecursionError):
-        raise ValueError("not a JSON object") from None
-    if not isinstance(row, dict):
-        raise ValueError("not a JSON object")
+def _pair(number: int, row: dict[str, Any]) -> PreferencePair:
     if "answer" in row and "chosen" not in row and "rejected" not in row:
         raise _PromptDatasetRow()
     for key, what in (("prompt", "prompt"), ("chosen", "chosen reply"),

@@ -16,11 +16,13 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from training import rewards
 from training.tasks import Example, RewardFunction
 
 MAX_ERRORS = 10
+T = TypeVar("T")
 
 
 class DatasetFileError(ValueError):
@@ -87,27 +89,7 @@ class PromptDataset:
 
 def load_prompt_dataset(path: str | Path) -> PromptDataset:
     """Read a JSON-lines prompt dataset; DatasetFileError lists the first bad lines."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetFileError(f"The dataset file {str(path)!r} does not exist on this worker. "
-                               f"Check that the worker sees the web app's dataset folder "
-                               f"(RLAB_DATASET_DIR).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetFileError(f"The dataset file {str(path)!r} cannot be read: {exc}") from None
-    examples: list[Example] = []
-    errors: list[str] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            examples.append(_example(number, line))
-        except ValueError as exc:
-            errors.append(f"line {number}: {exc}")
-            if len(errors) == MAX_ERRORS:
-                break
-    if errors:
-        raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
+    examples = read_rows(path, _example)
     if not examples:
         raise DatasetFileError(f"The dataset file {str(path)!r} has no examples.")
     if any("difficulty" in e.columns for e in examples):
@@ -118,13 +100,41 @@ def load_prompt_dataset(path: str | Path) -> PromptDataset:
     return PromptDataset(examples=tuple(examples))
 
 
-def _example(number: int, line: str) -> Example:
+def read_rows(path: str | Path, parse: Callable[[int, dict[str, Any]], T]) -> list[T]:
+    """parse(line number, object) of each non-blank line of a JSON-lines file, in order. A
+    ValueError from `parse`, or a line that is no JSON object, is collected with its line
+    number; DatasetFileError lists the first MAX_ERRORS of them."""
     try:
-        row = json.loads(line)
-    except (ValueError, RecursionError):
-        raise ValueError("not a JSON object") from None
-    if not isinstance(row, dict):
-        raise ValueError("not a JSON object")
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetFileError(f"The dataset file {str(path)!r} does not exist on this worker. "
+                               f"Check that the worker sees the web app's dataset folder "
+                               f"(RLAB_DATASET_DIR).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetFileError(f"The dataset file {str(path)!r} cannot be read: {exc}") from None
+    rows: list[T] = []
+    errors: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            row = None
+        try:
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            rows.append(parse(number, row))
+        except ValueError as exc:
+            errors.append(f"line {number}: {exc}")
+            if len(errors) == MAX_ERRORS:
+                break
+    if errors:
+        raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
+    return rows
+
+
+def _example(number: int, row: dict[str, Any]) -> Example:
     prompt, answer = row.get("prompt"), row.get("answer")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("no prompt")

@@ -11,14 +11,11 @@ the `Reporter`. DPO, the offline method, has its own loop (training.dpo_trainer)
 from __future__ import annotations
 
 import dataclasses
-import enum
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import get_scheduler, set_seed
 
 from training import checkpoints
 from training.algorithms import advantages_for, ppo, spo
@@ -33,11 +30,18 @@ from training.policy_update import (
     StepBatch,
     TokenRecorder,
     batch_logprobs,
-    batch_logprobs_and_values,
-    completion_logprobs,  # noqa: F401  (public: used by the DPO trainer and tests)
     update_policy,
 )
 from training.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.run_setup import (
+    Outcome,
+    load_run_policy,
+    make_optimizer,
+    prepare_process,
+    resolve_device,
+    run_steps,
+    save_checkpoint,
+)
 from training.references import ReferenceMismatch, make_reference
 from training.reward_models import RewardModelEnsemble, reward_functions as reward_model_functions
 from training.rewards import EXTRA_REWARD_FUNCTIONS
@@ -49,12 +53,6 @@ SETUP_ERRORS = (ModelNotFound, DatasetFileError, BackendUnavailable, checkpoints
                 ReferenceMismatch, SamplerError)
 
 
-class Outcome(enum.Enum):
-    COMPLETED = "completed"  # ran max_steps
-    STOPPED = "stopped"  # should_stop() turned true; the last finished step was reported
-    FAILED = "failed"  # a user-fixable problem, already reported with reporter.error
-
-
 def train(config: RunConfig, reporter: Reporter, *,
           should_stop: Callable[[], bool] = lambda: False,
           output_dir: Path | None = None) -> Outcome:
@@ -64,11 +62,7 @@ def train(config: RunConfig, reporter: Reporter, *,
         from training.dpo_trainer import train_dpo
 
         return train_dpo(config, reporter, should_stop=should_stop, output_dir=output_dir)
-    set_seed(config.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    if config.device == "cuda" and not torch.cuda.is_available():
-        reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
-                       "or launch the run on a GPU worker.")
+    if not prepare_process(config, reporter):
         return Outcome.FAILED
     try:
         run = _Training(config, reporter, should_stop, output_dir)
@@ -119,14 +113,7 @@ class _Training:
                     f"model.")
 
         loading = time.perf_counter()
-        # A full fine-tune resumes from the checkpoint's weights; a LoRA one from its adapters.
-        source = config.model
-        if resumed is not None and resumed.adapter is None:
-            source = str(resumed.path)
-        self.model, self.tokenizer = load_policy(source, dtype=torch.float32, device=self.device)
-        if self.tokenizer.chat_template is None:
-            raise ModelNotFound(f"{config.model!r} has no chat template, so its prompts cannot "
-                                f"be formatted. Use an instruct or chat model.")
+        self.model, self.tokenizer = load_run_policy(config, resumed, self.device)
         if config.reward_models:
             self._add_reward_models()
         initial = self.model
@@ -146,8 +133,6 @@ class _Training:
                      f"{trainable / 1e6:.2f}M trained, {config.dtype}) on {self.device} in "
                      f"{time.perf_counter() - loading:.1f} s")
 
-        # No weight decay: pulling weights toward zero would pull the policy away from the
-        # pretrained one, which is what the KL term (when on) measures against.
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         self.value_head = None
         if config.algorithm == "ppo":
@@ -155,12 +140,8 @@ class _Training:
             self.value_head.to(self.device)
             groups.append({"params": list(self.value_head.parameters()),
                            "lr": config.value_learning_rate})
-        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=0.0)
-        # Stepped once per optimiser step: μ per training step.
-        self.scheduler = get_scheduler(
-            "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
-            self.optimizer, num_warmup_steps=config.warmup_steps * config.num_iterations,
-            num_training_steps=config.max_steps * config.num_iterations)
+        # μ optimiser steps per training step
+        self.optimizer, self.scheduler = make_optimizer(groups, config, config.num_iterations)
         self.first_step = 1
         if resumed is not None:
             self._restore(resumed)
@@ -189,23 +170,9 @@ class _Training:
             f"reward_model/{i} = {ref}" for i, ref in enumerate(refs)))
 
     def loop(self) -> Outcome:
-        config, reporter = self.config, self.reporter
-        reporter.status("running", device=str(self.device), total_steps=config.max_steps)
-        started = time.perf_counter()
-        for step in range(self.first_step, config.max_steps + 1):
-            if self.should_stop():
-                reporter.log(f"stopped on request after step {step - 1}")
-                return Outcome.STOPPED
-            metrics = self.step(step)
-            if metrics is None:
-                reporter.log(f"stopped on request during step {step}")
-                return Outcome.STOPPED
-            if self.output_dir is not None and (
-                    step == config.max_steps
-                    or config.checkpoint_every and step % config.checkpoint_every == 0):
-                self.save_checkpoint(step, final=step == config.max_steps)
-        reporter.log(f"finished {config.max_steps} steps in {time.perf_counter() - started:.1f} s")
-        return Outcome.COMPLETED
+        return run_steps(self.config, self.reporter, self.should_stop, device=self.device,
+                         first_step=self.first_step, step=self.step,
+                         save_checkpoint=self.save_checkpoint if self.output_dir else None)
 
     def step(self, step: int) -> dict[str, float] | None:
         """One training step, reported; its metrics, or None if stopped part-way."""
@@ -369,8 +336,8 @@ class _Training:
         before the update; the KL, when in the reward, is charged token by token."""
         config, rollouts = self.config, batch.rollouts
         started = time.perf_counter()
-        batch.old_logp, batch.old_values = batch_logprobs_and_values(
-            self.model, self.value_head, rollouts, config)  # (N, T) each, before any update
+        batch.old_logp, batch.old_values = batch_logprobs(
+            self.model, rollouts, config, self.value_head)  # (N, T) each, before any update
         kl = None
         if self.reference is not None:
             batch.ref_logp = batch_logprobs(self.reference.model, rollouts, config)
@@ -396,12 +363,9 @@ class _Training:
         if seen:
             past = self.last_completions.batch([ids[i] for i in seen],
                                                self.tokenizer.pad_token_id, self.device)
-            now = batch_logprobs(self.model, Rollouts(
-                input_ids=past.input_ids, attention_mask=past.attention_mask,
-                completion_mask=past.completion_mask, lengths=past.lengths,
-                truncated=torch.zeros(len(seen), dtype=torch.bool), texts=[""] * len(seen)),
-                self.config)  # (n, T)
-            change[seen] = spo.log_prob_change(past.logprobs, now, past.completion_mask).cpu()
+            now = batch_logprobs(self.model, past.rollouts, self.config)  # (n, T)
+            change[seen] = spo.log_prob_change(past.logprobs, now,
+                                               past.rollouts.completion_mask).cpu()
         self.last_completions.remember(ids, rollouts.input_ids, rollouts.attention_mask,
                                        rollouts.completion_mask,
                                        batch_logprobs(self.model, rollouts, self.config))
@@ -426,8 +390,7 @@ class _Training:
                           f"{time.perf_counter() - started:.1f} s")
 
     def save_checkpoint(self, step: int, final: bool) -> None:
-        saving = time.perf_counter()
-        state = {"config": self.config.to_dict(), "kl": self.kl.state_dict(),
+        state = {"kl": self.kl.state_dict(),
                  "sampler": self.sampler.state_dict(),
                  "spo_tracker": self.tracker.state_dict() if self.tracker else None}
         tensors = {"optimizer": self.optimizer.state_dict(),
@@ -437,11 +400,9 @@ class _Training:
                    # token ids and log-probs: too bulky for the JSON state
                    "spo_completions": self.last_completions.state_dict()
                    if self.last_completions else None}
-        path = checkpoints.save(self.output_dir, step, model=self.model,
-                                tokenizer=self.tokenizer, state=state, tensors=tensors,
-                                keep=self.config.keep_checkpoints)
-        self.reporter.checkpoint(step, str(path), final=final)
-        self.reporter.log(f"saved checkpoint {path.name} in {time.perf_counter() - saving:.1f} s")
+        save_checkpoint(self.output_dir, step, final=final, model=self.model,
+                        tokenizer=self.tokenizer, state=state, tensors=tensors,
+                        config=self.config, reporter=self.reporter)
 
     def _restore(self, resumed: checkpoints.Checkpoint) -> None:
         """Continue after the checkpoint's step, with its optimiser, schedule and RNG state."""
@@ -462,13 +423,6 @@ class _Training:
         checkpoints.restore_rng_state(resumed.tensors["rng"])
         self.first_step = resumed.step + 1
         self.reporter.log(f"resumed from {resumed.path} after step {resumed.step}")
-
-
-def resolve_device(name: str) -> str:
-    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu'; other names pass through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _std(values: torch.Tensor) -> float:

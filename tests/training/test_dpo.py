@@ -163,9 +163,10 @@ def test_two_steps_report_every_metric_finite(dpo_config):
     for event in metrics:
         assert STEP_METRICS <= set(event["values"])  # non-finite values would have been dropped
     first = metrics[0]["values"]
-    # before the first update the policy is the reference: every implicit reward is 0
+    # before the first update the policy is the reference: every implicit reward is 0, up to
+    # rounding (the two models' forward passes may take differently vectorised kernels)
     assert first["loss/dpo"] == pytest.approx(math.log(2))
-    assert first["rewards/margin"] == 0 and first["rewards/accuracy"] == 0
+    assert first["rewards/margin"] == pytest.approx(0, abs=1e-5)
     assert first["optim/grad_norm"] > 0
     assert metrics[1]["values"]["rewards/margin"] != 0
     assert [(p["step"], p["total_steps"]) for p in reporter.of_kind("progress")] == [(1, 2), (2, 2)]
@@ -192,7 +193,8 @@ def test_each_logged_pair_is_a_group_of_chosen_then_rejected(dpo_config):
             assert item["completion"] == getattr(pair, preference)
             assert item["prompt"] == pair.prompt and item["advantage"] == 0.0
             assert 1 <= item["completion_tokens"] <= dpo_config.max_new_tokens
-    assert {i["reward"] for i in reporter.of_kind("rollouts")[0]["items"]} == {0.0}
+    # the policy is the reference before the first update: implicit rewards 0, up to rounding
+    assert all(abs(i["reward"]) < 1e-5 for i in reporter.of_kind("rollouts")[0]["items"])
     assert any(i["reward"] != 0 for i in reporter.of_kind("rollouts")[1]["items"])
 
 
@@ -207,7 +209,7 @@ def test_training_widens_the_margin_on_the_training_pairs(dpo_config):
                                  learning_rate=1e-3, max_new_tokens=16)
     values = _metrics(config)
     margins = [v["rewards/margin"] for v in values]
-    assert margins[0] == 0
+    assert margins[0] == pytest.approx(0, abs=1e-5)
     assert all(later > earlier for earlier, later in zip(margins, margins[1:]))
     assert values[-1]["rewards/accuracy"] == 1
     assert values[-1]["loss/dpo"] < values[0]["loss/dpo"]

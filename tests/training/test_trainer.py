@@ -7,8 +7,9 @@ import torch
 import training.tasks
 from training.events import ListReporter
 from training.models import load_policy
+from training.policy_update import completion_logprobs
 from training.tasks import AdditionTask
-from training.trainer import Outcome, completion_logprobs, train
+from training.trainer import Outcome, train
 
 STEP_METRICS = {
     "reward/mean", "reward/std", "reward/correct", "advantage/mean", "advantage/std",

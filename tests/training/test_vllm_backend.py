@@ -16,7 +16,7 @@ from training.config import RunConfig
 from training.generation import BackendUnavailable
 from training.models import apply_lora, load_policy
 from training.tasks import Example
-from training.trainer import completion_logprobs
+from training.policy_update import completion_logprobs
 from training.vllm_backend import VLLMBackend
 
 pytest.importorskip("vllm")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from training.ops import masked_mean, masked_sum, token_logprobs_and_entropy
+from training.shared_prompts import completion_states
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -60,24 +61,20 @@ def logprobs_entropy_and_values(model, head: ValueHead, input_ids: torch.Tensor,
                                 attention_mask: torch.Tensor, completion_length: int,
                                 temperature: float, *, entropy_grad: bool = False,
                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Log-probs, entropies and values of the last `completion_length` tokens, from one forward
-    pass of `model` (the value head shares its backbone).
+    """Log-probs, entropies and values of the last `completion_length` tokens, from the same
+    forward pass of `model` (the value head shares its backbone).
 
     input_ids, attention_mask (n, P + T) -> logp, entropy, values (n, T). As in
-    training.trainer.completion_logprobs, logits are divided by the sampling temperature and
-    position ids follow the attention mask. values[:, t] = V(s_t) is read from the last hidden
+    training.policy_update.completion_logprobs, logits are divided by the sampling temperature
+    and rows that share a prompt run it once. values[:, t] = V(s_t) is read from the last hidden
     state at position P − 1 + t, the same one whose logits give logp[:, t]: the state before
     token t is generated, which has not seen it.
     """
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, P + T)
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=completion_length + 1, use_cache=False,
-                   output_hidden_states=True)
-    logits = output.logits[:, :-1] / temperature  # (n, T, V): position P − 1 + t predicts token t
-    hidden = output.hidden_states[-1][:, -(completion_length + 1):-1]  # (n, T, H), same positions
-    logp, entropy = token_logprobs_and_entropy(logits, input_ids[:, -completion_length:],
+    states = completion_states(model, input_ids, attention_mask, completion_length, hidden=True)
+    logp, entropy = token_logprobs_and_entropy(states.logits / temperature,
+                                               input_ids[:, -completion_length:],
                                                entropy_grad=entropy_grad)
-    return logp, entropy, head(hidden)
+    return logp, entropy, head(states.hidden)
 
 
 def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None,

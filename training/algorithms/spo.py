@@ -49,6 +49,7 @@ from typing import Any
 import torch
 
 from training.config import RunConfig
+from training.generation import Rollouts
 from training.ops import masked_mean
 
 RHO_MIN = 0.875  # ρ_min: the reference's rho.clip_lower; RunConfig sets only ρ_max
@@ -181,13 +182,9 @@ class ValueTracker:
 
 @dataclass(frozen=True)
 class StoredCompletions:
-    """Stored completions in the trainer's rollout layout (left-padded prompt, then completion),
-    with the log-probs they had when stored."""
+    """Stored completions as the trainer's Rollouts, with the log-probs they had when stored."""
 
-    input_ids: torch.Tensor  # (n, P + T)
-    attention_mask: torch.Tensor  # (n, P + T) 1 on prompt and completion tokens
-    completion_mask: torch.Tensor  # (n, T) 1 on completion tokens
-    lengths: torch.Tensor  # (n,) completion tokens, on the CPU as in Rollouts
+    rollouts: Rollouts  # (n rows) texts empty, none truncated: D needs only the tokens
     logprobs: torch.Tensor  # (n, T) log π_then of each completion token, 0 on padding
 
 
@@ -238,10 +235,11 @@ class LastCompletions:
             attention_mask[i, start:end] = 1
             completion_mask[i, :len(completion)] = 1
             logprobs[i, :len(completion)] = torch.tensor(logp)
-        return StoredCompletions(
+        rollouts = Rollouts(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            completion_mask=completion_mask.to(device),
-            lengths=completion_mask.sum(dim=1), logprobs=logprobs.to(device))
+            completion_mask=completion_mask.to(device), lengths=completion_mask.sum(dim=1),
+            truncated=torch.zeros(n, dtype=torch.bool), texts=[""] * n)
+        return StoredCompletions(rollouts=rollouts, logprobs=logprobs.to(device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"entries": {pid: [list(p), list(c), list(l)]

@@ -137,10 +137,10 @@ def test_last_completions_batches_stored_rows_in_the_rollout_layout():
     assert "a" in memory and "c" not in memory
     stored = memory.batch(["b", "a"], pad_token_id=0)
     # b: prompt 4 5 6, completion 9; a: prompt 5 6 (one pad), completion 7 8
-    assert stored.input_ids.tolist() == [[4, 5, 6, 9, 0], [0, 5, 6, 7, 8]]
-    assert stored.attention_mask.tolist() == [[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]]
-    assert stored.completion_mask.tolist() == [[1, 0], [1, 1]]
-    assert stored.lengths.tolist() == [1, 2]
+    assert stored.rollouts.input_ids.tolist() == [[4, 5, 6, 9, 0], [0, 5, 6, 7, 8]]
+    assert stored.rollouts.attention_mask.tolist() == [[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]]
+    assert stored.rollouts.completion_mask.tolist() == [[1, 0], [1, 1]]
+    assert stored.rollouts.lengths.tolist() == [1, 2]
     assert stored.logprobs.tolist() == [[-2.0, 0.0], [-0.5, -1.5]]
 
 

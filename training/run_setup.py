@@ -1,0 +1,108 @@
+"""What every training loop (training.trainer's online one, training.dpo_trainer's offline one)
+does the same way: prepare the process, load the policy, build the optimiser, run the steps and
+save checkpoints."""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import get_scheduler, set_seed
+
+from training import checkpoints
+from training.config import RunConfig
+from training.events import Reporter
+from training.models import ModelNotFound, load_policy
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"  # ran max_steps
+    STOPPED = "stopped"  # should_stop() turned true; the last finished step was reported
+    FAILED = "failed"  # a user-fixable problem, already reported with reporter.error
+
+
+def resolve_device(name: str) -> str:
+    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu'; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def prepare_process(config: RunConfig, reporter: Reporter) -> bool:
+    """Seed every generator and use every core; False, reported, when the run asks for a GPU
+    that this worker does not have."""
+    set_seed(config.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
+                       "or launch the run on a GPU worker.")
+        return False
+    return True
+
+
+def load_run_policy(config: RunConfig, resumed: checkpoints.Checkpoint | None,
+                    device: torch.device):
+    """The policy to train and its tokenizer: the run's model, or the checkpoint's weights
+    when a full fine-tune resumes (a LoRA run resumes its adapters on the run's model)."""
+    source = config.model
+    if resumed is not None and resumed.adapter is None:
+        source = str(resumed.path)
+    model, tokenizer = load_policy(source, dtype=torch.float32, device=device)
+    if tokenizer.chat_template is None:
+        raise ModelNotFound(f"{config.model!r} has no chat template, so its prompts cannot be "
+                            f"formatted. Use an instruct or chat model.")
+    return model, tokenizer
+
+
+def make_optimizer(param_groups: list[dict[str, Any]], config: RunConfig, steps_per_step: int,
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW and the run's learning-rate schedule, stepped `steps_per_step` times per training
+    step. No weight decay: pulling weights toward zero would pull the policy away from the
+    pretrained one, which is what the KL term (when on) measures against. The fused AdamW
+    updates all parameters in one kernel (2–4× faster than the per-tensor loop on CPU)."""
+    optimizer = torch.optim.AdamW(param_groups, lr=config.learning_rate, weight_decay=0.0,
+                                  fused=True)
+    scheduler = get_scheduler(
+        "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
+        optimizer, num_warmup_steps=config.warmup_steps * steps_per_step,
+        num_training_steps=config.max_steps * steps_per_step)
+    return optimizer, scheduler
+
+
+def run_steps(config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool], *,
+              device: torch.device, first_step: int, step: Callable[[int], object | None],
+              save_checkpoint: Callable[[int, bool], None] | None) -> Outcome:
+    """Steps first_step … max_steps on `device`; `step` returns None when stopped part-way. A
+    checkpoint every checkpoint_every steps and after the last, when `save_checkpoint` is
+    given."""
+    reporter.status("running", device=str(device), total_steps=config.max_steps)
+    started = time.perf_counter()
+    for number in range(first_step, config.max_steps + 1):
+        if should_stop():
+            reporter.log(f"stopped on request after step {number - 1}")
+            return Outcome.STOPPED
+        if step(number) is None:
+            reporter.log(f"stopped on request during step {number}")
+            return Outcome.STOPPED
+        last = number == config.max_steps
+        if save_checkpoint is not None and (
+                last or config.checkpoint_every and number % config.checkpoint_every == 0):
+            save_checkpoint(number, last)
+    reporter.log(f"finished {config.max_steps} steps in {time.perf_counter() - started:.1f} s")
+    return Outcome.COMPLETED
+
+
+def save_checkpoint(output_dir: Path, step: int, *, final: bool, model, tokenizer,
+                    state: dict[str, Any], tensors: dict[str, Any], config: RunConfig,
+                    reporter: Reporter) -> None:
+    """Write a checkpoint (training.checkpoints) and report it."""
+    saving = time.perf_counter()
+    path = checkpoints.save(output_dir, step, model=model, tokenizer=tokenizer,
+                            state={"config": config.to_dict(), **state}, tensors=tensors,
+                            keep=config.keep_checkpoints)
+    reporter.checkpoint(step, str(path), final=final)
+    reporter.log(f"saved checkpoint {path.name} in {time.perf_counter() - saving:.1f} s")
