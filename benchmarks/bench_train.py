@@ -3,11 +3,13 @@
 Three parts, one after the other in one process, each selected with --parts:
 
     trl    rlab's GRPO against TRL's GRPOTrainer: same model, prompts, group size, completion
-           length, learning rate and KL setting, fp32 on CPU. Seconds per step and completion
-           tokens per second end to end (the tokens a step samples ÷ the step's wall-clock
-           time, generation, scoring, update and weight sync included). The runs take turns
-           step by step (benchmarks.turns): never two steps at once (the machine has two
-           cores), and whatever else loads the machine slows them alike. Target: rlab ≥ 2× TRL.
+           length, learning rate, KL setting and precision (fp32 by default), on CPU. Seconds
+           per step and completion tokens per second end to end (the tokens a step samples ÷
+           the step's wall-clock time, generation, scoring, update and weight sync included).
+           The runs take turns step by step (benchmarks.turns): never two steps at once (the
+           machine has two cores), and whatever else loads the machine slows them alike. Two
+           rounds: at the initial policy (equal work per step, judged: rlab ≥ 2× TRL), then
+           learning at the set learning rate (reported: lengths drift apart).
     vllm   rlab's vLLM backend (what the trainer times as `time/generate_s`) against a bare
            `LLM.generate` of the same prompts with the same sampling settings, on the same
            engine, alternating. Target: ≤ 10% overhead.
@@ -47,6 +49,7 @@ from training.trainer import Outcome, train
 PARTS = ("trl", "vllm", "spo")
 SPEEDUP_TARGET = 2.0  # rlab tokens/s ÷ TRL tokens/s
 OVERHEAD_TARGET = 0.10  # rlab rollout time over a bare vLLM generate
+EQUAL_WORK_LEARNING_RATE = 1e-9  # keeps both policies at the initial one, to compare throughput
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             model_dir=model_dir, prompts_per_step=args.prompts_per_step,
             group_size=args.group_size, max_new_tokens=args.max_new_tokens,
             learning_rate=args.learning_rate, beta=args.beta, warmup_steps=args.warmup_steps,
-            steps=args.steps, seed=args.seed)
-        print(f"rlab training benchmark: {model_name}, fp32, CPU, "
+            steps=args.steps, seed=args.seed, dtype=args.dtype)
+        print(f"rlab training benchmark: {model_name}, {args.dtype}, CPU, "
               f"{torch.get_num_threads()} torch threads")
         if "trl" in args.parts:
             part_trl(settings)
@@ -102,6 +105,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (k3 estimator)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="compute precision of every part, both trainers (default float32: "
+                             "fp32 throughout; bfloat16: fp32 weights, bf16 autocast and a bf16 "
+                             "vLLM engine)")
     parser.add_argument("--compare-steps", type=int, default=10,
                         help="spo part: steps of each run (default 10)")
     parser.add_argument("--compare-prompts", type=int, default=8,
@@ -126,7 +133,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 # Part 1: rlab against TRL ---------------------------------------------------------------------
 
 def part_trl(settings: Settings) -> None:
-    print(_heading(f"GRPO step, rlab against TRL: {settings.prompts_per_step} prompts × "
+    """Two rounds: at the initial policy (a learning rate of 1e-9 moves no weight that
+    matters), where both trainers sample the same distribution and so do the same work per
+    step, which is what the target judges; then at the configured learning rate, where each
+    policy's completion lengths drift their own way and tokens/s follows them."""
+    rounds = [(dataclasses.replace(settings, learning_rate=EQUAL_WORK_LEARNING_RATE),
+               "equal work: both policies stay at the initial one", True),
+              (settings, "learning: each policy drifts its own way after the warm-up step",
+               False)]
+    for round_settings, label, judged in rounds:
+        _trl_round(round_settings, label, judged)
+    print("Anchor (DESIGN.md, TRL 1.16 on this machine): ≈ 25 s per step, ≈ 44 tokens/s, "
+          "which matches\nTRL's num_tokens, prompt and completion tokens (≈ 1,100 a step).")
+
+
+def _trl_round(settings: Settings, label: str, judged: bool) -> None:
+    print(_heading(f"GRPO step, rlab against TRL, {label}: {settings.prompts_per_step} prompts × "
                    f"{settings.group_size} completions, ≤ {settings.max_new_tokens} tokens, "
                    f"lr {settings.learning_rate:g}, β {settings.beta:g} (k3), "
                    f"{settings.steps} measured steps after {settings.warmup_steps} warm-up"))
@@ -155,18 +177,14 @@ def part_trl(settings: Settings) -> None:
             _print_steps(result)
     print()
     _print_table(rows)
-    print("Tokens/s depends on completion lengths, and the policies drift apart after the "
-          "warm-up step;\n--learning-rate 1e-9 keeps both at the initial policy, for "
-          "throughput alone.")
     trl = next((row for row in rows if row.name.startswith("TRL")), None)
     for rlab in (row for row in rows if trl is not None and row is not trl):
         ratio = rlab.tokens_per_second / trl.tokens_per_second
-        verdict = "PASS" if ratio >= SPEEDUP_TARGET else "FAIL"
+        verdict = ("PASS" if ratio >= SPEEDUP_TARGET else "FAIL") if judged else \
+            "not judged: the policies sample different lengths"
         print(f"{rlab.name} ÷ TRL: {ratio:.2f}× completion tokens/s, "
               f"{trl.seconds_per_step / rlab.seconds_per_step:.2f}× steps/s "
               f"(target ≥ {SPEEDUP_TARGET:g}× tokens/s): {verdict}")
-    print("Anchor (DESIGN.md, TRL 1.16 on this machine): ≈ 25 s per step, ≈ 44 tokens/s, "
-          "which matches\nTRL's num_tokens, prompt and completion tokens (≈ 1,100 a step).")
 
 
 def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: str,
@@ -179,7 +197,7 @@ def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: st
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
         learning_rate=settings.learning_rate, beta=settings.beta, kl_estimator="k3",
         loss_type="grpo", scale_rewards="group", micro_batch_size=settings.micro_batch_size,
-        dtype="float32", device="cpu", seed=settings.seed)
+        dtype=settings.dtype, device="cpu", seed=settings.seed)
     reporter = _train(config, ClockedReporter(clock), before_step=clock.begin)
     warm, completions = settings.warmup_steps, settings.completions_per_step
     measured = [e["values"] for e in reporter.of_kind("metrics")][warm:]
@@ -315,7 +333,7 @@ def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
 
     config = RunConfig(model=settings.model_dir, rollout_backend="vllm",
                        group_size=settings.group_size, max_new_tokens=settings.max_new_tokens,
-                       temperature=settings.temperature, dtype="float32", device="cpu",
+                       temperature=settings.temperature, dtype=settings.dtype, device="cpu",
                        seed=settings.seed)
     model, tokenizer = load_policy(settings.model_dir, dtype=torch.float32, device="cpu")
     backend = VLLMBackend(model, tokenizer, config)
@@ -389,7 +407,7 @@ def _compare_config(settings: Settings, algorithm: str, prompts: int, group: int
         task=settings.task, max_steps=settings.steps, prompts_per_step=prompts,
         group_size=group, max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature, learning_rate=settings.learning_rate,
-        beta=settings.beta, dtype="float32", device="cpu", seed=settings.seed)
+        beta=settings.beta, dtype=settings.dtype, device="cpu", seed=settings.seed)
 
 
 def _heading(text: str) -> str:

@@ -24,6 +24,7 @@ class Settings:
     seed: int = 0
     temperature: float = 1.0
     task: str = "arithmetic"
+    dtype: str = "float32"  # or "bfloat16": fp32 weights, bf16 autocast (and bf16 vLLM engine)
 
     @property
     def total_steps(self) -> int:

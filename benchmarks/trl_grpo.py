@@ -1,8 +1,8 @@
 """TRL's GRPOTrainer on the benchmark's settings, timed step by step.
 
 Needs the `bench` extra (`pip install -e '.[bench]'`: trl 1.16). Every GRPO setting that rlab
-fixes is set here to rlab's value, TRL's defaults included where they differ: fp32 (TRL turns on
-bf16 by default), a constant learning rate (the Trainer decays it linearly by default), no
+fixes is set here to rlab's value, TRL's defaults included where they differ: the benchmark's
+precision (fp32 weights, and bf16 autocast with --dtype bfloat16, where TRL turns it on by default), a constant learning rate (the Trainer decays it linearly by default), no
 gradient checkpointing (TRL's default; rlab recomputes nothing, so leaving it on would make TRL
 do more work than rlab), top_k 0, GRPO's per-completion token mean ('grpo', where TRL's default
 is 'dapo'), rewards scaled by the group's std, one pass per batch, generation with transformers.
@@ -58,7 +58,7 @@ def run_trl(settings: Settings, examples: list[list[Example]], clock: StepClock)
     with TemporaryDirectory(prefix="bench-trl-") as output_dir:
         args = GRPOConfig(
             output_dir=output_dir, report_to="none", save_strategy="no", logging_steps=1,
-            disable_tqdm=True, use_cpu=True, bf16=False, fp16=False,
+            disable_tqdm=True, use_cpu=True, bf16=settings.dtype == "bfloat16", fp16=False,
             model_init_kwargs={"dtype": torch.float32}, gradient_checkpointing=False,
             max_steps=settings.total_steps, seed=settings.seed,
             learning_rate=settings.learning_rate, lr_scheduler_type="constant",

@@ -19,7 +19,13 @@ from training.algorithms.aggregation import BatchShape
 from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.config import RunConfig
 from training.generation import Rollouts
-from training.ops import KL_ESTIMATORS, high_entropy_mask, masked_sum, token_logprobs_and_entropy
+from training.ops import (
+    KL_ESTIMATORS,
+    high_entropy_mask,
+    masked_sum,
+    tempered,
+    token_logprobs_and_entropy,
+)
 from training.shared_prompts import completion_states
 
 
@@ -268,5 +274,5 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     Rows that share a prompt run it once (training.shared_prompts).
     """
     logits = completion_states(model, input_ids, attention_mask, completion_length).logits
-    return token_logprobs_and_entropy(logits / temperature, input_ids[:, -completion_length:],
-                                      entropy_grad=entropy_grad)
+    return token_logprobs_and_entropy(tempered(logits, temperature),
+                                      input_ids[:, -completion_length:], entropy_grad=entropy_grad)

@@ -5,14 +5,14 @@ the prompt is often longer than the completions (SmolLM2's chat template alone a
 system prompt). Running the full rows would compute every prompt's activations G times, in the
 forward and in the backward pass. Here the distinct prompts run once, their key/value cache is
 copied to the rows that share them (an index, so gradients from every row flow back into the
-one prompt pass), and only the completions run on top of it:
+one prompt pass), and each row runs on top of it from its prompt's last token:
 
-    states of prompt p, positions 0 … P − 1        one pass per distinct prompt
-    states of row i,   positions P … P + T − 2     on the cache of prompt p(i)
+    prompt p,  positions 0 … P − 2         one pass per distinct prompt: the key/value cache
+    row i,     positions P − 1 … P + T − 2  on the cache of prompt p(i)
 
-Token t of a completion is predicted by position P − 1 + t: the first by the prompt's last
-position, the others by the completion's own positions, so the last completion token is never
-an input. The result equals the full forward pass up to floating-point rounding.
+Token t of a completion is predicted by position P − 1 + t, so the second pass gives exactly
+the T positions wanted (the last completion token is never an input). The result equals the
+full forward pass up to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -44,31 +44,25 @@ def completion_states(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, P + T)
     prompts = torch.cat([input_ids[:, :prompt_length], attention_mask[:, :prompt_length]], dim=1)
     distinct, prompt_of_row = torch.unique(prompts, dim=0, return_inverse=True)  # (m, 2P), (n,)
-    if distinct.shape[0] == input_ids.shape[0] or prompt_length == 0:
+    if distinct.shape[0] == input_ids.shape[0] or prompt_length < 2:
         return _whole_rows(model, input_ids, attention_mask, position_ids, completion_length,
                            hidden)
 
-    prompt_ids, prompt_mask = distinct[:, :prompt_length], distinct[:, prompt_length:]
-    prompt_pass = model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                        position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0),
-                        logits_to_keep=1, use_cache=True, output_hidden_states=hidden)
-    logits = [prompt_pass.logits[prompt_of_row]]  # (n, 1, V): predicts completion token 0
-    states = [prompt_pass.hidden_states[-1][prompt_of_row, -1:]] if hidden else []
-    if completion_length > 1:
-        cache = prompt_pass.past_key_values
-        for layer in cache.layers:  # every row gets its prompt's keys and values
-            layer.keys, layer.values = layer.keys[prompt_of_row], layer.values[prompt_of_row]
-        end = input_ids.shape[1] - 1  # the last completion token predicts nothing asked for
-        completion_pass = model(
-            input_ids=input_ids[:, prompt_length:end], attention_mask=attention_mask[:, :end],
-            position_ids=position_ids[:, prompt_length:end], past_key_values=cache,
-            cache_position=torch.arange(prompt_length, end, device=input_ids.device),
-            use_cache=True, output_hidden_states=hidden)
-        logits.append(completion_pass.logits)  # (n, T − 1, V)
-        if hidden:
-            states.append(completion_pass.hidden_states[-1])
-    return CompletionStates(logits=torch.cat(logits, dim=1),
-                            hidden=torch.cat(states, dim=1) if hidden else None)
+    cached = prompt_length - 1  # the prompt's last token runs with its row: it predicts token 0
+    prompt_ids = distinct[:, :cached]
+    prompt_mask = distinct[:, prompt_length:prompt_length + cached]
+    cache = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                  position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0),
+                  logits_to_keep=1, use_cache=True).past_key_values
+    for layer in cache.layers:  # every row gets its prompt's keys and values
+        layer.keys, layer.values = layer.keys[prompt_of_row], layer.values[prompt_of_row]
+    end = input_ids.shape[1] - 1  # the last completion token predicts nothing asked for
+    output = model(input_ids=input_ids[:, cached:end], attention_mask=attention_mask[:, :end],
+                   position_ids=position_ids[:, cached:end], past_key_values=cache,
+                   cache_position=torch.arange(cached, end, device=input_ids.device),
+                   use_cache=True, output_hidden_states=hidden)
+    return CompletionStates(logits=output.logits,  # (n, T, V)
+                            hidden=output.hidden_states[-1] if hidden else None)
 
 
 def _whole_rows(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from training.ops import masked_mean, masked_sum, token_logprobs_and_entropy
+from training.ops import masked_mean, masked_sum, tempered, token_logprobs_and_entropy
 from training.shared_prompts import completion_states
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -71,7 +71,7 @@ def logprobs_entropy_and_values(model, head: ValueHead, input_ids: torch.Tensor,
     token t is generated, which has not seen it.
     """
     states = completion_states(model, input_ids, attention_mask, completion_length, hidden=True)
-    logp, entropy = token_logprobs_and_entropy(states.logits / temperature,
+    logp, entropy = token_logprobs_and_entropy(tempered(states.logits, temperature),
                                                input_ids[:, -completion_length:],
                                                entropy_grad=entropy_grad)
     return logp, entropy, head(states.hidden)
