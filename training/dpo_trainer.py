@@ -34,6 +34,7 @@ from training.run_setup import (
     Outcome,
     load_run_policy,
     make_optimizer,
+    peak_memory,
     prepare_process,
     resolve_device,
     run_steps,
@@ -125,6 +126,7 @@ class _DPOTraining:
             "time/update_s": update_s,
             "time/step_s": step_s,
             "perf/tokens_per_s": batch.lengths.sum().item() / step_s,
+            **peak_memory(self.device),
         }
         self.reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +72,16 @@ def make_optimizer(param_groups: list[dict[str, Any]], config: RunConfig, steps_
         optimizer, num_warmup_steps=config.warmup_steps * steps_per_step,
         num_training_steps=config.max_steps * steps_per_step)
     return optimizer, scheduler
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """The training process's peak resident memory (the in-process vLLM engine included) and,
+    on CUDA, the peak memory torch allocated on the GPU, in GiB."""
+    # ru_maxrss is in KiB on Linux
+    peak = {"perf/peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        peak["perf/peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return peak
 
 
 def run_steps(config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool], *,

@@ -37,6 +37,7 @@ from training.run_setup import (
     Outcome,
     load_run_policy,
     make_optimizer,
+    peak_memory,
     prepare_process,
     resolve_device,
     run_steps,
@@ -266,6 +267,7 @@ class _Training:
             "time/weight_sync_s": sync_s,
             "time/step_s": step_s,
             "perf/tokens_per_s": lengths.sum().item() / step_s,
+            **peak_memory(self.device),
         }
         if self.reference is not None:
             metrics["kl/beta"] = beta

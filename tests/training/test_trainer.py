@@ -16,7 +16,7 @@ STEP_METRICS = {
     "loss/policy", "entropy/mean", "completion/length_mean", "completion/length_max",
     "completion/truncated_fraction", "groups/degenerate_fraction", "clip/low_fraction",
     "clip/high_fraction", "optim/grad_norm", "optim/lr", "time/generate_s", "time/update_s",
-    "time/step_s", "perf/tokens_per_s",
+    "time/step_s", "perf/tokens_per_s", "perf/peak_memory_gb",
 }
 ROLLOUT_FIELDS = {"prompt", "completion", "reward", "rewards", "advantage", "group",
                   "sample_index", "prompt_id", "completion_tokens", "truncated", "extra",

@@ -43,7 +43,7 @@ MATRIX = {
     "experiments:edit": ("get", ["experiment_id"], {}, WRITE_PAGE),
     "experiments:launch": ("post", ["experiment_id"], {}, WRITE),
     "runs:detail": ("get", ["run_id"], {}, READ),
-    "runs:live": ("get", ["run_id"], {}, READ),
+    "runs:events": ("get", ["run_id"], {}, READ),
     "runs:metrics": ("get", ["run_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
     # The run is queued, so a member is sent back to it with the reason it cannot resume.
@@ -136,7 +136,7 @@ def test_access(client, world, name, role):
 def test_htmx_fragments_follow_the_same_rules(client, world, role):
     users, ids = world
     client.force_login(users[role])
-    response = client.get(reverse("runs:live", args=[ids["run_id"]]), HTTP_HX_REQUEST="true")
+    response = client.get(reverse("runs:events", args=[ids["run_id"]]), HTTP_HX_REQUEST="true")
     assert response.status_code == READ[role]
 
 

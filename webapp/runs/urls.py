@@ -1,11 +1,11 @@
 from django.urls import path
 
-from webapp.runs import views
+from webapp.runs import stream, views
 
 app_name = "runs"
 urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="detail"),
-    path("runs/<int:run_id>/live/", views.run_live, name="live"),
+    path("runs/<int:run_id>/events/", stream.run_events, name="events"),
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="metrics"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="cancel"),
     path("runs/<int:run_id>/resume/", views.run_resume_view, name="resume"),

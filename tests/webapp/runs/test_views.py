@@ -27,37 +27,17 @@ def test_run_page_shows_status_progress_and_cancel(signed_in, run):
     assert 'id="run-status"' in body and "queued" in body
     assert "<progress" in body
     assert 'id="cancel"' in body
-    assert 'hx-trigger="every 2s"' in body
+    # one event stream updates the page, starting after what it shows
+    assert re.search(r'sse-connect="/runs/\d+/events/\?last_event_id=\d+\.\d+\.\d+\.\d+"',
+                     body)
+    assert 'hx-trigger="every' not in body  # no polling
 
 
-def test_live_fragment_is_a_partial_with_out_of_band_rollouts(signed_in, run):
-    services.rollouts_ingest(run_id=run.pk, step=1, items=[
-        {"prompt": "1+1", "completion": "2", "reward": 1.0}])
-    url = reverse("runs:live", args=[run.pk])
-    body = signed_in.get(url, HTTP_HX_REQUEST="true").content.decode()
-    assert "<html" not in body
-    assert 'id="run-live"' in body
-    assert re.search(r'<section id="rollouts"[^>]*hx-swap-oob="true"', body)
-    assert 'id="logs" class="card" hx-swap-oob="true"' in body
-
-
-def test_live_fragment_leaves_the_rollouts_alone_until_a_new_step(signed_in, run):
-    services.rollouts_ingest(run_id=run.pk, step=1, items=[
-        {"prompt": "1+1", "completion": "2", "reward": 1.0}])
-    url = reverse("runs:live", args=[run.pk])
-    body = signed_in.get(url, {"shown_step": "1"}, HTTP_HX_REQUEST="true").content.decode()
-    assert 'id="rollouts"' not in body
-    services.rollouts_ingest(run_id=run.pk, step=2, items=[
-        {"prompt": "1+2", "completion": "3", "reward": 1.0}])
-    body = signed_in.get(url, {"shown_step": "1"}, HTTP_HX_REQUEST="true").content.decode()
-    assert 'id="rollouts"' in body and "step 2" in body
-
-
-def test_finished_run_stops_polling(signed_in, run):
+def test_finished_run_page_has_no_event_stream(signed_in, run):
     services.run_claim(run_id=run.pk, worker="w")
     services.run_fail(run_id=run.pk, error_message="Model not found: /nope")
-    body = signed_in.get(reverse("runs:live", args=[run.pk])).content.decode()
-    assert "hx-trigger" not in body
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "sse-connect" not in body
     assert "Model not found: /nope" in body
     assert 'id="cancel"' not in body
 
@@ -119,15 +99,6 @@ def test_run_page_lists_checkpoints_with_their_size_and_marks_deleted_ones(signe
 def test_run_page_without_checkpoints_says_when_they_come(signed_in, run):
     body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
     assert "No checkpoints yet" in body
-
-
-def test_live_fragment_carries_new_checkpoints(signed_in, run):
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=10, path="/gone/checkpoint-10")])
-    body = signed_in.get(reverse("runs:live", args=[run.pk]),
-                         HTTP_HX_REQUEST="true").content.decode()
-    assert re.search(r'<section id="checkpoints"[^>]*hx-swap-oob="true"', body)
-    assert "/gone/checkpoint-10" in body
 
 
 def test_checkpoint_path_is_escaped(signed_in, run):
@@ -197,3 +168,15 @@ def test_a_refused_resume_stays_on_the_run_and_says_why(signed_in, run):
 
 def test_resume_needs_post(signed_in, run):
     assert signed_in.get(reverse("runs:resume", args=[run.pk])).status_code == 405
+
+
+def test_status_panel_shows_throughput_and_peak_memory(signed_in, run):
+    now = timezone.now()
+    services.metrics_ingest(run_id=run.pk, points=[
+        services.MetricSample(key=key, step=1, value=value, wall_time=now)
+        for key, value in (("perf/tokens_per_s", 123.45), ("time/step_s", 2.5),
+                           ("perf/peak_memory_gb", 3.25))])
+    body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    throughput = body[body.index('id="run-throughput"'):]
+    assert "123.5 tokens/s" in throughput[:200] and "2.5 s" in throughput[:200]
+    assert "3.3 GiB" in body[body.index('id="run-memory"'):][:120]

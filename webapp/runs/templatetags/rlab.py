@@ -20,3 +20,9 @@ def duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes} min {secs} s"
     return f"{secs} s"
+
+
+@register.filter
+def get_item(mapping: dict, key: str):
+    """mapping[key], None when absent: for keys a template cannot spell (`perf/tokens_per_s`)."""
+    return mapping.get(key) if mapping else None

@@ -1,0 +1,146 @@
+"""The run page's event stream: server-sent events from an async view (served by uvicorn).
+
+Each event is named for the panel it updates (templates/runs/run_detail.html, through the htmx
+SSE extension): `metrics` (JSON of the new points, for the charts), `log` (new log lines,
+appended), `status`, `rollouts` and `checkpoints` (the panel re-rendered), and `end` when the run
+has finished, which closes the stream. Every event's id is the page's cursor
+(webapp.runs.live_feed.Cursor): a browser that reconnects sends it back as Last-Event-ID, and the
+stream resumes after it, with nothing lost and nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, StreamingHttpResponse
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET
+
+from webapp.runs import selectors
+from webapp.runs.live_feed import (
+    Batch,
+    Cursor,
+    catch_up,
+    caught_up,
+    current_cursor,
+    ensure_running,
+    feed_for,
+)
+from webapp.runs.panels import can_edit_run, live_context
+
+KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies open and finds dead clients
+RETRY_MS = 2000  # the browser's reconnect delay after a dropped connection
+
+
+@login_required
+@require_GET
+async def run_events(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+    user = await request.auser()
+    run = await sync_to_async(selectors.get_run_for_user)(user, run_id)
+    # The browser's own reconnect sends Last-Event-ID; a new EventSource (htmx reconnecting after
+    # an error) carries the cursor in the URL, which the page keeps current (live.js).
+    cursor = (Cursor.parse(request.headers.get("Last-Event-ID"))
+              or Cursor.parse(request.GET.get("last_event_id")))
+    if cursor is None:  # no cursor: start from now, as a freshly rendered page would
+        cursor = await sync_to_async(current_cursor)(run.pk)
+    response = StreamingHttpResponse(_events(run, user, cursor),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
+    return response
+
+
+async def _events(run, user, cursor: Cursor) -> AsyncIterator[str]:
+    feed = await feed_for(run.pk)
+    queue, feed_start = feed.subscribe()
+    ensure_running(feed)
+    renderer = _Renderer(run, user)
+    try:
+        yield f"retry: {RETRY_MS}\n\n"
+        while True:  # what this page missed, up to where the feed's batches begin
+            batch = await sync_to_async(catch_up)(run.pk, cursor, feed_start)
+            text, cursor = await renderer.render(batch, cursor)
+            yield text
+            if caught_up(cursor, feed_start):
+                break
+        if batch.state is not None and batch.state.is_terminal:
+            yield _event("end", "", cursor)
+            return
+        while True:
+            try:
+                batch = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if batch is None:  # the run finished: its last batch came before
+                yield _event("end", "", cursor)
+                return
+            text, cursor = await renderer.render(batch, cursor)
+            if text:
+                yield text
+    finally:
+        feed.unsubscribe(queue)
+
+
+class _Renderer:
+    """Turns batches into this page's events. The re-rendered panels are shared by every page
+    of the same permission through the batch (`panels`), so fifty pages render them once."""
+
+    def __init__(self, run, user):
+        self.run = run
+        self.user = user
+        self.can_edit: bool | None = None  # the panels' variant: with or without the buttons
+
+    async def render(self, batch: Batch, cursor: Cursor) -> tuple[str, Cursor]:
+        """The events of what in `batch` lies after `cursor`, and the cursor after them."""
+        metrics = [m for m in batch.metrics if m[0] > cursor.metric]
+        logs = [line for line in batch.logs if line.pk > cursor.log]
+        after = Cursor(metric=max(cursor.metric, batch.end.metric),
+                       log=max(cursor.log, batch.end.log),
+                       rollout=max(cursor.rollout, batch.end.rollout),
+                       checkpoint=max(cursor.checkpoint, batch.end.checkpoint))
+        events = []
+        if batch.state is not None or batch.new_rollouts or batch.new_checkpoints:
+            panels = await self._panels(batch)
+            if batch.state is not None:
+                events.append(_event("status", panels["live"], after))
+            if batch.new_rollouts and after.rollout > cursor.rollout:
+                events.append(_event("rollouts", panels["rollouts"], after))
+            if batch.new_checkpoints and after.checkpoint > cursor.checkpoint:
+                events.append(_event("checkpoints", panels["checkpoints"], after))
+        if metrics:
+            series: dict[str, list[list[float]]] = {}
+            for _, key, step, value, wall in metrics:
+                points = series.setdefault(key, [[], [], []])
+                points[0].append(step)
+                points[1].append(value)
+                points[2].append(round(wall, 3))
+            events.append(_event("metrics", json.dumps({"series": series}), after))
+        if logs:
+            events.append(_event("log", render_to_string("runs/run_detail.html#log-lines",
+                                                         {"log_lines": logs}), after))
+        return "".join(events), after
+
+    async def _panels(self, batch: Batch) -> dict[str, str]:
+        if self.can_edit is None:
+            self.can_edit = await sync_to_async(can_edit_run)(self.run, self.user)
+        if self.can_edit not in batch.panels:
+            batch.panels[self.can_edit] = await sync_to_async(_render_panels)(
+                self.run, self.user, self.can_edit)
+        return batch.panels[self.can_edit]
+
+
+def _render_panels(run, user, can_edit: bool) -> dict[str, str]:
+    context = live_context(run, user, can_edit=can_edit)
+    return {name: render_to_string(f"runs/run_detail.html#{name}", context)
+            for name in ("live", "rollouts", "checkpoints")}
+
+
+def _event(name: str, data: str, cursor: Cursor) -> str:
+    """One server-sent event; each line of `data` on a `data:` line of its own."""
+    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    return f"id: {cursor.encode()}\nevent: {name}\n{lines}\n"
