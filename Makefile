@@ -54,5 +54,10 @@ bench-train: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(PY) -m benchmarks.bench_train $(BENCH_ARGS)
 
+# The web targets of issue 5 on generated data in a scratch Postgres database (a few minutes).
+.PHONY: bench-web
+bench-web: install services
+	$(PY) -m benchmarks.bench_web $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var

@@ -92,8 +92,10 @@ class Batch:
     new_rollouts: bool = False
     new_checkpoints: bool = False
     state: RunState | None = None  # set when it changed (always in a catch-up read)
-    panels: dict[bool, dict[str, str]] = field(default_factory=dict)
-    # the re-rendered panels, rendered once per permission variant for every page (stream.py)
+    # Rendered once per permission variant (can edit or not) for every page (stream.py): the
+    # re-rendered panels, and the whole text of the events for pages in step with the feed.
+    panels: dict[bool, asyncio.Future] = field(default_factory=dict)  # of {panel: html}
+    events: dict[bool, asyncio.Future] = field(default_factory=dict)  # of (text, cursor after)
 
     @property
     def empty(self) -> bool:

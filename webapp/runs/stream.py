@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
@@ -87,16 +87,24 @@ async def _events(run, user, cursor: Cursor) -> AsyncIterator[str]:
 
 
 class _Renderer:
-    """Turns batches into this page's events. The re-rendered panels are shared by every page
-    of the same permission through the batch (`panels`), so fifty pages render them once."""
+    """Turns batches into one page's events. What pages share is rendered once per batch and
+    permission variant (with or without the cancel and resume buttons): the re-rendered panels,
+    and the whole text for pages in step with the feed, which is nearly all of them."""
 
     def __init__(self, run, user):
         self.run = run
         self.user = user
-        self.can_edit: bool | None = None  # the panels' variant: with or without the buttons
+        self.can_edit: bool | None = None
 
     async def render(self, batch: Batch, cursor: Cursor) -> tuple[str, Cursor]:
         """The events of what in `batch` lies after `cursor`, and the cursor after them."""
+        if self.can_edit is None:
+            self.can_edit = await sync_to_async(can_edit_run)(self.run, self.user)
+        if cursor != batch.start:  # catching up, or ahead of the feed: this page's own text
+            return await self._render(batch, cursor)
+        return await _once(batch.events, self.can_edit, lambda: self._render(batch, cursor))
+
+    async def _render(self, batch: Batch, cursor: Cursor) -> tuple[str, Cursor]:
         metrics = [m for m in batch.metrics if m[0] > cursor.metric]
         logs = [line for line in batch.logs if line.pk > cursor.log]
         after = Cursor(metric=max(cursor.metric, batch.end.metric),
@@ -105,7 +113,8 @@ class _Renderer:
                        checkpoint=max(cursor.checkpoint, batch.end.checkpoint))
         events = []
         if batch.state is not None or batch.new_rollouts or batch.new_checkpoints:
-            panels = await self._panels(batch)
+            panels = await _once(batch.panels, self.can_edit, lambda: sync_to_async(
+                _render_panels)(self.run, self.user, self.can_edit))
             if batch.state is not None:
                 events.append(_event("status", panels["live"], after))
             if batch.new_rollouts and after.rollout > cursor.rollout:
@@ -125,13 +134,13 @@ class _Renderer:
                                                          {"log_lines": logs}), after))
         return "".join(events), after
 
-    async def _panels(self, batch: Batch) -> dict[str, str]:
-        if self.can_edit is None:
-            self.can_edit = await sync_to_async(can_edit_run)(self.run, self.user)
-        if self.can_edit not in batch.panels:
-            batch.panels[self.can_edit] = await sync_to_async(_render_panels)(
-                self.run, self.user, self.can_edit)
-        return batch.panels[self.can_edit]
+
+async def _once(cache: dict, key, make: Callable[[], Awaitable]):
+    """make()'s result, made by the first page that asks and awaited by the others meanwhile
+    (they ask together: a batch reaches every page at once)."""
+    if key not in cache:
+        cache[key] = asyncio.ensure_future(make())
+    return await cache[key]
 
 
 def _render_panels(run, user, can_edit: bool) -> dict[str, str]:

@@ -1,0 +1,308 @@
+"""Web benchmark (issue 5), run by `make bench-web`; it prints figures, it asserts nothing.
+
+On Postgres, in a scratch database that it creates, fills with generated data and drops:
+
+    page      the run page's first response, through uvicorn (target < 300 ms)
+    charts    chart data for 20 metrics × 100k steps (target < 200 ms)
+    rollouts  rollout browser pages with filters over 1M rollouts (target < 200 ms)
+    streams   the CPU that 50 open event streams on one run add, while the run logs every
+              second (target < 10% of a core): the web server's and Postgres's CPU time with no
+              stream open and with 50, over the same time, side by side
+
+Requests go over HTTP to a real uvicorn process, signed in, as a browser's would; each figure is
+the median of repeated requests after one warm-up (p90 beside it).
+
+    python -m benchmarks.bench_web                      # everything (a few minutes)
+    python -m benchmarks.bench_web --parts page,streams
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from urllib.parse import urlencode, urlsplit
+
+PARTS = ("page", "charts", "rollouts", "streams")
+TARGETS_MS = {"page": 300, "charts": 200, "rollouts": 200}
+STREAM_CPU_TARGET = 0.10  # of one core
+ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+DATABASE = "rlab_bench_web"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    base = urlsplit(args.postgres)
+    database_url = f"{base.scheme}://{base.netloc}/{DATABASE}"
+    _recreate_database(args.postgres)
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.config.settings.test"
+    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    try:
+        with TemporaryDirectory(prefix="bench-web-") as scratch:
+            _run(args, database_url, Path(scratch))
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        _drop_database(args.postgres)
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_web",
+                                     description="rlab's web targets on generated data.")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--postgres", default=ADMIN_URL,
+                        help="a Postgres URL whose user may create databases "
+                             f"(default {ADMIN_URL}); the scratch database is {DATABASE}")
+    parser.add_argument("--repeat", type=int, help="requests per figure (default 20)")
+    parser.add_argument("--streams", type=int, help="open event streams (default 50)")
+    parser.add_argument("--stream-seconds", type=float,
+                        help="length of each of the two stream windows (default 30)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1/100 of the data and short stream windows: checks the script")
+    args = parser.parse_args(argv)
+    args.scale = 0.01 if args.quick else 1.0
+    defaults = (3, 5, 5) if args.quick else (20, 50, 30)
+    for name, default in zip(("repeat", "streams", "stream_seconds"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    return args
+
+
+def _recreate_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def _drop_database(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
+    from benchmarks import web_data
+    from tests.stack import Process, free_port
+
+    print(f"rlab web benchmark: Postgres ({DATABASE}), uvicorn, {os.cpu_count()} cores")
+    world = web_data.create_world()
+    started = time.perf_counter()
+    if "charts" in args.parts or "page" in args.parts:
+        world.steps = int(100_000 * args.scale)
+        web_data.fill_metrics(world.big_run, keys=20, steps=world.steps)
+    if "rollouts" in args.parts or "page" in args.parts:
+        web_data.fill_rollouts(world.big_run, rollouts=int(1_000_000 * args.scale),
+                               group_size=8)
+    web_data.fill_log(world.big_run, lines=2_000)
+    web_data.analyze()
+    print(f"generated data in {time.perf_counter() - started:.0f} s: "
+          f"{web_data.counts(world.big_run)}\n")
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    web = Process("web", [sys.executable, "-m", "uvicorn", "webapp.config.asgi:application",
+                          "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+                  env, scratch)
+    client = Client(f"http://127.0.0.1:{port}", web_data.session_cookie(world.user))
+    client.wait_until_up(web)
+    try:
+        if "page" in args.parts:
+            _report("run page, first response", client.timings(
+                world.big_run.get_absolute_url(), args.repeat), TARGETS_MS["page"])
+        if "charts" in args.parts:
+            _part_charts(client, world, args.repeat)
+        if "rollouts" in args.parts:
+            _part_rollouts(client, world, args.repeat)
+        if "streams" in args.parts:
+            _part_streams(client, world, web, args)
+    finally:
+        web.stop()
+
+
+def _part_charts(client: Client, world, repeat: int) -> None:
+    from django.urls import reverse
+
+    url = reverse("runs:metrics", args=[world.big_run.pk])
+    timings, body = client.timings(url, repeat, keep_body=True)
+    _report(f"chart data, 20 metrics × {world.steps:,} steps ({len(body) / 1e6:.1f} MB of JSON)",
+            timings, TARGETS_MS["charts"])
+    import json
+
+    series = json.loads(body)["series"]
+    points = [len(values[0]) for values in series.values()]
+    print(f"    {len(series)} series, {min(points)}–{max(points)} points each "
+          f"(from {world.steps:,})")
+
+
+def _part_rollouts(client: Client, world, repeat: int) -> None:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        base = reverse("runs:rollouts", args=[world.big_run.pk])
+    except NoReverseMatch:
+        print("rollout browser: no such page yet (runs:rollouts)")
+        return
+    for label, query in ROLLOUT_QUERIES:
+        url = f"{base}?{urlencode(query)}" if query else base
+        _report(f"rollout browser, {label}", client.timings(url, repeat),
+                TARGETS_MS["rollouts"])
+
+
+# What a user filters the rollout browser by, over 1M rollouts (webapp.runs.rollout_browser).
+ROLLOUT_QUERIES = [
+    ("newest page", {}),
+    ("a step range", {"step_min": 5000, "step_max": 5100}),
+    ("reward ≥ 0.5, sorted by advantage", {"reward_min": 0.5, "sort": "-advantage"}),
+    ("degenerate groups", {"degenerate": "yes"}),
+    ("truncated, sorted by length", {"truncated": "yes", "sort": "-length"}),
+    ("text search", {"q": "answer is 4217"}),
+    ("text search + step range + reward", {"q": "4217", "step_min": 100,
+                                           "step_max": 90000, "reward_max": 0.5}),
+]
+
+
+def _part_streams(client: Client, world, web, args: argparse.Namespace) -> None:
+    from django.urls import reverse
+
+    from benchmarks.web_data import RunLogger, postgres_pids, process_cpu_seconds
+
+    print(f"\nevent streams: a run that logs a step every second (30 metric points and a log "
+          f"line), {args.stream_seconds:.0f} s without streams, then {args.streams} open")
+    logger = RunLogger(world.live_run)
+    logger.start()
+    try:
+        time.sleep(2)  # the logger's first steps
+
+        def cpu() -> float:
+            return sum(process_cpu_seconds(pid)
+                       for pid in [web.proc.pid, *postgres_pids(DATABASE)])
+
+        before = cpu()
+        time.sleep(args.stream_seconds)
+        quiet = cpu() - before
+        path = reverse("runs:events", args=[world.live_run.pk])
+        connecting = time.perf_counter()
+        readers = [StreamReader(client, path) for _ in range(args.streams)]
+        print(f"  {args.streams} streams connected in {time.perf_counter() - connecting:.1f} s")
+        time.sleep(3)  # the feed's first batch reaches them all
+        before = cpu()
+        time.sleep(args.stream_seconds)
+        busy = cpu() - before
+        received = [reader.events for reader in readers]
+        for reader in readers:
+            reader.close()
+    finally:
+        logger.stop()
+    extra = (busy - quiet) / args.stream_seconds
+    verdict = "PASS" if extra < STREAM_CPU_TARGET else "FAIL"
+    print(f"  web server + Postgres CPU: {quiet / args.stream_seconds:.1%} of a core without "
+          f"streams, {busy / args.stream_seconds:.1%} with {args.streams}")
+    print(f"  events received per stream: {min(received)}–{max(received)} "
+          f"(the logger wrote {logger.steps} steps)")
+    print(f"  added by {args.streams} streams: {extra:.1%} of a core "
+          f"(target < {STREAM_CPU_TARGET:.0%}): {verdict}")
+
+
+class Client:
+    """Timed GET requests over one kept-alive HTTP connection, signed in."""
+
+    def __init__(self, base_url: str, cookie: str):
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname, parts.port
+        self.cookie = cookie
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def wait_until_up(self, web) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                self.connection.close()
+                time.sleep(0.3)
+        raise RuntimeError(f"uvicorn did not start:\n{web.output()[-3000:]}")
+
+    def get(self, path: str) -> bytes:
+        self.connection.request("GET", path, headers={"Cookie": self.cookie})
+        response = self.connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {response.status}: {body[:300]!r}")
+        return body
+
+    def timings(self, path: str, repeat: int, keep_body: bool = False):
+        """Milliseconds per request (after one warm-up), and the last body if asked."""
+        body = self.get(path)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            body = self.get(path)
+            times.append((time.perf_counter() - start) * 1000)
+        return (times, body) if keep_body else times
+
+
+class StreamReader:
+    """One open event stream, drained by a thread, counting events."""
+
+    def __init__(self, client: Client, path: str):
+        self.connection = http.client.HTTPConnection(client.host, client.port, timeout=60)
+        self.connection.request("GET", path, headers={"Cookie": client.cookie,
+                                                      "Accept": "text/event-stream"})
+        self.response = self.connection.getresponse()
+        self.events = 0
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        try:
+            for line in self.response.fp:
+                if line.startswith(b"event: "):
+                    self.events += 1
+        except (OSError, ValueError):
+            pass  # closed
+
+    def close(self) -> None:
+        """Hang up as a closed browser tab does; shutdown wakes the thread blocked reading."""
+        try:
+            self.connection.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.connection.close()
+        self.thread.join(timeout=5)
+
+
+def _report(label: str, times: list[float], target_ms: float) -> None:
+    median = statistics.median(times)
+    p90 = sorted(times)[int(len(times) * 0.9) - 1]
+    verdict = "PASS" if median < target_ms else "FAIL"
+    print(f"{label}: {median:.0f} ms median, {p90:.0f} ms p90 "
+          f"(target < {target_ms} ms): {verdict}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Generated data for the web benchmark (benchmarks.bench_web), written with SQL so that millions
+of rows take seconds; and the measuring helpers it needs (CPU time of processes, a run that logs
+every second)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from training.config import RunConfig
+from webapp.experiments.services import experiment_create
+from webapp.projects.services import project_create
+from webapp.runs import services
+from webapp.runs.models import LogLine, MetricPoint, Rollout, Run, RunStatus
+from webapp.teams.services import team_create
+
+
+@dataclass
+class World:
+    user: object
+    big_run: Run  # millions of rows: pages and queries are timed on it
+    live_run: Run  # running, logging every second: event streams watch it
+    steps: int = 0  # of each metric of big_run
+
+
+def create_world() -> World:
+    user = get_user_model().objects.create_user("bench", password="bench-web-2026")
+    team = team_create(name="Bench", user=user)
+    project = project_create(team=team, name="Bench", description="", user=user)
+    experiment = experiment_create(project=project, author=user, name="grpo", description="",
+                                   config=RunConfig(max_steps=100_000).to_dict())
+    big_run = _running(experiment, user, total_steps=100_000)
+    live_run = _running(experiment, user, total_steps=10_000)
+    return World(user=user, big_run=big_run, live_run=live_run)
+
+
+def _running(experiment, user, total_steps: int) -> Run:
+    run = services.run_launch(experiment=experiment, user=user)
+    services.run_claim(run_id=run.pk, worker="bench")
+    services.run_mark_running(run_id=run.pk, device="cpu", total_steps=total_steps)
+    return Run.objects.get(pk=run.pk)
+
+
+def fill_metrics(run: Run, *, keys: int, steps: int) -> None:
+    """`keys` metrics (the first is reward/mean) with a value at every step: a noisy rising
+    curve with rare spikes, which downsampling must keep."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time)
+            SELECT %s, CASE WHEN k = 0 THEN 'reward/mean' ELSE 'bench/metric_' || k END, s,
+                   ln(s + 1) / 12 + random() * 0.05 + CASE WHEN s %% 9973 = 0 THEN 5 ELSE 0 END,
+                   now() - interval '2 days' + s * interval '1 second'
+            FROM generate_series(0, %s) AS k, generate_series(1, %s) AS s
+        """, [run.pk, keys - 1, steps])
+        cursor.execute(f"UPDATE {Run._meta.db_table} SET progress_step = %s WHERE id = %s",
+                       [steps, run.pk])
+
+
+def fill_rollouts(run: Run, *, rollouts: int, group_size: int) -> None:
+    """`rollouts` completions, `group_size` to a group, 8 groups a step; one group in eight
+    has equal rewards (degenerate), one completion in ten hit the token limit."""
+    groups_per_step = 8
+    per_step = groups_per_step * group_size
+    columns = {f.column for f in Rollout._meta.concrete_fields}
+    degenerate = ", group_degenerate" if "group_degenerate" in columns else ""
+    degenerate_value = ", (g %% 8 = 0)" if degenerate else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {Rollout._meta.db_table}
+                (run_id, step, "group", sample_index, prompt_id, prompt, completion, reward,
+                 rewards, advantage, completion_tokens, truncated, extra{degenerate})
+            SELECT %s, i / {per_step} + 1, g, i %% {group_size}, 'p' || (i / {group_size}) %% 5000,
+                   'Compute ' || (i / {group_size}) %% 5000 || ' + 17. Give the final answer.',
+                   'Let me add them. The answer is ' || (i * 7919) %% 100000 || '.',
+                   r, jsonb_build_object('correct', r), r - 0.5, 8 + i %% 24, i %% 10 = 0,
+                   '{{}}'::jsonb{degenerate_value}
+            FROM (SELECT i, (i / {group_size}) %% {groups_per_step} AS g,
+                         CASE WHEN ((i / {group_size}) %% 8) = 0 THEN 1.0
+                              ELSE (i %% 3 = 0)::int END AS r
+                  FROM generate_series(0, %s) AS i) AS rows
+        """, [run.pk, rollouts - 1])
+
+
+def fill_log(run: Run, *, lines: int) -> None:
+    now = timezone.now()
+    LogLine.objects.bulk_create(
+        LogLine(run=run, time=now - timedelta(seconds=lines - i), level="info",
+                source="trainer", message=f"step {i}: reward 0.5") for i in range(lines))
+
+
+def analyze() -> None:
+    """Fresh planner statistics, as autovacuum would have after a real run's inserts."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def counts(run: Run) -> str:
+    return (f"{MetricPoint.objects.filter(run=run).count():,} metric points, "
+            f"{Rollout.objects.filter(run=run).count():,} rollouts, "
+            f"{LogLine.objects.filter(run=run).count():,} log lines")
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+class RunLogger:
+    """What a worker records for a run that logs every second: a step's 30 metric points, a
+    log line and the progress, written from a thread of this process."""
+
+    KEYS = [f"bench/live_{i}" for i in range(29)] + ["reward/mean"]
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        from django.db import connections
+
+        try:
+            while not self._stop.wait(1.0):
+                self.steps += 1
+                now = timezone.now()
+                services.metrics_ingest(run_id=self.run.pk, points=[
+                    services.MetricSample(key=key, step=self.steps, value=self.steps * 0.01,
+                                          wall_time=now) for key in self.KEYS])
+                services.logs_append(run_id=self.run.pk, lines=[
+                    (now, "info", "trainer", f"step {self.steps}: reward 0.5")])
+                services.run_progress(run_id=self.run.pk, step=self.steps, total_steps=10_000)
+        finally:
+            connections.close_all()
+
+
+def postgres_pids(database: str) -> list[int]:
+    """The Postgres processes that work for `database`: its backends (their command line names
+    the database) and the server's background processes (WAL writer, checkpointer...), which
+    write what every backend inserts. Other databases' backends are left out."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        is_backend = "(" in title or " idle" in title or "127.0.0.1" in title or "[local]" in title
+        if not is_backend or f" {database} " in title:
+            pids.append(int(entry.name))
+    return pids
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
