@@ -86,7 +86,7 @@ def fill_rollouts(run: Run, *, rollouts: int, group_size: int) -> None:
             FROM (SELECT i, (i / {group_size}) %% {groups_per_step} AS g,
                          CASE WHEN ((i / {group_size}) %% 8) = 0 THEN 1.0
                               ELSE (i %% 3 = 0)::int END AS r
-                  FROM generate_series(0, %s) AS i) AS rows
+                  FROM generate_series(0, %s::bigint) AS i) AS rows
         """, [run.pk, rollouts - 1])
 
 

@@ -453,9 +453,14 @@ def _rollout_items(examples: list[Example], rollouts: Rollouts,
                    token_details: dict[int, dict[str, list[float]]], tokenizer,
                    ) -> list[dict[str, Any]]:
     """The logged rollouts; `advantages` (N,) one per completion, `token_advantages` (N,) or
-    (N, T), the per-token ones of the token view (PPO's differ token by token)."""
+    (N, T), the per-token ones of the token view (PPO's differ token by token). Each item says
+    whether its whole group got equal rewards: only the first rollouts are logged, so the web
+    app cannot tell from the logged ones."""
     count = min(config.rollouts_logged_per_step, len(rollouts.texts))
     prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
+    groups = rewards.view(-1, config.group_size)  # (B, G)
+    degenerate = ((groups.max(1).values == groups.min(1).values).tolist()
+                  if config.group_size > 1 else [False] * len(groups))  # (B,)
     items = []
     for i in range(count):
         example = examples[i // config.group_size]
@@ -479,6 +484,7 @@ def _rollout_items(examples: list[Example], rollouts: Rollouts,
             "prompt_id": example.prompt_id,
             "completion_tokens": int(rollouts.lengths[i]),
             "truncated": bool(rollouts.truncated[i]),
+            "group_degenerate": degenerate[i // config.group_size],
             "extra": dict(example.columns),
             "tokens": tokens,
         })

@@ -58,11 +58,14 @@ def test_launch_watch_and_cancel(page, user, project, tiny_model):
     assert int(charts.get_attribute("data-last-step")) > first_step, "the chart did not grow"
     rows = page.locator("#rollouts tbody tr")
     expect(rows.first).to_be_visible()
-    first_rollout_step = page.locator("#rollouts h2 .small").inner_text()
-    expect(page.locator("#rollouts h2 .small")).not_to_have_text(first_rollout_step,
+    first_rollout_step = page.locator("#rollouts h2 .muted").inner_text()
+    expect(page.locator("#rollouts h2 .muted")).not_to_have_text(first_rollout_step,
                                                                 timeout=30_000)
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
     expect(page.locator("#run-progress")).to_have_text("step 40 / 40")
+    page.click("#browse-rollouts")  # every step's rollouts, from the run page
+    expect(page.locator("h1")).to_contain_text("Rollouts")
+    page.go_back()
     expect(page.locator("#log-lines")).to_contain_text("finished 40 steps")  # the log, live
     expect(page.locator("#run-stream")).to_have_attribute("data-stream-closed", "true")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
@@ -38,7 +39,7 @@ def hostile_world(user, experiment):
     runs.run_fail(run_id=run.pk, error_message=PAYLOAD)
     runs.rollouts_ingest(run_id=run.pk, step=1, items=[
         {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 1.0, "rewards": {PAYLOAD: 1.0},
-         "group": 0, "sample_index": 0, "extra": {PAYLOAD: PAYLOAD},
+         "group": 0, "sample_index": 0, "prompt_id": PAYLOAD, "extra": {PAYLOAD: PAYLOAD},
          "tokens": {"text": [PAYLOAD, SHORT], "logprob": [-0.1, -2.0], "entropy": [0.2, 1.0]}}])
     runs.metrics_ingest(run_id=run.pk, points=[
         runs.MetricSample(key=PAYLOAD, step=1, value=1.0, wall_time=timezone.now())])
@@ -72,6 +73,9 @@ def test_stored_payloads_never_execute(page, hostile_world):
         f"/experiments/{world['experiment'].pk}/", f"/experiments/{world['experiment'].pk}/edit/",
         f"/runs/{world['run'].pk}/", f"/rollouts/{world['rollout'].pk}/",
         f"/projects/{world['project'].pk}/datasets/", f"/datasets/{world['dataset'].pk}/",
+        f"/projects/{world['project'].pk}/compare/?runs={world['run'].pk}",
+        f"/runs/{world['run'].pk}/rollouts/",
+        reverse("runs:prompt_history", args=[world["run"].pk, PAYLOAD]),
     ]
     for path in pages:
         page.goto(path)

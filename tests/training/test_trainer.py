@@ -20,7 +20,7 @@ STEP_METRICS = {
 }
 ROLLOUT_FIELDS = {"prompt", "completion", "reward", "rewards", "advantage", "group",
                   "sample_index", "prompt_id", "completion_tokens", "truncated", "extra",
-                  "tokens"}
+                  "tokens", "group_degenerate"}
 
 
 def _run(config, **kwargs):
@@ -57,6 +57,21 @@ def test_rollouts_carry_the_event_fields(tiny_config):
         a, b = item["prompt_id"].split("+")
         assert item["extra"]["answer"] == str(int(a) + int(b))
     assert [(i["group"], i["sample_index"]) for i in items] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+def test_degenerate_flags_describe_whole_groups_even_when_logged_in_part(tiny_config):
+    whole = dataclasses.replace(tiny_config, rollouts_logged_per_step=6)  # 2 groups of 3
+    flags = {}
+    for step in _run(whole)[1].of_kind("rollouts"):
+        for group in (0, 1):
+            rewards = {i["reward"] for i in step["items"] if i["group"] == group}
+            flags[step["step"], group] = len(rewards) == 1
+            assert all(i["group_degenerate"] == flags[step["step"], group]
+                       for i in step["items"] if i["group"] == group)
+    # Logging 4 of 6 keeps one completion of group 1: it still carries its whole group's flag.
+    for step in _run(tiny_config)[1].of_kind("rollouts"):  # same seed, same rollouts
+        for item in step["items"]:
+            assert item["group_degenerate"] == flags[step["step"], item["group"]]
 
 
 def test_the_same_seed_gives_the_same_first_step(tiny_config):

@@ -45,6 +45,10 @@ MATRIX = {
     "runs:detail": ("get", ["run_id"], {}, READ),
     "runs:events": ("get", ["run_id"], {}, READ),
     "runs:metrics": ("get", ["run_id"], {}, READ),
+    "runs:metrics_csv": ("get", ["run_id"], {}, READ),
+    "runs:compare": ("get", ["project_id"], {}, READ),
+    "runs:rollouts": ("get", ["run_id"], {}, READ),
+    "runs:prompt_history": ("get", ["run_id", "prompt_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
     # The run is queued, so a member is sent back to it with the reason it cannot resume.
     "runs:resume": ("post", ["run_id"], {}, WRITE),
@@ -92,7 +96,7 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
                                       role=Role.VIEWER)
     run = run_launch(experiment=experiment, user=user)
     rollouts_ingest(run_id=run.pk, step=1, items=[{"prompt": "1+1", "completion": "2",
-                                                   "reward": 1.0}])
+                                                   "reward": 1.0, "prompt_id": "1+1"}])
     rollout = Rollout.objects.get(run=run)
     comment = reviews.comment_create(run=run, author=user, body="first")
     annotation = reviews.annotation_create(rollout=rollout, author=user, label="wrong answer",
@@ -112,7 +116,7 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
            "run_id": run.pk, "invitation_id": invitation.pk,
            "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
            "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk,
-           "dataset_id": dataset.pk, "upload_token": "0" * 32}
+           "dataset_id": dataset.pk, "upload_token": "0" * 32, "prompt_id": "1+1"}
     return users, ids
 
 

@@ -17,7 +17,7 @@ from webapp.reviews.forms import (
     TagForm,
 )
 from webapp.reviews.models import Annotation, Comment
-from webapp.runs.selectors import token_rows
+from webapp.runs.rollout_browser import token_view
 from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import get_run_for_user, runs_for_user
 from webapp.teams.models import Role
@@ -120,7 +120,9 @@ def _get_rollout_for_user(user, rollout_id: int, role: str = Role.VIEWER) -> Rol
     return rollout
 
 
-def _rollout_context(rollout: Rollout, user, form: AnnotationForm | None = None) -> dict:
+def _rollout_context(rollout: Rollout, user, form: AnnotationForm | None = None,
+                     colour: str | None = None) -> dict:
+    """The rollout page; `colour` is the token view's quantity (log-prob when not given)."""
     labels = services.labels_for_team(rollout.run.experiment.project.team_id)
     return {
         "rollout": rollout, "run": rollout.run, "experiment": rollout.run.experiment,
@@ -129,7 +131,7 @@ def _rollout_context(rollout: Rollout, user, form: AnnotationForm | None = None)
         "annotation_form": form or AnnotationForm(labels=labels),
         "group": rollout.run.rollouts.filter(step=rollout.step, group=rollout.group)
         .order_by("sample_index"),
-        "tokens": token_rows(rollout.token_data),
+        "token_view": token_view(rollout.token_data, colour),
     }
 
 
@@ -137,7 +139,8 @@ def _rollout_context(rollout: Rollout, user, form: AnnotationForm | None = None)
 @require_GET
 def rollout_detail(request: HttpRequest, rollout_id: int) -> HttpResponse:
     rollout = _get_rollout_for_user(request.user, rollout_id)
-    return render(request, "reviews/rollout_detail.html", _rollout_context(rollout, request.user))
+    return render(request, "reviews/rollout_detail.html",
+                  _rollout_context(rollout, request.user, colour=request.GET.get("colour")))
 
 
 @login_required

@@ -124,6 +124,30 @@ class MetricPoint(models.Model):
                                                name="metric_point_unique_per_step")]
 
 
+class Negated(models.Func):
+    """-x. An index on (k, -step, group) has every column ascending, so an order that is
+    descending in some columns and ascending in others is one index scan, and a page cursor is
+    one SQL row comparison that seeks straight to its place (see runs/rollout_browser.py)."""
+
+    template = "(-%(expressions)s)"
+    arity = 1
+
+
+# The columns the rollout browser's filters and its group test read: with them in its indexes, a
+# walk along an order that skips many rows reads the index alone, never the table's wide rows.
+BROWSE_COLUMNS = ("step", "sample_index", "reward", "truncated", "group_degenerate")
+
+
+def _browse_index(name: str, key: str | None = None, descending: bool = True,
+                  **options) -> models.Index:
+    """An index of one of the rollout browser's orders: the sort key (none: by step), then
+    newest step, then group; covering BROWSE_COLUMNS and the key."""
+    first = [] if key is None else [Negated(key) if descending else models.F(key)]
+    include = [c for c in (*BROWSE_COLUMNS, key) if c and not (c == key and not descending)]
+    return models.Index(models.F("run"), *first, Negated("step"), models.F("group"),
+                        include=list(dict.fromkeys(include)), name=name, **options)
+
+
 class Rollout(models.Model):
     """One completion: its prompt, rewards and advantage at a training step."""
 
@@ -143,12 +167,29 @@ class Rollout(models.Model):
     token_data = models.JSONField(
         null=True, blank=True,
         help_text="Per-token arrays for a sample of rollouts: text, logprob, entropy, kl.")
+    group_degenerate = models.BooleanField(
+        null=True, help_text="Every reward of its group at this step was equal, so the group gave "
+                             "GRPO no learning signal; None when not known.")
 
     class Meta:
         ordering = ["-step", "group", "sample_index"]
         constraints = [models.UniqueConstraint(fields=["run", "step", "group", "sample_index"],
                                                name="rollout_unique_per_sample")]
-        indexes = [models.Index(fields=["run", "-step"], name="rollout_run_step")]
+        # The browser's orders (runs/rollout_browser.py) and the prompt history. Text search has
+        # trigram indexes too, on Postgres only: migration 0006 creates them.
+        indexes = [
+            models.Index(fields=["run", "-step"], name="rollout_run_step"),
+            _browse_index("rollout_newest_group"),
+            *[_browse_index(f"rollout_{label}_{'desc' if descending else 'asc'}", key, descending)
+              for key, label in (("reward", "reward"), ("advantage", "advantage"),
+                                 ("completion_tokens", "length"))
+              for descending in (True, False)],
+            # Truncated completions and degenerate groups are often few, and bunched in some
+            # stretch of training: these list them newest first without reading the others.
+            _browse_index("rollout_truncated", condition=models.Q(truncated=True)),
+            _browse_index("rollout_degenerate", condition=models.Q(group_degenerate=True)),
+            models.Index(fields=["run", "prompt_id", "step"], name="rollout_prompt_history"),
+        ]
 
 
 class LogLine(models.Model):

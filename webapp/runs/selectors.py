@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from webapp.experiments.selectors import experiments_for_user
+from webapp.runs.metric_series import SeriesRead, read_series, recorded_keys
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run
 from webapp.teams.models import Role
 from webapp.teams.selectors import require_role
 
 # Charts the run page shows first, in this order; any other recorded key is listed after them.
 HEADLINE_METRICS = ["reward/mean", "kl/mean", "entropy/mean", "completion/length_mean"]
-MAX_POINTS_PER_SERIES = 2000
 
 
 def runs_for_user(user) -> QuerySet[Run]:
@@ -30,48 +29,17 @@ def get_run_for_user(user, run_id: int, role: str = Role.VIEWER) -> Run:
 
 
 def metric_keys(run: Run) -> list[str]:
-    recorded = set(MetricPoint.objects.filter(run=run).values_list("key", flat=True).distinct())
+    """Every metric the run recorded: the headline ones first, in their order, then the rest."""
+    recorded = recorded_keys(run.pk)
     headline = [key for key in HEADLINE_METRICS if key in recorded]
-    return headline + sorted(recorded - set(headline))
+    return headline + [key for key in recorded if key not in headline]
 
 
-def metric_series(run: Run, keys: list[str], *, after_step: int = -1,
-                  max_points: int = MAX_POINTS_PER_SERIES) -> dict[str, list[list[float]]]:
-    """{key: [steps, values]} for steps > after_step, each series at most max_points long."""
-    points = (MetricPoint.objects.filter(run=run, key__in=keys, step__gt=after_step)
-              .order_by("key", "step").values_list("key", "step", "value"))
-    series: dict[str, list[list[float]]] = defaultdict(lambda: [[], []])
-    for key, step, value in points.iterator(chunk_size=5000):
-        series[key][0].append(step)
-        series[key][1].append(value)
-    return {key: downsample_minmax(steps, values, max_points) for key, (steps, values)
-            in series.items()}
-
-
-def downsample_minmax(steps: list[float], values: list[float], max_points: int
-                      ) -> list[list[float]]:
-    """Keep the min and the max of each of max_points/2 buckets, in step order, so spikes survive.
-
-    >>> downsample_minmax([1, 2, 3, 4, 5, 6], [0, 9, 1, 1, -5, 2], 4)
-    [[1, 2, 5, 6], [0, 9, -5, 2]]
-    """
-    if len(steps) <= max_points:
-        return [steps, values]
-    buckets = max(1, max_points // 2)
-    size = len(steps) / buckets
-    out_steps: list[float] = []
-    out_values: list[float] = []
-    for b in range(buckets):
-        lo, hi = int(b * size), int((b + 1) * size)
-        if lo >= hi:
-            continue
-        window = range(lo, hi)
-        i_min = min(window, key=values.__getitem__)
-        i_max = max(window, key=values.__getitem__)
-        for i in sorted({i_min, i_max}):
-            out_steps.append(steps[i])
-            out_values.append(values[i])
-    return [out_steps, out_values]
+def metric_series(run: Run, keys: list[str], *, start: int | None = None,
+                  end: int | None = None) -> SeriesRead:
+    """Chart series of `keys` with start <= step <= end, about 2,000 points each at most; see
+    webapp.runs.metric_series."""
+    return read_series(run, keys, start=start, end=end)
 
 
 def latest_rollouts(run: Run, *, limit: int = 32) -> list[Rollout]:

@@ -202,6 +202,22 @@ def metrics_ingest(*, run_id: int, points: Iterable[MetricSample]) -> int:
 
 
 def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) -> int:
+    """Store one step's rollouts. A group is degenerate when all its rewards are equal: the
+    item's `group_degenerate` when it has one (the trainer saw the whole group, though it may log
+    only part of it), else decided from this batch's items of the same group (outside scripts
+    send whole groups); a group of one is not degenerate."""
+    items = list(items)
+    group_rewards: dict[int, list[float]] = {}
+    for item in items:
+        group_rewards.setdefault(int(item.get("group", 0)), []).append(
+            float(item.get("reward", 0.0)))
+
+    def degenerate(item: dict[str, Any]) -> bool:
+        if item.get("group_degenerate") is not None:
+            return bool(item["group_degenerate"])
+        rewards = group_rewards[int(item.get("group", 0))]
+        return len(rewards) > 1 and max(rewards) == min(rewards)
+
     rows = [
         Rollout(
             run_id=run_id, step=step, group=int(item.get("group", 0)),
@@ -211,7 +227,7 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
             rewards=item.get("rewards") or {}, advantage=item.get("advantage"),
             completion_tokens=item.get("completion_tokens"),
             truncated=bool(item.get("truncated", False)), extra=item.get("extra") or {},
-            token_data=item.get("tokens") or None,
+            token_data=item.get("tokens") or None, group_degenerate=degenerate(item),
         )
         for item in items
     ]

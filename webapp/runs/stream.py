@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from asgiref.sync import sync_to_async
@@ -126,7 +127,7 @@ class _Renderer:
             for _, key, step, value, wall in metrics:
                 points = series.setdefault(key, [[], [], []])
                 points[0].append(step)
-                points[1].append(value)
+                points[1].append(value if math.isfinite(value) else None)  # JSON has no NaN
                 points[2].append(round(wall, 3))
             events.append(_event("metrics", json.dumps({"series": series}), after))
         if logs:

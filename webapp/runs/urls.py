@@ -1,12 +1,19 @@
-from django.urls import path
+from django.urls import path, register_converter
 
-from webapp.runs import stream, views
+from webapp.runs import compare_views, rollout_views, stream, views
+
+register_converter(rollout_views.PromptIdConverter, "prompt_id")
 
 app_name = "runs"
 urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="detail"),
     path("runs/<int:run_id>/events/", stream.run_events, name="events"),
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="metrics"),
+    path("runs/<int:run_id>/metrics.csv", views.run_metrics_csv, name="metrics_csv"),
+    path("projects/<int:project_id>/compare/", compare_views.compare_runs, name="compare"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="cancel"),
     path("runs/<int:run_id>/resume/", views.run_resume_view, name="resume"),
+    path("runs/<int:run_id>/rollouts/", rollout_views.rollout_browser, name="rollouts"),
+    path("runs/<int:run_id>/prompts/<prompt_id:prompt_id>/", rollout_views.prompt_history_view,
+         name="prompt_history"),
 ]

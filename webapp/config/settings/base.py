@@ -138,6 +138,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 
+# Chart data (webapp.runs.metric_series) caches the downsampled blocks of a series that can no
+# longer change, one entry per run, metric and bucket width: room for many runs' charts.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                      "OPTIONS": {"MAX_ENTRIES": 20_000}}}
+
 # Celery: the broker carries run ids only; results live in the database, so no result backend.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
