@@ -138,9 +138,10 @@ def part_trl(settings: Settings) -> None:
     step, which is what the target judges; then at the configured learning rate, where each
     policy's completion lengths drift their own way and tokens/s follows them."""
     rounds = [(dataclasses.replace(settings, learning_rate=EQUAL_WORK_LEARNING_RATE),
-               "equal work: both policies stay at the initial one", True),
-              (settings, "learning: each policy drifts its own way after the warm-up step",
-               False)]
+               "equal work: both policies stay at the initial one", True)]
+    if settings.learning_rate > EQUAL_WORK_LEARNING_RATE:
+        rounds.append((settings, "learning: each policy drifts its own way after the warm-up "
+                                 "step", False))
     for round_settings, label, judged in rounds:
         _trl_round(round_settings, label, judged)
     print("Anchor (DESIGN.md, TRL 1.16 on this machine): ≈ 25 s per step, ≈ 44 tokens/s, "

@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.stack import start_web, start_worker
 
@@ -55,3 +56,12 @@ def page(browser, stack):
     yield page
     context.close()
     assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
+
+
+def sign_in(page, username: str = "ada", password: str = "lovelace-1843") -> None:
+    """Sign in through the login form (the `user` fixture's credentials by default)."""
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()

@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from tests.stack import start_web
 from training.config import RunConfig
 from webapp.experiments.services import experiment_create
@@ -34,14 +35,6 @@ def log(run, key, values: dict[int, float]) -> None:
         services.MetricSample(key=key, step=step, value=value,
                               wall_time=start + timedelta(seconds=2 * step))
         for step, value in values.items()])
-
-
-def sign_in(page) -> None:
-    page.goto("/login/")
-    page.fill("#id_username", "ada")
-    page.fill("#id_password", "lovelace-1843")
-    page.click("button[type=submit]")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
 
 def finished(run):

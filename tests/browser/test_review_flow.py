@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from webapp.runs import services as runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -20,10 +21,7 @@ def test_a_viewer_reviews_a_run(page, user, experiment, member_of):
          "sample_index": i, "advantage": adv}
         for i, (text, reward, adv) in enumerate([("3 + 4 = 7", 1.0, 0.7), ("34", 0.0, -0.7)])])
 
-    page.goto("/login/")
-    page.fill("#id_username", "rita")
-    page.fill("#id_password", "correct-horse-9")
-    page.click("button[type=submit]")
+    sign_in(page, "rita", "correct-horse-9")
     page.goto(f"/runs/{run.pk}/")
     expect(page.locator("#cancel")).to_have_count(0)  # viewers cannot cancel
 

@@ -8,20 +8,13 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from webapp.runs import services as runs
 from webapp.runs.models import Rollout
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCRIPT = "<script>window.__pwned = 'script'</script><img src=x onerror=\"window.__pwned = 1\">"
-
-
-def _sign_in(page) -> None:
-    page.goto("/login/")
-    page.fill("#id_username", "ada")
-    page.fill("#id_password", "lovelace-1843")
-    page.click("button[type=submit]")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def _groups(page) -> list[str]:
 
 
 def test_rollout_filters_work(page, run):
-    _sign_in(page)
+    sign_in(page)
     page.goto(f"/runs/{run.pk}/rollouts/")
     expect(page.locator("#rollout-results .rollout-group")).to_have_count(10)
     assert _groups(page)[:3] == ["group-12-0", "group-12-1", "group-11-0"]
@@ -95,7 +88,7 @@ def test_rollout_filters_work(page, run):
 
 
 def test_keys_move_through_groups_and_pages(page, run):
-    _sign_in(page)
+    sign_in(page)
     page.goto(f"/runs/{run.pk}/rollouts/")
     selected = page.locator("#rollout-results .rollout-group.selected")
     expect(selected).to_have_count(0)
@@ -126,7 +119,7 @@ def test_token_hover_shows_values(page, run):
     rollout.token_data = {"text": ["The", " answer", SCRIPT], "logprob": [-0.01, -2.5, -0.2],
                           "entropy": [0.1, 1.5, 0.3], "advantage": [0.8, 0.8, 0.8]}
     rollout.save(update_fields=["token_data"])
-    _sign_in(page)
+    sign_in(page)
     page.goto(f"/rollouts/{rollout.pk}/")
     tokens = page.locator("#token-view .tok")
     expect(tokens).to_have_count(3)

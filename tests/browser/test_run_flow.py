@@ -8,19 +8,11 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from tests.stack import training_processes
 from webapp.runs.models import Run, RunStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _sign_in(page) -> None:
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login/"))
-    page.fill("#id_username", "ada")
-    page.fill("#id_password", "lovelace-1843")
-    page.click("button[type=submit]")
-    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
 
 def _define_experiment(page, project, model_dir) -> None:
@@ -45,7 +37,9 @@ def _define_experiment(page, project, model_dir) -> None:
 
 
 def test_launch_watch_and_cancel(page, user, project, tiny_model):
-    _sign_in(page)
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login/"))  # the app asks for a sign-in first
+    sign_in(page)
     _define_experiment(page, project, tiny_model)
 
     page.click("#launch")

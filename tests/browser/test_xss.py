@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from webapp.datasets.services import dataset_create
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
@@ -61,10 +62,7 @@ def hostile_world(user, experiment):
 def test_stored_payloads_never_execute(page, hostile_world):
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto("/login/")
-    page.fill("#id_username", "ada")
-    page.fill("#id_password", "lovelace-1843")
-    page.click("button[type=submit]")
+    sign_in(page)
 
     world = hostile_world
     pages = [
