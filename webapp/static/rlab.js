@@ -73,6 +73,10 @@
       ? value.toExponential(1) : String(Number(value.toPrecision(3)));
   }
 
+  // Tick spacings for a step axis: whole steps only (1, 2, 5, 10, 20, 50, …), never 2.5.
+  const STEP_INCREMENTS = [];
+  for (let scale = 1; scale <= 1e12; scale *= 10) STEP_INCREMENTS.push(scale, 2 * scale, 5 * scale);
+
   // Steps as 950, 12k, 1.5M.
   function formatStep(value) {
     if (value == null) return "";
@@ -304,7 +308,8 @@
           y: logScale ? { distr: 3, log: 10 } : { range: yRange },
         },
         axes: [
-          { values: (u, ticks) => ticks.map(byTime ? formatDuration : formatStep) },
+          byTime ? { values: (u, ticks) => ticks.map(formatDuration) }
+            : { values: (u, ticks) => ticks.map(formatStep), incrs: STEP_INCREMENTS },
           { size: 60, values: (u, ticks) => ticks.map(formatTick) },
         ],
         series,
