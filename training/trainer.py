@@ -303,7 +303,7 @@ class _Training:
             if self.should_stop():
                 return None
             started = time.perf_counter()
-            per_function = _score(self.reward_functions, examples, rollouts, config)
+            per_function = score_rollouts(self.reward_functions, examples, rollouts, config)
             timings["time/score_s"] += time.perf_counter() - started
             sampled_groups += len(examples)
             if not filtering:
@@ -384,7 +384,7 @@ class _Training:
         for start in range(0, len(pool), self.config.prompts_per_step):
             chunk = pool[start:start + self.config.prompts_per_step]
             rollouts = self.backend.generate(chunk, n)
-            per_function = _score(self.reward_functions, chunk, rollouts, config)
+            per_function = score_rollouts(self.reward_functions, chunk, rollouts, config)
             rewards = sum(self.weights[k] * v for k, v in per_function.items())  # (b*n,)
             for example, row in zip(chunk, rewards.view(-1, n)):
                 self.tracker.prime(example.prompt_id, successes=int((row > 0).sum()), trials=n)
@@ -432,8 +432,9 @@ def _std(values: torch.Tensor) -> float:
     return values.std().item() if values.numel() > 1 else 0.0
 
 
-def _score(reward_functions: dict[str, Callable[..., list[float]]], examples: list[Example],
-           rollouts: Rollouts, config: RunConfig) -> dict[str, torch.Tensor]:
+def score_rollouts(reward_functions: dict[str, Callable[..., list[float]]],
+                   examples: list[Example], rollouts: Rollouts,
+                   config: RunConfig) -> dict[str, torch.Tensor]:
     """Each reward function's scores (N,). Functions get every example's columns repeated for
     its group, the completions' token counts, and the run's length settings."""
     group_size = config.group_size
