@@ -98,9 +98,16 @@ class Batch:
     events: dict[bool, asyncio.Future] = field(default_factory=dict)  # of (text, cursor after)
 
     @property
+    def changed_panels(self) -> tuple[str, ...]:
+        """The run page's panels (partials) to render again for this batch."""
+        return tuple(name for name, changed in (("live", self.state is not None),
+                                                ("rollouts", self.new_rollouts),
+                                                ("checkpoints", self.new_checkpoints))
+                     if changed)
+
+    @property
     def empty(self) -> bool:
-        return not (self.metrics or self.logs or self.new_rollouts or self.new_checkpoints
-                    or self.state)
+        return not (self.metrics or self.logs or self.changed_panels)
 
 
 def read_batch(run_id: int, start: Cursor, last_state: RunState | None,

@@ -21,18 +21,27 @@ def can_edit_run(run: Run, user) -> bool:
     return user_has_role(user, run.experiment.project.team_id, Role.MEMBER)
 
 
-def live_context(run: Run, user, *, can_edit: bool | None = None) -> dict:
-    """The panels' context, from the run as it is now in the database."""
+PANELS = ("live", "rollouts", "checkpoints", "log-lines")  # partials of runs/run_detail.html
+
+
+def live_context(run: Run, user, *, can_edit: bool | None = None,
+                 panels: tuple[str, ...] = PANELS) -> dict:
+    """The context of `panels`, from the run as it is now in the database. The event stream
+    asks only for the panels a batch changed: reading the checkpoint folders' sizes, say, is
+    left for a batch with a new checkpoint."""
     run = Run.objects.select_related("experiment__project").get(pk=run.pk)
     can_edit = can_edit_run(run, user) if can_edit is None else can_edit
-    return {
-        "run": run,
-        "can_edit": can_edit,
-        "resume_checkpoint": run.checkpoint_to_resume() if can_edit else None,
-        "eta_seconds": run.eta_seconds(timezone.now()),
-        "latest": selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
-        "performance": selectors.latest_metrics(run, PERFORMANCE_METRICS),
-        "rollouts": selectors.latest_rollouts(run),
-        "log_lines": selectors.recent_log_lines(run),
-        "checkpoints": selectors.checkpoints_on_disk(run),
-    }
+    context = {"run": run, "can_edit": can_edit}
+    if "live" in panels:
+        context.update(
+            resume_checkpoint=run.checkpoint_to_resume() if can_edit else None,
+            eta_seconds=run.eta_seconds(timezone.now()),
+            latest=selectors.latest_metrics(run, selectors.HEADLINE_METRICS),
+            performance=selectors.latest_metrics(run, PERFORMANCE_METRICS))
+    if "rollouts" in panels:
+        context["rollouts"] = selectors.latest_rollouts(run)
+    if "checkpoints" in panels:
+        context["checkpoints"] = selectors.checkpoints_on_disk(run)
+    if "log-lines" in panels:
+        context["log_lines"] = selectors.recent_log_lines(run)
+    return context

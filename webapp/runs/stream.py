@@ -113,9 +113,9 @@ class _Renderer:
                        rollout=max(cursor.rollout, batch.end.rollout),
                        checkpoint=max(cursor.checkpoint, batch.end.checkpoint))
         events = []
-        if batch.state is not None or batch.new_rollouts or batch.new_checkpoints:
+        if batch.changed_panels:
             panels = await _once(batch.panels, self.can_edit, lambda: sync_to_async(
-                _render_panels)(self.run, self.user, self.can_edit))
+                _render_panels)(self.run, self.user, self.can_edit, batch.changed_panels))
             if batch.state is not None:
                 events.append(_event("status", panels["live"], after))
             if batch.new_rollouts and after.rollout > cursor.rollout:
@@ -144,10 +144,9 @@ async def _once(cache: dict, key, make: Callable[[], Awaitable]):
     return await cache[key]
 
 
-def _render_panels(run, user, can_edit: bool) -> dict[str, str]:
-    context = live_context(run, user, can_edit=can_edit)
-    return {name: render_to_string(f"runs/run_detail.html#{name}", context)
-            for name in ("live", "rollouts", "checkpoints")}
+def _render_panels(run, user, can_edit: bool, names: tuple[str, ...]) -> dict[str, str]:
+    context = live_context(run, user, can_edit=can_edit, panels=names)
+    return {name: render_to_string(f"runs/run_detail.html#{name}", context) for name in names}
 
 
 def _event(name: str, data: str, cursor: Cursor) -> str:
