@@ -20,7 +20,7 @@ from training.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs import services
-from webapp.runs.models import LogLine, MetricPoint, Rollout, Run, RunStatus
+from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
 from webapp.teams.services import team_create
 
 

@@ -1,12 +1,13 @@
 """The training process a worker starts: `python -m training.child`.
 
 Protocol: the worker writes one JSON object to stdin,
-`{"run_id": 12, "config": {...}, "output_dir": "/abs/runs/run-12"}` (output_dir optional: where
-checkpoints go), and reads events (training.events) from stdout, one JSON line each. Everything
+`{"run_id": 12, "job": "training", "config": {...}, "output_dir": "/abs/runs/run-12"}`
+(output_dir optional: where checkpoints go; job "training", the default, with a RunConfig, or
+"evaluation" with an EvalConfig: training.evaluation), and reads events (training.events) from stdout, one JSON line each. Everything
 else the process or its libraries print goes to stderr, so the event stream stays parseable.
 
 Ends with:
-    exit 0 after a `done` event: the run completed;
+    exit 0 after a `done` event: the run (or evaluation) completed;
     exit 0 with no `done`: SIGTERM (or SIGINT) stopped it between steps, as asked;
     exit 1 after an `error` event: training failed (the traceback is on stderr);
     exit 2 after an `error` event: the request or its config was invalid.
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from training.config import ConfigError, RunConfig
+from training.eval_config import EvalConfig
 from training.events import JsonLinesReporter
 
 PR_SET_PDEATHSIG = 1
+JOBS = {"training": RunConfig, "evaluation": EvalConfig}
 OUT_OF_MEMORY_HINT = ("Out of memory: lower micro_batch_size, prompts_per_step × group_size or "
                       "max_new_tokens, or use bfloat16.")
 
@@ -57,23 +60,32 @@ def main() -> int:
     try:
         request = _read_request(sys.stdin)
         run_id = request.get("run_id")
-        config = RunConfig.from_dict(request["config"])
+        job = request.get("job", "training")
+        if job not in JOBS:
+            raise ValueError(f"unknown job {job!r}; known: {', '.join(JOBS)}")
+        config = JOBS[job].from_dict(request["config"])
         output_dir = Path(request["output_dir"]) if request.get("output_dir") else None
     except ConfigError as exc:
-        reporter.error(f"Invalid run config: {exc}")
+        reporter.error(f"Invalid {job} config: {exc}")
         return 2
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reporter.error(f"Invalid request on stdin ({type(exc).__name__}: {exc}); expected "
-                       f'{{"run_id": ..., "config": {{...}}, "output_dir": "..."}}')
+                       f'{{"run_id": ..., "job": "training", "config": {{...}}, '
+                       f'"output_dir": "..."}}')
         return 2
 
-    from training.trainer import Outcome, train  # after the stdout swap: torch may print
+    # After the stdout swap: torch may print.
+    from training.evaluation import evaluate
+    from training.trainer import Outcome, train
 
     try:
-        outcome = train(config, reporter, should_stop=lambda: stop_requested,
-                        output_dir=output_dir)
+        if isinstance(config, EvalConfig):
+            outcome = evaluate(config, reporter, should_stop=lambda: stop_requested)
+        else:
+            outcome = train(config, reporter, should_stop=lambda: stop_requested,
+                            output_dir=output_dir)
     except Exception as exc:
-        print(f"run {run_id}: training failed", file=sys.stderr)
+        print(f"run {run_id}: {job} failed", file=sys.stderr)
         traceback.print_exc()
         reporter.error(_describe(exc))
         return 1

@@ -68,11 +68,26 @@ def concat_rollouts(parts: list[Rollouts], pad_token_id: int) -> Rollouts:
         else torch.cat([padded(r, x, 0.0, False) for r, x in zip(parts, sampled)]))
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a generate call samples: the run's settings, or an evaluation's."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Sampling:
+        return cls(config.temperature, config.top_p, config.max_new_tokens)
+
+
 class RolloutBackend(Protocol):
     name: str
 
-    def generate(self, examples: list[Example], group_size: int) -> Rollouts:
-        """group_size completions of each example, group by group."""
+    def generate(self, examples: list[Example], group_size: int,
+                 sampling: Sampling | None = None) -> Rollouts:
+        """group_size completions of each example, group by group; `sampling` overrides the
+        run's temperature, top-p and length for this call."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the next generate sample from `model`'s current weights."""
@@ -143,11 +158,13 @@ class TransformersBackend:
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.stopping = StoppingCriteriaList([_StopRequested(should_stop)])
 
-    def generate(self, examples: list[Example], group_size: int) -> Rollouts:
+    def generate(self, examples: list[Example], group_size: int,
+                 sampling: Sampling | None = None) -> Rollouts:
         # The template already holds the special tokens; adding them again would double the BOS.
         prompts = self.tokenizer(prompt_texts(self.tokenizer, examples), return_tensors="pt",
                                  padding=True, add_special_tokens=False).to(self.model.device)
         config = self.config
+        sampling = sampling or Sampling.of(config)
         self.model.eval()
         with torch.no_grad(), torch.autocast(device_type=self.model.device.type,
                                              dtype=torch.bfloat16,
@@ -155,8 +172,9 @@ class TransformersBackend:
             # top_k=0 and repetition_penalty=1 override model defaults (top_k is 50 otherwise),
             # so tokens are drawn from the same distribution that the update recomputes.
             output = self.model.generate(
-                **prompts, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                top_k=0, repetition_penalty=1.0, max_new_tokens=config.max_new_tokens,
+                **prompts, do_sample=True, temperature=sampling.temperature,
+                top_p=sampling.top_p, top_k=0, repetition_penalty=1.0,
+                max_new_tokens=sampling.max_new_tokens,
                 num_return_sequences=group_size, pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.eos_ids, stopping_criteria=self.stopping)  # (N, P + T)
         prompt_length = prompts["input_ids"].shape[1]

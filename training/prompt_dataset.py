@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from training import rewards
-from training.tasks import Example, RewardFunction
+from training.tasks import HELD_OUT_PERCENT, Example, RewardFunction, split_examples
 
 MAX_ERRORS = 10
 T = TypeVar("T")
@@ -85,6 +85,16 @@ class PromptDataset:
         if n <= len(self.examples):
             return rng.sample(self.examples, n)
         return rng.choices(self.examples, k=n)
+
+    def split(self, name: str) -> PromptDataset:
+        """The examples in split `name` (training.tasks.SPLITS); DatasetFileError if none."""
+        examples = split_examples(self.examples, name)
+        if not examples:
+            raise DatasetFileError(
+                f"The dataset has no {name.replace('_', '-')} prompts: {HELD_OUT_PERCENT}% of "
+                f"its {len(self.examples)} prompts, chosen by a hash of the line number, are "
+                f"held out, and that leaves none here. Use a larger dataset.")
+        return dataclasses.replace(self, examples=examples)
 
 
 def load_prompt_dataset(path: str | Path) -> PromptDataset:

@@ -66,6 +66,24 @@ def _final_answer(completion: str) -> str:
     return tagged[-1] if tagged else completion
 
 
+def math_answer(completion: str) -> float | str | None:
+    r"""The final answer as math-verify reads it, for majority voting: a number by its value (so
+    "1/2", "\frac{1}{2}" and "0.5" vote together), anything else in math-verify's normal form;
+    None when it finds no answer.
+
+    >>> [math_answer(text) for text in ("so it is \\frac{1}{2}", "<answer>0.5</answer>",
+    ...                                 "x = 7.0", "$\\sqrt{2}$", "seven")]
+    [0.5, 0.5, 7.0, 'sqrt(2)', None]
+    """
+    from math_verify import parse
+    from sympy import Number
+
+    parsed = parse(_final_answer(completion))
+    if not parsed:
+        return None
+    return float(parsed[0]) if isinstance(parsed[0], Number) else str(parsed[0])
+
+
 def math_equivalent(prompts: list[Any], completions: list[str], *, answer: list[Any],
                     **columns: Any) -> list[float]:
     """1.0 where math-verify finds the completion's final answer equal to the reference

@@ -22,7 +22,14 @@ from training.algorithms import advantages_for, ppo, spo
 from training.algorithms.grpo import GRPOConfig
 from training.config import RunConfig, parse_reward_weights
 from training.events import Reporter
-from training.generation import BackendUnavailable, Rollouts, concat_rollouts, make_backend
+from training.evaluation import eval_metrics, evaluation_examples, sample_and_score
+from training.generation import (
+    BackendUnavailable,
+    Rollouts,
+    Sampling,
+    concat_rollouts,
+    make_backend,
+)
 from training.kl_control import KLController
 from training.models import ModelNotFound, apply_lora, load_adapter, load_policy
 from training.ops import KL_ESTIMATORS, masked_mean, masked_sum
@@ -47,6 +54,7 @@ from training.references import ReferenceMismatch, make_reference
 from training.reward_models import RewardModelEnsemble, reward_functions as reward_model_functions
 from training.rewards import EXTRA_REWARD_FUNCTIONS
 from training.samplers import SamplerError, in_bounds, make_sampler
+from training.scoring import score_rollouts
 from training.tasks import Example, get_task
 
 # Problems a user can fix in the run's settings: reported as they are, not as a crash.
@@ -91,6 +99,14 @@ class _Training:
         self.tracker = spo.ValueTracker(self.spo) if self.spo else None
         self.last_completions = spo.LastCompletions() if self.spo else None
         self.task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
+        self.eval_examples: list[Example] = []
+        if config.eval_every:
+            # A dataset's held-out prompts are set aside; a task's train split already excludes
+            # its own.
+            if config.dataset:
+                self.task = self.task.split("train")
+            self.eval_examples = evaluation_examples(config.task, config.dataset, "held_out",
+                                                     config.eval_prompts, config.seed)
         # The task's own rewards count with weight 1; the run may add weighted extra ones.
         extra = parse_reward_weights(config.extra_rewards)
         self.reward_functions = {**self.task.reward_functions,
@@ -171,6 +187,8 @@ class _Training:
             f"reward_model/{i} = {ref}" for i, ref in enumerate(refs)))
 
     def loop(self) -> Outcome:
+        if self.eval_examples and self.first_step == 1:
+            self.evaluate(0)  # the starting point of the eval/ curves
         return run_steps(self.config, self.reporter, self.should_stop, device=self.device,
                          first_step=self.first_step, step=self.step,
                          save_checkpoint=self.save_checkpoint if self.output_dir else None)
@@ -280,7 +298,26 @@ class _Training:
         if degenerate == 1.0:
             self.reporter.log(f"step {step}: every group got equal rewards, so this step had no "
                               f"learning signal", level="warning")
+        if self.eval_examples and (step % config.eval_every == 0 or step == config.max_steps):
+            self.evaluate(step)
         return metrics
+
+    def evaluate(self, step: int) -> None:
+        """Periodic evaluation: eval_samples samples of each held-out prompt from the run's own
+        backend (in sync with the policy), at the evaluation temperature; pass@1, pass@n, maj@n
+        and avg@n under eval/ at this step. Skipped when a stop request interrupts it."""
+        config = self.config
+        started = time.perf_counter()
+        n = config.eval_samples
+        results = sample_and_score(
+            self.backend, self.eval_examples, self.task.reward_functions, config, samples=n,
+            batch_prompts=config.prompts_per_step, should_stop=self.should_stop,
+            sampling=Sampling(config.eval_temperature, 1.0, config.max_new_tokens))
+        if results is None:
+            return
+        metrics = eval_metrics(results, pass_ks=sorted({1, n}), maj_ks=[n])
+        metrics["time/eval_s"] = time.perf_counter() - started
+        self.reporter.metrics(step, metrics)
 
     def _sample_and_score(self) -> tuple[list[Example], Rollouts, dict[str, torch.Tensor],
                                          dict[str, float]] | None:
@@ -430,22 +467,6 @@ class _Training:
 def _std(values: torch.Tensor) -> float:
     """The sample std, 0 for a single value (torch gives NaN)."""
     return values.std().item() if values.numel() > 1 else 0.0
-
-
-def score_rollouts(reward_functions: dict[str, Callable[..., list[float]]],
-                   examples: list[Example], rollouts: Rollouts,
-                   config: RunConfig) -> dict[str, torch.Tensor]:
-    """Each reward function's scores (N,). Functions get every example's columns repeated for
-    its group, the completions' token counts, and the run's length settings."""
-    group_size = config.group_size
-    prompts = [ex.prompt for ex in examples for _ in range(group_size)]
-    columns = {key: [ex.columns[key] for ex in examples for _ in range(group_size)]
-               for key in examples[0].columns}
-    columns.update(completion_tokens=rollouts.lengths.tolist(),
-                   max_new_tokens=config.max_new_tokens,
-                   token_budget=config.token_budget or config.max_new_tokens)
-    return {name: torch.tensor(fn(prompts, rollouts.texts, **columns), dtype=torch.float32)
-            for name, fn in reward_functions.items()}
 
 
 def _rollout_items(examples: list[Example], rollouts: Rollouts,

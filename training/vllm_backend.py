@@ -19,6 +19,7 @@ from training.config import RunConfig
 from training.generation import (
     BackendUnavailable,
     Rollouts,
+    Sampling,
     assemble,
     eos_token_ids,
     prompt_texts,
@@ -53,21 +54,22 @@ class VLLMBackend:
         self.llm = _start_engine(config, self.dtype)
         self.request_ids = itertools.count()
 
-    def generate(self, examples: list[Example], group_size: int) -> Rollouts:
+    def generate(self, examples: list[Example], group_size: int,
+                 sampling: Sampling | None = None) -> Rollouts:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         # The same tokenizer call as the transformers backend, so both lay out prompts alike.
         prompts = self.tokenizer(prompt_texts(self.tokenizer, examples), return_tensors="pt",
                                  padding=True, add_special_tokens=False).to(self.device)
-        config = self.config
+        sampling = sampling or Sampling.of(self.config)
         # top_k=0 and repetition_penalty=1: only temperature and top-p shape the distribution,
         # as in the update's recomputation (which has no top-p: with top_p < 1 the two differ,
         # and the mismatch metric shows by how much). Deltas, so that a stop request keeps what
         # was sampled. No per-request seed: the engine's (LLM(seed=...)) makes runs repeatable.
         params = SamplingParams(
-            n=group_size, temperature=config.temperature, top_p=config.top_p, top_k=0,
-            repetition_penalty=1.0, max_tokens=config.max_new_tokens,
+            n=group_size, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+            repetition_penalty=1.0, max_tokens=sampling.max_new_tokens,
             stop_token_ids=self.eos_ids, logprobs=0, detokenize=False,
             output_kind=RequestOutputKind.DELTA)
         # Token ids in and out: the trainer's tokenizer is the only one that encodes and decodes.

@@ -61,9 +61,11 @@ class _Pending:
 
 
 class RunSupervisor:
-    def __init__(self, *, run_id: int, config: dict[str, Any], created_at: datetime):
+    def __init__(self, *, run_id: int, config: dict[str, Any], created_at: datetime,
+                 job: str = "training"):
         self.run_id = run_id
         self.config = config
+        self.job = job  # "training", or "evaluation": the child's job (training.child)
         self.folder_name = f"run-{run_id}-{created_at:%Y%m%d-%H%M%S}"
         self.pending = _Pending()
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -138,8 +140,8 @@ class RunSupervisor:
             bufsize=1,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"run_id": self.run_id, "config": self.config,
-                                     "output_dir": str(output_dir)}))
+        proc.stdin.write(json.dumps({"run_id": self.run_id, "job": self.job,
+                                     "config": self.config, "output_dir": str(output_dir)}))
         proc.stdin.close()
         logger.info("run %s: started training process %s", self.run_id, proc.pid)
         return proc

@@ -21,14 +21,15 @@ WEEK = 7 * 24 * 3600
              time_limit=WEEK, soft_time_limit=WEEK - 300,
              autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def run_execute(self, run_id: int) -> None:
-    """Claim the run and supervise its training process to the end. A run claimed elsewhere,
+    """Claim the run and supervise its training (or evaluation) process to the end. A run claimed elsewhere,
     or already cancelled, is left alone: delivering this message twice is harmless."""
     worker = f"{self.request.hostname or 'worker'}"
     if not services.run_claim(run_id=run_id, worker=worker):
         logger.info("run %s: not queued any more, skipping", run_id)
         return
-    config, created_at = Run.objects.values_list("config", "created_at").get(pk=run_id)
-    RunSupervisor(run_id=run_id, config=config, created_at=created_at).supervise()
+    config, created_at, kind = Run.objects.values_list(
+        "config", "created_at", "experiment__kind").get(pk=run_id)
+    RunSupervisor(run_id=run_id, config=config, created_at=created_at, job=kind).supervise()
 
 
 @shared_task(name="worker.tasks.runs_reap_stale", time_limit=120,

@@ -43,7 +43,8 @@ def hostile_world(user, experiment):
          "group": 0, "sample_index": 0, "prompt_id": PAYLOAD, "extra": {PAYLOAD: PAYLOAD},
          "tokens": {"text": [PAYLOAD, SHORT], "logprob": [-0.1, -2.0], "entropy": [0.2, 1.0]}}])
     runs.metrics_ingest(run_id=run.pk, points=[
-        runs.MetricSample(key=PAYLOAD, step=1, value=1.0, wall_time=timezone.now())])
+        runs.MetricSample(key=key, step=1, value=1.0, wall_time=timezone.now())
+        for key in (PAYLOAD, "eval/pass@1")])  # the second one: a leaderboard row
     runs.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
     rollout = Rollout.objects.get(run=run)
     reviews.label_create(team=team, name=SHORT)
@@ -55,8 +56,20 @@ def hostile_world(user, experiment):
         project=project, user=user, name=f"data {PAYLOAD}", kind="prompts",
         filename="hostile.jsonl", mapping={"prompt": PAYLOAD, "answer": "answer"},
         data=json.dumps({PAYLOAD: PAYLOAD, "answer": 1}).encode() + b"\n")
+    evaluation = experiment_create(
+        project=project, author=user, name=f"eval {PAYLOAD}", description=PAYLOAD,
+        config={"samples": 2, "pass_ks": "1, 2", "maj_ks": "2"}, kind="evaluation")
+    job = runs.evaluation_launch(experiment=evaluation, user=user, model=PAYLOAD)
+    runs.run_claim(run_id=job.pk, worker=PAYLOAD)
+    runs.rollouts_ingest(run_id=job.pk, step=0, items=[
+        {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 0.0, "rewards": {"correct": 0.0},
+         "group": 0, "sample_index": 0, "prompt_id": PAYLOAD,
+         "extra": {"answer": PAYLOAD, "correct": False, "extracted_answer": PAYLOAD}}])
+    runs.metrics_ingest(run_id=job.pk, points=[
+        runs.MetricSample(key="eval/pass@1", step=0, value=0.0, wall_time=timezone.now())])
+    runs.run_succeed(run_id=job.pk)
     return {"team": team, "project": project, "experiment": hostile, "run": run,
-            "rollout": rollout, "dataset": dataset}
+            "rollout": rollout, "dataset": dataset, "evaluation": evaluation, "job": job}
 
 
 def test_stored_payloads_never_execute(page, hostile_world):
@@ -72,7 +85,9 @@ def test_stored_payloads_never_execute(page, hostile_world):
         f"/runs/{world['run'].pk}/", f"/rollouts/{world['rollout'].pk}/",
         f"/projects/{world['project'].pk}/datasets/", f"/datasets/{world['dataset'].pk}/",
         f"/projects/{world['project'].pk}/compare/?runs={world['run'].pk}",
+        reverse("runs:leaderboard", args=[world["project"].pk]),
         f"/runs/{world['run'].pk}/rollouts/",
+        f"/experiments/{world['evaluation'].pk}/", f"/runs/{world['job'].pk}/",
         reverse("runs:prompt_history", args=[world["run"].pk, PAYLOAD]),
     ]
     for path in pages:

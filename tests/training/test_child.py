@@ -142,3 +142,24 @@ def test_sigterm_stops_the_run_within_seconds(start_child, tiny_config):
     kinds = [e["kind"] for e in events]
     assert "done" not in kinds and "error" not in kinds
     assert "stopped on request" in [e for e in events if e["kind"] == "log"][-1]["message"]
+
+
+def test_an_evaluation_job_runs_to_done_with_its_metrics(start_child, tiny_model):
+    config = {"model": str(tiny_model), "samples": 2, "pass_ks": "1, 2", "maj_ks": "2",
+              "max_new_tokens": 4, "max_prompts": 3, "rollout_backend": "transformers"}
+    events, returncode = start_child({"run_id": 1, "job": "evaluation", "config": config}).finish()
+    assert returncode == 0
+    kinds = [e["kind"] for e in events]
+    assert kinds[-1] == "done" and "error" not in kinds
+    [metrics] = [e for e in events if e["kind"] == "metrics"]
+    assert metrics["values"]["eval/prompts"] == 3
+    assert sum(len(e["items"]) for e in events if e["kind"] == "rollouts") == 3 * 2
+
+
+def test_an_invalid_evaluation_config_or_job_exits_2(start_child):
+    events, returncode = start_child({"job": "evaluation", "config": {"samples": 2}}).finish()
+    assert returncode == 2
+    assert "Invalid evaluation config" in events[0]["message"] and "pass_ks" in events[0][
+        "message"]
+    events, returncode = start_child({"job": "painting", "config": {}}).finish()
+    assert returncode == 2 and "unknown job 'painting'" in events[0]["message"]

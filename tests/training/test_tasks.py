@@ -1,7 +1,9 @@
 import random
 
+import pytest
+
 from training.config import TASKS as CONFIG_TASKS
-from training.tasks import TASKS, get_task
+from training.tasks import TASKS, get_task, is_held_out
 
 
 def test_every_task_in_the_config_exists():
@@ -24,8 +26,29 @@ def test_the_same_seed_gives_the_same_prompts():
 
 
 def test_prompts_within_a_step_are_distinct():
-    ids = [e.prompt_id for e in get_task("arithmetic").sample(random.Random(0), 100)]
-    assert len(set(ids)) == 100
+    task = get_task("arithmetic")
+    ids = [e.prompt_id for e in task.sample(random.Random(0), len(task.examples))]
+    assert len(set(ids)) == len(task.examples)
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_the_held_out_split_is_disjoint_from_training_and_about_a_tenth(name):
+    train = {e.prompt_id for e in get_task(name).examples}
+    held_out = {e.prompt_id for e in get_task(name, "held_out").examples}
+    every = {e.prompt_id for e in get_task(name, "all").examples}
+    assert train.isdisjoint(held_out) and train | held_out == every
+    assert 0.05 < len(held_out) / len(every) < 0.15
+    # training never samples a held-out question, however many it draws
+    drawn = get_task(name).sample(random.Random(1), 5000)
+    assert not {e.prompt_id for e in drawn} & held_out
+
+
+def test_the_split_of_a_prompt_depends_on_its_id_alone():
+    assert [e.prompt_id for e in get_task("arithmetic", "held_out").examples] == [
+        "0+0", "0+1", "0+9", "3+5", "4+5", "5+6", "6+3", "8+9"]
+    assert all(is_held_out(e.prompt_id) for e in get_task("arithmetic", "held_out").examples)
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        get_task("arithmetic", "test").examples
 
 
 def test_two_digit_operands():

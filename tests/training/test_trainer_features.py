@@ -1,5 +1,6 @@
 """The training loop's features on the tiny model: exact resumption, seeds, the difficulty
-filter, reward models in a run, a short run of every algorithm, and GGUF files as the model."""
+filter, periodic evaluation, reward models in a run, a short run of every algorithm, and GGUF
+files as the model."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 import training.tasks
-from training.config import RunConfig
+from training.config import ConfigError, RunConfig
 from training.events import ListReporter
 from training.models import ModelNotFound, resolve_model
 from training.reward_models import RewardModelEnsemble, build_tiny_reward_model
-from training.tasks import AdditionTask
-from training.trainer import Outcome, train
+from training.tasks import AdditionTask, is_held_out
+from training.trainer import Outcome, _Training, train
 
 PREFERENCES = Path(__file__).parent / "data" / "preferences.jsonl"
 UNTIMED = ("time/", "perf/")  # metrics that differ between identical runs
@@ -200,6 +201,54 @@ def test_when_no_group_is_within_the_bounds_the_run_trains_on_and_warns(tiny_con
     assert values["groups/degenerate_fraction"] == 1
     warnings = [log["message"] for log in reporter.of_kind("log") if log["level"] == "warning"]
     assert any("difficulty filter" in message and "2 rounds" in message for message in warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Periodic evaluation
+
+
+def test_a_run_evaluates_held_out_prompts_before_every_nth_step_and_at_the_end(tiny_config):
+    config = dataclasses.replace(tiny_config, max_steps=3, eval_every=2, eval_prompts=3,
+                                 eval_samples=2)
+    outcome, reporter = _run(config)
+    assert outcome is Outcome.COMPLETED
+    evaluations = {event["step"]: event["values"] for event in reporter.of_kind("metrics")
+                   if "eval/pass@1" in event["values"]}
+    assert sorted(evaluations) == [0, 2, 3]
+    for values in evaluations.values():
+        assert {"eval/pass@1", "eval/pass@2", "eval/maj@2", "eval/avg@2"} <= set(values)
+        assert values["eval/prompts"] == 3 and values["eval/samples"] == 2
+        assert 0 <= values["eval/pass@1"] <= values["eval/pass@2"] <= 1
+    # training never saw a held-out prompt
+    trained = {item["prompt_id"] for event in reporter.of_kind("rollouts")
+               for item in event["items"]}
+    assert trained and not any(is_held_out(prompt_id) for prompt_id in trained)
+
+
+def test_with_a_dataset_the_held_out_tenth_is_set_aside_from_training(tiny_config, tmp_path):
+    dataset = tmp_path / "sums.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": f"{i} + 1?", "answer": i + 1}) + "\n"
+                               for i in range(30)))
+    config = dataclasses.replace(tiny_config, dataset=str(dataset), eval_every=5)
+    run = _Training(config, ListReporter(), lambda: False, None)
+    try:
+        assert [e.prompt_id for e in run.eval_examples] == ["#25"]  # its one held-out line
+        assert len(run.task.examples) == 29 and "#25" not in {
+            e.prompt_id for e in run.task.examples}
+    finally:
+        run.backend.close()
+    # without periodic evaluation, the run trains on every line
+    run = _Training(dataclasses.replace(config, eval_every=0), ListReporter(), lambda: False,
+                    None)
+    try:
+        assert len(run.task.examples) == 30 and not run.eval_examples
+    finally:
+        run.backend.close()
+
+
+def test_dpo_has_no_periodic_evaluation():
+    with pytest.raises(ConfigError, match="evaluate its checkpoints with an evaluation job"):
+        RunConfig.from_dict({"algorithm": "dpo", "dataset": "x.jsonl", "eval_every": 5})
 
 
 # ---------------------------------------------------------------------------------------------

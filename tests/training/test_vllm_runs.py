@@ -67,3 +67,26 @@ def test_a_run_that_asks_for_vllm_fails_when_it_cannot_run(tiny_model, tmp_path)
     assert train(config, reporter) is Outcome.FAILED
     [error] = reporter.of_kind("error")
     assert "rollout backend to 'transformers'" in error["message"]
+
+
+def test_evaluations_sample_with_vllm_in_a_job_and_during_a_run(policy_dir):
+    from training.eval_config import EvalConfig
+    from training.evaluation import evaluate
+
+    reporter = ListReporter()
+    config = EvalConfig(model=str(policy_dir), rollout_backend="vllm", samples=3,
+                        pass_ks="1, 3", maj_ks="3", max_new_tokens=4, max_prompts=4)
+    assert evaluate(config, reporter) is Outcome.COMPLETED, reporter.of_kind("error")
+    assert any("samples by vllm" in e["message"] for e in reporter.of_kind("log"))
+    items = [item for event in reporter.of_kind("rollouts") for item in event["items"]]
+    assert len(items) == 4 * 3 and all(1 <= i["completion_tokens"] <= 4 for i in items)
+    [metrics] = reporter.of_kind("metrics")
+    assert 0 <= metrics["values"]["eval/pass@1"] <= metrics["values"]["eval/pass@3"] <= 1
+
+    reporter = ListReporter()
+    run = RunConfig(model=str(policy_dir), rollout_backend="vllm", max_steps=1,
+                    prompts_per_step=2, group_size=2, max_new_tokens=4, micro_batch_size=4,
+                    eval_every=1, eval_prompts=2, eval_samples=2)
+    assert train(run, reporter) is Outcome.COMPLETED, reporter.of_kind("error")
+    evaluated = [e["step"] for e in reporter.of_kind("metrics") if "eval/avg@2" in e["values"]]
+    assert evaluated == [0, 1]

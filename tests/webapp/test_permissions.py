@@ -11,7 +11,12 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from webapp.datasets.services import dataset_create
 from webapp.reviews import services as reviews
 from webapp.runs.models import Rollout
-from webapp.runs.services import rollouts_ingest, run_launch
+from webapp.runs.services import (
+    CheckpointSaved,
+    checkpoints_ingest,
+    rollouts_ingest,
+    run_launch,
+)
 from webapp.teams.models import Membership, Role
 from webapp.teams.services import invitation_create
 
@@ -42,11 +47,18 @@ MATRIX = {
     "experiments:detail": ("get", ["experiment_id"], {}, READ),
     "experiments:edit": ("get", ["experiment_id"], {}, WRITE_PAGE),
     "experiments:launch": ("post", ["experiment_id"], {}, WRITE),
+    "experiments:create_evaluation": ("get", ["project_id"], {}, WRITE_PAGE),
+    # A training experiment: a member is sent back to it with the reason it cannot evaluate.
+    "experiments:evaluate": ("post", ["experiment_id"], {"model": "builtin:x"}, WRITE),
+    "runs:checkpoint_evaluate": ("post", ["checkpoint_id"], {"evaluation": "0"}, WRITE),
     "runs:detail": ("get", ["run_id"], {}, READ),
     "runs:events": ("get", ["run_id"], {}, READ),
     "runs:metrics": ("get", ["run_id"], {}, READ),
     "runs:metrics_csv": ("get", ["run_id"], {}, READ),
     "runs:compare": ("get", ["project_id"], {}, READ),
+    "runs:leaderboard": ("get", ["project_id"], {}, READ),
+    "runs:leaderboard_export": ("get", ["project_id", "fmt"], {}, READ),
+    "runs:evaluation_compare": ("get", ["project_id"], {}, READ),
     "runs:rollouts": ("get", ["run_id"], {}, READ),
     "runs:prompt_history": ("get", ["run_id", "prompt_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
@@ -98,6 +110,8 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
     rollouts_ingest(run_id=run.pk, step=1, items=[{"prompt": "1+1", "completion": "2",
                                                    "reward": 1.0, "prompt_id": "1+1"}])
     rollout = Rollout.objects.get(run=run)
+    checkpoints_ingest(run_id=run.pk, checkpoints=[
+        CheckpointSaved(step=1, path=str(tmp_path / "checkpoint-1"))])
     comment = reviews.comment_create(run=run, author=user, body="first")
     annotation = reviews.annotation_create(rollout=rollout, author=user, label="wrong answer",
                                            note="")
@@ -116,7 +130,8 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
            "run_id": run.pk, "invitation_id": invitation.pk,
            "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
            "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk,
-           "dataset_id": dataset.pk, "upload_token": "0" * 32, "prompt_id": "1+1"}
+           "dataset_id": dataset.pk, "upload_token": "0" * 32, "prompt_id": "1+1", "fmt": "csv",
+           "checkpoint_id": run.checkpoints.get().pk}
     return users, ids
 
 

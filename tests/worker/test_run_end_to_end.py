@@ -19,6 +19,7 @@ from tests.conftest import tiny_run_config
 from tests.stack import start_worker, training_processes
 from webapp.experiments.services import experiment_create
 from webapp.runs import services
+from webapp.runs.evaluations import project_evaluation_results
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 from worker.tasks import run_execute
 
@@ -225,3 +226,53 @@ def test_a_database_restart_mid_run_loses_no_metrics(worker, project, user, tiny
                    .values_list("step", flat=True))
     assert steps == list(range(1, 13))
     assert Rollout.objects.filter(run=run).count() == 12 * 4
+
+
+def test_evaluations_run_on_the_worker_during_training_and_on_checkpoints(
+        worker, project, user, tiny_model):
+    trained = _launch(project, user, "evaluated", tiny_run_config(
+        tiny_model, max_steps=2, eval_every=2, eval_prompts=3, eval_samples=2))
+    trained = _wait(trained, lambda r: r.is_terminal, 180, worker)
+    assert trained.status == RunStatus.SUCCEEDED, trained.error_message
+    periodic = MetricPoint.objects.filter(run=trained, key="eval/pass@1")
+    assert sorted(periodic.values_list("step", flat=True)) == [0, 2]
+    assert set(MetricPoint.objects.filter(run=trained, key="eval/prompts")
+               .values_list("value", flat=True)) == {3.0}
+
+    evaluation = experiment_create(
+        project=project, author=user, name="held-out sums", description="", kind="evaluation",
+        config={"task": "arithmetic", "samples": 2, "pass_ks": "1, 2", "maj_ks": "2",
+                "max_new_tokens": 4, "max_prompts": 4, "rollout_backend": "transformers"})
+    final = trained.checkpoints.get(final=True)
+    on_checkpoint = services.evaluation_launch(experiment=evaluation, user=user,
+                                               checkpoint=final)
+    on_base = services.evaluation_launch(experiment=evaluation, user=user,
+                                         model=str(tiny_model))
+    for job in (on_checkpoint, on_base):
+        job = _wait(job, lambda r: r.is_terminal, 180, worker)
+        assert job.status == RunStatus.SUCCEEDED, job.error_message
+        assert (job.progress_step, job.progress_total) == (4, 4)
+        assert training_processes(job.pk) == []
+    step = {on_checkpoint.pk: 2, on_base.pk: 0}
+    for job in (on_checkpoint, on_base):
+        samples = Rollout.objects.filter(run=job)
+        assert samples.count() == 4 * 2
+        assert set(samples.values_list("step", flat=True)) == {step[job.pk]}
+        assert sorted(set(samples.values_list("group", flat=True))) == [0, 1, 2, 3]
+        correct = [r.extra["correct"] for r in samples]
+        metrics = dict(MetricPoint.objects.filter(run=job, key__startswith="eval/")
+                       .values_list("key", "value"))
+        assert metrics["eval/avg@2"] == pytest.approx(sum(correct) / len(correct))
+        assert {"eval/pass@1", "eval/pass@2", "eval/maj@2"} <= set(metrics)
+
+    results = project_evaluation_results(project)
+    labels = {(r.run.pk, r.step): (r.model, r.dataset, r.is_job) for r in results}
+    assert labels == {
+        (trained.pk, 0): (f"evaluated #{trained.number} · step 0", "arithmetic · held-out",
+                          False),
+        (trained.pk, 2): (f"evaluated #{trained.number} · step 2", "arithmetic · held-out",
+                          False),
+        (on_checkpoint.pk, 2): (f"evaluated #{trained.number} · step 2",
+                                "arithmetic · held-out", True),
+        (on_base.pk, 0): (str(tiny_model), "arithmetic · held-out", True),
+    }

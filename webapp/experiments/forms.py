@@ -1,18 +1,23 @@
-"""The experiment form: name and description, plus one field per training.config.RunConfig field,
-with the trainer's own defaults, bounds and help text. Validation ends in RunConfig.from_dict, the
-same check the trainer applies, so a config that saves is a config that runs."""
+"""The experiment form: name and description, plus one field per training.config.RunConfig field
+(an evaluation's: per training.eval_config.EvalConfig field but its model), with the trainer's
+own defaults, bounds and help text. Validation ends in the config's from_dict, the same check the
+trainer applies, so a config that saves is a config that runs."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from django import forms
 
 from training.config import ConfigError, RunConfig
+from training.eval_config import EvalConfig
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import datasets_for_project
-from webapp.experiments.models import Experiment
+from webapp.experiments.models import Experiment, ExperimentKind
+from webapp.experiments.services import experiment_config
+from webapp.runs.models import Checkpoint
 
 
 def _form_field(f: dataclasses.Field) -> forms.Field:
@@ -36,6 +41,17 @@ def _form_field(f: dataclasses.Field) -> forms.Field:
     return forms.CharField(max_length=500, required=not meta["blank"], **common)
 
 
+def _evaluation_dataset_field(project) -> forms.ChoiceField:
+    """The project's prompt datasets, by id, for an evaluation."""
+    choices = [("", "None: the built-in task"),
+               *((str(d.pk), f"{d.name} ({d.row_count} rows)")
+                 for d in datasets_for_project(project) if d.kind == DatasetKind.PROMPTS)]
+    return forms.ChoiceField(
+        choices=choices, required=False, initial="", label="Dataset",
+        help_text="One of this project's prompt datasets to evaluate on instead of the task "
+                  "(a test set: all its rows, with split 'auto'). Each job records the file.")
+
+
 def _dataset_field(project) -> forms.ChoiceField:
     """The project's datasets, by id: prompt datasets for the online methods, preference ones
     for DPO. The id is what the experiment stores; a launch resolves it to the dataset's file
@@ -57,22 +73,33 @@ class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
-    def __init__(self, *args: Any, project, instance: Experiment | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, project, instance: Experiment | None = None,
+                 kind: str = ExperimentKind.TRAINING, **kwargs: Any):
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {"name": instance.name, "description": instance.description,
                                  **instance.config}
         super().__init__(*args, **kwargs)
         self.project = project
         self.instance = instance
-        for f in RunConfig.fields():
+        self.kind = instance.kind if instance is not None else kind
+        evaluation = self.kind == ExperimentKind.EVALUATION
+        # An evaluation's model is chosen for each job, not in its definition.
+        self.settings = [f for f in (EvalConfig if evaluation else RunConfig).fields()
+                         if not (evaluation and f.name == "model")]
+        for f in self.settings:
             self.fields[f.name] = _form_field(f)
-        self.fields["dataset"] = _dataset_field(project)
+        self.fields["dataset"] = (_evaluation_dataset_field if evaluation
+                                  else _dataset_field)(project)
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.kind == ExperimentKind.EVALUATION
 
     def main_fields(self) -> list[forms.BoundField]:
-        return [self[f.name] for f in RunConfig.fields() if not f.metadata["advanced"]]
+        return [self[f.name] for f in self.settings if not f.metadata["advanced"]]
 
     def advanced_fields(self) -> list[forms.BoundField]:
-        return [self[f.name] for f in RunConfig.fields() if f.metadata["advanced"]]
+        return [self[f.name] for f in self.settings if f.metadata["advanced"]]
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -80,16 +107,17 @@ class ExperimentForm(forms.Form):
         if self.instance is not None:
             others = others.exclude(pk=self.instance.pk)
         if others.exists():
-            raise forms.ValidationError("This project already has an experiment with that name.")
+            raise forms.ValidationError("This project already has an experiment or evaluation "
+                                        "with that name.")
         return name
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        names = [f.name for f in RunConfig.fields()]
+        names = [f.name for f in self.settings]
         if any(name in self.errors for name in names):
             return cleaned
         try:
-            self.config = RunConfig.from_dict({name: cleaned[name] for name in names}).to_dict()
+            self.config = experiment_config(self.kind, {name: cleaned[name] for name in names})
         except ConfigError as exc:
             for name, message in exc.errors.items():
                 self.add_error(name if name in self.fields else None, message)
@@ -100,8 +128,8 @@ class ExperimentForm(forms.Form):
     def _check_dataset_kind(self, cleaned: dict[str, Any]) -> None:
         """The dataset must suit the algorithm (preference pairs for DPO, prompts otherwise),
         and a curriculum needs a difficulty column."""
-        if not cleaned["dataset"]:
-            return
+        if not cleaned["dataset"] or self.is_evaluation:
+            return  # an evaluation's choices are prompt datasets only
         dataset = datasets_for_project(self.project).get(pk=int(cleaned["dataset"]))
         if cleaned["algorithm"] == "dpo" and dataset.kind != DatasetKind.PREFERENCES:
             self.add_error("dataset", "DPO trains on preference pairs: choose a preference "
@@ -112,3 +140,37 @@ class ExperimentForm(forms.Form):
         elif cleaned["prompt_sampler"] == "curriculum" and not dataset.has_difficulty:
             self.add_error("prompt_sampler", "A curriculum orders prompts by difficulty, and "
                                              "this dataset has no difficulty column.")
+
+
+class EvaluateForm(forms.Form):
+    """What an evaluation job evaluates: one of the project's checkpoints still on disk, or a
+    model by name."""
+
+    checkpoint = forms.ChoiceField(
+        required=False, label="Checkpoint",
+        help_text="A checkpoint of any run in this project whose folder is still on disk.")
+    model = forms.CharField(
+        required=False, max_length=500, label="or a model",
+        help_text="A built-in model (builtin:smollm2-135m-instruct), a Hugging Face folder on "
+                  "the worker, or a hub id (needs internet on the worker).")
+
+    def __init__(self, *args: Any, project, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.checkpoints = {
+            str(c.pk): c for c in Checkpoint.objects.filter(run__experiment__project=project)
+            .select_related("run__experiment").order_by("-run__created_at", "-step")
+            if os.path.isdir(c.path)}
+        self.fields["checkpoint"].choices = [
+            ("", "—"), *((pk, f"{c.run} · step {c.step}{' (final)' if c.final else ''}")
+                         for pk, c in self.checkpoints.items())]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        chosen = cleaned.get("checkpoint")
+        cleaned["checkpoint"] = self.checkpoints.get(chosen) if chosen else None
+        cleaned["model"] = (cleaned.get("model") or "").strip()
+        if cleaned["checkpoint"] is None and not cleaned["model"]:
+            raise forms.ValidationError("Choose a checkpoint, or give a model to evaluate.")
+        if cleaned["checkpoint"] is not None and cleaned["model"]:
+            raise forms.ValidationError("Choose a checkpoint or give a model, not both.")
+        return cleaned

@@ -3,14 +3,25 @@ from django.db import models
 from django.urls import reverse
 
 
+class ExperimentKind(models.TextChoices):
+    TRAINING = "training", "Training"
+    EVALUATION = "evaluation", "Evaluation"
+
+
 class Experiment(models.Model):
-    """A definition: what to train and how. Each launch makes a Run with a snapshot of `config`."""
+    """A definition: what to train and how (a training.config.RunConfig), or what to evaluate a
+    model on and how (an evaluation: a training.eval_config.EvalConfig without its model). Each
+    launch makes a Run with a snapshot of `config`; an evaluation's runs are its jobs, one per
+    model or checkpoint evaluated."""
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE,
                                 related_name="experiments")
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
-    config = models.JSONField(help_text="A training.config.RunConfig, validated on save.")
+    kind = models.CharField(max_length=12, choices=ExperimentKind.choices,
+                            default=ExperimentKind.TRAINING, db_index=True)
+    config = models.JSONField(help_text="A RunConfig, or an EvalConfig for an evaluation; "
+                                        "validated on save.")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -26,3 +37,7 @@ class Experiment(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("experiments:detail", args=[self.pk])
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.kind == ExperimentKind.EVALUATION

@@ -6,12 +6,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from webapp.experiments.forms import ExperimentForm
+from webapp.experiments.forms import EvaluateForm, ExperimentForm
+from webapp.experiments.models import ExperimentKind
 from webapp.experiments.selectors import get_experiment_for_user
 from webapp.experiments.services import experiment_create, experiment_update
 from webapp.projects.selectors import get_project_for_user
+from webapp.runs.evaluations import evaluation_jobs
 from webapp.runs.selectors import runs_for_user
-from webapp.runs.services import run_launch
+from webapp.runs.services import evaluation_launch, run_launch
 from webapp.teams.models import Role
 
 
@@ -25,13 +27,14 @@ def _render_form(request: HttpRequest, form: ExperimentForm, context: dict) -> H
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def experiment_create_view(request: HttpRequest, project_id: int) -> HttpResponse:
+def experiment_create_view(request: HttpRequest, project_id: int,
+                           kind: str = ExperimentKind.TRAINING) -> HttpResponse:
     project = get_project_for_user(request.user, project_id, Role.MEMBER)
-    form = ExperimentForm(request.POST or None, project=project)
+    form = ExperimentForm(request.POST or None, project=project, kind=kind)
     if request.method == "POST" and form.is_valid():
         experiment = experiment_create(
             project=project, author=request.user, name=form.cleaned_data["name"],
-            description=form.cleaned_data["description"], config=form.config)
+            description=form.cleaned_data["description"], config=form.config, kind=kind)
         return _redirect(request, experiment.get_absolute_url())
     return _render_form(request, form, {"project": project, "experiment": None})
 
@@ -52,8 +55,32 @@ def experiment_edit(request: HttpRequest, experiment_id: int) -> HttpResponse:
 def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_experiment_for_user(request.user, experiment_id)
     runs = runs_for_user(request.user).filter(experiment=experiment)
-    return render(request, "experiments/experiment_detail.html",
-                  {"experiment": experiment, "project": experiment.project, "runs": runs})
+    context = {"experiment": experiment, "project": experiment.project, "runs": runs}
+    if not experiment.is_evaluation:
+        return render(request, "experiments/experiment_detail.html", context)
+    runs = runs.select_related("evaluated_checkpoint__run__experiment")
+    context.update(jobs=evaluation_jobs(runs),
+                   evaluate_form=EvaluateForm(project=experiment.project))
+    return render(request, "experiments/evaluation_detail.html", context)
+
+
+@login_required
+@require_POST
+def experiment_evaluate(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    """Queue an evaluation job on the chosen checkpoint or model."""
+    experiment = get_experiment_for_user(request.user, experiment_id, Role.MEMBER)
+    form = EvaluateForm(request.POST, project=experiment.project)
+    if not form.is_valid():
+        messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+        return _redirect(request, experiment.get_absolute_url())
+    try:
+        run = evaluation_launch(experiment=experiment, user=request.user,
+                                model=form.cleaned_data["model"],
+                                checkpoint=form.cleaned_data["checkpoint"])
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return _redirect(request, experiment.get_absolute_url())
+    return _redirect(request, run.get_absolute_url())
 
 
 @login_required

@@ -3,6 +3,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from webapp.experiments.models import ExperimentKind
 from webapp.experiments.selectors import experiments_for_user
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import get_project_for_user, projects_with_stats
@@ -29,10 +30,12 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
-    experiments = (experiments_for_user(request.user).filter(project=project)
+    definitions = (experiments_for_user(request.user).filter(project=project)
                    .prefetch_related("runs"))
     return render(request, "projects/project_detail.html", {
-        "project": project, "experiments": experiments,
+        "project": project,
+        "experiments": definitions.filter(kind=ExperimentKind.TRAINING),
+        "evaluations": definitions.filter(kind=ExperimentKind.EVALUATION),
         "can_edit": user_has_role(request.user, project.team_id, Role.MEMBER),
         "activities": activity_for_project(project, limit=10),
     })

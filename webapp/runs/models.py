@@ -62,6 +62,10 @@ class Run(models.Model):
     resumed_from = models.ForeignKey(
         "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
         related_name="resumed_runs", help_text="The checkpoint of an earlier run it continues.")
+    evaluated_checkpoint = models.ForeignKey(
+        "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="evaluations",
+        help_text="For an evaluation job: the checkpoint it evaluates (none: a base model).")
 
     class Meta:
         ordering = ["-created_at"]
@@ -70,6 +74,10 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.name} #{self.number}"
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.experiment.is_evaluation
 
     def get_absolute_url(self) -> str:
         return reverse("runs:detail", args=[self.pk])
@@ -87,6 +95,8 @@ class Run(models.Model):
         failed or was cancelled; None when the run cannot be resumed."""
         if self.status not in RESUMABLE_STATUSES:
             return None
+        if self.is_evaluation:
+            return None  # an evaluation saves no checkpoints; it is run again instead
         before_last = self.checkpoints.filter(step__lt=self.config["max_steps"])
         return next((c for c in before_last.order_by("-step") if os.path.isdir(c.path)), None)
 

@@ -28,6 +28,14 @@ def get_run_for_user(user, run_id: int, role: str = Role.VIEWER) -> Run:
     return run
 
 
+def get_checkpoint_for_user(user, checkpoint_id: int, role: str = Role.VIEWER) -> Checkpoint:
+    checkpoint = get_object_or_404(
+        Checkpoint.objects.filter(run__in=runs_for_user(user)).select_related(
+            "run__experiment__project"), pk=checkpoint_id)
+    require_role(user, checkpoint.run.experiment.project.team_id, role)
+    return checkpoint
+
+
 def metric_keys(run: Run) -> list[str]:
     """Every metric the run recorded: the headline ones first, in their order, then the rest."""
     recorded = recorded_keys(run.pk)

@@ -8,6 +8,7 @@ at most, and a cancel that races with a finishing run leaves exactly one of the 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from training.config import ConfigError, RunConfig
+from training.eval_config import EvalConfig
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment
@@ -53,6 +55,8 @@ def run_queue_for(config: dict[str, Any]) -> str:
 
 def run_launch(*, experiment: Experiment, user) -> Run:
     """Create a queued Run from the experiment's current config and enqueue it once committed."""
+    if experiment.is_evaluation:
+        raise ValidationError("An evaluation runs on a model or checkpoint: choose one.")
     try:
         config = RunConfig.from_dict(experiment.config).to_dict()
     except ConfigError as exc:
@@ -64,6 +68,35 @@ def run_launch(*, experiment: Experiment, user) -> Run:
         config["dataset"] = dataset_file_for_run(project=experiment.project,
                                                  reference=config["dataset"], kind=kind)
     return _run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED)
+
+
+def evaluation_launch(*, experiment: Experiment, user, model: str = "",
+                      checkpoint: Checkpoint | None = None) -> Run:
+    """Queue an evaluation job: the evaluation `experiment`'s config on `checkpoint` (a
+    checkpoint of a run in the same project, its folder still there) or on `model` (a built-in
+    model, a folder or a hub id)."""
+    if not experiment.is_evaluation:
+        raise ValidationError(f"{experiment.name} is a training experiment, not an evaluation.")
+    if checkpoint is not None:
+        if checkpoint.run.experiment.project_id != experiment.project_id:
+            raise ValidationError("That checkpoint belongs to another project.")
+        if not os.path.isdir(checkpoint.path):
+            raise ValidationError(
+                f"The folder of {checkpoint} is gone: newer checkpoints replaced it "
+                f"(keep_checkpoints), or the web server cannot see the worker's run folder.")
+        model = checkpoint.path
+    if not model.strip():
+        raise ValidationError("Choose a checkpoint, or give a model to evaluate.")
+    try:
+        config = EvalConfig.from_dict({**experiment.config, "model": model.strip()}).to_dict()
+    except ConfigError as exc:
+        raise ValidationError(f"The evaluation cannot run: {exc}") from exc
+    if config["dataset"]:
+        config["dataset"] = dataset_file_for_run(project=experiment.project,
+                                                 reference=config["dataset"])
+    what = str(checkpoint) if checkpoint is not None else config["model"]
+    return _run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED,
+                       detail=f"on {what}", evaluated_checkpoint=checkpoint)
 
 
 def run_resume(*, run: Run, user) -> Run:
@@ -92,14 +125,16 @@ def run_resume(*, run: Run, user) -> Run:
 
 
 def _run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: str,
-                detail: str = "", resumed_from: Checkpoint | None = None) -> Run:
+                detail: str = "", resumed_from: Checkpoint | None = None,
+                evaluated_checkpoint: Checkpoint | None = None) -> Run:
     """Number a new queued run in its experiment, record who started it, enqueue it on commit."""
     for _ in range(5):
         try:
             with transaction.atomic():
                 last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
-                                         launched_by=user, resumed_from=resumed_from)
+                                         launched_by=user, resumed_from=resumed_from,
+                                         evaluated_checkpoint=evaluated_checkpoint)
                 activity_record(run=run, actor=user, verb=verb, detail=detail)
                 transaction.on_commit(lambda: _enqueue(run))
             return run

@@ -7,11 +7,13 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from training.config import RunConfig
+from training.eval_config import EvalConfig
+from webapp.experiments.models import ExperimentKind
 from webapp.runs import selectors
 from webapp.runs.live_feed import current_cursor
 from webapp.runs.metric_series import metrics_csv_chunks
 from webapp.runs.panels import live_context
-from webapp.runs.services import run_cancel, run_resume
+from webapp.runs.services import evaluation_launch, run_cancel, run_resume
 from webapp.reviews.views import run_review_context
 from webapp.teams.models import Role
 
@@ -20,8 +22,9 @@ from webapp.teams.models import Role
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.get_run_for_user(request.user, run_id)
+    settings = EvalConfig if run.is_evaluation else RunConfig
     config_rows = [(f.name, run.config.get(f.name), f.metadata["help"])
-                   for f in RunConfig.fields() if f.name in run.config]
+                   for f in settings.fields() if f.name in run.config]
     # Read before the panels: the stream may then repeat a row they show, but never miss one.
     stream_cursor = current_cursor(run.pk).encode()
     return render(request, "runs/run_detail.html",
@@ -99,3 +102,32 @@ def run_resume_view(request: HttpRequest, run_id: int) -> HttpResponse:
         target = run
     url = target.get_absolute_url()
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_POST
+def checkpoint_evaluate(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
+    """Queue a job of the chosen evaluation (POST `evaluation`: an evaluation of the same
+    project) on this checkpoint and go to it; on a problem, back to the run with the reason."""
+    checkpoint = selectors.get_checkpoint_for_user(request.user, checkpoint_id, Role.MEMBER)
+    run = checkpoint.run
+    evaluation = run.experiment.project.experiments.filter(
+        kind=ExperimentKind.EVALUATION, pk=_int(request.POST.get("evaluation"))).first()
+    target = run
+    if evaluation is None:
+        messages.error(request, "Choose one of this project's evaluations.")
+    else:
+        try:
+            target = evaluation_launch(experiment=evaluation, user=request.user,
+                                       checkpoint=checkpoint)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+    url = target.get_absolute_url()
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value or "")
+    except ValueError:
+        return None

@@ -1,4 +1,5 @@
-"""Set up the demo: a user, a project and a GRPO experiment on SmolLM2-135M-Instruct, launched."""
+"""Set up the demo: a user, a project and a GRPO experiment on SmolLM2-135M-Instruct, launched,
+and an evaluation of held-out sums to run on its checkpoints."""
 
 from __future__ import annotations
 
@@ -6,16 +7,21 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from training.config import RunConfig
-
-# Rollouts by transformers: the demo's step times and reward curve in the README were measured
-# so; the vLLM backend is faster at bf16 but starts an engine first.
-DEMO_CONFIG = RunConfig(rollout_backend="transformers").to_dict()
-from webapp.experiments.models import Experiment
+from webapp.experiments.models import Experiment, ExperimentKind
+from webapp.experiments.services import experiment_config
 from webapp.projects.models import Project
 from webapp.runs.models import TERMINAL_STATUSES
 from webapp.runs.services import run_launch
 from webapp.teams.models import Team
 from webapp.teams.services import team_create
+
+# Rollouts by transformers: the demo's step times and reward curve in the README were measured
+# so; the vLLM backend is faster at bf16 but starts an engine first. Every 10 steps, the run
+# samples the one-digit task's 8 held-out sums 4 times each for the eval/ curves.
+DEMO_CONFIG = RunConfig(rollout_backend="transformers", eval_every=10, eval_samples=4).to_dict()
+DEMO_EVALUATION = experiment_config(ExperimentKind.EVALUATION, {
+    "task": "arithmetic", "samples": 8, "pass_ks": "1, 4, 8", "maj_ks": "8",
+    "max_new_tokens": 32, "max_prompts": 0, "rollout_backend": "transformers"})
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-rlab-2026"
@@ -45,6 +51,12 @@ class Command(BaseCommand):
             defaults={"author": user, "config": DEMO_CONFIG, "description":
                       "8 prompts × 8 completions per step, ≤32 tokens, reward 1 for the right "
                       "sum. The mean reward rises within the first 15 minutes on 2 CPU cores."})
+        Experiment.objects.get_or_create(
+            project=project, name="Held-out sums",
+            defaults={"author": user, "kind": ExperimentKind.EVALUATION,
+                      "config": DEMO_EVALUATION, "description":
+                      "The 8 one-digit sums no run trains on, 8 samples each: pass@1, pass@4, "
+                      "pass@8 and maj@8. Evaluate the base model and each checkpoint."})
         run = experiment.runs.exclude(status__in=TERMINAL_STATUSES).first()
         if run is None:
             run = run_launch(experiment=experiment, user=user)
