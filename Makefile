@@ -54,6 +54,12 @@ bench-train: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(PY) -m benchmarks.bench_train $(BENCH_ARGS)
 
+# Evaluation jobs with transformers and with vLLM, and periodic evaluation's share of a run
+# (a few minutes).
+.PHONY: bench-eval
+bench-eval: install
+	$(PY) -m benchmarks.bench_eval $(BENCH_ARGS)
+
 # The web targets of issue 5 on generated data in a scratch Postgres database (a few minutes).
 .PHONY: bench-web
 bench-web: install services
