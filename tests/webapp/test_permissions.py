@@ -50,6 +50,9 @@ MATRIX = {
     "experiments:create_evaluation": ("get", ["project_id"], {}, WRITE_PAGE),
     # A training experiment: a member is sent back to it with the reason it cannot evaluate.
     "experiments:evaluate": ("post", ["experiment_id"], {"model": "builtin:x"}, WRITE),
+    # The world's run is a training run: only evaluation jobs export, so 404 past the access check.
+    "runs:evaluation_export": ("get", ["run_id", "fmt"], {},
+                               {"outsider": 404, "viewer": 404, "member": 404, "admin": 404}),
     "runs:checkpoint_evaluate": ("post", ["checkpoint_id"], {"evaluation": "0"}, WRITE),
     "runs:detail": ("get", ["run_id"], {}, READ),
     "runs:events": ("get", ["run_id"], {}, READ),

@@ -1,7 +1,13 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -10,6 +16,8 @@ from training.config import RunConfig
 from training.eval_config import EvalConfig
 from webapp.experiments.models import ExperimentKind
 from webapp.runs import selectors
+from webapp.runs.evaluation_export import export_csv as evaluation_export_csv
+from webapp.runs.evaluation_export import export_json as evaluation_export_json
 from webapp.runs.live_feed import current_cursor
 from webapp.runs.metric_series import metrics_csv_chunks
 from webapp.runs.panels import live_context
@@ -102,6 +110,23 @@ def run_resume_view(request: HttpRequest, run_id: int) -> HttpResponse:
         target = run
     url = target.get_absolute_url()
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_GET
+def evaluation_export(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse:
+    """An evaluation job's results prompt by prompt, as CSV (a row per prompt) or JSON (with
+    the recipe, the metrics and every sample)."""
+    run = selectors.get_run_for_user(request.user, run_id)
+    if not run.is_evaluation or fmt not in ("csv", "json"):
+        raise Http404("Evaluation jobs export their results as .csv or .json.")
+    if fmt == "csv":
+        response = HttpResponse(evaluation_export_csv(run), content_type="text/csv; charset=utf-8")
+    else:
+        response = JsonResponse(evaluation_export_json(run),
+                                json_dumps_params={"indent": 1, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="evaluation-job-{run.pk}.{fmt}"'
+    return response
 
 
 @login_required

@@ -210,3 +210,67 @@ def test_the_project_page_lists_evaluations_apart(signed_in, project, experiment
     assert experiment.name in experiments and evaluation.name not in experiments
     assert evaluation.name in evaluations
     assert reverse("experiments:create_evaluation", args=[project.pk]) in page
+
+
+def _job_with_samples(evaluation) -> Run:
+    """Two prompts × 4 samples: "3+5" right 3 times (answers 8, 8, 8, 7), "0+1" never."""
+    job = services.evaluation_launch(experiment=evaluation, user=evaluation.author, model="m")
+    services.run_claim(run_id=job.pk, worker="w")
+    verdicts = {"3+5": [("8", True), ("8", True), ("7", False), ("8", True)],
+                "0+1": [(None, False), ("2", False), ("2", False), ("=1+1", False)]}
+    items = [{"prompt": f"Compute {pid}.", "completion": f"it is {answer}", "group": group,
+              "sample_index": i, "prompt_id": pid, "reward": float(ok),
+              "rewards": {"correct": float(ok)}, "completion_tokens": 4 + i,
+              "extra": {"answer": str(sum(map(int, pid.split("+")))), "correct": ok,
+                        "extracted_answer": answer}}
+             for group, (pid, samples) in enumerate(verdicts.items())
+             for i, (answer, ok) in enumerate(samples)]
+    services.rollouts_ingest(run_id=job.pk, step=0, items=items)
+    _finish(job, {"eval/pass@1": 0.375, "eval/avg@4": 0.375})
+    return job
+
+
+def test_a_jobs_results_download_prompt_by_prompt(signed_in, evaluation):
+    import csv
+    import io
+
+    job = _job_with_samples(evaluation)
+    page = signed_in.get(job.get_absolute_url()).content.decode()
+    assert reverse("runs:evaluation_export", args=[job.pk, "csv"]) in page
+    response = signed_in.get(reverse("runs:evaluation_export", args=[job.pk, "csv"]))
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="evaluation-job-{job.pk}.csv"')
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [r["prompt_id"] for r in rows] == ["3+5", "0+1"]
+    first, second = rows
+    assert (first["answer"], first["samples"], first["correct"], first["accuracy"]) == (
+        "8", "4", "3", "0.75")
+    assert (float(first["pass@1"]), float(first["pass@4"]), float(first["maj@4"])) == (
+        0.75, 1.0, 1.0)
+    assert first["majority_answer"] == "8"
+    # a sample with no answer does not vote; "2" wins and is wrong
+    assert (second["correct"], second["pass@4"], second["maj@4"]) == ("0", "0.0", "0.0")
+    assert second["majority_answer"] == "2"
+
+    data = signed_in.get(reverse("runs:evaluation_export", args=[job.pk, "json"])).json()
+    assert data["job"] == job.pk and data["metrics"] == {"pass@1": 0.375, "avg@4": 0.375}
+    assert data["recipe"]["samples"] == 4 and data["model"] == "m"
+    assert [s["answer"] for s in data["prompts"][1]["samples"]] == [None, "2", "2", "=1+1"]
+    assert data["prompts"][0]["samples"][2] == {
+        "completion": "it is 7", "answer": "7", "correct": False, "reward": 0.0,
+        "completion_tokens": 6, "truncated": False}
+
+
+def test_only_evaluation_jobs_export_and_only_to_their_team(client, signed_in, evaluation,
+                                                           experiment, member_of,
+                                                           django_user_model):
+    job = _job_with_samples(evaluation)
+    training = services.run_launch(experiment=experiment, user=evaluation.author)
+    assert signed_in.get(reverse("runs:evaluation_export", args=[training.pk, "csv"])
+                         ).status_code == 404
+    assert signed_in.get(reverse("runs:evaluation_export", args=[job.pk, "xlsx"])
+                         ).status_code == 404
+    client.force_login(member_of("viewer"))
+    assert client.get(reverse("runs:evaluation_export", args=[job.pk, "json"])).status_code == 200
+    client.force_login(django_user_model.objects.create_user("stranger", password="pw-x-12345"))
+    assert client.get(reverse("runs:evaluation_export", args=[job.pk, "json"])).status_code == 404
