@@ -11,6 +11,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
+from webapp.api.tokens import token_create
 from webapp.datasets.services import dataset_create
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
@@ -52,6 +53,7 @@ def hostile_world(user, experiment):
     reviews.comment_create(run=run, author=user, body=PAYLOAD)
     reviews.run_tag_add(run=run, actor=user, name=PAYLOAD)
     reviews.run_notes_set(run=run, actor=user, notes=PAYLOAD)
+    token_create(user=user, name=f"token {PAYLOAD}")
     dataset = dataset_create(
         project=project, user=user, name=f"data {PAYLOAD}", kind="prompts",
         filename="hostile.jsonl", mapping={"prompt": PAYLOAD, "answer": "answer"},
@@ -89,6 +91,7 @@ def test_stored_payloads_never_execute(page, hostile_world):
         f"/runs/{world['run'].pk}/rollouts/",
         f"/experiments/{world['evaluation'].pk}/", f"/runs/{world['job'].pk}/",
         reverse("runs:prompt_history", args=[world["run"].pk, PAYLOAD]),
+        reverse("api_tokens:list"),
     ]
     for path in pages:
         page.goto(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from webapp.api.tokens import token_create
 from webapp.datasets.services import dataset_create
 from webapp.reviews import services as reviews
 from webapp.runs.models import Rollout
@@ -85,6 +86,10 @@ MATRIX = {
     "datasets:confirm": ("get", ["project_id", "upload_token"], {}, WRITE),
     "datasets:detail": ("get", ["dataset_id"], {}, READ),
     "datasets:download": ("get", ["dataset_id"], {}, READ),
+    "api_tokens:list": ("get", [], {}, SIGNED_IN),
+    # The token is the admin's own: anyone else's is 404, whatever their role.
+    "api_tokens:revoke": ("post", ["token_id"], {},
+                          {"outsider": 404, "viewer": 404, "member": 404, "admin": 302}),
 }
 
 
@@ -100,7 +105,10 @@ def _url_names(patterns, namespace: str = "") -> set[str]:
 
 
 def test_every_url_is_in_the_matrix():
-    assert _url_names(get_resolver().url_patterns) == set(MATRIX) | PUBLIC
+    # The REST API has its own matrix: tests/webapp/api/test_api_permissions.py.
+    names = {name for name in _url_names(get_resolver().url_patterns)
+             if not name.startswith("api:")}
+    assert names == set(MATRIX) | PUBLIC
 
 
 @pytest.fixture
@@ -134,7 +142,8 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
            "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
            "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk,
            "dataset_id": dataset.pk, "upload_token": "0" * 32, "prompt_id": "1+1", "fmt": "csv",
-           "checkpoint_id": run.checkpoints.get().pk}
+           "checkpoint_id": run.checkpoints.get().pk,
+           "token_id": token_create(user=user, name="cli")[0].pk}
     return users, ids
 
 

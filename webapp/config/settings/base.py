@@ -35,12 +35,14 @@ INSTALLED_APPS = [
     "csp",
     "axes",
     "template_partials",
+    "ninja",
     "webapp.teams",
     "webapp.projects",
     "webapp.experiments",
     "webapp.runs",
     "webapp.datasets",
     "webapp.reviews",
+    "webapp.api",
 ]
 
 MIDDLEWARE = [

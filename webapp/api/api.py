@@ -1,0 +1,59 @@
+"""The REST API: `/api/`, its OpenAPI schema at `/api/openapi.json` and interactive docs at
+`/api/docs`. Every endpoint acts as the token's (or the session's) user, with the same team
+roles as the web pages: a project the user cannot see is 404, a role too low is 403.
+
+Every error is JSON `{"detail": ...}`: a sentence, or for a 422 a list of `{loc, msg, type}`,
+one per problem, whether pydantic found it in the body or a service refused the request."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import ValidationError
+
+from webapp.api.auth import API_AUTH
+from webapp.api.routers import experiments, metrics, projects, rollouts, runs
+
+# A batch of 100,000 bad points would otherwise send 100,000 errors back.
+MAX_ERRORS = 100
+
+api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api",
+               description="Projects, experiments, runs, metrics, rollouts and checkpoints. "
+                           "Authenticate with `Authorization: Bearer rlab_…`: create a token "
+                           "on the API tokens page.")
+
+for module in (projects, experiments, runs, metrics, rollouts):
+    api.add_router("", module.router)
+
+
+@api.exception_handler(PermissionDenied)
+def permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Forbidden."}, status=403)
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20
+    return api.create_response(
+        request, {"detail": f"The body is over {limit:.1f} MiB: send smaller batches."},
+        status=413)
+
+
+@api.exception_handler(DjangoValidationError)
+def service_refused(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+    """A service's ValidationError: the request is well formed, but cannot be done as asked."""
+    errors = [{"loc": ["body"], "msg": message, "type": "value_error"}
+              for message in exc.messages]
+    return api.create_response(request, {"detail": errors}, status=422)
+
+
+@api.exception_handler(ValidationError)
+def invalid_request(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors = exc.errors[:MAX_ERRORS]
+    if len(exc.errors) > MAX_ERRORS:
+        errors.append({"loc": ["body"], "type": "too_many_errors",
+                       "msg": f"…and {len(exc.errors) - MAX_ERRORS:,} more errors."})
+    return api.create_response(request, {"detail": errors}, status=422)

@@ -1,0 +1,119 @@
+"""Metric points: the batched write that training scripts call every few steps, and the read
+that the run page's charts use, downsampled by the database."""
+
+from __future__ import annotations
+
+from itertools import repeat
+
+import pydantic
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Query, Router
+from ninja.errors import HttpError, ValidationError
+
+from webapp.api.routers.runs import ensure_active
+from webapp.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    ErrorOut,
+    MetricSeriesOut,
+    MetricsIn,
+    WrittenOut,
+)
+from webapp.runs.selectors import get_run_for_user, metric_keys, metric_series
+from webapp.runs.services import MetricSample, metrics_ingest
+from webapp.teams.models import Role
+
+router = Router(tags=["metrics"])
+
+# A batch of MAX_POINTS points with long keys and ISO times, with room to spare.
+MAX_BODY_BYTES = 48 * 1024 * 1024
+
+
+def read_batch(request: HttpRequest) -> MetricsIn:
+    """The request's batch, validated straight from its JSON bytes.
+
+    This endpoint reads its body itself, for two reasons: a full batch is larger than the 2.5 MB
+    Django lets a view read (DATA_UPLOAD_MAX_MEMORY_SIZE, a limit meant for forms), and pydantic
+    checks JSON bytes several times faster than the Python objects json.loads would make."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    raw = b"" if declared > MAX_BODY_BYTES else request.read(MAX_BODY_BYTES + 1)
+    if declared > MAX_BODY_BYTES or len(raw) > MAX_BODY_BYTES:
+        raise HttpError(413, f"The body is over {MAX_BODY_BYTES // 2**20} MiB: send smaller "
+                             "batches.")
+    try:
+        return MetricsIn.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise HttpError(400, "Cannot parse request body: it is not JSON.")
+        raise ValidationError([
+            {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False)])
+
+
+def inlined(schema: dict) -> dict:
+    """A JSON schema with its definitions written in place of their references: ninja lists in
+    the OpenAPI components only the models of the bodies it reads, and this one it does not."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
+def samples(batch: MetricsIn) -> list[MetricSample]:
+    """The batch's points, rows and columns alike; a point sent without a time is timed now."""
+    now = timezone.now()
+    found = [MetricSample(key=point["key"], step=point["step"], value=point["value"],
+                          wall_time=point.get("time", now)) for point in batch.points]
+    for series in batch.series:
+        times = series.times or repeat(now)
+        found.extend(MetricSample(key=series.key, step=step, value=value, wall_time=time)
+                     for step, value, time in zip(series.steps, series.values, times))
+    return found
+
+
+@router.post("/runs/{run_id}/metrics", response={200: WrittenOut, 409: ErrorOut, 413: ErrorOut,
+                                                 **WRITE_ERRORS},
+             summary="Log metric points",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": inlined(MetricsIn.model_json_schema())}}}})
+def metrics_write(request: HttpRequest, run_id: int):
+    """Store a batch of up to 100,000 points: rows `{"points": [{"key", "step", "value",
+    "time"?}]}`, or one metric's columns `{"series": [{"key", "steps": [...], "values": [...],
+    "times"?: [...]}]}` (more compact, and faster). Values must be finite, keys 1-200
+    characters, steps 0 or more. A (key, step) the run already has keeps its stored value, so a
+    batch sent again (a retry) changes nothing. Needs the member role; a run that has ended is a
+    409."""
+    run = get_run_for_user(request.user, run_id, Role.MEMBER)
+    ensure_active(run)
+    received = metrics_ingest(run_id=run.pk, points=samples(read_batch(request)))
+    return {"received": received}
+
+
+@router.get("/runs/{run_id}/metrics", response={200: MetricSeriesOut, **READ_ERRORS},
+            summary="Read metric series")
+def metrics_read(request: HttpRequest, run_id: int,
+                 wanted_keys: list[str] | None = Query(None, alias="keys"),
+                 start: int | None = None, end: int | None = None):
+    """The run's series as its page charts them (the same body as its metrics.json): every
+    metric, or those named by `keys` (repeated), with start <= step <= end, downsampled by the
+    database to about 2,000 points each; each bucket keeps its lowest and highest point."""
+    run = get_run_for_user(request.user, run_id)
+    recorded = metric_keys(run)
+    # Not a parameter called `keys`: ninja's dict.update() of the parameters would call it.
+    wanted = set(wanted_keys or ())
+    asked = recorded if wanted_keys is None else [key for key in recorded if key in wanted]
+    read = metric_series(run, asked, start=start, end=end)
+    return {"keys": recorded, "active": not run.is_terminal, "width": read.width,
+            "series": read.series}

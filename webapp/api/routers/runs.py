@@ -1,0 +1,81 @@
+"""Runs: the list, one run's state, cancelling, and its checkpoints.
+
+No `from __future__ import annotations` here: ninja resolves the parameters of a @paginate view
+in the pagination module, where a name such as RunStatus written as a string means nothing."""
+
+from django.http import HttpRequest
+from ninja import Router
+from ninja.errors import HttpError
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from webapp.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    CheckpointListItem,
+    ErrorOut,
+    RunDetailOut,
+    RunOut,
+)
+from webapp.runs.models import RunStatus
+from webapp.runs.selectors import checkpoints_on_disk, get_run_for_user, runs_for_user
+from webapp.runs.services import run_cancel
+from webapp.teams.models import Role
+
+router = Router(tags=["runs"])
+
+
+def ensure_active(run) -> None:
+    """409 for a write to a run that has ended: its record is closed."""
+    if run.is_terminal:
+        raise HttpError(409, f"Run {run} has ended ({run.status}): it takes no more data. "
+                             "Log to a new run.")
+
+
+@router.get("/runs", response=list[RunOut], summary="List runs")
+@paginate(LimitOffsetPagination)
+def run_list(request: HttpRequest, project: int | None = None, experiment: int | None = None,
+             status: RunStatus | None = None):
+    """Runs and evaluation jobs you can see, newest first, `limit` at a time from `offset`;
+    optionally of one project, one experiment, or in one status."""
+    runs = runs_for_user(request.user).order_by("-created_at", "-pk")
+    if project is not None:
+        runs = runs.filter(experiment__project_id=project)
+    if experiment is not None:
+        runs = runs.filter(experiment_id=experiment)
+    if status is not None:
+        runs = runs.filter(status=status)
+    return runs
+
+
+@router.get("/runs/{run_id}", response={200: RunDetailOut, **READ_ERRORS}, summary="Get a run")
+def run_detail(request: HttpRequest, run_id: int):
+    """Status, progress, timestamps, error, config, and the checkpoint an evaluation job
+    evaluates."""
+    return get_run_for_user(request.user, run_id)
+
+
+@router.post("/runs/{run_id}/cancel", response={200: RunDetailOut, 409: ErrorOut,
+                                                **WRITE_ERRORS},
+             summary="Cancel a run")
+def run_cancel_endpoint(request: HttpRequest, run_id: int):
+    """Mark the run cancelled; its worker stops the training at its next heartbeat. Needs the
+    member role; a run that has already ended is a 409."""
+    run = get_run_for_user(request.user, run_id, Role.MEMBER)
+    cancelled = run_cancel(run=run, user=request.user)
+    run.refresh_from_db()
+    if not cancelled:
+        raise HttpError(409, f"Run {run} has already ended ({run.status}).")
+    return run
+
+
+@router.get("/runs/{run_id}/checkpoints", response={200: list[CheckpointListItem],
+                                                    **READ_ERRORS},
+            summary="List a run's checkpoints")
+def checkpoint_list(request: HttpRequest, run_id: int):
+    """Newest first, each with its folder's size (null once the folder is gone)."""
+    run = get_run_for_user(request.user, run_id)
+    checkpoints = []
+    for checkpoint, size in checkpoints_on_disk(run):
+        checkpoint.size_bytes = size
+        checkpoints.append(checkpoint)
+    return checkpoints

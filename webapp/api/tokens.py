@@ -1,0 +1,53 @@
+"""API tokens: `rlab_<prefix>_<secret>`. The prefix finds the row; the SHA-256 of the whole
+token, compared in constant time, proves it. A high-entropy secret needs no slow hash: nothing
+short enough to guess is ever hashed, and SHA-256 keeps each request's check fast."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
+
+from webapp.api.models import ApiToken
+
+# last_used_at is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """A new token for `user`; returns the row and the token, which is never readable again."""
+    prefix = secrets.token_hex(6)
+    token = f"rlab_{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiToken.objects.create(user=user, name=name.strip()[:100] or "token", prefix=prefix,
+                                  digest=_digest(token))
+    return row, token
+
+
+def token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now())
+
+
+def token_user(token: str):
+    """The active user a token belongs to, or None for anything else (malformed, unknown,
+    revoked, or an inactive user)."""
+    parts = token.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != "rlab":
+        return None
+    row = (ApiToken.objects.select_related("user")
+           .filter(prefix=parts[1], revoked_at__isnull=True).first())
+    if row is None or not hmac.compare_digest(row.digest, _digest(token.strip())):
+        return None
+    if not row.user.is_active:
+        return None
+    now = timezone.now()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
+    return row.user
