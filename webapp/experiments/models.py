@@ -6,6 +6,7 @@ from django.urls import reverse
 class ExperimentKind(models.TextChoices):
     TRAINING = "training", "Training"
     EVALUATION = "evaluation", "Evaluation"
+    TRACKED = "tracked", "Tracked: logged by scripts that run elsewhere"
 
 
 class Experiment(models.Model):
@@ -41,3 +42,7 @@ class Experiment(models.Model):
     @property
     def is_evaluation(self) -> bool:
         return self.kind == ExperimentKind.EVALUATION
+
+    @property
+    def is_tracked(self) -> bool:
+        return self.kind == ExperimentKind.TRACKED

@@ -10,7 +10,10 @@ from webapp.projects.models import Project
 
 def experiment_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """The validated config of an experiment of `kind`: a whole RunConfig, or an EvalConfig less
-    its model, which each evaluation job names (ConfigError if invalid)."""
+    its model, which each evaluation job names (ConfigError if invalid). A tracked experiment
+    has none: each of its runs records the parameters its script logs."""
+    if kind == ExperimentKind.TRACKED:
+        return {}
     if kind == ExperimentKind.EVALUATION:
         validated = EvalConfig.from_dict(config).to_dict()
         del validated["model"]

@@ -62,6 +62,11 @@ class Run(models.Model):
     resumed_from = models.ForeignKey(
         "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
         related_name="resumed_runs", help_text="The checkpoint of an earlier run it continues.")
+    name = models.CharField(max_length=250, blank=True,
+                            help_text="A tracked run's own name, as its script gave it.")
+    tracked_tags = models.JSONField(
+        default=dict, blank=True, help_text="A tracked run's tags, as its script set them (the "
+                                            "team's own tags are reviews.RunTag).")
     evaluated_checkpoint = models.ForeignKey(
         "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
         related_name="evaluations",
@@ -79,6 +84,11 @@ class Run(models.Model):
     def is_evaluation(self) -> bool:
         return self.experiment.is_evaluation
 
+    @property
+    def is_tracked(self) -> bool:
+        """Logged by a script elsewhere (the SDK, an MLflow client), not run by a worker."""
+        return self.experiment.is_tracked
+
     def get_absolute_url(self) -> str:
         return reverse("runs:detail", args=[self.pk])
 
@@ -95,8 +105,8 @@ class Run(models.Model):
         failed or was cancelled; None when the run cannot be resumed."""
         if self.status not in RESUMABLE_STATUSES:
             return None
-        if self.is_evaluation:
-            return None  # an evaluation saves no checkpoints; it is run again instead
+        if self.is_evaluation or self.is_tracked:
+            return None  # an evaluation is run again instead; a tracked run resumes elsewhere
         before_last = self.checkpoints.filter(step__lt=self.config["max_steps"])
         return next((c for c in before_last.order_by("-step") if os.path.isdir(c.path)), None)
 

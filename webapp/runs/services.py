@@ -24,7 +24,7 @@ from training.config import ConfigError, RunConfig
 from training.eval_config import EvalConfig
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run
-from webapp.experiments.models import Experiment
+from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.reviews.models import Verb
 from webapp.reviews.services import activity_record
 from webapp.runs.models import (
@@ -57,6 +57,9 @@ def run_launch(*, experiment: Experiment, user) -> Run:
     """Create a queued Run from the experiment's current config and enqueue it once committed."""
     if experiment.is_evaluation:
         raise ValidationError("An evaluation runs on a model or checkpoint: choose one.")
+    if experiment.is_tracked:
+        raise ValidationError(f"{experiment.name} is tracked: its runs are logged by scripts "
+                              "that run elsewhere (the SDK, an MLflow client), not launched.")
     try:
         config = RunConfig.from_dict(experiment.config).to_dict()
     except ConfigError as exc:
@@ -99,6 +102,68 @@ def evaluation_launch(*, experiment: Experiment, user, model: str = "",
                        detail=f"on {what}", evaluated_checkpoint=checkpoint)
 
 
+def tracked_experiment_get_or_create(*, project, user, name: str) -> Experiment:
+    """The project's tracked experiment called `name`, created on first use. ValidationError if
+    a training or evaluation experiment has that name."""
+    name = name.strip()[:120]
+    if not name:
+        raise ValidationError("An experiment needs a name.")
+    experiment, _ = Experiment.objects.get_or_create(
+        project=project, name=name,
+        defaults={"kind": ExperimentKind.TRACKED, "config": {}, "author": user})
+    if not experiment.is_tracked:
+        raise ValidationError(f"{name!r} is a {experiment.kind} experiment of this project, "
+                              f"launched from rlab: log to another name.")
+    return experiment
+
+
+def tracked_run_create(*, experiment: Experiment, user, name: str = "",
+                       params: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+                       started_at: datetime | None = None) -> Run:
+    """A run of a tracked experiment, running from the start: its script logs to it (metrics,
+    rollouts, parameters, tags) and ends it. No worker ever claims it."""
+    if not experiment.is_tracked:
+        raise ValidationError(f"{experiment.name} is a {experiment.kind} experiment: launch it "
+                              f"instead.")
+    started = started_at or timezone.now()
+    return _run_create(experiment=experiment, config=dict(params or {}), user=user,
+                       verb=Verb.LAUNCHED, detail="tracked", enqueue=False,
+                       status=RunStatus.RUNNING, name=name.strip()[:250],
+                       tracked_tags=dict(tags or {}),
+                       started_at=started, running_since=started, heartbeat_at=timezone.now())
+
+
+def tracked_run_log_params(*, run_id: int, params: dict[str, str]) -> None:
+    """Add parameters to a tracked run's config. A parameter keeps its first value, as in
+    MLflow: logging it again with another value is a ValidationError, and nothing is stored."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        changed = {key: (run.config[key], value) for key, value in params.items()
+                   if key in run.config and run.config[key] != value}
+        if changed:
+            raise ValidationError("Parameters keep their first value: " + "; ".join(
+                f"{key} is {old!r}, not {new!r}" for key, (old, new) in changed.items()))
+        run.config = {**run.config, **params}
+        run.save(update_fields=["config"])
+
+
+def tracked_run_set_tags(*, run_id: int, tags: dict[str, str]) -> None:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        run.tracked_tags = {**run.tracked_tags, **tags}
+        run.save(update_fields=["tracked_tags"])
+
+
+def tracked_run_finish(*, run_id: int, status: str, finished_at: datetime | None = None) -> bool:
+    """End a tracked run as its script reports: succeeded, failed or cancelled. False if it had
+    already ended."""
+    if status not in TERMINAL_STATUSES:
+        raise ValidationError(f"A run ends as one of {', '.join(sorted(TERMINAL_STATUSES))}, "
+                              f"not {status!r}.")
+    fields = {"finished_at": finished_at} if finished_at else {}
+    return run_transition(run_id=run_id, to=status, **fields)
+
+
 def run_resume(*, run: Run, user) -> Run:
     """Continue a failed or cancelled run in a new run of the same experiment: the old run's
     config, from its newest checkpoint still on disk (weights, optimiser, sampler, RNG, step)."""
@@ -126,17 +191,20 @@ def run_resume(*, run: Run, user) -> Run:
 
 def _run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: str,
                 detail: str = "", resumed_from: Checkpoint | None = None,
-                evaluated_checkpoint: Checkpoint | None = None) -> Run:
-    """Number a new queued run in its experiment, record who started it, enqueue it on commit."""
+                evaluated_checkpoint: Checkpoint | None = None, enqueue: bool = True,
+                **fields: Any) -> Run:
+    """Number a new queued run in its experiment, record who started it, enqueue it on commit
+    (unless `enqueue` is false: a tracked run, which `fields` start as running)."""
     for _ in range(5):
         try:
             with transaction.atomic():
                 last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
                                          launched_by=user, resumed_from=resumed_from,
-                                         evaluated_checkpoint=evaluated_checkpoint)
+                                         evaluated_checkpoint=evaluated_checkpoint, **fields)
                 activity_record(run=run, actor=user, verb=verb, detail=detail)
-                transaction.on_commit(lambda: _enqueue(run))
+                if enqueue:
+                    transaction.on_commit(lambda: _enqueue(run))
             return run
         except IntegrityError:
             continue  # another launch took that number; take the next one
@@ -209,8 +277,10 @@ def runs_fail_stale(*, now: datetime | None = None) -> int:
     """Fail runs whose worker stopped heartbeating (killed, machine lost): nobody else will."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.RLAB_STALE_AFTER_SECONDS)
+    # A tracked run has no worker: its script may be silent for hours, and ends it itself.
     stale = Run.objects.filter(status__in=[RunStatus.STARTING, RunStatus.RUNNING],
-                               heartbeat_at__lt=cutoff)
+                               heartbeat_at__lt=cutoff).exclude(
+                                   experiment__kind=ExperimentKind.TRACKED)
     count = 0
     for run_id in stale.values_list("pk", flat=True):
         count += run_fail(run_id=run_id, error_message=(

@@ -30,9 +30,12 @@ from webapp.teams.models import Role
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.get_run_for_user(request.user, run_id)
-    settings = EvalConfig if run.is_evaluation else RunConfig
-    config_rows = [(f.name, run.config.get(f.name), f.metadata["help"])
-                   for f in settings.fields() if f.name in run.config]
+    if run.is_tracked:  # the parameters its script logged, as they came
+        config_rows = [(name, value, "") for name, value in sorted(run.config.items())]
+    else:
+        settings = EvalConfig if run.is_evaluation else RunConfig
+        config_rows = [(f.name, run.config.get(f.name), f.metadata["help"])
+                       for f in settings.fields() if f.name in run.config]
     # Read before the panels: the stream may then repeat a row they show, but never miss one.
     stream_cursor = current_cursor(run.pk).encode()
     return render(request, "runs/run_detail.html",

@@ -24,6 +24,7 @@ READ = {"outsider": 404, "viewer": 200, "member": 200, "admin": 200}
 SIGNED_IN = {"outsider": 200, "viewer": 200, "member": 200, "admin": 200}
 CREATE = {"outsider": 404, "viewer": 403, "member": 201, "admin": 201}
 WRITE = {"outsider": 404, "viewer": 403, "member": 200, "admin": 200}
+LAUNCHED_RUN = {"outsider": 404, "viewer": 403, "member": 409, "admin": 409}
 
 EXPERIMENT = {"name": "from the api", "config": {"max_steps": 2}}
 METRICS = {"points": [{"key": "reward/mean", "step": 1, "value": 0.5}]}
@@ -45,6 +46,11 @@ MATRIX = {
     ("get", "/api/runs/{run_id}/metrics"): (None, READ),
     ("post", "/api/runs/{run_id}/rollouts"): (ROLLOUTS, WRITE),
     ("get", "/api/runs/{run_id}/rollouts"): (None, READ),
+    ("post", "/api/projects/{project_id}/tracked-runs"): ({"experiment": "script"}, CREATE),
+    # The world's run was launched from rlab: only its worker reports for it, so 409 past the
+    # access check (tests/webapp/api/test_tracked_runs.py covers tracked runs).
+    ("post", "/api/runs/{run_id}/params"): ({"params": {"lr": 1}}, LAUNCHED_RUN),
+    ("post", "/api/runs/{run_id}/finish"): ({}, LAUNCHED_RUN),
 }
 
 

@@ -480,7 +480,9 @@ def test_the_openapi_schema_documents_every_endpoint(client):
         ("GET", "/api/runs"), ("GET", "/api/runs/{run_id}"),
         ("POST", "/api/runs/{run_id}/cancel"), ("GET", "/api/runs/{run_id}/checkpoints"),
         ("POST", "/api/runs/{run_id}/metrics"), ("GET", "/api/runs/{run_id}/metrics"),
-        ("POST", "/api/runs/{run_id}/rollouts"), ("GET", "/api/runs/{run_id}/rollouts")}
+        ("POST", "/api/runs/{run_id}/rollouts"), ("GET", "/api/runs/{run_id}/rollouts"),
+        ("POST", "/api/projects/{project_id}/tracked-runs"),
+        ("POST", "/api/runs/{run_id}/params"), ("POST", "/api/runs/{run_id}/finish")}
     assert all(op.get("summary") and op.get("security") for op in operations.values())
     metrics_body = operations[("POST", "/api/runs/{run_id}/metrics")]["requestBody"]
     properties = metrics_body["content"]["application/json"]["schema"]["properties"]

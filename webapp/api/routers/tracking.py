@@ -1,0 +1,102 @@
+"""Tracked runs: training that runs elsewhere (a script, TRL, veRL) logs into rlab. A script
+creates a run of a tracked experiment (made on first use), logs its parameters, metrics and
+rollouts to it, and ends it; rlab charts and browses it like any other run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+from ninja.errors import HttpError
+from pydantic import ConfigDict, Field, StringConstraints
+
+from webapp.api.routers.runs import ensure_active
+from webapp.api.schemas import WRITE_ERRORS, ErrorOut, RunDetailOut
+from webapp.projects.selectors import get_project_for_user
+from webapp.runs.models import RunStatus
+from webapp.runs.selectors import get_run_for_user
+from webapp.runs.services import (
+    tracked_experiment_get_or_create,
+    tracked_run_create,
+    tracked_run_finish,
+    tracked_run_log_params,
+)
+from webapp.teams.models import Role
+
+router = Router(tags=["tracked runs"])
+
+ParamValue = str | int | float | bool | None
+
+
+class TrackedRunIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                 max_length=120)] = Field(
+        description="The tracked experiment to log under; created on first use.")
+    name: Annotated[str, Field(max_length=250)] = ""
+    params: dict[str, ParamValue] = Field(default_factory=dict,
+                                          description="Hyperparameters, shown as the config.")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ParamsIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, ParamValue]
+
+
+class FinishIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["succeeded", "failed", "cancelled"] = "succeeded"
+
+
+def _text(params: dict[str, ParamValue]) -> dict[str, str]:
+    """Parameters as MLflow keeps them: text."""
+    return {str(key)[:250]: "" if value is None else str(value) for key, value in params.items()}
+
+
+def _tracked_run(request: HttpRequest, run_id: int):
+    run = get_run_for_user(request.user, run_id, Role.MEMBER)
+    if not run.is_tracked:
+        raise HttpError(409, f"Run {run} was launched from rlab: its worker reports for it.")
+    ensure_active(run)
+    return run
+
+
+@router.post("/projects/{project_id}/tracked-runs", response={201: RunDetailOut, **WRITE_ERRORS},
+             summary="Start a tracked run")
+def tracked_run_start(request: HttpRequest, project_id: int, payload: TrackedRunIn):
+    """A new running run of the tracked experiment `experiment` (created on first use), for a
+    script that trains elsewhere; log to it with the metrics and rollouts endpoints, then
+    finish it. Needs the member role."""
+    project = get_project_for_user(request.user, project_id, Role.MEMBER)
+    experiment = tracked_experiment_get_or_create(project=project, user=request.user,
+                                                  name=payload.experiment)
+    run = tracked_run_create(experiment=experiment, user=request.user, name=payload.name,
+                             params=_text(payload.params), tags=payload.tags)
+    return Status(201, run)
+
+
+@router.post("/runs/{run_id}/params", response={200: RunDetailOut, 409: ErrorOut,
+                                                **WRITE_ERRORS},
+             summary="Log a tracked run's parameters")
+def tracked_run_params(request: HttpRequest, run_id: int, payload: ParamsIn):
+    """Parameters keep their first value: sending one again with another value is a 422."""
+    run = _tracked_run(request, run_id)
+    tracked_run_log_params(run_id=run.pk, params=_text(payload.params))
+    run.refresh_from_db()
+    return run
+
+
+@router.post("/runs/{run_id}/finish", response={200: RunDetailOut, 409: ErrorOut,
+                                                **WRITE_ERRORS},
+             summary="End a tracked run")
+def tracked_run_end(request: HttpRequest, run_id: int, payload: FinishIn):
+    """Succeeded (the default), failed or cancelled; a run that has ended is a 409."""
+    run = _tracked_run(request, run_id)
+    tracked_run_finish(run_id=run.pk, status=RunStatus(payload.status))
+    run.refresh_from_db()
+    return run
