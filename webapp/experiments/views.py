@@ -1,7 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -43,6 +43,8 @@ def experiment_create_view(request: HttpRequest, project_id: int,
 @require_http_methods(["GET", "POST"])
 def experiment_edit(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_experiment_for_user(request.user, experiment_id, Role.MEMBER)
+    if experiment.is_tracked:
+        raise Http404("A tracked experiment has no settings to edit: its scripts log them.")
     form = ExperimentForm(request.POST or None, project=experiment.project, instance=experiment)
     if request.method == "POST" and form.is_valid():
         experiment_update(experiment=experiment, name=form.cleaned_data["name"],

@@ -34,7 +34,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
                    .prefetch_related("runs"))
     return render(request, "projects/project_detail.html", {
         "project": project,
-        "experiments": definitions.filter(kind=ExperimentKind.TRAINING),
+        "experiments": definitions.exclude(kind=ExperimentKind.EVALUATION),
         "evaluations": definitions.filter(kind=ExperimentKind.EVALUATION),
         "can_edit": user_has_role(request.user, project.team_id, Role.MEMBER),
         "activities": activity_for_project(project, limit=10),

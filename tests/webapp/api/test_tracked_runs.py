@@ -98,3 +98,17 @@ def test_a_tracked_runs_page_shows_its_parameters_and_tags(signed_in, project, u
     assert "tracked run" in page and "sweep-7" in page
     assert ">learning_rate<" in page and "3e-6" in page and "abc123" in page
     assert 'id="cancel"' not in page and 'id="run-progress-bar"' not in page
+
+
+def test_a_tracked_experiment_is_listed_but_neither_launched_nor_edited(signed_in, project,
+                                                                        user):
+    from django.urls import reverse
+
+    tracked = services.tracked_experiment_get_or_create(project=project, user=user,
+                                                        name="verl-ppo")
+    page = signed_in.get(project.get_absolute_url()).content.decode()
+    experiments = page.split('id="evaluations"')[0]
+    assert "verl-ppo" in experiments and "logged by scripts that run elsewhere" in experiments
+    page = signed_in.get(tracked.get_absolute_url()).content.decode()
+    assert 'id="launch"' not in page and "/api/docs" in page
+    assert signed_in.get(reverse("experiments:edit", args=[tracked.pk])).status_code == 404
