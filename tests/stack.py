@@ -88,9 +88,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_web(log_dir: Path) -> tuple[Process, str]:
-    port = free_port()
-    web = Process("web", [sys.executable, "-m", "uvicorn", "webapp.config.asgi:application",
+def start_web(log_dir: Path, port: int | None = None, name: str = "web",
+              ) -> tuple[Process, str]:
+    """The ASGI server on `port` (a free one by default), once it answers; `name` names its log,
+    so a server started again on the same port keeps its own."""
+    port = port or free_port()
+    web = Process(name, [sys.executable, "-m", "uvicorn", "webapp.config.asgi:application",
                           "--host", "127.0.0.1", "--port", str(port)], stack_env(), log_dir)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

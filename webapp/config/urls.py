@@ -14,4 +14,5 @@ urlpatterns = [
     path("", include("webapp.reviews.urls")),
     path("", include("webapp.api.urls")),
     path("api/", api.urls),
+    path("mlflow/<int:project_id>/", include("webapp.mlflow_compat.urls")),
 ]

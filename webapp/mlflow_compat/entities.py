@@ -1,0 +1,104 @@
+"""rlab's experiments and runs as MLflow's JSON entities, and MLflow's values (millisecond
+timestamps, statuses, numbers that may be "NaN") as rlab's."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from webapp.experiments.models import Experiment
+from webapp.mlflow_compat.errors import MlflowError
+from webapp.runs.metric_series import key_spans, recorded_keys
+from webapp.runs.models import Run, RunStatus
+
+# MLflow's run statuses, as rlab's. SCHEDULED is how a script may open a run it starts later:
+# a tracked run is running from the start either way.
+STATUS_FROM_MLFLOW = {
+    "RUNNING": RunStatus.RUNNING,
+    "SCHEDULED": RunStatus.RUNNING,
+    "FINISHED": RunStatus.SUCCEEDED,
+    "FAILED": RunStatus.FAILED,
+    "KILLED": RunStatus.CANCELLED,
+}
+STATUS_TO_MLFLOW = {
+    RunStatus.QUEUED: "SCHEDULED",
+    RunStatus.STARTING: "SCHEDULED",
+    RunStatus.RUNNING: "RUNNING",
+    RunStatus.SUCCEEDED: "FINISHED",
+    RunStatus.FAILED: "FAILED",
+    RunStatus.CANCELLED: "KILLED",
+}
+
+# MLflow's default experiment, which a script logs to when it sets none.
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT_NAME = "Default"
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def from_ms(value, field: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise MlflowError("INVALID_PARAMETER_VALUE",
+                          f"{field} must be a time in milliseconds since 1970, not {value!r}.")
+
+
+def number_in(value, field: str) -> float:
+    """A metric value: a JSON number, or "NaN", "Infinity", "-Infinity" as protobuf's JSON
+    writes them."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MlflowError("INVALID_PARAMETER_VALUE", f"{field} must be a number, not {value!r}.")
+
+
+def number_out(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def experiment_json(experiment: Experiment) -> dict:
+    return {"experiment_id": str(experiment.pk), "name": experiment.name,
+            "artifact_location": "", "lifecycle_stage": "active",
+            "creation_time": ms(experiment.created_at),
+            "last_update_time": ms(experiment.updated_at), "tags": []}
+
+
+def run_name(run: Run) -> str:
+    return run.name or str(run)
+
+
+def run_info_json(run: Run) -> dict:
+    """The run's info. Its artifact URI is one the client sends artifacts to this server with,
+    which refuses them: any other would have the client write them somewhere unseen."""
+    info = {"run_id": str(run.pk), "run_uuid": str(run.pk), "run_name": run_name(run),
+            "experiment_id": str(run.experiment_id), "user_id": run.launched_by.username,
+            "status": STATUS_TO_MLFLOW[run.status], "start_time": ms(run.started_at),
+            "artifact_uri": f"mlflow-artifacts:/{run.experiment_id}/{run.pk}/artifacts",
+            "lifecycle_stage": "active"}
+    if run.finished_at is not None:
+        info["end_time"] = ms(run.finished_at)
+    return info
+
+
+def run_json(run: Run) -> dict:
+    """Info and data: each metric's last point (MLflow's "latest metrics"), the parameters and
+    the tags."""
+    spans = key_spans(run.pk, recorded_keys(run.pk))
+    metrics = [{"key": key, "value": number_out(span.last[1]),
+                "timestamp": int(span.last[2] * 1000), "step": span.last[0]}
+               for key, span in spans.items()]
+    params = [{"key": key, "value": str(value)} for key, value in run.config.items()]
+    tags = [{"key": key, "value": value} for key, value in run.tracked_tags.items()]
+    tags.append({"key": RUN_NAME_TAG, "value": run_name(run)})
+    return {"info": run_info_json(run), "data": {"metrics": metrics, "params": params,
+                                                 "tags": tags}}

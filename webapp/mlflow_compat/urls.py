@@ -1,0 +1,26 @@
+"""Mounted at /mlflow/<project_id>/, the tracking URI of a project. The paths are MLflow's own
+(mlflow/protos/service.proto), so they keep its names and take no trailing slash; they have no
+URL names, since nothing in rlab links to them."""
+
+from django.urls import path, re_path
+
+from webapp.mlflow_compat import views
+
+PREFIX = "api/2.0/mlflow/"
+
+urlpatterns = [
+    path("", views.project_page),
+    path(f"{PREFIX}experiments/get-by-name", views.experiment_get_by_name),
+    path(f"{PREFIX}experiments/get", views.experiment_get),
+    path(f"{PREFIX}experiments/create", views.experiment_create),
+    path(f"{PREFIX}runs/create", views.run_create),
+    path(f"{PREFIX}runs/get", views.run_get),
+    path(f"{PREFIX}runs/update", views.run_update),
+    path(f"{PREFIX}runs/log-metric", views.run_log_metric),
+    path(f"{PREFIX}runs/log-parameter", views.run_log_parameter),
+    path(f"{PREFIX}runs/set-tag", views.run_set_tag),
+    path(f"{PREFIX}runs/log-batch", views.run_log_batch),
+    # Every other MLflow call (artifacts, models, traces, searches, the UI's ajax-api): refused
+    # in MLflow's words, so the client raises a readable error instead of retrying.
+    re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),
+]
