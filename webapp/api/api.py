@@ -15,7 +15,16 @@ from ninja import NinjaAPI
 from ninja.errors import ValidationError
 
 from webapp.api.auth import API_AUTH
-from webapp.api.routers import experiments, metrics, projects, rollouts, runs, tracking
+from webapp.api.routers import (
+    experiments,
+    imports,
+    logs,
+    metrics,
+    projects,
+    rollouts,
+    runs,
+    tracking,
+)
 
 # A batch of 100,000 bad points would otherwise send 100,000 errors back.
 MAX_ERRORS = 100
@@ -25,7 +34,7 @@ api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api
                            "Authenticate with `Authorization: Bearer rlab_…`: create a token "
                            "on the API tokens page.")
 
-for module in (projects, experiments, runs, tracking, metrics, rollouts):
+for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports):
     api.add_router("", module.router)
 
 

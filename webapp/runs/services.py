@@ -361,6 +361,17 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
     return len(rows)
 
 
+def rollouts_import(*, run_id: int, steps: dict[int, list[dict[str, Any]]]) -> int:
+    """Store several steps' rollouts (an importer's, webapp.runs.importers) in one transaction;
+    how many were new: a rollout already stored is kept, so importing a file again adds none."""
+    with transaction.atomic():
+        imported = Rollout.objects.filter(run_id=run_id, step__in=list(steps))
+        before = imported.count()
+        for step, items in steps.items():
+            rollouts_ingest(run_id=run_id, step=step, items=items)
+        return imported.count() - before
+
+
 @dataclass(frozen=True)
 class CheckpointSaved:
     step: int

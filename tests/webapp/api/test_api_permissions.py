@@ -45,7 +45,11 @@ MATRIX = {
     ("post", "/api/runs/{run_id}/metrics"): (METRICS, WRITE),
     ("get", "/api/runs/{run_id}/metrics"): (None, READ),
     ("post", "/api/runs/{run_id}/rollouts"): (ROLLOUTS, WRITE),
+    # A one-line veRL dump: sent as the body, JSON serves as JSON lines.
+    ("post", "/api/runs/{run_id}/rollouts/import"): (
+        {"input": "1+1", "output": "2", "score": 1.0, "step": 1}, WRITE),
     ("get", "/api/runs/{run_id}/rollouts"): (None, READ),
+    ("get", "/api/runs/{run_id}/logs"): (None, READ),
     ("post", "/api/projects/{project_id}/tracked-runs"): ({"experiment": "script"}, CREATE),
     # The world's run was launched from rlab: only its worker reports for it, so 409 past the
     # access check (tests/webapp/api/test_tracked_runs.py covers tracked runs).

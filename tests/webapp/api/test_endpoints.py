@@ -481,8 +481,10 @@ def test_the_openapi_schema_documents_every_endpoint(client):
         ("POST", "/api/runs/{run_id}/cancel"), ("GET", "/api/runs/{run_id}/checkpoints"),
         ("POST", "/api/runs/{run_id}/metrics"), ("GET", "/api/runs/{run_id}/metrics"),
         ("POST", "/api/runs/{run_id}/rollouts"), ("GET", "/api/runs/{run_id}/rollouts"),
+        ("POST", "/api/runs/{run_id}/rollouts/import"),
         ("POST", "/api/projects/{project_id}/tracked-runs"),
-        ("POST", "/api/runs/{run_id}/params"), ("POST", "/api/runs/{run_id}/finish")}
+        ("POST", "/api/runs/{run_id}/params"), ("POST", "/api/runs/{run_id}/finish"),
+        ("GET", "/api/runs/{run_id}/logs")}
     assert all(op.get("summary") and op.get("security") for op in operations.values())
     metrics_body = operations[("POST", "/api/runs/{run_id}/metrics")]["requestBody"]
     properties = metrics_body["content"]["application/json"]["schema"]["properties"]

@@ -1,0 +1,399 @@
+"""`rlab`: launch, list, follow and cancel runs, and move experiments in and out as YAML, from a
+terminal, through the REST API.
+
+    rlab launch experiment.yaml --project 3 --follow
+    rlab runs --project 3 --status running
+    rlab logs -f 12
+    rlab cancel 12
+    rlab export 5 -o grpo.yaml && rlab import grpo.yaml --project 4
+
+Exit status: 0 done, 1 refused or failed (a run followed to its end that did not succeed), 2 a
+usage error. The server and token come from --url and --token, or RLAB_URL and RLAB_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from rlab.client import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    RETRYABLE_STATUSES,
+    Backoff,
+    Client,
+    Rejected,
+        Transient,
+)
+
+OK, FAILED, USAGE = 0, 1, 2
+EXPERIMENT_KEYS = ("name", "description", "kind", "config")
+KINDS = ("training", "evaluation")
+LOG_PAGE = 1000
+POLL_SECONDS = 1.0
+
+
+class Failed(Exception):
+    """The command cannot do what was asked; the message says why and what to do."""
+
+
+class Usage(Exception):
+    """The command line asks for something that does not make sense; exit status 2."""
+
+
+class Api(Client):
+    """The SDK's client, plus the reads the commands need; failures are Transient or Rejected,
+    as for the SDK's writes."""
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._send("get", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post_json(self, path: str, body: Any = None) -> Any:
+        return self._send("post", path, data=json.dumps(body or {}))
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._session.request(method, f"{self.url}/api{path}",
+                                             timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
+        except requests.RequestException as exc:
+            raise Transient(f"cannot reach {self.url} ({type(exc).__name__})") from exc
+        if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
+            raise Transient(f"{self.url} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text[:500]
+            raise Rejected(response.status_code, detail)
+        return response.json() if response.content else None
+
+    def page_url(self, path: str) -> str:
+        return f"{self.url}{path}"
+
+
+def describe(error: Rejected) -> str:
+    """A refusal as a person reads it: each bad field named, without the request's plumbing.
+
+    >>> describe(Rejected(422, [{"loc": ["body", "config", "lr"], "msg": "must be > 0"}]))
+    'config.lr: must be > 0'
+    >>> describe(Rejected(404, "Not Found"))
+    'Not Found (HTTP 404)'
+    """
+    if isinstance(error.detail, list):
+        lines = []
+        for item in error.detail:
+            where = ".".join(str(part) for part in item.get("loc", [])
+                             if part not in ("body", "payload", "query"))
+            lines.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        return "\n".join(lines)
+    return f"{error.detail} (HTTP {error.status})"
+
+
+# Experiment files --------------------------------------------------------------------------------
+
+def read_experiment(path: Path, name: str | None) -> dict[str, Any]:
+    """An experiment file: a mapping of `name`, `description`, `kind` and `config` (what
+    `rlab export` writes), or a bare mapping of run settings, which needs `name` from the command
+    line. `name` overrides the file's."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise Failed(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise Failed(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise Failed(f"{path} must hold a mapping: an experiment ({', '.join(EXPERIMENT_KEYS)})"
+                     " or run settings")
+    if "config" in data or "name" in data:
+        unknown = sorted(set(data) - set(EXPERIMENT_KEYS))
+        if unknown:
+            raise Failed(f"{path}: unknown key(s) {', '.join(unknown)}; an experiment file holds "
+                         f"{', '.join(EXPERIMENT_KEYS)} (run settings go under config)")
+        experiment = {"name": data.get("name"), "description": data.get("description") or "",
+                      "kind": data.get("kind") or "training", "config": data.get("config") or {}}
+    else:
+        experiment = {"name": None, "description": "", "kind": "training", "config": data}
+    if name:
+        experiment["name"] = name
+    if not experiment["name"]:
+        raise Usage(f"{path} holds run settings only: name the experiment with --name")
+    if experiment["kind"] not in KINDS:
+        raise Failed(f"{path}: kind must be {' or '.join(KINDS)}, not {experiment['kind']!r}")
+    if not isinstance(experiment["config"], dict):
+        raise Failed(f"{path}: config must be a mapping of settings")
+    return experiment
+
+
+def resolved_config(kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The config as the server stores it (every setting, defaults filled in), to tell whether
+    an experiment of the same name defines the same thing; None if this version cannot read it."""
+    from training.config import ConfigError, RunConfig
+    from training.eval_config import EvalConfig
+
+    try:
+        if kind == "evaluation":
+            resolved = EvalConfig.from_dict(config).to_dict()
+            del resolved["model"]  # each evaluation job names its own
+        else:
+            resolved = RunConfig.from_dict(config).to_dict()
+    except ConfigError:
+        return None
+    return json.loads(json.dumps(resolved))
+
+
+def ensure_experiment(api: Api, project: int, experiment: dict[str, Any]) -> dict[str, Any]:
+    """Create the experiment in the project, or reuse the one of that name when it has the same
+    kind and config (its description aside). One of that name defined differently is refused:
+    a run must run what the file says."""
+    try:
+        created = api.post_json(f"/projects/{project}/experiments", experiment)
+    except Rejected as exc:
+        if exc.status != 409:
+            raise
+    else:
+        note(f"Created experiment {created['name']!r} (#{created['id']}).")
+        return created
+    existing = next((e for e in api.get(f"/projects/{project}/experiments")
+                     if e["name"] == experiment["name"]), None)
+    if existing is None:  # renamed or deleted since the server refused the name
+        raise Failed(f"project {project} says the name {experiment['name']!r} is taken but "
+                     "lists no such experiment: try again")
+    wanted = resolved_config(experiment["kind"], experiment["config"])
+    if existing["kind"] == experiment["kind"] and existing["config"] == wanted:
+        note(f"Using experiment {existing['name']!r} (#{existing['id']}): same config.")
+        return existing
+    raise Failed(f"project {project} already has an experiment named {existing['name']!r} "
+                 f"(#{existing['id']}) that {differences(existing, experiment['kind'], wanted)}; "
+                 "pass --name to create this one under another name "
+                 f"(`rlab export {existing['id']}` shows the existing one)")
+
+
+def differences(existing: dict[str, Any], kind: str, wanted: dict[str, Any] | None) -> str:
+    if existing["kind"] != kind:
+        return f"is {'an' if existing['kind'] == 'evaluation' else 'a'} {existing['kind']} one"
+    if wanted is None:
+        return "differs"
+    changed = sorted(key for key in set(existing["config"]) | set(wanted)
+                     if existing["config"].get(key) != wanted.get(key))
+    shown = ", ".join(f"{key}: {wanted.get(key)!r} here, {existing['config'].get(key)!r} there"
+                      for key in changed[:5])
+    return f"differs in {shown}{' …' if len(changed) > 5 else ''}"
+
+
+def write_experiment(experiment: dict[str, Any]) -> str:
+    return yaml.safe_dump({key: experiment[key] for key in EXPERIMENT_KEYS},
+                          sort_keys=False, allow_unicode=True)
+
+
+# Commands ----------------------------------------------------------------------------------------
+
+def launch(api: Api, args: argparse.Namespace) -> int:
+    experiment = read_experiment(args.file, args.name)
+    if experiment["kind"] == "evaluation" and not (args.model or args.checkpoint is not None):
+        raise Usage("an evaluation runs on a model: give --model or --checkpoint")
+    if experiment["kind"] == "training" and (args.model or args.checkpoint is not None):
+        raise Usage("--model and --checkpoint are for evaluations; a training experiment's "
+                    "config names its model")
+    experiment = ensure_experiment(api, args.project, experiment)
+    target = ({"model": args.model} if args.model else
+              {"checkpoint_id": args.checkpoint} if args.checkpoint is not None else {})
+    run = api.post_json(f"/experiments/{experiment['id']}/runs", target)
+    print(f"Launched {run['name']} (run {run['id']}): {api.page_url(run['url'])}", flush=True)
+    return follow(api, run["id"]) if args.follow else OK
+
+
+def import_(api: Api, args: argparse.Namespace) -> int:
+    experiment = ensure_experiment(api, args.project, read_experiment(args.file, args.name))
+    print(f"Experiment {experiment['id']}: {api.page_url(experiment['url'])}")
+    return OK
+
+
+def export(api: Api, args: argparse.Namespace) -> int:
+    experiment = api.get(f"/experiments/{args.experiment}")
+    if experiment["kind"] not in KINDS:
+        raise Failed(f"{experiment['name']!r} is a {experiment['kind']} experiment: its runs "
+                     "record what their scripts log, and it has no config to export")
+    text = write_experiment(experiment)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        note(f"Wrote {experiment['name']!r} to {args.output}.")
+    else:
+        sys.stdout.write(text)
+    return OK
+
+
+def runs(api: Api, args: argparse.Namespace) -> int:
+    page = api.get("/runs", project=args.project, status=args.status, limit=args.limit)
+    rows = [("ID", "RUN", "STATUS", "PROGRESS", "CREATED")]
+    for run in page["items"]:
+        progress = run["progress"]
+        rows.append((str(run["id"]), run["name"], run["status"],
+                     f"{progress['step']}/{progress['total']}" if progress["total"] else "-",
+                     local_time(run["created_at"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if page["count"] > len(page["items"]):
+        note(f"{len(page['items'])} of {page['count']} runs; --limit shows more.")
+    return OK
+
+
+def logs(api: Api, args: argparse.Namespace) -> int:
+    if args.follow:
+        return follow(api, args.run)
+    after = 0
+    while True:
+        page = api.get(f"/runs/{args.run}/logs", after=after, limit=LOG_PAGE)
+        after = print_lines(page["items"], after)
+        if len(page["items"]) < LOG_PAGE:
+            return OK
+
+
+def cancel(api: Api, args: argparse.Namespace) -> int:
+    try:
+        run = api.post_json(f"/runs/{args.run}/cancel")
+    except Rejected as exc:
+        if exc.status == 409:
+            raise Failed(str(exc.detail)) from exc
+        raise
+    print(f"Cancelled {run['name']} (run {run['id']}).")
+    return OK
+
+
+def follow(api: Api, run_id: int) -> int:
+    """Print the run's log lines as they arrive, until it ends; OK if it succeeded. A page read
+    after the run ended that is not full holds the last lines. While the server is away, wait
+    for it, as `tail -f` waits for a file."""
+    after, backoff, waiting = 0, Backoff(base=1.0, cap=30.0), False
+    while True:
+        try:
+            page = api.get(f"/runs/{run_id}/logs", after=after, limit=LOG_PAGE)
+        except Transient as exc:
+            if not waiting:
+                note(f"{exc}; still following run {run_id}, Ctrl-C stops.")
+            waiting = True
+            time.sleep(backoff.next_delay())
+            continue
+        waiting = False
+        backoff.reset()
+        after = print_lines(page["items"], after)
+        if len(page["items"]) == LOG_PAGE:
+            continue
+        if not page["active"]:
+            break
+        time.sleep(POLL_SECONDS)
+    run = api.get(f"/runs/{run_id}")
+    ended = f"{run['name']} (run {run_id}) {run['status']}"
+    note(f"{ended}: {run['error']}" if run["error"] else f"{ended}.")
+    return OK if run["status"] == "succeeded" else FAILED
+
+
+def print_lines(lines: list[dict[str, Any]], after: int) -> int:
+    """Print each line; the id to read after next time."""
+    for line in lines:
+        print(f"{local_time(line['time'], seconds=True)} {line['level'].upper():<7} "
+              f"{line['source']:<7} {line['message']}", flush=True)
+        after = line["id"]
+    return after
+
+
+def local_time(iso: str, seconds: bool = False) -> str:
+    moment = datetime.fromisoformat(iso).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def note(message: str) -> None:
+    """What happened along the way, on stderr, so that stdout holds only the command's result."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# The command line --------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--url", help="the rlab server (default: $RLAB_URL)")
+    connection.add_argument("--token", help="an API token (default: $RLAB_TOKEN)")
+    main_parser = argparse.ArgumentParser(prog="rlab", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[connection], help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("launch", launch, "Create (or reuse) an experiment from a YAML file and "
+                                    "launch a run of it.")
+    sub.add_argument("file", type=Path, help="an experiment (name, description, kind, config) "
+                                             "or bare run settings")
+    sub.add_argument("--project", type=int, required=True, help="the project's id")
+    sub.add_argument("--name", help="the experiment's name, instead of the file's")
+    sub.add_argument("--model", help="an evaluation: the model to evaluate")
+    sub.add_argument("--checkpoint", type=int, help="an evaluation: the checkpoint's id")
+    sub.add_argument("-f", "--follow", action="store_true",
+                     help="print the run's log until it ends; exit 1 unless it succeeded")
+
+    sub = command("runs", runs, "List runs, newest first.")
+    sub.add_argument("--project", type=int, help="only this project's")
+    sub.add_argument("--status", help="only runs in this status (queued, starting, running, "
+                                      "succeeded, failed, cancelled)")
+    sub.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+
+    sub = command("logs", logs, "Print a run's log lines.")
+    sub.add_argument("run", type=int, help="the run's id")
+    sub.add_argument("-f", "--follow", action="store_true",
+                     help="keep printing until the run ends; exit 1 unless it succeeded")
+
+    sub = command("cancel", cancel, "Cancel a run.")
+    sub.add_argument("run", type=int, help="the run's id")
+
+    sub = command("export", export, "Write an experiment as YAML, for launch or import.")
+    sub.add_argument("experiment", type=int, help="the experiment's id")
+    sub.add_argument("-o", "--output", type=Path, help="the file to write (default: stdout)")
+
+    sub = command("import", import_, "Create an experiment from a YAML file, without launching.")
+    sub.add_argument("file", type=Path)
+    sub.add_argument("--project", type=int, required=True, help="the project's id")
+    sub.add_argument("--name", help="the experiment's name, instead of the file's")
+    return main_parser
+
+
+def connect(args: argparse.Namespace) -> Api:
+    url, token = args.url or os.environ.get("RLAB_URL"), args.token or os.environ.get("RLAB_TOKEN")
+    if not url:
+        raise Usage("no server: pass --url or set RLAB_URL (e.g. http://127.0.0.1:8000)")
+    if not token:
+        raise Usage("no API token: pass --token or set RLAB_TOKEN to a token made under "
+                    "API tokens (top right of the web app)")
+    return Api(url, token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already explained
+        return exc.code if isinstance(exc.code, int) else USAGE
+    try:
+        return args.handler(connect(args), args)
+    except Usage as exc:
+        print(f"rlab {args.command}: {exc}", file=sys.stderr)
+        return USAGE
+    except Rejected as exc:
+        reason = describe(exc)
+        print(f"rlab {args.command}: refused:\n{reason}" if "\n" in reason
+              else f"rlab {args.command}: {reason}", file=sys.stderr)
+        return FAILED
+    except (Failed, Transient) as exc:
+        print(f"rlab {args.command}: {exc}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        return 130

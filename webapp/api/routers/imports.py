@@ -1,0 +1,91 @@
+"""Importing a file of rollouts that TRL or veRL wrote (webapp.runs.importers reads it) into a run,
+for training that ran elsewhere: create a tracked run, post its files, finish it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema
+from ninja.errors import HttpError
+
+from webapp.api.routers.runs import ensure_active
+from webapp.api.schemas import WRITE_ERRORS, ErrorOut
+from webapp.runs.importers import RolloutFileError, detect_format, read_files
+from webapp.runs.selectors import get_run_for_user
+from webapp.runs import services
+from webapp.teams.models import Role
+
+router = Router(tags=["rollouts"])
+
+MAX_FILE_BYTES = 48 * 1024 * 1024
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
+FILE_BODY = {"type": "string", "format": "binary"}
+
+
+class ImportedOut(Schema):
+    received: int = Field(description="Rollouts in the file, already stored ones included.")
+    stored: int = Field(description="Rollouts stored now: those not imported before.")
+    steps: int = Field(description="Training steps the file has rollouts of.")
+
+
+def read_file(request: HttpRequest) -> tuple[str, bytes]:
+    """The file's name and bytes: the multipart field `file`, or else the whole body. 413 past
+    MAX_FILE_BYTES, read no further."""
+    too_large = HttpError(413, f"The file is over {MAX_FILE_BYTES // 2**20} MiB: split it, or "
+                               "import it with `manage.py import_rollouts`.")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    # Checked before Django parses a multipart body, which it would spool to disk at any size.
+    if declared > MAX_FILE_BYTES + MULTIPART_OVERHEAD:
+        raise too_large
+    if request.content_type == "multipart/form-data":
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationError("Send the file in a multipart field called 'file', or as "
+                                  "the whole body.")
+        if upload.size > MAX_FILE_BYTES:
+            raise too_large
+        return upload.name, upload.read()
+    data = request.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise too_large
+    return "", data
+
+
+@router.post("/runs/{run_id}/rollouts/import",
+             response={200: ImportedOut, 409: ErrorOut, 413: ErrorOut, **WRITE_ERRORS},
+             summary="Import a TRL or veRL rollouts file",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": FILE_BODY},
+                 "multipart/form-data": {"schema": {
+                     "type": "object", "required": ["file"],
+                     "properties": {"file": FILE_BODY}}}}}})
+def rollouts_import(request: HttpRequest, run_id: int,
+                    format: Literal["trl", "verl"] | None = Query(
+                        None, description="trl: a completions_*.parquet file; verl: a "
+                                          "<step>.jsonl dump. By default, trl for Parquet."),
+                    rewards: str = Query("", description="TRL: the reward functions' columns, "
+                                                         "comma-separated; by default every "
+                                                         "column of floats but advantage.")):
+    """Store the rollouts of a file that TRL's GRPOTrainer (`log_completions=True`) or veRL
+    (`trainer.rollout_data_dir`) wrote, sent as the body or as the multipart field `file`: the
+    completions of one prompt in a step form a group. A file with a problem stores nothing, and
+    the 422 names each problem's row or line and column. Importing a file again stores nothing
+    twice; a step's rollouts must come in one file. Needs the member role; a run that has ended
+    is a 409."""
+    run = get_run_for_user(request.user, run_id, Role.MEMBER)
+    ensure_active(run)
+    name, data = read_file(request)
+    reward_columns = [column.strip() for column in rewards.split(",") if column.strip()]
+    try:
+        steps = read_files([(name, data)], format=format or detect_format(data),
+                           reward_columns=reward_columns or None)
+    except RolloutFileError as exc:
+        raise ValidationError(exc.messages) from None
+    stored = services.rollouts_import(run_id=run.pk, steps=steps)
+    return {"received": sum(len(items) for items in steps.values()), "stored": stored,
+            "steps": len(steps)}
