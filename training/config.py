@@ -73,7 +73,8 @@ KL_ESTIMATORS = {
 }
 TASKS = {
     "arithmetic": "One-digit sums: 'Compute a + b.', answer checked as the last number",
-    "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last number",
+    "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last "
+                         "number",
 }
 # Rewards that can be added, with a weight, to the task's own correctness reward (training.rewards).
 EXTRA_REWARDS = {
@@ -221,7 +222,8 @@ class RunConfig(Settings):
     max_new_tokens: int = setting(32, "Longest completion, in tokens; longer ones are truncated.",
                                  min=1, max=32_768)
     temperature: float = setting(1.0, "Sampling temperature for rollouts.", min=0.05, max=5.0)
-    top_p: float = setting(1.0, "Nucleus-sampling mass for rollouts (1 = off).", min=0.01, max=1.0, advanced=True)
+    top_p: float = setting(1.0, "Nucleus-sampling mass for rollouts (1 = off).", min=0.01,
+                           max=1.0, advanced=True)
     learning_rate: float = setting(2e-5, "AdamW learning rate.", min=1e-9, max=1e-2)
     lr_schedule: str = setting("constant", "How the learning rate changes after warm-up.",
                               label="LR schedule", choices=LR_SCHEDULES, advanced=True)

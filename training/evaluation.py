@@ -70,8 +70,9 @@ def scored_batches(backend: RolloutBackend, examples: Sequence[Example],
                    should_stop: Callable[[], bool] = lambda: False,
                    ) -> Iterator[ScoredBatch]:
     """`samples` completions of every example, `batch_prompts` prompts a generation call, each
-    batch scored; ends early when should_stop() is true before a batch. The reward is the sum of the functions' scores; answers come from the first
-    function that has an answer reader (none: every answer is unknown, so maj@k is 0)."""
+    batch scored; ends early when should_stop() is true before a batch. The reward is the sum of
+    the functions' scores; answers come from the first function that has an answer reader
+    (none: every answer is unknown, so maj@k is 0)."""
     reader = next((ANSWER_READERS[name] for name in reward_functions if name in ANSWER_READERS),
                   None)
     scoring = dataclasses.replace(config, group_size=samples)  # score_rollouts repeats by group
