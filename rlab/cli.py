@@ -22,13 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from rlab.client import (
-    CONNECT_TIMEOUT,
-    READ_TIMEOUT,
-    RETRYABLE_STATUSES,
     Backoff,
     Client,
     Rejected,
@@ -54,27 +50,8 @@ class Api(Client):
     """The SDK's client, plus the reads the commands need; failures are Transient or Rejected,
     as for the SDK's writes."""
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self._send("get", path, params={k: v for k, v in params.items() if v is not None})
-
     def post_json(self, path: str, body: Any = None) -> Any:
-        return self._send("post", path, data=json.dumps(body or {}))
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._session.request(method, f"{self.url}/api{path}",
-                                             timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
-        except requests.RequestException as exc:
-            raise Transient(f"cannot reach {self.url} ({type(exc).__name__})") from exc
-        if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
-            raise Transient(f"{self.url} answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text[:500]
-            raise Rejected(response.status_code, detail)
-        return response.json() if response.content else None
+        return self.post(path, json.dumps(body or {}).encode())
 
     def page_url(self, path: str) -> str:
         return f"{self.url}{path}"

@@ -51,13 +51,23 @@ class Client:
 
     def post(self, path: str, body: bytes) -> Any:
         """POST a JSON body to /api`path`; the decoded answer, or Transient or Rejected."""
+        return self.request("post", path, data=body)
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET /api`path` with the parameters that are not None."""
+        return self.request("get", path,
+                            params={k: v for k, v in params.items() if v is not None})
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """/api`path`; the decoded answer. Transient: no answer, a 5xx or a status worth
+        retrying; Rejected: any other 4xx."""
         try:
-            response = self._session.post(f"{self.url}/api{path}", data=body,
-                                          timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            response = self._session.request(method, f"{self.url}/api{path}",
+                                             timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs)
         except requests.RequestException as exc:
-            raise Transient(f"{type(exc).__name__}: {exc}") from exc
+            raise Transient(f"cannot reach {self.url} ({type(exc).__name__}: {exc})") from exc
         if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
-            raise Transient(f"HTTP {response.status_code}")
+            raise Transient(f"{self.url} answered HTTP {response.status_code}")
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)

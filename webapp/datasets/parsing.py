@@ -89,10 +89,12 @@ class Table:
         return [[row.cells.get(column) for column in self.columns] for row in self.rows[:limit]]
 
 
-class _Errors:
-    """Collects the first MAX_ERRORS problems of a file and counts the rest."""
+class ProblemList:
+    """Collects the first MAX_ERRORS problems of a file (or of several) and counts the rest;
+    `raise_any` raises them as `error(messages, more=...)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: type[Exception] = DatasetError) -> None:
+        self.error = error
         self.messages: list[str] = []
         self.more = 0
 
@@ -104,7 +106,7 @@ class _Errors:
 
     def raise_any(self) -> None:
         if self.messages:
-            raise DatasetError(self.messages, more=self.more)
+            raise self.error(self.messages, more=self.more)
 
 
 def size_text(n: int) -> str:
@@ -198,7 +200,7 @@ def _text_problem(value: str) -> str | None:
 
 
 def _parse_jsonl(text: str) -> Table:
-    errors = _Errors()
+    errors = ProblemList()
     columns: dict[str, None] = {}  # insertion-ordered set
     rows: list[Row] = []
     # Split on "\n" only: str.splitlines would also split on characters such as U+2028, which
@@ -269,7 +271,7 @@ def _json_cell(value: Any) -> Cell:
 def _parse_csv(text: str, filename: str) -> Table:
     delimiter = "\t" if filename.lower().endswith(".tsv") else _guess_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    errors = _Errors()
+    errors = ProblemList()
     header: list[str] | None = None
     rows: list[Row] = []
     while True:
@@ -316,7 +318,7 @@ def _delimiter_name(delimiter: str) -> str:
     return {",": "a comma", "\t": "a tab", ";": "a semicolon"}[delimiter]
 
 
-def _check_header(header: list[str], errors: _Errors) -> None:
+def _check_header(header: list[str], errors: ProblemList) -> None:
     seen: dict[str, int] = {}
     for position, name in enumerate(header, start=1):
         if not name:
@@ -354,7 +356,7 @@ def _parse_parquet(data: bytes, *, max_bytes: int) -> Table:
         raise DatasetError(f"The Parquet file cannot be read ({_first_line(exc)}).") from None
     if declared > budget:
         raise too_large
-    errors = _Errors()
+    errors = ProblemList()
     _check_parquet_names(names, errors)
     errors.raise_any()
     rows: list[Row] = []
@@ -384,7 +386,7 @@ def _parse_parquet(data: bytes, *, max_bytes: int) -> Table:
     return Table(format=PARQUET, columns=tuple(names), rows=tuple(rows))
 
 
-def _check_parquet_names(names: list[str], errors: _Errors) -> None:
+def _check_parquet_names(names: list[str], errors: ProblemList) -> None:
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
         problem = _text_problem(name)
@@ -462,7 +464,7 @@ def normalise(table: Table, *, kind: str, mapping: dict[str, str]) -> list[dict[
             raise DatasetError(f"{used[mapping[role]]} and {role} both use the column "
                                f"{mapping[role]!r}. Choose a different column for each.")
         used[mapping[role]] = role
-    errors = _Errors()
+    errors = ProblemList()
     unit = table.unit.capitalize()
     normalised = []
     for row in table.rows:

@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from webapp.datasets.parsing import ProblemList
+
 TRL, VERL = "trl", "verl"
 MAX_STEP = 2**63 - 1  # a step is a BigIntegerField
 FORMATS = (TRL, VERL)
-MAX_ERRORS = 10
 # A Parquet file is compressed; refuse one whose rows expand past this many times its size.
 PARQUET_EXPANSION_LIMIT = 20
 PARQUET_MIN_BUDGET = 64 * 2**20
@@ -78,24 +79,6 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Errors:
-    """The first MAX_ERRORS problems of a set of files, and a count of the rest."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.more = 0
-
-    def add(self, message: str) -> None:
-        if len(self.messages) < MAX_ERRORS:
-            self.messages.append(message)
-        else:
-            self.more += 1
-
-    def raise_any(self) -> None:
-        if self.messages:
-            raise RolloutFileError(self.messages, more=self.more)
-
-
 def detect_format(data: bytes) -> str:
     """TRL for a Parquet file (by its magic bytes), veRL for anything else."""
     return TRL if data.startswith(b"PAR1") else VERL
@@ -110,7 +93,7 @@ def read_files(files: Iterable[tuple[str, bytes]], *, format: str,
     if reward_columns and format != TRL:
         raise RolloutFileError(["Reward columns are named for TRL files only: a veRL dump has "
                                 "one score per line."])
-    errors = _Errors()
+    errors = ProblemList(RolloutFileError)
     completions: list[Completion] = []
     for name, data in files:
         if format == TRL:
@@ -180,7 +163,7 @@ class _Where:
 # TRL
 
 
-def _read_trl(data: bytes, where: _Where, errors: _Errors,
+def _read_trl(data: bytes, where: _Where, errors: ProblemList,
               reward_columns: Collection[str] | None) -> list[Completion]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -238,7 +221,7 @@ def _read_trl(data: bytes, where: _Where, errors: _Errors,
     return found
 
 
-def _trl_completion(row: dict[str, Any], at: str, errors: _Errors, rewards: list[str],
+def _trl_completion(row: dict[str, Any], at: str, errors: ProblemList, rewards: list[str],
                     extras: list[str]) -> Completion:
     def cell_at(column: str) -> str:
         return f"{at}, column {column!r}"
@@ -262,7 +245,7 @@ def _trl_completion(row: dict[str, Any], at: str, errors: _Errors, rewards: list
 # veRL
 
 
-def _read_verl(data: bytes, where: _Where, errors: _Errors) -> list[Completion]:
+def _read_verl(data: bytes, where: _Where, errors: ProblemList) -> list[Completion]:
     stem = PurePosixPath(where.filename).stem
     step_from_name = int(stem) if stem.isdigit() else None
     found: list[Completion] = []
@@ -308,7 +291,7 @@ def _read_verl(data: bytes, where: _Where, errors: _Errors) -> list[Completion]:
 # Cells
 
 
-def _step(value: Any, at: str, errors: _Errors) -> int:
+def _step(value: Any, at: str, errors: ProblemList) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEP:
@@ -317,7 +300,7 @@ def _step(value: Any, at: str, errors: _Errors) -> int:
     return value
 
 
-def _number(value: Any, at: str, errors: _Errors, *, missing_ok: bool = False) -> float | None:
+def _number(value: Any, at: str, errors: ProblemList, *, missing_ok: bool = False) -> float | None:
     if value is None and missing_ok:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -330,7 +313,7 @@ def _number(value: Any, at: str, errors: _Errors, *, missing_ok: bool = False) -
         return None
 
 
-def _text(value: Any, at: str, errors: _Errors) -> str:
+def _text(value: Any, at: str, errors: ProblemList) -> str:
     if value is None:
         errors.add(f"{at}: the text is missing.")
         return ""

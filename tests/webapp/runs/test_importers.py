@@ -16,9 +16,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from webapp.api.tokens import token_create
+from webapp.datasets.parsing import MAX_ERRORS
 from webapp.runs import services
 from webapp.runs.importers import (
-    MAX_ERRORS,
     TRL,
     VERL,
     RolloutFileError,
