@@ -71,5 +71,16 @@ bench-eval: install
 bench-web: install services
 	$(PY) -m benchmarks.bench_web $(BENCH_ARGS)
 
+# Metric ingestion through the API against an MLflow tracking server on the same Postgres, same
+# points, side by side (a few minutes). The MLflow server gets a virtual environment of its own,
+# so that its dependencies (Flask, SQLAlchemy, pandas...) stay out of rlab's.
+MLFLOW_VENV := var/bench/mlflow
+.PHONY: bench-ingest
+bench-ingest: install services
+	test -x $(MLFLOW_VENV)/bin/mlflow || { $(PYTHON) -m venv $(MLFLOW_VENV) && \
+	  $(MLFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check mlflow==3.17.2 \
+	    psycopg2-binary==2.9.13; }
+	$(PY) -m benchmarks.bench_ingest --mlflow $(MLFLOW_VENV)/bin/mlflow $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var

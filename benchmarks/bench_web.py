@@ -188,7 +188,8 @@ ROLLOUT_QUERIES = [
 def _part_streams(client: Client, world, web, args: argparse.Namespace) -> None:
     from django.urls import reverse
 
-    from benchmarks.web_data import RunLogger, postgres_pids, process_cpu_seconds
+    from benchmarks.processes import postgres_pids, process_cpu_seconds
+    from benchmarks.web_data import RunLogger
 
     print(f"\nevent streams: a run that logs a step every second (30 metric points and a log "
           f"line), {args.stream_seconds:.0f} s without streams, then {args.streams} open")

@@ -1,14 +1,11 @@
 """Generated data for the web benchmark (benchmarks.bench_web), written with SQL so that millions
-of rows take seconds; and the measuring helpers it needs (CPU time of processes, a run that logs
-every second)."""
+of rows take seconds; and a run that logs every second, for the event streams to watch."""
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -149,33 +146,3 @@ class RunLogger:
                 services.run_progress(run_id=self.run.pk, step=self.steps, total_steps=10_000)
         finally:
             connections.close_all()
-
-
-def postgres_pids(database: str) -> list[int]:
-    """The Postgres processes that work for `database`: its backends (their command line names
-    the database) and the server's background processes (WAL writer, checkpointer...), which
-    write what every backend inserts. Other databases' backends are left out."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
-                continue
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        is_backend = "(" in title or " idle" in title or "127.0.0.1" in title or "[local]" in title
-        if not is_backend or f" {database} " in title:
-            pids.append(int(entry.name))
-    return pids
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")

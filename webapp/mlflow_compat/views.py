@@ -39,6 +39,7 @@ from webapp.runs.services import (
     tracked_run_create,
     tracked_run_finish,
     tracked_run_log_params,
+    tracked_run_rename,
     tracked_run_set_tags,
 )
 from webapp.teams.models import Role
@@ -92,12 +93,10 @@ def active_run_of(project: Project, body: Body) -> Run:
     return run
 
 
-def keep_name(run: Run, name: str | None) -> None:
-    """Run names are set when a run is created; a script may send the same one again."""
+def rename(run: Run, name: str | None) -> None:
     if name and name not in (run.name, run_name(run)):
-        raise MlflowError("NOT_IMPLEMENTED", f"rlab keeps the name a run was created with "
-                                             f"({run_name(run)!r}): it cannot rename it to "
-                                             f"{name!r}.")
+        tracked_run_rename(run_id=run.pk, name=name)
+        run.refresh_from_db(fields=["name"])
 
 
 def string_pairs(items: Any, what: str) -> dict[str, str]:
@@ -127,7 +126,7 @@ def metric_sample(item: Body) -> MetricSample:
 
 
 def set_tags(run: Run, tags: dict[str, str]) -> None:
-    keep_name(run, tags.pop(RUN_NAME_TAG, None))
+    rename(run, tags.pop(RUN_NAME_TAG, None))
     if tags:
         tracked_run_set_tags(run_id=run.pk, tags=tags)
 
@@ -189,7 +188,7 @@ def run_update(*, project: Project, user, body: Body) -> dict:
     """End a run (FINISHED, FAILED, KILLED), or keep it running. An ended run stays ended: a
     script resuming it (RUNNING) is told to start a new run."""
     run = run_of(project, body)
-    keep_name(run, body.get("run_name"))
+    rename(run, body.get("run_name"))
     status = body.get("status")
     if status is not None:
         status = str(status)

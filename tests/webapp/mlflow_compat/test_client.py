@@ -198,12 +198,16 @@ def test_an_ended_run_is_not_reopened(tracking):
     assert Run.objects.get(pk=int(active.info.run_id)).status == RunStatus.SUCCEEDED
 
 
-def test_a_run_keeps_the_name_it_was_created_with(tracking):
+def test_a_run_is_renamed_by_update_run_and_by_its_run_name_tag(tracking):
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     with mlflow.start_run(run_name="first") as active:
-        with pytest.raises(MlflowException, match="keeps the name"):
-            mlflow.MlflowClient().update_run(active.info.run_id, name="renamed")
+        client = mlflow.MlflowClient()
+        client.update_run(active.info.run_id, name="second")
+        assert Run.objects.get(pk=int(active.info.run_id)).name == "second"
+        assert client.get_run(active.info.run_id).info.run_name == "second"
+        mlflow.set_tag("mlflow.runName", "third")
 
-    assert Run.objects.get(pk=int(active.info.run_id)).name == "first"
+    run = Run.objects.get(pk=int(active.info.run_id))
+    assert (run.name, run.status) == ("third", RunStatus.SUCCEEDED)
+    assert "mlflow.runName" not in run.tracked_tags

@@ -105,9 +105,23 @@ def test_replayed_metrics_are_stored_once(experiment, user):
     now = timezone.now()
     batch = [services.MetricSample(key="reward/mean", step=s, value=s / 10, wall_time=now)
              for s in range(5)]
-    services.metrics_ingest(run_id=run.pk, points=batch)
-    services.metrics_ingest(run_id=run.pk, points=batch)
+    assert services.metrics_ingest(run_id=run.pk, points=batch) == 5
+    assert services.metrics_ingest(run_id=run.pk, points=batch) == 5
     assert MetricPoint.objects.filter(run=run).count() == 5
+
+
+def test_a_batch_overlapping_stored_points_adds_only_the_new_ones(experiment, user):
+    run = services.run_launch(experiment=experiment, user=user)
+    now = timezone.now()
+    services.metrics_ingest(run_id=run.pk, points=[("loss", s, 1.0, now) for s in range(3)])
+
+    # Steps 1-2 again with other values, steps 3-4 new, step 4 twice in the batch itself.
+    overlapping = [("loss", s, 2.0, now) for s in (1, 2, 3, 4)] + [("loss", 4, 3.0, now)]
+    services.metrics_ingest(run_id=run.pk, points=[*overlapping, ("k" * 250, 0, 5.0, now)])
+
+    stored = dict(MetricPoint.objects.filter(run=run, key="loss").values_list("step", "value"))
+    assert stored == {0: 1.0, 1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}
+    assert MetricPoint.objects.get(run=run, step=0, value=5.0).key == "k" * 200
 
 
 def test_rollouts_and_log_lines_are_stored(experiment, user):

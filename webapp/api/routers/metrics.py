@@ -3,6 +3,8 @@ that the run page's charts use, downsampled by the database."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from itertools import repeat
 
 import pydantic
@@ -21,7 +23,7 @@ from webapp.api.schemas import (
     WrittenOut,
 )
 from webapp.runs.selectors import get_run_for_user, metric_keys, metric_series
-from webapp.runs.services import MetricSample, metrics_ingest
+from webapp.runs.services import metrics_ingest
 from webapp.teams.models import Role
 
 router = Router(tags=["metrics"])
@@ -71,16 +73,15 @@ def inlined(schema: dict) -> dict:
     return resolve(schema)
 
 
-def samples(batch: MetricsIn) -> list[MetricSample]:
-    """The batch's points, rows and columns alike; a point sent without a time is timed now."""
+def samples(batch: MetricsIn) -> Iterator[tuple[str, int, float, datetime]]:
+    """The batch's points as MetricSample rows, rows and columns alike; a point sent without a
+    time is timed now. Columns become rows by zip(), with no Python object per point."""
     now = timezone.now()
-    found = [MetricSample(key=point["key"], step=point["step"], value=point["value"],
-                          wall_time=point.get("time", now)) for point in batch.points]
+    for point in batch.points:
+        yield point["key"], point["step"], point["value"], point.get("time", now)
     for series in batch.series:
-        times = series.times or repeat(now)
-        found.extend(MetricSample(key=series.key, step=step, value=value, wall_time=time)
-                     for step, value, time in zip(series.steps, series.values, times))
-    return found
+        yield from zip(repeat(series.key), series.steps, series.values,
+                       series.times or repeat(now))
 
 
 @router.post("/runs/{run_id}/metrics", response={200: WrittenOut, 409: ErrorOut, 413: ErrorOut,
