@@ -40,12 +40,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from urllib.parse import urlsplit
 
 from benchmarks.processes import postgres_cpu_seconds, process_cpu_seconds, process_tree
+from benchmarks.scratch import ADMIN_URL, checkpoint, rlab_django, scratch_database
 
 PARTS = ("api", "sdk", "mlflow")
-ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 RLAB_DATABASE = "rlab_bench_ingest"
 MLFLOW_DATABASE = "mlflow_bench_ingest"
 MLFLOW_BATCH = 1000  # MLflow's MAX_METRICS_PER_BATCH
@@ -61,29 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if "mlflow" in args.parts and not mlflow.exists():
         sys.exit(f"no MLflow server at {mlflow}: `make bench-ingest` installs one there, or "
                  "pass --mlflow")
-    base = urlsplit(args.postgres)
-    rlab_url = f"{base.scheme}://{base.netloc}/{RLAB_DATABASE}"
-    mlflow_url = f"postgresql+psycopg2://{base.netloc}/{MLFLOW_DATABASE}"
-    for database in (RLAB_DATABASE, MLFLOW_DATABASE):
-        _recreate_database(args.postgres, database)
-    os.environ["DATABASE_URL"] = rlab_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.config.settings.test"
-    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    try:
-        with TemporaryDirectory(prefix="bench-ingest-") as scratch:
-            _run(args, rlab_url, mlflow_url, mlflow, Path(scratch))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        for database in (RLAB_DATABASE, MLFLOW_DATABASE):
-            _drop_database(args.postgres, database)
+    with scratch_database(args.postgres, RLAB_DATABASE) as rlab_url, \
+            scratch_database(args.postgres, MLFLOW_DATABASE) as mlflow_url, \
+            rlab_django(rlab_url), TemporaryDirectory(prefix="bench-ingest-") as scratch:
+        _run(args, rlab_url, mlflow_url, mlflow, Path(scratch))
     return 0
 
 
@@ -115,21 +95,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.points is None:
         args.points = 50_000 if args.quick else 1_000_000
     return args
-
-
-def _recreate_database(admin_url: str, database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {database}")
-
-
-def _drop_database(admin_url: str, database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 @dataclass(frozen=True)
@@ -245,12 +210,12 @@ def _rlab_part(args: argparse.Namespace, points: Points, rlab_url: str,
             run_ids = [new_run(f"ingest {i}") for i in range(args.scripts)]
             scripts = [(f"/api/runs/{run_id}/metrics", share.rlab_bodies(args.batch))
                        for run_id, share in zip(run_ids, points.shares(args.scripts))]
-            _checkpoint(args.postgres)
+            checkpoint(args.postgres)
             results["api"] = _measure("rlab API", port, scripts, headers,
                                       process_tree(web.proc.pid), RLAB_DATABASE,
                                       lambda: _rlab_stored(run_ids))
         if "sdk" in args.parts:
-            _checkpoint(args.postgres)
+            checkpoint(args.postgres)
             results["sdk"] = _measure_sdk(port, token, project_id, points, scratch)
     finally:
         web.stop()
@@ -262,7 +227,9 @@ def _mlflow_part(args: argparse.Namespace, points: Points, mlflow_url: str, mlfl
     from tests.stack import Process, free_port
 
     port = free_port()
-    server = Process("mlflow", [str(mlflow), "server", "--backend-store-uri", mlflow_url,
+    # SQLAlchemy's default Postgres driver is psycopg 3; MLflow's environment has psycopg2.
+    backend = mlflow_url.replace("postgres://", "postgresql+psycopg2://", 1)
+    server = Process("mlflow", [str(mlflow), "server", "--backend-store-uri", backend,
                                 "--default-artifact-root", str(scratch / "artifacts"),
                                 "--host", "127.0.0.1", "--port", str(port),
                                 "--workers", str(args.workers)],
@@ -286,9 +253,9 @@ def _mlflow_part(args: argparse.Namespace, points: Points, mlflow_url: str, mlfl
         run_ids = [new_run(f"ingest {i}") for i in range(args.scripts)]
         scripts = [(path, share.mlflow_bodies(run_id))
                    for run_id, share in zip(run_ids, points.shares(args.scripts))]
-        _checkpoint(args.postgres)
+        checkpoint(args.postgres)
         return _measure("MLflow", port, scripts, headers, process_tree(server.proc.pid),
-                        MLFLOW_DATABASE, lambda: _mlflow_stored(args.postgres, run_ids))
+                        MLFLOW_DATABASE, lambda: _mlflow_stored(mlflow_url, run_ids))
     finally:
         server.stop()
 
@@ -316,15 +283,6 @@ def _report(results: dict[str, Result], points: Points) -> None:
     for result in results.values():
         if result.stored != points.count:
             print(f"WARNING: {result.name} stored {result.stored:,} of {points.count:,} points")
-
-
-def _checkpoint(admin_url: str) -> None:
-    """Write out what earlier parts left in Postgres's buffers, so that no part pays for
-    another's checkpoint."""
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute("CHECKPOINT")
 
 
 def _measure(name: str, port: int, scripts: list[tuple[str, list[bytes]]],
@@ -442,11 +400,10 @@ def _rlab_stored(run_ids: list[int]) -> int:
     return MetricPoint.objects.filter(run_id__in=run_ids).count()
 
 
-def _mlflow_stored(admin_url: str, run_ids: list[str]) -> int:
+def _mlflow_stored(database_url: str, run_ids: list[str]) -> int:
     import psycopg
 
-    base = urlsplit(admin_url)
-    with psycopg.connect(f"{base.scheme}://{base.netloc}/{MLFLOW_DATABASE}") as connection:
+    with psycopg.connect(database_url) as connection:
         return connection.execute("SELECT count(*) FROM metrics WHERE run_uuid = ANY(%s)",
                                    [run_ids]).fetchone()[0]
 

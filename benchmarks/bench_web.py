@@ -30,35 +30,19 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from urllib.parse import urlencode, urlsplit
 
+from benchmarks.scratch import ADMIN_URL, rlab_django, scratch_database
+
 PARTS = ("page", "charts", "rollouts", "streams")
 TARGETS_MS = {"page": 300, "charts": 200, "rollouts": 200}
 STREAM_CPU_TARGET = 0.10  # of one core
-ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DATABASE = "rlab_bench_web"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    base = urlsplit(args.postgres)
-    database_url = f"{base.scheme}://{base.netloc}/{DATABASE}"
-    _recreate_database(args.postgres)
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.config.settings.test"
-    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    try:
-        with TemporaryDirectory(prefix="bench-web-") as scratch:
-            _run(args, database_url, Path(scratch))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        _drop_database(args.postgres)
+    with scratch_database(args.postgres, DATABASE) as database_url, rlab_django(database_url), \
+            TemporaryDirectory(prefix="bench-web-") as scratch:
+        _run(args, database_url, Path(scratch))
     return 0
 
 
@@ -87,21 +71,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     return args
-
-
-def _recreate_database(admin_url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def _drop_database(admin_url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
