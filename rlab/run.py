@@ -12,6 +12,7 @@ import operator
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -295,8 +296,10 @@ def init(project: int | None = None, experiment: str = "", name: str = "",
     if project is None or not experiment:
         raise RlabError("rlab.init() needs project= (its id) and experiment= (a name), or "
                         "resume_run_id= to continue a run.")
+    # One key for every try: a try whose answer was lost created the run the next one gets.
     body = json.dumps({"experiment": experiment, "name": name,
-                       "params": flat_params(config or {}), "tags": dict(tags or {})}).encode()
+                       "params": flat_params(config or {}), "tags": dict(tags or {}),
+                       "client_key": uuid.uuid4().hex}).encode()
     info = _create_run(client, f"/projects/{int(project)}/tracked-runs", body, init_timeout)
     return Run(client=client, run_id=info["id"], info=info, spool_dir=root, **options)
 

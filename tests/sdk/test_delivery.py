@@ -8,9 +8,12 @@ idempotent writes (unique per (run, key, step) and (run, step, group, sample)) i
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -124,3 +127,58 @@ def test_sync_sends_what_a_crashed_process_left_once_each(user, project, tmp_pat
     assert set(counts.values()) == {1}
     assert Run.objects.get(pk=run_id).status == RunStatus.FAILED
     assert list((spool / str(run_id)).iterdir()) == []
+
+
+class LosesFirstAnswer(BaseHTTPRequestHandler):
+    """Relays POSTs to the real server, but hangs up instead of answering the first one that
+    starts a run: the run was created, and the script never heard."""
+
+    upstream = ""
+    lost: list[str] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = urllib.request.Request(self.upstream + self.path, data=body, method="POST",
+                                         headers={k: self.headers[k] for k in
+                                                  ("Authorization", "Content-Type")})
+        try:
+            with urllib.request.urlopen(request) as response:
+                status, answer = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, answer = error.code, error.read()
+        if self.path.endswith("/tracked-runs") and not self.lost:
+            self.lost.append(self.path)
+            self.close_connection = True
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_run_whose_creation_answer_was_lost_is_created_once(user, project, tmp_path):
+    token = token_create(user=user, name="sdk")[1]
+    port = free_port()
+    web = start_web(tmp_path, port, "web")[0]
+    LosesFirstAnswer.upstream, LosesFirstAnswer.lost = f"http://127.0.0.1:{port}", []
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), LosesFirstAnswer)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        run = rlab.init(project=project.pk, experiment="lost-answer",
+                        url=f"http://127.0.0.1:{proxy.server_address[1]}", token=token,
+                        spool_dir=tmp_path / "spool")
+        run.log({"loss": 0.5}, step=0)
+        assert run.finish(timeout=30) is True
+    finally:
+        proxy.shutdown()
+        web.stop()
+
+    assert LosesFirstAnswer.lost  # the script did retry
+    runs = Run.objects.filter(experiment__name="lost-answer")
+    assert [r.pk for r in runs] == [run.id]
+    assert runs[0].status == RunStatus.SUCCEEDED
+    assert MetricPoint.objects.get(run_id=run.id).value == 0.5

@@ -67,6 +67,10 @@ class Run(models.Model):
     tracked_tags = models.JSONField(
         default=dict, blank=True, help_text="A tracked run's tags, as its script set them (the "
                                             "team's own tags are reviews.RunTag).")
+    client_key = models.CharField(
+        max_length=64, blank=True,
+        help_text="The key a tracked run's script created it with: the same request sent again "
+                  "(a retry whose answer was lost) returns this run instead of a second one.")
     evaluated_checkpoint = models.ForeignKey(
         "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
         related_name="evaluations",
@@ -74,8 +78,13 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["experiment", "number"],
-                                               name="run_number_unique_in_experiment")]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "number"],
+                                    name="run_number_unique_in_experiment"),
+            models.UniqueConstraint(fields=["experiment", "client_key"],
+                                    condition=~models.Q(client_key=""),
+                                    name="run_client_key_unique_in_experiment"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.experiment.name} #{self.number}"

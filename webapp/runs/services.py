@@ -119,18 +119,30 @@ def tracked_experiment_get_or_create(*, project, user, name: str) -> Experiment:
 
 def tracked_run_create(*, experiment: Experiment, user, name: str = "",
                        params: dict[str, str] | None = None, tags: dict[str, str] | None = None,
-                       started_at: datetime | None = None) -> Run:
+                       started_at: datetime | None = None, client_key: str = "") -> Run:
     """A run of a tracked experiment, running from the start: its script logs to it (metrics,
-    rollouts, parameters, tags) and ends it. No worker ever claims it."""
+    rollouts, parameters, tags) and ends it. No worker ever claims it.
+
+    `client_key`, made up by the script for this run, makes the call safe to repeat: the
+    experiment's run created with that key is returned as it is, so a retry after a lost answer
+    does not start a second run."""
     if not experiment.is_tracked:
         raise ValidationError(f"{experiment.name} is a {experiment.kind} experiment: launch it "
                               f"instead.")
     started = started_at or timezone.now()
-    return _run_create(experiment=experiment, config=dict(params or {}), user=user,
-                       verb=Verb.LAUNCHED, detail="tracked", enqueue=False,
-                       status=RunStatus.RUNNING, name=name.strip()[:250],
-                       tracked_tags=dict(tags or {}),
-                       started_at=started, running_since=started, heartbeat_at=timezone.now())
+    with transaction.atomic():
+        if client_key:
+            # Two tries at once with one key wait here for each other; the second finds the run.
+            Experiment.objects.select_for_update().filter(pk=experiment.pk).first()
+            created = experiment.runs.filter(client_key=client_key).first()
+            if created is not None:
+                return created
+        return _run_create(experiment=experiment, config=dict(params or {}), user=user,
+                           verb=Verb.LAUNCHED, detail="tracked", enqueue=False,
+                           status=RunStatus.RUNNING, name=name.strip()[:250],
+                           tracked_tags=dict(tags or {}), client_key=client_key,
+                           started_at=started, running_since=started,
+                           heartbeat_at=timezone.now())
 
 
 def tracked_run_log_params(*, run_id: int, params: dict[str, str]) -> None:

@@ -66,6 +66,21 @@ def test_a_script_starts_logs_and_ends_a_run(api, project, django_capture_on_com
     assert Run.objects.get(pk=second.json()["id"]).number == 2
 
 
+def test_a_start_sent_again_with_its_client_key_returns_the_same_run(api, project):
+    path = f"/api/projects/{project.pk}/tracked-runs"
+    first = api(path, {"experiment": "retried", "name": "a", "client_key": "k1"})
+    again = api(path, {"experiment": "retried", "name": "a", "client_key": "k1"})
+    other = api(path, {"experiment": "retried", "name": "a", "client_key": "k2"})
+    unkeyed = [api(path, {"experiment": "retried"}) for _ in range(2)]
+    elsewhere = api(path, {"experiment": "another", "client_key": "k1"})
+
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    ids = {response.json()["id"] for response in [first, other, *unkeyed, elsewhere]}
+    assert len(ids) == 5
+    assert Run.objects.filter(experiment__project=project).count() == 5
+
+
 def test_a_tracked_name_cannot_take_over_a_launched_experiment(api, project, experiment):
     response = api(f"/api/projects/{project.pk}/tracked-runs", {"experiment": experiment.name})
     assert response.status_code == 422

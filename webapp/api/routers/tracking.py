@@ -39,6 +39,10 @@ class TrackedRunIn(Schema):
     params: dict[str, ParamValue] = Field(default_factory=dict,
                                           description="Hyperparameters, shown as the config.")
     tags: dict[str, str] = Field(default_factory=dict)
+    client_key: Annotated[str, Field(max_length=64)] = Field(
+        "", description="A key the script makes up for this run (a UUID, say): sending the "
+                        "request again with it returns the run it created, so a retry after a "
+                        "lost answer starts no second run.")
 
 
 class ParamsIn(Schema):
@@ -71,12 +75,14 @@ def _tracked_run(request: HttpRequest, run_id: int):
 def tracked_run_start(request: HttpRequest, project_id: int, payload: TrackedRunIn):
     """A new running run of the tracked experiment `experiment` (created on first use), for a
     script that trains elsewhere; log to it with the metrics and rollouts endpoints, then
-    finish it. Needs the member role."""
+    finish it. With a `client_key` sent before, the run it started, unchanged. Needs the
+    member role."""
     project = get_project_for_user(request.user, project_id, Role.MEMBER)
     experiment = tracked_experiment_get_or_create(project=project, user=request.user,
                                                   name=payload.experiment)
     run = tracked_run_create(experiment=experiment, user=request.user, name=payload.name,
-                             params=_text(payload.params), tags=payload.tags)
+                             params=_text(payload.params), tags=payload.tags,
+                             client_key=payload.client_key)
     return Status(201, run)
 
 
