@@ -74,8 +74,9 @@ def inlined(schema: dict) -> dict:
 
 
 def samples(batch: MetricsIn) -> Iterator[tuple[str, int, float, datetime]]:
-    """The batch's points as MetricSample rows, rows and columns alike; a point sent without a
-    time is timed now. Columns become rows by zip(), with no Python object per point."""
+    """Every point of the batch, sent as a row or in a column, as a (key, step, value, time)
+    tuple, the order of MetricSample; a point sent without a time is timed now. zip() turns
+    columns into these tuples without a Python object of ours per point."""
     now = timezone.now()
     for point in batch.points:
         yield point["key"], point["step"], point["value"], point.get("time", now)
