@@ -73,8 +73,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--points", type=int, help="points sent to each (default 1,000,000)")
     parser.add_argument("--keys", type=int, default=20, help="metrics per step (default 20)")
     parser.add_argument("--batch", type=int, default=20_000,
-                        help="points per rlab request (default 20,000; the SDK sends up to "
-                             "10,000)")
+                        help="points per rlab request (default 20,000; the SDK sends what "
+                             "was logged each second, or each 10,000 points)")
     parser.add_argument("--scripts", type=int, default=2,
                         help="scripts logging at once, each to its own run (default 2)")
     parser.add_argument("--workers", type=int, default=2,
@@ -167,7 +167,7 @@ class Result:
         return self.stored / self.seconds
 
 
-def _run(args: argparse.Namespace, rlab_url: str, mlflow_url: str, mlflow: Path | None,
+def _run(args: argparse.Namespace, rlab_url: str, mlflow_url: str, mlflow: Path,
          scratch: Path) -> None:
     points = Points(keys=args.keys, steps=max(1, args.points // args.keys), start=time.time())
     print(f"metric ingestion: {points.count:,} points ({points.keys} metrics × "
