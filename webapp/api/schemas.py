@@ -24,12 +24,14 @@ from pydantic import (
 )
 from typing_extensions import NotRequired, TypedDict
 
+from webapp.runs.models import METRIC_KEY_MAX_LENGTH
+
 BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1  # a PositiveIntegerField's ceiling on Postgres
 MAX_POINTS = 100_000
 MAX_ROLLOUTS = 10_000
 
-MetricKey = Annotated[str, Field(min_length=1, max_length=200)]
+MetricKey = Annotated[str, Field(min_length=1, max_length=METRIC_KEY_MAX_LENGTH)]
 Step = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 Index = Annotated[int, Field(ge=0, le=INT_MAX)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]

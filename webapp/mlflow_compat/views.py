@@ -31,7 +31,7 @@ from webapp.mlflow_compat.entities import (
 )
 from webapp.mlflow_compat.errors import MlflowError, error_response
 from webapp.projects.models import Project
-from webapp.runs.models import Run, RunStatus
+from webapp.runs.models import METRIC_KEY_MAX_LENGTH, Run, RunStatus
 from webapp.runs.services import (
     MetricSample,
     metrics_ingest,
@@ -43,10 +43,6 @@ from webapp.runs.services import (
     tracked_run_set_tags,
 )
 from webapp.teams.models import Role
-
-# The longest metric key rlab stores (MetricPoint.key); MLflow allows 250.
-MAX_METRIC_KEY = 200
-
 
 def tracked(experiment: Experiment) -> Experiment:
     if not experiment.is_tracked:
@@ -113,9 +109,9 @@ def string_pairs(items: Any, what: str) -> dict[str, str]:
 
 def metric_sample(item: Body) -> MetricSample:
     key = str(required(item, "key"))
-    if len(key) > MAX_METRIC_KEY:
+    if len(key) > METRIC_KEY_MAX_LENGTH:  # MLflow allows 250
         raise MlflowError("INVALID_PARAMETER_VALUE",
-                          f"Metric names are at most {MAX_METRIC_KEY} characters: {key!r}.")
+                          f"Metric names are at most {METRIC_KEY_MAX_LENGTH} characters: {key!r}.")
     try:
         step = int(item.get("step") or 0)
     except (TypeError, ValueError):

@@ -141,12 +141,15 @@ class Run(models.Model):
         return max(0.0, per_step * (self.progress_total - self.progress_step))
 
 
+METRIC_KEY_MAX_LENGTH = 200
+
+
 class MetricPoint(models.Model):
     # No index of its own: the unique (run, key, step) index serves every lookup by run, and one
     # index less is a faster insert of each of the many points a run logs.
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_points",
                             db_index=False)
-    key = models.CharField(max_length=200)
+    key = models.CharField(max_length=METRIC_KEY_MAX_LENGTH)
     step = models.BigIntegerField()
     value = models.FloatField()
     wall_time = models.DateTimeField()

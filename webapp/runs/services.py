@@ -29,6 +29,7 @@ from webapp.reviews.models import Verb
 from webapp.reviews.services import activity_record
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
+    METRIC_KEY_MAX_LENGTH,
     RESUMABLE_STATUSES,
     TERMINAL_STATUSES,
     Checkpoint,
@@ -322,7 +323,8 @@ class MetricSample(NamedTuple):
 
 def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datetime]]) -> int:
     """Store points (MetricSample rows); a (run, key, step) already stored is kept as is, so
-    replays are harmless. Keys are cut to 200 characters. Returns how many points there were.
+    replays are harmless. Keys are cut to METRIC_KEY_MAX_LENGTH characters. Returns how many
+    points there were.
 
     On Postgres the batch is COPYed, in binary, into a temporary table and inserted from there
     in one statement. The table lives as long as the connection and is emptied before each use,
@@ -331,13 +333,14 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
     already stored (a replay) fails it, and is inserted again, in the same transaction, skipping
     those."""
     if connection.vendor != "postgresql":
-        rows = [MetricPoint(run_id=run_id, key=key[:200], step=step, value=value,
+        rows = [MetricPoint(run_id=run_id, key=key[:METRIC_KEY_MAX_LENGTH], step=step, value=value,
                             wall_time=wall_time) for key, step, value, wall_time in points]
         MetricPoint.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
         return len(rows)
     count = 0
     insert = (f"INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time) "
-              "SELECT %s, left(key, 200), step, value, wall_time FROM metric_incoming")
+              f"SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, wall_time "
+              "FROM metric_incoming")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS metric_incoming (key text, step bigint, "
                        "value float8, wall_time timestamptz)")
