@@ -64,7 +64,8 @@ def main() -> int:
         job = request.get("job", "training")
         if job not in JOBS:
             raise ValueError(f"unknown job {job!r}; known: {', '.join(JOBS)}")
-        config = JOBS[job].from_dict(request["config"])
+        # The worker has turned the config's checkpoint: and local: references into folders.
+        config = JOBS[job].from_dict(request["config"], paths=True)
         output_dir = Path(request["output_dir"]) if request.get("output_dir") else None
     except ConfigError as exc:
         reporter.error(f"Invalid {job} config: {exc}")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from training.model_refs import RefKind, parse_model_refs
+
 ALGORITHMS = {
     "grpo": "GRPO: advantages centred (and scaled) within each prompt's group",
     "rloo": "RLOO: leave-one-out baseline, the mean of the other completions of the prompt",
@@ -103,12 +105,26 @@ DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
 def setting(default: Any, help: str, *, label: str = "", choices: dict[str, str] | None = None,
            min: float | None = None, max: float | None = None, advanced: bool = False,
-           blank: bool = False, parse: Callable[[str], Any] | None = None) -> Any:
+           blank: bool = False, parse: Callable[[str], Any] | None = None,
+           models: str | None = None) -> Any:
     """A config field; `advanced` ones sit folded away in the form, under their defaults;
-    a `blank` text field may be left empty; `parse` checks a text field's syntax (ValueError)."""
+    a `blank` text field may be left empty; `parse` checks a text field's syntax (ValueError).
+
+    `models` marks a field that names models (training.model_refs): "one" reference, a comma
+    "list" of them, or a "checkpoint" only."""
     metadata = {"help": help, "label": label, "choices": choices, "min": min, "max": max,
-                "advanced": advanced, "blank": blank, "parse": parse}
+                "advanced": advanced, "blank": blank, "parse": parse, "models": models}
     return field(default=default, metadata=metadata)
+
+
+def check_model_field(kind: str, text: str, *, paths: bool) -> None:
+    """ValueError unless `text` is what a `models` field of this kind accepts."""
+    refs = parse_model_refs(text, paths=paths)
+    if kind == "one" and len(refs) != 1:
+        raise ValueError("give one model")
+    if kind == "checkpoint" and not all(
+            ref.kind in (RefKind.CHECKPOINT, RefKind.PATH) for ref in refs):
+        raise ValueError("give a checkpoint of this project: checkpoint:<id>")
 
 
 def parse_reward_weights(text: str) -> dict[str, float]:
@@ -155,8 +171,12 @@ class Settings:
         return dataclasses.fields(cls)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Parse and validate; raise ConfigError naming every bad field, unknown keys included."""
+    def from_dict(cls, data: dict[str, Any], *, paths: bool = False) -> Self:
+        """Parse and validate; raise ConfigError naming every bad field, unknown keys included.
+
+        Fields that name models take references (training.model_refs); `paths` admits
+        file-system paths too, for a config whose author owns the machine (training.run) or
+        whose paths rlab chose (the worker's training process)."""
         errors: dict[str, str] = {}
         known = {f.name: f for f in cls.fields()}
         for name in data:
@@ -167,7 +187,7 @@ class Settings:
             if name not in data:
                 continue
             try:
-                values[name] = _coerce(f, data[name])
+                values[name] = _coerce(f, data[name], paths=paths)
             except ValueError as exc:
                 errors[name] = str(exc)
         if errors:
@@ -191,9 +211,9 @@ class RunConfig(Settings):
     algorithm: str = setting("grpo", "Policy-optimisation method.", choices=ALGORITHMS)
     model: str = setting(
         DEFAULT_MODEL,
-        "Policy to fine-tune: 'builtin:smollm2-135m-instruct' (shipped, no download), "
-        "a local folder in Hugging Face format, or a hub id (needs internet on the worker).",
-    )
+        "Policy to fine-tune: 'builtin:smollm2-135m-instruct' (shipped, no download), a "
+        "checkpoint of this project (checkpoint:<id>), a model an administrator registered "
+        "(local:<name>), or a hub id (needs internet on the worker).", models="one")
     rollout_backend: str = setting("auto", "What generates the rollouts.", choices=ROLLOUT_BACKENDS,
                                   advanced=True)
     lora_rank: int = setting(
@@ -264,8 +284,9 @@ class RunConfig(Settings):
         0.99, "EMA reference: after each step, ref ← rate·ref + (1 − rate)·policy.",
         label="EMA rate", min=0.0, max=1.0, advanced=True)
     reference_soup: str = setting(
-        "", "Soup reference: two models (built-in names, folders or checkpoints), separated by "
-        "a comma, whose weights are averaged.", blank=True, advanced=True)
+        "", "Soup reference: two models (built-in, checkpoint:<id>, local:<name> or hub ids), "
+        "separated by a comma, whose weights are averaged.", blank=True, advanced=True,
+        models="list")
     entropy_coef: float = setting(
         0.0, "α: weight of an entropy bonus, −α·H per token (0 = none).",
         label="Entropy bonus α", min=0.0, max=1.0, advanced=True)
@@ -317,9 +338,9 @@ class RunConfig(Settings):
         4, "Difficulty filter: generation rounds per step to refill the batch before training "
         "on what was kept.", min=1, max=64, advanced=True)
     reward_models: str = setting(
-        "", "Learned reward models (sequence-classification heads: folders or hub ids), "
+        "", "Learned reward models (sequence-classification heads: local:<name> or hub ids), "
         "separated by commas; their combined score is one more reward.", blank=True,
-        advanced=True)
+        advanced=True, models="list")
     reward_model_weight: float = setting(1.0, "Weight of the reward models' combined score.",
                                         min=-100.0, max=100.0, advanced=True)
     reward_ensemble: str = setting("mean", "How several reward models' scores are combined.",
@@ -347,8 +368,8 @@ class RunConfig(Settings):
     keep_checkpoints: int = setting(2, "Checkpoints kept on disk; older ones are deleted.",
                                    min=1, max=1000, advanced=True)
     resume_from: str = setting(
-        "", "A checkpoint folder to continue from: weights, optimiser, sampler and RNG state "
-        "and step.", blank=True, advanced=True)
+        "", "A checkpoint to continue from (checkpoint:<id>): weights, optimiser, sampler and "
+        "RNG state and step.", blank=True, advanced=True, models="checkpoint")
     max_grad_norm: float = setting(1.0, "Gradient clipping by global norm (0 = off).",
                                   min=0.0, max=1e4, advanced=True)
     micro_batch_size: int = setting(
@@ -392,7 +413,7 @@ class RunConfig(Settings):
 
 
 
-def _coerce(f: dataclasses.Field, raw: Any) -> Any:
+def _coerce(f: dataclasses.Field, raw: Any, *, paths: bool) -> Any:
     kind = type(f.default)
     meta = f.metadata
     if kind is bool:
@@ -423,6 +444,8 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
             raise ValueError("must not be empty")
         if meta["parse"] is not None:
             meta["parse"](value)
+        if meta["models"] and value:
+            check_model_field(meta["models"], value, paths=paths)
     if meta["choices"] and value not in meta["choices"]:
         raise ValueError(f"must be one of: {', '.join(meta['choices'])}")
     if meta["min"] is not None and value < meta["min"]:

@@ -153,7 +153,8 @@ class _DPOTraining:
         if algorithm != "dpo":
             raise checkpoints.CheckpointError(
                 f"The checkpoint is from a {algorithm} run, and a DPO run resumes only from a "
-                f"DPO checkpoint. To start DPO from its weights, give its folder as the model.")
+                f"DPO checkpoint. To start DPO from its weights, give the checkpoint as the "
+                f"model.")
         if resumed.step >= self.config.max_steps:
             raise checkpoints.CheckpointError(
                 f"The checkpoint is at step {resumed.step}; raise max steps above it to train on.")

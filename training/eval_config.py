@@ -47,8 +47,9 @@ def parse_ks(text: str) -> list[int]:
 @dataclass(frozen=True)
 class EvalConfig(Settings):
     model: str = setting(
-        DEFAULT_MODEL, "What is evaluated: a built-in model, a checkpoint folder, a Hugging Face "
-        "folder, or a hub id (needs internet on the worker).")
+        DEFAULT_MODEL, "What is evaluated: a built-in model, a checkpoint of this project "
+        "(checkpoint:<id>), a registered model (local:<name>), or a hub id (needs internet on "
+        "the worker).", models="one")
     task: str = setting("arithmetic", "Built-in task whose prompts are evaluated.", choices=TASKS)
     dataset: str = setting(
         "", "A prompt dataset to evaluate on instead of the task (a JSON-lines file with "

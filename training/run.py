@@ -61,7 +61,7 @@ def load_config(path: Path) -> RunConfig:
         raise ConfigError({"file": f"{path} is not valid {path.suffix[1:] or 'YAML'}: {exc}"})
     if not isinstance(data, dict):
         raise ConfigError({"file": f"{path} must hold a mapping of settings"})
-    return RunConfig.from_dict(data)
+    return RunConfig.from_dict(data, paths=True)  # the file's author owns this machine
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,7 +126,7 @@ class _Training:
             if resumed is not None and saved != getattr(config, setting):
                 raise checkpoints.CheckpointError(
                     f"The checkpoint is from a run with {setting} {saved}; resume it with the "
-                    f"same {setting}. To start afresh from its weights, give its folder as the "
+                    f"same {setting}. To start afresh from its weights, give the checkpoint as the "
                     f"model.")
 
         loading = time.perf_counter()

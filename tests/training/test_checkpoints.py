@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,7 +112,8 @@ def test_a_checkpoint_is_a_model_folder_with_the_run_state(run, tiny_model):
     assert state["step"] == 2 and state["config"] == config.to_dict()
     assert state["kl"] == {"beta": 0.0} and state["spo_tracker"] is None
     assert "rng" in state["sampler"]
-    tensors = torch.load(folder / checkpoints.TRAINING_STATE, weights_only=False)
+    assert not list(folder.glob("*.pt")) and not list(folder.glob("*.bin"))  # nothing pickled
+    tensors = checkpoints.load(folder).tensors
     assert set(tensors["rng"]) >= {"python", "numpy", "torch"}
     assert tensors["optimizer"]["state"]  # AdamW moments of a trained model
     assert tensors["scheduler"]["last_epoch"] == 2
@@ -217,3 +219,53 @@ def test_a_checkpoint_at_or_after_max_steps_is_refused(run, max_steps):
     message = _refused(dataclasses.replace(config, max_steps=max_steps,
                                            resume_from=str(output_dir / "checkpoint-2")))
     assert "at step 2" in message and "raise max steps" in message
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted training state would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickled_training_state_is_refused_without_running_it(policy, tmp_path):
+    folder = _save(tmp_path, 3, policy, keep=1)
+    for name in (checkpoints.TRAINING_TENSORS, checkpoints.TRAINING_STRUCTURE):
+        (folder / name).unlink()
+    marker = tmp_path / "code-ran"
+    torch.save({"optimizer": _RunsCode(marker)}, folder / "training_state.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="older rlab"):
+        checkpoints.load(folder)
+    assert not marker.exists()
+
+
+def test_the_training_state_round_trips_without_pickle(tmp_path):
+    weight = torch.randn(4, 3)
+    tree = {"optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}},
+                          "param_groups": [{"params": [0], "betas": (0.9, 0.999)}]},
+            "tied": {"embed": weight, "head": weight},  # one storage, two names
+            "rng": {"python": (3, (1, 2, 3), None),
+                    "numpy": ("MT19937", np.arange(5, dtype=np.uint32), 2, 0, 0.0)},
+            "nothing": None}
+    checkpoints._save_tree(tree, tmp_path)
+    loaded = checkpoints._load_tree(tmp_path)
+    assert loaded["optimizer"]["state"][0]["step"].item() == 3.0
+    assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert torch.equal(loaded["tied"]["embed"], weight)
+    assert torch.equal(loaded["tied"]["head"], weight)
+    assert loaded["rng"]["python"] == (3, (1, 2, 3), None)
+    assert loaded["rng"]["numpy"][1].dtype == np.uint32
+    assert loaded["rng"]["numpy"][1].tolist() == [0, 1, 2, 3, 4]
+    assert loaded["nothing"] is None
+
+
+def test_a_damaged_training_state_is_a_checkpoint_error(policy, tmp_path):
+    folder = _save(tmp_path, 3, policy, keep=1)
+    (folder / checkpoints.TRAINING_STRUCTURE).write_text('{"optimizer": {"$tensor": "999"}}')
+    with pytest.raises(checkpoints.CheckpointError, match="damaged"):
+        checkpoints.load(folder)

@@ -73,7 +73,7 @@ def _eval_config(model, **overrides) -> EvalConfig:
     values = dict(model=str(model), samples=3, pass_ks="1, 3", maj_ks="3", max_new_tokens=5,
                   max_prompts=5, batch_prompts=2, rollout_backend="transformers")
     values.update(overrides)
-    return EvalConfig.from_dict(values)
+    return EvalConfig.from_dict(values, paths=True)
 
 
 def test_an_evaluation_job_reports_every_sample_then_the_metrics(tiny_model):

@@ -1,9 +1,12 @@
-"""training.models: what a model reference resolves to, and the errors a user can fix."""
+"""Model references (training.model_refs), what they resolve to (training.models), and the
+errors a user can fix."""
 
 import huggingface_hub.constants
 import pytest
 import torch
 
+from training.config import ConfigError, RunConfig
+from training.model_refs import RefKind, parse_model_ref
 from training.models import ModelNotFound, load_policy, model_cache_dir, resolve_model
 
 
@@ -52,3 +55,54 @@ def test_tiny_model_loads_ready_for_batched_generation(tiny_model):
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     assert tokenizer.chat_template
+
+
+@pytest.mark.parametrize("text", ["/srv/rlab/runs/run-3-20261201-101010/checkpoint-30",
+                                  "../other-team", "~/models/x", "./here", "C:\\models\\x"])
+def test_a_config_from_the_web_app_refuses_paths(text):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict({"model": text})
+    assert "a path on the worker is not accepted" in info.value.errors["model"]
+    assert "checkpoint:<id>" in info.value.errors["model"]
+
+
+@pytest.mark.parametrize("field", ["reward_models", "reference_soup"])
+def test_model_lists_refuse_a_path_among_their_items(field):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict({field: "builtin:smollm2-135m-instruct, /etc/passwd"})
+    assert "path" in info.value.errors[field]
+
+
+def test_resume_from_takes_only_a_checkpoint():
+    assert RunConfig.from_dict({"resume_from": "checkpoint:12"}).resume_from == "checkpoint:12"
+    with pytest.raises(ConfigError, match="checkpoint:<id>"):
+        RunConfig.from_dict({"resume_from": "builtin:smollm2-135m-instruct"})
+
+
+def test_a_config_whose_author_owns_the_machine_may_give_paths(tmp_path):
+    config = RunConfig.from_dict({"model": str(tmp_path), "resume_from": str(tmp_path)},
+                                 paths=True)
+    assert config.model == str(tmp_path)
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("builtin:smollm2-135m-instruct", RefKind.BUILTIN), ("checkpoint:7", RefKind.CHECKPOINT),
+    ("local:qwen/qwen2.5-0.5b", RefKind.LOCAL), ("gpt2", RefKind.HUB),
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", RefKind.HUB)])
+def test_each_kind_of_reference_is_recognised(text, kind):
+    assert parse_model_ref(text).kind == kind
+
+
+@pytest.mark.parametrize("text", ["checkpoint:", "checkpoint:-1", "checkpoint:0", "checkpoint:٣",
+                                  "checkpoint:99999999999999999999", "local:", "local:a/b/c",
+                                  "local:a/../b", "local:.hidden", "org/na..me", "org--x/y",
+                                  "a/b/c", "name with spaces", "-x"])
+def test_malformed_references_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_model_ref(text)
+
+
+@pytest.mark.parametrize("ref", ["checkpoint:3", "local:mine"])
+def test_references_of_an_installation_do_not_load_outside_it(ref):
+    with pytest.raises(ModelNotFound, match="launch the run from rlab"):
+        resolve_model(ref)

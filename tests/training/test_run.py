@@ -15,7 +15,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_yaml_config_trains_and_checkpoints(tmp_path, tiny_model):
-    config = tiny_run_config(tiny_model, max_steps=2)
+    # A path, as a config file whose author owns the machine may give.
+    config = tiny_run_config(tiny_model, max_steps=2, model=str(tiny_model))
     settings = {key: config[key] for key in ("model", "max_steps", "prompts_per_step",
                                              "group_size", "max_new_tokens", "rollout_backend")}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({**settings, "algorithm": "rloo"}))
