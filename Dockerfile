@@ -5,6 +5,18 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 RLAB_VAR_DIR=/data \
     RLAB_MODEL_CACHE=/data/models DJANGO_SETTINGS_MODULE=webapp.config.settings.production
 WORKDIR /app
+# pg_dump and pg_restore for `manage.py backup` and `restore`, from PostgreSQL's own repository:
+# they must be as new as the server (postgres:16 in docker-compose.yml).
+ARG PG_CLIENT=postgresql-client-16
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && install -d /usr/share/postgresql-common/pgdg \
+    && curl -fsSL -o /usr/share/postgresql-common/pgdg/apt.postgresql.org.asc \
+       https://www.postgresql.org/media/keys/ACCC4CF8.asc \
+    && echo "deb [signed-by=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc]" \
+       "https://apt.postgresql.org/pub/repos/apt $(. /etc/os-release && echo "$VERSION_CODENAME")-pgdg main" \
+       > /etc/apt/sources.list.d/pgdg.list \
+    && apt-get update && apt-get install -y --no-install-recommends "$PG_CLIENT" \
+    && apt-get purge -y curl && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY webapp webapp
@@ -26,4 +38,4 @@ RUN if [ -n "$VLLM_PACKAGE" ]; then pip install --no-cache-dir "$VLLM_PACKAGE" \
 RUN useradd --create-home rlab && mkdir -p /data && chown rlab /data
 USER rlab
 EXPOSE 8000
-CMD ["uvicorn", "webapp.config.asgi:application", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "webapp.config.web_server", "--host", "0.0.0.0", "--port", "8000"]

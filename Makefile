@@ -72,6 +72,19 @@ bench-eval: install
 bench-web: install services
 	$(PY) -m benchmarks.bench_web $(BENCH_ARGS)
 
+# Full mode under load, driven by locust (the `load` extra): 20 runs logging every second, 50 open
+# run pages and API readers for 10 minutes (`BENCH_ARGS="--minutes 1"` for a quick look).
+.PHONY: bench-load
+bench-load: install services
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[load]'
+	$(PY) -m benchmarks.bench_load $(BENCH_ARGS)
+
+# Hostile and large dataset uploads and rollout imports through uvicorn: the web server's peak
+# memory and the time per file, a fresh server each (a few minutes).
+.PHONY: bench-upload
+bench-upload: install services
+	$(PY) -m benchmarks.bench_upload $(BENCH_ARGS)
+
 # Metric ingestion through the API against an MLflow tracking server on the same Postgres, same
 # points, side by side (a few minutes). The MLflow server gets a virtual environment of its own,
 # so that its dependencies (Flask, SQLAlchemy, pandas...) stay out of rlab's.

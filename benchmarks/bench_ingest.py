@@ -185,11 +185,11 @@ def _run(args: argparse.Namespace, rlab_url: str, mlflow_url: str, mlflow: Path,
 def _rlab_part(args: argparse.Namespace, points: Points, rlab_url: str,
                scratch: Path) -> dict[str, Result]:
     from tests.stack import Process, free_port
+    from webapp.config.web_server import uvicorn_command
 
     port = free_port()
-    web = Process("rlab", [sys.executable, "-m", "uvicorn", "webapp.config.asgi:application",
-                           "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                           "--workers", str(args.workers)],
+    web = Process("rlab", uvicorn_command(host="127.0.0.1", port=port, extra=[
+                      "--no-access-log", "--workers", str(args.workers)]),
                   {**os.environ, "DATABASE_URL": rlab_url, "PYTHONUNBUFFERED": "1"}, scratch)
     results = {}
     try:

@@ -76,6 +76,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
     from benchmarks import web_data
     from tests.stack import Process, free_port
+    from webapp.config.web_server import uvicorn_command
 
     print(f"rlab web benchmark: Postgres ({DATABASE}), uvicorn, {os.cpu_count()} cores")
     world = web_data.create_world()
@@ -93,8 +94,7 @@ def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
 
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
-    web = Process("web", [sys.executable, "-m", "uvicorn", "webapp.config.asgi:application",
-                          "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+    web = Process("web", uvicorn_command(host="127.0.0.1", port=port, extra=["--no-access-log"]),
                   env, scratch)
     client = Client(f"http://127.0.0.1:{port}", web_data.session_cookie(world.user))
     client.wait_until_up(web)

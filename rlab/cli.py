@@ -322,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
     sub = command("runs", runs, "List runs, newest first.")
     sub.add_argument("--project", type=int, help="only this project's")
     sub.add_argument("--status", help="only runs in this status (queued, starting, running, "
-                                      "succeeded, failed, cancelled)")
+                                      "succeeded, failed, cancelled, interrupted)")
     sub.add_argument("--limit", type=int, default=20, help="how many (default 20)")
 
     sub = command("logs", logs, "Print a run's log lines.")

@@ -3,6 +3,9 @@ webapp/config/settings/test.py); when either cannot be reached the suite fails, 
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import redis
 from django.conf import settings
@@ -73,17 +76,30 @@ def experiment(project, user):
                              config=config)
 
 
+# The tiny model as a config names it: registered under the tests' model root.
+TINY_MODEL = "local:tiny"
+
+
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """A random 2-layer Llama with the SmolLM2 tokenizer: loads and trains in seconds."""
+def tiny_model():
+    """A random 2-layer Llama with the SmolLM2 tokenizer, loading and training in seconds; its
+    folder, registered under the tests' model root (webapp/config/settings/test.py) as
+    TINY_MODEL."""
     from training.models import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+    root = settings.RLAB_MODEL_ROOTS[0]
+    folder = build_tiny_model(root / "tiny", seed=0)
+    yield folder
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def tiny_run_config(model_dir, **overrides) -> dict:
-    """A run config for the tiny model that takes about a second a step."""
-    values = dict(model=str(model_dir), max_steps=3, prompts_per_step=2, group_size=2,
+    """A run config for the tiny model that takes about a second a step; a model folder under
+    the tests' model root is named as the web app names it, local:<folder>."""
+    model = Path(model_dir)
+    root = settings.RLAB_MODEL_ROOTS[0]
+    model = f"local:{model.name}" if model.parent == root else str(model)
+    values = dict(model=model, max_steps=3, prompts_per_step=2, group_size=2,
                   max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4,
                   rollout_backend="transformers")
     values.update(overrides)

@@ -4,17 +4,21 @@ and the ASGI web server, as production runs them. Used by the worker and browser
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import redis
 from django.conf import settings
 from django.db import connection
+
+from webapp.config.web_server import uvicorn_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,12 +75,19 @@ class Process:
         self._log.close()
 
 
-def start_worker(log_dir: Path, **env: str) -> Process:
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    worker = Process("worker", [
+def worker_name() -> str:
+    """The name of the workers start_worker starts (runs record it as their worker)."""
+    return f"test-{os.getpid()}@{socket.gethostname()}"
+
+
+def start_worker(log_dir: Path, name: str = "worker", **env: str) -> Process:
+    """A Celery worker on the test broker (or env's CELERY_BROKER_URL, emptied first), once it is
+    ready; `name` names its log, so a worker started again keeps its own."""
+    redis.Redis.from_url(env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)).flushdb()
+    worker = Process(name, [
         sys.executable, "-m", "celery", "-A", "worker.celery", "worker", "--queues", "cpu,gpu",
         "--concurrency", "1", "--loglevel", "info", "--without-gossip", "--without-mingle",
-        "--hostname", f"test-{os.getpid()}@%h"],
+        "--hostname", worker_name()],
         stack_env(**{"RLAB_RUN_DIR": str(log_dir / "runs"), **env}), log_dir)
     worker.wait_for_output("ready.", timeout=60)
     return worker
@@ -88,13 +99,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_web(log_dir: Path, port: int | None = None, name: str = "web",
+def start_web(log_dir: Path, port: int | None = None, name: str = "web", **env: str,
               ) -> tuple[Process, str]:
     """The ASGI server on `port` (a free one by default), once it answers; `name` names its log,
-    so a server started again on the same port keeps its own."""
+    so a server started again on the same port keeps its own. `env` adds settings (as
+    environment variables); the command line is production's (webapp.config.web_server)."""
     port = port or free_port()
-    web = Process(name, [sys.executable, "-m", "uvicorn", "webapp.config.asgi:application",
-                          "--host", "127.0.0.1", "--port", str(port)], stack_env(), log_dir)
+    web = Process(name, uvicorn_command(host="127.0.0.1", port=port), stack_env(**env), log_dir)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -122,3 +133,114 @@ def training_processes(run_id: int) -> list[int]:
                 and state != "Z"):
             pids.append(int(entry.name))
     return pids
+
+
+def wait_for_web(base_url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base_url}/healthz", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{base_url} did not answer within {timeout} s")
+
+
+def start_serve(log_dir: Path, port: int | None = None, **env: str) -> tuple[Process, str]:
+    """`manage.py serve` (web server and worker, as embedded mode runs them) on the test database
+    and broker, once its web server answers and its worker is ready."""
+    redis.Redis.from_url(env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)).flushdb()
+    port = port or free_port()
+    serve = Process("serve", [sys.executable, "manage.py", "serve", "--port", str(port)],
+                    stack_env(**{"RLAB_VAR_DIR": str(log_dir / "var"), **env}), log_dir)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_for_web(base_url)
+    serve.wait_for_output(" ready.", timeout=60)
+    return serve, base_url
+
+
+def start_redis(log_dir: Path, port: int) -> Process:
+    """A Redis of the test's own on `port`, keeping nothing on disk (as in development)."""
+    server = Process(f"redis-{port}", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no"], dict(os.environ),
+                     log_dir)
+    server.wait_for_output("Ready to accept connections", timeout=30)
+    return server
+
+
+def processes(*, parent: int | None = None, group: int | None = None) -> dict[int, str]:
+    """Live processes (not zombies) by pid, with their command lines: the children of `parent`,
+    or the members of process group `group`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # After the command name in parentheses: state, ppid, pgrp.
+            state, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if state != "Z" and (parent is None or int(ppid) == parent) and (
+                group is None or int(pgrp) == group):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+class WebSession:
+    """Plain HTTP requests to the web server as `user`, signed in by a session stored in the test
+    database, with a CSRF token for its forms."""
+
+    def __init__(self, base_url: str, user):
+        from django.test import Client
+
+        client = Client()
+        client.force_login(user)
+        self.base_url = base_url
+        csrf = secrets.token_hex(16)
+        self.headers = {
+            "Cookie": f"{settings.SESSION_COOKIE_NAME}="
+                      f"{client.cookies[settings.SESSION_COOKIE_NAME].value}; "
+                      f"{settings.CSRF_COOKIE_NAME}={csrf}",
+            "X-CSRFToken": csrf,
+        }
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int, str, str]:
+        """(status, body, the address after redirects)."""
+        return self._open(urllib.request.Request(f"{self.base_url}{path}",
+                                                 headers=self.headers), timeout)
+
+    def post(self, path: str, timeout: float = 30) -> tuple[int, str, str]:
+        return self._open(urllib.request.Request(f"{self.base_url}{path}", data=b"",
+                                                 headers=self.headers, method="POST"), timeout)
+
+    @staticmethod
+    def _open(request: urllib.request.Request, timeout: float) -> tuple[int, str, str]:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode(), response.geturl()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace"), exc.geturl()
+
+
+def launch_run(project, user, name: str, config: dict):
+    """A new experiment called `name` with `config`, launched: its queued run."""
+    from webapp.experiments.services import experiment_create
+    from webapp.runs.services import run_launch
+
+    experiment = experiment_create(project=project, author=user, name=name, description="",
+                                   config=config)
+    return run_launch(experiment=experiment, user=user)
+
+
+def wait_for_run(run, predicate, timeout: float, process: Process | None = None):
+    """`run`, re-read until predicate(run) holds; AssertionError after `timeout` seconds, with
+    the run's state and the tail of `process`'s log (a worker's, a server's)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if predicate(run):
+            return run
+        time.sleep(0.1)
+    log = process.output()[-4000:] if process is not None else ""
+    raise AssertionError(f"run {run.pk} is {run.status} ({run.error_message}):\n{log}")

@@ -1,4 +1,5 @@
-"""The Celery app. Workers start with `celery -A worker.celery worker -Q cpu` (or gpu)."""
+"""The Celery app. Workers start with `celery -A worker.celery worker -Q cpu` (or gpu); no beat is
+needed: each worker does the housekeeping itself (worker.housekeeping)."""
 
 import os
 
@@ -8,8 +9,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.config.settings.local")
 
 app = Celery("rlab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.beat_schedule = {
-    "fail-stale-runs": {"task": "worker.tasks.runs_reap_stale", "schedule": 60.0,
-                        "options": {"queue": "cpu", "expires": 55}},
-}
 app.autodiscover_tasks(["worker"])

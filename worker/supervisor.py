@@ -1,8 +1,10 @@
 """Runs one training process and relays what it reports into the database.
 
 The child (`python -m training.child`) runs in its own process group, so a crash, an OOM kill or
-a cancel never takes the worker down, and a cancel stops every process the trainer started.
-It writes JSON-lines events (training/events.py) on stdout; stderr is kept as log lines.
+a cancel never takes the worker down, and a cancel (or the worker's shutdown, which marks the
+run interrupted) stops every process the trainer started.
+It writes JSON-lines events (training/events.py) on stdout; stderr is kept as log lines. It runs
+in the run's folder, and sees of the worker's environment only what training needs.
 The run's files (checkpoints) go to its own folder, `<RLAB_RUN_DIR>/run-<id>-<created>`: the
 creation time keeps a run's folder its own even when a new database numbers runs from 1 again.
 Events are written in batches; when the database is briefly unreachable the batch is kept and
@@ -30,7 +32,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from webapp.runs import services
-from webapp.runs.models import RunStatus
+from webapp.runs.files import run_folder_name
+from webapp.runs.models import TERMINAL_STATUSES, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,26 @@ FLUSH_SECONDS = 0.5
 STDERR_TAIL_LINES = 30
 # Seconds to wait before each try at a final write while the database is unavailable.
 RETRY_DELAYS = (0, 1, 2, 4, 8, 16, 32)
+# What the training process may see of the worker's environment: what Python, the C runtime,
+# torch, CUDA, OpenMP, transformers, the hub client and vLLM read (HF_TOKEN included, for gated
+# hub models), and the proxy and CA settings of a machine that reaches the hub through a proxy.
+CHILD_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
+    "VIRTUAL_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "XDG_CACHE_HOME",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+})
+CHILD_ENV_PREFIXES = ("LC_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "CUDA_",
+                      "NVIDIA_", "OMP_", "MKL_", "KMP_", "TORCH", "PYTORCH_", "TRITON_",
+                      "VLLM_")
+# What a heartbeat reads when the run's row was deleted while it ran.
+RUN_GONE = "gone"
+# The log line of a run that a status set from outside ended.
+ENDED_FROM_OUTSIDE = {
+    RunStatus.CANCELLED: "Cancelled: the training process was stopped.",
+    RunStatus.INTERRUPTED: "Interrupted: the worker is shutting down, so the training process "
+                           "was stopped. Resume the run from its newest checkpoint.",
+}
 
 
 def _now() -> datetime:
@@ -66,12 +89,12 @@ class RunSupervisor:
         self.run_id = run_id
         self.config = config
         self.job = job  # "training", or "evaluation": the child's job (training.child)
-        self.folder_name = f"run-{run_id}-{created_at:%Y%m%d-%H%M%S}"
+        self.folder_name = run_folder_name(run_id, created_at)
         self.pending = _Pending()
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.outcome: dict[str, Any] | None = None  # the child's "done" or "error" event
-        self.cancelled = False
+        self.ended_as: str | None = None  # the status that ended the run from outside
 
     def supervise(self) -> None:
         try:
@@ -107,8 +130,10 @@ class RunSupervisor:
                     last_flush = now
                 if now - last_beat >= settings.RLAB_HEARTBEAT_SECONDS:
                     last_beat = now
-                    if self._beat() == RunStatus.CANCELLED:
-                        self.cancelled = True
+                    status = self._beat()
+                    # Cancelled, its worker shutting down, or the run deleted under it.
+                    if status in TERMINAL_STATUSES or status == RUN_GONE:
+                        self.ended_as = status
                         self._stop(proc)
                         break
                 if not stdout_open and proc.poll() is None:
@@ -131,13 +156,14 @@ class RunSupervisor:
         return output_dir.resolve()
 
     def _start(self, output_dir: Path) -> subprocess.Popen:
-        env = {**os.environ, "RLAB_MODEL_CACHE": settings.RLAB_MODEL_CACHE,
-               "RLAB_RUN_ID": str(self.run_id), "PYTHONUNBUFFERED": "1"}
+        # In the run's own folder, so that a relative path (a model named like a local folder)
+        # reaches nothing else; -P keeps that folder off the import path, PYTHONPATH puts the
+        # code's root on it.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "training.child"],
+            [sys.executable, "-P", "-m", "training.child"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, env=env, text=True, encoding="utf-8", errors="replace",
-            bufsize=1,
+            start_new_session=True, cwd=output_dir, env=self._child_environment(),
+            text=True, encoding="utf-8", errors="replace", bufsize=1,
         )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps({"run_id": self.run_id, "job": self.job,
@@ -145,6 +171,19 @@ class RunSupervisor:
         proc.stdin.close()
         logger.info("run %s: started training process %s", self.run_id, proc.pid)
         return proc
+
+    def _child_environment(self) -> dict[str, str]:
+        """The worker's environment, filtered to what the training process needs (CHILD_ENV_*):
+        it runs models and code paths that a member chooses, so it gets no database or broker
+        address, no secret key, no cloud credentials."""
+        env = {name: value for name, value in os.environ.items()
+               if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)}
+        code_root = str(settings.BASE_DIR)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [code_root, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)])
+        env.update(RLAB_MODEL_CACHE=settings.RLAB_MODEL_CACHE, RLAB_RUN_ID=str(self.run_id),
+                   PYTHONUNBUFFERED="1")
+        return env
 
     def _read_events(self, stream: IO[str]) -> None:
         for line in stream:
@@ -219,8 +258,9 @@ class RunSupervisor:
         return True
 
     def _beat(self) -> str | None:
+        """The run's status, RUN_GONE if its row is gone, None if the database did not answer."""
         try:
-            return services.run_heartbeat(run_id=self.run_id)
+            return services.run_heartbeat(run_id=self.run_id) or RUN_GONE
         except DatabaseError:
             logger.warning("run %s: heartbeat failed, database unavailable", self.run_id)
             self._reset_connection()
@@ -247,6 +287,8 @@ class RunSupervisor:
         logger.info("run %s: training process stopped", self.run_id)
 
     def _drain(self) -> None:
+        if self.ended_as == RUN_GONE:
+            return  # nowhere to write what is left
         while True:
             try:
                 event = self.events.get_nowait()
@@ -276,9 +318,14 @@ class RunSupervisor:
                      self.run_id)
 
     def _record_end(self, returncode: int) -> None:
-        if self.cancelled:
+        if self.ended_as == RUN_GONE:
+            logger.info("run %s: deleted while it ran; training process stopped", self.run_id)
+            return
+        if self.ended_as is not None:
             services.logs_append(run_id=self.run_id, lines=[
-                (_now(), "info", "worker", "Cancelled: the training process was stopped.")])
+                (_now(), "info", "worker", ENDED_FROM_OUTSIDE.get(
+                    self.ended_as, f"The run was marked {self.ended_as}: the training process "
+                                   f"was stopped."))])
             return
         outcome = self.outcome or {}
         if outcome.get("kind") == "done" and returncode == 0:

@@ -1,15 +1,17 @@
-"""Celery tasks: thin shells that take ids, re-read rows and call one service."""
+"""Celery tasks: thin shells that take ids, re-read rows and call one service; and the worker's
+start and shutdown, which run its housekeeping (worker.housekeeping)."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from django.db import OperationalError
 
 from webapp.runs import services
 from webapp.runs.models import Run
+from worker.housekeeping import Housekeeper, runs_interrupt_on_shutdown
 from worker.supervisor import RunSupervisor
 
 logger = logging.getLogger(__name__)
@@ -27,20 +29,30 @@ def run_execute(self, run_id: int) -> None:
     if not services.run_claim(run_id=run_id, worker=worker):
         logger.info("run %s: not queued any more, skipping", run_id)
         return
-    config, created_at, kind = Run.objects.values_list(
-        "config", "created_at", "experiment__kind").get(pk=run_id)
+    config = services.run_worker_config(run_id=run_id)
+    if config is None:
+        return  # a model it names cannot be loaded any more; the run says why
+    created_at, kind = Run.objects.values_list("created_at", "experiment__kind").get(pk=run_id)
     RunSupervisor(run_id=run_id, config=config, created_at=created_at, job=kind).supervise()
 
 
-@shared_task(name="worker.tasks.runs_reap_stale", time_limit=120,
-             ignore_result=True)
-def runs_reap_stale() -> int:
-    return services.runs_fail_stale()
+# This worker's housekeeping, started once it is ready (a consumer that reconnects to the broker
+# is ready again: the thread is started once).
+_housekeeper: Housekeeper | None = None
 
 
 @worker_ready.connect
-def _reap_on_start(**_: object) -> None:
-    try:
-        services.runs_fail_stale()
-    except OperationalError:
-        logger.exception("could not check for stale runs at start-up")
+def _start_housekeeping(sender, **_: object) -> None:
+    global _housekeeper
+    if _housekeeper is None:
+        _housekeeper = Housekeeper(worker_name=sender.hostname)
+        _housekeeper.start()
+
+
+@worker_shutting_down.connect
+def _interrupt_runs(sender: str, **_: object) -> None:
+    """Warm shutdown (Ctrl-C, SIGTERM) waits for the running task; its run is marked interrupted
+    now, so its supervisor stops the training process at its next heartbeat and the task ends."""
+    if _housekeeper is not None:
+        _housekeeper.stop()
+    runs_interrupt_on_shutdown(worker_name=sender)

@@ -19,15 +19,22 @@ def _define_experiment(page, project, model_dir) -> None:
     page.get_by_role("link", name=project.name).click()
     page.get_by_role("link", name="New experiment").click()
     page.fill("#id_name", "tiny-grpo")
-    page.fill("#id_model", str(model_dir))
+    page.fill("#id_model", str(model_dir))  # a path on the worker: refused, whoever asks
     page.fill("#id_max_steps", "40")
     page.fill("#id_prompts_per_step", "2")
-    page.fill("#id_group_size", "1")  # invalid first: the form must say so and keep the input
     page.fill("#id_max_new_tokens", "6")
+    page.click("button[type=submit]")
+    expect(page.locator("#id_model-error")).to_contain_text(
+        "a path on the worker is not accepted")
+    expect(page.locator("#id_name")).to_have_value("tiny-grpo")
+    # The picker offers the models registered under the model roots.
+    expect(page.locator("datalist#model-choices option[value='local:tiny']")).to_have_count(1)
+    page.fill("#id_model", "local:tiny")
+    page.fill("#id_group_size", "1")  # invalid: the form must say so and keep the input
     page.click("button[type=submit]")
     expect(page.locator("#id_group_size-error")).to_contain_text(
         "the group size must be at least 2")
-    expect(page.locator("#id_name")).to_have_value("tiny-grpo")
+    expect(page.locator("#id_model")).to_have_value("local:tiny")
     page.fill("#id_group_size", "2")
     page.locator("summary", has_text="Advanced settings").click()
     page.fill("#id_rollouts_logged_per_step", "4")

@@ -3,6 +3,7 @@ every page shows them as text and nothing executes."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -57,11 +58,12 @@ def hostile_world(user, experiment):
     dataset = dataset_create(
         project=project, user=user, name=f"data {PAYLOAD}", kind="prompts",
         filename="hostile.jsonl", mapping={"prompt": PAYLOAD, "answer": "answer"},
-        data=json.dumps({PAYLOAD: PAYLOAD, "answer": 1}).encode() + b"\n")
+        file=io.BytesIO(json.dumps({PAYLOAD: PAYLOAD, "answer": 1}).encode() + b"\n"))
     evaluation = experiment_create(
         project=project, author=user, name=f"eval {PAYLOAD}", description=PAYLOAD,
         config={"samples": 2, "pass_ks": "1, 2", "maj_ks": "2"}, kind="evaluation")
-    job = runs.evaluation_launch(experiment=evaluation, user=user, model=PAYLOAD)
+    # A model reference cannot carry markup (training.model_refs): a hub id stands in.
+    job = runs.evaluation_launch(experiment=evaluation, user=user, model="org/model")
     runs.run_claim(run_id=job.pk, worker=PAYLOAD)
     runs.rollouts_ingest(run_id=job.pk, step=0, items=[
         {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 0.0, "rewards": {"correct": 0.0},

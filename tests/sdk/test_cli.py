@@ -125,10 +125,10 @@ def test_an_evaluation_launches_on_the_model_given(rlab, project, tmp_path):
     assert status == 2 and "--model or --checkpoint" in err
     assert not Experiment.objects.filter(project=project).exists()
 
-    status, _, err = rlab("launch", file, "--project", project.pk, "--model", "builtin:tiny")
+    status, _, err = rlab("launch", file, "--project", project.pk, "--model", "org/tiny-model")
     assert status == 0, err
     job = Run.objects.get(experiment__name="sums")
-    assert job.config["model"] == "builtin:tiny" and job.config["samples"] == 4
+    assert job.config["model"] == "org/tiny-model" and job.config["samples"] == 4
 
 
 def test_runs_lists_runs_and_cancel_cancels_one(rlab, experiment, user, project):

@@ -5,6 +5,8 @@ A new URL pattern fails `test_every_url_is_in_the_matrix` until its row is added
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -24,7 +26,8 @@ from webapp.teams.services import invitation_create
 pytestmark = pytest.mark.django_db
 
 ROLES = ["anonymous", "outsider", "viewer", "member", "admin"]
-PUBLIC = {"login", "logout", "projects:healthz", "teams:invitation"}
+PUBLIC = {"login", "logout", "projects:healthz", "teams:invitation", "password_reset",
+          "password_reset_done", "password_reset_confirm", "password_reset_complete"}
 
 READ = {"outsider": 404, "viewer": 200, "member": 200, "admin": 200}
 SIGNED_IN = {"outsider": 200, "viewer": 200, "member": 200, "admin": 200}
@@ -33,11 +36,18 @@ WRITE = {"outsider": 404, "viewer": 403, "member": 302, "admin": 302}
 ADMIN = {"outsider": 404, "viewer": 403, "member": 403, "admin": 302}
 REVIEW = {"outsider": 404, "viewer": 302, "member": 302, "admin": 302}
 AUTHOR = {"outsider": 404, "viewer": 403, "member": 403, "admin": 302}  # admin wrote it
+ADMIN_PAGE = {"outsider": 404, "viewer": 403, "member": 403, "admin": 200}
 
 # url name -> (method, kwargs names, data, expected status per role)
 MATRIX = {
+    "password_change": ("get", [], {}, SIGNED_IN),
+    "password_change_done": ("get", [], {}, SIGNED_IN),
+    # Staff only: no role in a team opens it.
+    "password_links": ("get", [], {}, {"outsider": 404, "viewer": 404, "member": 404,
+                                       "admin": 404}),
     "projects:list": ("get", [], {}, SIGNED_IN),
     "projects:detail": ("get", ["project_id"], {}, READ),
+    "projects:delete": ("get", ["project_id"], {}, ADMIN_PAGE),
     "teams:list": ("get", [], {}, SIGNED_IN),
     "teams:detail": ("get", ["team_id"], {}, READ),
     "teams:invite": ("post", ["team_id"], {"email": "new@example.com", "role": "viewer"}, ADMIN),
@@ -48,6 +58,7 @@ MATRIX = {
     "experiments:detail": ("get", ["experiment_id"], {}, READ),
     "experiments:edit": ("get", ["experiment_id"], {}, WRITE_PAGE),
     "experiments:launch": ("post", ["experiment_id"], {}, WRITE),
+    "experiments:delete": ("get", ["experiment_id"], {}, ADMIN_PAGE),
     "experiments:create_evaluation": ("get", ["project_id"], {}, WRITE_PAGE),
     # A training experiment: a member is sent back to it with the reason it cannot evaluate.
     "experiments:evaluate": ("post", ["experiment_id"], {"model": "builtin:x"}, WRITE),
@@ -66,6 +77,8 @@ MATRIX = {
     "runs:rollouts": ("get", ["run_id"], {}, READ),
     "runs:prompt_history": ("get", ["run_id", "prompt_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
+    # The admin launched the run: a member may delete only runs of their own.
+    "runs:delete": ("get", ["run_id"], {}, ADMIN_PAGE),
     # The run is queued, so a member is sent back to it with the reason it cannot resume.
     "runs:resume": ("post", ["run_id"], {}, WRITE),
     "reviews:comment_create": ("post", ["run_id"], {"body": "looks hacked"}, REVIEW),
@@ -86,6 +99,7 @@ MATRIX = {
     "datasets:confirm": ("get", ["project_id", "upload_token"], {}, WRITE),
     "datasets:detail": ("get", ["dataset_id"], {}, READ),
     "datasets:download": ("get", ["dataset_id"], {}, READ),
+    "datasets:delete": ("get", ["dataset_id"], {}, ADMIN_PAGE),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},
@@ -129,7 +143,8 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
     tag = reviews.run_tag_add(run=run, actor=user, name="tag")
     settings.RLAB_DATASET_DIR = tmp_path / "datasets"
     dataset = dataset_create(project=project, user=user, name="sums", kind="prompts",
-                             filename="sums.jsonl", data=b'{"prompt": "1 + 1?", "answer": 2}\n',
+                             filename="sums.jsonl",
+                             file=io.BytesIO(b'{"prompt": "1 + 1?", "answer": 2}\n'),
                              mapping={"prompt": "prompt", "answer": "answer"})
     users = {
         "outsider": django_user_model.objects.create_user("outsider", password="pw-outsider-1"),

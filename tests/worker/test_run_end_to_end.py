@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,11 +17,15 @@ from django.db.models import Min
 from django.utils import timezone
 
 from tests.conftest import tiny_run_config
-from tests.stack import start_worker, training_processes
+from tests.stack import launch_run, start_worker, training_processes, wait_for_run
+from training.config import ConfigError
+from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
+from webapp.projects.services import project_create
 from webapp.runs import services
 from webapp.runs.evaluations import project_evaluation_results
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
+from webapp.teams.services import team_create
 from worker.tasks import run_execute
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -38,26 +43,9 @@ def worker(tmp_path, tiny_model, run_dir):
     process.stop()
 
 
-def _launch(project, user, name: str, config: dict) -> Run:
-    experiment = experiment_create(project=project, author=user, name=name, description="",
-                                   config=config)
-    return services.run_launch(experiment=experiment, user=user)
-
-
-def _wait(run: Run, predicate, timeout: float, worker=None) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if predicate(run):
-            return run
-        time.sleep(0.25)
-    log = worker.output()[-4000:] if worker else ""
-    raise AssertionError(f"run {run.pk} stuck in {run.status} ({run.error_message}):\n{log}")
-
-
 def test_a_launched_run_trains_to_success(worker, project, user, tiny_model):
-    run = _launch(project, user, "tiny", tiny_run_config(tiny_model, max_steps=3))
-    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+    run = launch_run(project, user, "tiny", tiny_run_config(tiny_model, max_steps=3))
+    run = wait_for_run(run, lambda r: r.is_terminal, 180, worker)
 
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     assert (run.progress_step, run.progress_total) == (3, 3)
@@ -81,9 +69,9 @@ def test_a_launched_run_trains_to_success(worker, project, user, tiny_model):
 
 def test_a_run_records_its_checkpoints_and_keeps_the_newest_on_disk(worker, project, user,
                                                                     tiny_model, run_dir):
-    run = _launch(project, user, "checkpoints", tiny_run_config(
+    run = launch_run(project, user, "checkpoints", tiny_run_config(
         tiny_model, max_steps=3, checkpoint_every=2, keep_checkpoints=1))
-    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+    run = wait_for_run(run, lambda r: r.is_terminal, 180, worker)
 
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     latest, earlier = Checkpoint.objects.filter(run=run).order_by("-step")
@@ -96,21 +84,48 @@ def test_a_run_records_its_checkpoints_and_keeps_the_newest_on_disk(worker, proj
     assert earlier.size_on_disk() is None, "keep_checkpoints=1 keeps only the newest folder"
 
 
-def test_a_missing_model_fails_fast_with_a_clear_message(worker, project, user,
-                                                         tiny_model):
-    started = time.monotonic()
-    run = _launch(project, user, "missing", tiny_run_config("/no/such/model"))
-    run = _wait(run, lambda r: r.is_terminal, 60, worker)
+def test_a_model_removed_after_the_launch_fails_the_run_with_a_clear_message(
+        worker, project, user, tiny_model):
+    copy = shutil.copytree(tiny_model, tiny_model.parent / "short-lived")
+    run = launch_run(project, user, "missing", tiny_run_config(copy))
+    shutil.rmtree(copy)
+    run = wait_for_run(run, lambda r: r.is_terminal, 60, worker)
     assert run.status == RunStatus.FAILED
-    assert "/no/such/model" in run.error_message
-    assert "does not exist" in run.error_message
-    assert time.monotonic() - started < 60
+    assert "model: no model is registered as 'local:short-lived'" in run.error_message
+    assert str(copy) not in run.error_message
+
+
+def test_the_training_process_loads_checkpoints_of_its_own_project_only(
+        worker, project, user, tiny_model, run_dir, django_user_model):
+    trained = launch_run(project, user, "trained", tiny_run_config(tiny_model, max_steps=1))
+    trained = wait_for_run(trained, lambda r: r.is_terminal, 180, worker)
+    checkpoint = trained.checkpoints.get()
+    outsider = django_user_model.objects.create_user(username="mallory", password="x-9-y-8-z")
+    theirs = project_create(team=team_create(name="Elsewhere", user=outsider), name="Theirs",
+                            description="", user=outsider)
+    for config in ({"model": f"checkpoint:{checkpoint.pk}"},
+                   {"resume_from": f"checkpoint:{checkpoint.pk}"}):
+        with pytest.raises(ConfigError, match=f"this project has no checkpoint {checkpoint.pk}"):
+            experiment_create(project=theirs, author=outsider, name=str(config),
+                              description="", config=tiny_run_config(tiny_model, **config))
+    # A config smuggled past the checks (written straight into the database) fails at the
+    # worker, which checks again, before any training process starts.
+    experiment = Experiment.objects.create(
+        project=theirs, author=outsider, name="smuggled",
+        config=tiny_run_config(tiny_model, model=f"checkpoint:{checkpoint.pk}"))
+    smuggled = Run.objects.create(experiment=experiment, number=1, config=experiment.config,
+                                  launched_by=outsider)
+    run_execute.apply_async(args=[smuggled.pk], queue="cpu")
+    smuggled = wait_for_run(smuggled, lambda r: r.is_terminal, 60, worker)
+    assert smuggled.status == RunStatus.FAILED
+    assert smuggled.error_message == f"model: this project has no checkpoint {checkpoint.pk}"
+    assert not LogLine.objects.filter(run=smuggled).exists(), "no training process started"
 
 
 def test_cancel_stops_the_training_process_within_10_seconds(worker, project, user,
                                                              tiny_model):
-    run = _launch(project, user, "long", tiny_run_config(tiny_model, max_steps=100_000))
-    run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
+    run = launch_run(project, user, "long", tiny_run_config(tiny_model, max_steps=100_000))
+    run = wait_for_run(run, lambda r: r.progress_step >= 1, 120, worker)
     assert training_processes(run.pk), "the training process should be running"
 
     cancelled_at = time.monotonic()
@@ -120,15 +135,15 @@ def test_cancel_stops_the_training_process_within_10_seconds(worker, project, us
     stopped_after = time.monotonic() - cancelled_at
 
     assert stopped_after < 10, f"training still running {stopped_after:.1f} s after cancel"
-    run = _wait(run, lambda r: LogLine.objects.filter(run=r, source="worker").exists(), 15)
+    run = wait_for_run(run, lambda r: LogLine.objects.filter(run=r, source="worker").exists(), 15)
     assert run.status == RunStatus.CANCELLED
     assert run.finished_at is not None
 
 
 def test_a_run_delivered_twice_trains_once(worker, project, user, tiny_model):
-    run = _launch(project, user, "twice", tiny_run_config(tiny_model, max_steps=2))
+    run = launch_run(project, user, "twice", tiny_run_config(tiny_model, max_steps=2))
     run_execute.apply_async(args=[run.pk], queue="cpu")
-    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+    run = wait_for_run(run, lambda r: r.is_terminal, 180, worker)
     time.sleep(2)  # let the second delivery be handled too
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
@@ -138,8 +153,8 @@ def test_a_run_delivered_twice_trains_once(worker, project, user, tiny_model):
 
 def test_a_killed_worker_leaves_no_training_process_and_its_run_is_failed(
         worker, project, user, tiny_model):
-    run = _launch(project, user, "orphan", tiny_run_config(tiny_model, max_steps=100_000))
-    run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
+    run = launch_run(project, user, "orphan", tiny_run_config(tiny_model, max_steps=100_000))
+    run = wait_for_run(run, lambda r: r.progress_step >= 1, 120, worker)
 
     worker.kill()
     deadline = time.monotonic() + 10
@@ -179,22 +194,23 @@ def _freeze_after_checkpoint(run: Run, folder: Path, timeout: float) -> None:
 
 def test_a_cancelled_run_resumes_from_its_checkpoint_in_a_new_run(worker, project, user,
                                                                   tiny_model, run_dir):
-    run = _launch(project, user, "resume", tiny_run_config(tiny_model, max_steps=4,
+    run = launch_run(project, user, "resume", tiny_run_config(tiny_model, max_steps=4,
                                                            checkpoint_every=1))
     folder = run_dir / f"run-{run.pk}-{run.created_at:%Y%m%d-%H%M%S}"
     _freeze_after_checkpoint(run, folder / "checkpoint-2", 120)
     assert services.run_cancel(run=run, user=user)
-    run = _wait(run, lambda r: LogLine.objects.filter(run=r, source="worker").exists(), 30,
+    run = wait_for_run(run, lambda r: LogLine.objects.filter(run=r, source="worker").exists(), 30,
                 worker)
     assert training_processes(run.pk) == []
     assert list(run.checkpoints.values_list("step", flat=True)) == [2, 1]
 
     resumed = services.run_resume(run=run, user=user)
-    resumed = _wait(resumed, lambda r: r.is_terminal, 180, worker)
+    resumed = wait_for_run(resumed, lambda r: r.is_terminal, 180, worker)
 
     assert resumed.status == RunStatus.SUCCEEDED, resumed.error_message
     assert (resumed.resumed_from.run, resumed.resumed_from.step) == (run, 2)
-    assert resumed.config["resume_from"] == str(folder / "checkpoint-2")
+    assert resumed.config["resume_from"] == f"checkpoint:{resumed.resumed_from.pk}"
+    assert resumed.resumed_from.path == str(folder / "checkpoint-2")
     assert (resumed.progress_step, resumed.progress_total) == (4, 4)
     assert MetricPoint.objects.filter(run=resumed).aggregate(first=Min("step"))["first"] == 3
     steps = sorted(MetricPoint.objects.filter(run=resumed, key="reward/mean")
@@ -213,13 +229,13 @@ def _restart_postgres() -> None:
 
 
 def test_a_database_restart_mid_run_loses_no_metrics(worker, project, user, tiny_model):
-    run = _launch(project, user, "db-restart", tiny_run_config(tiny_model, max_steps=12))
-    run = _wait(run, lambda r: r.progress_step >= 1, 120, worker)
+    run = launch_run(project, user, "db-restart", tiny_run_config(tiny_model, max_steps=12))
+    run = wait_for_run(run, lambda r: r.progress_step >= 1, 120, worker)
 
     connection.close()
     _restart_postgres()
     connection.close()
-    run = _wait(run, lambda r: r.is_terminal, 180, worker)
+    run = wait_for_run(run, lambda r: r.is_terminal, 180, worker)
 
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     steps = sorted(MetricPoint.objects.filter(run=run, key="reward/mean")
@@ -230,9 +246,9 @@ def test_a_database_restart_mid_run_loses_no_metrics(worker, project, user, tiny
 
 def test_evaluations_run_on_the_worker_during_training_and_on_checkpoints(
         worker, project, user, tiny_model):
-    trained = _launch(project, user, "evaluated", tiny_run_config(
+    trained = launch_run(project, user, "evaluated", tiny_run_config(
         tiny_model, max_steps=2, eval_every=2, eval_prompts=3, eval_samples=2))
-    trained = _wait(trained, lambda r: r.is_terminal, 180, worker)
+    trained = wait_for_run(trained, lambda r: r.is_terminal, 180, worker)
     assert trained.status == RunStatus.SUCCEEDED, trained.error_message
     periodic = MetricPoint.objects.filter(run=trained, key="eval/pass@1")
     assert sorted(periodic.values_list("step", flat=True)) == [0, 2]
@@ -246,10 +262,9 @@ def test_evaluations_run_on_the_worker_during_training_and_on_checkpoints(
     final = trained.checkpoints.get(final=True)
     on_checkpoint = services.evaluation_launch(experiment=evaluation, user=user,
                                                checkpoint=final)
-    on_base = services.evaluation_launch(experiment=evaluation, user=user,
-                                         model=str(tiny_model))
+    on_base = services.evaluation_launch(experiment=evaluation, user=user, model="local:tiny")
     for job in (on_checkpoint, on_base):
-        job = _wait(job, lambda r: r.is_terminal, 180, worker)
+        job = wait_for_run(job, lambda r: r.is_terminal, 180, worker)
         assert job.status == RunStatus.SUCCEEDED, job.error_message
         assert (job.progress_step, job.progress_total) == (4, 4)
         assert training_processes(job.pk) == []
@@ -274,5 +289,5 @@ def test_evaluations_run_on_the_worker_during_training_and_on_checkpoints(
                           False),
         (on_checkpoint.pk, 2): (f"evaluated #{trained.number} · step 2",
                                 "arithmetic · held-out", True),
-        (on_base.pk, 0): (str(tiny_model), "arithmetic · held-out", True),
+        (on_base.pk, 0): ("local:tiny", "arithmetic · held-out", True),
     }

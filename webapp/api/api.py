@@ -3,7 +3,9 @@
 roles as the web pages: a project the user cannot see is 404, a role too low is 403.
 
 Every error is JSON `{"detail": ...}`: a sentence, or for a 422 a list of `{loc, msg, type}`,
-one per problem, whether pydantic found it in the body or a service refused the request."""
+one per problem, whether pydantic found it in the body or a service refused the request. What a
+body may hold is webapp.common.inputs' rule: a body that is not JSON is a 400 that says why, and
+a value rlab would not store (a NUL, a lone surrogate, NaN) a 422 that names its field."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse
+from django.utils.datastructures import MultiValueDict
 from ninja import NinjaAPI
-from ninja.errors import ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from webapp.api.auth import API_AUTH
 from webapp.api.routers import (
@@ -25,17 +29,56 @@ from webapp.api.routers import (
     runs,
     tracking,
 )
+from webapp.api.tokens import INVALID_TOKEN
+from webapp.common.inputs import MalformedJson, in_rlabs_words, json_parse
 
 # A batch of 100,000 bad points would otherwise send 100,000 errors back.
 MAX_ERRORS = 100
 
+
+class InputParser(Parser):
+    """Bodies read by webapp.common.inputs' rule: ninja answers the MalformedJson raised here
+    with a 400 of its own, which `http_error` words with the reason. A parameter that takes one
+    value and is given several is a 422, rather than one of them taken silently."""
+
+    def parse_body(self, request: HttpRequest):
+        return json_parse(request.body)
+
+    def parse_querydict(self, data: MultiValueDict, list_fields: list[str],
+                        request: HttpRequest) -> dict:
+        source = "query" if data is request.GET else "form"
+        repeated = [{"loc": [source, name], "type": "repeated",
+                     "msg": f"Given {len(data.getlist(name))} times: give it once."}
+                    for name in data if name not in list_fields and len(data.getlist(name)) > 1]
+        if repeated:
+            raise ValidationError(repeated)
+        return super().parse_querydict(data, list_fields, request)
+
+
 api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api",
+               parser=InputParser(),
                description="Projects, experiments, runs, metrics, rollouts and checkpoints. "
                            "Authenticate with `Authorization: Bearer rlab_…`: create a token "
                            "on the API tokens page.")
 
 for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports):
     api.add_router("", module.router)
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    cause = exc.__cause__
+    detail = str(cause) if isinstance(cause, MalformedJson) else str(exc)
+    return api.create_response(request, {"detail": detail}, status=exc.status_code)
+
+
+@api.exception_handler(AuthenticationError)
+def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = api.create_response(
+        request, {"detail": f"{INVALID_TOKEN}: send `Authorization: Bearer rlab_…` with an "
+                            "active token from the API tokens page."}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="rlab"'
+    return response
 
 
 @api.exception_handler(PermissionDenied)
@@ -61,7 +104,7 @@ def service_refused(request: HttpRequest, exc: DjangoValidationError) -> HttpRes
 
 @api.exception_handler(ValidationError)
 def invalid_request(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    errors = exc.errors[:MAX_ERRORS]
+    errors = [in_rlabs_words(error) for error in exc.errors[:MAX_ERRORS]]
     if len(exc.errors) > MAX_ERRORS:
         errors.append({"loc": ["body"], "type": "too_many_errors",
                        "msg": f"…and {len(exc.errors) - MAX_ERRORS:,} more errors."})

@@ -24,17 +24,17 @@ from pydantic import (
 )
 from typing_extensions import NotRequired, TypedDict
 
+from webapp.common.inputs import Finite, JsonObject, Step, Text
 from webapp.runs.models import METRIC_KEY_MAX_LENGTH
 
-BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1  # a PositiveIntegerField's ceiling on Postgres
 MAX_POINTS = 100_000
 MAX_ROLLOUTS = 10_000
 
+# Plain str: a batch's keys are checked for NUL by one scan of its bytes (routers/metrics.py),
+# and its JSON parser refuses lone surrogates.
 MetricKey = Annotated[str, Field(min_length=1, max_length=METRIC_KEY_MAX_LENGTH)]
-Step = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 Index = Annotated[int, Field(ge=0, le=INT_MAX)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ErrorOut(Schema):
@@ -42,9 +42,11 @@ class ErrorOut(Schema):
                                     "{loc, msg, type} per bad field.")
 
 
-# Every operation can answer these; writes add 403, 409 and 422.
-READ_ERRORS = {401: ErrorOut, 404: ErrorOut}
-WRITE_ERRORS = {**READ_ERRORS, 403: ErrorOut, 422: ErrorOut}
+# Every operation can answer these: 400 for an address or a body that is not what rlab reads
+# (webapp.common.inputs), 422 for a parameter of the wrong type. Writes add 403; some 409 and 413.
+LIST_ERRORS = {400: ErrorOut, 401: ErrorOut, 422: ErrorOut}
+READ_ERRORS = {**LIST_ERRORS, 404: ErrorOut}
+WRITE_ERRORS = {**READ_ERRORS, 403: ErrorOut}
 
 
 # Projects and experiments ------------------------------------------------------------------------
@@ -70,10 +72,11 @@ class ProjectOut(Schema):
 class ExperimentIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-    description: str = ""
+    name: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1,
+                                            max_length=120)]
+    description: Text = ""
     kind: Literal["training", "evaluation"] = "training"
-    config: dict[str, Any] = Field(
+    config: JsonObject = Field(
         default_factory=dict,
         description="Settings of a training run (training.config.RunConfig) or of an evaluation "
                     "(training.eval_config.EvalConfig, less its model); those left out take "
@@ -106,7 +109,7 @@ class ExperimentOut(Schema):
 class LaunchIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    model: Annotated[str, Field(max_length=500)] = Field(
+    model: Annotated[Text, Field(max_length=500)] = Field(
         "", description="An evaluation only: the model to evaluate (builtin:…, a folder on the "
                         "worker, or a hub id).")
     checkpoint_id: int | None = Field(
@@ -280,11 +283,11 @@ class TokensIn(Schema):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: list[str]
-    logprob: list[float | None] | None = None
-    entropy: list[float | None] | None = None
-    kl: list[float | None] | None = None
-    advantage: list[float | None] | None = None
+    text: list[Text]
+    logprob: list[Finite | None] | None = None
+    entropy: list[Finite | None] | None = None
+    kl: list[Finite | None] | None = None
+    advantage: list[Finite | None] | None = None
 
     @model_validator(mode="after")
     def _same_lengths(self) -> TokensIn:
@@ -299,21 +302,21 @@ class TokensIn(Schema):
 class RolloutIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
-    completion: str
+    prompt: Text
+    completion: Text
     reward: Finite
-    rewards: dict[str, Finite] = Field(default_factory=dict,
+    rewards: dict[Text, Finite] = Field(default_factory=dict,
                                        description="Reward per reward function.")
     advantage: Finite | None = None
     group: Index = Field(0, description="The prompt's group within the step.")
     sample_index: Index = Field(0, description="The completion's index in its group.")
-    prompt_id: Annotated[str, Field(max_length=200)] = ""
+    prompt_id: Annotated[Text, Field(max_length=200)] = ""
     completion_tokens: Index | None = None
     truncated: bool = False
     group_degenerate: bool | None = Field(
         None, description="Every reward of the whole group was equal; when left out, decided "
                           "from this batch's items of the group.")
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: JsonObject = Field(default_factory=dict)
     tokens: TokensIn | None = None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import timedelta
 
@@ -15,6 +16,10 @@ from webapp.api.models import ApiToken
 
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+_PREFIX = re.compile(r"[0-9a-f]{1,16}")
+
+# What every endpoint, REST or MLflow, answers a request without a token it accepts (a 401).
+INVALID_TOKEN = "Missing, invalid or revoked token"
 
 
 def _digest(token: str) -> str:
@@ -39,7 +44,9 @@ def token_user(token: str):
     """The active user a token belongs to, or None for anything else (malformed, unknown,
     revoked, or an inactive user)."""
     parts = token.strip().split("_", 2)
-    if len(parts) != 3 or parts[0] != "rlab":
+    # Only a token's own characters reach the database: no NUL, nothing to encode.
+    if (len(parts) != 3 or parts[0] != "rlab" or not token.isascii()
+            or not _PREFIX.fullmatch(parts[1])):
         return None
     row = (ApiToken.objects.select_related("user")
            .filter(prefix=parts[1], revoked_at__isnull=True).first())

@@ -38,8 +38,8 @@ class UploadForm(_DatasetNameMixin, forms.Form):
         self.fields["file"].help_text = (
             f"JSON lines (one object per line), CSV (comma-, tab- or semicolon-separated, with "
             f"a header line) or Parquet; UTF-8 text; up to "
-            f"{parsing.size_text(settings.RLAB_DATASET_MAX_BYTES)}. Columns are mapped in the "
-            f"next step.")
+            f"{parsing.size_text(settings.RLAB_DATASET_MAX_BYTES)} and "
+            f"{settings.RLAB_DATASET_MAX_ROWS:,} rows. Columns are mapped in the next step.")
 
     def clean_file(self):
         upload = self.cleaned_data.get("file")

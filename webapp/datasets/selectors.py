@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from itertools import islice
+from typing import BinaryIO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from webapp.datasets import parsing, storage
 from webapp.datasets.models import Dataset, DatasetKind
+from webapp.datasets.streaming import Limits
 from webapp.projects.models import Project
 from webapp.projects.selectors import projects_for_user
 from webapp.teams.models import Role
@@ -37,9 +41,26 @@ def get_dataset_for_user(user, dataset_id: int, role: str = Role.VIEWER) -> Data
     return dataset
 
 
-def staged_upload(token: str) -> bytes | None:
-    """The bytes of a staged upload, or None if there is none by that token (any more)."""
-    return storage.staged_get(token)
+def staged_upload(token: str) -> BinaryIO | None:
+    """A staged upload, open for reading (the caller closes it), or None if there is none by
+    that token (any more)."""
+    return storage.staged_open(token)
+
+
+def upload_limits() -> Limits:
+    """What an uploaded dataset file may hold besides its size (RLAB_DATASET_MAX_BYTES), each
+    checked as the file is read."""
+    return Limits(rows=settings.RLAB_DATASET_MAX_ROWS,
+                  decoded_bytes=settings.RLAB_DATASET_MAX_DECODED_BYTES,
+                  row_bytes=parsing.MAX_ROW_BYTES)
+
+
+def staged_preview(upload: BinaryIO, *, filename: str, columns: Sequence[str],
+                   rows: int) -> list[list[parsing.Cell]]:
+    """The first `rows` rows of a staged upload, under its `columns`; only those are read.
+    DatasetError if it no longer parses as far as that (the limits may have changed)."""
+    return parsing.preview(upload, filename=filename, max_bytes=settings.RLAB_DATASET_MAX_BYTES,
+                           limits=upload_limits(), columns=columns, rows=rows)
 
 
 def dataset_preview(dataset: Dataset, *, limit: int = 10) -> list[dict[str, str]] | None:

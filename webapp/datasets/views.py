@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.contrib import messages
@@ -15,9 +15,12 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseClientRedirect
 
+from webapp.common.deletion_page import confirm_delete_response
 from webapp.datasets import parsing
 from webapp.datasets.forms import MappingForm, UploadForm
 from webapp.datasets.models import DatasetFormat
@@ -27,9 +30,17 @@ from webapp.datasets.selectors import (
     dataset_preview,
     datasets_for_project,
     get_dataset_for_user,
+    staged_preview,
     staged_upload,
 )
-from webapp.datasets.services import dataset_create, dataset_upload_discard, dataset_upload_stage
+from webapp.datasets.services import (
+    dataset_create,
+    dataset_delete,
+    dataset_deletion_plan,
+    dataset_upload_discard,
+    dataset_upload_stage,
+)
+from webapp.projects.deletion import deletion_summary
 from webapp.projects.models import Project
 from webapp.projects.selectors import get_project_for_user
 from webapp.teams.models import Role
@@ -73,14 +84,16 @@ def _dataset_upload(request: HttpRequest, project: Project, limit: _SizeLimit) -
         filename = _safe_filename(upload.name)
         kind = form.cleaned_data["kind"]
         try:
-            staged = dataset_upload_stage(data=upload.read(), filename=filename, kind=kind)
+            # Read from where the upload handler put it (a temporary file, past a few MB).
+            staged = dataset_upload_stage(file=upload.file, filename=filename, kind=kind)
         except DatasetError as exc:
             form.add_error("file", exc.messages)
         else:
             _remember(request, staged.token, {
                 "project": project.pk, "name": form.cleaned_data["name"], "kind": kind,
-                "filename": filename, "format": staged.table.format, "size": upload.size,
-                "columns": list(staged.table.columns), "row_count": len(staged.table.rows)})
+                "filename": filename, "format": staged.summary.format, "size": upload.size,
+                "columns": list(staged.summary.columns),
+                "row_count": staged.summary.row_count})
             return redirect("datasets:confirm", project.pk, staged.token)
     return render(request, "datasets/dataset_upload.html", {"project": project, "form": form},
                   status=422 if form.errors else 200)
@@ -91,13 +104,20 @@ def _dataset_upload(request: HttpRequest, project: Project, limit: _SizeLimit) -
 def dataset_confirm(request: HttpRequest, project_id: int, upload_token: str) -> HttpResponse:
     project = get_project_for_user(request.user, project_id, Role.MEMBER)
     pending = request.session.get(PENDING, {}).get(upload_token)
-    data = staged_upload(upload_token) if pending and pending["project"] == project.pk else None
-    if data is None:
-        if pending and pending["project"] == project.pk:
+    mine = bool(pending) and pending["project"] == project.pk
+    staged = staged_upload(upload_token) if mine else None
+    if staged is None:
+        if mine:
             _forget(request, upload_token)
         messages.info(request, "That upload is no longer waiting: it was saved, discarded or "
                                "has expired. Upload the file again.")
         return redirect("datasets:upload", project.pk)
+    with staged:
+        return _dataset_confirm(request, project, upload_token, pending, staged)
+
+
+def _dataset_confirm(request: HttpRequest, project: Project, upload_token: str,
+                     pending: dict[str, Any], staged: BinaryIO) -> HttpResponse:
     if request.method == "POST" and "discard" in request.POST:
         dataset_upload_discard(token=upload_token)
         _forget(request, upload_token)
@@ -112,7 +132,7 @@ def dataset_confirm(request: HttpRequest, project_id: int, upload_token: str) ->
         try:
             dataset = dataset_create(project=project, user=request.user,
                                      name=form.cleaned_data["name"], kind=kind,
-                                     filename=pending["filename"], data=data,
+                                     filename=pending["filename"], file=staged,
                                      mapping=form.mapping)
         except DatasetError as exc:
             form.add_error(None, exc.messages)
@@ -125,17 +145,17 @@ def dataset_confirm(request: HttpRequest, project_id: int, upload_token: str) ->
             return redirect(dataset)
 
     try:
-        table = parsing.parse(data, filename=pending["filename"],
-                              max_bytes=settings.RLAB_DATASET_MAX_BYTES, kind=kind)
-    except DatasetError as exc:  # it parsed at upload; the size limit may have changed since
+        preview = staged_preview(staged, filename=pending["filename"], columns=columns,
+                                 rows=PREVIEW_ROWS)
+    except DatasetError as exc:  # it parsed at upload; the limits may have changed since
         dataset_upload_discard(token=upload_token)
         _forget(request, upload_token)
         messages.error(request, " ".join(exc.messages))
         return redirect("datasets:upload", project.pk)
     return render(request, "datasets/dataset_confirm.html", {
-        "project": project, "form": form, "pending": pending, "columns": table.columns,
-        "format": DatasetFormat(table.format).label,
-        "preview": table.preview(PREVIEW_ROWS)}, status=422 if form.errors else 200)
+        "project": project, "form": form, "pending": pending, "columns": columns,
+        "format": DatasetFormat(pending["format"]).label, "preview": preview},
+        status=422 if form.errors else 200)
 
 
 @login_required
@@ -147,7 +167,32 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
     return render(request, "datasets/dataset_detail.html", {
         "dataset": dataset, "project": dataset.project, "preview": rows,
         "mapping": [(role, dataset.column_mapping.get(role, "")) for role in dataset.roles],
-        "experiments": dataset_experiments(dataset)})
+        "experiments": dataset_experiments(dataset),
+        "can_delete": user_has_role(request.user, dataset.project.team_id, Role.ADMIN)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def dataset_delete_view(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """GET: what deleting the dataset removes, and the form that deletes it; POST: delete it,
+    then go to the project's datasets. For admins of the team."""
+    dataset = get_dataset_for_user(request.user, dataset_id, Role.ADMIN)
+    experiments = [experiment.name for experiment in dataset_experiments(dataset)]
+    notes = [f"{', '.join(experiments)} {'names' if len(experiments) == 1 else 'name'} this "
+             f"dataset: {'it' if len(experiments) == 1 else 'they'} cannot launch until edited "
+             f"to use another. Runs that trained on it keep its rows' file."] if experiments else []
+    page = {"what": dataset.name, "project": dataset.project,
+            "back_url": dataset.get_absolute_url(), "notes": notes}
+    if request.method == "POST":
+        try:
+            plan = dataset_delete(dataset=dataset, user=request.user)
+        except ValidationError as exc:
+            return confirm_delete_response(request, plan=dataset_deletion_plan(dataset=dataset),
+                                           refusals=exc.messages, **page)
+        messages.success(request, f"Deleted dataset {dataset.name}: {deletion_summary(plan)}.")
+        url = reverse("datasets:list", args=[dataset.project_id])
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return confirm_delete_response(request, plan=dataset_deletion_plan(dataset=dataset), **page)
 
 
 @login_required

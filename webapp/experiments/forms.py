@@ -17,7 +17,12 @@ from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import datasets_for_project
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.experiments.services import experiment_config
+from webapp.runs.model_sources import model_choices
 from webapp.runs.models import Checkpoint
+
+# The <datalist> of models a run can load (templates/_model_choices.html), offered by the fields
+# that name a model.
+MODEL_CHOICES_ID = "model-choices"
 
 
 def _form_field(f: dataclasses.Field) -> forms.Field:
@@ -88,6 +93,9 @@ class ExperimentForm(forms.Form):
                          if not (evaluation and f.name == "model")]
         for f in self.settings:
             self.fields[f.name] = _form_field(f)
+            if f.metadata["models"] in ("one", "checkpoint"):
+                self.fields[f.name].widget.attrs["list"] = MODEL_CHOICES_ID
+        self.model_choices = model_choices(project_id=project.pk)
         self.fields["dataset"] = (_evaluation_dataset_field if evaluation
                                   else _dataset_field)(project)
 
@@ -117,7 +125,8 @@ class ExperimentForm(forms.Form):
         if any(name in self.errors for name in names):
             return cleaned
         try:
-            self.config = experiment_config(self.kind, {name: cleaned[name] for name in names})
+            self.config = experiment_config(self.kind, {name: cleaned[name] for name in names},
+                                            project_id=self.project.pk)
         except ConfigError as exc:
             for name, message in exc.errors.items():
                 self.add_error(name if name in self.fields else None, message)
@@ -151,11 +160,14 @@ class EvaluateForm(forms.Form):
         help_text="A checkpoint of any run in this project whose folder is still on disk.")
     model = forms.CharField(
         required=False, max_length=500, label="or a model",
-        help_text="A built-in model (builtin:smollm2-135m-instruct), a Hugging Face folder on "
-                  "the worker, or a hub id (needs internet on the worker).")
+        widget=forms.TextInput(attrs={"list": MODEL_CHOICES_ID}),
+        help_text="A built-in model (builtin:smollm2-135m-instruct), a model an administrator "
+                  "registered (local:<name>), or a hub id (needs internet on the worker).")
 
     def __init__(self, *args: Any, project, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.model_choices = [choice for choice in model_choices(project_id=project.pk)
+                              if not choice[0].startswith("checkpoint:")]
         self.checkpoints = {
             str(c.pk): c for c in Checkpoint.objects.filter(run__experiment__project=project)
             .select_related("run__experiment").order_by("-run__created_at", "-step")

@@ -14,4 +14,5 @@ urlpatterns = [
     path("experiments/<int:experiment_id>/launch/", views.experiment_launch, name="launch"),
     path("experiments/<int:experiment_id>/evaluate/", views.experiment_evaluate,
          name="evaluate"),
+    path("experiments/<int:experiment_id>/delete/", views.experiment_delete_view, name="delete"),
 ]

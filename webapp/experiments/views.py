@@ -6,15 +6,23 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from webapp.common.deletion_page import confirm_delete_response
 from webapp.experiments.forms import EvaluateForm, ExperimentForm
 from webapp.experiments.models import ExperimentKind
 from webapp.experiments.selectors import get_experiment_for_user
-from webapp.experiments.services import experiment_create, experiment_update
+from webapp.experiments.services import (
+    experiment_create,
+    experiment_delete,
+    experiment_deletion_plan,
+    experiment_update,
+)
+from webapp.projects.deletion import deletion_summary
 from webapp.projects.selectors import get_project_for_user
 from webapp.runs.evaluations import evaluation_jobs
 from webapp.runs.selectors import runs_for_user
 from webapp.runs.services import evaluation_launch, run_launch
 from webapp.teams.models import Role
+from webapp.teams.selectors import user_has_role
 
 
 def _render_form(request: HttpRequest, form: ExperimentForm, context: dict) -> HttpResponse:
@@ -57,7 +65,9 @@ def experiment_edit(request: HttpRequest, experiment_id: int) -> HttpResponse:
 def experiment_detail(request: HttpRequest, experiment_id: int) -> HttpResponse:
     experiment = get_experiment_for_user(request.user, experiment_id)
     runs = runs_for_user(request.user).filter(experiment=experiment)
-    context = {"experiment": experiment, "project": experiment.project, "runs": runs}
+    context = {"experiment": experiment, "project": experiment.project, "runs": runs,
+               "can_delete": user_has_role(request.user, experiment.project.team_id,
+                                           Role.ADMIN)}
     if not experiment.is_evaluation:
         return render(request, "experiments/experiment_detail.html", context)
     runs = runs.select_related("evaluated_checkpoint__run__experiment")
@@ -95,6 +105,27 @@ def experiment_launch(request: HttpRequest, experiment_id: int) -> HttpResponse:
         messages.error(request, " ".join(exc.messages))
         return _redirect(request, experiment.get_absolute_url())
     return _redirect(request, run.get_absolute_url())
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiment_delete_view(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    """GET: what deleting the experiment (or evaluation) removes, and the form that deletes it;
+    POST: delete it, then go to its project. For admins of the team."""
+    experiment = get_experiment_for_user(request.user, experiment_id, Role.ADMIN)
+    page = {"what": experiment.name, "project": experiment.project,
+            "back_url": experiment.get_absolute_url()}
+    if request.method == "POST":
+        try:
+            plan = experiment_delete(experiment=experiment, user=request.user)
+        except ValidationError as exc:
+            return confirm_delete_response(
+                request, plan=experiment_deletion_plan(experiment=experiment),
+                refusals=exc.messages, **page)
+        messages.success(request, f"Deleted {experiment.name}: {deletion_summary(plan)}.")
+        return _redirect(request, experiment.project.get_absolute_url())
+    return confirm_delete_response(request, plan=experiment_deletion_plan(experiment=experiment),
+                                   **page)
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:

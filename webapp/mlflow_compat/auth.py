@@ -10,7 +10,7 @@ import binascii
 
 from django.http import HttpRequest
 
-from webapp.api.tokens import token_user
+from webapp.api.tokens import INVALID_TOKEN, token_user
 from webapp.mlflow_compat.errors import MlflowError
 
 HOW_TO_AUTHENTICATE = ("Set MLFLOW_TRACKING_TOKEN to an rlab API token (create one on the API "
@@ -34,10 +34,11 @@ def request_user(request: HttpRequest):
     """The token's user; MLflow's UNAUTHENTICATED error without a token that is valid now."""
     token = sent_token(request)
     if not token:
-        raise MlflowError("UNAUTHENTICATED", f"No API token was sent. {HOW_TO_AUTHENTICATE}")
+        raise MlflowError("UNAUTHENTICATED", f"{INVALID_TOKEN}: no API token was sent. "
+                                             f"{HOW_TO_AUTHENTICATE}")
     user = token_user(token)
     if user is None:
-        raise MlflowError("UNAUTHENTICATED", "The API token is not valid: it is mistyped, "
-                                             f"revoked, or its user is deactivated. "
+        raise MlflowError("UNAUTHENTICATED", f"{INVALID_TOKEN}: the API token is mistyped, "
+                                             "revoked, or its user is deactivated. "
                                              f"{HOW_TO_AUTHENTICATE}")
     return user

@@ -1,30 +1,36 @@
 """How every tracking endpoint speaks: the method, the token, the user's role in the project of
-the tracking URI, the body (GET parameters or JSON), and every refusal in MLflow's words."""
+the tracking URI, the body (GET parameters or JSON, checked by its webapp.mlflow_compat.bodies
+model), and every refusal in MLflow's words."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TypeVar
 
+import pydantic
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.common.inputs import MalformedJson, in_rlabs_words, json_parse, where
 from webapp.mlflow_compat.auth import request_user
+from webapp.mlflow_compat.bodies import Body
 from webapp.mlflow_compat.errors import MlflowError, error_response
 from webapp.projects.models import Project
 from webapp.projects.selectors import get_project_for_user
 
-Body = dict[str, Any]
 Handler = Callable[..., dict]
+B = TypeVar("B", bound=Body)
+# A log-batch of 1,000 bad metrics would otherwise answer with a 1,000-part message.
+MAX_ERRORS = 10
 
 
-def endpoint(method: str, role: str) -> Callable[[Handler], Callable[..., HttpResponse]]:
+def endpoint(method: str, role: str, body: type[Body],
+             ) -> Callable[[Handler], Callable[..., HttpResponse]]:
     """A view around `handler(project=, user=, body=) -> dict`: checks the method, the token
-    and the user's role in the project, reads the body, and turns every refusal into MLflow's
-    error JSON."""
+    and the user's role in the project, reads the body into a `body`, and turns every refusal
+    into MLflow's error JSON."""
 
     def decorate(handler: Handler) -> Callable[..., HttpResponse]:
         @csrf_exempt
@@ -33,11 +39,13 @@ def endpoint(method: str, role: str) -> Callable[[Handler], Callable[..., HttpRe
             if request.method != method:
                 response = error_response("BAD_REQUEST", f"This endpoint takes {method}.")
                 response.status_code = 405
+                response["Allow"] = method
                 return response
             try:
                 user = request_user(request)
                 project = project_for(user, project_id, role)
-                return JsonResponse(handler(project=project, user=user, body=read_body(request)))
+                return JsonResponse(handler(project=project, user=user,
+                                            body=read_body(request, body)))
             except MlflowError as exc:
                 return exc.response()
             except PermissionDenied as exc:
@@ -59,26 +67,33 @@ def project_for(user, project_id: int, role: str) -> Project:
                           "MLFLOW_TRACKING_URI ends with /mlflow/<project id>.")
 
 
-def read_body(request: HttpRequest) -> Body:
+def read_body(request: HttpRequest, model: type[B]) -> B:
     if request.method == "GET":
-        return request.GET.dict()
+        data = request.GET.dict()
+    else:
+        try:
+            data = json_parse(request.body or b"{}")
+        except RequestDataTooBig:
+            raise MlflowError("INVALID_PARAMETER_VALUE", "The request body is too large: log "
+                                                         "fewer values per call.")
+        except MalformedJson as exc:
+            raise MlflowError("BAD_REQUEST", str(exc))
+        if not isinstance(data, dict):
+            raise MlflowError("BAD_REQUEST", "The request body must be a JSON object.")
     try:
-        body = json.loads(request.body or b"{}")
-    except RequestDataTooBig:
-        raise MlflowError("INVALID_PARAMETER_VALUE", "The request body is too large: log "
-                                                     "fewer values per call.")
-    except ValueError:
-        raise MlflowError("BAD_REQUEST", "The request body is not JSON.")
-    if not isinstance(body, dict):
-        raise MlflowError("BAD_REQUEST", "The request body must be a JSON object.")
-    return body
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise MlflowError("INVALID_PARAMETER_VALUE", invalid_fields(exc))
 
 
-def required(body: Body, field: str) -> Any:
-    if not isinstance(body, dict):
-        raise MlflowError("BAD_REQUEST", f"Expected an object with '{field}', not {body!r}.")
-    value = body.get(field)
-    if value is None or value == "":
-        raise MlflowError("INVALID_PARAMETER_VALUE",
-                          f"Missing value for required parameter '{field}'.")
-    return value
+def invalid_fields(exc: pydantic.ValidationError) -> str:
+    """pydantic's errors as MLflow words them, one sentence per field."""
+    errors = [in_rlabs_words(error) for error in exc.errors(include_url=False)]
+    sentences = [
+        f"Missing value for required parameter '{where(error['loc'])}'."
+        if error["type"] == "missing"
+        else f"Invalid value for parameter '{where(error['loc'])}': {error['msg'].rstrip('.')}."
+        for error in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        sentences.append(f"…and {len(errors) - MAX_ERRORS} more.")
+    return " ".join(sentences)

@@ -1,13 +1,12 @@
-"""rlab's experiments and runs as MLflow's JSON entities, and MLflow's values (millisecond
-timestamps, statuses, numbers that may be "NaN") as rlab's."""
+"""rlab's experiments and runs as MLflow's JSON entities: millisecond timestamps, statuses, and
+numbers that may be "NaN" (what the client sends is read by webapp.mlflow_compat.bodies)."""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 
 from webapp.experiments.models import Experiment
-from webapp.mlflow_compat.errors import MlflowError
 from webapp.runs.metric_series import key_spans, recorded_keys
 from webapp.runs.models import Run, RunStatus
 
@@ -27,6 +26,7 @@ STATUS_TO_MLFLOW = {
     RunStatus.SUCCEEDED: "FINISHED",
     RunStatus.FAILED: "FAILED",
     RunStatus.CANCELLED: "KILLED",
+    RunStatus.INTERRUPTED: "KILLED",
 }
 
 # MLflow's default experiment, which a script logs to when it sets none.
@@ -37,25 +37,6 @@ RUN_NAME_TAG = "mlflow.runName"
 
 def ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
-
-
-def from_ms(value, field: str) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        raise MlflowError("INVALID_PARAMETER_VALUE",
-                          f"{field} must be a time in milliseconds since 1970, not {value!r}.")
-
-
-def number_in(value, field: str) -> float:
-    """A metric value: a JSON number, or "NaN", "Infinity", "-Infinity" as protobuf's JSON
-    writes them."""
-    if isinstance(value, bool):
-        value = None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"{field} must be a number, not {value!r}.")
 
 
 def number_out(value: float) -> float | str:

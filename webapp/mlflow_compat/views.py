@@ -8,30 +8,27 @@ experiments rlab runs itself take no data from scripts."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.experiments.models import Experiment, ExperimentKind
-from webapp.mlflow_compat.endpoint import Body, endpoint, required
+from webapp.mlflow_compat import bodies
+from webapp.mlflow_compat.endpoint import endpoint
 from webapp.mlflow_compat.entities import (
     DEFAULT_EXPERIMENT_ID,
     DEFAULT_EXPERIMENT_NAME,
     RUN_NAME_TAG,
     STATUS_FROM_MLFLOW,
     experiment_json,
-    from_ms,
-    number_in,
     run_info_json,
     run_json,
     run_name,
 )
 from webapp.mlflow_compat.errors import MlflowError, error_response
 from webapp.projects.models import Project
-from webapp.runs.models import METRIC_KEY_MAX_LENGTH, Run, RunStatus
+from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import (
     MetricSample,
     metrics_ingest,
@@ -43,6 +40,12 @@ from webapp.runs.services import (
     tracked_run_set_tags,
 )
 from webapp.teams.models import Role
+
+
+def row_id(value: str) -> int | None:
+    """An id as MLflow sends it, a string of digits, as a primary key; None for anything else."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
 
 def tracked(experiment: Experiment) -> Experiment:
     if not experiment.is_tracked:
@@ -56,30 +59,32 @@ def tracked(experiment: Experiment) -> Experiment:
 def experiment_with_id(project: Project, experiment_id: str) -> Experiment:
     if experiment_id == DEFAULT_EXPERIMENT_ID:
         found = project.experiments.filter(name=DEFAULT_EXPERIMENT_NAME).first()
-    elif experiment_id.isdigit() and len(experiment_id) < 19:
-        found = project.experiments.filter(pk=int(experiment_id)).first()
     else:
-        found = None
+        pk = row_id(experiment_id)
+        found = None if pk is None else project.experiments.filter(pk=pk).first()
     if found is None:
         raise MlflowError("RESOURCE_DOES_NOT_EXIST",
                           f"No experiment with id {experiment_id} in project {project.name}.")
     return tracked(found)
 
 
-def run_of(project: Project, body: Body) -> Run:
-    """The tracked run a request names (`run_id`, or `run_uuid` as older clients send it)."""
-    run_id = str(body.get("run_id") or required(body, "run_uuid"))
+def run_of(project: Project, body: bodies.RunBody) -> Run:
+    """The tracked run a request names."""
+    if body.run is None:
+        raise MlflowError("INVALID_PARAMETER_VALUE",
+                          "Missing value for required parameter 'run_id'.")
+    pk = row_id(body.run)
     runs = Run.objects.filter(experiment__project=project,
                               experiment__kind=ExperimentKind.TRACKED)
-    run = (runs.select_related("experiment", "launched_by").filter(pk=int(run_id)).first()
-           if run_id.isdigit() and len(run_id) < 19 else None)
+    run = None if pk is None else runs.select_related("experiment", "launched_by").filter(
+        pk=pk).first()
     if run is None:
         raise MlflowError("RESOURCE_DOES_NOT_EXIST",
-                          f"Run with id={run_id} not found in project {project.name}.")
+                          f"Run with id={body.run} not found in project {project.name}.")
     return run
 
 
-def active_run_of(project: Project, body: Body) -> Run:
+def active_run_of(project: Project, body: bodies.RunBody) -> Run:
     """The run, which must still be running: an ended run's record is closed."""
     run = run_of(project, body)
     if run.is_terminal:
@@ -95,30 +100,20 @@ def rename(run: Run, name: str | None) -> None:
         run.refresh_from_db(fields=["name"])
 
 
-def string_pairs(items: Any, what: str) -> dict[str, str]:
+def string_pairs(pairs: list[bodies.Pair], what: str) -> dict[str, str]:
     """MLflow's [{"key": ..., "value": ...}] as a dict; a key sent twice must keep its value."""
-    pairs: dict[str, str] = {}
-    for item in items or []:
-        key, value = str(required(item, "key")), str(item.get("value", ""))
-        if pairs.get(key, value) != value:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        if found.get(pair.key, pair.value) != pair.value:
             raise MlflowError("INVALID_PARAMETER_VALUE",
-                              f"The {what} {key!r} was sent twice with different values.")
-        pairs[key] = value
-    return pairs
+                              f"The {what} {pair.key!r} was sent twice with different values.")
+        found[pair.key] = pair.value
+    return found
 
 
-def metric_sample(item: Body) -> MetricSample:
-    key = str(required(item, "key"))
-    if len(key) > METRIC_KEY_MAX_LENGTH:  # MLflow allows 250
-        raise MlflowError("INVALID_PARAMETER_VALUE",
-                          f"Metric names are at most {METRIC_KEY_MAX_LENGTH} characters: {key!r}.")
-    try:
-        step = int(item.get("step") or 0)
-    except (TypeError, ValueError):
-        raise MlflowError("INVALID_PARAMETER_VALUE",
-                          f"The step of {key!r} must be an integer, not {item.get('step')!r}.")
-    return MetricSample(key=key, step=step, value=number_in(item.get("value"), key),
-                        wall_time=from_ms(required(item, "timestamp"), "timestamp"))
+def metric_sample(metric: bodies.Metric) -> MetricSample:
+    return MetricSample(key=metric.key, step=metric.step or 0, value=metric.value,
+                        wall_time=metric.timestamp)
 
 
 def set_tags(run: Run, tags: dict[str, str]) -> None:
@@ -127,9 +122,9 @@ def set_tags(run: Run, tags: dict[str, str]) -> None:
         tracked_run_set_tags(run_id=run.pk, tags=tags)
 
 
-@endpoint("GET", Role.VIEWER)
-def experiment_get_by_name(*, project: Project, user, body: Body) -> dict:
-    name = str(required(body, "experiment_name")).strip()
+@endpoint("GET", Role.VIEWER, bodies.ExperimentByName)
+def experiment_get_by_name(*, project: Project, user, body: bodies.ExperimentByName) -> dict:
+    name = body.experiment_name.strip()
     experiment = project.experiments.filter(name=name).first()
     if experiment is None:
         raise MlflowError("RESOURCE_DOES_NOT_EXIST",
@@ -137,17 +132,16 @@ def experiment_get_by_name(*, project: Project, user, body: Body) -> dict:
     return {"experiment": experiment_json(tracked(experiment))}
 
 
-@endpoint("GET", Role.VIEWER)
-def experiment_get(*, project: Project, user, body: Body) -> dict:
-    experiment = experiment_with_id(project, str(required(body, "experiment_id")))
-    return {"experiment": experiment_json(experiment)}
+@endpoint("GET", Role.VIEWER, bodies.ExperimentById)
+def experiment_get(*, project: Project, user, body: bodies.ExperimentById) -> dict:
+    return {"experiment": experiment_json(experiment_with_id(project, body.experiment_id))}
 
 
-@endpoint("POST", Role.MEMBER)
-def experiment_create(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.ExperimentCreate)
+def experiment_create(*, project: Project, user, body: bodies.ExperimentCreate) -> dict:
     """A new tracked experiment. A name already taken is RESOURCE_ALREADY_EXISTS, as in MLflow:
     mlflow.set_experiment, racing another process to create it, then looks it up."""
-    name = str(required(body, "name")).strip()
+    name = body.name.strip()
     if project.experiments.filter(name=name).exists():
         raise MlflowError("RESOURCE_ALREADY_EXISTS",
                           f"Project {project.name} already has an experiment named {name!r}.")
@@ -155,84 +149,79 @@ def experiment_create(*, project: Project, user, body: Body) -> dict:
     return {"experiment_id": str(experiment.pk)}
 
 
-@endpoint("POST", Role.MEMBER)
-def run_create(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.RunCreate)
+def run_create(*, project: Project, user, body: bodies.RunCreate) -> dict:
     """A running run; MLflow's default experiment (id 0) is the project's Default experiment,
     made on first use."""
-    experiment_id = str(required(body, "experiment_id"))
-    if experiment_id == DEFAULT_EXPERIMENT_ID:
+    if body.experiment_id == DEFAULT_EXPERIMENT_ID:
         experiment = tracked_experiment_get_or_create(project=project, user=user,
                                                       name=DEFAULT_EXPERIMENT_NAME)
     else:
-        experiment = experiment_with_id(project, experiment_id)
-    tags = string_pairs(body.get("tags"), "tag")
-    name = body.get("run_name") or tags.get(RUN_NAME_TAG, "")
+        experiment = experiment_with_id(project, body.experiment_id)
+    tags = string_pairs(body.tags, "tag")
+    name = body.run_name or tags.get(RUN_NAME_TAG, "")
     tags.pop(RUN_NAME_TAG, None)
-    started_at = from_ms(body["start_time"], "start_time") if body.get("start_time") else None
-    run = tracked_run_create(experiment=experiment, user=user, name=str(name), tags=tags,
-                             started_at=started_at)
+    run = tracked_run_create(experiment=experiment, user=user, name=name, tags=tags,
+                             started_at=body.start_time)
     return {"run": run_json(run)}
 
 
-@endpoint("GET", Role.VIEWER)
-def run_get(*, project: Project, user, body: Body) -> dict:
+@endpoint("GET", Role.VIEWER, bodies.RunBody)
+def run_get(*, project: Project, user, body: bodies.RunBody) -> dict:
     return {"run": run_json(run_of(project, body))}
 
 
-@endpoint("POST", Role.MEMBER)
-def run_update(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.RunUpdate)
+def run_update(*, project: Project, user, body: bodies.RunUpdate) -> dict:
     """End a run (FINISHED, FAILED, KILLED), or keep it running. An ended run stays ended: a
     script resuming it (RUNNING) is told to start a new run."""
     run = run_of(project, body)
-    rename(run, body.get("run_name"))
-    status = body.get("status")
-    if status is not None:
-        status = str(status)
-        if status not in STATUS_FROM_MLFLOW:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Unknown run status {status!r}: one "
-                                                         f"of {', '.join(STATUS_FROM_MLFLOW)}.")
-        wanted = STATUS_FROM_MLFLOW[status]
+    rename(run, body.run_name)
+    if body.status is not None:
+        if body.status not in STATUS_FROM_MLFLOW:
+            raise MlflowError("INVALID_PARAMETER_VALUE",
+                              f"Unknown run status {body.status!r}: one of "
+                              f"{', '.join(STATUS_FROM_MLFLOW)}.")
+        wanted = STATUS_FROM_MLFLOW[body.status]
         if run.is_terminal and run.status != wanted:
             raise MlflowError("RESOURCE_CONFLICT",
                               f"Run {run_name(run)} (id {run.pk}) has ended ({run.status}): "
-                              f"it cannot become {status}. Start a new run.")
+                              f"it cannot become {body.status}. Start a new run.")
         if wanted != RunStatus.RUNNING and not run.is_terminal:
-            end = from_ms(body["end_time"], "end_time") if body.get("end_time") else None
-            tracked_run_finish(run_id=run.pk, status=wanted, finished_at=end)
+            tracked_run_finish(run_id=run.pk, status=wanted, finished_at=body.end_time)
             run.refresh_from_db()
     return {"run_info": run_info_json(run)}
 
 
-@endpoint("POST", Role.MEMBER)
-def run_log_metric(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.LogMetric)
+def run_log_metric(*, project: Project, user, body: bodies.LogMetric) -> dict:
     run = active_run_of(project, body)
     metrics_ingest(run_id=run.pk, points=[metric_sample(body)])
     return {}
 
 
-@endpoint("POST", Role.MEMBER)
-def run_log_parameter(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.LogPair)
+def run_log_parameter(*, project: Project, user, body: bodies.LogPair) -> dict:
     run = active_run_of(project, body)
-    tracked_run_log_params(run_id=run.pk,
-                           params={str(required(body, "key")): str(body.get("value", ""))})
+    tracked_run_log_params(run_id=run.pk, params={body.key: body.value})
     return {}
 
 
-@endpoint("POST", Role.MEMBER)
-def run_set_tag(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.LogPair)
+def run_set_tag(*, project: Project, user, body: bodies.LogPair) -> dict:
     run = active_run_of(project, body)
-    set_tags(run, {str(required(body, "key")): str(body.get("value", ""))})
+    set_tags(run, {body.key: body.value})
     return {}
 
 
-@endpoint("POST", Role.MEMBER)
-def run_log_batch(*, project: Project, user, body: Body) -> dict:
+@endpoint("POST", Role.MEMBER, bodies.LogBatch)
+def run_log_batch(*, project: Project, user, body: bodies.LogBatch) -> dict:
     """Metrics, parameters and tags at once, all or none. The metrics go to the database in one
     COPY (metrics_ingest); MLflow's client sends up to 1,000 a call."""
     run = active_run_of(project, body)
-    points = [metric_sample(item) for item in body.get("metrics") or []]
-    params = string_pairs(body.get("params"), "parameter")
-    tags = string_pairs(body.get("tags"), "tag")
+    points = [metric_sample(metric) for metric in body.metrics]
+    params = string_pairs(body.params, "parameter")
+    tags = string_pairs(body.tags, "tag")
     with transaction.atomic():
         if params:
             tracked_run_log_params(run_id=run.pk, params=params)

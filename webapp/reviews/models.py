@@ -77,6 +77,8 @@ class Verb(models.TextChoices):
     ANNOTATED = "annotated"
     TAGGED = "tagged"
     NOTED = "noted"
+    # A run, an experiment or a dataset, named in the detail: the row it was is gone.
+    DELETED = "deleted"
 
 
 class Activity(models.Model):

@@ -24,6 +24,13 @@ def activity_record(*, run: Run, actor, verb: str, detail: str = "") -> Activity
                                    verb=verb, run=run, detail=detail[:300])
 
 
+def activity_record_deletion(*, project_id: int, actor, detail: str) -> Activity:
+    """Record in the project's feed that `actor` deleted what `detail` names: the row is gone,
+    so the entry links to nothing."""
+    return Activity.objects.create(project_id=project_id, actor=actor, verb=Verb.DELETED,
+                                   detail=detail[:300])
+
+
 def labels_for_team(team_id: int) -> list[str]:
     own = TeamLabel.objects.filter(team_id=team_id).values_list("name", flat=True)
     return BUILTIN_LABELS + [name for name in own if name not in BUILTIN_LABELS]

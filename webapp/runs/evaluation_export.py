@@ -14,8 +14,8 @@ from typing import Any
 
 from training.eval_config import parse_ks
 from training.eval_metrics import majority_at_k, pass_at_k
+from webapp.common.csv_cells import csv_cell
 from webapp.runs.evaluations import PREFIX, model_label
-from webapp.runs.metric_series import csv_safe
 from webapp.runs.models import MetricPoint, Rollout, Run
 
 
@@ -92,7 +92,5 @@ def export_csv(run: Run) -> str:
     writer = csv.writer(buffer)
     writer.writerow(names)
     for record in records:
-        writer.writerow("" if record.get(name) is None else
-                        csv_safe(record[name]) if isinstance(record[name], str) else record[name]
-                        for name in names)
+        writer.writerow(csv_cell(record.get(name)) for name in names)
     return buffer.getvalue()

@@ -1,6 +1,6 @@
 """Reading the rollouts that other trainers leave on disk, so that a run trained with TRL or veRL
-can be browsed here like one of rlab's. No Django here: files in, one list of rollout items per
-step out, in the shape `webapp.runs.services.rollouts_ingest` takes.
+can be browsed here like one of rlab's. No Django here: files in, batches of rollout items per
+step out, in the shape `webapp.runs.services.rollouts_import` takes.
 
 The formats, as the trainers write them (keep in step with their source):
 
@@ -22,6 +22,12 @@ with the same prompt text form a group, in the order the prompts first appear. A
 must therefore be imported together, and again in the same order for a re-import to store
 nothing twice. Keys and columns the format does not define are kept in each rollout's `extra`.
 
+Files are read as streams, never whole (webapp.datasets.streaming), each within `LIMITS`, and
+twice: `scan_files` reads every row of every file, checking it and counting each group's
+completions, without keeping any; `RolloutScan.batches` then reads them again and yields their
+rollout items a batch at a time, for the caller to store in one transaction. Memory holds one
+batch, and a few numbers per group.
+
 Every problem a person can fix is a `RolloutFileError` naming the file, the row or line and the
 column; a file with any problem gives no rollouts at all.
 """
@@ -31,22 +37,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
+from webapp.common.inputs import storable_text
+from webapp.datasets import streaming
 from webapp.datasets.parsing import ProblemList
+from webapp.datasets.streaming import LimitExceeded, Limits, MiB, Unreadable
 
 TRL, VERL = "trl", "verl"
 MAX_STEP = 2**63 - 1  # a step is a BigIntegerField
 FORMATS = (TRL, VERL)
-# A Parquet file is compressed; refuse one whose rows expand past this many times its size.
-PARQUET_EXPANSION_LIMIT = 20
-PARQUET_MIN_BUDGET = 64 * 2**20
+# Each file of an import: its rows, what they decode to, and one row (a long completion, with its
+# prompt and extras, fits many times over).
+LIMITS = Limits(rows=200_000, decoded_bytes=256 * MiB, row_bytes=8 * MiB)
+MAX_COLUMNS = 1000
+LIMIT_ADVICE = "Import its rows in smaller files."
+BATCH_ITEMS = 1000
 
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 TRL_COLUMNS = ("step", "prompt", "completion", "advantage")
 TRL_SHAPE = ("A TRL completions file (GRPOTrainer with log_completions=True) has the columns "
@@ -79,48 +89,118 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def detect_format(data: bytes) -> str:
+def detect_format(path: Path) -> str:
     """TRL for a Parquet file (by its magic bytes), veRL for anything else."""
-    return TRL if data.startswith(b"PAR1") else VERL
+    with path.open("rb") as file:
+        return TRL if file.read(4) == b"PAR1" else VERL
 
 
-def read_files(files: Iterable[tuple[str, bytes]], *, format: str,
-               reward_columns: Collection[str] | None = None) -> dict[int, list[dict[str, Any]]]:
-    """The rollout items of each step of (file name, bytes) `files`, steps in order. Every file is
-    read before any error is raised, so one error lists the problems of them all."""
+@dataclass(slots=True)
+class _Group:
+    """The completions of one prompt in one step, as far as grouping needs them."""
+
+    index: int  # the group's number in its step: prompts in the order they first appear
+    size: int
+    reward: float  # the first completion's
+    mixed: bool = False  # whether some other completion's reward differs from the first's
+    placed: int = 0  # completions given a sample index so far (by RolloutScan.batches)
+
+
+@dataclass
+class RolloutScan:
+    """Files of rollouts read through once and found without problems: how many rollouts, of
+    which steps, in which groups; `batches` reads them again to store them."""
+
+    files: Sequence[tuple[str, Path]]
+    format: str
+    reward_columns: Collection[str] | None
+    limits: Limits
+    rows: int
+    groups: dict[int, dict[bytes, _Group]]
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(self.groups)
+
+    def batches(self, size: int = BATCH_ITEMS) -> Iterator[dict[int, list[dict[str, Any]]]]:
+        """The rollout items of each step, at most `size` at a time, in the shape
+        `webapp.runs.services.rollouts_import` takes: a step's completions of one prompt form a
+        group, numbered in the order the prompts first appear, with their samples in file order.
+        A group is degenerate when it has two or more completions and all their rewards are
+        equal (no GRPO signal). RolloutFileError, after the batches before it, if the files no
+        longer read as they did: store the batches in one transaction."""
+        for step_groups in self.groups.values():
+            for group in step_groups.values():
+                group.placed = 0
+        errors = ProblemList(RolloutFileError)
+        batch: dict[int, list[dict[str, Any]]] = {}
+        count = 0
+        for completion in _completions(self.files, self.format, self.reward_columns,
+                                       self.limits, errors):
+            group = self.groups.get(completion.step, {}).get(_group_key(completion.prompt))
+            if group is None or group.placed == group.size:
+                errors.add("The files changed while they were imported: import them again.")
+                break
+            degenerate = not group.mixed if group.size > 1 else None
+            batch.setdefault(completion.step, []).append(
+                _item(completion, group.index, group.placed, degenerate))
+            group.placed += 1
+            count += 1
+            if count == size:
+                yield batch
+                batch, count = {}, 0
+        errors.raise_any()
+        if batch:
+            yield batch
+
+
+def scan_files(files: Sequence[tuple[str, Path]], *, format: str,
+               reward_columns: Collection[str] | None = None,
+               limits: Limits = LIMITS) -> RolloutScan:
+    """Read (file name, path) `files` through, each within `limits`: RolloutFileError if any
+    row of any of them has a problem, listing the problems of them all."""
     if format not in FORMATS:
         raise RolloutFileError([f"Unknown format {format!r}: choose one of {', '.join(FORMATS)}."])
     if reward_columns and format != TRL:
         raise RolloutFileError(["Reward columns are named for TRL files only: a veRL dump has "
                                 "one score per line."])
     errors = ProblemList(RolloutFileError)
-    completions: list[Completion] = []
-    for name, data in files:
-        if format == TRL:
-            completions.extend(_read_trl(data, _Where(name), errors, reward_columns))
+    groups: dict[int, dict[bytes, _Group]] = {}
+    rows = 0
+    for completion in _completions(files, format, reward_columns, limits, errors):
+        rows += 1
+        step_groups = groups.setdefault(completion.step, {})
+        key = _group_key(completion.prompt)
+        if (group := step_groups.get(key)) is None:
+            step_groups[key] = _Group(index=len(step_groups), size=1, reward=completion.reward)
         else:
-            completions.extend(_read_verl(data, _Where(name), errors))
+            group.size += 1
+            group.mixed = group.mixed or completion.reward != group.reward
     errors.raise_any()
-    return group_by_step(completions)
+    return RolloutScan(files=files, format=format, reward_columns=reward_columns, limits=limits,
+                       rows=rows, groups=groups)
 
 
-def group_by_step(completions: Iterable[Completion]) -> dict[int, list[dict[str, Any]]]:
-    """Rollout items per step: a step's completions of one prompt form a group, numbered in the
-    order the prompts first appear, with their samples in file order. A group is degenerate when
-    it has two or more completions and all their rewards are equal (no GRPO signal)."""
-    groups: dict[int, dict[str, list[Completion]]] = {}
-    for completion in completions:
-        groups.setdefault(completion.step, {}).setdefault(completion.prompt, []).append(
-            completion)
-    steps: dict[int, list[dict[str, Any]]] = {}
-    for step in sorted(groups):
-        items = steps[step] = []
-        for group, members in enumerate(groups[step].values()):
-            rewards = [member.reward for member in members]
-            degenerate = max(rewards) == min(rewards) if len(members) > 1 else None
-            items.extend(_item(completion, group, sample, degenerate)
-                         for sample, completion in enumerate(members))
-    return steps
+def _group_key(prompt: str) -> bytes:
+    """A prompt's key among its step's groups: a digest, so that a group costs the same
+    however long its prompt."""
+    return hashlib.blake2b(prompt.encode(), digest_size=16).digest()
+
+
+def _completions(files: Sequence[tuple[str, Path]], format: str,
+                 reward_columns: Collection[str] | None, limits: Limits,
+                 errors: ProblemList) -> Iterator[Completion]:
+    """The completions of each file in turn, read as a stream; problems go to `errors`, and a
+    file past a limit is read no further."""
+    for name, path in files:
+        where = _Where(name)
+        with path.open("rb") as file:
+            read = _read_trl(file, where, errors, reward_columns, limits) if format == TRL \
+                else _read_verl(file, where, errors, limits)
+            try:
+                yield from read
+            except LimitExceeded as exc:
+                errors.add(f"{exc} {LIMIT_ADVICE}")
 
 
 def _item(completion: Completion, group: int, sample: int,
@@ -132,7 +212,6 @@ def _item(completion: Completion, group: int, sample: int,
         "prompt_id": prompt_id(completion.prompt), "extra": completion.extra,
         "group_degenerate": degenerate,
     }
-
 
 def prompt_id(prompt: str) -> str:
     """A prompt's id from its text, the same in every step and file, so that the prompt history
@@ -163,34 +242,34 @@ class _Where:
 # TRL
 
 
-def _read_trl(data: bytes, where: _Where, errors: ProblemList,
-              reward_columns: Collection[str] | None) -> list[Completion]:
+def _read_trl(file: BinaryIO, where: _Where, errors: ProblemList,
+              reward_columns: Collection[str] | None, limits: Limits) -> Iterator[Completion]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if not (len(data) >= 12 and data.startswith(b"PAR1") and data.endswith(b"PAR1")):
+    size = streaming.file_size(file)
+    if not streaming.is_parquet(file, size):
         errors.add(f"{where()} is not a Parquet file: it lacks the PAR1 markers at its start and "
                    f"end. {TRL_SHAPE}")
-        return []
-    # pyarrow raises many kinds of error on damaged input; any of them means "unreadable".
+        return
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        schema = parquet.schema_arrow
-    except Exception as exc:
-        errors.add(f"{where()} cannot be read as Parquet ({_first_line(exc)}).")
-        return []
+        parquet = streaming.ParquetRows(file, size=size, limits=limits, where=where,
+                                        max_columns=MAX_COLUMNS)
+    except Unreadable as exc:
+        errors.add(f"{where()} cannot be read as Parquet ({exc}).")
+        return
+    schema = parquet.schema
     names = [name for name in schema.names if not name.startswith("__index_level_")]
     missing = [name for name in ("step", "prompt", "completion") if name not in names]
     if missing:
         errors.add(f"{where()} has no {_listed(missing)} column. {TRL_SHAPE}")
-        return []
+        return
     if reward_columns:
         rewards = [name for name in reward_columns if name in names]
         absent = [name for name in reward_columns if name not in names]
         if absent:
             errors.add(f"{where()} has no reward column {_listed(absent)}; its columns are "
                        f"{_listed(names)}.")
-            return []
+            return
     else:
         # A reward function's column holds floats; log_extra columns are usually text or ints.
         rewards = [name for name in names if name not in TRL_COLUMNS
@@ -198,28 +277,18 @@ def _read_trl(data: bytes, where: _Where, errors: ProblemList,
         if not rewards:
             errors.add(f"{where()} has no reward column (a column of floats besides advantage). "
                        f"{TRL_SHAPE}")
-            return []
+            return
     extras = [name for name in names if name not in TRL_COLUMNS and name not in rewards]
-    budget = max(PARQUET_MIN_BUDGET, PARQUET_EXPANSION_LIMIT * len(data))
-    found: list[Completion] = []
-    expanded = 0
+    found = 0
     try:
-        for batch in parquet.iter_batches(batch_size=1024, columns=names):
-            expanded += batch.nbytes
-            if expanded > budget:
-                errors.add(f"{where()} expands to more than {budget // 2**20} MiB of data: "
-                           f"import its rows in smaller files.")
-                return []
-            columns = {name: batch.column(name).to_pylist() for name in names}
-            for offset in range(batch.num_rows):
-                row = {name: values[offset] for name, values in columns.items()}
-                found.append(_trl_completion(row, where(f"row {len(found) + 1}"), errors,
-                                             rewards, extras))
-    except Exception as exc:
-        errors.add(f"{where()} cannot be read as Parquet ({_first_line(exc)}).")
-        return []
-    return found
-
+        for number, row in parquet.read(names):
+            found += 1
+            yield _trl_completion(row, where(f"row {number}"), errors, rewards, extras)
+    except Unreadable as exc:
+        errors.add(f"{where()} cannot be read as Parquet ({exc}).")
+        return
+    if not found:
+        errors.add(f"{where()} holds no rollouts: it has no rows. {TRL_SHAPE}")
 
 def _trl_completion(row: dict[str, Any], at: str, errors: ProblemList, rewards: list[str],
                     extras: list[str]) -> Completion:
@@ -245,13 +314,16 @@ def _trl_completion(row: dict[str, Any], at: str, errors: ProblemList, rewards: 
 # veRL
 
 
-def _read_verl(data: bytes, where: _Where, errors: ProblemList) -> list[Completion]:
+def _read_verl(file: BinaryIO, where: _Where, errors: ProblemList,
+               limits: Limits) -> Iterator[Completion]:
     stem = PurePosixPath(where.filename).stem
     step_from_name = int(stem) if stem.isdigit() else None
-    found: list[Completion] = []
-    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+    counter = streaming.Counter(limits, where)
+    found = 0
+    for number, raw in _lines(file, where, counter):
         if not raw.strip():
             continue
+        counter.add(rows=1)
         at = where(f"line {number}")
         try:
             entry = json.loads(raw.decode("utf-8"))
@@ -260,6 +332,10 @@ def _read_verl(data: bytes, where: _Where, errors: ProblemList) -> list[Completi
             continue
         except json.JSONDecodeError as exc:
             errors.add(f"{at} is not JSON ({exc.msg} at character {exc.pos + 1}). {VERL_SHAPE}")
+            continue
+        except (ValueError, RecursionError) as exc:  # an integer with over 4300 digits; nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            errors.add(f"{at} is not JSON ({reason}). {VERL_SHAPE}")
             continue
         if not isinstance(entry, dict):
             errors.add(f"{at} is not a JSON object. {VERL_SHAPE}")
@@ -278,15 +354,37 @@ def _read_verl(data: bytes, where: _Where, errors: ProblemList) -> list[Completi
         reward = _number(entry["score"], key_at("score"), errors)
         if reward is not None and not math.isfinite(reward):
             errors.add(f"{key_at('score')}: {reward} is not a finite number.")
-        found.append(Completion(
+        try:
+            extra = {key: _json_value(value) for key, value in entry.items()
+                     if key not in VERL_KEYS}
+        except RecursionError:
+            errors.add(f"{at} is not JSON (nested too deeply). {VERL_SHAPE}")
+            continue
+        found += 1
+        yield Completion(
             step=step, prompt=_text(entry["input"], key_at("input"), errors),
             completion=_text(entry["output"], key_at("output"), errors), reward=reward or 0.0,
-            extra={key: _json_value(value) for key, value in entry.items()
-                   if key not in VERL_KEYS}))
+            extra=extra)
     if not found and not errors.messages:
         errors.add(f"{where()} holds no rollouts: it is empty. {VERL_SHAPE}")
-    return found
 
+
+def _lines(file: BinaryIO, where: _Where,
+           counter: streaming.Counter) -> Iterator[tuple[int, bytes]]:
+    """(number, line) for each line of `file`, the byte order mark taken off the first, read a
+    block at a time; LimitExceeded at a line longer than a row may be."""
+    number = 0
+    for block in streaming.blocks(file, max_line_bytes=counter.limits.row_bytes, where=where):
+        counter.add(decoded_bytes=len(block))
+        if not number:
+            block = block.removeprefix(b"\xef\xbb\xbf")
+        lines = block.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # what follows the block's last "\n"
+        for number, line in enumerate(lines, start=number + 1):
+            if len(line) > counter.limits.row_bytes:
+                raise streaming.line_too_long(where, number, counter.limits.row_bytes)
+            yield number, line
 
 # Cells
 
@@ -320,13 +418,7 @@ def _text(value: Any, at: str, errors: ProblemList) -> str:
     if not isinstance(value, str):
         errors.add(f"{at}: {_shown(value)} is not text.")
         return ""
-    return _storable(value)
-
-
-def _storable(text: str) -> str:
-    """`text` as Postgres can store it: a NUL character, which a model may well generate, becomes
-    U+FFFD, and so does half of a surrogate pair (JSON allows one; UTF-8 does not)."""
-    return UNSTORABLE.sub("\ufffd", text)
+    return storable_text(value)
 
 
 def _json_value(value: Any) -> Any:
@@ -337,16 +429,16 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return _storable(value)
+        return storable_text(value)
     if isinstance(value, dict):
-        return {_storable(str(key)): _json_value(item) for key, item in value.items()}
+        return {storable_text(str(key)): _json_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_value(item) for item in value]
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
     if hasattr(value, "isoformat"):
         return value.isoformat()
-    return _storable(str(value))
+    return storable_text(str(value))
 
 
 def _shown(value: Any) -> str:
@@ -359,6 +451,3 @@ def _shown(value: Any) -> str:
 def _listed(names: list[str]) -> str:
     return ", ".join(repr(name) for name in names)
 
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

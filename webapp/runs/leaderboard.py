@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from webapp.common.csv_cells import csv_cell
 from webapp.runs.evaluations import EvaluationResult, headline_metrics
-from webapp.runs.metric_series import csv_safe
 
 SOURCES = {"all": "jobs and during training", "jobs": "evaluation jobs only"}
 ORDERS = ("asc", "desc")
@@ -246,9 +246,9 @@ def export_csv(board: Leaderboard) -> str:
     buffer = io.StringIO()
     names = export_fields(board)
     writer = csv.writer(buffer)
-    writer.writerow(csv_safe(name) for name in names)
+    writer.writerow(csv_cell(name) for name in names)
     for record in export_records(board):
-        writer.writerow(_csv_cell(record[name]) for name in names)
+        writer.writerow(csv_cell(record[name]) for name in names)
     return buffer.getvalue()
 
 
@@ -328,10 +328,3 @@ def _finite(value: float | None) -> float | None:
 
 def _count(value: float | None) -> int | None:
     return int(value) if value is not None and math.isfinite(value) else None
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    return csv_safe(value) if isinstance(value, str) else value
-

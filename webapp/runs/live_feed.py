@@ -12,12 +12,15 @@ page has) is the stream's event id, from which a reconnecting page resumes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connections
 from django.db.models import Max
 
 from webapp.runs.models import TERMINAL_STATUSES, Checkpoint, LogLine, MetricPoint, Rollout, Run
@@ -27,6 +30,24 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # events reach pages within this plus a render
 MAX_ROWS_PER_READ = 20_000  # metric points per read; a backlog drains over several reads
 _CURSOR = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def releasing_connection(func: Callable[P, R]) -> Callable[P, R]:
+    """`func`, then this thread's database connection closed. A feed and an open page wait
+    between their reads for as long as the page stays open, and must not hold one of Postgres's
+    connections meanwhile (fifty open pages would hold fifty). Their next read opens a new one,
+    so a connection that a database restart broke is never used again either."""
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,7 @@ class RunState:
     device: str
     worker: str
     error_message: str
+    enqueued: bool  # the broker accepted it (until then the page says it waits for the broker)
 
     @property
     def is_terminal(self) -> bool:
@@ -129,8 +151,8 @@ def read_batch(run_id: int, start: Cursor, last_state: RunState | None,
                       .aggregate(top=Max("pk"))["top"])
     row = (Run.objects.filter(pk=run_id)
            .values_list("status", "progress_step", "progress_total", "device", "worker",
-                        "error_message").first())
-    state = RunState(*row) if row else None
+                        "error_message", "enqueued_at").first())
+    state = RunState(*row[:-1], enqueued=row[-1] is not None) if row else None
     end = Cursor(metric=metrics[-1][0] if metrics else start.metric,
                  log=logs[-1].pk if logs else start.log,
                  rollout=rollout_top or start.rollout,
@@ -187,10 +209,7 @@ class RunFeed:
             _feeds.pop(self.run_id, None)
 
 
-def _read_fresh(run_id: int, start: Cursor, last_state: RunState | None) -> Batch:
-    """read_batch on a live connection: one dropped by a database restart is replaced."""
-    close_old_connections()
-    return read_batch(run_id, start, last_state)
+_read_fresh = releasing_connection(read_batch)
 
 
 _feeds: dict[int, RunFeed] = {}
@@ -212,16 +231,16 @@ def ensure_running(feed: RunFeed) -> None:
         feed.task = asyncio.get_running_loop().create_task(feed.run())
 
 
+@releasing_connection
 def _start_point(run_id: int) -> tuple[Cursor, RunState | None]:
-    close_old_connections()
     batch = read_batch(run_id, current_cursor(run_id), None)
     return batch.end, batch.state
 
 
+@releasing_connection
 def catch_up(run_id: int, start: Cursor, until: Cursor) -> Batch:
     """A page's rows after `start`, up to `until` (where the feed's queued batches begin), and
     the current state. Called until its `end` reaches `until`."""
-    close_old_connections()
     return read_batch(run_id, start, None, until=until)
 
 

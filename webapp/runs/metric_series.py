@@ -34,6 +34,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connection, transaction
 
+from webapp.common.csv_cells import csv_cell
 from webapp.runs.models import MetricPoint, Run
 
 TARGET_BUCKETS = 1000
@@ -379,7 +380,7 @@ async def metrics_csv_chunks(run_id: int, keys: list[str]) -> AsyncIterator[str]
     synchronous iterator whole before it sends the first byte."""
     yield "key,step,value,wall_time\r\n"
     for key in keys:
-        cell = csv_safe(key)
+        cell = csv_cell(key)
         after = None
         while True:
             rows = await sync_to_async(_points_page)(run_id, key, after)
@@ -397,13 +398,3 @@ def _points_page(run_id: int, key: str, after: int | None) -> list[tuple[int, fl
     if after is not None:
         points = points.filter(step__gt=after)
     return list(points.order_by("step").values_list("step", "value", "wall_time")[:CSV_PAGE])
-
-
-def csv_safe(text: str) -> str:
-    """Text for a CSV cell that a spreadsheet will not run as a formula (metric names are user
-    data): a leading =, +, -, @, tab or carriage return gets a quote before it.
-
-    >>> csv_safe("=HYPERLINK(1)"), csv_safe("reward/mean")
-    ("'=HYPERLINK(1)", 'reward/mean')
-    """
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -15,22 +15,28 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Its worker shut down (Ctrl-C, SIGTERM: a restart, a deploy) or was killed while it ran;
+    # nothing was wrong with the run itself.
+    INTERRUPTED = "interrupted"
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                               RunStatus.INTERRUPTED})
 # A run that ended before its last step; a new run can continue it from a checkpoint.
-RESUMABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+RESUMABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED})
 
 # The one place that says which status may follow which; services.run_transition enforces it
 # with a conditional UPDATE, so two workers can never both move a run out of the same state.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.QUEUED: frozenset({RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED}),
     RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED,
-                                   RunStatus.CANCELLED}),
-    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
+                                   RunStatus.CANCELLED, RunStatus.INTERRUPTED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                                  RunStatus.INTERRUPTED}),
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
+    RunStatus.INTERRUPTED: frozenset(),
 }
 
 
@@ -49,6 +55,10 @@ class Run(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the broker last accepted the run's message; none while it never has "
+                  "(the broker was down at launch): housekeeping sends it again.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -111,13 +121,18 @@ class Run(models.Model):
 
     def checkpoint_to_resume(self) -> Checkpoint | None:
         """The newest checkpoint before the last step whose folder is still there, for a run that
-        failed or was cancelled; None when the run cannot be resumed."""
+        failed, was cancelled or was interrupted; None when the run cannot be resumed."""
         if self.status not in RESUMABLE_STATUSES:
             return None
         if self.is_evaluation or self.is_tracked:
             return None  # an evaluation is run again instead; a tracked run resumes elsewhere
         before_last = self.checkpoints.filter(step__lt=self.config["max_steps"])
         return next((c for c in before_last.order_by("-step") if os.path.isdir(c.path)), None)
+
+    @property
+    def is_waiting_for_broker(self) -> bool:
+        """Queued, and the broker has not accepted it yet: it was down at launch."""
+        return self.status == RunStatus.QUEUED and self.enqueued_at is None
 
     @property
     def progress_fraction(self) -> float:

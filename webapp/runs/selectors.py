@@ -94,7 +94,9 @@ def token_rows(token_data: dict | None) -> list[dict]:
     rows = []
     for i, text in enumerate(texts):
         logprob = columns["logprob"][i]
-        probability = math.exp(logprob) if logprob is not None else 1.0
+        # A script may send a log-prob above 0, which is no probability and whose exp()
+        # overflows past ~709; such a token, or a NaN one, is shown as likely.
+        probability = math.exp(logprob) if logprob is not None and logprob <= 0 else 1.0
         rows.append({"text": text, "logprob": logprob, "entropy": columns["entropy"][i],
                      "kl": columns["kl"][i], "advantage": columns["advantage"][i],
                      "shade": min(4, int((1 - probability) * 5))})

@@ -8,25 +8,35 @@ at most, and a cancel that races with a finishing run leaves exactly one of the 
 from __future__ import annotations
 
 import logging
-import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
 from training.config import ConfigError, RunConfig
 from training.eval_config import EvalConfig
+from training.model_refs import RefKind, parse_model_ref
+from webapp.common.inputs import storable_json, storable_text
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment, ExperimentKind
+from webapp.projects.deletion import (
+    DeletionPlan,
+    deletion_plan,
+    deletion_summary,
+    files_remove_on_commit,
+    runs_rows_delete,
+)
 from webapp.reviews.models import Verb
-from webapp.reviews.services import activity_record
+from webapp.reviews.services import activity_record, activity_record_deletion
+from webapp.runs.model_sources import config_for_worker, config_models_check
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
     METRIC_KEY_MAX_LENGTH,
@@ -39,6 +49,8 @@ from webapp.runs.models import (
     Run,
     RunStatus,
 )
+from webapp.teams.models import Role
+from webapp.teams.selectors import require_role, user_has_role
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +77,8 @@ def run_launch(*, experiment: Experiment, user) -> Run:
         config = RunConfig.from_dict(experiment.config).to_dict()
     except ConfigError as exc:
         raise ValidationError(f"The experiment's config cannot run: {exc}") from exc
+    _models_check(project_id=experiment.project_id, config=config, config_class=RunConfig,
+                  what="The experiment's config cannot run")
     if config["dataset"]:
         # The experiment names one of its project's datasets; the run records that dataset's
         # file, whose name is its content hash, so the run keeps the exact rows it trained on.
@@ -77,30 +91,41 @@ def run_launch(*, experiment: Experiment, user) -> Run:
 def evaluation_launch(*, experiment: Experiment, user, model: str = "",
                       checkpoint: Checkpoint | None = None) -> Run:
     """Queue an evaluation job: the evaluation `experiment`'s config on `checkpoint` (a
-    checkpoint of a run in the same project, its folder still there) or on `model` (a built-in
-    model, a folder or a hub id)."""
+    checkpoint of a run in the same project, its folder still there) or on `model` (a model
+    reference: built-in, checkpoint:<id>, local:<name> or a hub id)."""
     if not experiment.is_evaluation:
         raise ValidationError(f"{experiment.name} is a training experiment, not an evaluation.")
     if checkpoint is not None:
         if checkpoint.run.experiment.project_id != experiment.project_id:
             raise ValidationError("That checkpoint belongs to another project.")
-        if not os.path.isdir(checkpoint.path):
-            raise ValidationError(
-                f"The folder of {checkpoint} is gone: newer checkpoints replaced it "
-                f"(keep_checkpoints), or the web server cannot see the worker's run folder.")
-        model = checkpoint.path
+        model = f"checkpoint:{checkpoint.pk}"
     if not model.strip():
         raise ValidationError("Choose a checkpoint, or give a model to evaluate.")
     try:
         config = EvalConfig.from_dict({**experiment.config, "model": model.strip()}).to_dict()
     except ConfigError as exc:
         raise ValidationError(f"The evaluation cannot run: {exc}") from exc
+    _models_check(project_id=experiment.project_id, config=config, config_class=EvalConfig,
+                  what="The evaluation cannot run")
+    reference = parse_model_ref(config["model"])
+    if reference.kind == RefKind.CHECKPOINT:  # named by reference: the job still records it
+        checkpoint = Checkpoint.objects.select_related("run__experiment").get(
+            pk=reference.checkpoint_id)
     if config["dataset"]:
         config["dataset"] = dataset_file_for_run(project=experiment.project,
                                                  reference=config["dataset"])
     what = str(checkpoint) if checkpoint is not None else config["model"]
     return _run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED,
                        detail=f"on {what}", evaluated_checkpoint=checkpoint)
+
+
+def _models_check(*, project_id: int, config: dict[str, Any], config_class, what: str) -> None:
+    """ValidationError starting with `what` unless the project's runs can load every model the
+    config names (webapp.runs.model_sources)."""
+    try:
+        config_models_check(project_id=project_id, config=config, config_class=config_class)
+    except ValidationError as exc:
+        raise ValidationError(f"{what}: {'; '.join(exc.messages)}") from None
 
 
 def tracked_experiment_get_or_create(*, project, user, name: str) -> Experiment:
@@ -186,11 +211,12 @@ def tracked_run_finish(*, run_id: int, status: str, finished_at: datetime | None
 
 
 def run_resume(*, run: Run, user) -> Run:
-    """Continue a failed or cancelled run in a new run of the same experiment: the old run's
-    config, from its newest checkpoint still on disk (weights, optimiser, sampler, RNG, step)."""
+    """Continue a failed, cancelled or interrupted run in a new run of the same experiment: the
+    old run's config, from its newest checkpoint still on disk (weights, optimiser, sampler,
+    RNG, step)."""
     if run.status not in RESUMABLE_STATUSES:
-        raise ValidationError(f"Only a failed or cancelled run can be resumed; run #{run.number} "
-                              f"is {run.status}.")
+        raise ValidationError(f"Only a failed, cancelled or interrupted run can be resumed; run "
+                              f"#{run.number} is {run.status}.")
     checkpoint = run.checkpoint_to_resume()
     if checkpoint is None:
         if not run.checkpoints.exists():
@@ -202,9 +228,12 @@ def run_resume(*, run: Run, user) -> Run:
             "step: newer checkpoints replaced them (keep_checkpoints), or the web server cannot "
             "see the worker's run folder. Launch the experiment again.")
     try:
-        config = RunConfig.from_dict({**run.config, "resume_from": checkpoint.path}).to_dict()
+        config = RunConfig.from_dict({**run.config,
+                                      "resume_from": f"checkpoint:{checkpoint.pk}"}).to_dict()
     except ConfigError as exc:
         raise ValidationError(f"Run #{run.number}'s config cannot run any more: {exc}") from exc
+    _models_check(project_id=run.experiment.project_id, config=config, config_class=RunConfig,
+                  what=f"Run #{run.number}'s config cannot run any more")
     return _run_create(experiment=run.experiment, config=config, user=user, verb=Verb.RESUMED,
                        detail=f"from #{run.number} at step {checkpoint.step}",
                        resumed_from=checkpoint)
@@ -233,9 +262,69 @@ def _run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: s
 
 
 def _enqueue(run: Run) -> None:
-    from worker.tasks import run_execute
+    """Send a run just created to the broker. A broker that is down or hung does not fail the
+    launch: the run stays queued, not accepted ("waiting for the broker" on its page), and the
+    workers' housekeeping sends it again (runs_requeue)."""
+    _runs_send([run])
 
-    run_execute.apply_async(args=[run.pk], queue=run_queue_for(run.config))
+
+def _runs_send(runs: Iterable[Run]) -> list[int]:
+    """Send each run to its queue, recording when the broker accepted it; stops at the first
+    the broker does not take (the rest would wait on it in vain). Returns the ids sent."""
+    from worker.broker import broker_connection, run_send
+
+    sent = []
+    with broker_connection() as connection:
+        for run in runs:
+            if not run_send(run_id=run.pk, queue=run_queue_for(run.config),
+                            connection=connection):
+                break
+            Run.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
+            sent.append(run.pk)
+    return sent
+
+
+# Housekeeping leaves a run this young to the launch that is sending it right now (that takes
+# worker.broker.TIMEOUT_SECONDS at most), and sends at most this many runs in one pass.
+_SEND_GRACE = timedelta(seconds=10)
+_REQUEUE_BATCH = 100
+
+
+def runs_requeue(*, now: datetime | None = None) -> int:
+    """Send again the queued runs the broker may not hold: those it never accepted (it was down
+    or hung at launch), and those it accepted more than RLAB_REQUEUE_AFTER_SECONDS ago on a queue
+    that now holds fewer messages than that queue has queued runs (a Redis without persistence
+    restarted and lost them). Returns how many were sent.
+
+    A run sent twice is harmless, since only one claim of it succeeds; the rows stay locked while
+    they are sent, so two workers' housekeeping do not send the same run at once."""
+    from worker.broker import broker_connection, queue_depth
+
+    now = now or timezone.now()
+    queued = Run.objects.filter(status=RunStatus.QUEUED).order_by("created_at")
+    unsent = queued.filter(enqueued_at__isnull=True, created_at__lt=now - _SEND_GRACE)
+    waited = queued.filter(enqueued_at__lt=now - timedelta(
+        seconds=settings.RLAB_REQUEUE_AFTER_SECONDS))
+    if not (unsent | waited).exists():
+        return 0  # the usual case: no transaction, no lock (a write lock on SQLite)
+    with transaction.atomic():
+        never_sent = list(unsent.select_for_update(skip_locked=True)[:_REQUEUE_BATCH])
+        aged = list(waited.select_for_update(skip_locked=True)[:_REQUEUE_BATCH])
+        lost = []
+        if aged:
+            accepted = queued.filter(enqueued_at__isnull=False).values_list("config", flat=True)
+            waiting = Counter(run_queue_for(config) for config in accepted)
+            with broker_connection() as connection:
+                depths = {queue: queue_depth(queue=queue, connection=connection)
+                          for queue in waiting}
+            # A queue that holds a message for each of its queued runs lost none of them.
+            short = {queue for queue, depth in depths.items()
+                     if depth is None or depth < waiting[queue]}
+            lost = [run for run in aged if run_queue_for(run.config) in short]
+        sent = _runs_send([*never_sent, *lost]) if never_sent or lost else []
+    if sent:
+        logger.info("queued runs sent to the broker again: %s", ", ".join(map(str, sent)))
+    return len(sent)
 
 
 def run_transition(*, run_id: int, to: str, **fields: Any) -> bool:
@@ -254,6 +343,20 @@ def run_claim(*, run_id: int, worker: str) -> bool:
         status=RunStatus.STARTING, worker=worker, started_at=now, heartbeat_at=now,
         attempts=F("attempts") + 1)
     return updated == 1
+
+
+def run_worker_config(*, run_id: int) -> dict[str, Any] | None:
+    """The config a claimed run's training process gets: its model references turned into the
+    folders they name, checked again against the run's project (webapp.runs.model_sources).
+    None, with the run failed and the reason recorded, if a model cannot be loaded any more."""
+    run = Run.objects.select_related("experiment").get(pk=run_id)
+    config_class = EvalConfig if run.experiment.kind == ExperimentKind.EVALUATION else RunConfig
+    try:
+        return config_for_worker(project_id=run.experiment.project_id, config=run.config,
+                                 config_class=config_class)
+    except ValidationError as exc:
+        run_fail(run_id=run_id, error_message=" ".join(exc.messages))
+        return None
 
 
 def run_mark_running(*, run_id: int, device: str, total_steps: int) -> bool:
@@ -294,6 +397,31 @@ def run_cancel(*, run: Run, user) -> bool:
     return cancelled
 
 
+# Heartbeats a run may miss before runs_interrupt(silent=True) takes it for left behind by a
+# worker that no longer runs it.
+SILENT_AFTER_HEARTBEATS = 3
+
+
+def runs_interrupt(*, worker: str, reason: str, keep: Iterable[int] = (),
+                   silent: bool = False) -> list[int]:
+    """Mark interrupted, with `reason`, the runs that `worker` (a worker's name) claimed and that
+    are still starting or running, but those in `keep`; if `silent`, only those that missed
+    SILENT_AFTER_HEARTBEATS heartbeats. A supervisor still running one sees the status at its
+    next heartbeat and stops the training process; the run can be resumed from its newest
+    checkpoint. Returns the ids of the runs interrupted."""
+    runs = Run.objects.filter(worker=worker, status__in=[RunStatus.STARTING, RunStatus.RUNNING]
+                              ).exclude(pk__in=list(keep))
+    if silent:
+        runs = runs.filter(heartbeat_at__lt=timezone.now() - timedelta(
+            seconds=SILENT_AFTER_HEARTBEATS * settings.RLAB_HEARTBEAT_SECONDS))
+    interrupted = [run_id for run_id in runs.values_list("pk", flat=True)
+                   if run_transition(run_id=run_id, to=RunStatus.INTERRUPTED,
+                                     error_message=reason)]
+    for run_id in interrupted:
+        logger.warning("run %s interrupted: %s", run_id, reason)
+    return interrupted
+
+
 def runs_fail_stale(*, now: datetime | None = None) -> int:
     """Fail runs whose worker stopped heartbeating (killed, machine lost): nobody else will."""
     now = now or timezone.now()
@@ -307,7 +435,7 @@ def runs_fail_stale(*, now: datetime | None = None) -> int:
         count += run_fail(run_id=run_id, error_message=(
             "The worker running this run stopped responding (no heartbeat for "
             f"{settings.RLAB_STALE_AFTER_SECONDS} s): it was killed or lost its machine. "
-            "Launch the experiment again."))
+            "Resume the run from its newest checkpoint, or launch the experiment again."))
     return count
 
 
@@ -323,8 +451,9 @@ class MetricSample(NamedTuple):
 
 def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datetime]]) -> int:
     """Store points (MetricSample rows); a (run, key, step) already stored is kept as is, so
-    replays are harmless. Keys are cut to METRIC_KEY_MAX_LENGTH characters. Returns how many
-    points there were.
+    replays are harmless. Keys are cut to METRIC_KEY_MAX_LENGTH characters, and a character
+    Postgres cannot store (a NUL from a trainer) becomes U+FFFD: the edges refuse such keys, and
+    a run's own writes must never fail on one. Returns how many points there were.
 
     On Postgres the batch is COPYed, in binary, into a temporary table and inserted from there
     in one statement. The table lives as long as the connection and is emptied before each use,
@@ -332,9 +461,18 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
     cheaper for Postgres than one that checks each row for a conflict; a batch with a point
     already stored (a replay) fails it, and is inserted again, in the same transaction, skipping
     those."""
+    stored_keys: dict[str, str] = {}  # a batch repeats a few keys: each is checked once
+
+    def stored(key: str) -> str:
+        found = stored_keys.get(key)
+        if found is None:
+            found = stored_keys[key] = storable_text(key)
+        return found
+
     if connection.vendor != "postgresql":
-        rows = [MetricPoint(run_id=run_id, key=key[:METRIC_KEY_MAX_LENGTH], step=step, value=value,
-                            wall_time=wall_time) for key, step, value, wall_time in points]
+        rows = [MetricPoint(run_id=run_id, key=stored(key)[:METRIC_KEY_MAX_LENGTH], step=step,
+                            value=value, wall_time=wall_time)
+                for key, step, value, wall_time in points]
         MetricPoint.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
         return len(rows)
     count = 0
@@ -347,8 +485,8 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
         cursor.execute("TRUNCATE metric_incoming")
         with cursor.copy("COPY metric_incoming FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["text", "int8", "float8", "timestamptz"])
-            for count, row in enumerate(points, 1):
-                copy.write_row(row)
+            for count, (key, step, value, wall_time) in enumerate(points, 1):
+                copy.write_row((stored(key), step, value, wall_time))
         try:
             with transaction.atomic():
                 cursor.execute(insert, [run_id])
@@ -361,7 +499,11 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
     """Store one step's rollouts. A group is degenerate when all its rewards are equal: the
     item's `group_degenerate` when it has one (the trainer saw the whole group, though it may log
     only part of it), else decided from this batch's items of the same group (outside scripts
-    send whole groups); a group of one is not degenerate."""
+    send whole groups); a group of one is not degenerate.
+
+    What Postgres cannot store is replaced rather than refused, since a model can generate it:
+    a NUL or a lone surrogate in the text becomes U+FFFD, and NaN or ±Infinity in the JSON
+    columns null (webapp.common.inputs). The API refuses both before they get here."""
     items = list(items)
     group_rewards: dict[int, list[float]] = {}
     for item in items:
@@ -378,12 +520,16 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
         Rollout(
             run_id=run_id, step=step, group=int(item.get("group", 0)),
             sample_index=int(item.get("sample_index", 0)),
-            prompt_id=str(item.get("prompt_id", ""))[:200], prompt=str(item.get("prompt", "")),
-            completion=str(item.get("completion", "")), reward=float(item.get("reward", 0.0)),
-            rewards=item.get("rewards") or {}, advantage=item.get("advantage"),
+            prompt_id=storable_text(str(item.get("prompt_id", "")))[:200],
+            prompt=storable_text(str(item.get("prompt", ""))),
+            completion=storable_text(str(item.get("completion", ""))),
+            reward=float(item.get("reward", 0.0)),
+            rewards=storable_json(item.get("rewards") or {}), advantage=item.get("advantage"),
             completion_tokens=item.get("completion_tokens"),
-            truncated=bool(item.get("truncated", False)), extra=item.get("extra") or {},
-            token_data=item.get("tokens") or None, group_degenerate=degenerate(item),
+            truncated=bool(item.get("truncated", False)),
+            extra=storable_json(item.get("extra") or {}),
+            token_data=storable_json(item.get("tokens") or None),
+            group_degenerate=degenerate(item),
         )
         for item in items
     ]
@@ -422,8 +568,59 @@ def checkpoints_ingest(*, run_id: int, checkpoints: Iterable[CheckpointSaved]) -
 
 
 def logs_append(*, run_id: int, lines: Iterable[tuple[datetime, str, str, str]]) -> int:
-    """Append (time, level, source, message) lines."""
-    rows = [LogLine(run_id=run_id, time=t, level=level[:10], source=source[:10],
-                    message=message[:10_000]) for t, level, source, message in lines]
+    """Append (time, level, source, message) lines; a NUL or a lone surrogate in a line (a
+    trainer's output) becomes U+FFFD, so that the line is kept rather than refused."""
+    rows = [LogLine(run_id=run_id, time=t, level=storable_text(level)[:10],
+                    source=storable_text(source)[:10], message=storable_text(message)[:10_000])
+            for t, level, source, message in lines]
     LogLine.objects.bulk_create(rows, batch_size=1000)
     return len(rows)
+
+
+def run_delete_allowed(*, run: Run, user) -> bool:
+    """Whether `user` may delete the run: an admin of its team, or the member who launched it."""
+    team_id = run.experiment.project.team_id
+    return user_has_role(user, team_id, Role.ADMIN) or (
+        run.launched_by_id == user.pk and user_has_role(user, team_id, Role.MEMBER))
+
+
+def run_delete_check(*, run: Run, user) -> None:
+    """PermissionDenied unless run_delete_allowed."""
+    require_role(user, run.experiment.project.team_id, Role.MEMBER)
+    if not run_delete_allowed(run=run, user=user):
+        raise PermissionDenied("Members delete only the runs they launched: ask an admin of "
+                               "the team to delete this one.")
+
+
+def run_deletion_plan(*, run: Run) -> DeletionPlan:
+    """What deleting the run removes (its rows and its folder, with its checkpoints), and why it
+    cannot be deleted now: it may still be writing, or an active run loads its checkpoint."""
+    return deletion_plan(runs=Run.objects.filter(pk=run.pk),
+                         project_id=run.experiment.project_id)
+
+
+def run_delete(*, run: Run, user) -> DeletionPlan:
+    """Delete the run with everything it recorded, then its folder once committed; record it in
+    the project's feed. An active run is refused rather than cancelled here: its worker stops
+    the training process only at its next heartbeat, so it must be cancelled, and have stopped,
+    first. ValidationError, with nothing deleted, when the plan has refusals."""
+    run_delete_check(run=run, user=user)
+    try:
+        with transaction.atomic():
+            # Locked: a second deletion of it waits for this one, then finds it gone.
+            if not Run.objects.select_for_update().filter(pk=run.pk).exists():
+                raise ValidationError(f"Run {run} was deleted already.")
+            plan = run_deletion_plan(run=run)
+            if plan.refusals:
+                raise ValidationError(plan.refusals)
+            runs_rows_delete(plan.run_ids)
+            activity_record_deletion(project_id=run.experiment.project_id, actor=user,
+                                     detail=f"run {run} ({deletion_summary(plan)})")
+            files_remove_on_commit(plan, project_id=run.experiment.project_id)
+    except IntegrityError:
+        raise ValidationError("An evaluation or a resumed run started from this run's "
+                              "checkpoint while it was being deleted: nothing was deleted. "
+                              "Look again, then delete.") from None
+    logger.info("run %s (%s) deleted by %s: %s", run.pk, run, user.get_username(),
+                deletion_summary(plan))
+    return plan

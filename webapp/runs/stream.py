@@ -3,9 +3,9 @@
 Each event is named for the panel it updates (templates/runs/run_detail.html, through the htmx
 SSE extension): `metrics` (JSON of the new points, for the charts), `log` (new log lines,
 appended), `status`, `rollouts` and `checkpoints` (the panel re-rendered), and `end` when the run
-has finished, which closes the stream. Every event's id is the page's cursor
-(webapp.runs.live_feed.Cursor): a browser that reconnects sends it back as Last-Event-ID, and the
-stream resumes after it, with nothing lost and nothing twice.
+has finished or the user may no longer see it, which closes the stream. Every event's id is the
+page's cursor (webapp.runs.live_feed.Cursor): a browser that reconnects sends it back as
+Last-Event-ID, and the stream resumes after it, with nothing lost and nothing twice.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, StreamingHttpResponse
 from django.template.loader import render_to_string
@@ -30,6 +34,7 @@ from webapp.runs.live_feed import (
     current_cursor,
     ensure_running,
     feed_for,
+    releasing_connection,
 )
 from webapp.runs.panels import can_edit_run, live_context
 
@@ -47,7 +52,7 @@ async def run_events(request: HttpRequest, run_id: int) -> StreamingHttpResponse
     cursor = (Cursor.parse(request.headers.get("Last-Event-ID"))
               or Cursor.parse(request.GET.get("last_event_id")))
     if cursor is None:  # no cursor: start from now, as a freshly rendered page would
-        cursor = await sync_to_async(current_cursor)(run.pk)
+        cursor = await sync_to_async(releasing_connection(current_cursor))(run.pk)
     response = StreamingHttpResponse(_events(run, user, cursor),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -71,9 +76,22 @@ async def _events(run, user, cursor: Cursor) -> AsyncIterator[str]:
         if batch.state is not None and batch.state.is_terminal:
             yield _event("end", "", cursor)
             return
+        interval = settings.RLAB_STREAM_ACCESS_CHECK_SECONDS
+        next_check = time.monotonic() + interval
         while True:
+            now = time.monotonic()
+            if now >= next_check:
+                # An open stream outlives the check made when it opened: a user removed from
+                # the team (or deactivated) stops receiving within `interval`. "end" closes
+                # the page's stream for good; a reconnect would get 404.
+                if not await sync_to_async(_may_watch)(run.pk, user.pk):
+                    yield _event("end", "", cursor)
+                    return
+                renderer.can_edit = None  # a changed role counts from the next batch
+                next_check = now + interval
             try:
-                batch = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                batch = await asyncio.wait_for(queue.get(),
+                                               min(KEEPALIVE_SECONDS, next_check - now))
             except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
@@ -100,7 +118,8 @@ class _Renderer:
     async def render(self, batch: Batch, cursor: Cursor) -> tuple[str, Cursor]:
         """The events of what in `batch` lies after `cursor`, and the cursor after them."""
         if self.can_edit is None:
-            self.can_edit = await sync_to_async(can_edit_run)(self.run, self.user)
+            self.can_edit = await sync_to_async(releasing_connection(can_edit_run))(self.run,
+                                                                                   self.user)
         if cursor != batch.start:  # catching up, or ahead of the feed: this page's own text
             return await self._render(batch, cursor)
         return await _once(batch.events, self.can_edit, lambda: self._render(batch, cursor))
@@ -144,12 +163,28 @@ async def _once(cache: dict, key, make: Callable[[], Awaitable]):
     return await cache[key]
 
 
+@releasing_connection
+def _may_watch(run_id: int, user_id: int) -> bool:
+    """Whether the user may still open the run's page: an active account in its team."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return user is not None and selectors.runs_for_user(user).filter(pk=run_id).exists()
+
+
+@releasing_connection
 def _render_panels(run, user, can_edit: bool, names: tuple[str, ...]) -> dict[str, str]:
     context = live_context(run, user, can_edit=can_edit, panels=names)
     return {name: render_to_string(f"runs/run_detail.html#{name}", context) for name in names}
 
 
+# Where an event stream's lines end, for a browser: CR LF, a lone LF and a lone CR alike
+# (str.splitlines() would also split at characters the stream format does not).
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _event(name: str, data: str, cursor: Cursor) -> str:
-    """One server-sent event; each line of `data` on a `data:` line of its own."""
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    """One server-sent event; each line of `data` on a `data:` line of its own. Every line end a
+    browser knows is split on: a carriage return left inside a line (in a completion, a log line)
+    would end it there, and what follows would be read as fields of the stream, even as a forged
+    `event: end` or `id:`. The browser joins the data lines with LF."""
+    lines = "".join(f"data: {line}\n" for line in _LINE_END.split(data))
     return f"id: {cursor.encode()}\nevent: {name}\n{lines}\n"

@@ -26,6 +26,7 @@ urlpatterns = [
          evaluation_compare_views.evaluation_compare, name="evaluation_compare"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="cancel"),
     path("runs/<int:run_id>/resume/", views.run_resume_view, name="resume"),
+    path("runs/<int:run_id>/delete/", views.run_delete_view, name="delete"),
     path("runs/<int:run_id>/evaluation.<str:fmt>", views.evaluation_export,
          name="evaluation_export"),
     path("checkpoints/<int:checkpoint_id>/evaluate/", views.checkpoint_evaluate,

@@ -9,19 +9,29 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from training.config import RunConfig
 from training.eval_config import EvalConfig
+from webapp.common.deletion_page import confirm_delete_response
 from webapp.experiments.models import ExperimentKind
+from webapp.projects.deletion import deletion_summary
 from webapp.runs import selectors
 from webapp.runs.evaluation_export import export_csv as evaluation_export_csv
 from webapp.runs.evaluation_export import export_json as evaluation_export_json
 from webapp.runs.live_feed import current_cursor
 from webapp.runs.metric_series import metrics_csv_chunks
 from webapp.runs.panels import live_context
-from webapp.runs.services import evaluation_launch, run_cancel, run_resume
+from webapp.runs.services import (
+    evaluation_launch,
+    run_cancel,
+    run_delete,
+    run_delete_allowed,
+    run_delete_check,
+    run_deletion_plan,
+    run_resume,
+)
 from webapp.reviews.views import run_review_context
 from webapp.teams.models import Role
 
@@ -41,7 +51,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "runs/run_detail.html",
                   {**run_review_context(run, request.user), **live_context(run, request.user),
                    "config_rows": config_rows, "experiment": run.experiment,
-                   "project": run.experiment.project, "stream_cursor": stream_cursor})
+                   "project": run.experiment.project, "stream_cursor": stream_cursor,
+                   "can_delete": run_delete_allowed(run=run, user=request.user)})
 
 
 def _step_param(request: HttpRequest, name: str) -> int | None:
@@ -113,6 +124,27 @@ def run_resume_view(request: HttpRequest, run_id: int) -> HttpResponse:
         target = run
     url = target.get_absolute_url()
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def run_delete_view(request: HttpRequest, run_id: int) -> HttpResponse:
+    """GET: what deleting the run removes, and the form that deletes it; POST: delete it, then
+    go to its experiment. For an admin of the team, or the member who launched it."""
+    run = selectors.get_run_for_user(request.user, run_id, Role.MEMBER)
+    run_delete_check(run=run, user=request.user)
+    page = {"what": f"{run.experiment.name} #{run.number}", "project": run.experiment.project,
+            "back_url": run.get_absolute_url()}
+    if request.method == "POST":
+        try:
+            plan = run_delete(run=run, user=request.user)
+        except ValidationError as exc:
+            return confirm_delete_response(request, plan=run_deletion_plan(run=run),
+                                           refusals=exc.messages, **page)
+        messages.success(request, f"Deleted {page['what']}: {deletion_summary(plan)}.")
+        url = run.experiment.get_absolute_url()
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return confirm_delete_response(request, plan=run_deletion_plan(run=run), **page)
 
 
 @login_required

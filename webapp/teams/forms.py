@@ -1,17 +1,12 @@
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
-from webapp.teams.models import Role, Team
+from webapp.teams.models import Role
 
 
 class TeamForm(forms.Form):
     name = forms.CharField(max_length=120)
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if Team.objects.filter(name=name).exists():
-            raise forms.ValidationError("A team with this name already exists.")
-        return name
 
 
 class InvitationForm(forms.Form):
@@ -24,4 +19,20 @@ class RoleForm(forms.Form):
 
 
 class SignUpForm(UserCreationForm):
-    """Accounts are made from an invitation link; passwords go through the validators."""
+    """Accounts are made from an invitation link; passwords go through the validators. An email
+    address is asked for only where this server sends mail: for password reset links."""
+
+    email = forms.EmailField(required=False, help_text="Optional: where a password reset link "
+                                                       "is sent if you forget your password.")
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username", "email")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not settings.RLAB_PASSWORD_RESET_BY_EMAIL:
+            del self.fields["email"]
+
+
+class PasswordLinkForm(forms.Form):
+    username = forms.CharField(max_length=150)

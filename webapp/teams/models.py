@@ -22,7 +22,9 @@ def role_allows(role: str, required: str) -> bool:
 
 
 class Team(models.Model):
-    name = models.CharField(max_length=120, unique=True)
+    # Unique only among the teams of one user (teams.services.team_create): unique across the
+    # installation, a refused name would tell an outsider that a team of that name exists.
+    name = models.CharField(max_length=120)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

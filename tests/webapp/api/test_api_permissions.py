@@ -1,5 +1,7 @@
 """Every API operation, as every kind of caller, with the web pages' rules: no or a bad token is
 401, an outsider gets 404, a viewer reads and gets 403 on writes, members and admins write.
+Callers are scripts: Django's CSRF check is enforced, as for any client, and they send no CSRF
+token, which only a browser's session needs.
 
 A new operation fails `test_every_operation_is_in_the_matrix` until its row is added here.
 """
@@ -25,6 +27,9 @@ SIGNED_IN = {"outsider": 200, "viewer": 200, "member": 200, "admin": 200}
 CREATE = {"outsider": 404, "viewer": 403, "member": 201, "admin": 201}
 WRITE = {"outsider": 404, "viewer": 403, "member": 200, "admin": 200}
 LAUNCHED_RUN = {"outsider": 404, "viewer": 403, "member": 409, "admin": 409}
+# Deleting: admins only (a member may delete runs they launched, and the admin launched this
+# one); the world's run is queued, so its deletion, and its parents', is refused with 409.
+DELETE_ACTIVE = {"outsider": 404, "viewer": 403, "member": 403, "admin": 409}
 
 EXPERIMENT = {"name": "from the api", "config": {"max_steps": 2}}
 METRICS = {"points": [{"key": "reward/mean", "step": 1, "value": 0.5}]}
@@ -55,13 +60,16 @@ MATRIX = {
     # access check (tests/webapp/api/test_tracked_runs.py covers tracked runs).
     ("post", "/api/runs/{run_id}/params"): ({"params": {"lr": 1}}, LAUNCHED_RUN),
     ("post", "/api/runs/{run_id}/finish"): ({}, LAUNCHED_RUN),
+    ("delete", "/api/runs/{run_id}"): (None, DELETE_ACTIVE),
+    ("delete", "/api/experiments/{experiment_id}"): (None, DELETE_ACTIVE),
+    ("delete", "/api/projects/{project_id}"): (None, DELETE_ACTIVE),
 }
 
 
 def call(client: Client, method: str, path: str, body, token: str | None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if method == "get":
-        return client.get(path, headers=headers)
+    if method in ("get", "delete"):
+        return getattr(client, method)(path, headers=headers)
     return client.post(path, json.dumps(body) if body is not None else "",
                        content_type="application/json", headers=headers)
 
@@ -93,14 +101,15 @@ def world(user, team, project, experiment, member_of, django_user_model):
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("method,path", sorted(MATRIX))
-def test_access(client, world, method, path, role):
+def test_access(world, method, path, role):
     tokens, ids = world
     body, expected = MATRIX[(method, path)]
     url = path.format(**ids)
-    response = call(client, method, url, body, tokens[role])
+    response = call(Client(enforce_csrf_checks=True), method, url, body, tokens[role])
     if role in ("anonymous", "bad token"):
         assert response.status_code == 401, f"{role} {method.upper()} {url}"
-        assert response.json() == {"detail": "Unauthorized"}
+        assert "invalid or revoked token" in response.json()["detail"]
+        assert response["WWW-Authenticate"].startswith("Bearer")
     else:
         assert response.status_code == expected[role], (
             f"{role} {method.upper()} {url}: {response.content[:300]!r}")

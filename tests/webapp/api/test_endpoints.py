@@ -168,7 +168,7 @@ def test_an_evaluation_job_runs_on_a_checkpoint_and_names_it(api, evaluation, ru
     job = api.get(f"/api/runs/{response.json()['id']}").json()
     assert job["evaluated_checkpoint"]["id"] == checkpoint.pk
     assert job["evaluated_checkpoint"]["step"] == 2
-    assert job["config"]["model"] == str(folder)
+    assert job["config"]["model"] == f"checkpoint:{checkpoint.pk}"
 
 
 def test_launch_errors_are_the_services_reasons(api, experiment, evaluation, run, tmp_path):
@@ -325,7 +325,7 @@ def test_more_than_100k_points_in_one_request_is_422(api, run):
 def test_a_body_that_is_not_json_is_400_and_one_too_large_is_413(api, run, monkeypatch):
     response = api.post(f"/api/runs/{run.pk}/metrics", "{points: [")
     assert response.status_code == 400
-    assert response.json()["detail"].startswith("Cannot parse request body")
+    assert response.json()["detail"].startswith("The body is not JSON")
     monkeypatch.setattr(metrics_router, "MAX_BODY_BYTES", 100)
     big = {"points": [{"key": "k", "step": s, "value": 0.0} for s in range(10)]}
     assert api.post(f"/api/runs/{run.pk}/metrics", big).status_code == 413
@@ -484,7 +484,8 @@ def test_the_openapi_schema_documents_every_endpoint(client):
         ("POST", "/api/runs/{run_id}/rollouts/import"),
         ("POST", "/api/projects/{project_id}/tracked-runs"),
         ("POST", "/api/runs/{run_id}/params"), ("POST", "/api/runs/{run_id}/finish"),
-        ("GET", "/api/runs/{run_id}/logs")}
+        ("GET", "/api/runs/{run_id}/logs"), ("DELETE", "/api/runs/{run_id}"),
+        ("DELETE", "/api/experiments/{experiment_id}"), ("DELETE", "/api/projects/{project_id}")}
     assert all(op.get("summary") and op.get("security") for op in operations.values())
     metrics_body = operations[("POST", "/api/runs/{run_id}/metrics")]["requestBody"]
     properties = metrics_body["content"]["application/json"]["schema"]["properties"]

@@ -4,6 +4,7 @@ when whole; the page that lists and revokes a user's own tokens; the API's docs.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import timedelta
 
@@ -208,18 +209,53 @@ def test_a_bearer_token_acts_as_its_user(client, user, project):
     assert [p["name"] for p in response.json()] == [project.name]
 
 
-@pytest.mark.parametrize("spoil", ["tamper", "revoke", "garbage"])
-def test_an_unusable_token_gets_401(client, user, project, spoil):
+def spoiled(user, spoil: str) -> str | None:
+    """A token as a script may hold one that does not work: mistyped, revoked, not a token at
+    all (with a NUL, even), or none."""
     row, token = token_create(user=user, name="ci")
     if spoil == "tamper":
-        token = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    elif spoil == "revoke":
+        return token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    if spoil == "revoke":
         token_revoke(token=row)
+        return token
+    return {"garbage": "not-a-token", "nul": f"rlab_{row.prefix}\x00_x", "missing": None}[spoil]
+
+
+SPOILS = ["tamper", "revoke", "garbage", "nul", "missing"]
+# A read and a write of each family; a script's client enforces no CSRF, and sends no CSRF token.
+CALLS = [
+    ("get", "/api/projects/{project}", None),
+    ("post", "/api/projects/{project}/experiments", {"name": "from a script"}),
+    ("get", "/mlflow/{project}/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": "x"}),
+    ("post", "/mlflow/{project}/api/2.0/mlflow/experiments/create", {"name": "from a script"}),
+]
+
+
+@pytest.mark.parametrize("spoil", SPOILS)
+@pytest.mark.parametrize(("method", "path", "body"), CALLS,
+                         ids=[f"{method}-{path.split('/')[1]}" for method, path, _ in CALLS])
+def test_a_missing_or_unusable_token_is_401_invalid_or_revoked_token(user, project, spoil,
+                                                                      method, path, body):
+    token = spoiled(user, spoil)
+    client = Client(enforce_csrf_checks=True,
+                    headers={"Authorization": f"Bearer {token}"} if token else {})
+    url = path.format(project=project.pk)
+    if method == "get":
+        response = client.get(url, body)
     else:
-        token = "not-a-token"
-    response = client.get("/api/projects", **bearer(token))
+        response = client.post(url, json.dumps(body), content_type="application/json")
+
+    assert response.status_code == 401, response.content
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    message = response.json().get("detail") or response.json()["message"]
+    assert "invalid or revoked token" in message
+    assert not project.experiments.exists()
+
+
+def test_a_signed_in_browser_that_sends_a_bad_token_is_judged_by_the_token(user, project):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    response = browser.get(f"/api/projects/{project.pk}",
+                           headers={"Authorization": "Bearer rlab_0123_nope"})
+
     assert response.status_code == 401
-
-
-def test_a_request_without_credentials_gets_401(client):
-    assert client.get("/api/projects").status_code == 401

@@ -8,6 +8,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from webapp.datasets import storage
+
 
 @pytest.fixture(autouse=True)
 def dataset_dir(settings, tmp_path) -> Path:
@@ -16,8 +18,11 @@ def dataset_dir(settings, tmp_path) -> Path:
 
 
 def stored_files(root: Path) -> set[Path]:
-    """Every file in the dataset store: blobs, staged uploads and temporary files alike."""
-    return {p for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+    """Every file in the dataset store: blobs, staged uploads and temporary files alike (but the
+    store's lock, which holds nothing)."""
+    if not root.exists():
+        return set()
+    return {p for p in root.rglob("*") if p.is_file() and p.name != storage.LOCK_FILE}
 
 
 def upload(client, project, data: bytes, *, filename: str = "data.jsonl", name: str = "sums",

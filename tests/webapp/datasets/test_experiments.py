@@ -1,5 +1,7 @@
 """Experiments reference a dataset by id; a launch records the dataset's normalised file."""
 
+import io
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
@@ -22,7 +24,7 @@ PREFERENCES = b'{"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}\n'
 def _dataset(project, user, name="sums", kind="prompts", data=PROMPTS):
     roles = ("prompt", "answer") if kind == "prompts" else ("prompt", "chosen", "rejected")
     return dataset_create(project=project, user=user, name=name, kind=kind,
-                          filename=f"{name}.jsonl", data=data,
+                          filename=f"{name}.jsonl", file=io.BytesIO(data),
                           mapping={role: role for role in roles})
 
 

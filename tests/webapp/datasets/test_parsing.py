@@ -6,20 +6,52 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from webapp.datasets import parsing
-from webapp.datasets.parsing import DatasetError, Structured, guess_mapping, normalise, parse
+from tests.webapp.datasets import hostile
+from webapp.datasets import parsing, streaming
+from webapp.datasets.parsing import (
+    MAX_ROW_BYTES,
+    DatasetError,
+    Reader,
+    Structured,
+    guess_mapping,
+    normalise,
+    preview,
+    scan,
+)
+from webapp.datasets.streaming import Limits
 
 LIMIT = 10_000
+LIMITS = Limits(rows=1000, decoded_bytes=40_000, row_bytes=MAX_ROW_BYTES)
 
 
-def _parse(data: bytes, filename: str = "data.jsonl", kind: str | None = "prompts"):
-    return parse(data, filename=filename, max_bytes=LIMIT, kind=kind)
+def _read(data: bytes, filename: str = "data.jsonl", limits: Limits = LIMITS):
+    """The reader of a file and every row it yields; DatasetError for any problem."""
+    reader = Reader(io.BytesIO(data), filename=filename, max_bytes=LIMIT, limits=limits)
+    rows = list(reader)
+    reader.problems.raise_any()
+    return reader, rows
 
 
-def _error(data: bytes, filename: str = "data.jsonl", kind: str | None = "prompts") -> list[str]:
+def _scan(data: bytes, filename: str = "data.jsonl", kind: str | None = "prompts",
+          limits: Limits = LIMITS):
+    return scan(io.BytesIO(data), filename=filename, max_bytes=LIMIT, limits=limits, kind=kind)
+
+
+def _error(data: bytes, filename: str = "data.jsonl", kind: str | None = "prompts",
+           limits: Limits = LIMITS) -> list[str]:
     with pytest.raises(DatasetError) as info:
-        _parse(data, filename, kind)
+        _scan(data, filename, kind, limits)
     return info.value.messages
+
+
+def _normalise(data: bytes, mapping: dict[str, str], filename: str = "data.jsonl",
+               kind: str = "prompts") -> list[dict]:
+    out = io.BytesIO()
+    summary = normalise(io.BytesIO(data), filename=filename, max_bytes=LIMIT, limits=LIMITS,
+                        kind=kind, mapping=mapping, out=out)
+    rows = [json.loads(line) for line in out.getvalue().decode().splitlines()]
+    assert summary.row_count == len(rows)
+    return rows
 
 
 def _parquet(columns: dict) -> bytes:
@@ -30,36 +62,36 @@ def _parquet(columns: dict) -> bytes:
 
 def test_doctests_pass():
     assert doctest.testmod(parsing).failed == 0
+    assert doctest.testmod(streaming).failed == 0
 
 
 # Happy paths
 
 
 def test_jsonl_rows_keep_their_line_numbers_and_skip_blank_lines():
-    table = _parse(b'{"question": "1 + 1?", "answer": 2}\n\n'
-                   b'{"question": "2 + 2?", "answer": "4"}\n')
-    assert table.format == "jsonl"
-    assert table.columns == ("question", "answer")
-    assert [(r.number, r.cells) for r in table.rows] == [
+    reader, rows = _read(b'{"question": "1 + 1?", "answer": 2}\n\n'
+                         b'{"question": "2 + 2?", "answer": "4"}\n')
+    assert reader.format == "jsonl"
+    assert reader.columns == ("question", "answer")
+    assert [(r.number, r.cells) for r in rows] == [
         (1, {"question": "1 + 1?", "answer": "2"}), (3, {"question": "2 + 2?", "answer": "4"})]
 
 
 def test_jsonl_columns_are_the_union_of_keys_in_first_seen_order():
-    table = _parse(b'{"a": "x", "b": "y"}\n{"c": "z", "a": "w"}\n')
-    assert table.columns == ("a", "b", "c")
+    assert _scan(b'{"a": "x", "b": "y"}\n{"c": "z", "a": "w"}\n').columns == ("a", "b", "c")
 
 
 def test_jsonl_nested_values_are_kept_as_structured_cells():
-    table = _parse(b'{"prompt": "p", "answer": 1, "meta": {"source": "gsm8k"}}\n')
-    assert table.rows[0].cells["meta"] == Structured("an object", '{"source": "gsm8k"}')
+    _, rows = _read(b'{"prompt": "p", "answer": 1, "meta": {"source": "gsm8k"}}\n')
+    assert rows[0].cells["meta"] == Structured("an object", '{"source": "gsm8k"}')
 
 
 def test_csv_with_quoted_delimiters_and_line_breaks():
     data = b'prompt,answer\n"Add 1, 2\nand 3.",6\nplain,7\n'
-    table = _parse(data, "data.csv")
-    assert table.format == "csv"
-    assert [(r.number, r.cells["prompt"]) for r in table.rows] == [(2, "Add 1, 2\nand 3."),
-                                                                  (4, "plain")]
+    reader, rows = _read(data, "data.csv")
+    assert reader.format == "csv"
+    assert [(r.number, r.cells["prompt"]) for r in rows] == [(2, "Add 1, 2\nand 3."),
+                                                            (4, "plain")]
 
 
 @pytest.mark.parametrize("filename,data", [
@@ -68,43 +100,43 @@ def test_csv_with_quoted_delimiters_and_line_breaks():
     ("data.tsv", b"prompt\tanswer\nfirst, with a comma\t1\n"),
 ])
 def test_csv_delimiter_comes_from_the_header_or_the_tsv_name(filename, data):
-    table = _parse(data, filename)
-    assert table.columns == ("prompt", "answer")
-    assert table.rows[0].cells["answer"] == "1"
+    reader, rows = _read(data, filename)
+    assert reader.columns == ("prompt", "answer")
+    assert rows[0].cells["answer"] == "1"
 
 
 def test_parquet_rows_are_numbered_from_one():
     data = _parquet({"problem": ["1 + 1?", "2 + 2?"], "solution": [2, 4],
                      "tags": [["easy"], []]})
-    table = _parse(data, "data.parquet")
-    assert table.format == "parquet" and table.unit == "row"
-    assert table.columns == ("problem", "solution", "tags")
-    assert [(r.number, r.cells["problem"], r.cells["solution"]) for r in table.rows] == [
+    reader, rows = _read(data, "data.parquet")
+    assert reader.format == "parquet" and reader.unit == "row"
+    assert reader.columns == ("problem", "solution", "tags")
+    assert [(r.number, r.cells["problem"], r.cells["solution"]) for r in rows] == [
         (1, "1 + 1?", "2"), (2, "2 + 2?", "4")]
-    assert table.rows[0].cells["tags"] == Structured("a list", '["easy"]')
+    assert rows[0].cells["tags"] == Structured("a list", '["easy"]')
 
 
 def test_parquet_is_recognised_by_content_whatever_its_name():
-    assert _parse(_parquet({"prompt": ["p"], "answer": ["1"]}), "upload.bin").format == "parquet"
+    assert _scan(_parquet({"prompt": ["p"], "answer": ["1"]}), "upload.bin").format == "parquet"
 
 
 def test_utf8_bom_is_ignored():
-    jsonl = _parse(b'\xef\xbb\xbf{"prompt": "p", "answer": 1}\n', "data.jsonl")
+    jsonl = _scan(b'\xef\xbb\xbf{"prompt": "p", "answer": 1}\n', "data.jsonl")
     assert jsonl.columns == ("prompt", "answer")
-    csv_table = _parse(b"\xef\xbb\xbfprompt,answer\np,1\n", "data.csv")
+    csv_table = _scan(b"\xef\xbb\xbfprompt,answer\np,1\n", "data.csv")
     assert csv_table.columns == ("prompt", "answer")
 
 
 def test_crlf_line_endings_are_read_like_lf():
-    jsonl = _parse(b'{"prompt": "p", "answer": 1}\r\n{"prompt": "q", "answer": 2}\r\n')
-    assert [r.cells["prompt"] for r in jsonl.rows] == ["p", "q"]
-    csv_table = _parse(b"prompt,answer\r\np,1\r\nq,2\r\n", "data.csv")
-    assert [(r.number, r.cells["answer"]) for r in csv_table.rows] == [(2, "1"), (3, "2")]
+    _, jsonl = _read(b'{"prompt": "p", "answer": 1}\r\n{"prompt": "q", "answer": 2}\r\n')
+    assert [r.cells["prompt"] for r in jsonl] == ["p", "q"]
+    _, csv_rows = _read(b"prompt,answer\r\np,1\r\nq,2\r\n", "data.csv")
+    assert [(r.number, r.cells["answer"]) for r in csv_rows] == [(2, "1"), (3, "2")]
 
 
 def test_format_is_sniffed_from_content_when_the_name_says_nothing():
-    assert _parse(b'  {"prompt": "p", "answer": 1}\n', "upload").format == "jsonl"
-    assert _parse(b"prompt,answer\np,1\n", "upload").format == "csv"
+    assert _scan(b'  {"prompt": "p", "answer": 1}\n', "upload").format == "jsonl"
+    assert _scan(b"prompt,answer\np,1\n", "upload").format == "csv"
 
 
 # Errors: each with what and where
@@ -208,8 +240,136 @@ def test_parquet_that_expands_past_the_limit():
     data = _parquet({"prompt": ["x" * 5000] * 100, "answer": ["1"] * 100})
     assert len(data) < LIMIT
     [message] = _error(data, "data.parquet")
-    assert message == ("The Parquet file's data is more than 97.7 KB uncompressed. "
-                       "Split the dataset.")
+    assert message == ("The file holds more than 39.1 KB of data once decoded, the limit. "
+                       "Split the dataset into smaller files, or ask an administrator to raise "
+                       "RLAB_DATASET_MAX_DECODED_BYTES.")
+
+
+# Limits, checked as the file is read
+
+
+def test_lone_carriage_returns_end_csv_lines_in_a_file_longer_than_a_row_may_be():
+    rows = b"".join(b"q%d,%d\r" % (n, n) for n in range(50))
+    reader, read = _read(b"prompt,answer\r" + rows, "data.csv",
+                         Limits(rows=100, decoded_bytes=10_000, row_bytes=64))
+    assert reader.columns == ("prompt", "answer")
+    assert [(r.number, r.cells["answer"]) for r in read][-2:] == [(50, "48"), (51, "49")]
+
+
+def test_a_jsonl_line_over_the_row_limit_is_refused_unread():
+    data = b'{"prompt": "p", "answer": 1}\n{"prompt": "' + b"x" * 200 + b'"}\n'
+    assert _error(data, limits=Limits(rows=10, decoded_bytes=10_000, row_bytes=100)) == [
+        "Line 2 is longer than 100 bytes, the limit for one row. Shorten that row."]
+
+
+def test_a_csv_row_spanning_lines_past_the_row_limit_is_refused():
+    data = b'prompt,answer\n"' + b"a long field\n" * 20 + b'",1\n'
+    [message] = _error(data, "data.csv", limits=Limits(rows=10, decoded_bytes=10_000,
+                                                        row_bytes=100))
+    assert message.startswith("The row that starts on line 2 is longer than 100 bytes, the "
+                              "limit for one row. Shorten that row. If it should be short, look "
+                              "for a quote left open")
+
+
+def test_rows_past_the_limit_are_refused_as_they_are_read():
+    data = b"prompt,answer\n" + b"p,1\n" * 11
+    assert _error(data, "data.csv", limits=Limits(rows=10, decoded_bytes=10_000,
+                                                  row_bytes=100)) == [
+        "The file has more than 10 rows, the limit. Split the dataset into smaller files, or "
+        "ask an administrator to raise RLAB_DATASET_MAX_ROWS."]
+
+
+def test_text_past_the_decoded_limit_is_refused():
+    data = b"".join(b'{"prompt": "p", "answer": %d}\n' % n for n in range(10))
+    [message] = _error(data, limits=Limits(rows=100, decoded_bytes=100, row_bytes=100))
+    assert message.startswith("The file holds more than 100 bytes of data once decoded")
+
+
+def test_too_many_columns_are_refused():
+    data = json.dumps({f"c{n}": n for n in range(parsing.MAX_COLUMNS + 1)}).encode() + b"\n"
+    with pytest.raises(DatasetError) as info:
+        scan(io.BytesIO(data), filename="data.jsonl", max_bytes=len(data),
+             limits=Limits(rows=10, decoded_bytes=len(data), row_bytes=len(data)))
+    [message] = info.value.messages
+    assert message.startswith(f"The file has more than {parsing.MAX_COLUMNS:,} columns")
+
+
+def test_a_column_name_too_long_to_show_is_refused():
+    assert _error(b'{"prompt": "p", "' + b"k" * 501 + b'": 1}\n') == [
+        "Line 1: a key is longer than 500 characters."]
+
+
+def test_a_parquet_footer_over_the_row_limit_is_refused_with_its_count():
+    data = hostile.many_small_rows(1001)
+    assert _error(data, "data.parquet") == [
+        "The file has 1,001 rows, more than the limit of 1,000. Split the dataset into smaller "
+        "files, or ask an administrator to raise RLAB_DATASET_MAX_ROWS."]
+
+
+def test_a_parquet_footer_that_understates_its_rows_is_refused_by_its_row_groups():
+    data = hostile.with_footer(hostile.many_small_rows(1001), {hostile.FILE_NUM_ROWS: 10})
+    [message] = _error(data, "data.parquet")
+    assert message.startswith("The file has 1,001 rows, more than the limit of 1,000.")
+
+
+@pytest.mark.parametrize("field", [hostile.COLUMN_TOTAL_UNCOMPRESSED_SIZE,
+                                   hostile.ROW_GROUP_TOTAL_BYTE_SIZE,
+                                   hostile.COLUMN_NUM_VALUES])
+def test_a_parquet_row_group_that_declares_an_absurd_size_is_refused(field):
+    data = hostile.with_footer(_parquet({"prompt": ["p"], "answer": ["1"]}), {field: 2**50})
+    [message] = _error(data, "data.parquet")
+    assert message.startswith("The file declares ")
+    assert message.endswith("of data once uncompressed, more than the limit of 39.1 KB. Split "
+                            "the dataset into smaller files, or ask an administrator to raise "
+                            "RLAB_DATASET_MAX_DECODED_BYTES.")
+
+
+def test_a_parquet_footer_that_claims_more_data_than_the_file_is_unreadable():
+    data = hostile.with_footer(_parquet({"prompt": ["p"], "answer": ["1"]}),
+                               {hostile.COLUMN_TOTAL_COMPRESSED_SIZE: 2**40})
+    assert _error(data, "data.parquet") == [
+        "The Parquet file cannot be read (its footer declares more data than the file holds)."]
+
+
+def test_one_parquet_text_repeated_in_every_row_is_refused_before_it_is_decoded():
+    data = hostile.repeated_text(1000, 1000)
+    assert len(data) < LIMIT  # and a million bytes of text once decoded
+    [message] = _error(data, "data.parquet")
+    assert message.startswith("The file holds more than 39.1 KB of data once decoded")
+
+
+def test_a_parquet_row_over_the_row_limit_is_refused():
+    data = hostile.repeated_text(3, 2000, answer=["1", "2", "3"])
+    assert _error(data, "data.parquet", limits=Limits(rows=10, decoded_bytes=100_000,
+                                                      row_bytes=1000)) == [
+        "Row 1 holds more than 1000 bytes of data once decoded, the limit for one row. Shorten "
+        "that row."]
+
+
+def test_a_parquet_list_that_repeats_a_text_counts_every_copy():
+    text = pa.DictionaryArray.from_arrays(pa.array([0] * 300, pa.int32()), pa.array(["x" * 100]))
+    tags = pa.ListArray.from_arrays(pa.array([0, 300], pa.int32()), text)
+    data = hostile.parquet(pa.table({"prompt": ["p"], "answer": ["1"], "tags": tags}),
+                           store_schema=False)
+    [message] = _error(data, "data.parquet", limits=Limits(rows=10, decoded_bytes=100_000,
+                                                           row_bytes=10_000))
+    assert message.startswith("Row 1 holds more than 9.8 KB of data once decoded")
+
+
+def test_a_parquet_column_of_huge_fixed_size_values_is_refused_by_its_schema():
+    data = _parquet({"prompt": ["p"], "answer": ["1"],
+                     "blob": pa.array([b"x" * 2000], pa.binary(2000))})
+    [message] = _error(data, "data.parquet", limits=Limits(rows=10, decoded_bytes=100_000,
+                                                           row_bytes=1000))
+    assert message == ("Column 'blob' holds values of 2 KB each, more than the limit of 1000 "
+                       "bytes for one row. Keep the columns the dataset needs, and remove the "
+                       "others.")
+
+
+def test_a_preview_reads_only_the_first_rows():
+    data = b'{"q": "a", "a": 1}\n{"q": "b", "a": 2}\n{broken\n'
+    assert preview(io.BytesIO(data), filename="data.jsonl", max_bytes=LIMIT, limits=LIMITS,
+                   columns=["q", "a"], rows=2) == [["a", "1"], ["b", "2"]]
 
 
 # Mapping
@@ -224,32 +384,31 @@ def test_guesses_follow_common_column_names():
 
 
 def test_normalise_keeps_the_mapped_columns_under_their_roles():
-    table = _parse(b'{"q": "1 + 1?", "a": 2, "id": 7}\n')
-    assert normalise(table, kind="prompts", mapping={"prompt": "q", "answer": "a"}) == [
+    assert _normalise(b'{"q": "1 + 1?", "a": 2, "id": 7}\n',
+                      mapping={"prompt": "q", "answer": "a"}) == [
         {"prompt": "1 + 1?", "answer": "2"}]
 
 
 def test_normalise_writes_a_mapped_difficulty_as_a_number_or_none():
-    table = _parse(b"q,a,level\n1 + 1?,2,3\n2 + 2?,4,\n3 + 3?,6, 0.5\n", "data.csv")
-    assert normalise(table, kind="prompts",
-                     mapping={"prompt": "q", "answer": "a", "difficulty": "level"}) == [
+    data = b"q,a,level\n1 + 1?,2,3\n2 + 2?,4,\n3 + 3?,6, 0.5\n"
+    assert _normalise(data, {"prompt": "q", "answer": "a", "difficulty": "level"},
+                      "data.csv") == [
         {"prompt": "1 + 1?", "answer": "2", "difficulty": 3.0},
         {"prompt": "2 + 2?", "answer": "4", "difficulty": None},
         {"prompt": "3 + 3?", "answer": "6", "difficulty": 0.5}]
 
 
 def test_normalise_leaves_out_a_difficulty_left_unmapped():
-    table = _parse(b'{"q": "1 + 1?", "a": 2, "difficulty": 1}\n')
-    assert normalise(table, kind="prompts",
-                     mapping={"prompt": "q", "answer": "a", "difficulty": ""}) == [
+    assert _normalise(b'{"q": "1 + 1?", "a": 2, "difficulty": 1}\n',
+                      {"prompt": "q", "answer": "a", "difficulty": ""}) == [
         {"prompt": "1 + 1?", "answer": "2"}]
 
 
 def test_normalise_names_rows_whose_difficulty_is_no_number():
-    table = _parse(b'{"q": "a", "a": 1, "d": "hard"}\n{"q": "b", "a": 1, "d": [1]}\n'
-                   b'{"q": "c", "a": 1, "d": true}\n{"q": "d", "a": 1, "d": 2}\n')
+    data = (b'{"q": "a", "a": 1, "d": "hard"}\n{"q": "b", "a": 1, "d": [1]}\n'
+            b'{"q": "c", "a": 1, "d": true}\n{"q": "d", "a": 1, "d": 2}\n')
     with pytest.raises(DatasetError) as info:
-        normalise(table, kind="prompts", mapping={"prompt": "q", "answer": "a", "difficulty": "d"})
+        _normalise(data, {"prompt": "q", "answer": "a", "difficulty": "d"})
     advice = ("Map a column of numbers as the difficulty (lower = easier, empty cells for "
               "unknown), or none.")
     assert info.value.messages == [
@@ -260,10 +419,10 @@ def test_normalise_names_rows_whose_difficulty_is_no_number():
 
 
 def test_normalise_names_rows_with_missing_or_empty_values():
-    table = _parse(b'{"q": "1 + 1?", "a": 2}\n{"q": "  ", "a": 3}\n{"q": "x"}\n'
-                   b'{"q": "y", "a": "two"}\n{"q": ["z"], "a": 1}\n')
+    data = (b'{"q": "1 + 1?", "a": 2}\n{"q": "  ", "a": 3}\n{"q": "x"}\n'
+            b'{"q": "y", "a": "two"}\n{"q": ["z"], "a": 1}\n')
     with pytest.raises(DatasetError) as info:
-        normalise(table, kind="prompts", mapping={"prompt": "q", "answer": "a"})
+        _normalise(data, {"prompt": "q", "answer": "a"})
     assert info.value.messages == [
         "Line 2 has an empty 'q', the prompt column.",
         "Line 3 has no 'a', the answer column.",
@@ -275,11 +434,10 @@ def test_normalise_names_rows_with_missing_or_empty_values():
 
 
 def test_normalise_counts_parquet_rows():
-    table = _parse(_parquet({"prompt": ["p", None], "chosen": ["c", "c"],
-                             "rejected": ["r", "r"]}), "data.parquet", "preferences")
+    data = _parquet({"prompt": ["p", None], "chosen": ["c", "c"], "rejected": ["r", "r"]})
     with pytest.raises(DatasetError) as info:
-        normalise(table, kind="preferences",
-                  mapping={"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"})
+        _normalise(data, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+                   "data.parquet", "preferences")
     assert info.value.messages == ["Row 2 has an empty 'prompt', the prompt column."]
 
 
@@ -294,14 +452,13 @@ def test_normalise_counts_parquet_rows():
      "prompt and answer both use the column 'q'. Choose a different column for each."),
 ])
 def test_normalise_refuses_an_incomplete_mapping(mapping, message):
-    table = _parse(b'{"q": "p", "a": 1}\n')
     with pytest.raises(DatasetError) as info:
-        normalise(table, kind="prompts", mapping=mapping)
+        _normalise(b'{"q": "p", "a": 1}\n', mapping)
     assert info.value.messages == [message]
 
 
-def test_to_jsonl_writes_one_line_per_row_whatever_the_text():
-    rows = [{"prompt": "two\nlines\u2028and a separator", "answer": "1"}]
-    data = parsing.to_jsonl(rows)
-    assert data.count(b"\n") == 1
-    assert [json.loads(line) for line in data.decode().split("\n") if line] == rows
+def test_a_jsonl_line_is_one_line_whatever_the_text():
+    row = {"prompt": "two\nlines\u2028and a separator", "answer": "1"}
+    data = parsing.jsonl_line(row)
+    assert data.count(b"\n") == 1 and data.endswith(b"\n")
+    assert json.loads(data) == row

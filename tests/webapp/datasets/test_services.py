@@ -1,3 +1,5 @@
+import hashlib
+import io
 import os
 import time
 
@@ -8,7 +10,7 @@ from django.db import DatabaseError
 from tests.webapp.datasets.conftest import stored_files
 from webapp.datasets import storage
 from webapp.datasets.models import Dataset
-from webapp.datasets.parsing import DatasetError
+from webapp.datasets.parsing import DatasetError, Summary
 from webapp.datasets.services import dataset_create, dataset_upload_stage
 
 pytestmark = pytest.mark.django_db
@@ -17,9 +19,9 @@ DATA = b'{"prompt": "1 + 2?", "answer": 3}\n'
 MAPPING = {"prompt": "prompt", "answer": "answer"}
 
 
-def _create(project, user, **overrides):
+def _create(project, user, data: bytes = DATA, **overrides):
     values = dict(project=project, user=user, name="sums", kind="prompts",
-                  filename="sums.jsonl", data=DATA, mapping=MAPPING)
+                  filename="sums.jsonl", file=io.BytesIO(data), mapping=MAPPING)
     values.update(overrides)
     return dataset_create(**values)
 
@@ -75,14 +77,30 @@ def test_blobs_are_read_only_and_named_by_content(project, user):
 
 
 def test_staging_sweeps_uploads_abandoned_for_a_day(dataset_dir):
-    old = dataset_upload_stage(data=DATA, filename="a.jsonl", kind="prompts").token
+    old = dataset_upload_stage(file=io.BytesIO(DATA), filename="a.jsonl", kind="prompts").token
     day_ago = time.time() - 25 * 3600
     os.utime(dataset_dir / "staging" / old, (day_ago, day_ago))
-    new = dataset_upload_stage(data=DATA, filename="b.jsonl", kind="prompts").token
-    assert storage.staged_get(old) is None
-    assert storage.staged_get(new) == DATA
+    new = dataset_upload_stage(file=io.BytesIO(DATA), filename="b.jsonl", kind="prompts").token
+    assert storage.staged_open(old) is None
+    with storage.staged_open(new) as staged:
+        assert staged.read() == DATA
+
+
+def test_staging_reads_the_upload_once_and_keeps_none_of_its_rows(dataset_dir):
+    staged = dataset_upload_stage(file=io.BytesIO(DATA * 3), filename="a.jsonl",
+                                  kind="prompts")
+    assert staged.summary == Summary(format="jsonl", columns=("prompt", "answer"), row_count=3)
+
+
+def test_the_normalised_rows_are_written_as_they_are_read_and_named_by_their_hash(project,
+                                                                                 user):
+    dataset = _create(project, user, data=DATA * 2)
+    normalised = dataset.normalized_path.read_bytes()
+    assert normalised == b'{"prompt": "1 + 2?", "answer": "3"}\n' * 2
+    assert dataset.normalized_sha256 == hashlib.sha256(normalised).hexdigest()
+    assert dataset.size_bytes == len(DATA) * 2 and dataset.row_count == 2
 
 
 @pytest.mark.parametrize("token", ["../../etc/passwd", "0" * 31, "A" * 32, ""])
 def test_a_malformed_token_never_reaches_the_filesystem(token):
-    assert storage.staged_get(token) is None
+    assert storage.staged_open(token) is None

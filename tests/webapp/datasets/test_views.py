@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from tests.webapp.datasets import hostile
 from tests.webapp.datasets.conftest import confirm, stored_files, upload
 from training.prompt_dataset import load_prompt_dataset
 from webapp.datasets.models import Dataset
@@ -23,7 +24,7 @@ JSONL = (b'{"question": "Compute 2 + 3.", "answer": 5, "id": "a"}\n'
 @pytest.fixture
 def saved(project, user):
     return dataset_create(project=project, user=user, name="sums", kind="prompts",
-                          filename="sums.jsonl", data=JSONL,
+                          filename="sums.jsonl", file=io.BytesIO(JSONL),
                           mapping={"prompt": "question", "answer": "answer"})
 
 
@@ -172,7 +173,8 @@ def test_a_name_taken_while_mapping_is_refused_and_nothing_is_saved(signed_in, p
                                                                    dataset_dir):
     step1 = upload(signed_in, project, JSONL, name="sums")
     other = dataset_create(project=project, user=user, name="sums", kind="prompts",
-                           filename="other.jsonl", data=b'{"prompt": "p", "answer": 1}\n',
+                           filename="other.jsonl",
+                           file=io.BytesIO(b'{"prompt": "p", "answer": 1}\n'),
                            mapping={"prompt": "prompt", "answer": "answer"})
     before = stored_files(dataset_dir)
     response = confirm(signed_in, step1)
@@ -293,3 +295,118 @@ def test_both_steps_check_the_csrf_token(project, user, dataset_dir):
     assert not Dataset.objects.exists()
     saved = client.post(step1["Location"], {**mapping, "csrfmiddlewaretoken": str(token)})
     assert saved.status_code == 302 and Dataset.objects.count() == 1
+
+
+# Hostile files: refused as they are read, with what to do, and nothing kept
+
+
+def _refusal(response) -> str:
+    assert response.status_code == 422
+    [error] = response.context["form"].errors["file"]
+    return error
+
+
+def test_a_small_parquet_of_four_million_rows_is_refused_by_its_footer(signed_in, project,
+                                                                       dataset_dir):
+    data = hostile.many_small_rows(4_000_000)
+    assert len(data) < 40_000
+    error = _refusal(upload(signed_in, project, data, filename="rows.parquet"))
+    # The exact count: from the footer, before a row was decoded.
+    assert error == ("The file has 4,000,000 rows, more than the limit of 1,000,000. Split the "
+                     "dataset into smaller files, or ask an administrator to raise "
+                     "RLAB_DATASET_MAX_ROWS.")
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_parquet_footer_that_understates_its_rows_is_refused_all_the_same(signed_in,
+                                                                           project):
+    data = hostile.with_footer(hostile.many_small_rows(4_000_000), {hostile.FILE_NUM_ROWS: 10})
+    error = _refusal(upload(signed_in, project, data, filename="rows.parquet"))
+    assert error.startswith("The file has 4,000,000 rows, more than the limit of 1,000,000.")
+
+
+def test_a_small_parquet_whose_text_decodes_past_the_limit_is_refused(signed_in, project,
+                                                                      dataset_dir):
+    # 40,000 rows of the same 10 KB: 400 MB once decoded, from a file of a few KB.
+    data = hostile.repeated_text(40_000, 10_000, answer=["1"] * 40_000)
+    assert len(data) < 100_000
+    error = _refusal(upload(signed_in, project, data, filename="text.parquet"))
+    assert error == ("The file holds more than 200 MB of data once decoded, the limit. Split the "
+                     "dataset into smaller files, or ask an administrator to raise "
+                     "RLAB_DATASET_MAX_DECODED_BYTES.")
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_parquet_row_group_that_lies_about_its_size_is_refused(signed_in, project):
+    good = io.BytesIO()
+    pq.write_table(pa.table({"prompt": ["1 + 1?"], "answer": ["2"]}), good)
+    data = hostile.with_footer(good.getvalue(),
+                               {hostile.COLUMN_TOTAL_UNCOMPRESSED_SIZE: 2**50})
+    error = _refusal(upload(signed_in, project, data, filename="lies.parquet"))
+    assert error.startswith("The file declares 2048 TB of data once uncompressed, more than the "
+                            "limit of 200 MB.")
+
+
+def test_a_jsonl_line_longer_than_a_row_may_be_is_refused(signed_in, project, dataset_dir):
+    data = (b'{"prompt": "1 + 1?", "answer": 2}\n'
+            b'{"prompt": "' + b"x" * (1024 * 1024) + b'", "answer": 2}\n')
+    error = _refusal(upload(signed_in, project, data))
+    assert error == "Line 2 is longer than 1 MB, the limit for one row. Shorten that row."
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_csv_over_the_row_limit_is_refused(signed_in, project, settings, dataset_dir):
+    settings.RLAB_DATASET_MAX_ROWS = 100
+    data = b"prompt,answer\n" + b"1 + 1?,2\n" * 101
+    error = _refusal(upload(signed_in, project, data, filename="sums.csv"))
+    assert error == ("The file has more than 100 rows, the limit. Split the dataset into smaller "
+                     "files, or ask an administrator to raise RLAB_DATASET_MAX_ROWS.")
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_limit_lowered_before_the_mapping_step_sends_the_upload_back(signed_in, project,
+                                                                      settings, dataset_dir):
+    step1 = upload(signed_in, project, JSONL)
+    settings.RLAB_DATASET_MAX_ROWS = 1
+    response = signed_in.post(step1["Location"], {
+        "name": "sums", "prompt": "question", "answer": "answer"}, follow=True)
+    assert response.redirect_chain == [(reverse("datasets:upload", args=[project.pk]), 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        "The file has more than 1 row, the limit. Split the dataset into smaller files, or ask "
+        "an administrator to raise RLAB_DATASET_MAX_ROWS."]
+    assert not Dataset.objects.exists()
+    assert stored_files(dataset_dir) == set()
+
+
+def test_a_good_large_csv_is_saved_with_exactly_its_rows(signed_in, project, dataset_dir):
+    # Past FILE_UPLOAD_MAX_MEMORY_SIZE: Django spools it to a temporary file, read from there.
+    rows = [(f"Compute {n} + {n}.", 2 * n) for n in range(150_000)]
+    data = b"question,answer\n" + "".join(f"{q},{a}\n" for q, a in rows).encode()
+    assert len(data) > 3 * 1024 * 1024
+    step1 = upload(signed_in, project, data, filename="sums.csv")
+    page = signed_in.get(step1["Location"])
+    assert page.context["pending"]["row_count"] == 150_000
+    assert [row[0] for row in page.context["preview"]] == [q for q, _ in rows[:10]]
+    assert confirm(signed_in, step1).status_code == 302
+    dataset = Dataset.objects.get()
+    assert (dataset.row_count, dataset.size_bytes) == (150_000, len(data))
+    assert dataset.original_path.read_bytes() == data
+    with dataset.normalized_path.open(encoding="utf-8") as normalised:
+        assert [json.loads(line) for line in normalised] == [
+            {"prompt": q, "answer": str(a)} for q, a in rows]
+    assert stored_files(dataset_dir) == {dataset.original_path, dataset.normalized_path}
+
+
+def test_a_good_large_parquet_is_saved_with_exactly_its_rows(signed_in, project):
+    prompts = [f"Compute {n} + {n}. " + "x" * (n % 97) for n in range(60_000)]
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"problem": prompts, "target": list(range(60_000))}), buffer,
+                   compression="none", row_group_size=25_000)
+    assert len(buffer.getvalue()) > 3 * 1024 * 1024
+    assert confirm(signed_in, upload(signed_in, project, buffer.getvalue(),
+                                     filename="sums.parquet")).status_code == 302
+    dataset = Dataset.objects.get()
+    assert (dataset.format, dataset.row_count) == ("parquet", 60_000)
+    with dataset.normalized_path.open(encoding="utf-8") as normalised:
+        assert [json.loads(line) for line in normalised] == [
+            {"prompt": prompt, "answer": str(n)} for n, prompt in enumerate(prompts)]

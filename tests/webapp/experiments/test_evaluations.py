@@ -1,6 +1,8 @@
 """Evaluation definitions and their jobs in the web app: the form, launching a job on a model or
 a checkpoint, and the pages that show them."""
 
+import io
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
@@ -107,7 +109,8 @@ def test_evaluating_a_checkpoint_records_it(signed_in, evaluation, checkpoint):
                               {"checkpoint": str(checkpoint.pk)})
     job = Run.objects.get(experiment=evaluation)
     assert response.status_code == 302
-    assert job.evaluated_checkpoint == checkpoint and job.config["model"] == checkpoint.path
+    assert job.evaluated_checkpoint == checkpoint
+    assert job.config["model"] == f"checkpoint:{checkpoint.pk}"
 
 
 @pytest.mark.parametrize("data,message", [
@@ -158,7 +161,8 @@ def test_a_job_on_a_dataset_records_the_datasets_file(evaluation, project, user,
 
     settings.RLAB_DATASET_DIR = tmp_path / "datasets"
     dataset = dataset_create(project=project, user=user, name="test set", kind="prompts",
-                             filename="t.jsonl", data=b'{"prompt": "1 + 1?", "answer": 2}\n',
+                             filename="t.jsonl",
+                             file=io.BytesIO(b'{"prompt": "1 + 1?", "answer": 2}\n'),
                              mapping={"prompt": "prompt", "answer": "answer"})
     evaluation.config = {**evaluation.config, "dataset": str(dataset.pk)}
     evaluation.save()

@@ -74,7 +74,7 @@ AFTER = {"1+1": [T, T, T, T], "2+2": [T, T, T, F], "3+3": [T, T, F, F], "4+4": [
 
 @pytest.fixture
 def pair(evaluation, user):
-    return job(evaluation, user, BEFORE), job(evaluation, user, AFTER, model="/ckpt/step-20")
+    return job(evaluation, user, BEFORE), job(evaluation, user, AFTER, model="org/step-20")
 
 
 def get(client, project, **params):
@@ -140,7 +140,7 @@ def test_page_lists_changed_prompts_first_by_size_of_change(signed_in, project, 
     assert re.search(r'id="summary-delta">.*?<td class="mono">\+0\.042</td>', body, re.S)
     assert "accuracy ≥ 0.5" in body
     assert "sums-eval #1 · builtin:smollm2-135m-instruct" in body
-    assert "sums-eval #2 · /ckpt/step-20" in body
+    assert "sums-eval #2 · org/step-20" in body
     assert 'id="compare-warnings"' not in body
 
 
@@ -243,7 +243,7 @@ def test_without_both_jobs_the_page_is_a_picker_of_succeeded_jobs(signed_in, pro
 
 
 def test_ticked_jobs_go_to_the_pair_in_training_order(signed_in, project, evaluation, user):
-    late = job(evaluation, user, {"1+1": [T]}, step=30, model="/ckpt/late")
+    late = job(evaluation, user, {"1+1": [T]}, step=30, model="org/late")
     base = job(evaluation, user, {"1+1": [F]})
     response = get(signed_in, project, jobs=[late.pk, base.pk])
     assert response.status_code == 302

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,12 +19,14 @@ from django.test import Client
 from webapp.api.tokens import token_create
 from webapp.datasets.parsing import MAX_ERRORS
 from webapp.runs import services
+from tests.webapp.datasets import hostile
 from webapp.runs.importers import (
+    LIMITS,
     TRL,
     VERL,
     RolloutFileError,
     prompt_id,
-    read_files,
+    scan_files,
 )
 from webapp.runs.models import Rollout, Run, RunStatus
 
@@ -60,6 +63,30 @@ def verl_lines(*entries: dict) -> bytes:
 
 def files(paths: list[Path]) -> list[tuple[str, bytes]]:
     return [(path.name, path.read_bytes()) for path in paths]
+
+
+def read_files(named: list[tuple[str, bytes]], *, format: str,
+               reward_columns: list[str] | None = None,
+               batch: int = 1000) -> dict[int, list[dict]]:
+    """The rollout items of each step, as an import stores them: the files written to disk,
+    scanned, then read again `batch` items at a time; a step's items in group and sample
+    order."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for number, (name, data) in enumerate(named):
+            path = Path(folder) / str(number)
+            path.write_bytes(data)
+            paths.append((name, path))
+        scan = scan_files(paths, format=format, reward_columns=reward_columns)
+        steps: dict[int, list[dict]] = {}
+        for items in scan.batches(batch):
+            assert sum(map(len, items.values())) <= batch
+            for step, step_items in items.items():
+                steps.setdefault(step, []).extend(step_items)
+    assert sorted(steps) == scan.steps
+    assert sum(map(len, steps.values())) == scan.rows
+    return {step: sorted(steps[step], key=lambda item: (item["group"], item["sample_index"]))
+            for step in sorted(steps)}
 
 
 # Reading TRL
@@ -268,6 +295,22 @@ def test_a_bad_file_among_many_imports_nothing(project, user, tmp_path):
 
 
 @pytest.mark.django_db
+def test_the_command_refuses_a_file_past_the_limits_and_imports_nothing(project, user,
+                                                                        tmp_path):
+    hostile_file = tmp_path / "completions_00002.parquet"
+    hostile_file.write_bytes(hostile.many_small_completions(4_000_000))
+    good = tmp_path / "completions_00001.parquet"
+    good.write_bytes(trl_step(1))
+    with pytest.raises(CommandError) as raised:
+        call_command("import_rollouts", "--format", "trl", "--project", str(project.pk),
+                     "--experiment", "trl", str(good), str(hostile_file))
+    assert str(raised.value) == (
+        "Nothing was imported:\ncompletions_00002.parquet has 4,000,000 rows, more than the "
+        f"limit of {LIMITS.rows:,}. Import its rows in smaller files.")
+    assert not Run.objects.exists() and not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
 def test_the_command_records_a_run_only_as_someone_who_may_add_one(project, member_of):
     viewer = member_of("viewer")
     with pytest.raises(CommandError, match="need the member role"):
@@ -322,3 +365,117 @@ def test_the_api_takes_no_file_into_a_run_that_has_ended(api, tracked_run):
     response = api.post(f"/api/runs/{tracked_run.pk}/rollouts/import", trl_step(),
                         content_type="application/octet-stream")
     assert response.status_code == 409
+
+
+# Large and hostile files: read as streams, within limits, stored all or nothing
+
+
+def test_a_group_split_across_batches_keeps_its_sample_order_and_degenerate_flag():
+    same = [{"input": SUM, "output": str(n), "score": 1, "step": 1} for n in range(5)]
+    mixed = [{"input": PRODUCT, "output": str(n), "score": n % 2, "step": 1} for n in range(3)]
+    steps = read_files([("1.jsonl", verl_lines(*same[:2], *mixed, *same[2:]))], format=VERL,
+                       batch=2)
+    assert [(item["group"], item["sample_index"], item["completion"], item["group_degenerate"])
+            for item in steps[1]] == [
+        (0, 0, "0", True), (0, 1, "1", True), (0, 2, "2", True), (0, 3, "3", True),
+        (0, 4, "4", True), (1, 0, "0", False), (1, 1, "1", False), (1, 2, "2", False)]
+
+
+def trl_text_bomb(rows: int, text_bytes: int) -> bytes:
+    """A TRL completions file whose prompt and completion repeat one long text in every row."""
+    return hostile.repeated_text(rows, text_bytes, columns=("prompt", "completion"),
+                                 step=[1] * rows, reward=[1.0] * rows)
+
+
+def import_url(run) -> str:
+    return f"/api/runs/{run.pk}/rollouts/import"
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_small_parquet_of_four_million_rows_by_its_footer(api, tracked_run):
+    data = hostile.many_small_completions(4_000_000)
+    assert len(data) < 100_000
+    response = api.post(import_url(tracked_run), data, content_type="application/octet-stream")
+    assert response.status_code == 422
+    assert [error["msg"] for error in response.json()["detail"]] == [
+        f"The file has 4,000,000 rows, more than the limit of {LIMITS.rows:,}. Import its rows "
+        f"in smaller files."]
+    assert not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_small_parquet_whose_text_decodes_past_the_limit(api, tracked_run):
+    data = trl_text_bomb(20_000, 10_000)  # 400 MB once decoded
+    assert len(data) < 100_000
+    response = api.post(import_url(tracked_run), data, content_type="application/octet-stream")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["msg"] == ("The file holds more than 256 MB of data once decoded, the limit. "
+                            "Import its rows in smaller files.")
+    assert not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_parquet_row_group_that_lies_about_its_size(api, tracked_run):
+    data = hostile.with_footer(trl_step(), {hostile.COLUMN_TOTAL_UNCOMPRESSED_SIZE: 2**50})
+    response = api.post(import_url(tracked_run), data, content_type="application/octet-stream")
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["msg"].startswith("The file declares ")
+    assert error["msg"].endswith(" of data once uncompressed, more than the limit of 256 MB. "
+                                 "Import its rows in smaller files.")
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_verl_line_longer_than_a_row_may_be(api, tracked_run):
+    long = {"input": SUM, "output": "x" * LIMITS.row_bytes, "score": 1, "step": 1}
+    body = verl_lines({"input": SUM, "output": "5", "score": 1, "step": 1}, long)
+    response = api.post(f"{import_url(tracked_run)}?format=verl", body,
+                        content_type="application/x-ndjson")
+    assert response.status_code == 422
+    assert [error["msg"] for error in response.json()["detail"]] == [
+        "Line 2 is longer than 8 MB, the limit for one row. Import its rows in smaller files."]
+    assert not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_verl_file_over_the_row_limit(api, tracked_run):
+    line = json.dumps({"input": SUM, "output": "5", "score": 1, "step": 1}).encode() + b"\n"
+    response = api.post(f"{import_url(tracked_run)}?format=verl", line * (LIMITS.rows + 1),
+                        content_type="application/x-ndjson")
+    assert response.status_code == 422
+    assert [error["msg"] for error in response.json()["detail"]] == [
+        f"The file has more than {LIMITS.rows:,} rows, the limit. Import its rows in smaller "
+        f"files."]
+    assert not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_api_stores_nothing_of_a_large_file_whose_last_line_is_bad(api, tracked_run):
+    good = [{"input": f"What is {n} + 1?", "output": str(n + 1), "score": 1, "step": 1}
+            for n in range(3000)]
+    body = verl_lines(*good, {"input": SUM, "output": "5", "step": 1})
+    response = api.post(f"{import_url(tracked_run)}?format=verl", body,
+                        content_type="application/x-ndjson")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"].startswith("Line 3001 has no 'score'.")
+    assert not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_api_imports_a_large_file_with_exactly_its_rows(api, tracked_run):
+    entries = [{"input": f"What is {n // 8} + 1?", "output": f"{n}", "score": n % 3,
+                "step": 1 + n // 4000} for n in range(20_000)]
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as upload:
+        upload.write(verl_lines(*entries))
+        upload.seek(0)
+        response = api.post(f"{import_url(tracked_run)}?format=verl", {"file": upload})
+    assert response.status_code == 200, response.content
+    assert response.json() == {"received": 20_000, "stored": 20_000, "steps": 5}
+    stored = Rollout.objects.filter(run=tracked_run)
+    assert stored.count() == 20_000
+    assert sorted(stored.values_list("completion", flat=True)) == sorted(
+        str(n) for n in range(20_000))
+    last = stored.get(step=5, group=499, sample_index=7)
+    assert (last.prompt, last.completion, last.reward) == ("What is 2499 + 1?", "19999", 1.0)
+    assert not last.group_degenerate

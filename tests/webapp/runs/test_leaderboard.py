@@ -331,11 +331,14 @@ def test_csv_export_defuses_formulas_in_names(signed_in, project, user):
                                    kind=ExperimentKind.EVALUATION)
     training = experiment_create(project=project, author=user, name="@sum", description="",
                                  config={"task": "arithmetic"})
-    job(evaluation, user, {"pass@1": 0.5}, minutes=0, model="=cmd")
+    formula = experiment_create(project=project, author=user, name="=cmd", description="",
+                                config={"task": "arithmetic"})
+    job(evaluation, user, {"pass@1": 0.5}, minutes=0, model="org/model")
+    ingest(run_launch(experiment=formula, user=user), 0, {"pass@1": 0.3}, minutes=0)
     ingest(run_launch(experiment=training, user=user), 0, {"pass@1": 0.1}, minutes=0)
     text = export(signed_in, project, "csv").content.decode()
     models = [row["model"] for row in csv.DictReader(io.StringIO(text))]
-    assert models == ["'=cmd", "'@sum #1 · step 0"]
+    assert models == ["org/model", "'=cmd #1 · step 0", "'@sum #1 · step 0"]
 
 
 def test_empty_leaderboard_says_how_to_get_results(signed_in, project):

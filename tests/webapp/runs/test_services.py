@@ -202,7 +202,7 @@ def test_resume_continues_the_run_from_its_newest_checkpoint_on_disk(experiment,
     assert (resumed.number, resumed.status, resumed.launched_by) == (2, RunStatus.QUEUED,
                                                                      other_user)
     assert resumed.experiment == experiment and resumed.resumed_from == newest_on_disk
-    assert resumed.config == {**run.config, "resume_from": newest_on_disk.path}
+    assert resumed.config == {**run.config, "resume_from": f"checkpoint:{newest_on_disk.pk}"}
     assert resumed.config["max_steps"] == 10, "the old run's config, not the experiment's"
     activity = Activity.objects.get(run=resumed)
     assert (activity.verb, activity.actor, activity.detail) == (
@@ -233,7 +233,7 @@ def test_resume_of_a_run_that_did_not_fail_or_get_cancelled_is_refused(experimen
         services.run_transition(run_id=run.pk, to=status)
         run.refresh_from_db()
     _checkpoint(run, 1, tmp_path)
-    with pytest.raises(ValidationError, match=f"Only a failed or cancelled run.*is {status}"):
+    with pytest.raises(ValidationError, match=f"Only a failed, cancelled or interrupted run.*is {status}"):
         services.run_resume(run=run, user=user)
     assert Run.objects.count() == 1
 

@@ -3,8 +3,10 @@ rows written by this test process or by a real Celery worker training the tiny m
 
 from __future__ import annotations
 
+import codecs
 import http.client
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,8 +24,12 @@ from webapp.experiments.services import experiment_create
 from webapp.runs import services
 from webapp.runs.live_feed import Cursor, current_cursor, read_batch
 from webapp.runs.models import Run, RunStatus
+from webapp.teams import services as services_teams
+from webapp.teams.models import Membership
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+_LINE_END = re.compile(r"\r\n|\n|\r(?=.)", re.DOTALL)
 
 
 @dataclass
@@ -34,7 +40,8 @@ class Event:
 
 
 class Stream:
-    """A server-sent event stream read line by line, as a browser's EventSource would."""
+    """A server-sent event stream parsed as a browser parses it: the HTML standard's event stream
+    interpretation, where a line ends at CR LF, at a lone LF or at a lone CR."""
 
     def __init__(self, base_url: str, path: str, cookie: str, last_event_id: str | None = None):
         parts = urlsplit(base_url)
@@ -44,33 +51,61 @@ class Stream:
             headers["Last-Event-ID"] = last_event_id
         self.connection.request("GET", path, headers=headers)
         self.response = self.connection.getresponse()
+        self.last_event_id = ""  # the browser's last event ID buffer: kept across events
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._text = ""
+        self._started = False
 
-    def next_event(self) -> Event | None:
-        """The next event with a name (comments and the retry field skipped); None at the end
-        of the stream."""
-        fields: dict[str, list[str]] = {}
+    def _next_line(self, deadline: float) -> str | None:
         while True:
-            line = self.response.fp.readline()
-            if not line:
+            # A CR at the end of what has arrived may be the first half of CR LF: wait for more.
+            match = _LINE_END.search(self._text)
+            if match:
+                line, self._text = self._text[:match.start()], self._text[match.end():]
+                return line
+            if time.monotonic() > deadline:  # comments alone (keepalives) kept it going
+                raise AssertionError("no event in time")
+            chunk = self.response.read1(65536)
+            if not chunk:
+                return None  # the stream ended; an unfinished event is dropped, as a browser does
+            self._text += self._decoder.decode(chunk)
+            if not self._started and self._text:
+                self._text = self._text.removeprefix("\ufeff")
+                self._started = True
+
+    def next_event(self, timeout: float = 60) -> Event | None:
+        """The next event dispatched (blocks of comments or `retry:` alone dispatch none); None
+        at the end of the stream."""
+        deadline = time.monotonic() + timeout
+        data: list[str] = []
+        name = ""
+        while True:
+            line = self._next_line(deadline)
+            if line is None:
                 return None
-            line = line.decode().rstrip("\n")
             if not line:
-                if "event" in fields:
-                    return Event(id=fields.get("id", [""])[-1], name=fields["event"][-1],
-                                 data="\n".join(fields.get("data", [])))
-                fields = {}
+                if data:
+                    return Event(id=self.last_event_id, name=name or "message",
+                                 data="\n".join(data))
+                name = ""
                 continue
             if line.startswith(":"):
                 continue
-            name, _, value = line.partition(": ")
-            fields.setdefault(name, []).append(value)
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+            elif field == "id" and "\0" not in value:
+                self.last_event_id = value
 
     def events_until(self, predicate, timeout: float = 60) -> list[Event]:
         """Events read until one satisfies `predicate` (included), or the stream ends."""
         deadline = time.monotonic() + timeout
         events = []
         while time.monotonic() < deadline:
-            event = self.next_event()
+            event = self.next_event(deadline - time.monotonic())
             if event is None:
                 return events
             events.append(event)
@@ -84,16 +119,21 @@ class Stream:
 
 @pytest.fixture
 def web(tmp_path):
-    process, base_url = start_web(tmp_path)
+    # Streams check every second, not every minute, that their user may still see the run.
+    process, base_url = start_web(tmp_path, RLAB_STREAM_ACCESS_CHECK_SECONDS="1")
     yield base_url
     process.stop()
 
 
-@pytest.fixture
-def cookie(user) -> str:
+def _cookie(user) -> str:
     client = Client()
     client.force_login(user)
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+@pytest.fixture
+def cookie(user) -> str:
+    return _cookie(user)
 
 
 @pytest.fixture
@@ -183,11 +223,59 @@ def test_the_stream_needs_a_sign_in_and_a_team_role(web, running, other_user):
     path = reverse("runs:events", args=[running.pk])
     anonymous = Stream(web, path, cookie="")
     assert anonymous.response.status == 302
-    client = Client()
-    client.force_login(other_user)
-    outsider = Stream(web, path, f"{settings.SESSION_COOKIE_NAME}="
-                                 f"{client.cookies[settings.SESSION_COOKIE_NAME].value}")
+    outsider = Stream(web, path, _cookie(other_user))
     assert outsider.response.status == 404
+
+
+# A carriage return ends a line for a browser. Left inside a data line, this text would end the
+# event there, then send a forged `end` (closing the page's stream) and a forged event id (a
+# reconnect would skip everything before it).
+FORGED_ID = "999999.999999.999999.999999"
+FRAMING_PAYLOAD = f"ok\r\revent: end\rdata: y\r\rid: {FORGED_ID}\r\n\r\nafter\r"
+
+
+def test_carriage_returns_in_a_completion_or_log_line_stay_inside_their_event(web, cookie,
+                                                                              running):
+    stream = Stream(web, reverse("runs:events", args=[running.pk]), cookie)
+    assert stream.next_event().name == "status"
+    services.rollouts_ingest(run_id=running.pk, step=1, items=[
+        {"prompt": "p", "completion": FRAMING_PAYLOAD, "reward": 1.0}])
+    services.logs_append(run_id=running.pk, lines=[
+        (timezone.now(), "info", "trainer", FRAMING_PAYLOAD)])
+    events = stream.events_until(lambda e: e.name == "log", timeout=20)
+    assert [e.name for e in events] == ["rollouts", "log"]
+    # The text arrives whole, its line ends as LF (how a browser joins data lines).
+    shown = "ok\n\nevent: end\ndata: y\n\nid: " + FORGED_ID + "\n\nafter\n"
+    assert all(shown in e.data for e in events)
+    assert all(Cursor.parse(e.id) is not None and e.id != FORGED_ID for e in events)
+
+    services.run_succeed(run_id=running.pk)
+    events = stream.events_until(lambda e: e.name == "end", timeout=20)
+    assert [e.name for e in events] == ["status", "end"]  # the run's own end, and only it
+    assert stream.last_event_id != FORGED_ID
+    assert stream.next_event() is None
+    stream.close()
+
+
+def test_a_stream_ends_soon_after_its_user_leaves_the_team(web, running, team, user,
+                                                           member_of):
+    viewer = member_of("viewer")
+    stream = Stream(web, reverse("runs:events", args=[running.pk]), _cookie(viewer))
+    assert stream.next_event().name == "status"
+    time.sleep(2.5)  # two access checks pass while the viewer is still in the team
+    _metrics(running, range(1, 2))
+    assert _steps(stream.events_until(lambda e: e.name == "metrics", timeout=10)) == [1]
+
+    membership = Membership.objects.get(team=team, user=viewer)
+    services_teams.membership_remove(team=team, actor=user, membership=membership)
+    removed = time.monotonic()
+    events = stream.events_until(lambda e: e.name == "end", timeout=10)
+    assert events[-1].name == "end" and time.monotonic() - removed < 5
+    assert stream.next_event() is None  # the server closed the stream
+    stream.close()
+    _metrics(running, range(2, 3))
+    again = Stream(web, reverse("runs:events", args=[running.pk]), _cookie(viewer))
+    assert again.response.status == 404  # as the browser's reconnect would find
 
 
 def test_cursor_reads_only_what_came_after_it(running):

@@ -1,13 +1,23 @@
-"""An experiment, and launching it: a training run, or an evaluation job on a model or one of
-the project's checkpoints."""
+"""An experiment, launching it (a training run, or an evaluation job on a model or one of the
+project's checkpoints), and deleting it."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Router, Status
+from ninja.errors import HttpError
 
-from webapp.api.schemas import READ_ERRORS, WRITE_ERRORS, ExperimentOut, LaunchIn, RunDetailOut
+from webapp.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    ErrorOut,
+    ExperimentOut,
+    LaunchIn,
+    RunDetailOut,
+)
 from webapp.experiments.selectors import get_experiment_for_user
+from webapp.experiments.services import experiment_delete
 from webapp.runs.selectors import get_checkpoint_for_user
 from webapp.runs.services import evaluation_launch, run_launch
 from webapp.teams.models import Role
@@ -19,6 +29,21 @@ router = Router(tags=["experiments"])
             summary="Get an experiment")
 def experiment_detail(request: HttpRequest, experiment_id: int):
     return get_experiment_for_user(request.user, experiment_id)
+
+
+@router.delete("/experiments/{experiment_id}",
+               response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+               summary="Delete an experiment")
+def experiment_delete_endpoint(request: HttpRequest, experiment_id: int):
+    """Delete the experiment (or evaluation) with all its runs, their data and folders, for
+    good. Needs the admin role. While one of its runs is active or may still be stopping, or
+    an active run loads one of its checkpoints, a 409 says what to do first."""
+    experiment = get_experiment_for_user(request.user, experiment_id, Role.ADMIN)
+    try:
+        experiment_delete(experiment=experiment, user=request.user)
+    except ValidationError as exc:
+        raise HttpError(409, " ".join(exc.messages)) from None
+    return Status(204, None)
 
 
 @router.post("/experiments/{experiment_id}/runs", response={201: RunDetailOut, **WRITE_ERRORS},

@@ -3,16 +3,22 @@ for training that ran elsewhere: create a tracked run, post its files, finish it
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
 from webapp.api.routers.runs import ensure_active
 from webapp.api.schemas import WRITE_ERRORS, ErrorOut
-from webapp.runs.importers import RolloutFileError, detect_format, read_files
+from webapp.runs.importers import RolloutFileError, detect_format, scan_files
 from webapp.runs.selectors import get_run_for_user
 from webapp.runs import services
 from webapp.teams.models import Role
@@ -21,6 +27,7 @@ router = Router(tags=["rollouts"])
 
 MAX_FILE_BYTES = 48 * 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
+COPY_CHUNK = 1024 * 1024
 FILE_BODY = {"type": "string", "format": "binary"}
 
 
@@ -30,9 +37,11 @@ class ImportedOut(Schema):
     steps: int = Field(description="Training steps the file has rollouts of.")
 
 
-def read_file(request: HttpRequest) -> tuple[str, bytes]:
-    """The file's name and bytes: the multipart field `file`, or else the whole body. 413 past
-    MAX_FILE_BYTES, read no further."""
+@contextmanager
+def received_file(request: HttpRequest) -> Iterator[tuple[str, Path]]:
+    """The file's name and a temporary copy of it on disk (removed afterwards): the multipart
+    field `file`, or else the whole body, copied a chunk at a time. 413 past MAX_FILE_BYTES,
+    read no further."""
     too_large = HttpError(413, f"The file is over {MAX_FILE_BYTES // 2**20} MiB: split it, or "
                                "import it with `manage.py import_rollouts`.")
     try:
@@ -42,6 +51,7 @@ def read_file(request: HttpRequest) -> tuple[str, bytes]:
     # Checked before Django parses a multipart body, which it would spool to disk at any size.
     if declared > MAX_FILE_BYTES + MULTIPART_OVERHEAD:
         raise too_large
+    name, source = "", request
     if request.content_type == "multipart/form-data":
         upload = request.FILES.get("file")
         if upload is None:
@@ -49,11 +59,17 @@ def read_file(request: HttpRequest) -> tuple[str, bytes]:
                                   "the whole body.")
         if upload.size > MAX_FILE_BYTES:
             raise too_large
-        return upload.name, upload.read()
-    data = request.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise too_large
-    return "", data
+        name, source = upload.name, upload
+    with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR,
+                                     prefix="rollouts-") as copy:
+        copied = 0
+        while chunk := source.read(COPY_CHUNK):
+            copied += len(chunk)
+            if copied > MAX_FILE_BYTES:
+                raise too_large
+            copy.write(chunk)
+        copy.flush()
+        yield name, Path(copy.name)
 
 
 @router.post("/runs/{run_id}/rollouts/import",
@@ -79,13 +95,16 @@ def rollouts_import(request: HttpRequest, run_id: int,
     is a 409."""
     run = get_run_for_user(request.user, run_id, Role.MEMBER)
     ensure_active(run)
-    name, data = read_file(request)
     reward_columns = [column.strip() for column in rewards.split(",") if column.strip()]
-    try:
-        steps = read_files([(name, data)], format=format or detect_format(data),
-                           reward_columns=reward_columns or None)
-    except RolloutFileError as exc:
-        raise ValidationError(exc.messages) from None
-    stored = services.rollouts_import(run_id=run.pk, steps=steps)
-    return {"received": sum(len(items) for items in steps.values()), "stored": stored,
-            "steps": len(steps)}
+    with received_file(request) as (name, path):
+        try:
+            scan = scan_files([(name, path)], format=format or detect_format(path),
+                              reward_columns=reward_columns or None)
+            # The file was read through without a problem; it is read again to store its
+            # rollouts a batch at a time, all or none.
+            with transaction.atomic():
+                stored = sum(services.rollouts_import(run_id=run.pk, steps=batch)
+                             for batch in scan.batches())
+        except RolloutFileError as exc:
+            raise ValidationError(exc.messages) from None
+    return {"received": scan.rows, "stored": stored, "steps": len(scan.steps)}

@@ -3,6 +3,7 @@ that the run page's charts use, downsampled by the database."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from itertools import repeat
@@ -22,11 +23,17 @@ from webapp.api.schemas import (
     MetricsIn,
     WrittenOut,
 )
+from webapp.common.inputs import text_problem, text_refusal
 from webapp.runs.selectors import get_run_for_user, metric_keys, metric_series
 from webapp.runs.services import metrics_ingest
 from webapp.teams.models import Role
 
 router = Router(tags=["metrics"])
+
+# pydantic's JSON parser refuses a lone surrogate with a message about hex escapes.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE_HINT = (" (an escape \\uD800-\\uDFFF must be half of a surrogate pair: send text as "
+                  "valid Unicode)")
 
 # A batch of MAX_POINTS points with long keys and ISO times, with room to spare.
 MAX_BODY_BYTES = 48 * 1024 * 1024
@@ -47,13 +54,33 @@ def read_batch(request: HttpRequest) -> MetricsIn:
         raise HttpError(413, f"The body is over {MAX_BODY_BYTES // 2**20} MiB: send smaller "
                              "batches.")
     try:
-        return MetricsIn.model_validate_json(raw)
+        batch = MetricsIn.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise HttpError(400, "Cannot parse request body: it is not JSON.")
+        invalid = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+        if invalid is not None:
+            reason = invalid["msg"].removeprefix("Invalid JSON: ")
+            raise HttpError(400, f"The body is not JSON rlab reads: {reason}"
+                                 f"{SURROGATE_HINT if SURROGATE_ESCAPE.search(raw) else ''}.")
         raise ValidationError([
             {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
             for error in exc.errors(include_url=False)])
+    # A key with a NUL can only come as this escape: one scan of the bytes, and the keys are
+    # read one by one only in the rare batch that has it.
+    if b"\\u0000" in raw:
+        problems = ((where, text_problem(key)) for where, key in keys(batch))
+        errors = [{"loc": ["body", *where, "key"], "type": "text_unstorable",
+                   "msg": text_refusal(problem)} for where, problem in problems if problem]
+        if errors:
+            raise ValidationError(errors)
+    return batch
+
+
+def keys(batch: MetricsIn) -> Iterator[tuple[tuple[str, int], str]]:
+    """Each key of the batch with where it is: ("points", i) or ("series", i)."""
+    for i, point in enumerate(batch.points):
+        yield ("points", i), point["key"]
+    for i, series in enumerate(batch.series):
+        yield ("series", i), series.key
 
 
 def inlined(schema: dict) -> dict:

@@ -1,7 +1,8 @@
-"""Projects, and the experiments defined in them."""
+"""Projects (reading and deleting one), and the experiments defined in them."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as ServiceRefusal
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from ninja import Router, Status
@@ -9,6 +10,7 @@ from ninja.errors import HttpError, ValidationError
 
 from training.config import ConfigError
 from webapp.api.schemas import (
+    LIST_ERRORS,
     READ_ERRORS,
     WRITE_ERRORS,
     ErrorOut,
@@ -19,12 +21,14 @@ from webapp.api.schemas import (
 from webapp.experiments.selectors import experiments_for_user
 from webapp.experiments.services import experiment_create
 from webapp.projects.selectors import get_project_for_user, projects_for_user
+from webapp.projects.services import project_delete
 from webapp.teams.models import Role
 
 router = Router(tags=["projects"])
 
 
-@router.get("/projects", response=list[ProjectOut], summary="List your projects")
+@router.get("/projects", response={200: list[ProjectOut], **LIST_ERRORS},
+            summary="List your projects")
 def project_list(request: HttpRequest):
     """The projects of every team you are a member of, by name."""
     return projects_for_user(request.user)
@@ -34,6 +38,20 @@ def project_list(request: HttpRequest):
             summary="Get a project")
 def project_detail(request: HttpRequest, project_id: int):
     return get_project_for_user(request.user, project_id)
+
+
+@router.delete("/projects/{project_id}", response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+               summary="Delete a project")
+def project_delete_endpoint(request: HttpRequest, project_id: int):
+    """Delete the project with its experiments, runs and datasets, their data and files, for
+    good. Needs the admin role. While one of its runs is active or may still be stopping, a
+    409 says what to do first."""
+    project = get_project_for_user(request.user, project_id, Role.ADMIN)
+    try:
+        project_delete(project=project, user=request.user)
+    except ServiceRefusal as exc:
+        raise HttpError(409, " ".join(exc.messages)) from None
+    return Status(204, None)
 
 
 @router.get("/projects/{project_id}/experiments", response={200: list[ExperimentOut],

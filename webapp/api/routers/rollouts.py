@@ -15,7 +15,6 @@ from ninja.errors import ValidationError
 
 from webapp.api.routers.runs import ensure_active
 from webapp.api.schemas import (
-    BIGINT_MAX,
     INT_MAX,
     READ_ERRORS,
     WRITE_ERRORS,
@@ -24,6 +23,7 @@ from webapp.api.schemas import (
     RolloutsIn,
     WrittenOut,
 )
+from webapp.common.inputs import BIGINT_MAX
 from webapp.runs.models import Negated, Rollout
 from webapp.runs.rollout_browser import RolloutFilters, RolloutOrder, RowComparison
 from webapp.runs.selectors import get_run_for_user

@@ -1,14 +1,17 @@
-"""Runs: the list, one run's state, cancelling, and its checkpoints.
+"""Runs: the list, one run's state, cancelling, deleting, and its checkpoints.
 
 No `from __future__ import annotations` here: ninja resolves the parameters of a @paginate view
 in the pagination module, where a name such as RunStatus written as a string means nothing."""
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Field, Router, Schema, Status
+from ninja.conf import settings as ninja_settings
 from ninja.errors import HttpError
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from webapp.api.schemas import (
+    LIST_ERRORS,
     READ_ERRORS,
     WRITE_ERRORS,
     CheckpointListItem,
@@ -16,12 +19,21 @@ from webapp.api.schemas import (
     RunDetailOut,
     RunOut,
 )
+from webapp.common.inputs import BIGINT_MAX
 from webapp.runs.models import RunStatus
 from webapp.runs.selectors import checkpoints_on_disk, get_run_for_user, runs_for_user
-from webapp.runs.services import run_cancel
+from webapp.runs.services import run_cancel, run_delete
 from webapp.teams.models import Role
 
 router = Router(tags=["runs"])
+
+
+class BoundedPagination(LimitOffsetPagination):
+    """ninja's limit and offset, within what Postgres takes for LIMIT and OFFSET: a bigint."""
+
+    class Input(Schema):
+        limit: int = Field(ninja_settings.PAGINATION_PER_PAGE, ge=1, le=BIGINT_MAX)
+        offset: int = Field(0, ge=0, le=BIGINT_MAX)
 
 
 def ensure_active(run) -> None:
@@ -31,8 +43,8 @@ def ensure_active(run) -> None:
                              "Log to a new run.")
 
 
-@router.get("/runs", response=list[RunOut], summary="List runs")
-@paginate(LimitOffsetPagination)
+@router.get("/runs", response={200: list[RunOut], **LIST_ERRORS}, summary="List runs")
+@paginate(BoundedPagination)
 def run_list(request: HttpRequest, project: int | None = None, experiment: int | None = None,
              status: RunStatus | None = None):
     """Runs and evaluation jobs you can see, newest first, `limit` at a time from `offset`;
@@ -66,6 +78,21 @@ def run_cancel_endpoint(request: HttpRequest, run_id: int):
     if not cancelled:
         raise HttpError(409, f"Run {run} has already ended ({run.status}).")
     return run
+
+
+@router.delete("/runs/{run_id}", response={204: None, 409: ErrorOut, **WRITE_ERRORS},
+               summary="Delete a run")
+def run_delete_endpoint(request: HttpRequest, run_id: int):
+    """Delete the run with its metrics, rollouts, logs, checkpoints and folder, for good. An
+    admin of the team may delete any run, a member the runs they launched. A run that is active,
+    or ended moments ago and may still be stopping, or whose checkpoint an active run loads, is
+    a 409 that says what to do first."""
+    run = get_run_for_user(request.user, run_id, Role.MEMBER)
+    try:
+        run_delete(run=run, user=request.user)
+    except ValidationError as exc:
+        raise HttpError(409, " ".join(exc.messages)) from None
+    return Status(204, None)
 
 
 @router.get("/runs/{run_id}/checkpoints", response={200: list[CheckpointListItem],

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from webapp.api.routers.runs import ensure_active
 from webapp.api.schemas import WRITE_ERRORS, ErrorOut, RunDetailOut
+from webapp.common.inputs import Text
 from webapp.projects.selectors import get_project_for_user
 from webapp.runs.models import RunStatus
 from webapp.runs.selectors import get_run_for_user
@@ -26,20 +27,21 @@ from webapp.teams.models import Role
 
 router = Router(tags=["tracked runs"])
 
-ParamValue = str | int | float | bool | None
+# Kept as text, as MLflow keeps parameters: a NaN is stored as "nan".
+ParamValue = Text | int | float | bool | None
 
 
 class TrackedRunIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    experiment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                 max_length=120)] = Field(
+    experiment: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1,
+                                                  max_length=120)] = Field(
         description="The tracked experiment to log under; created on first use.")
-    name: Annotated[str, Field(max_length=250)] = ""
-    params: dict[str, ParamValue] = Field(default_factory=dict,
-                                          description="Hyperparameters, shown as the config.")
-    tags: dict[str, str] = Field(default_factory=dict)
-    client_key: Annotated[str, Field(max_length=64)] = Field(
+    name: Annotated[Text, Field(max_length=250)] = ""
+    params: dict[Text, ParamValue] = Field(default_factory=dict,
+                                           description="Hyperparameters, shown as the config.")
+    tags: dict[Text, Text] = Field(default_factory=dict)
+    client_key: Annotated[Text, Field(max_length=64)] = Field(
         "", description="A key the script makes up for this run (a UUID, say): sending the "
                         "request again with it returns the run it created, so a retry after a "
                         "lost answer starts no second run.")
@@ -48,7 +50,7 @@ class TrackedRunIn(Schema):
 class ParamsIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, ParamValue]
+    params: dict[Text, ParamValue]
 
 
 class FinishIn(Schema):

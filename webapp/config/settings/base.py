@@ -13,7 +13,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.config.env import env_bool, env_int, env_list, env_str
+from webapp.config.env import env_bool, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parents[3]
 VAR_DIR = Path(env_str("RLAB_VAR_DIR", str(BASE_DIR / "var")))
@@ -56,6 +56,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Before any view or query: a NUL in an address or a form is a 400, not a database error.
+    # After the middleware above, which read only cookies, so that its page gets their headers.
+    "webapp.common.middleware.MalformedInputMiddleware",
     # Last, as django-axes asks: it answers locked-out logins.
     "axes.middleware.AxesMiddleware",
 ]
@@ -81,15 +84,28 @@ TEMPLATES = [
 
 _database_url = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'rlab.sqlite3'}")
 try:
-    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60,
-                                                  conn_health_checks=True)}
+    # A connection is closed at the end of each request (CONN_MAX_AGE 0), as Django asks of an
+    # ASGI server: each request runs in a thread of its own, so a connection kept for the next
+    # one outlived its thread until garbage collection, and 50 requests a second held about 100
+    # idle connections, Postgres's default limit. Open run pages close theirs too
+    # (webapp.runs.live_feed.releasing_connection).
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL={_database_url!r} is not a database URL: {exc}")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker write at once; wait on the lock instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
                                        "init_command": "PRAGMA journal_mode=WAL;"}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Postgres connections kept open for reuse, per process: opening one costs Postgres about as
+# much CPU as the queries of an API request. The web server turns the pool on
+# (webapp/config/asgi.py); a Celery worker forks, and a pool must not cross a fork, so workers
+# and commands connect per use (0). A connection taken from the pool is checked first, so a
+# restarted Postgres costs no failed request.
+RLAB_DB_POOL_SIZE = env_int("RLAB_DB_POOL_SIZE", 0, minimum=0)
+if RLAB_DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": RLAB_DB_POOL_SIZE, "timeout": 10}
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks what it hands out
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -110,6 +126,14 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+# The client address is the connection's (REMOTE_ADDR) only: anyone can send X-Forwarded-For, and
+# the web server (webapp.config.web_server) already puts the real client there when a trusted
+# proxy forwarded the request.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
+# Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the web server believes: IP addresses
+# or networks, comma-separated. None by default: rlab is then reached directly.
+RLAB_TRUSTED_PROXIES = env_networks("RLAB_TRUSTED_PROXIES")
 
 # Content-Security-Policy: no inline script anywhere, nothing from other origins.
 CONTENT_SECURITY_POLICY = {
@@ -130,6 +154,16 @@ CONTENT_SECURITY_POLICY = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "projects:list"
 LOGOUT_REDIRECT_URL = "login"
+
+# Mail, for password reset links only, and only where a mail server is configured: without one,
+# an administrator makes the link (`manage.py password_link USERNAME`).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "rlab@localhost")
+RLAB_PASSWORD_RESET_BY_EMAIL = bool(EMAIL_HOST)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -163,8 +197,8 @@ elif not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "amqp://")):
         f"CELERY_BROKER_URL={CELERY_BROKER_URL!r}: use redis://, amqp:// or filesystem://")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
-# Runs are routed per launch (cpu or gpu, see runs.services.run_queue_for); housekeeping on cpu.
-CELERY_TASK_ROUTES = {"worker.tasks.runs_reap_stale": {"queue": "cpu"}}
+# Runs are routed per launch (cpu or gpu, see runs.services.run_queue_for). Housekeeping is no
+# task: a thread in every worker's main process (worker.housekeeping), so no beat is needed.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -177,19 +211,42 @@ RLAB_RUN_QUEUE = env_str("RLAB_RUN_QUEUE", "cpu")
 RLAB_HEARTBEAT_SECONDS = env_int("RLAB_HEARTBEAT_SECONDS", 2, minimum=1)
 # A running run whose worker has not heartbeated for this long is marked failed.
 RLAB_STALE_AFTER_SECONDS = env_int("RLAB_STALE_AFTER_SECONDS", 120, minimum=10)
+# Every worker's housekeeping (worker.housekeeping) runs this often: it fails stale runs, marks
+# interrupted the runs a killed incarnation of the worker left, and sends queued runs again.
+RLAB_HOUSEKEEPING_SECONDS = env_int("RLAB_HOUSEKEEPING_SECONDS", 30, minimum=1)
+# A queued run the broker accepted this long ago, still unclaimed while its queue holds fewer
+# messages than it has queued runs, lost its message (a Redis without persistence restarted):
+# it is sent again. Sending one twice is harmless: a run is claimed once.
+RLAB_REQUEUE_AFTER_SECONDS = env_int("RLAB_REQUEUE_AFTER_SECONDS", 300, minimum=10)
+# An open run page's event stream checks this often that its user may still see the run.
+RLAB_STREAM_ACCESS_CHECK_SECONDS = env_int("RLAB_STREAM_ACCESS_CHECK_SECONDS", 60, minimum=1)
 # Seconds between SIGTERM and SIGKILL when a run is cancelled.
 RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
-RLAB_MODEL_CACHE = env_str("RLAB_MODEL_CACHE", str(VAR_DIR / "models"))
+# Absolute: the training process runs in its run's folder.
+RLAB_MODEL_CACHE = str(Path(env_str("RLAB_MODEL_CACHE", str(VAR_DIR / "models"))).absolute())
+# Folders an administrator fills with models (Hugging Face folders or GGUF files, one or two
+# levels down: name, or group/name). Members pick them as local:<name>; no other path on the
+# workers can be named. The web app and the workers must see them at the same paths.
+RLAB_MODEL_ROOTS = [Path(p) for p in env_list("RLAB_MODEL_ROOTS", [])]
+if any(not root.is_absolute() for root in RLAB_MODEL_ROOTS):
+    raise ImproperlyConfigured(f"RLAB_MODEL_ROOTS={','.join(map(str, RLAB_MODEL_ROOTS))!r}: "
+                               f"give absolute folders, separated by commas.")
 # What runs write (checkpoints): one folder per run, run-<id>-<created>, made by the worker. The
 # run page checks these folders to tell which checkpoints are still on disk, so the web app must
 # see this folder at the same path as the workers.
-RLAB_RUN_DIR = Path(env_str("RLAB_RUN_DIR", str(VAR_DIR / "runs")))
+RLAB_RUN_DIR = Path(env_str("RLAB_RUN_DIR", str(VAR_DIR / "runs"))).absolute()
 
 # Datasets: uploaded files and their normalised JSON lines, stored once each by sha256. Workers
 # read the normalised files, so they must see this folder at the same path.
-RLAB_DATASET_DIR = Path(env_str("RLAB_DATASET_DIR", str(VAR_DIR / "datasets")))
+RLAB_DATASET_DIR = Path(env_str("RLAB_DATASET_DIR", str(VAR_DIR / "datasets"))).absolute()
 # The largest dataset file accepted for upload, in bytes.
 RLAB_DATASET_MAX_BYTES = env_int("RLAB_DATASET_MAX_BYTES", 50 * 1024 * 1024, minimum=1)
+# The most rows an uploaded file may hold, and how much its data may take once decoded (text:
+# its bytes; Parquet: its values in memory, which compression can make far more than the file).
+# Both are checked as the file is read, so an upload past them is refused before it is read whole.
+RLAB_DATASET_MAX_ROWS = env_int("RLAB_DATASET_MAX_ROWS", 1_000_000, minimum=1)
+RLAB_DATASET_MAX_DECODED_BYTES = env_int("RLAB_DATASET_MAX_DECODED_BYTES",
+                                         4 * RLAB_DATASET_MAX_BYTES, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,11 @@
-"""Development and embedded mode: the default settings module."""
+"""Embedded mode (and development): the default settings module.
+
+DEBUG stays off unless asked for (DEBUG=1): a machine that serves rlab to others must not show
+them tracebacks and settings. `manage.py serve` has no collectstatic step, so WhiteNoise serves
+static files from their source folders, with or without DEBUG; production serves the collected,
+hashed files (settings/production.py).
+"""
 
 from webapp.config.settings.base import *  # noqa: F403
-from webapp.config.settings.base import env_bool
 
-DEBUG = env_bool("DEBUG", True)
+WHITENOISE_USE_FINDERS = True

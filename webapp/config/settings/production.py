@@ -9,7 +9,8 @@ DEBUG = False
 if SECRET_KEY.startswith("rlab-insecure") or len(SECRET_KEY) < 32:
     raise ImproperlyConfigured("Set SECRET_KEY to a random string of at least 32 characters.")
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS ends at a reverse proxy: the web server takes the scheme from its X-Forwarded-Proto only
+# when it is one of RLAB_TRUSTED_PROXIES (webapp.config.web_server), so Django reads no header.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True

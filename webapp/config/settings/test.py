@@ -1,9 +1,14 @@
 """Tests: real Postgres and Redis (they must be reachable; the suite fails, never skips, without them)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rlab")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+# The model root that the tests' tiny models are registered under (tests/conftest.py builds
+# them there, as local:tiny). Set in the environment, so the worker and web processes the tests
+# start see the same one.
+os.environ.setdefault("RLAB_MODEL_ROOTS", tempfile.mkdtemp(prefix="rlab-test-models-"))
 
 from webapp.config.settings.base import *  # noqa: E402,F403
 

@@ -1,24 +1,30 @@
 """Set up the demo: a user, a project and a GRPO experiment on SmolLM2-135M-Instruct, launched,
-and an evaluation of held-out sums to run on its checkpoints."""
+and an evaluation of held-out sums to run on its checkpoints.
+
+Run again (`make demo` after Ctrl-C), it shows the run that will train: the active one, or a new
+run continuing the interrupted one from its newest checkpoint, or else a new run."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from training.config import RunConfig
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.experiments.services import experiment_config
 from webapp.projects.models import Project
-from webapp.runs.models import TERMINAL_STATUSES
-from webapp.runs.services import run_launch
+from webapp.runs.models import TERMINAL_STATUSES, Run, RunStatus
+from webapp.runs.services import run_launch, run_resume, runs_interrupt
 from webapp.teams.models import Team
 from webapp.teams.services import team_create
 
 # Rollouts by transformers: the demo's step times and reward curve in the README were measured
 # so; the vLLM backend is faster at bf16 but starts an engine first. Every 10 steps, the run
-# samples the one-digit task's 8 held-out sums 4 times each for the eval/ curves.
-DEMO_CONFIG = RunConfig(rollout_backend="transformers", eval_every=10, eval_samples=4).to_dict()
+# samples the one-digit task's 8 held-out sums 4 times each for the eval/ curves. A checkpoint
+# every 5 steps (the newest kept) is what a demo stopped with Ctrl-C continues from.
+DEMO_CONFIG = RunConfig(rollout_backend="transformers", eval_every=10, eval_samples=4,
+                        checkpoint_every=5, keep_checkpoints=1).to_dict()
 DEMO_EVALUATION = experiment_config(ExperimentKind.EVALUATION, {
     "task": "arithmetic", "samples": 8, "pass_ks": "1, 4, 8", "maj_ks": "8",
     "max_new_tokens": 32, "max_prompts": 0, "rollout_backend": "transformers"})
@@ -57,9 +63,36 @@ class Command(BaseCommand):
                       "config": DEMO_EVALUATION, "description":
                       "The 8 one-digit sums no run trains on, 8 samples each: pass@1, pass@4, "
                       "pass@8 and maj@8. Evaluate the base model and each checkpoint."})
-        run = experiment.runs.exclude(status__in=TERMINAL_STATUSES).first()
-        if run is None:
-            run = run_launch(experiment=experiment, user=user)
+        run = self._run_to_watch(experiment, user)
         self.stdout.write(self.style.SUCCESS(
             f"\nrlab demo: open {url}{run.get_absolute_url()}\n"
             f"sign in as {DEMO_USER} / {DEMO_PASSWORD}\n"))
+
+    def _run_to_watch(self, experiment: Experiment, user) -> Run:
+        """The demo run that will train: the active one; else a new run continuing the newest
+        run from its checkpoint if that run was interrupted; else a new run."""
+        active = experiment.runs.exclude(status__in=TERMINAL_STATUSES).first()
+        if active is not None and active.worker:
+            # A run whose worker stopped heartbeating was left by an rlab killed without shutting
+            # down, or a machine that went down: no worker takes it up again.
+            runs_interrupt(worker=active.worker, silent=True, reason=(
+                "rlab was stopped without shutting down (killed, or the machine went down) "
+                "while this run was running. Resume the run from its newest checkpoint, or "
+                "launch the experiment again."))
+            active.refresh_from_db()
+        if active is not None and not active.is_terminal:
+            return active
+        newest = experiment.runs.first()
+        if (newest is not None and newest.status == RunStatus.INTERRUPTED
+                and newest.checkpoint_to_resume() is not None):
+            try:
+                resumed = run_resume(run=newest, user=user)
+            except ValidationError as exc:
+                why = " ".join(exc.messages)
+                self.stdout.write(f"Run #{newest.number} cannot be resumed ({why}): launching a "
+                                  f"new run.")
+            else:
+                self.stdout.write(f"Continuing run #{newest.number}, interrupted, from step "
+                                  f"{resumed.resumed_from.step} in run #{resumed.number}.")
+                return resumed
+        return run_launch(experiment=experiment, user=user)

@@ -5,9 +5,10 @@ which files and what is read from them):
         out/completions/*.parquet
 
 makes a tracked run of the project's tracked experiment, stores the rollouts and ends the run;
-`--run ID` adds them to an existing run instead. Every file is read before anything is written:
-a file with a problem imports nothing, and the problems are listed by file, row or line and
-column. Importing the same files again stores nothing twice."""
+`--run ID` adds them to an existing run instead. Every file is read through before anything is
+written, and again to write, a batch at a time, never whole: a file with a problem imports
+nothing, and the problems are listed by file, row or line and column. Each file is held to the
+limits of webapp.runs.importers.LIMITS. Importing the same files again stores nothing twice."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from django.http import Http404
 
 from webapp.projects.models import Project
 from webapp.projects.selectors import get_project_for_user
-from webapp.runs.importers import FORMATS, RolloutFileError, read_files
+from webapp.runs.importers import FORMATS, RolloutFileError, scan_files
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import (
     rollouts_import,
@@ -63,31 +64,33 @@ class Command(BaseCommand):
         if run is not None and (project is not None or experiment):
             raise CommandError("--run imports into an existing run: leave out --project and "
                                "--experiment.")
-        files = []
         for path in paths:
             try:
-                files.append((path.name, path.read_bytes()))
+                path.open("rb").close()
             except OSError as exc:
                 raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
         reward_columns = [column.strip() for column in rewards.split(",") if column.strip()]
         try:
-            steps = read_files(files, format=format, reward_columns=reward_columns or None)
+            scan = scan_files([(path.name, path) for path in paths], format=format,
+                              reward_columns=reward_columns or None)
+            # Every file was read through without a problem; they are read again to store
+            # their rollouts a batch at a time, all or none.
+            with transaction.atomic():
+                target = (self._existing_run(run) if run is not None
+                          else self._new_run(project, experiment, name, user, paths))
+                stored = sum(rollouts_import(run_id=target.pk, steps=batch)
+                             for batch in scan.batches())
+                if run is None:
+                    last = scan.steps[-1]
+                    run_progress(run_id=target.pk, step=last, total_steps=last)
+                    tracked_run_finish(run_id=target.pk, status=RunStatus.SUCCEEDED)
         except RolloutFileError as exc:
             raise CommandError("Nothing was imported:\n" + "\n".join(exc.messages)) from None
 
-        with transaction.atomic():
-            target = (self._existing_run(run) if run is not None
-                      else self._new_run(project, experiment, name, user, paths))
-            stored = rollouts_import(run_id=target.pk, steps=steps)
-            if run is None:
-                last = max(steps)
-                run_progress(run_id=target.pk, step=last, total_steps=last)
-                tracked_run_finish(run_id=target.pk, status=RunStatus.SUCCEEDED)
-
-        received = sum(len(items) for items in steps.values())
+        received = scan.rows
         self.stdout.write(
-            f"Imported {received} rollouts of {len(steps)} steps from {len(files)} files into "
-            f"run {target.pk} ({target.experiment.name} #{target.number}): {stored} new, "
+            f"Imported {received} rollouts of {len(scan.steps)} steps from {len(paths)} files "
+            f"into run {target.pk} ({target.experiment.name} #{target.number}): {stored} new, "
             f"{received - stored} already there.")
 
     def _existing_run(self, run_id: int) -> Run:

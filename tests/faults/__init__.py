@@ -1,0 +1,2 @@
+"""Tests that run full mode under faults: processes killed, Postgres and Redis restarted, and
+the database connections the web server holds."""

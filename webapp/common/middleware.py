@@ -1,0 +1,98 @@
+"""MalformedInputMiddleware: the address, the cookies and the form of every request are checked
+against what rlab stores (webapp.common.inputs) before any view or database query sees them."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.html import format_html
+
+from webapp.common.inputs import text_problem
+from webapp.mlflow_compat.errors import error_response
+
+# Where the JSON endpoints are mounted (webapp/config/urls.py): their refusals are JSON, each in
+# its own family's words, so that their clients can read them.
+API_PREFIX = "/api/"
+MLFLOW_PREFIX = "/mlflow/"
+
+PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request · rlab"
+        "</title><h1>Bad request</h1><p>{}</p><p><a href=\"/\">Back to your projects</a></p>"
+        "</html>")
+
+
+class MalformedInputMiddleware(MiddlewareMixin):
+    """A 400 naming the part of the request that holds a NUL, a lone surrogate, or a
+    percent-escape that is not UTF-8: in the address (`/prompts/%00/`), the query string
+    (`?prompt_id=%00`), a cookie (the session's is looked up in the database) or a URL-encoded
+    form. A multipart form's fields are left to the forms that read them (Django's form fields
+    refuse NUL), so that uploads stream as their views decide."""
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        problem = request_problem(request)
+        return None if problem is None else refusal(request, problem)
+
+
+def request_problem(request: HttpRequest) -> str | None:
+    """What is wrong with the request's address, cookies or form, in a sentence; None when
+    nothing is."""
+    raw_path = _raw_path(request)
+    if raw_path is not None and not _decodes(raw_path):
+        return "The address has a percent-escape that is not UTF-8: encode it as UTF-8."
+    problem = text_problem(request.path_info)
+    if problem is not None:
+        return f"The address {problem}: remove it."
+    if not _decodes(unquote_to_bytes(request.META.get("QUERY_STRING", ""))):
+        return "The query string has a percent-escape that is not UTF-8: encode it as UTF-8."
+    problem = _fields_problem(request.GET, "query parameter")
+    if problem is not None:
+        return problem
+    for name, value in request.COOKIES.items():  # a quoted cookie may write a NUL as \000
+        problem = text_problem(name) or text_problem(value)
+        if problem is not None:
+            return f"The cookie {name!r} {problem}: clear this site's cookies."
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        try:
+            if not _decodes(unquote_to_bytes(request.body)):
+                return "The form has a percent-escape that is not UTF-8: encode it as UTF-8."
+            return _fields_problem(request.POST, "form field")
+        except (RequestDataTooBig, TooManyFieldsSent):
+            return None  # the view reading the form answers these
+    return None
+
+
+def _raw_path(request: HttpRequest) -> bytes | None:
+    """The path's bytes as the client sent them, percent-escapes decoded, from the ASGI server;
+    None elsewhere: under WSGI, Django writes bytes that are not UTF-8 back as escapes."""
+    scope = getattr(request, "scope", None)
+    return unquote_to_bytes(scope["raw_path"]) if scope and scope.get("raw_path") else None
+
+
+def _decodes(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _fields_problem(fields, what: str) -> str | None:
+    for name, values in fields.lists():
+        problem = text_problem(name)
+        if problem is not None:
+            return f"A {what} name {problem}: remove it."
+        for value in values:
+            problem = text_problem(value)
+            if problem is not None:
+                return f"The {what} {name!r} {problem}: remove it."
+    return None
+
+
+def refusal(request: HttpRequest, problem: str) -> HttpResponse:
+    if request.path_info.startswith(MLFLOW_PREFIX):
+        return error_response("INVALID_PARAMETER_VALUE", problem)
+    if request.path_info.startswith(API_PREFIX):
+        return JsonResponse({"detail": problem}, status=400)
+    return HttpResponseBadRequest(format_html(PAGE, problem))

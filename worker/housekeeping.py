@@ -1,0 +1,102 @@
+"""Housekeeping: a thread in every worker's main process, never behind a run on the run queues.
+
+Every RLAB_HOUSEKEEPING_SECONDS it marks interrupted the runs that an earlier, killed incarnation
+of this worker left running, fails other runs whose worker stopped heartbeating, and sends queued
+runs the broker may have lost. Each step is a conditional UPDATE (the re-send locks the
+rows it sends), so every worker doing it at once is harmless. It replaces a periodic task, which
+waited behind any training run on a single-slot queue and so never ran while one trained.
+
+When the worker shuts down (Ctrl-C, SIGTERM), its running runs are marked interrupted at once;
+their supervisors see that at their next heartbeat and stop the training processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from webapp.runs import services
+
+logger = logging.getLogger(__name__)
+
+RUN_TASK = "worker.tasks.run_execute"
+
+
+class Housekeeper:
+    """The periodic pass of one worker, `worker_name`, in a daemon thread."""
+
+    def __init__(self, *, worker_name: str):
+        self.worker_name = worker_name
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rlab-housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        logger.info("housekeeping every %s s", settings.RLAB_HOUSEKEEPING_SECONDS)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _loop(self) -> None:
+        while True:
+            self.run_once()
+            if self._stopped.wait(settings.RLAB_HOUSEKEEPING_SECONDS):
+                return
+
+    def run_once(self) -> None:
+        """One pass; a failure is logged and the next pass tries again."""
+        try:
+            running = _running_run_ids()
+            if running is not None:
+                # Only silent ones: a live worker of the same name (there should be none) keeps
+                # its runs beating.
+                services.runs_interrupt(worker=self.worker_name, keep=running, silent=True, reason=(
+                    f"The worker {self.worker_name} was stopped without shutting down (killed, "
+                    f"or its machine went down) while this run was running. Resume the run from "
+                    f"its newest checkpoint, or launch the experiment again."))
+            services.runs_fail_stale()  # after: this worker's own runs it can tell apart
+            services.runs_requeue()
+        except DatabaseError as exc:
+            logger.warning("housekeeping: database unavailable (%s); trying again in %s s", exc,
+                           settings.RLAB_HOUSEKEEPING_SECONDS)
+        except Exception:
+            logger.exception("housekeeping pass failed; trying again in %s s",
+                             settings.RLAB_HOUSEKEEPING_SECONDS)
+        finally:
+            connection.close()  # this thread's own; a pass a while later opens a fresh one
+
+
+def runs_interrupt_on_shutdown(*, worker_name: str) -> None:
+    """Mark interrupted every run this worker is running, in a thread of its own (the caller is
+    a signal handler, which may have interrupted the main thread inside a query)."""
+    def interrupt() -> None:
+        try:
+            services.runs_interrupt(worker=worker_name, reason=(
+                f"The worker {worker_name} shut down (Ctrl-C or SIGTERM: a restart or a "
+                f"deploy) while this run was running. Resume the run from its newest "
+                f"checkpoint, or launch the experiment again."))
+        except DatabaseError:
+            logger.exception("could not mark the runs of %s interrupted; the stale-run check "
+                             "will fail them", worker_name)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=interrupt, name="rlab-interrupt")
+    thread.start()
+    thread.join(timeout=30)
+
+
+def _running_run_ids() -> set[int] | None:
+    """The runs whose task this worker's pool is executing now; None if that cannot be read."""
+    from celery.worker import state
+
+    for _ in range(3):
+        try:
+            return {int(request.args[0]) for request in list(state.active_requests)
+                    if request.name == RUN_TASK and request.args}
+        except RuntimeError:
+            continue  # the set changed while it was read: a task started or ended
+    return None
