@@ -231,7 +231,7 @@ def _run_locust(args: argparse.Namespace, base_url: str, config_path: Path, resu
     run_seconds = max(10, round(args.minutes * 60))
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
                "--host", base_url, "--users", str(users), "--spawn-rate", str(users),
-               "--run-time", f"{run_seconds}s", "--stop-timeout", "5", "--only-summary"]
+               "--run-time", f"{run_seconds}s", "--stop-timeout", "30", "--only-summary"]
     env = {**os.environ, "RLAB_LOAD_CONFIG": str(config_path)}
     with open(result_path.with_name("locust.log"), "w") as log:
         locust = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -94,6 +94,12 @@ METRICS = [
      ("series", 0, "values", 1), "finite"),
     ({"points": [{"key": "loss", "step": 2**63, "value": 1.0}]}, ("points", 0, "step"),
      "less than or equal"),
+    # 1 BC in UTC: Postgres would store it, and no read of the run could load it back.
+    ({"points": [{"key": "loss", "step": 1, "value": 1.0, "time": "0001-01-01T00:00:00+05:00"}]},
+     ("points", 0, "time"), "greater than or equal"),
+    ({"series": [{"key": "loss", "steps": [1], "values": [1.0],
+                  "times": ["9999-12-31T23:00:00-05:00"]}]}, ("series", 0, "times", 0),
+     "less than or equal"),
 ]
 ROLLOUTS = [
     (rollout(prompt=f"1+{NUL}1"), ("prompt",), "NUL"),

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 from ninja import Schema
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,7 +23,7 @@ from pydantic import (
 )
 from typing_extensions import NotRequired, TypedDict
 
-from webapp.common.inputs import Finite, JsonObject, Step, Text
+from webapp.common.inputs import Finite, JsonObject, Moment, Step, Text
 from webapp.runs.models import METRIC_KEY_MAX_LENGTH
 
 INT_MAX = 2**31 - 1  # a PositiveIntegerField's ceiling on Postgres
@@ -222,7 +221,7 @@ class PointIn(TypedDict):
     key: MetricKey
     step: Step
     value: Finite
-    time: NotRequired[AwareDatetime]
+    time: NotRequired[Moment]
 
 
 class SeriesIn(BaseModel):
@@ -233,7 +232,7 @@ class SeriesIn(BaseModel):
     key: MetricKey
     steps: list[Step]
     values: list[Finite]
-    times: list[AwareDatetime] | None = None
+    times: list[Moment] | None = None
 
     @model_validator(mode="after")
     def _same_lengths(self) -> SeriesIn:

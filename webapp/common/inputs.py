@@ -12,6 +12,7 @@ functions) rather than fail.
   Infinity. Metric values logged through MLflow may be NaN or ±Infinity, as MLflow's own server
   keeps them (its client logs a NaN loss as "NaN"); the metric column, a double, stores them.
 - Steps: 64-bit signed integers, Postgres' bigint.
+- Times: with a zone, within the years 1-9999 in UTC (what a datetime holds).
 - JSON: nested at most MAX_JSON_DEPTH levels.
 """
 
@@ -20,9 +21,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 BIGINT_MIN = -(2**63)
@@ -207,6 +209,11 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 Step = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 """A training step: 0 or more, within Postgres' bigint."""
+
+Moment = Annotated[AwareDatetime, Field(ge=datetime(1, 1, 2, tzinfo=UTC),
+                                        le=datetime(9999, 12, 30, tzinfo=UTC))]
+"""A time with its zone, a day inside the years 1-9999 once in UTC: Postgres would store 1 BC
+(0001-01-01T00:00+05:00 is), which no datetime can hold, and reading the row back would fail."""
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_checked_json)]
 """A JSON object rlab stores whole (a rollout's extra, an experiment's config): storable text

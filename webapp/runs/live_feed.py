@@ -15,12 +15,14 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone as dt_timezone
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connection, connections
 from django.db.models import Max
 
 from webapp.runs.models import TERMINAL_STATUSES, Checkpoint, LogLine, MetricPoint, Rollout, Run
@@ -28,6 +30,9 @@ from webapp.runs.models import TERMINAL_STATUSES, Checkpoint, LogLine, MetricPoi
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # events reach pages within this plus a render
+# The rollouts panel shows a run's newest completions, re-rendered for every page at most this
+# often: a script logging a batch each second would otherwise cost a render a second per run.
+ROLLOUTS_PANEL_SECONDS = 3.0
 MAX_ROWS_PER_READ = 20_000  # metric points per read; a backlog drains over several reads
 _CURSOR = re.compile(r"^(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 
@@ -48,6 +53,14 @@ def releasing_connection(func: Callable[P, R]) -> Callable[P, R]:
             connections.close_all()
 
     return wrapper
+
+
+def off_the_loop(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`func` (which reads the database) as a coroutine function, run in a thread of asgiref's
+    pool with its connection released after. Not thread-sensitive: the feeds' reads and the
+    pages' renders would otherwise all queue for the one thread that such calls share outside a
+    request, and under load a page would wait seconds behind the others."""
+    return sync_to_async(releasing_connection(func), thread_sensitive=False)
 
 
 @dataclass(frozen=True)
@@ -136,33 +149,65 @@ def read_batch(run_id: int, start: Cursor, last_state: RunState | None,
                until: Cursor | None = None) -> Batch:
     """What was recorded for the run after `start` (up to `until`, when given); the state when
     it differs from `last_state`. Metric points and log lines come in id order, at most
-    MAX_ROWS_PER_READ and 1,000 a read: the batch's `end` says how far it got."""
-    metrics = MetricPoint.objects.filter(run_id=run_id, pk__gt=start.metric)
-    logs = LogLine.objects.filter(run_id=run_id, pk__gt=start.log)
-    if until is not None:
-        metrics = metrics.filter(pk__lte=until.metric)
-        logs = logs.filter(pk__lte=until.log)
-    metrics = list(metrics.order_by("pk").values_list("pk", "key", "step", "value", "wall_time")
-                   [:MAX_ROWS_PER_READ])
-    logs = list(logs.order_by("pk")[:1000])
-    rollout_top = (Rollout.objects.filter(run_id=run_id, pk__gt=start.rollout)
-                   .aggregate(top=Max("pk"))["top"])
-    checkpoint_top = (Checkpoint.objects.filter(run_id=run_id, pk__gt=start.checkpoint)
-                      .aggregate(top=Max("pk"))["top"])
-    row = (Run.objects.filter(pk=run_id)
-           .values_list("status", "progress_step", "progress_total", "device", "worker",
-                        "error_message", "enqueued_at").first())
-    state = RunState(*row[:-1], enqueued=row[-1] is not None) if row else None
+    MAX_ROWS_PER_READ and 1,000 a read: the batch's `end` says how far it got.
+
+    Three statements of plain SQL: a feed reads every second for as long as a page watches, and
+    compiling the same three ORM queries cost several times what Postgres spends on them."""
+    until = until or Cursor(metric=_NO_LIMIT, log=_NO_LIMIT)
+    with connection.cursor() as cursor:
+        cursor.execute(_METRICS_SQL, [run_id, start.metric, until.metric, MAX_ROWS_PER_READ])
+        metrics = [(pk, key, step, value, _aware(wall).timestamp())
+                   for pk, key, step, value, wall in cursor.fetchall()]
+        cursor.execute(_LOGS_SQL, [run_id, start.log, until.log])
+        logs = [LogLine(pk=pk, run_id=run_id, time=_aware(time), level=level, source=source,
+                        message=message)
+                for pk, time, level, source, message in cursor.fetchall()]
+        cursor.execute(_STATE_SQL, [run_id, start.rollout, run_id, start.checkpoint, run_id])
+        row = cursor.fetchone()
+    if row is None:
+        state, rollout_top, checkpoint_top = None, None, None
+    else:
+        *fields, enqueued_at, rollout_top, checkpoint_top = row
+        state = RunState(*fields, enqueued=enqueued_at is not None)
     end = Cursor(metric=metrics[-1][0] if metrics else start.metric,
                  log=logs[-1].pk if logs else start.log,
                  rollout=rollout_top or start.rollout,
                  checkpoint=checkpoint_top or start.checkpoint)
-    return Batch(start=start, end=end,
-                 metrics=[(pk, key, step, value, wall.timestamp())
-                          for pk, key, step, value, wall in metrics],
-                 logs=logs, new_rollouts=rollout_top is not None,
-                 new_checkpoints=checkpoint_top is not None,
+    return Batch(start=start, end=end, metrics=metrics, logs=logs,
+                 new_rollouts=rollout_top is not None, new_checkpoints=checkpoint_top is not None,
                  state=state if state != last_state else None)
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _columns(model, *names: str) -> str:
+    return ", ".join(connection.ops.quote_name(model._meta.get_field(name).column)
+                     for name in names)
+
+
+_NO_LIMIT = 2**63 - 1
+_METRICS_SQL = (f"SELECT {_columns(MetricPoint, 'id', 'key', 'step', 'value', 'wall_time')} "
+                f"FROM {_table(MetricPoint)} WHERE run_id = %s AND id > %s AND id <= %s "
+                f"ORDER BY id LIMIT %s")
+_LOGS_SQL = (f"SELECT {_columns(LogLine, 'id', 'time', 'level', 'source', 'message')} "
+             f"FROM {_table(LogLine)} WHERE run_id = %s AND id > %s AND id <= %s "
+             f"ORDER BY id LIMIT 1000")
+_STATE_COLUMNS = _columns(Run, "status", "progress_step", "progress_total", "device", "worker",
+                          "error_message", "enqueued_at")
+_STATE_SQL = (f"SELECT {_STATE_COLUMNS}, "
+              f"(SELECT max(id) FROM {_table(Rollout)} WHERE run_id = %s AND id > %s), "
+              f"(SELECT max(id) FROM {_table(Checkpoint)} WHERE run_id = %s AND id > %s) "
+              f"FROM {_table(Run)} WHERE id = %s")
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A time read by plain SQL: Postgres gives an aware datetime; SQLite, the UTC time as
+    naive text or a naive datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt_timezone.utc)
 
 
 class RunFeed:
@@ -175,6 +220,7 @@ class RunFeed:
         self.state = state
         self.subscribers: set[asyncio.Queue[Batch | None]] = set()
         self.task: asyncio.Task | None = None
+        self.rollouts_shown_at = 0.0  # time.monotonic() of the last batch with new rollouts
 
     def subscribe(self) -> tuple[asyncio.Queue[Batch | None], Cursor]:
         """A queue of the batches after the returned cursor (None: the feed ended)."""
@@ -190,11 +236,11 @@ class RunFeed:
             while self.subscribers:
                 await asyncio.sleep(POLL_SECONDS)
                 try:
-                    batch = await sync_to_async(_read_fresh)(self.run_id, self.cursor,
-                                                             self.state)
+                    batch = await _read_fresh(self.run_id, self.cursor, self.state)
                 except DatabaseError as exc:  # a restarting database: try again next second
                     logger.warning("live feed of run %s cannot read: %s", self.run_id, exc)
                     continue
+                batch = self._paced(batch)
                 self.cursor = batch.end
                 if batch.state is not None:
                     self.state = batch.state
@@ -208,8 +254,21 @@ class RunFeed:
                 queue.put_nowait(None)
             _feeds.pop(self.run_id, None)
 
+    def _paced(self, batch: Batch) -> Batch:
+        """The batch, its new rollouts left for a later read when the panel was rendered less
+        than ROLLOUTS_PANEL_SECONDS ago (unless the run ended: its last rows go out now)."""
+        if not batch.new_rollouts:
+            return batch
+        now = time.monotonic()
+        ended = batch.state is not None and batch.state.is_terminal
+        if now - self.rollouts_shown_at >= ROLLOUTS_PANEL_SECONDS or ended:
+            self.rollouts_shown_at = now
+            return batch
+        return replace(batch, new_rollouts=False,
+                       end=replace(batch.end, rollout=batch.start.rollout))
 
-_read_fresh = releasing_connection(read_batch)
+
+_read_fresh = off_the_loop(read_batch)
 
 
 _feeds: dict[int, RunFeed] = {}
@@ -219,7 +278,7 @@ async def feed_for(run_id: int) -> RunFeed:
     """The run's feed in this process, started on first use."""
     feed = _feeds.get(run_id)
     if feed is None:
-        cursor, state = await sync_to_async(_start_point)(run_id)
+        cursor, state = await off_the_loop(_start_point)(run_id)
         feed = _feeds.get(run_id)  # another page may have started it meanwhile
         if feed is None:
             feed = _feeds[run_id] = RunFeed(run_id, cursor, state)
@@ -231,13 +290,11 @@ def ensure_running(feed: RunFeed) -> None:
         feed.task = asyncio.get_running_loop().create_task(feed.run())
 
 
-@releasing_connection
 def _start_point(run_id: int) -> tuple[Cursor, RunState | None]:
     batch = read_batch(run_id, current_cursor(run_id), None)
     return batch.end, batch.state
 
 
-@releasing_connection
 def catch_up(run_id: int, start: Cursor, until: Cursor) -> Batch:
     """A page's rows after `start`, up to `until` (where the feed's queued batches begin), and
     the current state. Called until its `end` reaches `until`."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from webapp.experiments.selectors import experiments_for_user
 from webapp.runs.metric_series import SeriesRead, key_spans, read_series, recorded_keys
 from webapp.runs.models import Checkpoint, LogLine, Rollout, Run
 from webapp.teams.models import Role
-from webapp.teams.selectors import require_role
+from webapp.teams.selectors import require_role, require_role_of, role_subquery
 
 # Charts the run page shows first, in this order; any other recorded key is listed after them.
 HEADLINE_METRICS = ["reward/mean", "kl/mean", "entropy/mean", "completion/length_mean"]
@@ -23,8 +24,16 @@ def runs_for_user(user) -> QuerySet[Run]:
 
 
 def get_run_for_user(user, run_id: int, role: str = Role.VIEWER) -> Run:
-    run = get_object_or_404(runs_for_user(user), pk=run_id)
-    require_role(user, run.experiment.project.team_id, role)
+    """The run, if the user is in its project's team (else 404) with `role` or higher (else
+    403). One query: every API write and page of a run goes through here."""
+    if not user.is_authenticated:
+        raise Http404
+    run = (Run.objects.select_related("experiment", "experiment__project", "launched_by")
+           .annotate(user_role=role_subquery(user, "experiment__project__team"))
+           .filter(pk=run_id, user_role__isnull=False).first())
+    if run is None:
+        raise Http404
+    require_role_of(run.user_role, role)
     return run
 
 

@@ -11,7 +11,8 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
+from itertools import chain, islice
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -439,6 +440,12 @@ def runs_fail_stale(*, now: datetime | None = None) -> int:
     return count
 
 
+# The most points stored by one INSERT of arrays (metrics_ingest); a larger batch is COPYed.
+SMALL_METRIC_BATCH = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 class MetricSample(NamedTuple):
     """One point. Any tuple of these four, in this order, is one too: the API passes the rows of
     its batches as zip()'s tuples, with no object per point."""
@@ -455,12 +462,13 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
     Postgres cannot store (a NUL from a trainer) becomes U+FFFD: the edges refuse such keys, and
     a run's own writes must never fail on one. Returns how many points there were.
 
-    On Postgres the batch is COPYed, in binary, into a temporary table and inserted from there
-    in one statement. The table lives as long as the connection and is emptied before each use,
-    so two batches in one transaction never mix. The insert is a plain one first, about a third
-    cheaper for Postgres than one that checks each row for a conflict; a batch with a point
-    already stored (a replay) fails it, and is inserted again, in the same transaction, skipping
-    those."""
+    On Postgres a batch of up to SMALL_METRIC_BATCH points (a step's metrics, what scripts and
+    the worker send) is one INSERT of arrays, skipping points already stored. A larger one is
+    COPYed, in binary, into a temporary table and inserted from there in one statement. The
+    table lives as long as the connection and is emptied before each use, so two batches in one
+    transaction never mix. That insert is a plain one first, about a third cheaper for Postgres
+    than one that checks each row for a conflict; a batch with a point already stored (a
+    replay) fails it, and is inserted again, in the same transaction, skipping those."""
     stored_keys: dict[str, str] = {}  # a batch repeats a few keys: each is checked once
 
     def stored(key: str) -> str:
@@ -475,9 +483,28 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
                 for key, step, value, wall_time in points]
         MetricPoint.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
         return len(rows)
+    points = iter(points)
+    first = list(islice(points, SMALL_METRIC_BATCH + 1))
+    columns = f"INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time)"
+    if len(first) <= SMALL_METRIC_BATCH:
+        if first:
+            keys, steps, values, times = zip(*first)
+            with connection.cursor() as cursor:
+                # Times as microseconds since 1970: a datetime's text may carry an offset that
+                # Postgres does not read (beyond ±15:59), and one at the edge of year 1 or 9999
+                # cannot be moved to UTC in Python.
+                cursor.execute(
+                    f"{columns} SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, "
+                    "timestamptz 'epoch' + micros * interval '1 microsecond' "
+                    "FROM unnest(%s::text[], %s::int8[], %s::float8[], %s::int8[]) "
+                    "AS batch(key, step, value, micros) "
+                    "ON CONFLICT (run_id, key, step) DO NOTHING",
+                    [run_id, [stored(key) for key in keys], list(steps), list(values),
+                     [(time - _EPOCH) // _MICROSECOND for time in times]])
+        return len(first)
+    points = chain(first, points)
     count = 0
-    insert = (f"INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time) "
-              f"SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, wall_time "
+    insert = (f"{columns} SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, wall_time "
               "FROM metric_incoming")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS metric_incoming (key text, step bigint, "

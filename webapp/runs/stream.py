@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.db import connections
 from django.http import HttpRequest, StreamingHttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
@@ -34,7 +35,7 @@ from webapp.runs.live_feed import (
     current_cursor,
     ensure_running,
     feed_for,
-    releasing_connection,
+    off_the_loop,
 )
 from webapp.runs.panels import can_edit_run, live_context
 
@@ -46,13 +47,16 @@ RETRY_MS = 2000  # the browser's reconnect delay after a dropped connection
 @require_GET
 async def run_events(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     user = await request.auser()
-    run = await sync_to_async(selectors.get_run_for_user)(user, run_id)
+    # The request's own thread read the session and the user: its connection goes back now, not
+    # when the stream ends, which may be hours away.
+    await sync_to_async(connections.close_all)()
+    run = await off_the_loop(selectors.get_run_for_user)(user, run_id)
     # The browser's own reconnect sends Last-Event-ID; a new EventSource (htmx reconnecting after
     # an error) carries the cursor in the URL, which the page keeps current (live.js).
     cursor = (Cursor.parse(request.headers.get("Last-Event-ID"))
               or Cursor.parse(request.GET.get("last_event_id")))
     if cursor is None:  # no cursor: start from now, as a freshly rendered page would
-        cursor = await sync_to_async(releasing_connection(current_cursor))(run.pk)
+        cursor = await off_the_loop(current_cursor)(run.pk)
     response = StreamingHttpResponse(_events(run, user, cursor),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -68,7 +72,7 @@ async def _events(run, user, cursor: Cursor) -> AsyncIterator[str]:
     try:
         yield f"retry: {RETRY_MS}\n\n"
         while True:  # what this page missed, up to where the feed's batches begin
-            batch = await sync_to_async(catch_up)(run.pk, cursor, feed_start)
+            batch = await off_the_loop(catch_up)(run.pk, cursor, feed_start)
             text, cursor = await renderer.render(batch, cursor)
             yield text
             if caught_up(cursor, feed_start):
@@ -84,7 +88,7 @@ async def _events(run, user, cursor: Cursor) -> AsyncIterator[str]:
                 # An open stream outlives the check made when it opened: a user removed from
                 # the team (or deactivated) stops receiving within `interval`. "end" closes
                 # the page's stream for good; a reconnect would get 404.
-                if not await sync_to_async(_may_watch)(run.pk, user.pk):
+                if not await off_the_loop(_may_watch)(run.pk, user.pk):
                     yield _event("end", "", cursor)
                     return
                 renderer.can_edit = None  # a changed role counts from the next batch
@@ -118,8 +122,7 @@ class _Renderer:
     async def render(self, batch: Batch, cursor: Cursor) -> tuple[str, Cursor]:
         """The events of what in `batch` lies after `cursor`, and the cursor after them."""
         if self.can_edit is None:
-            self.can_edit = await sync_to_async(releasing_connection(can_edit_run))(self.run,
-                                                                                   self.user)
+            self.can_edit = await off_the_loop(can_edit_run)(self.run, self.user)
         if cursor != batch.start:  # catching up, or ahead of the feed: this page's own text
             return await self._render(batch, cursor)
         return await _once(batch.events, self.can_edit, lambda: self._render(batch, cursor))
@@ -133,7 +136,7 @@ class _Renderer:
                        checkpoint=max(cursor.checkpoint, batch.end.checkpoint))
         events = []
         if batch.changed_panels:
-            panels = await _once(batch.panels, self.can_edit, lambda: sync_to_async(
+            panels = await _once(batch.panels, self.can_edit, lambda: off_the_loop(
                 _render_panels)(self.run, self.user, self.can_edit, batch.changed_panels))
             if batch.state is not None:
                 events.append(_event("status", panels["live"], after))
@@ -163,14 +166,12 @@ async def _once(cache: dict, key, make: Callable[[], Awaitable]):
     return await cache[key]
 
 
-@releasing_connection
 def _may_watch(run_id: int, user_id: int) -> bool:
     """Whether the user may still open the run's page: an active account in its team."""
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     return user is not None and selectors.runs_for_user(user).filter(pk=run_id).exists()
 
 
-@releasing_connection
 def _render_panels(run, user, can_edit: bool, names: tuple[str, ...]) -> dict[str, str]:
     context = live_context(run, user, can_edit=can_edit, panels=names)
     return {name: render_to_string(f"runs/run_detail.html#{name}", context) for name in names}

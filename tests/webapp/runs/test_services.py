@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 import pytest
 import redis
@@ -110,18 +110,42 @@ def test_replayed_metrics_are_stored_once(experiment, user):
     assert MetricPoint.objects.filter(run=run).count() == 5
 
 
-def test_a_batch_overlapping_stored_points_adds_only_the_new_ones(experiment, user):
+# A step's metrics go in one INSERT of arrays; a batch of more points is COPYed.
+BATCH_SIZES = pytest.mark.parametrize("padding", [0, services.SMALL_METRIC_BATCH],
+                                      ids=["small batch", "large batch"])
+
+
+@BATCH_SIZES
+def test_a_batch_overlapping_stored_points_adds_only_the_new_ones(experiment, user, padding):
     run = services.run_launch(experiment=experiment, user=user)
     now = timezone.now()
     services.metrics_ingest(run_id=run.pk, points=[("loss", s, 1.0, now) for s in range(3)])
 
     # Steps 1-2 again with other values, steps 3-4 new, step 4 twice in the batch itself.
     overlapping = [("loss", s, 2.0, now) for s in (1, 2, 3, 4)] + [("loss", 4, 3.0, now)]
-    services.metrics_ingest(run_id=run.pk, points=[*overlapping, ("k" * 250, 0, 5.0, now)])
+    pad = [("pad", s, 0.0, now) for s in range(padding)]
+    services.metrics_ingest(run_id=run.pk,
+                            points=[*overlapping, ("k" * 250, 0, 5.0, now), *pad])
 
     stored = dict(MetricPoint.objects.filter(run=run, key="loss").values_list("step", "value"))
     assert stored == {0: 1.0, 1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}
     assert MetricPoint.objects.get(run=run, step=0, value=5.0).key == "k" * 200
+
+
+@BATCH_SIZES
+def test_times_at_the_edges_of_the_calendar_are_stored_exactly(experiment, user, padding):
+    run = services.run_launch(experiment=experiment, user=user)
+    # Offsets Postgres does not read in text (beyond ±15:59), near both ends of what a datetime
+    # holds in UTC.
+    times = [datetime(1, 1, 1, 23, tzinfo=dt_timezone(timedelta(hours=20))),
+             datetime(9999, 12, 31, 1, tzinfo=dt_timezone(timedelta(hours=-22))),
+             datetime(2026, 12, 6, 9, 30, 1, 123456, tzinfo=dt_timezone(-timedelta(hours=17,
+                                                                                  minutes=7)))]
+    pad = [("pad", s, 0.0, times[2]) for s in range(padding)]
+    services.metrics_ingest(run_id=run.pk, points=[
+        *(("edge", step, 1.0, time) for step, time in enumerate(times)), *pad])
+    stored = MetricPoint.objects.filter(run=run, key="edge").order_by("step")
+    assert list(stored.values_list("wall_time", flat=True)) == times
 
 
 def test_rollouts_and_log_lines_are_stored(experiment, user):

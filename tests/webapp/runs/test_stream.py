@@ -22,7 +22,15 @@ from tests.conftest import tiny_run_config
 from tests.stack import start_web, start_worker
 from webapp.experiments.services import experiment_create
 from webapp.runs import services
-from webapp.runs.live_feed import Cursor, current_cursor, read_batch
+from webapp.runs.live_feed import (
+    ROLLOUTS_PANEL_SECONDS,
+    Batch,
+    Cursor,
+    RunFeed,
+    RunState,
+    current_cursor,
+    read_batch,
+)
 from webapp.runs.models import Run, RunStatus
 from webapp.teams import services as services_teams
 from webapp.teams.models import Membership
@@ -318,3 +326,27 @@ def test_a_real_worker_run_streams_every_step_live(web, cookie, project, user, t
     assert "rollouts by transformers" in logs
     assert any(e.name == "rollouts" and "Latest rollouts" in e.data for e in events)
     assert any(e.name == "checkpoints" for e in events)
+
+
+def _rollouts_batch(start: int, end: int, status: str | None = None) -> Batch:
+    state = None if status is None else RunState(status, 1, 2, "cpu", "w", "", True)
+    return Batch(start=Cursor(rollout=start), end=Cursor(rollout=end), new_rollouts=True,
+                 state=state)
+
+
+def test_the_rollouts_panel_is_rendered_again_at_most_every_few_seconds():
+    feed = RunFeed(1, Cursor(), None)
+    first = feed._paced(_rollouts_batch(0, 16))
+    assert first.new_rollouts and first.end.rollout == 16
+    soon = feed._paced(_rollouts_batch(16, 32))
+    assert not soon.new_rollouts and soon.end.rollout == 16, "left for a later read"
+    feed.rollouts_shown_at -= ROLLOUTS_PANEL_SECONDS
+    later = feed._paced(_rollouts_batch(16, 48))
+    assert later.new_rollouts and later.end.rollout == 48
+
+
+def test_a_run_that_ended_sends_its_last_rollouts_at_once():
+    feed = RunFeed(1, Cursor(), None)
+    feed._paced(_rollouts_batch(0, 16))
+    last = feed._paced(_rollouts_batch(16, 32, status="succeeded"))
+    assert last.new_rollouts and last.end.rollout == 32
