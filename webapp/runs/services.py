@@ -499,7 +499,8 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
                     "FROM unnest(%s::text[], %s::int8[], %s::float8[], %s::int8[]) "
                     "AS batch(key, step, value, micros) "
                     "ON CONFLICT (run_id, key, step) DO NOTHING",
-                    [run_id, [stored(key) for key in keys], list(steps), list(values),
+                    [run_id, [stored(key) for key in keys], [int(step) for step in steps],
+                     [float(value) for value in values],
                      [(time - _EPOCH) // _MICROSECOND for time in times]])
         return len(first)
     points = chain(first, points)

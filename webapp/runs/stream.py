@@ -21,7 +21,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db import connections
 from django.http import HttpRequest, StreamingHttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
@@ -36,6 +35,7 @@ from webapp.runs.live_feed import (
     ensure_running,
     feed_for,
     off_the_loop,
+    releasing_connection,
 )
 from webapp.runs.panels import can_edit_run, live_context
 
@@ -47,10 +47,9 @@ RETRY_MS = 2000  # the browser's reconnect delay after a dropped connection
 @require_GET
 async def run_events(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     user = await request.auser()
-    # The request's own thread read the session and the user: its connection goes back now, not
-    # when the stream ends, which may be hours away.
-    await sync_to_async(connections.close_all)()
-    run = await off_the_loop(selectors.get_run_for_user)(user, run_id)
+    # In the request's own thread, which read the session and the user: its connection goes back
+    # after this check, not when the stream ends, which may be hours away.
+    run = await sync_to_async(releasing_connection(selectors.get_run_for_user))(user, run_id)
     # The browser's own reconnect sends Last-Event-ID; a new EventSource (htmx reconnecting after
     # an error) carries the cursor in the URL, which the page keeps current (live.js).
     cursor = (Cursor.parse(request.headers.get("Last-Event-ID"))

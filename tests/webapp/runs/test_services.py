@@ -148,6 +148,18 @@ def test_times_at_the_edges_of_the_calendar_are_stored_exactly(experiment, user,
     assert list(stored.values_list("wall_time", flat=True)) == times
 
 
+@BATCH_SIZES
+def test_whole_numbers_among_the_values_are_stored_as_numbers(experiment, user, padding):
+    # JSON gives 1 for 1.0, and a script may log an int or a numpy float beside a float.
+    run = services.run_launch(experiment=experiment, user=user)
+    now = timezone.now()
+    pad = [("pad", s, 0.0, now) for s in range(padding)]
+    services.metrics_ingest(run_id=run.pk, points=[("n", 0, 1, now), ("n", 1, 2.5, now),
+                                                   ("n", 2, True, now), *pad])
+    stored = MetricPoint.objects.filter(run=run, key="n").order_by("step")
+    assert list(stored.values_list("value", flat=True)) == [1.0, 2.5, 1.0]
+
+
 def test_rollouts_and_log_lines_are_stored(experiment, user):
     run = services.run_launch(experiment=experiment, user=user)
     items = [{"prompt": "2+2?", "completion": "4", "reward": 1.0, "rewards": {"correct": 1.0},

@@ -107,13 +107,17 @@ class Command(BaseCommand):
         exit_code = 0
         restart_at: float | None = None
         pause = RESTART_FIRST_SECONDS
-        while not signals_received:
+        while True:
             time.sleep(POLL_SECONDS)
-            if not web.running:
+            web_exited = not web.running
+            # Ctrl-C reaches the whole group: the web server may have stopped on it already.
+            if signals_received:
+                break
+            if web_exited:
                 logger.error("the web server exited (%s): stopping", _describe(web.proc))
                 exit_code = 1
                 break
-            if worker is None or signals_received:
+            if worker is None:
                 continue
             now = time.monotonic()
             if restart_at is None and not worker.running:
