@@ -95,6 +95,14 @@ def _write_result(environment, **_) -> None:
                   file)
 
 
+def _start_at_a_random_moment(within: float = 1.0) -> None:
+    """Wait up to `within` seconds before the first request. locust starts every user at once:
+    users paced to once a second would all send in the same few milliseconds of each second for
+    the whole run, and 50 pages would all load at once, while independent training scripts and
+    people are not in step. The bench measures the steady state instead."""
+    time.sleep(random.uniform(0.0, within))  # gevent's sleep: locust patches time
+
+
 class Writer(FastHttpUser):
     fixed_count = CONFIG["writers"]
     wait_time = constant_pacing(1.0)
@@ -102,6 +110,7 @@ class Writer(FastHttpUser):
     def on_start(self) -> None:
         self.run_id = RUNS[next(_writer_numbers) % len(RUNS)]
         self.step = 0
+        _start_at_a_random_moment()
         self.headers = {"Authorization": f"Bearer {CONFIG['token']}",
                         "Content-Type": "application/json"}
 
@@ -141,6 +150,7 @@ class Reader(HttpUser):
     def on_start(self) -> None:
         self.run_id = RUNS[next(_reader_numbers) % len(RUNS)]
         self.client.headers["Cookie"] = CONFIG["cookie"]
+        _start_at_a_random_moment(within=CONFIG["watch_seconds"])  # as a page opens later
 
     @task
     def open_page(self) -> None:
@@ -217,6 +227,7 @@ class ApiReader(FastHttpUser):
 
     def on_start(self) -> None:
         self.headers = {"Authorization": f"Bearer {CONFIG['token']}"}
+        _start_at_a_random_moment()
 
     def _get(self, path: str, name: str) -> None:
         self.client.get(path, headers=self.headers, name=f"api read: {name}")
