@@ -52,6 +52,7 @@ services:
 	  echo "PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be reachable for the tests" >&2; exit 1
 
 test: install browser services
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 # rlab's GRPO against TRL's on CPU, vLLM rollout overhead, GRPO against SPO: tens of minutes on

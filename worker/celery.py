@@ -1,12 +1,9 @@
-"""The Celery app. Workers start with `celery -A worker.celery worker -Q cpu` (or gpu); no beat is
-needed: each worker does the housekeeping itself (worker.housekeeping)."""
+"""The worker's entry point: the project's Celery app with the worker's tasks. Workers start with
+`celery -A worker.celery worker -Q cpu` (or gpu); no beat is needed: each worker does the
+housekeeping itself (worker.housekeeping)."""
 
-import os
+from webapp.config.celery import app
 
-from celery import Celery
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.config.settings.local")
-
-app = Celery("rlab")
-app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["worker"])
+
+__all__ = ["app"]

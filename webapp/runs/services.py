@@ -37,6 +37,7 @@ from webapp.projects.deletion import (
 )
 from webapp.reviews.models import Verb
 from webapp.reviews.services import activity_record, activity_record_deletion
+from webapp.runs.broker import broker_connection, queue_depth, run_send
 from webapp.runs.model_sources import config_for_worker, config_models_check
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
@@ -272,8 +273,6 @@ def _enqueue(run: Run) -> None:
 def _runs_send(runs: Iterable[Run]) -> list[int]:
     """Send each run to its queue, recording when the broker accepted it; stops at the first
     the broker does not take (the rest would wait on it in vain). Returns the ids sent."""
-    from worker.broker import broker_connection, run_send
-
     sent = []
     with broker_connection() as connection:
         for run in runs:
@@ -286,7 +285,7 @@ def _runs_send(runs: Iterable[Run]) -> list[int]:
 
 
 # Housekeeping leaves a run this young to the launch that is sending it right now (that takes
-# worker.broker.TIMEOUT_SECONDS at most), and sends at most this many runs in one pass.
+# webapp.runs.broker.TIMEOUT_SECONDS at most), and sends at most this many runs in one pass.
 _SEND_GRACE = timedelta(seconds=10)
 _REQUEUE_BATCH = 100
 
@@ -299,8 +298,6 @@ def runs_requeue(*, now: datetime | None = None) -> int:
 
     A run sent twice is harmless, since only one claim of it succeeds; the rows stay locked while
     they are sent, so two workers' housekeeping do not send the same run at once."""
-    from worker.broker import broker_connection, queue_depth
-
     now = now or timezone.now()
     queued = Run.objects.filter(status=RunStatus.QUEUED).order_by("created_at")
     unsent = queued.filter(enqueued_at__isnull=True, created_at__lt=now - _SEND_GRACE)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from kombu import Connection
 from kombu.exceptions import ChannelError, KombuError
 
-from worker.celery import app
+from webapp.config.celery import app
 
 logger = logging.getLogger(__name__)
 
