@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from training.config import ConfigError, RunConfig
+from training.errors import described
 from training.eval_config import EvalConfig
 from training.events import JsonLinesReporter
 
@@ -138,8 +139,7 @@ def _describe(exc: BaseException) -> str:
     """The exception's type and first line, with what to do when the cause is a known one."""
     import torch  # already loaded by the trainer
 
-    first_line = next(iter(str(exc).strip().splitlines()), "")[:300]
-    message = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    message = described(exc)
     text = str(exc).lower()
     if (isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in text
             or "can't allocate memory" in text):

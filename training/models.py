@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training.errors import described
 from training.model_refs import BUILTIN_MODELS, RefKind, parse_model_ref
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,8 +88,7 @@ def load_policy(ref: str, *, dtype: torch.dtype, device: str | torch.device,
         if isinstance(source, Path):
             raise
         raise ModelNotFound(
-            f"Could not load {ref!r} from the Hugging Face hub ({exc.__class__.__name__}: "
-            f"{_first_line(exc)}). If the worker is offline, give a local folder in Hugging Face "
+            f"Could not load {ref!r} from the Hugging Face hub ({described(exc)}). If the worker is offline, give a local folder in Hugging Face "
             f"format or a built-in model such as {next(iter(BUILTIN_MODELS))!r}.") from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -223,8 +223,3 @@ def _convert_gguf(folder: str, filename: str, out: Path) -> None:
     model.generation_config = quantized.generation_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no details"

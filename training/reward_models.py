@@ -30,6 +30,7 @@ from transformers import (
     LlamaConfig,
 )
 
+from training.errors import described
 from training.models import ModelNotFound, resolve_model
 
 RewardFunction = Callable[..., list[float]]
@@ -183,7 +184,7 @@ def _load_reward_model(ref: str, *, dtype: torch.dtype):
             raise
         raise ModelNotFound(
             f"Could not load the reward model {ref!r} from the Hugging Face hub "
-            f"({exc.__class__.__name__}: {str(exc).strip().splitlines()[0]}). If the worker "
+            f"({described(exc)}). If the worker "
             f"is offline, give a local folder in Hugging Face format.") from exc
     text_config = model.config.get_text_config()
     if text_config.pad_token_id is None:

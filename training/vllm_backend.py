@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from training.config import RunConfig
+from training.errors import described
 from training.generation import (
     BackendUnavailable,
     Rollouts,
@@ -150,10 +151,4 @@ def _start_engine(config: RunConfig, dtype: torch.dtype):
         return llm
     except Exception as exc:  # vLLM raises many kinds; each means this engine cannot run here
         raise BackendUnavailable(
-            f"vLLM could not start on {config.model!r}: {type(exc).__name__}: "
-            f"{_first_line(exc)}. {FIX}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no details"
+            f"vLLM could not start on {config.model!r}: {described(exc)}. {FIX}") from exc

@@ -215,6 +215,16 @@ Moment = Annotated[AwareDatetime, Field(ge=datetime(1, 1, 2, tzinfo=UTC),
 """A time with its zone, a day inside the years 1-9999 once in UTC: Postgres would store 1 BC
 (0001-01-01T00:00+05:00 is), which no datetime can hold, and reading the row back would fail."""
 
+def query_step(query, name: str) -> int | None:
+    """The step a query string gives as `name` (a QueryDict or any mapping of text), or None
+    when it is absent or not a step: not a whole number, or outside 0 to Postgres' bigint."""
+    try:
+        step = int(query.get(name, ""))
+    except ValueError:
+        return None
+    return step if 0 <= step <= BIGINT_MAX else None
+
+
 JsonObject = Annotated[dict[str, Any], AfterValidator(_checked_json)]
 """A JSON object rlab stores whole (a rollout's extra, an experiment's config): storable text
 and finite numbers throughout, nested at most MAX_JSON_DEPTH levels."""

@@ -22,6 +22,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from training.errors import first_line
+
 MiB = 2**20
 # Batches of Parquet rows are sized to hold about this much decoded data, and this many cells.
 BATCH_BYTES = 4 * MiB
@@ -183,7 +185,7 @@ class ParquetRows:
             row_groups = [metadata.row_group(g) for g in range(metadata.num_row_groups)]
             chunks = [group.column(c) for group in row_groups for c in range(group.num_columns)]
         except Exception as exc:
-            raise Unreadable(first_line(exc)) from None
+            raise Unreadable(first_line(exc, limit=200)) from None
         if max(len(self.names), len(leaves)) > max_columns:
             raise LimitExceeded(f"{where('')} has {max(len(self.names), len(leaves)):,} "
                                 f"columns, more than the {max_columns:,} a file may have.",
@@ -271,7 +273,7 @@ class ParquetRows:
         except LimitExceeded:
             raise
         except Exception as exc:
-            raise Unreadable(first_line(exc)) from None
+            raise Unreadable(first_line(exc, limit=200)) from None
 
 
 def value_sizes(array: Any) -> np.ndarray:
@@ -359,5 +361,3 @@ def file_size(file: BinaryIO) -> int:
     return size
 
 
-def first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -42,13 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from webapp.common.inputs import storable_text
+from webapp.common.inputs import BIGINT_MAX, storable_text
 from webapp.datasets import streaming
 from webapp.datasets.parsing import ProblemList
 from webapp.datasets.streaming import LimitExceeded, Limits, MiB, Unreadable
 
 TRL, VERL = "trl", "verl"
-MAX_STEP = 2**63 - 1  # a step is a BigIntegerField
 FORMATS = (TRL, VERL)
 # Each file of an import: its rows, what they decode to, and one row (a long completion, with its
 # prompt and extras, fits many times over).
@@ -392,7 +391,7 @@ def _lines(file: BinaryIO, where: _Where,
 def _step(value: Any, at: str, errors: ProblemList) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEP:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIGINT_MAX:
         errors.add(f"{at}: the step is {_shown(value)}, not a whole number 0 or more.")
         return 0
     return value

@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 
+from webapp.common.inputs import BIGINT_MAX, query_step
 from webapp.runs.rollout_browser import (
     BadCursor,
     RolloutFilters,
@@ -20,7 +21,6 @@ from webapp.runs.rollout_browser import (
 )
 from webapp.runs.selectors import get_run_for_user
 
-BIGINT_MAX = 2**63 - 1
 YES_NO = {"yes": True, "no": False}
 
 
@@ -142,15 +142,6 @@ def rollout_browser(request: HttpRequest, run_id: int) -> HttpResponse:
                    status=200 if page is not None else 422)
 
 
-def _step_param(request: HttpRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    try:
-        step = int(value) if value else None
-    except ValueError:
-        step = None
-    return step if step is None or abs(step) <= BIGINT_MAX else None
-
-
 @login_required
 @require_GET
 def prompt_history_view(request: HttpRequest, run_id: int, prompt_id: str) -> HttpResponse:
@@ -158,8 +149,8 @@ def prompt_history_view(request: HttpRequest, run_id: int, prompt_id: str) -> Ht
     twenty steps a page, and its mean reward per step over the whole run."""
     run = get_run_for_user(request.user, run_id)
     partial = bool(request.htmx) and not request.htmx.history_restore_request
-    history = prompt_history(run, prompt_id, after=_step_param(request, "after"),
-                             before=_step_param(request, "before"), with_means=not partial)
+    history = prompt_history(run, prompt_id, after=query_step(request.GET, "after"),
+                             before=query_step(request.GET, "before"), with_means=not partial)
     if history is None:
         raise Http404("This run never sampled that prompt.")
     context = {

@@ -15,6 +15,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from training.config import RunConfig
 from training.eval_config import EvalConfig
 from webapp.common.deletion_page import confirm_delete_response
+from webapp.common.inputs import query_step
 from webapp.experiments.models import ExperimentKind
 from webapp.projects.deletion import deletion_summary
 from webapp.runs import selectors
@@ -55,13 +56,6 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                    "can_delete": run_delete_allowed(run=run, user=request.user)})
 
 
-def _step_param(request: HttpRequest, name: str) -> int | None:
-    try:
-        return int(request.GET[name])
-    except (KeyError, ValueError):
-        return None
-
-
 def _asked_keys(request: HttpRequest, keys: list[str]) -> list[str]:
     """The run's keys named by ?keys= (repeated), in the run's order; all of them without it."""
     if "keys" not in request.GET:
@@ -79,7 +73,7 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     ?after=S: only steps after S (a live chart's update); ?start=&end=: a step range (a zoomed
     chart's detail); ?keys= (repeated): only these metrics."""
     run = selectors.get_run_for_user(request.user, run_id)
-    start, end, after = (_step_param(request, name) for name in ("start", "end", "after"))
+    start, end, after = (query_step(request.GET, name) for name in ("start", "end", "after"))
     if after is not None:
         start = max(after + 1, start if start is not None else after + 1)
     keys = selectors.metric_keys(run)
