@@ -20,7 +20,6 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
-from webapp.common.deletion_page import confirm_delete_response
 from webapp.datasets import parsing
 from webapp.datasets.forms import MappingForm, UploadForm
 from webapp.datasets.models import DatasetFormat
@@ -41,6 +40,7 @@ from webapp.datasets.services import (
     dataset_upload_stage,
 )
 from webapp.projects.deletion import deletion_summary
+from webapp.projects.deletion_page import confirm_delete_response
 from webapp.projects.models import Project
 from webapp.projects.selectors import get_project_for_user
 from webapp.teams.models import Role

@@ -6,7 +6,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from webapp.common.deletion_page import confirm_delete_response
 from webapp.experiments.forms import EvaluateForm, ExperimentForm
 from webapp.experiments.models import ExperimentKind
 from webapp.experiments.selectors import get_experiment_for_user
@@ -17,6 +16,7 @@ from webapp.experiments.services import (
     experiment_update,
 )
 from webapp.projects.deletion import deletion_summary
+from webapp.projects.deletion_page import confirm_delete_response
 from webapp.projects.selectors import get_project_for_user
 from webapp.runs.evaluations import evaluation_jobs
 from webapp.runs.selectors import runs_for_user

@@ -8,9 +8,9 @@ from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
 from webapp.experiments.models import ExperimentKind
-from webapp.common.deletion_page import confirm_delete_response
 from webapp.experiments.selectors import experiments_for_user
 from webapp.projects.deletion import deletion_summary
+from webapp.projects.deletion_page import confirm_delete_response
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import (
     get_project_for_user,

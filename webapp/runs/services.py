@@ -8,6 +8,8 @@ at most, and a cancel that races with a finishing run leaves exactly one of the 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from webapp.projects.deletion import (
 from webapp.reviews.models import Verb
 from webapp.reviews.services import activity_record, activity_record_deletion
 from webapp.runs.broker import broker_connection, queue_depth, run_send
+from webapp.runs.files import run_folder
 from webapp.runs.model_sources import config_for_worker, config_models_check
 from webapp.runs.models import (
     ALLOWED_TRANSITIONS,
@@ -417,6 +420,7 @@ def runs_interrupt(*, worker: str, reason: str, keep: Iterable[int] = (),
                                      error_message=reason)]
     for run_id in interrupted:
         logger.warning("run %s interrupted: %s", run_id, reason)
+        checkpoints_recover(run_id=run_id)
     return interrupted
 
 
@@ -430,10 +434,13 @@ def runs_fail_stale(*, now: datetime | None = None) -> int:
                                    experiment__kind=ExperimentKind.TRACKED)
     count = 0
     for run_id in stale.values_list("pk", flat=True):
-        count += run_fail(run_id=run_id, error_message=(
+        failed = run_fail(run_id=run_id, error_message=(
             "The worker running this run stopped responding (no heartbeat for "
             f"{settings.RLAB_STALE_AFTER_SECONDS} s): it was killed or lost its machine. "
             "Resume the run from its newest checkpoint, or launch the experiment again."))
+        if failed:
+            checkpoints_recover(run_id=run_id)
+        count += failed
     return count
 
 
@@ -590,6 +597,35 @@ def checkpoints_ingest(*, run_id: int, checkpoints: Iterable[CheckpointSaved]) -
     Checkpoint.objects.bulk_create(rows, update_conflicts=True, unique_fields=["run", "step"],
                                    update_fields=["path", "final"])
     return len(rows)
+
+
+_CHECKPOINT_FOLDER = re.compile(r"checkpoint-([0-9]{1,18})")
+
+
+def checkpoints_recover(*, run_id: int) -> int:
+    """Record the checkpoints in the run's folder that the database never heard of, for a run
+    whose worker died. The training process saves (and deletes older checkpoints, keeping
+    keep_checkpoints) whether or not the worker relaying its events keeps up: a worker killed
+    while it lagged leaves rows for folders already deleted and folders with no row, and the
+    run could not be resumed. A folder named checkpoint-<step> is complete (training renames it
+    into place once written). Nothing when this machine cannot see the folder. Returns how many
+    were recorded."""
+    run = Run.objects.filter(pk=run_id).only("pk", "created_at").first()
+    if run is None:
+        return 0
+    try:
+        entries = list(os.scandir(run_folder(run.pk, run.created_at)))
+    except OSError:
+        return 0
+    known = set(Checkpoint.objects.filter(run_id=run_id).values_list("step", flat=True))
+    found = [CheckpointSaved(step=int(match[1]), path=entry.path) for entry in entries
+             if (match := _CHECKPOINT_FOLDER.fullmatch(entry.name))
+             and entry.is_dir(follow_symlinks=False) and int(match[1]) not in known]
+    if found:
+        checkpoints_ingest(run_id=run_id, checkpoints=found)
+        logger.info("run %s: recorded checkpoints found in its folder at steps %s", run_id,
+                    ", ".join(str(c.step) for c in sorted(found, key=lambda c: c.step)))
+    return len(found)
 
 
 def logs_append(*, run_id: int, lines: Iterable[tuple[datetime, str, str, str]]) -> int:

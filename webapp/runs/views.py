@@ -14,10 +14,10 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from training.config import RunConfig
 from training.eval_config import EvalConfig
-from webapp.common.deletion_page import confirm_delete_response
 from webapp.common.inputs import query_step
 from webapp.experiments.models import ExperimentKind
 from webapp.projects.deletion import deletion_summary
+from webapp.projects.deletion_page import confirm_delete_response
 from webapp.runs import selectors
 from webapp.runs.evaluation_export import export_csv as evaluation_export_csv
 from webapp.runs.evaluation_export import export_json as evaluation_export_json

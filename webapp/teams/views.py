@@ -9,7 +9,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from webapp.reviews.services import labels_for_team
 from webapp.teams import services
 from webapp.teams.forms import InvitationForm, PasswordLinkForm, RoleForm, SignUpForm, TeamForm
 from webapp.teams.models import Invitation, Membership, Role
@@ -43,7 +42,6 @@ def team_detail(request: HttpRequest, team_id: int) -> HttpResponse:
         "projects": team.projects.all(),
         "invitations": [i for i in team.invitations.select_related("invited_by") if i.is_open],
         "invite_form": InvitationForm(), "roles": Role.choices,
-        "labels": labels_for_team(team.pk),
     }
     return render(request, "teams/team_detail.html", context)
 

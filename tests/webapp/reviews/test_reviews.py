@@ -72,6 +72,22 @@ def test_annotations_take_builtin_and_team_labels_only(rollouts, user, team):
     assert Annotation.objects.count() == 2
 
 
+def test_the_team_page_shows_its_labels_and_only_admins_the_form_that_adds_one(
+        client, team, user, member_of):
+    services.label_create(team=team, name="Off  By One")
+    url = reverse("teams:detail", args=[team.pk])
+    add_label = reverse("reviews:label_create", args=[team.pk])
+    client.force_login(user)  # the team's admin
+    admin_page = client.get(url).content.decode()
+    assert 'class="label-chip">off by one<' in admin_page
+    assert 'class="label-chip">reward hacking<' in admin_page  # a built-in label
+    assert f'action="{add_label}"' in admin_page and "csrfmiddlewaretoken" in admin_page
+    client.force_login(member_of("member"))
+    member_page = client.get(url).content.decode()
+    assert 'class="label-chip">off by one<' in member_page
+    assert f'action="{add_label}"' not in member_page
+
+
 def test_annotating_from_the_rollout_page(signed_in, rollouts):
     url = reverse("reviews:annotation_create", args=[rollouts[1].pk])
     response = signed_in.post(url, {"label": "wrong answer", "note": "2+2 is not 5"},

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from webapp.reviews.models import Activity, Verb
 from webapp.runs import services
+from webapp.runs.files import run_folder
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -158,6 +159,38 @@ def test_whole_numbers_among_the_values_are_stored_as_numbers(experiment, user, 
                                                    ("n", 2, True, now), *pad])
     stored = MetricPoint.objects.filter(run=run, key="n").order_by("step")
     assert list(stored.values_list("value", flat=True)) == [1.0, 2.5, 1.0]
+
+
+@pytest.mark.parametrize("ended_by", ["its worker starting again", "the stale-run check"])
+def test_a_dead_workers_run_records_the_checkpoints_left_in_its_folder_and_resumes(
+        experiment, user, tmp_path, settings, ended_by):
+    # The worker relayed checkpoint 1, then lagged and died while training saved 2 and 3 and
+    # deleted 1 (keep_checkpoints=2): without the folders' checkpoints, nothing could resume.
+    settings.RLAB_RUN_DIR = str(tmp_path)
+    run = services.run_launch(experiment=experiment, user=user)
+    assert services.run_claim(run_id=run.pk, worker="celery@lost")
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING,
+                                         heartbeat_at=timezone.now() - timedelta(hours=1))
+    folder = run_folder(run.pk, run.created_at)
+    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        services.CheckpointSaved(step=1, path=str(folder / "checkpoint-1"))])
+    for name in ("checkpoint-2", "checkpoint-3", ".checkpoint-4-k2j1", "checkpoint-best"):
+        (folder / name).mkdir(parents=True)
+    (folder / "checkpoint-9").write_text("a file, not a checkpoint")
+
+    if ended_by == "its worker starting again":
+        assert services.runs_interrupt(worker="celery@lost", reason="killed") == [run.pk]
+    else:
+        assert services.runs_fail_stale() == 1
+    run.refresh_from_db()
+
+    assert dict(run.checkpoints.values_list("step", "path")) == {
+        1: str(folder / "checkpoint-1"), 2: str(folder / "checkpoint-2"),
+        3: str(folder / "checkpoint-3")}
+    newest = run.checkpoint_to_resume()  # 3 is the last step: a run resumes before it
+    assert newest.step == 2
+    resumed = services.run_resume(run=run, user=user)
+    assert resumed.config["resume_from"] == f"checkpoint:{newest.pk}"
 
 
 def test_rollouts_and_log_lines_are_stored(experiment, user):

@@ -58,7 +58,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     # Before any view or query: a NUL in an address or a form is a 400, not a database error.
     # After the middleware above, which read only cookies, so that its page gets their headers.
-    "webapp.common.middleware.MalformedInputMiddleware",
+    "webapp.config.middleware.MalformedInputMiddleware",
     # Last, as django-axes asks: it answers locked-out logins.
     "axes.middleware.AxesMiddleware",
 ]
