@@ -88,8 +88,9 @@ def load_policy(ref: str, *, dtype: torch.dtype, device: str | torch.device,
         if isinstance(source, Path):
             raise
         raise ModelNotFound(
-            f"Could not load {ref!r} from the Hugging Face hub ({described(exc)}). If the worker is offline, give a local folder in Hugging Face "
-            f"format or a built-in model such as {next(iter(BUILTIN_MODELS))!r}.") from exc
+            f"Could not load {ref!r} from the Hugging Face hub ({described(exc)}). If the worker "
+            f"is offline, give a local folder in Hugging Face format or a built-in model such as "
+            f"{next(iter(BUILTIN_MODELS))!r}.") from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -184,8 +184,8 @@ def _load_reward_model(ref: str, *, dtype: torch.dtype):
             raise
         raise ModelNotFound(
             f"Could not load the reward model {ref!r} from the Hugging Face hub "
-            f"({described(exc)}). If the worker "
-            f"is offline, give a local folder in Hugging Face format.") from exc
+            f"({described(exc)}). If the worker is offline, give a local folder in Hugging Face "
+            f"format.") from exc
     text_config = model.config.get_text_config()
     if text_config.pad_token_id is None:
         text_config.pad_token_id = (tokenizer.pad_token_id if tokenizer.pad_token_id is not None

@@ -359,5 +359,3 @@ def file_size(file: BinaryIO) -> int:
     size = file.seek(0, 2)
     file.seek(0)
     return size
-
-

@@ -302,7 +302,8 @@ def test_resume_of_a_run_that_did_not_fail_or_get_cancelled_is_refused(experimen
         services.run_transition(run_id=run.pk, to=status)
         run.refresh_from_db()
     _checkpoint(run, 1, tmp_path)
-    with pytest.raises(ValidationError, match=f"Only a failed, cancelled or interrupted run.*is {status}"):
+    with pytest.raises(ValidationError,
+                       match=f"Only a failed, cancelled or interrupted run.*is {status}"):
         services.run_resume(run=run, user=user)
     assert Run.objects.count() == 1
 
