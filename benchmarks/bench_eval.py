@@ -2,7 +2,8 @@
 
 Two parts, in one process:
 
-    backends   one evaluation job (training.evaluation.evaluate, as the worker's child runs it)
+    backends   one evaluation job (training.loops.evaluation.evaluate, as the worker's child runs
+    it)
                of the built-in model on the two-digit task's held-out prompts, with the
                transformers backend and with vLLM, taking turns round by round: the time to
                sample and score (model loading and engine start-up apart), samples and
@@ -26,13 +27,13 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from training.config import DEFAULT_MODEL, RunConfig
-from training.eval_config import EvalConfig
-from training.evaluation import evaluate
-from training.events import ListReporter
-from training.generation import vllm_installed
-from training.models import build_tiny_model
-from training.trainer import Outcome, train
+from training.spec.config import DEFAULT_MODEL, RunConfig
+from training.spec.evaluation_config import EvalConfig
+from training.loops.evaluation import evaluate
+from training.spec.events import ListReporter
+from training.rollouts.generation import vllm_installed
+from training.policies.loading import build_tiny_model
+from training.loops.online import Outcome, train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,12 +39,12 @@ from transformers import AutoConfig
 
 from benchmarks.common import Measurement, Settings, step_examples
 from benchmarks.turns import StepClock, take_turns
-from training.config import RunConfig
-from training.events import ListReporter
-from training.generation import vllm_installed
-from training.models import build_tiny_model, resolve_model
-from training.tasks import Example
-from training.trainer import Outcome, train
+from training.spec.config import RunConfig
+from training.spec.events import ListReporter
+from training.rollouts.generation import vllm_installed
+from training.policies.loading import build_tiny_model, resolve_model
+from training.spec.tasks import Example
+from training.loops.online import Outcome, train
 
 PARTS = ("trl", "vllm", "spo")
 SPEEDUP_TARGET = 2.0  # rlab tokens/s ÷ TRL tokens/s
@@ -328,9 +328,9 @@ def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
     each, as the trainer's weight sync does."""
     from vllm import SamplingParams
 
-    from training.generation import eos_token_ids, prompt_texts
-    from training.models import load_policy
-    from training.vllm_backend import VLLMBackend
+    from training.rollouts.generation import eos_token_ids, prompt_texts
+    from training.policies.loading import load_policy
+    from training.rollouts.vllm_backend import VLLMBackend
 
     config = RunConfig(model=settings.model_dir, rollout_backend="vllm",
                        group_size=settings.group_size, max_new_tokens=settings.max_new_tokens,

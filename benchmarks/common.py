@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from training.tasks import Example, get_task
+from training.spec.tasks import Example, get_task
 
 
 @dataclass(frozen=True)

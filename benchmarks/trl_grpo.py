@@ -19,8 +19,8 @@ import torch
 
 from benchmarks.common import Measurement, Settings
 from benchmarks.turns import StepClock
-from training.rewards import correct_answer
-from training.tasks import Example
+from training.spec.rewards import correct_answer
+from training.spec.tasks import Example
 
 
 def run_trl(settings: Settings, examples: list[list[Example]], clock: StepClock) -> Measurement:

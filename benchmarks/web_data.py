@@ -13,7 +13,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs import services

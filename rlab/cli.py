@@ -113,8 +113,8 @@ def read_experiment(path: Path, name: str | None) -> dict[str, Any]:
 def resolved_config(kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """The config as the server stores it (every setting, defaults filled in), to tell whether
     an experiment of the same name defines the same thing; None if this version cannot read it."""
-    from training.config import ConfigError, RunConfig
-    from training.eval_config import EvalConfig
+    from training.spec.config import ConfigError, RunConfig
+    from training.spec.evaluation_config import EvalConfig
 
     try:
         if kind == "evaluation":

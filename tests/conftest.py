@@ -10,7 +10,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,7 +85,7 @@ def tiny_model():
     """A random 2-layer Llama with the SmolLM2 tokenizer, loading and training in seconds; its
     folder, registered under the tests' model root (webapp/config/settings/test.py) as
     TINY_MODEL."""
-    from training.models import build_tiny_model
+    from training.policies.loading import build_tiny_model
 
     root = settings.RLAB_MODEL_ROOTS[0]
     folder = build_tiny_model(root / "tiny", seed=0)

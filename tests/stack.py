@@ -118,7 +118,7 @@ def start_web(log_dir: Path, port: int | None = None, name: str = "web", **env: 
 
 
 def training_processes(run_id: int) -> list[int]:
-    """PIDs of live `training.child` processes of a run (read from /proc)."""
+    """PIDs of live `training.process` processes of a run (read from /proc)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -129,7 +129,7 @@ def training_processes(run_id: int) -> list[int]:
             state = (entry / "stat").read_text().split()[2]
         except OSError:
             continue
-        if (b"training.child" in cmdline and f"RLAB_RUN_ID={run_id}\0".encode() in environ
+        if (b"training.process" in cmdline and f"RLAB_RUN_ID={run_id}\0".encode() in environ
                 and state != "Z"):
             pids.append(int(entry.name))
     return pids

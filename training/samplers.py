@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import torch
 
 from training.algorithms.spo import ValueTracker
-from training.config import RunConfig
-from training.tasks import Example
+from training.spec.config import RunConfig
+from training.spec.tasks import Example
 
 # Curriculum pacing: the easiest quarter of the prompts at the first step, all at the last.
 CURRICULUM_START = 0.25

@@ -1,10 +1,10 @@
 """Runs one training process and relays what it reports into the database.
 
-The child (`python -m training.child`) runs in its own process group, so a crash, an OOM kill or
+The child (`python -m training.process`) runs in its own process group, so a crash, an OOM kill or
 a cancel never takes the worker down, and a cancel (or the worker's shutdown, which marks the
 run interrupted) stops every process the trainer started.
-It writes JSON-lines events (training/events.py) on stdout; stderr is kept as log lines. It runs
-in the run's folder, and sees of the worker's environment only what training needs.
+It writes JSON-lines events (training/spec/events.py) on stdout; stderr is kept as log lines. It
+runs in the run's folder, and sees of the worker's environment only what training needs.
 The run's files (checkpoints) go to its own folder, `<RLAB_RUN_DIR>/run-<id>-<created>`: the
 creation time keeps a run's folder its own even when a new database numbers runs from 1 again.
 Events are written in batches; when the database is briefly unreachable the batch is kept and
@@ -88,7 +88,7 @@ class RunSupervisor:
                  job: str = "training"):
         self.run_id = run_id
         self.config = config
-        self.job = job  # "training", or "evaluation": the child's job (training.child)
+        self.job = job  # "training", or "evaluation": the child's job (training.process)
         self.folder_name = run_folder_name(run_id, created_at)
         self.pending = _Pending()
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -160,7 +160,7 @@ class RunSupervisor:
         # reaches nothing else; -P keeps that folder off the import path, PYTHONPATH puts the
         # code's root on it.
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "training.child"],
+            [sys.executable, "-P", "-m", "training.process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, cwd=output_dir, env=self._child_environment(),
             text=True, encoding="utf-8", errors="replace", bufsize=1,

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
 from tests.stack import start_web
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.runs import services
 

@@ -95,7 +95,7 @@ def test_ticked_jobs_compared_and_an_improved_prompt_opened(page, user, project)
 def test_model_output_and_names_on_the_page_stay_text(page, user, project):
     evaluation = experiment_create(project=project, author=user, name=f"eval {PAYLOAD}"[:120],
                                    description="", config=RECIPE, kind="evaluation")
-    # A model reference cannot carry markup (training.model_refs): the names do.
+    # A model reference cannot carry markup (training.spec.model_refs): the names do.
     before = finished_job(evaluation, user, "org/model", {"1+2": [False]},
                           completion=PAYLOAD)
     after = finished_job(evaluation, user, "org/x", {"1+2": [True]})

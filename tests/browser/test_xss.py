@@ -62,7 +62,7 @@ def hostile_world(user, experiment):
     evaluation = experiment_create(
         project=project, author=user, name=f"eval {PAYLOAD}", description=PAYLOAD,
         config={"samples": 2, "pass_ks": "1, 2", "maj_ks": "2"}, kind="evaluation")
-    # A model reference cannot carry markup (training.model_refs): a hub id stands in.
+    # A model reference cannot carry markup (training.spec.model_refs): a hub id stands in.
     job = runs.evaluation_launch(experiment=evaluation, user=user, model="org/model")
     runs.run_claim(run_id=job.pk, worker=PAYLOAD)
     runs.rollouts_ingest(run_id=job.pk, step=0, items=[

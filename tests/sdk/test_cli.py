@@ -15,7 +15,7 @@ import yaml
 
 from rlab.cli import main
 from tests.stack import ROOT, start_web
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.api.tokens import token_create
 from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create

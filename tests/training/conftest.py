@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import training.tasks
+import training.spec.tasks
 from training import checkpoints
-from training.config import RunConfig
-from training.events import ListReporter
-from training.models import apply_lora, load_adapter, load_policy
-from training.tasks import AdditionTask
-from training.trainer import Outcome, train
+from training.spec.config import RunConfig
+from training.spec.events import ListReporter
+from training.policies.loading import apply_lora, load_adapter, load_policy
+from training.spec.tasks import AdditionTask
+from training.loops.online import Outcome, train
 
 
 def _longer_is_better(prompts, completions, **columns):
@@ -44,7 +44,7 @@ def run(tiny_model, tmp_path_factory):
                        keep_checkpoints=1)
     output_dir = tmp_path_factory.mktemp("checkpointed-run")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(training.tasks.TASKS, "arithmetic",
+        patch.setitem(training.spec.tasks.TASKS, "arithmetic",
                       AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better}))
         outcome, reporter = _run(config, output_dir)
     assert outcome is Outcome.COMPLETED

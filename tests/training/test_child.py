@@ -1,4 +1,4 @@
-"""training.child as the worker runs it: a subprocess, config on stdin, events on stdout."""
+"""training.process as the worker runs it: a subprocess, config on stdin, events on stdout."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Runs the child with a trainer that first prints junk, as a chatty library would.
 NOISY_CHILD = """
 import os, sys
-import training.trainer
-real_train = training.trainer.train
+import training.loops.online
+real_train = training.loops.online.train
 
 def noisy_train(*args, **kwargs):
     print("GARBAGE from print")
@@ -28,8 +28,8 @@ def noisy_train(*args, **kwargs):
     os.write(1, b"GARBAGE from fd 1\\n")
     return real_train(*args, **kwargs)
 
-training.trainer.train = noisy_train
-from training.child import main
+training.loops.online.train = noisy_train
+from training.process import main
 sys.exit(main())
 """
 
@@ -38,7 +38,8 @@ class Child:
     """A training child in its own process group, its stdout read line by line as events."""
 
     def __init__(self, request: dict | str, *, code: str | None = None):
-        command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "training.child"]
+        command = ([sys.executable, "-c", code] if code
+                   else [sys.executable, "-m", "training.process"])
         self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True)

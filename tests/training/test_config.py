@@ -2,10 +2,10 @@ import doctest
 
 import pytest
 
-import training.config
+import training.spec.config
 
 from training.algorithms.grpo import GRPOConfig
-from training.config import ConfigError, RunConfig
+from training.spec.config import ConfigError, RunConfig
 
 
 def test_every_bad_field_is_named_at_once():
@@ -67,4 +67,4 @@ def test_extra_rewards_are_checked_by_name_and_weight():
 
 
 def test_doctests_pass():
-    assert doctest.testmod(training.config).failed == 0
+    assert doctest.testmod(training.spec.config).failed == 0

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from training.algorithms.dpo import PairLogps, ipo_loss, sigmoid_loss
-from training.config import RunConfig
-from training.dpo_trainer import encode_pairs, train_dpo
-from training.events import ListReporter
-from training.models import load_policy
-from training.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
-from training.prompt_dataset import DatasetFileError
-from training.trainer import Outcome, train
+from training.spec.config import RunConfig
+from training.loops.offline import encode_pairs, train_dpo
+from training.spec.events import ListReporter
+from training.policies.loading import load_policy
+from training.spec.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
+from training.spec.prompt_dataset import DatasetFileError
+from training.loops.online import Outcome, train
 
 PREFERENCES = Path(__file__).parent / "data" / "preferences.jsonl"
 STEP_METRICS = {

@@ -1,7 +1,7 @@
 """What rlab's messages quote of an exception: its first line, or its type when it says nothing
 (an empty message once made the reward model's loader fail with IndexError instead)."""
 
-from training.errors import described, first_line
+from training.spec.errors import described, first_line
 
 
 def test_the_first_line_of_a_long_message_is_quoted_within_the_limit():

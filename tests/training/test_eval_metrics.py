@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-import training.eval_metrics
-from training.eval_metrics import PromptSamples, majority_at_k, pass_at_k, summarize
+import training.spec.evaluation_metrics
+from training.spec.evaluation_metrics import PromptSamples, majority_at_k, pass_at_k, summarize
 
 
 @pytest.mark.parametrize(("n", "c", "k", "expected"), [
@@ -87,5 +87,5 @@ def test_summary_needs_the_same_number_of_samples_for_every_prompt():
 
 
 def test_doctests_pass():
-    results = doctest.testmod(training.eval_metrics)
+    results = doctest.testmod(training.spec.evaluation_metrics)
     assert results.attempted and not results.failed

@@ -7,18 +7,18 @@ import shutil
 import pytest
 import torch
 
-from training import rewards
+from training.spec import rewards
 from training.checkpoints import TRAINER_STATE
-from training.config import ConfigError, RunConfig
-from training.eval_config import EvalConfig
-from training.eval_metrics import summarize
-from training.evaluation import evaluate, evaluation_examples, sample_and_score
-from training.events import ListReporter
-from training.generation import TransformersBackend
-from training.models import load_policy
-from training.rewards import correct_answer, last_number
-from training.run_setup import Outcome
-from training.tasks import get_task, is_held_out
+from training.spec.config import ConfigError, RunConfig
+from training.spec.evaluation_config import EvalConfig
+from training.spec.evaluation_metrics import summarize
+from training.loops.evaluation import evaluate, evaluation_examples, sample_and_score
+from training.spec.events import ListReporter
+from training.rollouts.generation import TransformersBackend
+from training.policies.loading import load_policy
+from training.spec.rewards import correct_answer, last_number
+from training.loops.setup import Outcome
+from training.spec.tasks import get_task, is_held_out
 
 
 def has_number(prompts, completions, **columns):

@@ -8,12 +8,12 @@ import doctest
 
 import pytest
 
-import training.kl_control
-import training.tasks
-from training.events import ListReporter
-from training.kl_control import KLController
-from training.tasks import AdditionTask
-from training.trainer import Outcome, train
+import training.algorithms.kl_control
+import training.spec.tasks
+from training.spec.events import ListReporter
+from training.algorithms.kl_control import KLController
+from training.spec.tasks import AdditionTask
+from training.loops.online import Outcome, train
 
 
 def _longer_is_better(prompts, completions, **columns):
@@ -25,7 +25,7 @@ def _longer_is_better(prompts, completions, **columns):
 @pytest.fixture
 def length_rewarded(monkeypatch):
     task = AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better})
-    monkeypatch.setitem(training.tasks.TASKS, "arithmetic", task)
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
 
 
 def _metrics(config) -> list[dict[str, float]]:
@@ -35,7 +35,7 @@ def _metrics(config) -> list[dict[str, float]]:
 
 
 def test_doctests_pass():
-    results = doctest.testmod(training.kl_control)
+    results = doctest.testmod(training.algorithms.kl_control)
     assert results.attempted > 0 and results.failed == 0
 
 

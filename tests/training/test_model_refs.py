@@ -1,13 +1,13 @@
-"""Model references (training.model_refs), what they resolve to (training.models), and the
-errors a user can fix."""
+"""Model references (training.spec.model_refs), what they resolve to (training.policies.loading),
+and the errors a user can fix."""
 
 import huggingface_hub.constants
 import pytest
 import torch
 
-from training.config import ConfigError, RunConfig
-from training.model_refs import RefKind, parse_model_ref
-from training.models import ModelNotFound, load_policy, model_cache_dir, resolve_model
+from training.spec.config import ConfigError, RunConfig
+from training.spec.model_refs import RefKind, parse_model_ref
+from training.policies.loading import ModelNotFound, load_policy, model_cache_dir, resolve_model
 
 
 def test_missing_folder_says_what_was_looked_for_and_what_to_give(tmp_path):

@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-import training.prompt_dataset
-from training.events import ListReporter
-from training.prompt_dataset import DatasetFileError, load_prompt_dataset
-from training.trainer import Outcome, train
+import training.spec.prompt_dataset
+from training.spec.events import ListReporter
+from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.loops.online import Outcome, train
 
 ROWS = [{"prompt": "Compute 2 + 3.", "answer": "5"}, {"prompt": "Compute 7 + 1.", "answer": 8},
         {"prompt": "Compute 4 + 4.", "answer": "8"}]
@@ -26,7 +26,7 @@ def dataset_file(tmp_path):
 
 
 def test_doctests_pass():
-    assert doctest.testmod(training.prompt_dataset).failed == 0
+    assert doctest.testmod(training.spec.prompt_dataset).failed == 0
 
 
 def test_rows_become_examples_named_by_line(dataset_file):

@@ -1,5 +1,5 @@
-"""training.references: what π_ref is for each reference kind, how an EMA one moves, and the
-runs that use them."""
+"""training.policies.references: what π_ref is for each reference kind, how an EMA one moves, and
+the runs that use them."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-import training.tasks
-from training.config import ConfigError, RunConfig
-from training.events import ListReporter
-from training.models import apply_lora, build_tiny_model, load_policy
-from training.policy_update import completion_logprobs
-from training.references import AdaptersOff, ReferenceMismatch, make_reference
-from training.tasks import AdditionTask
-from training.trainer import Outcome, train
+import training.spec.tasks
+from training.spec.config import ConfigError, RunConfig
+from training.spec.events import ListReporter
+from training.policies.loading import apply_lora, build_tiny_model, load_policy
+from training.loops.policy_update import completion_logprobs
+from training.policies.references import AdaptersOff, ReferenceMismatch, make_reference
+from training.spec.tasks import AdditionTask
+from training.loops.online import Outcome, train
 
 EMBEDDINGS, HEAD = "model.embed_tokens.weight", "lm_head.weight"  # tied in the tiny model
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
@@ -31,7 +31,7 @@ def _longer_is_better(prompts, completions, **columns):
 @pytest.fixture
 def length_rewarded(monkeypatch):
     task = AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better})
-    monkeypatch.setitem(training.tasks.TASKS, "arithmetic", task)
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
 
 
 def _config(tiny_model, **overrides) -> RunConfig:

@@ -1,4 +1,5 @@
-"""training.reward_models: combining scores, scoring with tiny random reward models, errors."""
+"""training.policies.reward_models: combining scores, scoring with tiny random reward models,
+errors."""
 
 import doctest
 
@@ -6,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
 
-import training.reward_models
-from training.config import REWARD_ENSEMBLES
-from training.models import ModelNotFound
-from training.reward_models import (
+import training.policies.reward_models
+from training.spec.config import REWARD_ENSEMBLES
+from training.policies.loading import ModelNotFound
+from training.policies.reward_models import (
     NotARewardModel,
     RewardModelEnsemble,
     build_tiny_reward_model,
@@ -45,7 +46,7 @@ def single(reward_model):
 
 
 def test_doctests_pass():
-    results = doctest.testmod(training.reward_models)
+    results = doctest.testmod(training.policies.reward_models)
     assert results.attempted > 0 and results.failed == 0
 
 
@@ -75,7 +76,7 @@ def test_unknown_mode_is_refused():
 
 
 def test_every_mode_the_config_offers_exists():
-    assert set(REWARD_ENSEMBLES) == set(training.reward_models._COMBINERS)
+    assert set(REWARD_ENSEMBLES) == set(training.policies.reward_models._COMBINERS)
 
 
 def test_score_is_the_model_output_on_the_chat_at_its_last_token(reward_model, single):

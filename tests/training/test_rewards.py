@@ -2,12 +2,12 @@ import doctest
 
 import pytest
 
-import training.rewards
-from training.rewards import correct_answer, last_number
+import training.spec.rewards
+from training.spec.rewards import correct_answer, last_number
 
 
 def test_doctests_pass():
-    results = doctest.testmod(training.rewards)
+    results = doctest.testmod(training.spec.rewards)
     assert results.attempted > 0 and results.failed == 0
 
 
@@ -35,14 +35,14 @@ def test_correct_answer_ignores_other_columns():
 
 
 def test_every_extra_reward_the_config_offers_exists():
-    from training.config import EXTRA_REWARDS
-    from training.rewards import EXTRA_REWARD_FUNCTIONS
+    from training.spec.config import EXTRA_REWARDS
+    from training.spec.rewards import EXTRA_REWARD_FUNCTIONS
 
     assert set(EXTRA_REWARDS) == set(EXTRA_REWARD_FUNCTIONS)
 
 
 def test_countdown_refuses_anything_but_arithmetic_on_the_given_numbers():
-    from training.rewards import countdown
+    from training.spec.rewards import countdown
 
     completions = ["<answer>2 ** 5</answer>", "<answer>(2+5)*6-22</answer>", "<answer></answer>",
                    "<answer>5 * (6 - 2) / 1</answer>", "<answer>6 / (5 - 5)</answer>"]

@@ -1,4 +1,4 @@
-"""`python -m training.run config.yaml`: training from a config file, without the web app."""
+"""`python -m training.cli config.yaml`: training from a config file, without the web app."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ from tests.conftest import tiny_run_config
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.run", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
                           text=True, timeout=300, env=os.environ)
 
 

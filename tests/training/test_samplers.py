@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from training.algorithms.spo import ValueTracker
-from training.config import RunConfig
-from training.prompt_dataset import PromptDataset
+from training.spec.config import RunConfig
+from training.spec.prompt_dataset import PromptDataset
 from training.samplers import (
     CurriculumSampler,
     SamplerError,
@@ -19,7 +19,7 @@ from training.samplers import (
     in_bounds,
     make_sampler,
 )
-from training.tasks import Example, get_task
+from training.spec.tasks import Example, get_task
 
 
 def _dataset(difficulties: list) -> PromptDataset:

@@ -4,10 +4,10 @@ gradients, on left-padded prompts of different lengths and completions of differ
 import pytest
 import torch
 
-from training.models import apply_lora, load_policy
-from training.policy_update import micro_batch_order
-from training.generation import Rollouts
-from training.shared_prompts import completion_states
+from training.policies.loading import apply_lora, load_policy
+from training.loops.policy_update import micro_batch_order
+from training.rollouts.generation import Rollouts
+from training.policies.shared_prompts import completion_states
 
 PAD = 0
 

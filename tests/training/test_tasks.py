@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from training.config import TASKS as CONFIG_TASKS
-from training.tasks import TASKS, get_task, is_held_out
+from training.spec.config import TASKS as CONFIG_TASKS
+from training.spec.tasks import TASKS, get_task, is_held_out
 
 
 def test_every_task_in_the_config_exists():

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-import training.tasks
-from training.events import ListReporter
-from training.models import load_policy
-from training.policy_update import completion_logprobs
-from training.tasks import AdditionTask
-from training.trainer import Outcome, train
+import training.spec.tasks
+from training.spec.events import ListReporter
+from training.policies.loading import load_policy
+from training.loops.policy_update import completion_logprobs
+from training.spec.tasks import AdditionTask
+from training.loops.online import Outcome, train
 
 STEP_METRICS = {
     "reward/mean", "reward/std", "reward/correct", "advantage/mean", "advantage/std",
@@ -96,7 +96,7 @@ def length_rewarded(monkeypatch):
         return [float(len(c)) for c in completions]
 
     task = AdditionTask(low=0, high=9, reward_functions={"correct": longer_is_better})
-    monkeypatch.setitem(training.tasks.TASKS, "arithmetic", task)
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
 
 
 def test_rewards_that_differ_within_groups_move_the_weights(tiny_config, length_rewarded):

@@ -18,14 +18,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-import training.tasks
+import training.spec.tasks
 from training import checkpoints
-from training.config import ConfigError, RunConfig
-from training.events import ListReporter
-from training.models import ModelNotFound, resolve_model
-from training.reward_models import RewardModelEnsemble, build_tiny_reward_model
-from training.tasks import AdditionTask, is_held_out
-from training.trainer import Outcome, _Training, train
+from training.spec.config import ConfigError, RunConfig
+from training.spec.events import ListReporter
+from training.policies.loading import ModelNotFound, resolve_model
+from training.policies.reward_models import RewardModelEnsemble, build_tiny_reward_model
+from training.spec.tasks import AdditionTask, is_held_out
+from training.loops.online import Outcome, _Training, train
 
 PREFERENCES = Path(__file__).parent / "data" / "preferences.jsonl"
 UNTIMED = ("time/", "perf/")  # metrics that differ between identical runs
@@ -93,7 +93,7 @@ def resumed(request, tiny_model, tmp_path_factory) -> ResumedRun:
         "keep_checkpoints": 2, **RESUMABLE[request.param]})
     folder = tmp_path_factory.mktemp(f"resume-{request.param}")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(training.tasks.TASKS, "arithmetic", FEW_PROMPTS)
+        patch.setitem(training.spec.tasks.TASKS, "arithmetic", FEW_PROMPTS)
         outcome, straight = _run(config, folder / "straight")
         assert outcome is Outcome.COMPLETED
         checkpoint = folder / "straight" / "checkpoint-2"
@@ -149,7 +149,7 @@ def test_a_resumed_run_ends_with_the_uninterrupted_weights(resumed):
 def test_the_seed_decides_the_first_step(resumed):
     config = dataclasses.replace(resumed.config, max_steps=1, checkpoint_every=0)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(training.tasks.TASKS, "arithmetic", FEW_PROMPTS)
+        patch.setitem(training.spec.tasks.TASKS, "arithmetic", FEW_PROMPTS)
         same = _run(config)[1]
         other = _run(dataclasses.replace(config, seed=1))[1]
     first = _by_step(resumed.straight, "metrics")[1]["values"]
@@ -167,7 +167,7 @@ def test_the_seed_decides_the_first_step(resumed):
 def test_the_difficulty_filter_keeps_only_groups_strictly_within_the_bounds(tiny_config,
                                                                              monkeypatch):
     task = AdditionTask(low=0, high=9, reward_functions={"correct": _the_sum_decides})
-    monkeypatch.setitem(training.tasks.TASKS, "arithmetic", task)
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
     config = dataclasses.replace(tiny_config, max_steps=1, prompts_per_step=3,
                                  prompt_sampler="difficulty_filter", filter_low=0.0,
                                  filter_high=1.0, filter_max_rounds=4, rollouts_logged_per_step=9)
@@ -329,7 +329,7 @@ SMOKE_SETTINGS = {
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHM_METRICS))
 def test_every_algorithm_runs_two_steps_with_its_metrics(tiny_model, algorithm, monkeypatch):
-    monkeypatch.setitem(training.tasks.TASKS, "arithmetic", FEW_PROMPTS)
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", FEW_PROMPTS)
     config = RunConfig(**{
         "model": str(tiny_model), "algorithm": algorithm, "max_steps": 2,
         "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 4, "micro_batch_size": 4,

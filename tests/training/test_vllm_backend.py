@@ -1,5 +1,5 @@
-"""training.vllm_backend: rollouts from an in-process vLLM engine, laid out like the transformers
-backend's, with log-probs that agree with the trainer's and follow every weight sync.
+"""training.rollouts.vllm_backend: rollouts from an in-process vLLM engine, laid out like the
+transformers backend's, with log-probs that agree with the trainer's and follow every weight sync.
 
 One engine serves the whole file (it takes 10-30 s to start on 2 CPU cores); a test that pushes
 other weights into it pushes the policy's back before it ends.
@@ -12,12 +12,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from training.config import RunConfig
-from training.generation import BackendUnavailable
-from training.models import apply_lora, load_policy
-from training.tasks import Example
-from training.policy_update import completion_logprobs
-from training.vllm_backend import VLLMBackend
+from training.spec.config import RunConfig
+from training.rollouts.generation import BackendUnavailable
+from training.policies.loading import apply_lora, load_policy
+from training.spec.tasks import Example
+from training.loops.policy_update import completion_logprobs
+from training.rollouts.vllm_backend import VLLMBackend
 
 pytest.importorskip("vllm")
 

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from tests.training.test_vllm_backend import save_tiny_policy
-from training.config import RunConfig
-from training.events import ListReporter
-from training.trainer import Outcome, train
+from training.spec.config import RunConfig
+from training.spec.events import ListReporter
+from training.loops.online import Outcome, train
 
 pytest.importorskip("vllm")
 
@@ -70,8 +70,8 @@ def test_a_run_that_asks_for_vllm_fails_when_it_cannot_run(tiny_model, tmp_path)
 
 
 def test_evaluations_sample_with_vllm_in_a_job_and_during_a_run(policy_dir):
-    from training.eval_config import EvalConfig
-    from training.evaluation import evaluate
+    from training.spec.evaluation_config import EvalConfig
+    from training.loops.evaluation import evaluate
 
     reporter = ListReporter()
     config = EvalConfig(model=str(policy_dir), rollout_backend="vllm", samples=3,

@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from tests.webapp.lifecycle import dataset_with_files, files_under, run_with_data  # noqa: E402
-from training.config import RunConfig  # noqa: E402
+from training.spec.config import RunConfig  # noqa: E402
 from webapp.experiments.models import Experiment  # noqa: E402
 from webapp.experiments.services import experiment_create  # noqa: E402
 from webapp.projects.models import Project  # noqa: E402

@@ -420,7 +420,7 @@ def test_the_server_refuses_an_address_or_cookie_rlab_cannot_store(web, path, he
 # The worker's own writes --------------------------------------------------------------------------
 
 def test_a_nul_a_model_generates_is_stored_as_a_replacement_and_the_run_goes_on(run):
-    """What the training process prints (JSON lines, as training/events.py writes them) goes
+    """What the training process prints (JSON lines, as training/spec/events.py writes them) goes
     through the supervisor's reading and batching into the database."""
     events = [
         {"kind": "metrics", "step": 1, "time": 1_700_000_000.0,

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from tests.conftest import tiny_run_config
 from tests.stack import launch_run, start_worker, training_processes, wait_for_run
-from training.config import ConfigError
+from training.spec.config import ConfigError
 from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from training.algorithms.aggregation import AGGREGATIONS, BatchShape
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from training.ops import KL_ESTIMATORS, masked_mean
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from training.ops import masked_mean, masked_sum, tempered, token_logprobs_and_entropy
-from training.shared_prompts import completion_states
+from training.policies.shared_prompts import completion_states
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -65,7 +65,7 @@ def logprobs_entropy_and_values(model, head: ValueHead, input_ids: torch.Tensor,
     forward pass of `model` (the value head shares its backbone).
 
     input_ids, attention_mask (n, P + T) -> logp, entropy, values (n, T). As in
-    training.policy_update.completion_logprobs, logits are divided by the sampling temperature
+    training.loops.policy_update.completion_logprobs, logits are divided by the sampling temperature
     and rows that share a prompt run it once. values[:, t] = V(s_t) is read from the last hidden
     state at position P − 1 + t, the same one whose logits give logp[:, t]: the state before
     token t is generated, which has not seen it.

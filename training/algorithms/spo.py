@@ -48,8 +48,8 @@ from typing import Any
 
 import torch
 
-from training.config import RunConfig
-from training.generation import Rollouts
+from training.spec.config import RunConfig
+from training.rollouts.generation import Rollouts
 from training.ops import masked_mean
 
 RHO_MIN = 0.875  # ρ_min: the reference's rho.clip_lower; RunConfig sets only ρ_max

@@ -77,9 +77,9 @@ class ExperimentIn(Schema):
     kind: Literal["training", "evaluation"] = "training"
     config: JsonObject = Field(
         default_factory=dict,
-        description="Settings of a training run (training.config.RunConfig) or of an evaluation "
-                    "(training.eval_config.EvalConfig, less its model); those left out take "
-                    "their defaults.")
+        description="Settings of a training run (training.spec.config.RunConfig) or of an "
+                    "evaluation (training.spec.evaluation_config.EvalConfig, less its model); "
+                    "those left out take their defaults.")
 
 
 class ExperimentOut(Schema):

@@ -23,7 +23,7 @@ from itertools import chain, islice
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, NamedTuple
 
-from training.prompt_dataset import check_answer, parse_difficulty
+from training.spec.prompt_dataset import check_answer, parse_difficulty
 from webapp.datasets import streaming
 from webapp.datasets.streaming import LimitExceeded, Limits, Unreadable, size_text
 

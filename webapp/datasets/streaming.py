@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from training.errors import first_line
+from training.spec.errors import first_line
 
 MiB = 2**20
 # Batches of Parquet rows are sized to hold about this much decoded data, and this many cells.

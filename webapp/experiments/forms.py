@@ -1,5 +1,7 @@
-"""The experiment form: name and description, plus one field per training.config.RunConfig field
-(an evaluation's: per training.eval_config.EvalConfig field but its model), with the trainer's
+"""The experiment form: name and description, plus one field per training.spec.config.RunConfig
+field
+(an evaluation's: per training.spec.evaluation_config.EvalConfig field but its model), with the
+trainer's
 own defaults, bounds and help text. Validation ends in the config's from_dict, the same check the
 trainer applies, so a config that saves is a config that runs."""
 
@@ -11,8 +13,8 @@ from typing import Any
 
 from django import forms
 
-from training.config import ConfigError, RunConfig
-from training.eval_config import EvalConfig
+from training.spec.config import ConfigError, RunConfig
+from training.spec.evaluation_config import EvalConfig
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import datasets_for_project
 from webapp.experiments.models import Experiment, ExperimentKind

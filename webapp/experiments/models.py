@@ -10,8 +10,9 @@ class ExperimentKind(models.TextChoices):
 
 
 class Experiment(models.Model):
-    """A definition: what to train and how (a training.config.RunConfig), or what to evaluate a
-    model on and how (an evaluation: a training.eval_config.EvalConfig without its model). Each
+    """A definition: what to train and how (a training.spec.config.RunConfig), or what to evaluate a
+    model on and how (an evaluation: a training.spec.evaluation_config.EvalConfig without its
+    model). Each
     launch makes a Run with a snapshot of `config`; an evaluation's runs are its jobs, one per
     model or checkpoint evaluated."""
 

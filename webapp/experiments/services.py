@@ -6,8 +6,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from training.config import ConfigError, RunConfig
-from training.eval_config import EvalConfig
+from training.spec.config import ConfigError, RunConfig
+from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.projects.deletion import (
     CHANGED_MEANWHILE,

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.projects.models import Project
 from webapp.runs.metric_series import key_spans
 from webapp.runs.models import Run

@@ -4,8 +4,8 @@
 A prompt's accuracy in a job is the share of its n samples judged correct; it counts as solved
 when that share is at least SOLVED_AT (a majority of its samples, ties included). Correctness is
 each sample's own `extra["correct"]`, which the evaluation stores beside its reward
-(training.evaluation); a sample sent without that flag (an outside script) counts as correct when
-its reward reaches 1, the built-in verifiers' success reward.
+(training.loops.evaluation); a sample sent without that flag (an outside script) counts as correct
+when its reward reaches 1, the built-in verifiers' success reward.
 
 Reads only: one aggregate query per job gives every prompt's counts, computed in the database
 (no rollout's text or JSON comes back), so thousands of prompts cost two small result sets; the

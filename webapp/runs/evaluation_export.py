@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.eval_config import parse_ks
-from training.eval_metrics import majority_at_k, pass_at_k
+from training.spec.evaluation_config import parse_ks
+from training.spec.evaluation_metrics import majority_at_k, pass_at_k
 from webapp.common.csv_cells import csv_cell
 from webapp.runs.evaluations import PREFIX, model_label
 from webapp.runs.models import MetricPoint, Rollout, Run

@@ -1,7 +1,7 @@
 """Reads of evaluation results: what each evaluation job and each periodic evaluation of a
 training run measured, labelled by model (a base model, or a run's checkpoint) and dataset.
 
-Both kinds store their metrics as the run's metric points under `eval/` (training.evaluation):
+Both kinds store their metrics as the run's metric points under `eval/` (training.loops.evaluation):
 a job at the step of the checkpoint it evaluated (0 for a base model), a training run at every
 step it evaluated. A job also stores every sample as a rollout (one group per prompt), so its
 prompts can be compared and browsed; a periodic evaluation stores only its metrics.

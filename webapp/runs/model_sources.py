@@ -1,4 +1,4 @@
-"""What a run may load: model references (training.model_refs) checked against a project, and
+"""What a run may load: model references (training.spec.model_refs) checked against a project, and
 turned into folders for the worker.
 
 A config names models; it never names paths. `checkpoint:<id>` is a checkpoint of a run in the
@@ -19,8 +19,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from training.config import Settings
-from training.model_refs import BUILTIN_MODELS, ModelRef, RefKind, parse_model_refs
+from training.spec.config import Settings
+from training.spec.model_refs import BUILTIN_MODELS, ModelRef, RefKind, parse_model_refs
 from webapp.runs.models import Checkpoint
 
 # Registered models are found at most this deep under a root: name, or group/name.

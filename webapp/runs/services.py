@@ -23,9 +23,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from training.config import ConfigError, RunConfig
-from training.eval_config import EvalConfig
-from training.model_refs import RefKind, parse_model_ref
+from training.spec.config import ConfigError, RunConfig
+from training.spec.evaluation_config import EvalConfig
+from training.spec.model_refs import RefKind, parse_model_ref
 from webapp.common.inputs import storable_json, storable_text
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run

@@ -12,8 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from training.config import RunConfig
-from training.eval_config import EvalConfig
+from training.spec.config import RunConfig
+from training.spec.evaluation_config import EvalConfig
 from webapp.common.inputs import query_step
 from webapp.experiments.models import ExperimentKind
 from webapp.projects.deletion import deletion_summary

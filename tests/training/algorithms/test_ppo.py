@@ -12,8 +12,8 @@ from training.algorithms.ppo import (
     value_loss,
     whiten,
 )
-from training.models import load_policy
-from training.policy_update import completion_logprobs
+from training.policies.loading import load_policy
+from training.loops.policy_update import completion_logprobs
 
 
 def test_the_reward_lands_on_the_last_token_and_the_kl_on_every_token():

@@ -8,7 +8,7 @@ import torch
 
 from training.algorithms import grpo, spo
 from training.algorithms.spo import LastCompletions, SPOConfig, ValueTracker
-from training.config import RunConfig
+from training.spec.config import RunConfig
 
 # ρ = 0.9 exactly: 2^(−D/0.06) = 0.9
 D_FOR_09 = 0.06 * math.log2(1 / 0.9)

@@ -13,7 +13,7 @@ import json
 import pytest
 from django.test import Client
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.api.api import api
 from webapp.api.tokens import token_create
 from webapp.runs.services import run_launch

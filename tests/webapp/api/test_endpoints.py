@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.api.routers import metrics as metrics_router
 from webapp.api.tokens import token_create
 from webapp.experiments.models import Experiment

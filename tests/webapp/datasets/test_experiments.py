@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from training.config import RunConfig
-from training.preference_dataset import load_preference_dataset
-from training.prompt_dataset import load_prompt_dataset
+from training.spec.config import RunConfig
+from training.spec.preference_dataset import load_preference_dataset
+from training.spec.prompt_dataset import load_prompt_dataset
 from webapp.datasets.services import dataset_create
 from webapp.experiments.models import Experiment
 from webapp.projects.services import project_create

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from tests.webapp.datasets import hostile
 from tests.webapp.datasets.conftest import confirm, stored_files, upload
-from training.prompt_dataset import load_prompt_dataset
+from training.spec.prompt_dataset import load_prompt_dataset
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_create
 from webapp.datasets.views import PENDING

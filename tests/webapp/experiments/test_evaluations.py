@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from training.eval_config import EvalConfig
+from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create

@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.experiments.models import Experiment
 from webapp.runs.models import Run
 

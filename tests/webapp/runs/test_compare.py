@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs import compare, services

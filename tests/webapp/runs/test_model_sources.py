@@ -8,8 +8,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from training.config import ConfigError, RunConfig
-from training.eval_config import EvalConfig
+from training.spec.config import ConfigError, RunConfig
+from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.models import ExperimentKind
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.errors import HttpError, ValidationError
 
-from training.config import ConfigError
+from training.spec.config import ConfigError
 from webapp.api.schemas import (
     LIST_ERRORS,
     READ_ERRORS,

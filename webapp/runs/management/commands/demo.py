@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
-from training.config import RunConfig
+from training.spec.config import RunConfig
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.experiments.services import experiment_config
 from webapp.projects.models import Project

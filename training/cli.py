@@ -1,4 +1,4 @@
-"""Train from a config file, without the web app: `python -m training.run config.yaml`.
+"""Train from a config file, without the web app: `python -m training.cli config.yaml`.
 
 The file holds RunConfig settings (YAML or JSON; any setting left out keeps its default), the
 same ones the experiment form shows. Metrics and log lines are printed as they come; checkpoints
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from training.config import ConfigError, RunConfig
+from training.spec.config import ConfigError, RunConfig
 
 
 class PrintingReporter:
@@ -65,7 +65,7 @@ def load_config(path: Path) -> RunConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.run", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("config", type=Path, help="YAML or JSON file of RunConfig settings")
     parser.add_argument("--output-dir", type=Path, default=None,
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from training.trainer import Outcome, train  # torch loads here, after the config is valid
+    from training.loops.online import Outcome, train  # torch loads here, after the config is valid
 
     stop = False
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import torch
 
-from training.config import RunConfig
-from training.generation import Rollouts
-from training.tasks import Example
+from training.spec.config import RunConfig
+from training.rollouts.generation import Rollouts
+from training.spec.tasks import Example
 
 
 def score_rollouts(reward_functions: dict[str, Callable[..., list[float]]],

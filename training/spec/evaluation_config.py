@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.config import (
+from training.spec.config import (
     DEFAULT_MODEL,
     DEVICES,
     DTYPES,
@@ -17,7 +17,7 @@ from training.config import (
     Settings,
     setting,
 )
-from training.tasks import SPLITS
+from training.spec.tasks import SPLITS
 
 VERIFIERS = {
     "correct": "the last number of the completion equals the answer",

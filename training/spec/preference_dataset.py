@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.prompt_dataset import DatasetFileError, read_rows
+from training.spec.prompt_dataset import DatasetFileError, read_rows
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """The training loop: sample prompts, generate G completions each, score them, update the policy.
 
-One step is one batch of rollouts and μ optimisation passes over it (training.policy_update).
+One step is one batch of rollouts and μ optimisation passes over it (training.loops.policy_update).
 The advantages come from the run's algorithm (GRPO, RLOO, REINFORCE++, SPO or PPO), the loss is
-GRPO's clipped surrogate with its variants. The KL to the reference (training.references) enters
-the loss or the reward, with a fixed or adaptive coefficient (training.kl_control). Checkpoints
+GRPO's clipped surrogate with its variants. The KL to the reference (training.policies.references)
+enters
+the loss or the reward, with a fixed or adaptive coefficient (training.algorithms.kl_control).
+Checkpoints
 (training.checkpoints) let a run resume exactly. Everything the run produces goes out through
-the `Reporter`. DPO, the offline method, has its own loop (training.dpo_trainer).
+the `Reporter`. DPO, the offline method, has its own loop (training.loops.offline).
 """
 
 from __future__ import annotations
@@ -20,27 +22,27 @@ import torch
 from training import checkpoints
 from training.algorithms import advantages_for, ppo, spo
 from training.algorithms.grpo import GRPOConfig
-from training.config import RunConfig, parse_reward_weights
-from training.events import Reporter
-from training.evaluation import eval_metrics, evaluation_examples, sample_and_score
-from training.generation import (
+from training.spec.config import RunConfig, parse_reward_weights
+from training.spec.events import Reporter
+from training.loops.evaluation import eval_metrics, evaluation_examples, sample_and_score
+from training.rollouts.generation import (
     BackendUnavailable,
     Rollouts,
     Sampling,
     concat_rollouts,
     make_backend,
 )
-from training.kl_control import KLController
-from training.models import ModelNotFound, apply_lora, load_adapter, load_policy
+from training.algorithms.kl_control import KLController
+from training.policies.loading import ModelNotFound, apply_lora, load_adapter, load_policy
 from training.ops import KL_ESTIMATORS, masked_mean, masked_sum
-from training.policy_update import (
+from training.loops.policy_update import (
     StepBatch,
     TokenRecorder,
     batch_logprobs,
     update_policy,
 )
-from training.prompt_dataset import DatasetFileError, load_prompt_dataset
-from training.run_setup import (
+from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.loops.setup import (
     Outcome,
     load_run_policy,
     make_optimizer,
@@ -50,12 +52,13 @@ from training.run_setup import (
     run_steps,
     save_checkpoint,
 )
-from training.references import ReferenceMismatch, make_reference
-from training.reward_models import RewardModelEnsemble, reward_functions as reward_model_functions
-from training.rewards import EXTRA_REWARD_FUNCTIONS
+from training.policies.references import ReferenceMismatch, make_reference
+from training.policies.reward_models import RewardModelEnsemble
+from training.policies.reward_models import reward_functions as reward_model_functions
+from training.spec.rewards import EXTRA_REWARD_FUNCTIONS
 from training.samplers import SamplerError, in_bounds, make_sampler
-from training.scoring import score_rollouts
-from training.tasks import Example, get_task
+from training.rollouts.scoring import score_rollouts
+from training.spec.tasks import Example, get_task
 
 # Problems a user can fix in the run's settings: reported as they are, not as a crash.
 SETUP_ERRORS = (ModelNotFound, DatasetFileError, BackendUnavailable, checkpoints.CheckpointError,
@@ -68,7 +71,7 @@ def train(config: RunConfig, reporter: Reporter, *,
     """Run `config` to the end, or until should_stop() is true between steps or micro-batches.
     Checkpoints go to `output_dir` (none without one)."""
     if config.algorithm == "dpo":
-        from training.dpo_trainer import train_dpo
+        from training.loops.offline import train_dpo
 
         return train_dpo(config, reporter, should_stop=should_stop, output_dir=output_dir)
     if not prepare_process(config, reporter):

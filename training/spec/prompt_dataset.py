@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from training import rewards
-from training.tasks import HELD_OUT_PERCENT, Example, RewardFunction, split_examples
+from training.spec import rewards
+from training.spec.tasks import HELD_OUT_PERCENT, Example, RewardFunction, split_examples
 
 MAX_ERRORS = 10
 T = TypeVar("T")
@@ -87,7 +87,7 @@ class PromptDataset:
         return rng.choices(self.examples, k=n)
 
     def split(self, name: str) -> PromptDataset:
-        """The examples in split `name` (training.tasks.SPLITS); DatasetFileError if none."""
+        """The examples in split `name` (training.spec.tasks.SPLITS); DatasetFileError if none."""
         examples = split_examples(self.examples, name)
         if not examples:
             raise DatasetFileError(

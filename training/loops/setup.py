@@ -1,5 +1,5 @@
-"""What every training loop (training.trainer's online one, training.dpo_trainer's offline one)
-does the same way: prepare the process, load the policy, build the optimiser, run the steps and
+"""What every training loop (training.loops.online's online one, training.loops.offline's offline
+one) does the same way: prepare the process, load the policy, build the optimiser, run the steps and
 save checkpoints."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from transformers import get_scheduler, set_seed
 
 from training import checkpoints
-from training.config import RunConfig
-from training.events import Reporter
-from training.models import ModelNotFound, load_policy
+from training.spec.config import RunConfig
+from training.spec.events import Reporter
+from training.policies.loading import ModelNotFound, load_policy
 
 
 class Outcome(enum.Enum):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from training.model_refs import RefKind, parse_model_refs
+from training.spec.model_refs import RefKind, parse_model_refs
 
 ALGORITHMS = {
     "grpo": "GRPO: advantages centred (and scaled) within each prompt's group",
@@ -78,7 +78,8 @@ TASKS = {
     "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last "
                          "number",
 }
-# Rewards that can be added, with a weight, to the task's own correctness reward (training.rewards).
+# Rewards that can be added, with a weight, to the task's own correctness reward
+# (training.spec.rewards).
 EXTRA_REWARDS = {
     "think_format": "1 if the completion is <think>…</think> then <answer>…</answer>, else 0",
     "math_equivalent": "1 if math-verify finds the completion's answer equal to the reference",
@@ -110,7 +111,7 @@ def setting(default: Any, help: str, *, label: str = "", choices: dict[str, str]
     """A config field; `advanced` ones sit folded away in the form, under their defaults;
     a `blank` text field may be left empty; `parse` checks a text field's syntax (ValueError).
 
-    `models` marks a field that names models (training.model_refs): "one" reference, a comma
+    `models` marks a field that names models (training.spec.model_refs): "one" reference, a comma
     "list" of them, or a "checkpoint" only."""
     metadata = {"help": help, "label": label, "choices": choices, "min": min, "max": max,
                 "advanced": advanced, "blank": blank, "parse": parse, "models": models}
@@ -174,8 +175,8 @@ class Settings:
     def from_dict(cls, data: dict[str, Any], *, paths: bool = False) -> Self:
         """Parse and validate; raise ConfigError naming every bad field, unknown keys included.
 
-        Fields that name models take references (training.model_refs); `paths` admits
-        file-system paths too, for a config whose author owns the machine (training.run) or
+        Fields that name models take references (training.spec.model_refs); `paths` admits
+        file-system paths too, for a config whose author owns the machine (training.cli) or
         whose paths rlab chose (the worker's training process)."""
         errors: dict[str, str] = {}
         known = {f.name: f for f in cls.fields()}

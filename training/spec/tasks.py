@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Callable
 
-from training import rewards
+from training.spec import rewards
 
 RewardFunction = Callable[..., list[float]]
 
@@ -81,7 +81,7 @@ class AdditionTask:
             columns={"answer": str(a + b)})
 
 
-# Keys match training.config.TASKS, which holds the descriptions shown in the web app.
+# Keys match training.spec.config.TASKS, which holds the descriptions shown in the web app.
 TASKS = {
     "arithmetic": AdditionTask(low=0, high=9),
     "arithmetic-2digit": AdditionTask(low=10, high=99),

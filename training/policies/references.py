@@ -18,8 +18,8 @@ import copy
 
 import torch
 
-from training.config import RunConfig
-from training.models import load_policy, merged_weights
+from training.spec.config import RunConfig
+from training.policies.loading import load_policy, merged_weights
 
 
 class ReferenceMismatch(ValueError):

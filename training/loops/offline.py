@@ -21,16 +21,16 @@ import torch
 
 from training import checkpoints
 from training.algorithms.dpo import LOSSES, DPOLoss, PairLogps, implicit_rewards
-from training.config import RunConfig
-from training.events import Reporter
-from training.generation import Rollouts, prompt_texts
-from training.models import ModelNotFound, apply_lora, load_adapter, load_policy
+from training.spec.config import RunConfig
+from training.spec.events import Reporter
+from training.rollouts.generation import Rollouts, prompt_texts
+from training.policies.loading import ModelNotFound, apply_lora, load_adapter, load_policy
 from training.ops import masked_sum
-from training.policy_update import autocast, completion_logprobs, micro_batch
-from training.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
-from training.prompt_dataset import DatasetFileError
-from training.references import AdaptersOff, frozen
-from training.run_setup import (
+from training.loops.policy_update import autocast, completion_logprobs, micro_batch
+from training.spec.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
+from training.spec.prompt_dataset import DatasetFileError
+from training.policies.references import AdaptersOff, frozen
+from training.loops.setup import (
     Outcome,
     load_run_policy,
     make_optimizer,

@@ -6,7 +6,8 @@ are always recomputed by the training model; a backend may add its own sampling 
 which the trainer measures the engine-vs-trainer mismatch.
 
     transformers  `generate` on the training model itself: nothing to sync.
-    vllm          a vLLM engine in the training process (training.vllm_backend); the trainer
+    vllm          a vLLM engine in the training process (training.rollouts.vllm_backend); the
+    trainer
                   pushes new weights into it after every optimiser step.
 """
 
@@ -19,8 +20,8 @@ from typing import Any, Callable, Protocol
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from training.config import RunConfig
-from training.tasks import Example
+from training.spec.config import RunConfig
+from training.spec.tasks import Example
 
 
 @dataclass
@@ -195,7 +196,7 @@ def make_backend(config: RunConfig, model, tokenizer,
     when the run asked for vLLM; under 'auto' the run goes on with transformers and `warn`
     says why."""
     if backend_name(config) == "vllm":
-        from training.vllm_backend import VLLMBackend
+        from training.rollouts.vllm_backend import VLLMBackend
 
         try:
             return VLLMBackend(model, tokenizer, config, should_stop)

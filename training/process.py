@@ -1,10 +1,10 @@
-"""The training process a worker starts: `python -m training.child`.
+"""The training process a worker starts: `python -m training.process`.
 
 Protocol: the worker writes one JSON object to stdin,
 `{"run_id": 12, "job": "training", "config": {...}, "output_dir": "/abs/runs/run-12"}`
 (output_dir optional: where checkpoints go; job "training", the default, with a RunConfig, or
-"evaluation" with an EvalConfig: training.evaluation), and reads events (training.events) from
-stdout, one JSON line each. Everything else the process or its libraries print goes to stderr,
+"evaluation" with an EvalConfig: training.loops.evaluation), and reads events
+(training.spec.events) from stdout, one JSON line each. Everything else the process or its libraries print goes to stderr,
 so the event stream stays parseable.
 
 Ends with:
@@ -25,10 +25,10 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from training.config import ConfigError, RunConfig
-from training.errors import described
-from training.eval_config import EvalConfig
-from training.events import JsonLinesReporter
+from training.spec.config import ConfigError, RunConfig
+from training.spec.errors import described
+from training.spec.evaluation_config import EvalConfig
+from training.spec.events import JsonLinesReporter
 
 PR_SET_PDEATHSIG = 1
 JOBS = {"training": RunConfig, "evaluation": EvalConfig}
@@ -78,8 +78,8 @@ def main() -> int:
         return 2
 
     # After the stdout swap: torch may print.
-    from training.evaluation import evaluate
-    from training.trainer import Outcome, train
+    from training.loops.evaluation import evaluate
+    from training.loops.online import Outcome, train
 
     try:
         if isinstance(config, EvalConfig):

@@ -15,9 +15,9 @@ from typing import Callable
 
 import torch
 
-from training.config import RunConfig
-from training.errors import described
-from training.generation import (
+from training.spec.config import RunConfig
+from training.spec.errors import described
+from training.rollouts.generation import (
     BackendUnavailable,
     Rollouts,
     Sampling,
@@ -25,8 +25,8 @@ from training.generation import (
     eos_token_ids,
     prompt_texts,
 )
-from training.models import merged_weights, resolve_model
-from training.tasks import Example
+from training.policies.loading import merged_weights, resolve_model
+from training.spec.tasks import Example
 
 # KV cache of the engine. It shares the machine with the policy, its optimiser and the reference,
 # so it gets a fixed modest budget instead of vLLM's default of nearly all free memory: 2 GiB

@@ -1,9 +1,9 @@
 """Evaluating a model on prompts: n samples of each from a rollout backend, scored by a verifier,
-summarized as pass@k, maj@k and avg@n (training.eval_metrics).
+summarized as pass@k, maj@k and avg@n (training.spec.evaluation_metrics).
 
-Two callers: an evaluation job (`evaluate`, which the worker runs as `python -m training.child`
+Two callers: an evaluation job (`evaluate`, which the worker runs as `python -m training.process`
 with job "evaluation") on a base model or a checkpoint, and a training run's periodic evaluation
-on its held-out prompts (training.trainer), through the run's own backend.
+on its held-out prompts (training.loops.online), through the run's own backend.
 
 A sample counts as correct when its reward reaches `success_reward` (1 for the built-in 0/1
 verifiers). Majority voting needs each sample's answer: the verifier's own reading of the
@@ -23,23 +23,25 @@ from typing import Any
 
 import torch
 
-from training import checkpoints, rewards
-from training.config import RunConfig
-from training.eval_config import EvalConfig, parse_ks
-from training.eval_metrics import PromptSamples, summarize
-from training.events import Reporter
-from training.generation import (
+from training import checkpoints
+
+from training.spec import rewards
+from training.spec.config import RunConfig
+from training.spec.evaluation_config import EvalConfig, parse_ks
+from training.spec.evaluation_metrics import PromptSamples, summarize
+from training.spec.events import Reporter
+from training.rollouts.generation import (
     BackendUnavailable,
     RolloutBackend,
     Rollouts,
     Sampling,
     make_backend,
 )
-from training.models import ModelNotFound, load_policy
-from training.prompt_dataset import DatasetFileError, load_prompt_dataset
-from training.run_setup import Outcome, peak_memory, prepare_process, resolve_device
-from training.scoring import score_rollouts
-from training.tasks import Example, get_task, split_examples
+from training.policies.loading import ModelNotFound, load_policy
+from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.loops.setup import Outcome, peak_memory, prepare_process, resolve_device
+from training.rollouts.scoring import score_rollouts
+from training.spec.tasks import Example, get_task, split_examples
 
 # Reward function name -> how it reads a completion's answer, for majority voting.
 ANSWER_READERS: dict[str, Callable[[str], Hashable | None]] = {
