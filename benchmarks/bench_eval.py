@@ -33,7 +33,7 @@ from training.loops.evaluation import evaluate
 from training.spec.events import ListReporter
 from training.rollouts.generation import vllm_installed
 from training.policies.loading import build_tiny_model
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 
 def main(argv: list[str] | None = None) -> int:

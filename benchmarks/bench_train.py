@@ -39,12 +39,13 @@ from transformers import AutoConfig
 
 from benchmarks.common import Measurement, Settings, step_examples
 from benchmarks.turns import StepClock, take_turns
+from training.spec.algorithms import GRPOSettings
 from training.spec.config import RunConfig
 from training.spec.events import ListReporter
 from training.rollouts.generation import vllm_installed
 from training.policies.loading import build_tiny_model, resolve_model
 from training.spec.tasks import Example
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 PARTS = ("trl", "vllm", "spo")
 SPEEDUP_TARGET = 2.0  # rlab tokens/s ÷ TRL tokens/s
@@ -197,7 +198,8 @@ def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: st
         prompts_per_step=settings.prompts_per_step, group_size=settings.group_size,
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
         learning_rate=settings.learning_rate, beta=settings.beta, kl_estimator="k3",
-        loss_type="grpo", scale_rewards="group", micro_batch_size=settings.micro_batch_size,
+        loss_type="grpo", algorithm_settings=GRPOSettings(scale_rewards="group"),
+        micro_batch_size=settings.micro_batch_size,
         dtype=settings.dtype, device="cpu", seed=settings.seed)
     reporter = _train(config, ClockedReporter(clock), before_step=clock.begin)
     warm, completions = settings.warmup_steps, settings.completions_per_step

@@ -103,4 +103,4 @@ def tiny_run_config(model_dir, **overrides) -> dict:
                   max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4,
                   rollout_backend="transformers")
     values.update(overrides)
-    return RunConfig(**values).to_dict()
+    return RunConfig.from_dict(values, paths=True).to_dict()

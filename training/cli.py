@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from training.loops.online import Outcome, train  # torch loads here, after the config is valid
+    from training.loops.train import Outcome, train  # torch loads here, after the config is valid
 
     stop = False
 

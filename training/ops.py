@@ -94,3 +94,10 @@ def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, top_fraction: f
         return mask.long()
     threshold = torch.quantile(values.float(), 1 - top_fraction)
     return (mask & (entropy >= threshold)).long()
+
+
+def zero_fraction(advantages: torch.Tensor, tol: float = 1e-6) -> float:
+    """The fraction of advantages that are 0 (|Â| ≤ tol): completions (or tokens) with no
+    learning signal. For GRPO these are the completions of degenerate groups (all rewards
+    equal); SPO has almost none."""
+    return (advantages.abs() <= tol).float().mean().item()

@@ -79,7 +79,7 @@ def main() -> int:
 
     # After the stdout swap: torch may print.
     from training.loops.evaluation import evaluate
-    from training.loops.online import Outcome, train
+    from training.loops.train import Outcome, train
 
     try:
         if isinstance(config, EvalConfig):

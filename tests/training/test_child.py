@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Runs the child with a trainer that first prints junk, as a chatty library would.
 NOISY_CHILD = """
 import os, sys
-import training.loops.online
-real_train = training.loops.online.train
+import training.loops.train
+real_train = training.loops.train.train
 
 def noisy_train(*args, **kwargs):
     print("GARBAGE from print")
@@ -28,7 +28,7 @@ def noisy_train(*args, **kwargs):
     os.write(1, b"GARBAGE from fd 1\\n")
     return real_train(*args, **kwargs)
 
-training.loops.online.train = noisy_train
+training.loops.train.train = noisy_train
 from training.process import main
 sys.exit(main())
 """

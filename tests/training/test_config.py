@@ -48,7 +48,7 @@ def test_booleans_are_strict_and_numbers_are_not_booleans():
 def test_a_config_saved_before_a_field_existed_gets_its_default():
     old = {"algorithm": "grpo", "model": "builtin:smollm2-135m-instruct", "epsilon": 0.1}
     config = RunConfig.from_dict(old)
-    assert (config.loss_type, config.scale_rewards, config.epsilon_high) == ("grpo", "group", 0.0)
+    assert (config.loss_type, config.algo.scale_rewards, config.epsilon_high) == ("grpo", "group", 0.0)
 
 
 def test_the_upper_clip_defaults_to_the_lower_one():

@@ -12,12 +12,12 @@ import torch
 
 from training.algorithms.dpo import PairLogps, ipo_loss, sigmoid_loss
 from training.spec.config import RunConfig
-from training.loops.offline import encode_pairs, train_dpo
+from training.loops.offline import encode_pairs, train_offline
 from training.spec.events import ListReporter
 from training.policies.loading import load_policy
 from training.spec.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
 from training.spec.prompt_dataset import DatasetFileError
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 PREFERENCES = Path(__file__).parent / "data" / "preferences.jsonl"
 STEP_METRICS = {
@@ -145,7 +145,7 @@ def test_a_pair_is_the_chat_prompt_then_each_reply_and_eos(tiny_model):
 
 def _run(config, **kwargs):
     reporter = ListReporter()
-    return train_dpo(config, reporter, **kwargs), reporter
+    return train_offline(config, reporter, **kwargs), reporter
 
 
 def _metrics(config) -> list[dict[str, float]]:
@@ -199,7 +199,7 @@ def test_each_logged_pair_is_a_group_of_chosen_then_rejected(dpo_config):
 
 
 def test_ipo_starts_at_the_square_of_one_over_two_beta(dpo_config):
-    config = dataclasses.replace(dpo_config, dpo_loss="ipo", dpo_beta=0.25, max_steps=1)
+    config = dpo_config.with_changes(dpo_loss="ipo", dpo_beta=0.25, max_steps=1)
     _, reporter = _run(config)
     assert reporter.of_kind("metrics")[0]["values"]["loss/dpo"] == pytest.approx(4.0)
 
@@ -235,7 +235,7 @@ def test_a_bad_dataset_fails_the_run_before_loading_the_model(dpo_config, tmp_pa
 
 def test_a_stop_request_between_steps_ends_the_run(dpo_config):
     reporter = ListReporter()
-    outcome = train_dpo(dataclasses.replace(dpo_config, max_steps=5), reporter,
+    outcome = train_offline(dataclasses.replace(dpo_config, max_steps=5), reporter,
                         should_stop=lambda: bool(reporter.of_kind("metrics")))
     assert outcome is Outcome.STOPPED
     assert len(reporter.of_kind("metrics")) == 1

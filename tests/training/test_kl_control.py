@@ -13,7 +13,7 @@ import training.spec.tasks
 from training.spec.events import ListReporter
 from training.algorithms.kl_control import KLController
 from training.spec.tasks import AdditionTask
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 
 def _longer_is_better(prompts, completions, **columns):

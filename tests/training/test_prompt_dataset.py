@@ -8,7 +8,7 @@ import pytest
 import training.spec.prompt_dataset
 from training.spec.events import ListReporter
 from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 ROWS = [{"prompt": "Compute 2 + 3.", "answer": "5"}, {"prompt": "Compute 7 + 1.", "answer": 8},
         {"prompt": "Compute 4 + 4.", "answer": "8"}]

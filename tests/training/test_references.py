@@ -13,10 +13,10 @@ import training.spec.tasks
 from training.spec.config import ConfigError, RunConfig
 from training.spec.events import ListReporter
 from training.policies.loading import apply_lora, build_tiny_model, load_policy
-from training.loops.policy_update import completion_logprobs
+from training.rollouts.logprobs import completion_logprobs
 from training.policies.references import AdaptersOff, ReferenceMismatch, make_reference
 from training.spec.tasks import AdditionTask
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 EMBEDDINGS, HEAD = "model.embed_tokens.weight", "lm_head.weight"  # tied in the tiny model
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.policies.loading import apply_lora, load_policy
-from training.loops.policy_update import micro_batch_order
+from training.rollouts.logprobs import micro_batch_order
 from training.rollouts.generation import Rollouts
 from training.policies.shared_prompts import completion_states
 

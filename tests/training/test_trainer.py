@@ -7,9 +7,9 @@ import torch
 import training.spec.tasks
 from training.spec.events import ListReporter
 from training.policies.loading import load_policy
-from training.loops.policy_update import completion_logprobs
+from training.rollouts.logprobs import completion_logprobs
 from training.spec.tasks import AdditionTask
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 STEP_METRICS = {
     "reward/mean", "reward/std", "reward/correct", "advantage/mean", "advantage/std",
@@ -196,8 +196,8 @@ def test_truncated_completions_can_be_left_out_of_the_loss(tiny_config, length_r
 
 
 def test_loss_variants_run_together(tiny_config, length_rewarded):
-    config = dataclasses.replace(
-        tiny_config, max_steps=1, loss_type="dr_grpo", scale_rewards="none",
+    config = tiny_config.with_changes(
+        max_steps=1, loss_type="dr_grpo", scale_rewards="none",
         importance_level="sequence", epsilon=3e-4, epsilon_high=4e-4, beta=0.05,
         kl_estimator="k2")
     outcome, reporter = _run(config)

@@ -16,7 +16,7 @@ from training.spec.config import RunConfig
 from training.rollouts.generation import BackendUnavailable
 from training.policies.loading import apply_lora, load_policy
 from training.spec.tasks import Example
-from training.loops.policy_update import completion_logprobs
+from training.rollouts.logprobs import completion_logprobs
 from training.rollouts.vllm_backend import VLLMBackend
 
 pytest.importorskip("vllm")

@@ -8,7 +8,7 @@ import pytest
 from tests.training.test_vllm_backend import save_tiny_policy
 from training.spec.config import RunConfig
 from training.spec.events import ListReporter
-from training.loops.online import Outcome, train
+from training.loops.train import Outcome, train
 
 pytest.importorskip("vllm")
 

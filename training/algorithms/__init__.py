@@ -1,26 +1,22 @@
-"""Policy-optimisation algorithms, one file each: a config, `compute_advantages`, `compute_loss`.
+"""Policy-optimisation algorithms, one file each: the equations in the docstring, the pure
+functions that compute them, and an `Algorithm` (training.algorithms.base) that the loops drive.
 
-`advantages_for` maps a run's algorithm to its advantage estimator; RLOO and REINFORCE++ reuse
-GRPO's clipped surrogate loss, so they differ from it only there.
+Which algorithms exist, and their settings, is in the torch-free catalogue
+(training.spec.algorithms); `engine_for` loads the class that a catalogue entry names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
-import torch
-
-from training.algorithms import grpo, reinforce_pp, rloo
-
-AdvantageEstimator = Callable[[torch.Tensor], torch.Tensor]
+from training.algorithms.base import Algorithm
+from training.spec.algorithms import algorithm_spec
 
 
-def advantages_for(algo: grpo.GRPOConfig, algorithm: str) -> AdvantageEstimator:
-    """rewards (N,) -> advantages (N,) for `algorithm`, with the run's settings bound in."""
-    estimators: dict[str, AdvantageEstimator] = {
-        "grpo": lambda r: grpo.compute_advantages(r, algo.group_size, algo.std_eps,
-                                                  scale=algo.scale_rewards),
-        "rloo": lambda r: rloo.compute_advantages(r, algo.group_size),
-        "reinforce_pp": lambda r: reinforce_pp.compute_advantages(r, algo.std_eps),
-    }
-    return estimators[algorithm]
+def engine_for(name: str) -> type[Algorithm]:
+    """The Algorithm class of the registered algorithm `name`."""
+    engine = algorithm_spec(name).engine
+    if isinstance(engine, str):
+        module, _, attribute = engine.partition(":")
+        engine = getattr(importlib.import_module(module), attribute)
+    return engine

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from training.algorithms.base import Algorithm
+
 
 @dataclass(frozen=True)
 class PairLogps:
@@ -82,3 +84,21 @@ def pair_stats(logps: PairLogps, beta: float) -> dict[str, torch.Tensor]:
         "logps/chosen": logps.chosen.detach().mean(),
         "logps/rejected": logps.rejected.detach().mean(),
     }
+
+
+class DPO(Algorithm):
+    """Offline: trained by training.loops.offline on a preference dataset's pairs, with the loss
+    and β of its settings (training.spec.algorithms.DPOSettings)."""
+
+    offline = True
+
+    def pair_loss(self, logps: PairLogps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean loss over the pairs and its stats."""
+        return LOSSES[self.settings.dpo_loss](logps, self.settings.dpo_beta)
+
+    def pair_rewards(self, logps: PairLogps) -> tuple[torch.Tensor, torch.Tensor]:
+        """The implicit rewards r(y_w), r(y_l) (n,) each, detached."""
+        return implicit_rewards(logps, self.settings.dpo_beta)
+
+    def describe(self) -> str:
+        return f"{self.settings.dpo_loss} loss, β = {self.settings.dpo_beta:g}"

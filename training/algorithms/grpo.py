@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from training.algorithms.aggregation import AGGREGATIONS, BatchShape
-from training.spec.config import RunConfig
+from training.algorithms.base import Algorithm
 from training.ops import KL_ESTIMATORS, masked_mean
+from training.spec.config import RunConfig
 
 
 # The std that centred rewards are divided by, from the (B, G) rewards.
@@ -47,7 +48,6 @@ class GRPOConfig:
     beta: float  # β: weight of the KL penalty to the reference policy (0 = no reference)
     kl_estimator: str = "k3"  # k1, k2 or k3 (training.ops)
     loss_type: str = "grpo"  # aggregation of per-token losses: grpo, bnpo, dapo, dr_grpo
-    scale_rewards: str = "group"  # divide centred rewards by the std of: group, batch, none
     importance_level: str = "token"  # token: ρ_i,t; sequence: GSPO's ρ_i
     mask_truncated: bool = False  # leave completions that hit the token limit out of the loss
     std_eps: float = 1e-4  # eps: keeps Â finite when a group's rewards are all equal
@@ -57,9 +57,16 @@ class GRPOConfig:
         return cls(group_size=config.group_size, epsilon_low=config.epsilon,
                    epsilon_high=config.epsilon_high or config.epsilon, beta=config.beta,
                    kl_estimator=config.kl_estimator, loss_type=config.loss_type,
-                   scale_rewards=config.scale_rewards,
                    importance_level=config.importance_level,
                    mask_truncated=config.mask_truncated)
+
+
+class GRPO(Algorithm):
+    """Group-normalised advantages; its settings: which std divides them (GRPOSettings)."""
+
+    def estimate(self, rewards: torch.Tensor, prompt_ids: list[str]) -> torch.Tensor:
+        return compute_advantages(rewards, self.config.group_size,
+                                  scale=self.settings.scale_rewards)
 
 
 def compute_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4,

@@ -27,12 +27,83 @@ completion, take no part: they get no reward, no advantage and no value loss.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import torch
 
-from training.ops import masked_mean, masked_sum, tempered, token_logprobs_and_entropy
+from training.algorithms.base import Algorithm, LossTerms, OnlineRun, ScoredBatch, StepBatch
+from training.ops import (
+    KL_ESTIMATORS,
+    masked_mean,
+    masked_sum,
+    tempered,
+    token_logprobs_and_entropy,
+)
 from training.policies.shared_prompts import completion_states
+from training.rollouts.logprobs import TokenForward, batch_forward, batch_logprobs
 
-VALUE_HEAD_FILE = "value_head.safetensors"
+
+class PPO(Algorithm):
+    """The value head beside the policy (its own optimiser group, checkpointed), per-token
+    advantages by GAE over its values before the update, and its value loss in every
+    micro-batch; its settings are training.spec.algorithms.PPOSettings."""
+
+    value_head: ValueHead
+
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        self.value_head = ValueHead(model.config.get_text_config().hidden_size)
+        self.value_head.to(next(model.parameters()).device)
+        return [{"params": list(self.value_head.parameters()),
+                 "lr": self.settings.value_learning_rate}]
+
+    def forward(self, model: torch.nn.Module, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, completion_length: int, temperature: float, *,
+                entropy_grad: bool = False) -> TokenForward:
+        return TokenForward(*logprobs_entropy_and_values(
+            model, self.value_head, input_ids, attention_mask, completion_length, temperature,
+            entropy_grad=entropy_grad))
+
+    def advantages(self, scored: ScoredBatch, run: OnlineRun) -> dict[str, float]:
+        """Per-token advantages and value targets, by GAE over the values the head gives
+        before the update; the KL, when in the reward, is charged token by token."""
+        config, batch, settings = self.config, scored.batch, self.settings
+        rollouts = batch.rollouts
+        started = time.perf_counter()
+        batch.old_logp, old_values = batch_forward(
+            run.model, rollouts, config, self.forward)  # (N, T) each, before any update
+        kl = None
+        if run.reference is not None:
+            batch.ref_logp = batch_logprobs(run.reference.model, rollouts, config)
+            if config.kl_placement == "reward":
+                kl = KL_ESTIMATORS[config.kl_estimator](batch.old_logp, batch.ref_logp)
+        mask = rollouts.completion_mask.to(old_values.dtype)
+        per_token = token_rewards(scored.rewards.to(mask.device), mask, kl,
+                                  scored.beta)  # (N, T)
+        advantages, returns = gae(per_token, old_values, mask, settings.gae_gamma,
+                                  settings.gae_lambda)
+        batch.advantages = whiten(advantages, mask)
+        batch.targets = {"old_values": old_values, "returns": returns}
+        return {"value/mean": masked_mean(old_values, mask).item(),
+                "value/explained_variance": explained_variance(old_values, returns, mask).item(),
+                "return/mean": masked_mean(returns, mask).item(),
+                "time/values_s": time.perf_counter() - started}
+
+    def extra_loss(self, forward: TokenForward, batch: StepBatch, rows: torch.Tensor,
+                   mask: torch.Tensor, step_tokens: int) -> LossTerms:
+        # Every completion token has a value target, truncated ones too: the whole mask.
+        width = mask.shape[1]
+        loss, stats = value_loss(forward.values, batch.targets["old_values"][rows, :width],
+                                 batch.targets["returns"][rows, :width], mask,
+                                 self.settings.value_clip, step_tokens=step_tokens)
+        return LossTerms(self.settings.value_coef * loss, sums={"loss/value": loss.item()},
+                         means=stats)
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {"value_head": self.value_head.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
+        self.value_head.load_state_dict(tensors["value_head"])
 
 
 class ValueHead(torch.nn.Module):

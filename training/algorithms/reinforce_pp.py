@@ -13,6 +13,15 @@ from __future__ import annotations
 
 import torch
 
+from training.algorithms.base import Algorithm
+
+
+class ReinforcePP(Algorithm):
+    """The whole batch's baseline; no settings of its own."""
+
+    def estimate(self, rewards: torch.Tensor, prompt_ids: list[str]) -> torch.Tensor:
+        return compute_advantages(rewards)
+
 
 def compute_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """rewards (N,) -> advantages (N,) normalised over the whole batch."""

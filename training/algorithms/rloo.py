@@ -13,6 +13,15 @@ from __future__ import annotations
 
 import torch
 
+from training.algorithms.base import Algorithm
+
+
+class RLOO(Algorithm):
+    """The leave-one-out baseline; no settings of its own."""
+
+    def estimate(self, rewards: torch.Tensor, prompt_ids: list[str]) -> torch.Tensor:
+        return compute_advantages(rewards, self.config.group_size)
+
 
 def compute_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """rewards (B*G,) ordered group by group -> leave-one-out advantages (B*G,); G ≥ 2."""

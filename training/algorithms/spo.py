@@ -41,16 +41,21 @@ weights clamp it into [0, 1] first.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from training.spec.config import RunConfig
-from training.rollouts.generation import Rollouts
+from training.algorithms.base import Algorithm, OnlineRun, ScoredBatch
 from training.ops import masked_mean
+from training.rollouts.generation import Rollouts
+from training.rollouts.logprobs import batch_logprobs
+from training.rollouts.scoring import score_rollouts
+from training.spec.config import RunConfig
 
 RHO_MIN = 0.875  # ρ_min: the reference's rho.clip_lower; RunConfig sets only ρ_max
 EXPLORATION = 0.05  # ε: the floor of every prompt's sampling weight (EXPLORATION_EPSILON)
@@ -69,13 +74,82 @@ class SPOConfig:
     @classmethod
     def from_run_config(cls, config: RunConfig) -> SPOConfig:
         # A ρ_max below the reference's ρ_min bounds ρ on both sides.
-        return cls(half_life=config.spo_half_life, rho_min=min(RHO_MIN, config.spo_max_forgetting),
-                   rho_max=config.spo_max_forgetting, prior_samples=config.spo_prior_samples)
+        settings = config.algo  # training.spec.algorithms.SPOSettings
+        return cls(half_life=settings.spo_half_life,
+                   rho_min=min(RHO_MIN, settings.spo_max_forgetting),
+                   rho_max=settings.spo_max_forgetting, prior_samples=settings.spo_prior_samples)
 
     @property
     def prior_weight(self) -> float:
         """N₀ = 1/(1 − ρ_min): α + β of a primed prompt (unbounded when ρ_min = 1)."""
         return 1.0 / (1.0 - self.rho_min) if self.rho_min < 1 else math.inf
+
+
+class SPO(Algorithm):
+    """The value tracker as baseline, its KL-adaptive forgetting after each update, and the
+    prior from offline samples; the tracker and each prompt's last completion are checkpointed."""
+
+    def __init__(self, config: RunConfig):
+        super().__init__(config)
+        self.spo = SPOConfig.from_run_config(config)
+        self.tracker = ValueTracker(self.spo)
+        self.prompt_values = self.tracker  # for the spo_priority sampler
+        self.last_completions = LastCompletions()
+
+    def prepare(self, run: OnlineRun) -> None:
+        """Prime every prompt's tracker from n completions of the initial policy."""
+        n = self.spo.prior_samples
+        if not n:
+            return
+        config = dataclasses.replace(self.config, group_size=n)  # scoring repeats by group
+        pool = list(run.task.examples)
+        started = time.perf_counter()
+        for start in range(0, len(pool), config.prompts_per_step):
+            chunk = pool[start:start + config.prompts_per_step]
+            rollouts = run.backend.generate(chunk, n)
+            per_function = score_rollouts(run.reward_functions, chunk, rollouts, config)
+            rewards = sum(run.weights[k] * v for k, v in per_function.items())  # (b*n,)
+            for example, row in zip(chunk, rewards.view(-1, n)):
+                self.tracker.prime(example.prompt_id, successes=int((row > 0).sum()), trials=n)
+        run.reporter.log(f"SPO prior: {n} completions for each of {len(pool)} prompts in "
+                         f"{time.perf_counter() - started:.1f} s")
+
+    def advantages(self, scored: ScoredBatch, run: OnlineRun) -> dict[str, float]:
+        metrics = super().advantages(scored, run)
+        metrics["spo/baseline_mean"] = self.tracker.value(scored.prompt_ids).mean().item()
+        return metrics
+
+    def estimate(self, rewards: torch.Tensor, prompt_ids: list[str]) -> torch.Tensor:
+        baselines = self.tracker.value(prompt_ids)  # (N,) v̂, before this step's rewards
+        return compute_advantages(rewards, baselines, self.spo.std_eps)
+
+    def after_update(self, scored: ScoredBatch, run: OnlineRun) -> dict[str, float]:
+        """The tracker's update: D on each prompt's previous completion (its log-probs then,
+        against the policy now), then α, β with ρ(D)."""
+        ids, rollouts = scored.prompt_ids, scored.batch.rollouts
+        change = torch.zeros(len(ids))  # (N,) D; 0 for a prompt seen the first time
+        seen = [i for i, prompt_id in enumerate(ids) if prompt_id in self.last_completions]
+        if seen:
+            past = self.last_completions.batch([ids[i] for i in seen],
+                                               run.tokenizer.pad_token_id, run.device)
+            now = batch_logprobs(run.model, past.rollouts, self.config)  # (n, T)
+            change[seen] = log_prob_change(past.logprobs, now,
+                                           past.rollouts.completion_mask).cpu()
+        self.last_completions.remember(ids, rollouts.input_ids, rollouts.attention_mask,
+                                       rollouts.completion_mask,
+                                       batch_logprobs(run.model, rollouts, self.config))
+        rho = self.tracker.update(ids, scored.rewards, change)
+        return {"spo/log_prob_change": change.mean().item(), "spo/rho": rho.mean().item(),
+                "spo/first_seen_fraction": 1 - len(seen) / len(ids)}
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        # token ids and log-probs of the last completions: too bulky for the JSON state
+        return ({"spo_tracker": self.tracker.state_dict()},
+                {"spo_completions": self.last_completions.state_dict()})
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
+        self.tracker.load_state_dict(state["spo_tracker"])
+        self.last_completions.load_state_dict(tensors["spo_completions"])
 
 
 def compute_advantages(rewards: torch.Tensor, baselines: torch.Tensor,
@@ -91,12 +165,6 @@ def compute_advantages(rewards: torch.Tensor, baselines: torch.Tensor,
     if std < NO_SPREAD:
         return torch.zeros_like(centred)
     return (centred - centred.mean()) / (std + eps)
-
-
-def zero_advantage_fraction(advantages: torch.Tensor, tol: float = 1e-6) -> float:
-    """The fraction of completions whose advantage is 0 (|Â| ≤ tol): no learning signal. For GRPO
-    these are the completions of degenerate groups (all rewards equal); SPO has almost none."""
-    return (advantages.abs() <= tol).float().mean().item()
 
 
 def log_prob_change(then: torch.Tensor, now: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from training.spec import rewards
 from training.spec.config import RunConfig
 from training.spec.evaluation_config import EvalConfig, parse_ks
 from training.spec.evaluation_metrics import PromptSamples, summarize
-from training.spec.events import Reporter
+from training.spec.events import Reporter, RolloutRecord
 from training.rollouts.generation import (
     BackendUnavailable,
     RolloutBackend,
@@ -215,20 +215,15 @@ def _sample_items(batch: ScoredBatch, *, first_group: int, samples: int) -> list
         for j in range(samples):
             row = i * samples + j
             answer = scored.answers[j]
-            items.append({
-                "prompt": example.prompt,
-                "completion": batch.rollouts.texts[row],
-                "reward": scored.rewards[j],
-                "rewards": {name: values[row].item()
-                            for name, values in batch.per_function.items()},
-                "advantage": None,
-                "group": first_group + i,
-                "sample_index": j,
-                "prompt_id": example.prompt_id,
-                "completion_tokens": scored.lengths[j],
-                "truncated": bool(batch.rollouts.truncated[row]),
-                "group_degenerate": all_same and samples > 1,
-                "extra": {**example.columns, "correct": scored.correct[j],
-                          "extracted_answer": None if answer is None else str(answer)},
-            })
+            items.append(RolloutRecord(
+                prompt=example.prompt, completion=batch.rollouts.texts[row],
+                reward=scored.rewards[j],
+                rewards={name: values[row].item() for name, values in batch.per_function.items()},
+                advantage=None, group=first_group + i, sample_index=j,
+                prompt_id=example.prompt_id, completion_tokens=scored.lengths[j],
+                truncated=bool(batch.rollouts.truncated[row]),
+                group_degenerate=all_same and samples > 1,
+                extra={**example.columns, "correct": scored.correct[j],
+                       "extracted_answer": None if answer is None else str(answer)},
+            ).as_dict())
     return items

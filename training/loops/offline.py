@@ -20,13 +20,14 @@ from typing import Any, Callable
 import torch
 
 from training import checkpoints
-from training.algorithms.dpo import LOSSES, DPOLoss, PairLogps, implicit_rewards
+from training.algorithms import engine_for
+from training.algorithms.dpo import DPO, PairLogps
 from training.spec.config import RunConfig
-from training.spec.events import Reporter
+from training.spec.events import Reporter, RolloutRecord
 from training.rollouts.generation import Rollouts, prompt_texts
 from training.policies.loading import ModelNotFound, apply_lora, load_adapter, load_policy
 from training.ops import masked_sum
-from training.loops.policy_update import autocast, completion_logprobs, micro_batch
+from training.rollouts.logprobs import autocast, completion_logprobs, micro_batch
 from training.spec.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
 from training.spec.prompt_dataset import DatasetFileError
 from training.policies.references import AdaptersOff, frozen
@@ -45,7 +46,7 @@ from training.loops.setup import (
 SETUP_ERRORS = (ModelNotFound, DatasetFileError, checkpoints.CheckpointError)
 
 
-def train_dpo(config: RunConfig, reporter: Reporter, *,
+def train_offline(config: RunConfig, reporter: Reporter, *,
               should_stop: Callable[[], bool] = lambda: False,
               output_dir: Path | None = None) -> Outcome:
     """Run DPO on `config.dataset` to the end, or until should_stop() is true between steps or
@@ -88,12 +89,11 @@ class _DPOTraining:
         reporter.log(f"loaded {config.model} ({total / 1e6:.0f}M parameters, "
                      f"{sum(p.numel() for p in trainable) / 1e6:.2f}M trained, {config.dtype}) "
                      f"on {self.device} in {time.perf_counter() - loading:.1f} s")
-        reporter.log(f"{len(self.pairs)} preference pairs, {config.dpo_loss} loss, "
-                     f"β = {config.dpo_beta:g}")
+        self.algorithm: DPO = engine_for(config.algorithm)(config)
+        reporter.log(f"{len(self.pairs)} preference pairs, {self.algorithm.describe()}")
 
         self.optimizer, self.scheduler = make_optimizer([{"params": trainable}], config, 1)
         self.sampler = PairSampler(self.pairs, seed=config.seed)
-        self.loss_fn = LOSSES[config.dpo_loss]
         self.first_step = 1
         if resumed is not None:
             self._restore(resumed)
@@ -111,7 +111,7 @@ class _DPOTraining:
         batch = encode_pairs(self.tokenizer, pairs, config.max_new_tokens, self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         update_start = time.perf_counter()
-        update = _update(self.model, self.reference, self.optimizer, batch, self.loss_fn, config,
+        update = _update(self.model, self.reference, self.optimizer, batch, self.algorithm, config,
                          self.should_stop)
         if update is None:
             return None
@@ -202,7 +202,7 @@ def encode_pairs(tokenizer, pairs: list[PreferencePair], max_reply_tokens: int,
         texts=texts)
 
 
-def _update(model, reference, optimizer, batch: Rollouts, loss_fn: DPOLoss, config: RunConfig,
+def _update(model, reference, optimizer, batch: Rollouts, algorithm: DPO, config: RunConfig,
             should_stop: Callable[[], bool],
             ) -> tuple[dict[str, float], torch.Tensor] | None:
     """One optimiser step on the batch's pairs: the step's metrics and every reply's implicit
@@ -234,10 +234,10 @@ def _update(model, reference, optimizer, batch: Rollouts, loss_fn: DPOLoss, conf
                 ref_logp, _ = completion_logprobs(reference, input_ids, attention_mask,
                                                   mask.shape[1], temperature=1.0)  # (2m, T')
         logps = _pair_logps(logp, ref_logp, mask)
-        loss, stats = loss_fn(logps, config.dpo_beta)
+        loss, stats = algorithm.pair_loss(logps)
         share = pair_count / total_pairs
         (loss * share).backward()
-        chosen, rejected = implicit_rewards(logps, config.dpo_beta)  # (m,) each
+        chosen, rejected = algorithm.pair_rewards(logps)  # (m,) each
         rewards[start:end] = torch.stack([chosen, rejected], dim=1).reshape(-1).cpu()
         sums["loss/dpo"] += loss.item() * share
         for key, value in stats.items():
@@ -270,19 +270,11 @@ def _rollout_items(pairs: list[PreferencePair], batch: Rollouts, rewards: torch.
     for group, pair in enumerate(pairs[:count]):
         for sample_index, preference in enumerate(("chosen", "rejected")):
             row = 2 * group + sample_index
-            items.append({
-                "prompt": pair.prompt,
-                "completion": batch.texts[row],
-                "reward": rewards[row].item(),
-                "rewards": {},
-                "advantage": 0.0,
-                "group": group,
-                "sample_index": sample_index,
-                "prompt_id": pair.pair_id,
-                "completion_tokens": int(batch.lengths[row]),
-                "truncated": bool(batch.truncated[row]),
-                "extra": {"preference": preference},
-                "tokens": None,
-            })
+            items.append(RolloutRecord(
+                prompt=pair.prompt, completion=batch.texts[row], reward=rewards[row].item(),
+                rewards={}, advantage=0.0, group=group, sample_index=sample_index,
+                prompt_id=pair.pair_id, completion_tokens=int(batch.lengths[row]),
+                truncated=bool(batch.truncated[row]), extra={"preference": preference},
+            ).as_dict())
     return items
 

@@ -2,38 +2,30 @@
 
 Each pass runs the batch in micro-batches, longest completions first, accumulating gradients so
 that they add up to the gradient of the whole batch's loss, then takes one optimiser step. The
-loss is GRPO's clipped surrogate (training.algorithms.grpo) with the run's variants.
+loss is GRPO's clipped surrogate (training.algorithms.grpo) with the run's variants, plus the
+algorithm's own terms (PPO's value loss), from the algorithm's own forward pass.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from training.algorithms import ppo
 from training.algorithms.aggregation import BatchShape
+from training.algorithms.base import Algorithm, StepBatch
 from training.algorithms.grpo import GRPOConfig, compute_loss
-from training.spec.config import RunConfig
-from training.rollouts.generation import Rollouts
-from training.ops import (
-    KL_ESTIMATORS,
-    high_entropy_mask,
-    masked_sum,
-    tempered,
-    token_logprobs_and_entropy,
+from training.ops import KL_ESTIMATORS, high_entropy_mask, masked_sum
+from training.rollouts.logprobs import (
+    autocast,
+    batch_logprobs,
+    completion_logprobs,
+    micro_batch,
+    micro_batch_order,
 )
-from training.policies.shared_prompts import completion_states
-
-
-def autocast(config: RunConfig, device: torch.device) -> torch.autocast:
-    """bf16 compute for forward passes when the run asks for it; the weights, the optimiser
-    state and the loss stay in fp32, since bf16 weights lose most small AdamW updates."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=config.dtype == "bfloat16")
+from training.spec.config import RunConfig
 
 
 class TokenRecorder:
@@ -63,26 +55,14 @@ def _rounded(values: torch.Tensor) -> list[float]:
     return [round(v, 4) for v in values.detach().float().tolist()]
 
 
-@dataclass
-class StepBatch:
-    """One step's rollouts and what the loss needs of them beyond the policy's own log-probs."""
-
-    rollouts: Rollouts
-    advantages: torch.Tensor  # (N,) one per completion, or (N, T) one per token (PPO)
-    old_logp: torch.Tensor | None = None  # (N, T) π_old's, when computed before the update
-    ref_logp: torch.Tensor | None = None  # (N, T) π_ref's, likewise
-    old_values: torch.Tensor | None = None  # (N, T) PPO: V_old of every completion token
-    returns: torch.Tensor | None = None  # (N, T) PPO: the value targets R_t of GAE
-
-
 def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo: GRPOConfig,
                   config: RunConfig, should_stop: Callable[[], bool], *, beta: float,
-                  recorder: TokenRecorder | None = None,
-                  value_head: ppo.ValueHead | None = None) -> dict[str, float] | None:
+                  algorithm: Algorithm, recorder: TokenRecorder | None = None,
+                  ) -> dict[str, float] | None:
     """μ optimisation passes over the batch: metrics averaged over them (the gradient norm is
     the last pass's), or None if stopped part-way. `beta` weighs the KL term of the loss (0
-    when the KL is folded into the reward instead). With a `value_head` (PPO), the batch holds
-    old values and returns, and the loss adds the value loss, weighted by value_coef.
+    when the KL is folded into the reward instead). The `algorithm` gives the forward pass and
+    its own loss terms (PPO's value loss, from the targets in the batch).
 
     With one pass, π_old is the policy being updated and its log-probs come from the same
     forward pass. With more, π_old's (and π_ref's) log-probs are computed once, before the first
@@ -98,8 +78,8 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
     passes = []
     for iteration in range(config.num_iterations):
         metrics = _update_pass(model, reference, optimizer, batch, algo, config, should_stop,
-                               order, beta, timings, recorder if iteration == 0 else None,
-                               value_head)
+                               order, beta, timings, algorithm,
+                               recorder if iteration == 0 else None)
         if metrics is None:
             return None
         scheduler.step()
@@ -108,59 +88,10 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
     return {**averaged, "optim/grad_norm": passes[-1]["optim/grad_norm"], **timings}
 
 
-def micro_batch_order(rollouts: Rollouts) -> torch.Tensor:
-    """Row order for micro-batches (N,): the completions of one prompt together, so that a
-    micro-batch runs their prompt once (training.policies.shared_prompts); longest completion first
-    within a prompt, and prompts by their longest completion, so that similar lengths share a
-    micro-batch (less padding to compute) and the largest, the one that could run out of
-    memory, comes first."""
-    prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
-    prompts = torch.cat([rollouts.input_ids[:, :prompt_length],
-                         rollouts.attention_mask[:, :prompt_length]], dim=1).cpu()
-    _, prompt_of_row = torch.unique(prompts, dim=0, return_inverse=True)  # (N,)
-    lengths = rollouts.lengths.cpu()
-    longest = torch.zeros(int(prompt_of_row.max()) + 1, dtype=lengths.dtype).scatter_reduce(
-        0, prompt_of_row, lengths, reduce="amax")  # (M,) each prompt's longest completion
-    rows = sorted(range(len(lengths)), key=lambda i: (-int(longest[prompt_of_row[i]]),
-                                                      int(prompt_of_row[i]), -int(lengths[i])))
-    return torch.tensor(rows, dtype=torch.long)
-
-
-def batch_logprobs(model, rollouts: Rollouts, config: RunConfig,
-                   value_head: ppo.ValueHead | None = None,
-                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (N, T) of every completion token under `model`, without gradient; 0 beyond
-    each completion's end. With a `value_head` (PPO), also the values (N, T) of the same
-    positions, from the same forward passes."""
-    device = rollouts.input_ids.device
-    logps = torch.zeros(rollouts.completion_mask.shape, device=device)
-    values = torch.zeros_like(logps)
-    was_training = model.training
-    model.eval()
-    order = micro_batch_order(rollouts)
-    with torch.no_grad():
-        for start in range(0, len(order), config.micro_batch_size):
-            rows = order[start:start + config.micro_batch_size].to(device)  # (n,)
-            input_ids, attention_mask, mask = micro_batch(rollouts, rows)
-            with autocast(config, device):
-                if value_head is None:
-                    logp, _ = completion_logprobs(model, input_ids, attention_mask,
-                                                  mask.shape[1], config.temperature)  # (n, T')
-                else:
-                    logp, _, value = ppo.logprobs_entropy_and_values(
-                        model, value_head, input_ids, attention_mask, mask.shape[1],
-                        config.temperature)  # (n, T')
-                    values[rows, :mask.shape[1]] = value * mask
-            logps[rows, :mask.shape[1]] = logp * mask
-    model.train(was_training)
-    return logps if value_head is None else (logps, values)
-
-
 def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig,
                  config: RunConfig, should_stop: Callable[[], bool], order: torch.Tensor,
-                 beta: float, timings: dict[str, float],
-                 recorder: TokenRecorder | None = None,
-                 value_head: ppo.ValueHead | None = None) -> dict[str, float] | None:
+                 beta: float, timings: dict[str, float], algorithm: Algorithm,
+                 recorder: TokenRecorder | None = None) -> dict[str, float] | None:
     """One optimisation pass over the batch; its metrics, or None if stopped part-way."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -175,8 +106,6 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
                        max_completion_length=config.max_new_tokens,
                        micro_batches=math.ceil(total / config.micro_batch_size))
     sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
-    if value_head is not None:
-        sums["loss/value"] = 0.0
     sampled = rollouts.sampled_logprobs if recorder is not None else None
     if sampled is not None:
         sums["rollout/logprob_mismatch"] = 0.0
@@ -187,14 +116,10 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
         rows = order[start:start + config.micro_batch_size].to(device)  # (n,)
         input_ids, attention_mask, mask = micro_batch(rollouts, rows)  # mask (n, T')
         with autocast(config, device):  # the forward pass only; backward after it
-            if value_head is None:
-                logp, entropy = completion_logprobs(
-                    model, input_ids, attention_mask, mask.shape[1], config.temperature,
-                    entropy_grad=config.entropy_coef > 0)  # (n, T')
-            else:
-                logp, entropy, values = ppo.logprobs_entropy_and_values(
-                    model, value_head, input_ids, attention_mask, mask.shape[1],
-                    config.temperature, entropy_grad=config.entropy_coef > 0)  # (n, T')
+            forward = algorithm.forward(model, input_ids, attention_mask, mask.shape[1],
+                                        config.temperature,
+                                        entropy_grad=config.entropy_coef > 0)
+        logp, entropy = forward.logp, forward.entropy  # (n, T')
         width = mask.shape[1]
         # π_old = π_θ when the log-probs were not stored: a single pass per batch of rollouts
         old_logp = (batch.old_logp[rows, :width] if batch.old_logp is not None
@@ -226,14 +151,12 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
             loss_type=algo.loss_type, shape=shape, entropy=entropy,
             entropy_coef=config.entropy_coef, policy_mask=policy_mask)
         loss = policy_loss
-        if value_head is not None:
-            # Every completion token has a value target, truncated ones too: mask, not rows_mask.
-            value_loss, value_stats = ppo.value_loss(
-                values, batch.old_values[rows, :width], batch.returns[rows, :width], mask,
-                config.value_clip, step_tokens=total_tokens)
-            loss = loss + config.value_coef * value_loss
-            sums["loss/value"] += value_loss.item()
-            stats.update(value_stats)
+        extra = algorithm.extra_loss(forward, batch, rows, mask, total_tokens)
+        if extra is not None:
+            loss = loss + extra.loss
+            for key, value in extra.sums.items():
+                sums[key] = sums.get(key, 0.0) + value
+            stats.update(extra.means)
         # `loss` is this micro-batch's share of the step loss, so the gradients add up to the
         # gradient of the whole batch's loss.
         loss.backward()
@@ -243,36 +166,8 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value.item() * token_share
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if value_head is not None:
-        trainable += list(value_head.parameters())
+    # the policy's trainable weights, then the algorithm's own (PPO's value head)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm, foreach=True)
     optimizer.step()
     return {**sums, "optim/grad_norm": grad_norm.item()}
-
-
-def micro_batch(rollouts: Rollouts, rows: torch.Tensor,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask (n, P' + T') and completion_mask (n, T') of `rows`, without the
-    leading and trailing columns that are padding in every one of them."""
-    prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
-    attention_mask = rollouts.attention_mask[rows]  # (n, P + T)
-    first = int(attention_mask[:, :prompt_length].any(dim=0).int().argmax())
-    width = int(rollouts.lengths[rows.cpu()].max())
-    end = prompt_length + width
-    return (rollouts.input_ids[rows, first:end], attention_mask[:, first:end],
-            rollouts.completion_mask[rows, :width])
-
-
-def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        completion_length: int, temperature: float, *,
-                        entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies of the last `completion_length` tokens, as sampled.
-
-    input_ids, attention_mask (n, P + T) -> logp, entropy (n, T). Logits are divided by the
-    sampling temperature so that log-probs are those of the distribution the tokens came from.
-    Rows that share a prompt run it once (training.policies.shared_prompts).
-    """
-    logits = completion_states(model, input_ids, attention_mask, completion_length).logits
-    return token_logprobs_and_entropy(tempered(logits, temperature),
-                                      input_ids[:, -completion_length:], entropy_grad=entropy_grad)

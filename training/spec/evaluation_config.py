@@ -14,9 +14,8 @@ from training.spec.config import (
     ROLLOUT_BACKENDS,
     TASKS,
     RunConfig,
-    Settings,
-    setting,
 )
+from training.spec.settings import Settings, setting
 from training.spec.tasks import SPLITS
 
 VERIFIERS = {
@@ -49,38 +48,44 @@ class EvalConfig(Settings):
     model: str = setting(
         DEFAULT_MODEL, "What is evaluated: a built-in model, a checkpoint of this project "
         "(checkpoint:<id>), a registered model (local:<name>), or a hub id (needs internet on "
-        "the worker).", models="one")
-    task: str = setting("arithmetic", "Built-in task whose prompts are evaluated.", choices=TASKS)
+        "the worker).", models="one", section="model")
+    task: str = setting("arithmetic", "Built-in task whose prompts are evaluated.", choices=TASKS,
+                        section="task")
     dataset: str = setting(
         "", "A prompt dataset to evaluate on instead of the task (a JSON-lines file with "
-        "'prompt' and 'answer'). Empty = use the task.", blank=True)
+        "'prompt' and 'answer'). Empty = use the task.", blank=True, section="task")
     split: str = setting(
         "auto", "Which prompts: the held-out ones are those that no run trains on (a built-in "
         "task's, or the 10% of a dataset set aside by runs that evaluate as they train).",
-        choices=EVAL_SPLITS)
-    verifier: str = setting("correct", "How a sample is judged correct.", choices=VERIFIERS)
+        choices=EVAL_SPLITS, section="task")
+    verifier: str = setting("correct", "How a sample is judged correct.", choices=VERIFIERS,
+                            section="evaluation")
     samples: int = setting(8, "n: samples per prompt. pass@k and maj@k need n ≥ k.",
-                           label="Samples per prompt (n)", min=1, max=1024)
-    temperature: float = setting(0.6, "Sampling temperature.", min=0.05, max=5.0)
-    top_p: float = setting(0.95, "Nucleus-sampling mass (1 = off).", min=0.01, max=1.0)
+                           label="Samples per prompt (n)", min=1, max=1024, section="evaluation")
+    temperature: float = setting(0.6, "Sampling temperature.", min=0.05, max=5.0, section="rollout")
+    top_p: float = setting(0.95, "Nucleus-sampling mass (1 = off).", min=0.01, max=1.0,
+                           section="rollout")
     max_new_tokens: int = setting(64, "Longest sample, in tokens; longer ones are cut and "
-                                  "judged as they stand.", min=1, max=32_768)
+                                  "judged as they stand.", min=1, max=32_768, section="rollout")
     pass_ks: str = setting(
         "1, 4, 8", "pass@k for each k here (comma-separated): the unbiased estimator from all n "
-        "samples.", label="pass@k, k =", parse=parse_ks)
+        "samples.", label="pass@k, k =", parse=parse_ks, section="evaluation")
     maj_ks: str = setting(
         "8", "maj@k for each k here: the majority answer of the first k samples (comma-separated;"
-        " empty = none).", label="maj@k, k =", blank=True, parse=parse_ks)
+        " empty = none).", label="maj@k, k =", blank=True, parse=parse_ks, section="evaluation")
     max_prompts: int = setting(
         200, "Prompts evaluated, the first ones of the split in a fixed order (0 = all).",
-        min=0, max=1_000_000)
+        min=0, max=1_000_000, section="evaluation")
     batch_prompts: int = setting(32, "Prompts sampled per generation call.", min=1, max=4096,
-                                 advanced=True)
+                                 advanced=True, section="performance")
     rollout_backend: str = setting("auto", "What generates the samples.",
-                                   choices=ROLLOUT_BACKENDS, advanced=True)
-    dtype: str = setting("float32", "Compute precision.", choices=DTYPES, advanced=True)
-    device: str = setting("auto", "Where the worker evaluates.", choices=DEVICES, advanced=True)
-    seed: int = setting(0, "Seed of the sampling.", min=0, max=2**31 - 1, advanced=True)
+                                   choices=ROLLOUT_BACKENDS, advanced=True, section="rollout")
+    dtype: str = setting("float32", "Compute precision.", choices=DTYPES, advanced=True,
+                         section="performance")
+    device: str = setting("auto", "Where the worker evaluates.", choices=DEVICES, advanced=True,
+                          section="performance")
+    seed: int = setting(0, "Seed of the sampling.", min=0, max=2**31 - 1, advanced=True,
+                        section="evaluation")
 
     def combination_errors(self) -> dict[str, str]:
         errors: dict[str, str] = {}

@@ -1,14 +1,11 @@
-"""The Reporter interface, and the JSON-lines event protocol between a training child and its worker.
+"""The Reporter interface, and the JSON-lines event protocol between a training child and its
+worker.
 
 Each event is one JSON object on one line. Kinds, with their fields:
 
     {"kind": "status", "status": "running", "device": "cpu", "total_steps": 30}
     {"kind": "metrics", "step": 3, "time": 1700000000.0, "values": {"reward/mean": 0.4, ...}}
-    {"kind": "rollouts", "step": 3, "items": [{"prompt": ..., "completion": ..., "reward": 1.0,
-        "rewards": {"correct": 1.0}, "advantage": 0.7, "group": 0, "sample_index": 2,
-        "prompt_id": "7+5", "completion_tokens": 12, "truncated": false, "extra": {...},
-        "tokens": null or {"text": [...], "logprob": [...], "entropy": [...], "kl": [...],
-                           "advantage": [...]}}, ...]}
+    {"kind": "rollouts", "step": 3, "items": [RolloutRecord.as_dict(), ...]}
     {"kind": "progress", "step": 3, "total_steps": 30}
     {"kind": "checkpoint", "step": 10, "path": "/abs/run-dir/checkpoint-10", "final": false}
     {"kind": "log", "level": "info", "message": "loaded model in 2.1 s"}
@@ -20,10 +17,39 @@ A run that ends without "done" or "error" (killed, crashed) is recorded as faile
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """One logged completion: of a training step's rollouts, an evaluation's samples, or a DPO
+    step's preference pairs (a pair's two replies are one group)."""
+
+    prompt: str
+    completion: str
+    reward: float  # the weighted total (DPO: the implicit reward β (log π_θ − log π_ref))
+    rewards: dict[str, float]  # each reward function's own score, by name
+    advantage: float | None  # None where there is none (an evaluation's samples)
+    group: int  # the prompt's index in the step; its completions share it
+    sample_index: int  # the completion's index within its group
+    prompt_id: str
+    completion_tokens: int
+    truncated: bool  # stopped by the token limit
+    # Whether the whole group got equal rewards (no learning signal): only the first rollouts
+    # are logged, so the web app cannot tell from the logged ones.
+    group_degenerate: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # the dataset's other columns, and more
+    # Per-token views, for a few completions: {"text": [...], "logprob": [...],
+    # "entropy": [...], "kl": [...], "advantage": [...]}, a list each.
+    tokens: dict[str, list] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class Reporter(Protocol):

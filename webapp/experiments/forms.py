@@ -1,20 +1,23 @@
-"""The experiment form: name and description, plus one field per training.spec.config.RunConfig
-field
-(an evaluation's: per training.spec.evaluation_config.EvalConfig field but its model), with the
-trainer's
-own defaults, bounds and help text. Validation ends in the config's from_dict, the same check the
-trainer applies, so a config that saves is a config that runs."""
+"""The experiment form: name and description, plus one field per setting of
+training.spec.config.RunConfig and of every algorithm's own settings (an evaluation's: per
+training.spec.evaluation_config.EvalConfig field but its model), with the trainer's own
+defaults, bounds and help text, grouped by section. Only the chosen algorithm's own settings
+take part; validation ends in the config's from_dict, the same check the trainer applies, so a
+config that saves is a config that runs."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 
+from training.spec.algorithms import ALGORITHMS, algorithm_spec, all_specs
 from training.spec.config import ConfigError, RunConfig
 from training.spec.evaluation_config import EvalConfig
+from training.spec.settings import SECTIONS
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import datasets_for_project
 from webapp.experiments.models import Experiment, ExperimentKind
@@ -76,12 +79,38 @@ def _dataset_field(project) -> forms.ChoiceField:
                   "the task; DPO needs a preference dataset. Each run records the file it used.")
 
 
+@dataclass
+class Section:
+    """A section of the form: its settings, the folded-away ones apart."""
+
+    key: str
+    title: str
+    main: list[forms.BoundField]
+    advanced: list[forms.BoundField]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(field.errors for field in self.advanced)
+
+
+@dataclass
+class AlgorithmSettings:
+    """One algorithm's own settings in the form."""
+
+    name: str
+    description: str
+    fields: list[forms.BoundField]
+
+
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
 
     def __init__(self, *args: Any, project, instance: Experiment | None = None,
-                 kind: str = ExperimentKind.TRAINING, **kwargs: Any):
+                 kind: str = ExperimentKind.TRAINING, algorithm: str | None = None,
+                 switch_url: str = "", **kwargs: Any):
+        """`algorithm` (a query parameter) chooses the algorithm of an unbound form, whose own
+        settings it shows; `switch_url` is where the algorithm menu asks for another's."""
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {"name": instance.name, "description": instance.description,
                                  **instance.config}
@@ -93,23 +122,64 @@ class ExperimentForm(forms.Form):
         # An evaluation's model is chosen for each job, not in its definition.
         self.settings = [f for f in (EvalConfig if evaluation else RunConfig).fields()
                          if not (evaluation and f.name == "model")]
-        for f in self.settings:
+        self.algorithm = None if evaluation else self._chosen_algorithm(algorithm)
+        # Every algorithm's own settings, by algorithm; only the chosen one's are validated.
+        self.algorithm_settings: dict[str, list[dataclasses.Field]] = {}
+        if not evaluation:
+            for spec in all_specs():
+                if self.is_bound and spec.name != self.algorithm:
+                    continue  # submitted without JavaScript: the other algorithms' are ignored
+                self.algorithm_settings[spec.name] = list(spec.settings.fields())
+        for f in [*self.settings, *(f for fs in self.algorithm_settings.values() for f in fs)]:
             self.fields[f.name] = _form_field(f)
             if f.metadata["models"] in ("one", "checkpoint"):
                 self.fields[f.name].widget.attrs["list"] = MODEL_CHOICES_ID
+        if self.algorithm is not None:
+            self.fields["algorithm"].initial = self.algorithm
+            if switch_url:
+                # The chosen algorithm's own settings replace the last one's (htmx).
+                self.fields["algorithm"].widget.attrs.update({
+                    "hx-get": switch_url, "hx-trigger": "change",
+                    "hx-target": "#algorithm-settings", "hx-swap": "outerHTML"})
         self.model_choices = model_choices(project_id=project.pk)
         self.fields["dataset"] = (_evaluation_dataset_field if evaluation
                                   else _dataset_field)(project)
+
+    def _chosen_algorithm(self, asked: str | None) -> str:
+        """The submitted algorithm, else the one asked for, the instance's, or the default."""
+        for candidate in (self.data.get("algorithm") if self.is_bound else None, asked,
+                          self.initial.get("algorithm")):
+            if candidate in ALGORITHMS:
+                return candidate
+        return RunConfig.algorithm
 
     @property
     def is_evaluation(self) -> bool:
         return self.kind == ExperimentKind.EVALUATION
 
-    def main_fields(self) -> list[forms.BoundField]:
-        return [self[f.name] for f in self.settings if not f.metadata["advanced"]]
+    def sections(self) -> list[Section]:
+        """The settings section by section, in SECTIONS order (the chosen algorithm's own are
+        apart: `chosen_algorithm_settings`)."""
+        sections = []
+        for key, title in SECTIONS.items():
+            fields = [f for f in self.settings if f.metadata["section"] == key]
+            if fields or key == "algorithm" and self.algorithm is not None:
+                sections.append(Section(
+                    key, title, main=[self[f.name] for f in fields if not f.metadata["advanced"]],
+                    advanced=[self[f.name] for f in fields if f.metadata["advanced"]]))
+        return sections
 
-    def advanced_fields(self) -> list[forms.BoundField]:
-        return [self[f.name] for f in self.settings if f.metadata["advanced"]]
+    def chosen_algorithm_settings(self) -> AlgorithmSettings | None:
+        return self._algorithm_settings(self.algorithm) if self.algorithm else None
+
+    def other_algorithm_settings(self) -> list[AlgorithmSettings]:
+        """The other algorithms' own settings, for a browser without JavaScript."""
+        return [self._algorithm_settings(name) for name in self.algorithm_settings
+                if name != self.algorithm]
+
+    def _algorithm_settings(self, name: str) -> AlgorithmSettings:
+        return AlgorithmSettings(name, algorithm_spec(name).description,
+                                 [self[f.name] for f in self.algorithm_settings[name]])
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -123,7 +193,8 @@ class ExperimentForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        names = [f.name for f in self.settings]
+        names = [f.name for f in self.settings] + [
+            f.name for f in self.algorithm_settings.get(self.algorithm, [])]
         if any(name in self.errors for name in names):
             return cleaned
         try:
@@ -142,12 +213,13 @@ class ExperimentForm(forms.Form):
         if not cleaned["dataset"] or self.is_evaluation:
             return  # an evaluation's choices are prompt datasets only
         dataset = datasets_for_project(self.project).get(pk=int(cleaned["dataset"]))
-        if cleaned["algorithm"] == "dpo" and dataset.kind != DatasetKind.PREFERENCES:
-            self.add_error("dataset", "DPO trains on preference pairs: choose a preference "
-                                      "dataset.")
-        elif cleaned["algorithm"] != "dpo" and dataset.kind != DatasetKind.PROMPTS:
-            self.add_error("dataset", "This is a preference dataset, for DPO: choose a prompt "
-                                      "dataset, or the DPO algorithm.")
+        offline = algorithm_spec(cleaned["algorithm"]).offline
+        if offline and dataset.kind != DatasetKind.PREFERENCES:
+            self.add_error("dataset", f"{cleaned['algorithm'].upper()} trains on preference "
+                                      f"pairs: choose a preference dataset.")
+        elif not offline and dataset.kind != DatasetKind.PROMPTS:
+            self.add_error("dataset", "This is a preference dataset, for DPO (offline "
+                                      "algorithms): choose a prompt dataset, or DPO.")
         elif cleaned["prompt_sampler"] == "curriculum" and not dataset.has_difficulty:
             self.add_error("prompt_sampler", "A curriculum orders prompts by difficulty, and "
                                              "this dataset has no difficulty column.")

@@ -13,7 +13,7 @@ from training.algorithms.ppo import (
     whiten,
 )
 from training.policies.loading import load_policy
-from training.loops.policy_update import completion_logprobs
+from training.rollouts.logprobs import completion_logprobs
 
 
 def test_the_reward_lands_on_the_last_token_and_the_kl_on_every_token():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from training.algorithms import grpo, spo
+from training.ops import zero_fraction
 from training.algorithms.spo import LastCompletions, SPOConfig, ValueTracker
 from training.spec.config import RunConfig
 
@@ -37,9 +38,9 @@ def test_a_batch_where_every_reward_meets_its_baseline_equally_has_advantage_zer
 def test_zero_advantage_fraction_counts_grpo_degenerate_groups():
     rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0])  # the first group is all correct
     advantages = grpo.compute_advantages(rewards, group_size=3)
-    assert spo.zero_advantage_fraction(advantages) == pytest.approx(0.5)
+    assert zero_fraction(advantages) == pytest.approx(0.5)
     baselines = torch.tensor([0.9, 0.6, 0.5, 0.2, 0.7, 0.4])  # a tracker's values
-    assert spo.zero_advantage_fraction(spo.compute_advantages(rewards, baselines)) == 0.0
+    assert zero_fraction(spo.compute_advantages(rewards, baselines)) == 0.0
 
 
 def test_log_prob_change_is_the_mean_absolute_difference_on_completion_tokens():
@@ -101,11 +102,11 @@ def test_prime_weighs_the_offline_samples_as_much_as_the_steady_state():
 
 
 def test_config_comes_from_the_run():
-    config = SPOConfig.from_run_config(RunConfig(algorithm="spo", group_size=1,
-                                                 spo_half_life=0.1, spo_max_forgetting=0.5,
-                                                 spo_prior_samples=4))
+    config = SPOConfig.from_run_config(RunConfig.from_dict(
+        {"algorithm": "spo", "group_size": 1, "spo_half_life": 0.1, "spo_max_forgetting": 0.5,
+         "spo_prior_samples": 4}))
     assert config == SPOConfig(half_life=0.1, rho_min=0.5, rho_max=0.5, prior_samples=4)
-    assert SPOConfig.from_run_config(RunConfig()).rho_min == 0.875
+    assert SPOConfig.from_run_config(RunConfig(algorithm="spo", group_size=1)).rho_min == 0.875
 
 
 def test_tracker_state_survives_json_and_goes_on_identically():

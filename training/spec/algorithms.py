@@ -1,0 +1,131 @@
+"""The catalogue of policy-optimisation algorithms: each one's name, one-line description, own
+settings and engine, torch-free so that the web app can offer them and check their settings.
+
+An algorithm is two things: this entry, with a `Settings` dataclass of the settings only it
+reads (a help text per field; the form shows them when the algorithm is chosen), and its
+engine, a `training.algorithms.base.Algorithm` subclass in its own file under
+`training/algorithms/`, named here by import path so that nothing here imports torch. A plug-in
+adds both with `register`; the form, the config checks and the trainer then pick it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from training.spec.settings import Settings, setting
+
+
+@dataclass(frozen=True)
+class NoSettings(Settings):
+    """An algorithm with no settings of its own."""
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    name: str  # what configs and the form call it: "grpo"
+    description: str  # one line for the form: "GRPO: advantages centred within each group"
+    engine: str | type  # "module:Class" of its training.algorithms.base.Algorithm, or the class
+    settings: type[Settings] = NoSettings  # the settings only this algorithm reads
+    min_group_size: int = 1  # G below this cannot work: GRPO and RLOO compare a group's members
+    offline: bool = False  # trains on a preference dataset, with its own loop, not on rollouts
+
+
+# name -> one-line description: the choices of RunConfig.algorithm, kept in step by `register`.
+ALGORITHMS: dict[str, str] = {}
+_SPECS: dict[str, AlgorithmSpec] = {}
+
+
+def register(spec: AlgorithmSpec) -> AlgorithmSpec:
+    """Add an algorithm. Its settings may not reuse a name of RunConfig's or another
+    algorithm's settings, since configs are stored flat."""
+    taken = {f.name for other in _SPECS.values() if other.name != spec.name
+             for f in other.settings.fields()}
+    clash = taken & {f.name for f in spec.settings.fields()}
+    if clash:
+        raise ValueError(f"{spec.name}: settings {', '.join(sorted(clash))} belong to another "
+                         f"algorithm")
+    _SPECS[spec.name] = spec
+    ALGORITHMS[spec.name] = spec.description
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a registered algorithm (a plug-in's tests clean up with this)."""
+    del _SPECS[name], ALGORITHMS[name]
+
+
+def algorithm_spec(name: str) -> AlgorithmSpec:
+    """The registered algorithm `name`; KeyError if there is none."""
+    return _SPECS[name]
+
+
+def all_specs() -> list[AlgorithmSpec]:
+    return list(_SPECS.values())
+
+
+@dataclass(frozen=True)
+class GRPOSettings(Settings):
+    scale_rewards: str = setting(
+        "group", "What centred rewards are divided by.", section="algorithm", advanced=True,
+        choices={"group": "divide by the group's std (GRPO)",
+                 "batch": "divide by the whole batch's std",
+                 "none": "no division: rewards only centred on the group mean (Dr. GRPO)"})
+
+
+@dataclass(frozen=True)
+class SPOSettings(Settings):
+    spo_half_life: float = setting(
+        0.06, "D_half of the forgetting factor ρ = 2^(−D/D_half), with D the mean absolute "
+        "log-prob change on the prompt's last completion.", label="SPO D_half",
+        section="algorithm", min=1e-6, max=100.0, advanced=True)
+    spo_max_forgetting: float = setting(
+        0.96, "Upper bound on ρ, so old evidence always fades.", label="SPO ρ max",
+        section="algorithm", min=0.0, max=1.0, advanced=True)
+    spo_prior_samples: int = setting(
+        0, "Completions per prompt sampled before training to start each prompt's success "
+        "estimate, which then weighs as much as 8 completions, whatever their number (the SPO "
+        "paper samples 8; 0 = start every prompt at α = β = ½, the weight of one).",
+        section="algorithm", min=0, max=256, advanced=True)
+
+
+@dataclass(frozen=True)
+class PPOSettings(Settings):
+    value_learning_rate: float = setting(
+        1e-4, "Learning rate of the value head (its own AdamW group; the backbone it shares "
+        "with the policy moves at the policy's rate).", section="algorithm", min=1e-9, max=1.0)
+    value_coef: float = setting(0.5, "Weight of the value loss.", section="algorithm", min=0.0,
+                                max=100.0)
+    value_clip: float = setting(
+        0.2, "New values are clipped to old ± this in the value loss (0 = no clipping).",
+        section="algorithm", min=0.0, max=100.0, advanced=True)
+    gae_gamma: float = setting(1.0, "Discount γ of GAE.", label="GAE γ", section="algorithm",
+                               min=0.0, max=1.0, advanced=True)
+    gae_lambda: float = setting(0.95, "λ of GAE (1 = Monte-Carlo returns).", label="GAE λ",
+                                section="algorithm", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class DPOSettings(Settings):
+    dpo_loss: str = setting(
+        "sigmoid", "Loss on the preference margin.", label="DPO loss", section="algorithm",
+        choices={"sigmoid": "−log σ(β·margin) (Rafailov et al.)",
+                 "ipo": "(margin − 1/(2β))² (Azar et al.)"})
+    dpo_beta: float = setting(0.1, "β, the strength of the implicit KL to the reference.",
+                              label="DPO β", section="algorithm", min=1e-4, max=100.0)
+
+
+for _spec in (
+    AlgorithmSpec("grpo", "GRPO: advantages centred (and scaled) within each prompt's group",
+                  "training.algorithms.grpo:GRPO", GRPOSettings, min_group_size=2),
+    AlgorithmSpec("rloo", "RLOO: leave-one-out baseline, the mean of the other completions of "
+                  "the prompt", "training.algorithms.rloo:RLOO", min_group_size=2),
+    AlgorithmSpec("reinforce_pp", "REINFORCE++: one baseline for the whole batch, normalised "
+                  "by its std", "training.algorithms.reinforce_pp:ReinforcePP"),
+    AlgorithmSpec("spo", "SPO: one completion per prompt; baseline = a persistent per-prompt "
+                  "success estimate", "training.algorithms.spo:SPO", SPOSettings),
+    AlgorithmSpec("ppo", "PPO: a learned value head and GAE give per-token advantages",
+                  "training.algorithms.ppo:PPO", PPOSettings),
+    AlgorithmSpec("dpo", "DPO: offline, from a preference dataset's chosen and rejected replies",
+                  "training.algorithms.dpo:DPO", DPOSettings, offline=True),
+):
+    register(_spec)
