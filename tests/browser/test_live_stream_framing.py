@@ -1,5 +1,5 @@
 """Text that carries the event stream's own framing (carriage returns, `event: end`) reaches an
-open run page as text, and the page's live stream stays open (webapp.runs.stream)."""
+open run page as text, and the page's live stream stays open (webapp.live.stream)."""
 
 from __future__ import annotations
 

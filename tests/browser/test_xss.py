@@ -89,10 +89,10 @@ def test_stored_payloads_never_execute(page, hostile_world):
         f"/runs/{world['run'].pk}/", f"/rollouts/{world['rollout'].pk}/",
         f"/projects/{world['project'].pk}/datasets/", f"/datasets/{world['dataset'].pk}/",
         f"/projects/{world['project'].pk}/compare/?runs={world['run'].pk}",
-        reverse("runs:leaderboard", args=[world["project"].pk]),
+        reverse("evaluations:leaderboard", args=[world["project"].pk]),
         f"/runs/{world['run'].pk}/rollouts/",
         f"/experiments/{world['evaluation'].pk}/", f"/runs/{world['job'].pk}/",
-        reverse("runs:prompt_history", args=[world["run"].pk, PAYLOAD]),
+        reverse("rollouts:prompt_history", args=[world["run"].pk, PAYLOAD]),
         reverse("api_tokens:list"),
     ]
     for path in pages:

@@ -27,13 +27,13 @@ from django.core.management import call_command  # noqa: E402
 
 from tests.webapp.lifecycle import dataset_with_files, files_under, run_with_data  # noqa: E402
 from training.spec.config import RunConfig  # noqa: E402
+from webapp.deletion.services import project_delete, run_delete  # noqa: E402
 from webapp.experiments.models import Experiment  # noqa: E402
 from webapp.experiments.services import experiment_create  # noqa: E402
 from webapp.projects.models import Project  # noqa: E402
-from webapp.projects.services import project_create, project_delete  # noqa: E402
+from webapp.projects.services import project_create  # noqa: E402
 from webapp.reviews.services import run_notes_set  # noqa: E402
 from webapp.runs.models import Run  # noqa: E402
-from webapp.runs.services import run_delete  # noqa: E402
 from webapp.teams.services import team_create  # noqa: E402
 
 

@@ -47,7 +47,7 @@ MATRIX = {
                                        "admin": 404}),
     "projects:list": ("get", [], {}, SIGNED_IN),
     "projects:detail": ("get", ["project_id"], {}, READ),
-    "projects:delete": ("get", ["project_id"], {}, ADMIN_PAGE),
+    "deletion:project": ("get", ["project_id"], {}, ADMIN_PAGE),
     "teams:list": ("get", [], {}, SIGNED_IN),
     "teams:detail": ("get", ["team_id"], {}, READ),
     "teams:invite": ("post", ["team_id"], {"email": "new@example.com", "role": "viewer"}, ADMIN),
@@ -57,28 +57,28 @@ MATRIX = {
     "experiments:create": ("get", ["project_id"], {}, WRITE_PAGE),
     "experiments:detail": ("get", ["experiment_id"], {}, READ),
     "experiments:edit": ("get", ["experiment_id"], {}, WRITE_PAGE),
-    "experiments:launch": ("post", ["experiment_id"], {}, WRITE),
-    "experiments:delete": ("get", ["experiment_id"], {}, ADMIN_PAGE),
+    "runs:launch": ("post", ["experiment_id"], {}, WRITE),
+    "deletion:experiment": ("get", ["experiment_id"], {}, ADMIN_PAGE),
     "experiments:create_evaluation": ("get", ["project_id"], {}, WRITE_PAGE),
     # A training experiment: a member is sent back to it with the reason it cannot evaluate.
-    "experiments:evaluate": ("post", ["experiment_id"], {"model": "builtin:x"}, WRITE),
+    "evaluations:launch": ("post", ["experiment_id"], {"model": "builtin:x"}, WRITE),
     # The world's run is a training run: only evaluation jobs export, so 404 past the access check.
-    "runs:evaluation_export": ("get", ["run_id", "fmt"], {},
+    "evaluations:export": ("get", ["run_id", "fmt"], {},
                                {"outsider": 404, "viewer": 404, "member": 404, "admin": 404}),
-    "runs:checkpoint_evaluate": ("post", ["checkpoint_id"], {"evaluation": "0"}, WRITE),
+    "evaluations:checkpoint_evaluate": ("post", ["checkpoint_id"], {"evaluation": "0"}, WRITE),
     "runs:detail": ("get", ["run_id"], {}, READ),
-    "runs:events": ("get", ["run_id"], {}, READ),
-    "runs:metrics": ("get", ["run_id"], {}, READ),
-    "runs:metrics_csv": ("get", ["run_id"], {}, READ),
+    "live:events": ("get", ["run_id"], {}, READ),
+    "live:metrics": ("get", ["run_id"], {}, READ),
+    "live:metrics_csv": ("get", ["run_id"], {}, READ),
     "runs:compare": ("get", ["project_id"], {}, READ),
-    "runs:leaderboard": ("get", ["project_id"], {}, READ),
-    "runs:leaderboard_export": ("get", ["project_id", "fmt"], {}, READ),
-    "runs:evaluation_compare": ("get", ["project_id"], {}, READ),
-    "runs:rollouts": ("get", ["run_id"], {}, READ),
-    "runs:prompt_history": ("get", ["run_id", "prompt_id"], {}, READ),
+    "evaluations:leaderboard": ("get", ["project_id"], {}, READ),
+    "evaluations:leaderboard_export": ("get", ["project_id", "fmt"], {}, READ),
+    "evaluations:compare": ("get", ["project_id"], {}, READ),
+    "rollouts:browser": ("get", ["run_id"], {}, READ),
+    "rollouts:prompt_history": ("get", ["run_id", "prompt_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
     # The admin launched the run: a member may delete only runs of their own.
-    "runs:delete": ("get", ["run_id"], {}, ADMIN_PAGE),
+    "deletion:run": ("get", ["run_id"], {}, ADMIN_PAGE),
     # The run is queued, so a member is sent back to it with the reason it cannot resume.
     "runs:resume": ("post", ["run_id"], {}, WRITE),
     "reviews:comment_create": ("post", ["run_id"], {"body": "looks hacked"}, REVIEW),
@@ -99,7 +99,7 @@ MATRIX = {
     "datasets:confirm": ("get", ["project_id", "upload_token"], {}, WRITE),
     "datasets:detail": ("get", ["dataset_id"], {}, READ),
     "datasets:download": ("get", ["dataset_id"], {}, READ),
-    "datasets:delete": ("get", ["dataset_id"], {}, ADMIN_PAGE),
+    "deletion:dataset": ("get", ["dataset_id"], {}, ADMIN_PAGE),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},
@@ -182,7 +182,7 @@ def test_access(client, world, name, role):
 def test_htmx_fragments_follow_the_same_rules(client, world, role):
     users, ids = world
     client.force_login(users[role])
-    response = client.get(reverse("runs:events", args=[ids["run_id"]]), HTTP_HX_REQUEST="true")
+    response = client.get(reverse("live:events", args=[ids["run_id"]]), HTTP_HX_REQUEST="true")
     assert response.status_code == READ[role]
 
 

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from tests.conftest import tiny_run_config
 from tests.stack import start_worker, training_processes
+from webapp.deletion.services import run_delete
 from webapp.experiments.services import experiment_create
 from webapp.runs import services
 from webapp.runs.files import run_folder
@@ -43,16 +44,16 @@ def test_a_training_run_is_deleted_once_its_process_has_stopped_and_stays_delete
         assert folder.is_dir() and training_processes(run.pk)
 
         with pytest.raises(ValidationError, match="cancel it first"):
-            services.run_delete(run=run, user=user)
+            run_delete(run=run, user=user)
         services.run_cancel(run=run, user=user)
         # Cancelled, but its worker notices only at its next heartbeat.
         with pytest.raises(ValidationError, match="may still be stopping the training process"):
-            services.run_delete(run=run, user=user)
+            run_delete(run=run, user=user)
         _wait(lambda: LogLine.objects.filter(run=run, source="worker").exists(), 60, worker,
               "the worker to stop the training process")
         assert training_processes(run.pk) == []
 
-        services.run_delete(run=run, user=user)
+        run_delete(run=run, user=user)
         assert not Run.objects.filter(pk=run.pk).exists()
         assert not folder.exists()
         time.sleep(3)  # a few heartbeats: nothing writes into the deleted run any more

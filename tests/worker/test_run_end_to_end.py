@@ -19,11 +19,11 @@ from django.utils import timezone
 from tests.conftest import tiny_run_config
 from tests.stack import launch_run, start_worker, training_processes, wait_for_run
 from training.spec.config import ConfigError
+from webapp.evaluations.selectors import project_evaluation_results
 from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs import services
-from webapp.runs.evaluations import project_evaluation_results
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 from webapp.teams.services import team_create
 from worker.tasks import run_execute

@@ -96,3 +96,18 @@ def dataset_file_for_run(*, project: Project, reference: str,
         raise ValidationError(f"The file of dataset {dataset.name!r} is missing from the "
                               f"dataset store. Upload the dataset again.")
     return str(dataset.normalized_path)
+
+
+def project_datasets_bytes(project: Project) -> int:
+    """Bytes in the files of the project's datasets: each uploaded file and its normalised rows
+    (its part of the project's disk use: webapp.projects.disk_use). A file missing from the store
+    counts nothing: the dataset page says so."""
+    blobs = {sha256 for pair in project.datasets.values_list("sha256", "normalized_sha256")
+             for sha256 in pair}
+    total = 0
+    for sha256 in blobs:
+        try:
+            total += storage.blob_path(sha256).stat().st_size
+        except OSError:
+            continue
+    return total

@@ -15,15 +15,7 @@ from django.db.models import Q
 from webapp.datasets import parsing, storage, streaming
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import upload_limits
-from webapp.projects.deletion import (
-    DeletionPlan,
-    deletion_plan,
-    deletion_summary,
-    files_remove_on_commit,
-)
 from webapp.projects.models import Project
-from webapp.reviews.services import activity_record_deletion
-from webapp.runs.models import Run
 from webapp.teams.models import Role
 from webapp.teams.selectors import require_role
 
@@ -115,27 +107,3 @@ def _remove_unreferenced(written: list[str]) -> None:
                 storage.blob_remove(sha256)
 
 
-def dataset_deletion_plan(*, dataset: Dataset) -> DeletionPlan:
-    """What deleting the dataset removes: its row, and its files unless another dataset or a
-    run's config snapshot (a run that trained on it) still uses them."""
-    return deletion_plan(runs=Run.objects.none(), project_id=dataset.project_id,
-                         datasets=Dataset.objects.filter(pk=dataset.pk))
-
-
-def dataset_delete(*, dataset: Dataset, user) -> DeletionPlan:
-    """Delete the dataset, then its files that nothing uses any more once committed; record it
-    in the project's feed. Needs the admin role. Runs that trained on it keep its rows' file;
-    experiments that name it cannot launch until edited (they say so)."""
-    require_role(user, dataset.project.team_id, Role.ADMIN)
-    with transaction.atomic():
-        # Locked: a second deletion of it waits for this one, then finds it gone.
-        if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
-            raise ValidationError(f"Dataset {dataset.name!r} was deleted already.")
-        plan = dataset_deletion_plan(dataset=dataset)
-        Dataset.objects.filter(pk=dataset.pk).delete()
-        activity_record_deletion(project_id=dataset.project_id, actor=user,
-                                 detail=f"dataset {dataset.name} ({deletion_summary(plan)})")
-        files_remove_on_commit(plan, project_id=dataset.project_id)
-    logger.info("dataset %s (%s) deleted by %s: %s", dataset.pk, dataset.name,
-                user.get_username(), deletion_summary(plan))
-    return plan

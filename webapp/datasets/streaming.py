@@ -1,7 +1,7 @@
 """Reading a file a piece at a time, within limits checked as it is read, so that memory stays
 bounded whatever the file holds: text line by line, Parquet batch by batch after its footer has
 been checked. Dataset uploads (webapp.datasets.parsing) and rollout imports
-(webapp.runs.importers) read their files through here. No Django here.
+(webapp.rollouts.importers) read their files through here. No Django here.
 
 A Parquet file can describe far more data than it stores: 4 million rows of small integers fit in
 30 KB, and a dictionary page can repeat one long string in every row. So its footer is checked

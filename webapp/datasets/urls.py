@@ -10,5 +10,4 @@ urlpatterns = [
          name="confirm"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="detail"),
     path("datasets/<int:dataset_id>/download/", views.dataset_download, name="download"),
-    path("datasets/<int:dataset_id>/delete/", views.dataset_delete_view, name="delete"),
 ]

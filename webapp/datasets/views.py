@@ -15,10 +15,8 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseClientRedirect
 
 from webapp.datasets import parsing
 from webapp.datasets.forms import MappingForm, UploadForm
@@ -32,15 +30,7 @@ from webapp.datasets.selectors import (
     staged_preview,
     staged_upload,
 )
-from webapp.datasets.services import (
-    dataset_create,
-    dataset_delete,
-    dataset_deletion_plan,
-    dataset_upload_discard,
-    dataset_upload_stage,
-)
-from webapp.projects.deletion import deletion_summary
-from webapp.projects.deletion_page import confirm_delete_response
+from webapp.datasets.services import dataset_create, dataset_upload_discard, dataset_upload_stage
 from webapp.projects.models import Project
 from webapp.projects.selectors import get_project_for_user
 from webapp.teams.models import Role
@@ -169,30 +159,6 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
         "mapping": [(role, dataset.column_mapping.get(role, "")) for role in dataset.roles],
         "experiments": dataset_experiments(dataset),
         "can_delete": user_has_role(request.user, dataset.project.team_id, Role.ADMIN)})
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def dataset_delete_view(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    """GET: what deleting the dataset removes, and the form that deletes it; POST: delete it,
-    then go to the project's datasets. For admins of the team."""
-    dataset = get_dataset_for_user(request.user, dataset_id, Role.ADMIN)
-    experiments = [experiment.name for experiment in dataset_experiments(dataset)]
-    notes = [f"{', '.join(experiments)} {'names' if len(experiments) == 1 else 'name'} this "
-             f"dataset: {'it' if len(experiments) == 1 else 'they'} cannot launch until edited "
-             f"to use another. Runs that trained on it keep its rows' file."] if experiments else []
-    page = {"what": dataset.name, "project": dataset.project,
-            "back_url": dataset.get_absolute_url(), "notes": notes}
-    if request.method == "POST":
-        try:
-            plan = dataset_delete(dataset=dataset, user=request.user)
-        except ValidationError as exc:
-            return confirm_delete_response(request, plan=dataset_deletion_plan(dataset=dataset),
-                                           refusals=exc.messages, **page)
-        messages.success(request, f"Deleted dataset {dataset.name}: {deletion_summary(plan)}.")
-        url = reverse("datasets:list", args=[dataset.project_id])
-        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-    return confirm_delete_response(request, plan=dataset_deletion_plan(dataset=dataset), **page)
 
 
 @login_required

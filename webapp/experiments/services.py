@@ -1,37 +1,33 @@
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from typing import Any
-
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
 
 from training.spec.config import ConfigError, RunConfig
 from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.models import Experiment, ExperimentKind
-from webapp.projects.deletion import (
-    CHANGED_MEANWHILE,
-    DeletionPlan,
-    deletion_plan,
-    deletion_summary,
-    files_remove_on_commit,
-    runs_rows_delete,
-)
 from webapp.projects.models import Project
-from webapp.reviews.services import activity_record_deletion
-from webapp.runs.model_sources import config_model_errors
-from webapp.teams.models import Role
-from webapp.teams.selectors import require_role
 
-logger = logging.getLogger(__name__)
+# Checks of a config against its project that apps above this one contribute, each returning a
+# problem per field name: webapp.runs checks that the models a config names are ones the
+# project's runs can load (its checkpoints are runs' rows). Registered in their AppConfig.ready.
+ConfigCheck = Callable[..., dict[str, str]]
+_config_checks: list[ConfigCheck] = []
+
+
+def config_check_register(check: ConfigCheck) -> None:
+    """Have experiment_config call `check(project_id=, config=, config_class=)`."""
+    if check not in _config_checks:
+        _config_checks.append(check)
 
 
 def experiment_config(kind: str, config: dict[str, Any], *,
                       project_id: int | None = None) -> dict[str, Any]:
     """The validated config of an experiment of `kind`: a whole RunConfig, or an EvalConfig less
     its model, which each evaluation job names (ConfigError if invalid). A tracked experiment
-    has none: each of its runs records the parameters its script logs. With `project_id`, the
-    models it names must be ones that the project's runs can load (webapp.runs.model_sources)."""
+    has none: each of its runs records the parameters its script logs. With `project_id`, it must
+    also pass the project's checks (config_check_register): the models it names must be ones
+    that the project's runs can load."""
     if kind == ExperimentKind.TRACKED:
         return {}
     config_class = EvalConfig if kind == ExperimentKind.EVALUATION else RunConfig
@@ -39,8 +35,10 @@ def experiment_config(kind: str, config: dict[str, Any], *,
     if kind == ExperimentKind.EVALUATION:
         del validated["model"]
     if project_id is not None:
-        errors = config_model_errors(project_id=project_id, config=validated,
-                                     config_class=config_class)
+        errors: dict[str, str] = {}
+        for check in _config_checks:
+            errors.update(check(project_id=project_id, config=validated,
+                                config_class=config_class))
         if errors:
             raise ConfigError(errors)
     return validated
@@ -64,36 +62,3 @@ def experiment_update(*, experiment: Experiment, name: str, description: str,
                                           project_id=experiment.project_id)
     experiment.save(update_fields=["name", "description", "config", "updated_at"])
     return experiment
-
-
-def experiment_deletion_plan(*, experiment: Experiment) -> DeletionPlan:
-    """What deleting the experiment removes: its runs (or evaluation jobs) with their rows and
-    folders; refused while one may still write, or another run loads one of its checkpoints."""
-    return deletion_plan(runs=experiment.runs.all(), project_id=experiment.project_id,
-                         experiments=1)
-
-
-def experiment_delete(*, experiment: Experiment, user) -> DeletionPlan:
-    """Delete the experiment and its runs, then their folders once committed; record it in the
-    project's feed. Needs the admin role. ValidationError, with nothing deleted, when the plan
-    has refusals."""
-    require_role(user, experiment.project.team_id, Role.ADMIN)
-    try:
-        with transaction.atomic():
-            # Locked: a second deletion of it waits for this one, then finds it gone.
-            if not Experiment.objects.select_for_update().filter(pk=experiment.pk).exists():
-                raise ValidationError(f"Experiment {experiment.name!r} was deleted already.")
-            plan = experiment_deletion_plan(experiment=experiment)
-            if plan.refusals:
-                raise ValidationError(plan.refusals)
-            runs_rows_delete(plan.run_ids)
-            Experiment.objects.filter(pk=experiment.pk).delete()
-            activity_record_deletion(
-                project_id=experiment.project_id, actor=user,
-                detail=f"experiment {experiment.name} ({deletion_summary(plan)})")
-            files_remove_on_commit(plan, project_id=experiment.project_id)
-    except IntegrityError:
-        raise ValidationError(CHANGED_MEANWHILE) from None
-    logger.info("experiment %s (%s) deleted by %s: %s", experiment.pk, experiment.name,
-                user.get_username(), deletion_summary(plan))
-    return plan

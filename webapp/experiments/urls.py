@@ -11,8 +11,4 @@ urlpatterns = [
          {"kind": ExperimentKind.EVALUATION}, name="create_evaluation"),
     path("experiments/<int:experiment_id>/", views.experiment_detail, name="detail"),
     path("experiments/<int:experiment_id>/edit/", views.experiment_edit, name="edit"),
-    path("experiments/<int:experiment_id>/launch/", views.experiment_launch, name="launch"),
-    path("experiments/<int:experiment_id>/evaluate/", views.experiment_evaluate,
-         name="evaluate"),
-    path("experiments/<int:experiment_id>/delete/", views.experiment_delete_view, name="delete"),
 ]

@@ -7,5 +7,4 @@ urlpatterns = [
     path("", views.project_list, name="list"),
     path("healthz", views.healthz, name="healthz"),
     path("projects/<int:project_id>/", views.project_detail, name="detail"),
-    path("projects/<int:project_id>/delete/", views.project_delete_view, name="delete"),
 ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from webapp.projects.activity import Verb
+
 # Labels every team has; teams add their own (TeamLabel).
 BUILTIN_LABELS = ["reward hacking", "correct", "wrong answer", "format error"]
 
@@ -67,18 +69,6 @@ class RunTag(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="tag_once_per_run")]
-
-
-class Verb(models.TextChoices):
-    LAUNCHED = "launched"
-    RESUMED = "resumed"
-    CANCELLED = "cancelled"
-    COMMENTED = "commented"
-    ANNOTATED = "annotated"
-    TAGGED = "tagged"
-    NOTED = "noted"
-    # A run, an experiment or a dataset, named in the detail: the row it was is gone.
-    DELETED = "deleted"
 
 
 class Activity(models.Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
+from webapp.projects.activity import Verb
 from webapp.reviews.models import (
     BUILTIN_LABELS,
     Activity,
@@ -13,7 +14,6 @@ from webapp.reviews.models import (
     RunStar,
     RunTag,
     TeamLabel,
-    Verb,
 )
 from webapp.runs.models import Rollout, Run
 from webapp.teams.models import Team
@@ -22,6 +22,13 @@ from webapp.teams.models import Team
 def activity_record(*, run: Run, actor, verb: str, detail: str = "") -> Activity:
     return Activity.objects.create(project_id=run.experiment.project_id, actor=actor,
                                    verb=verb, run=run, detail=detail[:300])
+
+
+def activity_record_announced(sender, *, run: Run, actor, verb: str, detail: str,
+                               **kwargs) -> None:
+    """Record what an app announced with webapp.projects.activity.activity (connected in
+    ReviewsConfig.ready)."""
+    activity_record(run=run, actor=actor, verb=verb, detail=detail)
 
 
 def activity_record_deletion(*, project_id: int, actor, detail: str) -> Activity:

@@ -17,7 +17,7 @@ from webapp.reviews.forms import (
     TagForm,
 )
 from webapp.reviews.models import Annotation, Comment
-from webapp.runs.rollout_browser import token_view
+from webapp.rollouts.tokens import token_view
 from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import get_run_for_user, runs_for_user
 from webapp.teams.models import Role
@@ -25,7 +25,8 @@ from webapp.teams.selectors import get_team_for_user, require_role, user_has_rol
 
 
 def run_review_context(run: Run, user) -> dict:
-    """What the run page's review parts show: star, tags, notes and comments."""
+    """What the run page's review parts show: star, tags, notes and comments (templates/reviews/
+    _run_review.html, through the reviews tags on the run page, and after a change here)."""
     return {
         "run": run,
         "starred": run.stars.filter(user=user).exists(),
@@ -42,7 +43,7 @@ def _review_response(request: HttpRequest, run: Run, partial: str) -> HttpRespon
     if request.htmx:
         run.refresh_from_db()
         can_edit = user_has_role(request.user, run.experiment.project.team_id, Role.MEMBER)
-        return render(request, f"runs/run_detail.html#{partial}",
+        return render(request, f"reviews/_run_review.html#{partial}",
                       {**run_review_context(run, request.user), "can_edit": can_edit})
     return redirect(run)
 

@@ -177,7 +177,7 @@ class MetricPoint(models.Model):
 class Negated(models.Func):
     """-x. An index on (k, -step, group) has every column ascending, so an order that is
     descending in some columns and ascending in others is one index scan, and a page cursor is
-    one SQL row comparison that seeks straight to its place (see runs/rollout_browser.py)."""
+    one SQL row comparison that seeks straight to its place (see rollouts/rollout_browser.py)."""
 
     template = "(-%(expressions)s)"
     arity = 1
@@ -225,7 +225,7 @@ class Rollout(models.Model):
         ordering = ["-step", "group", "sample_index"]
         constraints = [models.UniqueConstraint(fields=["run", "step", "group", "sample_index"],
                                                name="rollout_unique_per_sample")]
-        # The browser's orders (runs/rollout_browser.py) and the prompt history. Text search has
+        # The browser's orders (rollouts/rollout_browser.py) and the prompt history. Text search has
         # trigram indexes too, on Postgres only: migration 0006 creates them.
         indexes = [
             models.Index(fields=["run", "-step"], name="rollout_run_step"),

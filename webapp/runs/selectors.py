@@ -9,12 +9,20 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from webapp.experiments.selectors import experiments_for_user
+from webapp.projects.models import Project
+from webapp.runs.files import folder_bytes, run_folder
 from webapp.runs.metric_series import SeriesRead, key_spans, read_series, recorded_keys
 from webapp.runs.models import Checkpoint, LogLine, Rollout, Run
 from webapp.teams.models import Role
-from webapp.teams.selectors import require_role, require_role_of, role_subquery
+from webapp.teams.selectors import (
+    require_role,
+    require_role_of,
+    role_subquery,
+    user_has_role,
+)
 
-# Charts the run page shows first, in this order; any other recorded key is listed after them.
+# Charts the run page and the comparison show first, in this order (the pages hand the list to
+# webapp/static/charts.js); any other recorded key is listed after them.
 HEADLINE_METRICS = ["reward/mean", "kl/mean", "entropy/mean", "completion/length_mean"]
 
 
@@ -35,6 +43,12 @@ def get_run_for_user(user, run_id: int, role: str = Role.VIEWER) -> Run:
         raise Http404
     require_role_of(run.user_role, role)
     return run
+
+
+def can_edit_run(run: Run, user) -> bool:
+    """Whether `user` may act on the run (cancel, resume, tag, evaluate a checkpoint): a member
+    of its team."""
+    return user_has_role(user, run.experiment.project.team_id, Role.MEMBER)
 
 
 def get_checkpoint_for_user(user, checkpoint_id: int, role: str = Role.VIEWER) -> Checkpoint:
@@ -110,3 +124,10 @@ def token_rows(token_data: dict | None) -> list[dict]:
                      "kl": columns["kl"][i], "advantage": columns["advantage"][i],
                      "shade": min(4, int((1 - probability) * 5))})
     return rows
+
+
+def project_runs_bytes(project: Project) -> int:
+    """Bytes in the folders of the project's runs, checkpoints included (its part of the
+    project's disk use: webapp.projects.disk_use)."""
+    return sum(folder_bytes(run_folder(run_id, created_at)) for run_id, created_at in
+               Run.objects.filter(experiment__project=project).values_list("pk", "created_at"))

@@ -18,7 +18,7 @@ from itertools import chain, islice
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -30,15 +30,7 @@ from webapp.common.inputs import storable_json, storable_text
 from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment, ExperimentKind
-from webapp.projects.deletion import (
-    DeletionPlan,
-    deletion_plan,
-    deletion_summary,
-    files_remove_on_commit,
-    runs_rows_delete,
-)
-from webapp.reviews.models import Verb
-from webapp.reviews.services import activity_record, activity_record_deletion
+from webapp.projects.activity import Verb, activity
 from webapp.runs.broker import broker_connection, queue_depth, run_send
 from webapp.runs.files import run_folder
 from webapp.runs.model_sources import config_for_worker, config_models_check
@@ -55,7 +47,7 @@ from webapp.runs.models import (
     RunStatus,
 )
 from webapp.teams.models import Role
-from webapp.teams.selectors import require_role, user_has_role
+from webapp.teams.selectors import user_has_role
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +249,7 @@ def _run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: s
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
                                          launched_by=user, resumed_from=resumed_from,
                                          evaluated_checkpoint=evaluated_checkpoint, **fields)
-                activity_record(run=run, actor=user, verb=verb, detail=detail)
+                activity.send(sender=Run, run=run, actor=user, verb=verb, detail=detail)
                 if enqueue:
                     transaction.on_commit(lambda: _enqueue(run))
             return run
@@ -394,7 +386,7 @@ def run_cancel(*, run: Run, user) -> bool:
     with transaction.atomic():
         cancelled = run_transition(run_id=run.pk, to=RunStatus.CANCELLED)
         if cancelled:
-            activity_record(run=run, actor=user, verb=Verb.CANCELLED)
+            activity.send(sender=Run, run=run, actor=user, verb=Verb.CANCELLED, detail="")
     return cancelled
 
 
@@ -569,17 +561,6 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
     return len(rows)
 
 
-def rollouts_import(*, run_id: int, steps: dict[int, list[dict[str, Any]]]) -> int:
-    """Store several steps' rollouts (an importer's, webapp.runs.importers) in one transaction;
-    how many were new: a rollout already stored is kept, so importing a file again adds none."""
-    with transaction.atomic():
-        imported = Rollout.objects.filter(run_id=run_id, step__in=list(steps))
-        before = imported.count()
-        for step, items in steps.items():
-            rollouts_ingest(run_id=run_id, step=step, items=items)
-        return imported.count() - before
-
-
 @dataclass(frozen=True)
 class CheckpointSaved:
     step: int
@@ -643,45 +624,3 @@ def run_delete_allowed(*, run: Run, user) -> bool:
     team_id = run.experiment.project.team_id
     return user_has_role(user, team_id, Role.ADMIN) or (
         run.launched_by_id == user.pk and user_has_role(user, team_id, Role.MEMBER))
-
-
-def run_delete_check(*, run: Run, user) -> None:
-    """PermissionDenied unless run_delete_allowed."""
-    require_role(user, run.experiment.project.team_id, Role.MEMBER)
-    if not run_delete_allowed(run=run, user=user):
-        raise PermissionDenied("Members delete only the runs they launched: ask an admin of "
-                               "the team to delete this one.")
-
-
-def run_deletion_plan(*, run: Run) -> DeletionPlan:
-    """What deleting the run removes (its rows and its folder, with its checkpoints), and why it
-    cannot be deleted now: it may still be writing, or an active run loads its checkpoint."""
-    return deletion_plan(runs=Run.objects.filter(pk=run.pk),
-                         project_id=run.experiment.project_id)
-
-
-def run_delete(*, run: Run, user) -> DeletionPlan:
-    """Delete the run with everything it recorded, then its folder once committed; record it in
-    the project's feed. An active run is refused rather than cancelled here: its worker stops
-    the training process only at its next heartbeat, so it must be cancelled, and have stopped,
-    first. ValidationError, with nothing deleted, when the plan has refusals."""
-    run_delete_check(run=run, user=user)
-    try:
-        with transaction.atomic():
-            # Locked: a second deletion of it waits for this one, then finds it gone.
-            if not Run.objects.select_for_update().filter(pk=run.pk).exists():
-                raise ValidationError(f"Run {run} was deleted already.")
-            plan = run_deletion_plan(run=run)
-            if plan.refusals:
-                raise ValidationError(plan.refusals)
-            runs_rows_delete(plan.run_ids)
-            activity_record_deletion(project_id=run.experiment.project_id, actor=user,
-                                     detail=f"run {run} ({deletion_summary(plan)})")
-            files_remove_on_commit(plan, project_id=run.experiment.project_id)
-    except IntegrityError:
-        raise ValidationError("An evaluation or a resumed run started from this run's "
-                              "checkpoint while it was being deleted: nothing was deleted. "
-                              "Look again, then delete.") from None
-    logger.info("run %s (%s) deleted by %s: %s", run.pk, run, user.get_username(),
-                deletion_summary(plan))
-    return plan

@@ -349,7 +349,7 @@ def test_series_read_is_the_run_pages_metrics_json(api, run, signed_in):
         {"key": "reward/mean", "steps": list(range(3000)), "values": [s / 3000 for s in
                                                                     range(3000)]},
         {"key": "kl/mean", "steps": [0, 1], "values": [0.0, 0.5]}]})
-    page = signed_in.get(reverse("runs:metrics", args=[run.pk])).json()
+    page = signed_in.get(reverse("live:metrics", args=[run.pk])).json()
     body = api.get(f"/api/runs/{run.pk}/metrics").json()
     assert body == page
     assert body["keys"] == ["reward/mean", "kl/mean"] and body["width"] > 1

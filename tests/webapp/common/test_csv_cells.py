@@ -39,7 +39,7 @@ def test_metric_names_behind_whitespace_are_quoted_in_the_metrics_csv(signed_in,
     services.metrics_ingest(run_id=run.pk, points=[
         services.MetricSample(key=' \t=HYPERLINK("http://evil")', step=1, value=1.0,
                               wall_time=timezone.now())])
-    response = signed_in.get(reverse("runs:metrics_csv", args=[run.pk]))
+    response = signed_in.get(reverse("live:metrics_csv", args=[run.pk]))
 
     async def body() -> bytes:
         return b"".join([chunk async for chunk in response])
@@ -55,6 +55,6 @@ def test_names_behind_whitespace_are_quoted_in_the_leaderboard_csv(signed_in, pr
     run = services.run_launch(experiment=training, user=user)
     services.metrics_ingest(run_id=run.pk, points=[services.MetricSample(
         key="eval/pass@1", step=0, value=0.5, wall_time=timezone.now())])
-    response = signed_in.get(reverse("runs:leaderboard_export", args=[project.pk, "csv"]))
+    response = signed_in.get(reverse("evaluations:leaderboard_export", args=[project.pk, "csv"]))
     models = [row["model"] for row in csv.DictReader(io.StringIO(response.content.decode()))]
     assert models == ["' @SUM(A1) #1 · step 0"]

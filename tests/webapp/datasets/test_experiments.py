@@ -138,7 +138,7 @@ def test_the_launch_button_explains_a_dataset_that_is_gone(signed_in, project, u
     experiment.config = {**experiment.config, "dataset": str(sums.pk)}
     experiment.save()
     sums.normalized_path.unlink()
-    response = signed_in.post(reverse("experiments:launch", args=[experiment.pk]), follow=True)
+    response = signed_in.post(reverse("runs:launch", args=[experiment.pk]), follow=True)
     assert "is missing from the dataset store" in response.content.decode()
     assert not experiment.runs.exists()
 

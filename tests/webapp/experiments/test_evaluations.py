@@ -95,7 +95,7 @@ def test_editing_an_evaluation_keeps_it_an_evaluation(signed_in, evaluation):
 
 
 def test_evaluating_a_model_queues_a_job_with_the_recipe_and_the_model(signed_in, evaluation):
-    response = signed_in.post(reverse("experiments:evaluate", args=[evaluation.pk]),
+    response = signed_in.post(reverse("evaluations:launch", args=[evaluation.pk]),
                               {"model": " builtin:smollm2-135m-instruct "})
     job = Run.objects.get(experiment=evaluation)
     assert response.status_code == 302 and response["Location"] == job.get_absolute_url()
@@ -105,7 +105,7 @@ def test_evaluating_a_model_queues_a_job_with_the_recipe_and_the_model(signed_in
 
 
 def test_evaluating_a_checkpoint_records_it(signed_in, evaluation, checkpoint):
-    response = signed_in.post(reverse("experiments:evaluate", args=[evaluation.pk]),
+    response = signed_in.post(reverse("evaluations:launch", args=[evaluation.pk]),
                               {"checkpoint": str(checkpoint.pk)})
     job = Run.objects.get(experiment=evaluation)
     assert response.status_code == 302
@@ -121,7 +121,7 @@ def test_evaluating_a_checkpoint_records_it(signed_in, evaluation, checkpoint):
 def test_a_bad_evaluate_request_says_why_and_queues_nothing(signed_in, evaluation, checkpoint,
                                                              data, message):
     data = {k: str(checkpoint.pk) if v == "CHECKPOINT" else v for k, v in data.items()}
-    response = signed_in.post(reverse("experiments:evaluate", args=[evaluation.pk]), data,
+    response = signed_in.post(reverse("evaluations:launch", args=[evaluation.pk]), data,
                               follow=True)
     assert message in response.content.decode()
     assert not Run.objects.filter(experiment=evaluation).exists()
@@ -172,9 +172,9 @@ def test_a_job_on_a_dataset_records_the_datasets_file(evaluation, project, user,
 
 def test_a_checkpoint_row_launches_an_evaluation_of_it(signed_in, evaluation, checkpoint):
     page = signed_in.get(checkpoint.run.get_absolute_url()).content.decode()
-    assert reverse("runs:checkpoint_evaluate", args=[checkpoint.pk]) in page
+    assert reverse("evaluations:checkpoint_evaluate", args=[checkpoint.pk]) in page
     assert f'<option value="{evaluation.pk}">held-out sums</option>' in page
-    response = signed_in.post(reverse("runs:checkpoint_evaluate", args=[checkpoint.pk]),
+    response = signed_in.post(reverse("evaluations:checkpoint_evaluate", args=[checkpoint.pk]),
                               {"evaluation": str(evaluation.pk)})
     job = Run.objects.get(experiment=evaluation)
     assert response["Location"] == job.get_absolute_url()
@@ -240,8 +240,8 @@ def test_a_jobs_results_download_prompt_by_prompt(signed_in, evaluation):
 
     job = _job_with_samples(evaluation)
     page = signed_in.get(job.get_absolute_url()).content.decode()
-    assert reverse("runs:evaluation_export", args=[job.pk, "csv"]) in page
-    response = signed_in.get(reverse("runs:evaluation_export", args=[job.pk, "csv"]))
+    assert reverse("evaluations:export", args=[job.pk, "csv"]) in page
+    response = signed_in.get(reverse("evaluations:export", args=[job.pk, "csv"]))
     assert response["Content-Disposition"] == (
         f'attachment; filename="evaluation-job-{job.pk}.csv"')
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
@@ -256,7 +256,7 @@ def test_a_jobs_results_download_prompt_by_prompt(signed_in, evaluation):
     assert (second["correct"], second["pass@4"], second["maj@4"]) == ("0", "0.0", "0.0")
     assert second["majority_answer"] == "2"
 
-    data = signed_in.get(reverse("runs:evaluation_export", args=[job.pk, "json"])).json()
+    data = signed_in.get(reverse("evaluations:export", args=[job.pk, "json"])).json()
     assert data["job"] == job.pk and data["metrics"] == {"pass@1": 0.375, "avg@4": 0.375}
     assert data["recipe"]["samples"] == 4 and data["model"] == "m"
     assert [s["answer"] for s in data["prompts"][1]["samples"]] == [None, "2", "2", "=1+1"]
@@ -270,11 +270,11 @@ def test_only_evaluation_jobs_export_and_only_to_their_team(client, signed_in, e
                                                            django_user_model):
     job = _job_with_samples(evaluation)
     training = services.run_launch(experiment=experiment, user=evaluation.author)
-    assert signed_in.get(reverse("runs:evaluation_export", args=[training.pk, "csv"])
+    assert signed_in.get(reverse("evaluations:export", args=[training.pk, "csv"])
                          ).status_code == 404
-    assert signed_in.get(reverse("runs:evaluation_export", args=[job.pk, "xlsx"])
+    assert signed_in.get(reverse("evaluations:export", args=[job.pk, "xlsx"])
                          ).status_code == 404
     client.force_login(member_of("viewer"))
-    assert client.get(reverse("runs:evaluation_export", args=[job.pk, "json"])).status_code == 200
+    assert client.get(reverse("evaluations:export", args=[job.pk, "json"])).status_code == 200
     client.force_login(django_user_model.objects.create_user("stranger", password="pw-x-12345"))
-    assert client.get(reverse("runs:evaluation_export", args=[job.pk, "json"])).status_code == 404
+    assert client.get(reverse("evaluations:export", args=[job.pk, "json"])).status_code == 404

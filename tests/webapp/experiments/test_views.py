@@ -94,14 +94,14 @@ def test_edit_changes_the_definition_but_not_launched_runs(signed_in, experiment
 
 
 def test_launch_creates_a_run_and_redirects_to_it(signed_in, experiment):
-    response = signed_in.post(reverse("experiments:launch", args=[experiment.pk]))
+    response = signed_in.post(reverse("runs:launch", args=[experiment.pk]))
     run = Run.objects.get()
     assert response.status_code == 302
     assert response["Location"] == run.get_absolute_url()
 
 
 def test_launch_needs_post(signed_in, experiment):
-    response = signed_in.get(reverse("experiments:launch", args=[experiment.pk]))
+    response = signed_in.get(reverse("runs:launch", args=[experiment.pk]))
     assert response.status_code == 405
     assert not Run.objects.exists()
 

@@ -2,8 +2,9 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
+from webapp.projects.activity import Verb
 from webapp.reviews import services
-from webapp.reviews.models import Activity, Annotation, Comment, RunStar, Verb
+from webapp.reviews.models import Activity, Annotation, Comment, RunStar
 from webapp.runs.models import Rollout
 from webapp.runs.services import rollouts_ingest, run_cancel, run_launch
 

@@ -76,7 +76,7 @@ def test_compared_runs_get_a_legend_with_their_metrics_urls(signed_in, project, 
     body = signed_in.get(compare_url(project, first, second)).content.decode()
     legend = body[body.index('id="compare-legend"'):body.index('id="compare-charts"')]
     assert re.findall(r'data-run-id="(\d+)"', legend) == [str(first.pk), str(second.pk)]
-    assert reverse("runs:metrics", args=[first.pk]) in legend
+    assert reverse("live:metrics", args=[first.pk]) in legend
     assert "grpo-small #1" in legend and "grpo-lr #1" in legend
     assert 'data-compare-charts' in body
     for run in two_runs:  # ticked in the picker

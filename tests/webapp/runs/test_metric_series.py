@@ -176,7 +176,7 @@ def test_key_spans_give_first_step_and_last_point_within_a_range(run):
 
 
 def metrics_json(client, run, **params):
-    response = client.get(reverse("runs:metrics", args=[run.pk]), params)
+    response = client.get(reverse("live:metrics", args=[run.pk]), params)
     assert response.status_code == 200
     return response.json()
 
@@ -226,7 +226,7 @@ def test_metrics_json_of_a_finished_run_is_not_active(signed_in, run):
 def test_metric_names_stay_data_in_json(signed_in, run):
     key = '<script>alert("x")</script>'
     log(run, key, {1: 1.0})
-    response = signed_in.get(reverse("runs:metrics", args=[run.pk]))
+    response = signed_in.get(reverse("live:metrics", args=[run.pk]))
     assert response["Content-Type"] == "application/json"
     assert response.json()["keys"] == [key]
 
@@ -235,7 +235,7 @@ def test_metric_names_stay_data_in_json(signed_in, run):
 
 
 def csv_rows(client, run, **params) -> tuple[object, list[list[str]]]:
-    response = client.get(reverse("runs:metrics_csv", args=[run.pk]), params)
+    response = client.get(reverse("live:metrics_csv", args=[run.pk]), params)
     assert response.status_code == 200
 
     async def body() -> bytes:
@@ -281,4 +281,4 @@ def test_csv_keeps_metric_names_from_running_as_formulas(signed_in, run):
 
 def test_csv_of_another_teams_run_is_404(client, run, other_user):
     client.force_login(other_user)
-    assert client.get(reverse("runs:metrics_csv", args=[run.pk])).status_code == 404
+    assert client.get(reverse("live:metrics_csv", args=[run.pk])).status_code == 404

@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from webapp.reviews.models import Activity, Verb
+from webapp.projects.activity import Verb
+from webapp.reviews.models import Activity
 from webapp.runs import services
 from webapp.runs.files import run_folder
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus

@@ -47,7 +47,7 @@ def test_metrics_json_returns_series_after_a_step(signed_in, run):
     services.metrics_ingest(run_id=run.pk, points=[
         services.MetricSample(key="reward/mean", step=s, value=s * 0.1, wall_time=now)
         for s in (1, 2, 3)])
-    data = signed_in.get(reverse("runs:metrics", args=[run.pk]), {"after": 1}).json()
+    data = signed_in.get(reverse("live:metrics", args=[run.pk]), {"after": 1}).json()
     assert data["keys"] == ["reward/mean"]
     assert data["series"]["reward/mean"][:2] == [[2, 3], [0.2, pytest.approx(0.3)]]
     assert data["active"] is True

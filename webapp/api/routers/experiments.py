@@ -16,8 +16,8 @@ from webapp.api.schemas import (
     LaunchIn,
     RunDetailOut,
 )
+from webapp.deletion.services import experiment_delete
 from webapp.experiments.selectors import get_experiment_for_user
-from webapp.experiments.services import experiment_delete
 from webapp.runs.selectors import get_checkpoint_for_user
 from webapp.runs.services import evaluation_launch, run_launch
 from webapp.teams.models import Role

@@ -1,5 +1,5 @@
-"""Importing a file of rollouts that TRL or veRL wrote (webapp.runs.importers reads it) into a run,
-for training that ran elsewhere: create a tracked run, post its files, finish it."""
+"""Importing a file of rollouts that TRL or veRL wrote (webapp.rollouts.importers reads it) into a
+run, for training that ran elsewhere: create a tracked run, post its files, finish it."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from ninja.errors import HttpError
 
 from webapp.api.routers.runs import ensure_active
 from webapp.api.schemas import WRITE_ERRORS, ErrorOut
-from webapp.runs.importers import RolloutFileError, detect_format, scan_files
+from webapp.rollouts import services as rollout_services
+from webapp.rollouts.importers import RolloutFileError, detect_format, scan_files
 from webapp.runs.selectors import get_run_for_user
-from webapp.runs import services
 from webapp.teams.models import Role
 
 router = Router(tags=["rollouts"])
@@ -103,7 +103,7 @@ def rollouts_import(request: HttpRequest, run_id: int,
             # The file was read through without a problem; it is read again to store its
             # rollouts a batch at a time, all or none.
             with transaction.atomic():
-                stored = sum(services.rollouts_import(run_id=run.pk, steps=batch)
+                stored = sum(rollout_services.rollouts_import(run_id=run.pk, steps=batch)
                              for batch in scan.batches())
         except RolloutFileError as exc:
             raise ValidationError(exc.messages) from None

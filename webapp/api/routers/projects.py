@@ -18,10 +18,10 @@ from webapp.api.schemas import (
     ExperimentOut,
     ProjectOut,
 )
+from webapp.deletion.services import project_delete
 from webapp.experiments.selectors import experiments_for_user
 from webapp.experiments.services import experiment_create
 from webapp.projects.selectors import get_project_for_user, projects_for_user
-from webapp.projects.services import project_delete
 from webapp.teams.models import Role
 
 router = Router(tags=["projects"])

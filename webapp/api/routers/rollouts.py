@@ -1,7 +1,7 @@
 """Rollouts: the batched write of one step's completions, and a filtered read a page at a time.
 
 The read lists completions, newest step first, then by group and sample, with a keyset cursor
-(never OFFSET): its filters are the rollout browser's (webapp.runs.rollout_browser), written on
+(never OFFSET): its filters are the rollout browser's (webapp.rollouts.rollout_browser), written on
 the same index expressions, so a page of a run with millions of rollouts seeks straight to its
 place.
 """
@@ -24,8 +24,8 @@ from webapp.api.schemas import (
     WrittenOut,
 )
 from webapp.common.inputs import BIGINT_MAX
+from webapp.rollouts.rollout_browser import RolloutFilters, RolloutOrder, RowComparison
 from webapp.runs.models import Negated, Rollout
-from webapp.runs.rollout_browser import RolloutFilters, RolloutOrder, RowComparison
 from webapp.runs.selectors import get_run_for_user
 from webapp.runs.services import rollouts_ingest
 from webapp.teams.models import Role

@@ -20,9 +20,10 @@ from webapp.api.schemas import (
     RunOut,
 )
 from webapp.common.inputs import BIGINT_MAX
+from webapp.deletion.services import run_delete
 from webapp.runs.models import RunStatus
 from webapp.runs.selectors import checkpoints_on_disk, get_run_for_user, runs_for_user
-from webapp.runs.services import run_cancel, run_delete
+from webapp.runs.services import run_cancel
 from webapp.teams.models import Role
 
 router = Router(tags=["runs"])

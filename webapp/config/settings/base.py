@@ -39,10 +39,15 @@ INSTALLED_APPS = [
     "webapp.teams",
     "webapp.projects",
     "webapp.experiments",
-    "webapp.runs",
     "webapp.datasets",
+    "webapp.runs",
+    "webapp.live",
+    "webapp.rollouts",
+    "webapp.evaluations",
     "webapp.reviews",
+    "webapp.deletion",
     "webapp.api",
+    "webapp.site",
 ]
 
 MIDDLEWARE = [
@@ -88,7 +93,7 @@ try:
     # ASGI server: each request runs in a thread of its own, so a connection kept for the next
     # one outlived its thread until garbage collection, and 50 requests a second held about 100
     # idle connections, Postgres's default limit. Open run pages close theirs too
-    # (webapp.runs.live_feed.releasing_connection).
+    # (webapp.live.live_feed.releasing_connection).
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0)}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL={_database_url!r} is not a database URL: {exc}")

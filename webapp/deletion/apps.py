@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DeletionConfig(AppConfig):
+    name = "webapp.deletion"
+    label = "deletion"
