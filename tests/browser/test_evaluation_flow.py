@@ -33,7 +33,7 @@ def _define_evaluation(page, project) -> None:
     page.fill("#id_maj_ks", "2")
     page.fill("#id_max_new_tokens", "4")
     page.fill("#id_max_prompts", str(PROMPTS))
-    page.locator("summary", has_text="Advanced settings").click()
+    page.locator("#section-rollout summary").click()  # the folded rollout settings
     page.select_option("#id_rollout_backend", "transformers")  # no engine start-up to wait for
     page.click("#experiment-form button[type=submit]")
     expect(page.locator("#id_pass_ks-error")).to_contain_text(

@@ -36,7 +36,7 @@ def _define_experiment(page, project, model_dir) -> None:
         "the group size must be at least 2")
     expect(page.locator("#id_model")).to_have_value("local:tiny")
     page.fill("#id_group_size", "2")
-    page.locator("summary", has_text="Advanced settings").click()
+    page.locator("#section-rollout summary").click()  # the folded rollout settings
     page.fill("#id_rollouts_logged_per_step", "4")
     page.select_option("#id_rollout_backend", "transformers")  # no engine start-up to wait for
     page.click("button[type=submit]")

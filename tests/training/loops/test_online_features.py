@@ -28,7 +28,7 @@ from training.spec.tasks import AdditionTask, is_held_out
 from training.loops.online import _Training
 from training.loops.train import Outcome, train
 
-PREFERENCES = Path(__file__).parent / "data" / "preferences.jsonl"
+PREFERENCES = Path(__file__).parents[1] / "data" / "preferences.jsonl"
 UNTIMED = ("time/", "perf/")  # metrics that differ between identical runs
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tests.training.test_vllm_backend import save_tiny_policy
+from tests.training.rollouts.test_vllm_backend import save_tiny_policy
 from training.spec.config import RunConfig
 from training.spec.events import ListReporter
 from training.loops.train import Outcome, train

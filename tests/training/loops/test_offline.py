@@ -19,7 +19,7 @@ from training.spec.preference_dataset import PairSampler, PreferencePair, load_p
 from training.spec.prompt_dataset import DatasetFileError
 from training.loops.train import Outcome, train
 
-PREFERENCES = Path(__file__).parent / "data" / "preferences.jsonl"
+PREFERENCES = Path(__file__).parents[1] / "data" / "preferences.jsonl"
 STEP_METRICS = {
     "loss/dpo", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
     "logps/chosen", "logps/rejected", "completion/truncated_fraction", "optim/lr",
