@@ -1,7 +1,7 @@
 """Prompt samplers: which prompts each step trains on (the run's `prompt_sampler`).
 
     uniform            the task's own `sample`: uniformly at random, distinct within a step
-    difficulty_filter  uniform; the trainer keeps the prompts whose group pass rate is strictly
+    difficulty_filter  uniform; the online loop keeps the prompts whose group pass rate is strictly
                        between the bounds (`in_bounds`) and refills the batch with new prompts
                        (DAPO's dynamic sampling)
     spo_priority       ∝ sqrt(v̂ (1 − v̂)) + ε from SPO's value tracker (training.algorithms.spo)
@@ -10,7 +10,7 @@
 
 A sampler owns its random generator, seeded with the run's seed, and its `state_dict` (JSON) holds
 all it needs to go on exactly as an uninterrupted run would. The SPO sampler reads the run's
-ValueTracker, which the trainer updates and saves itself.
+ValueTracker (the algorithm's `prompt_values`), which SPO updates and checkpoints itself.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class SPOPrioritySampler:
         return [self.examples[i] for i in chosen]
 
     def observe(self, examples: list[Example], rewards: torch.Tensor, group_size: int) -> None:
-        pass  # the trainer updates the tracker: the update needs the policy's log-prob change
+        pass  # SPO updates the tracker: the update needs the policy's log-prob change
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _rng_state(self.rng)}
@@ -175,7 +175,7 @@ def in_bounds(rewards: torch.Tensor, group_size: int, low: float, high: float) -
 
 _SAMPLERS: dict[str, Callable[[RunConfig, PromptSource, ValueTracker | None], PromptSampler]] = {
     "uniform": lambda config, task, tracker: UniformSampler(task, config.seed),
-    # The filter itself runs in the trainer, around generation: it draws prompts uniformly.
+    # The filter itself runs in the online loop, around generation: it draws prompts uniformly.
     "difficulty_filter": lambda config, task, tracker: UniformSampler(task, config.seed),
     "spo_priority": lambda config, task, tracker: SPOPrioritySampler(
         task.examples, _required(tracker), config.seed),

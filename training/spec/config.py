@@ -307,7 +307,7 @@ class RunConfig(Settings):
             raise ConfigError({"config": "expected an object of settings"})
         data, errors = flatten_sections(data)
         values, field_errors = cls.parse_fields(data, paths=paths)
-        errors.update(field_errors)
+        errors = {**field_errors, **errors}  # where a setting is given says more
         algorithm = values.get("algorithm", cls.algorithm)
         if "algorithm" in errors:
             algorithm = cls.algorithm  # still check the other settings against something
@@ -376,17 +376,20 @@ class RunConfig(Settings):
 
 
 def flatten_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A config whose settings may be nested by section, flat; and the errors of sections that
-    are not objects. {"rollout": {"group_size": 4}, "model": "local:x"} -> {"group_size": 4,
-    "model": "local:x"}: a section is a key of SECTIONS whose value is an object (a setting
-    with a section's name, such as "model", holds text)."""
+    """A config whose settings may be nested by section, flat; and the errors of settings given
+    twice or in a section they do not belong to. {"rollout": {"group_size": 4}, "model": "x"} ->
+    {"group_size": 4, "model": "x"}: a section is a key of SECTIONS whose value is an object (a
+    setting with a section's name, such as "model", holds text)."""
     sections = {key: value for key, value in data.items()
                 if key in SECTIONS and isinstance(value, dict)}
     flat = {key: value for key, value in data.items() if key not in sections}
+    home = {f.name: f.metadata["section"] for f, _ in RunConfig.every_field()}
     errors: dict[str, str] = {}
-    for section in sections.values():
-        for name, value in section.items():
+    for section, settings in sections.items():
+        for name, value in settings.items():
             if name in flat:
                 errors[name] = "given twice"
+            elif name in home and home[name] != section:
+                errors[name] = f"belongs in section '{home[name]}', not '{section}'"
             flat[name] = value
     return flat, errors

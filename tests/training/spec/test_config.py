@@ -68,3 +68,29 @@ def test_extra_rewards_are_checked_by_name_and_weight():
 
 def test_doctests_pass():
     assert doctest.testmod(training.spec.config).failed == 0
+
+
+def test_a_config_stored_with_every_algorithms_settings_still_loads():
+    # Before algorithms owned their settings, every stored config held all of them, flat.
+    stored = {"algorithm": "ppo", "group_size": 4, "scale_rewards": "batch", "gae_lambda": 0.9,
+              "value_coef": 0.25, "spo_half_life": 0.1, "dpo_beta": 0.3, "dpo_loss": "ipo"}
+    config = RunConfig.from_dict(stored)
+    assert (config.algo.gae_lambda, config.algo.value_coef) == (0.9, 0.25)
+    saved = config.to_dict()
+    assert saved["gae_lambda"] == 0.9 and not {"scale_rewards", "spo_half_life",
+                                                "dpo_beta"} & set(saved)
+    assert RunConfig.from_dict(saved) == config
+
+
+def test_a_nested_config_equals_its_flat_form():
+    nested = {"algorithm": {"algorithm": "spo", "spo_half_life": 0.2},
+              "rollout": {"group_size": 1}, "model": "builtin:smollm2-135m-instruct"}
+    flat = {"algorithm": "spo", "spo_half_life": 0.2, "group_size": 1,
+            "model": "builtin:smollm2-135m-instruct"}
+    assert RunConfig.from_dict(nested) == RunConfig.from_dict(flat)
+
+
+def test_every_setting_belongs_to_a_known_section():
+    from training.spec.settings import SECTIONS
+
+    assert {f.metadata["section"] for f, _ in RunConfig.every_field()} <= set(SECTIONS)
