@@ -80,7 +80,7 @@ def config_diff(runs: list[Run]) -> list[ConfigRow]:
     [('learning_rate', ['1e-05', '1e-05'], False), ('seed', ['1', '2'], True)]
     """
     configs = [flatten(run.config or {}) for run in runs]
-    known = [f.name for f in RunConfig.fields()]
+    known = [f.name for f, _ in RunConfig.every_field()]  # every algorithm's settings too
     present = {key for config in configs for key in config}
     order = [key for key in known if key in present] + sorted(present - set(known))
     rows = []
