@@ -57,7 +57,7 @@ def sign_algorithm():
 
 def test_the_config_checks_take_its_settings_and_bounds(sign_algorithm):
     config = RunConfig.from_dict({"algorithm": "sign", "sign_scale": 2.5})
-    assert config.algo == SignSettings(sign_scale=2.5)
+    assert config.algorithm_settings == SignSettings(sign_scale=2.5)
     assert config.to_dict()["sign_scale"] == 2.5
     with pytest.raises(ConfigError) as bad:
         RunConfig.from_dict({"algorithm": "sign", "sign_scale": 11})

@@ -9,5 +9,6 @@ Two parts, with the arrows running one way (import-linter checks them in `make t
   on top of `training.samplers` (which prompts each step trains on), `training.algorithms` (one
   file per method), `training.rollouts` (generation backends, scoring) and `training.policies`
   (loading models, references, reward models), with `training.ops`, `training.checkpoints`,
-  and the two entry points: `training.process` (the process a worker starts) and `training.cli` (train from a file).
+  and two entry points: `training.process` (the process a worker starts) and `training.cli`
+  (train from a config file).
 """

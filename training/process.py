@@ -4,8 +4,8 @@ Protocol: the worker writes one JSON object to stdin,
 `{"run_id": 12, "job": "training", "config": {...}, "output_dir": "/abs/runs/run-12"}`
 (output_dir optional: where checkpoints go; job "training", the default, with a RunConfig, or
 "evaluation" with an EvalConfig: training.loops.evaluation), and reads events
-(training.spec.events) from stdout, one JSON line each. Everything else the process or its libraries print goes to stderr,
-so the event stream stays parseable.
+(training.spec.events) from stdout, one JSON line each. Everything else the process or its
+libraries print goes to stderr, so the event stream stays parseable.
 
 Ends with:
     exit 0 after a `done` event: the run (or evaluation) completed;

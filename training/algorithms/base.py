@@ -5,15 +5,15 @@ update, the state a checkpoint keeps and the metrics each part reports.
 The online loop (training.loops.online) calls these hooks in this order, and knows no algorithm
 by name:
 
-    __init__(config)                         its settings are config.algo (training.spec.algorithms)
-    parameter_groups(model)                  extra optimiser groups (PPO's value head)
-    load_state_dict(state, tensors)          on resume, from the checkpoint
-    prepare(run)                             once, before the first step of a fresh run (SPO's prior)
+    __init__(config)                   its settings: config.algorithm_settings
+    parameter_groups(model)            extra optimiser groups (PPO's value head)
+    load_state_dict(state, tensors)    on resume, from the checkpoint
+    prepare(run)                       once, before the first step of a fresh run (SPO's prior)
     each step:
-        advantages(scored, run)              sets scored.batch.advantages; returns metrics
-        forward(...), extra_loss(...)        inside every micro-batch of every update pass
-        after_update(scored, run)            after the optimiser steps; returns metrics
-    state_dict()                             into every checkpoint
+        advantages(scored, run)        sets scored.batch.advantages; returns metrics
+        forward(...), extra_loss(...)  inside every micro-batch of every update pass
+        after_update(scored, run)      after the optimiser steps; returns metrics
+    state_dict()                       into every checkpoint
 
 An offline algorithm (`offline = True`, DPO) trains on preference pairs with its own loop
 (training.loops.offline) instead; its class still names it and carries its loss.
@@ -92,7 +92,7 @@ class Algorithm:
 
     def __init__(self, config: RunConfig):
         self.config = config
-        self.settings = config.algo
+        self.settings = config.algorithm_settings
 
     def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """Optimiser groups beyond the policy's own trainable weights."""

@@ -74,7 +74,7 @@ class SPOConfig:
     @classmethod
     def from_run_config(cls, config: RunConfig) -> SPOConfig:
         # A ρ_max below the reference's ρ_min bounds ρ on both sides.
-        settings = config.algo  # training.spec.algorithms.SPOSettings
+        settings = config.algorithm_settings  # training.spec.algorithms.SPOSettings
         return cls(half_life=settings.spo_half_life,
                    rho_min=min(RHO_MIN, settings.spo_max_forgetting),
                    rho_max=settings.spo_max_forgetting, prior_samples=settings.spo_prior_samples)

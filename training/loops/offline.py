@@ -36,33 +36,17 @@ from training.loops.setup import (
     load_run_policy,
     make_optimizer,
     peak_memory,
-    prepare_process,
     resolve_device,
     run_steps,
     save_checkpoint,
 )
 
-# Problems a user can fix in the run's settings: reported as they are, not as a crash.
-SETUP_ERRORS = (ModelNotFound, DatasetFileError, checkpoints.CheckpointError)
 
-
-def train_offline(config: RunConfig, reporter: Reporter, *,
-              should_stop: Callable[[], bool] = lambda: False,
-              output_dir: Path | None = None) -> Outcome:
-    """Run DPO on `config.dataset` to the end, or until should_stop() is true between steps or
-    micro-batches. Checkpoints go to `output_dir` (none without one)."""
-    if not prepare_process(config, reporter):
-        return Outcome.FAILED
-    try:
-        run = _DPOTraining(config, reporter, should_stop, output_dir)
-    except SETUP_ERRORS as exc:
-        reporter.error(str(exc))
-        return Outcome.FAILED
-    return run.loop()
-
-
-class _DPOTraining:
+class OfflineTraining:
     """One DPO run's policy, reference, optimiser and pair sampler, and its step loop."""
+
+    # Problems a user can fix in the run's settings: reported as they are, not as a crash.
+    SETUP_ERRORS = (ModelNotFound, DatasetFileError, checkpoints.CheckpointError)
 
     def __init__(self, config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool],
                  output_dir: Path | None):
@@ -97,6 +81,9 @@ class _DPOTraining:
         self.first_step = 1
         if resumed is not None:
             self._restore(resumed)
+
+    def close(self) -> None:
+        pass  # it holds nothing beyond the process's memory
 
     def loop(self) -> Outcome:
         return run_steps(self.config, self.reporter, self.should_stop, device=self.device,

@@ -29,7 +29,6 @@ from training.loops.setup import (
     load_run_policy,
     make_optimizer,
     peak_memory,
-    prepare_process,
     resolve_device,
     run_steps,
     save_checkpoint,
@@ -55,38 +54,20 @@ from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
 from training.spec.rewards import EXTRA_REWARD_FUNCTIONS
 from training.spec.tasks import Example, get_task
 
-# Problems a user can fix in the run's settings: reported as they are, not as a crash.
-SETUP_ERRORS = (ModelNotFound, DatasetFileError, BackendUnavailable, checkpoints.CheckpointError,
-                ReferenceMismatch, SamplerError)
 
-
-def train_online(config: RunConfig, reporter: Reporter, *,
-                 should_stop: Callable[[], bool] = lambda: False,
-                 output_dir: Path | None = None) -> Outcome:
-    """Run `config` on rollouts to the end, or until should_stop() is true between steps or
-    micro-batches. Checkpoints go to `output_dir` (none without one)."""
-    if not prepare_process(config, reporter):
-        return Outcome.FAILED
-    try:
-        run = _Training(config, reporter, should_stop, output_dir)
-    except SETUP_ERRORS as exc:
-        reporter.error(str(exc))
-        return Outcome.FAILED
-    try:
-        return run.loop()
-    finally:
-        run.backend.close()
-
-
-class _Training:
+class OnlineTraining:
     """One run's model, optimiser, reference, sampler and backend, and its step loop."""
+
+    # Problems a user can fix in the run's settings: reported as they are, not as a crash.
+    SETUP_ERRORS = (ModelNotFound, DatasetFileError, BackendUnavailable,
+                    checkpoints.CheckpointError, ReferenceMismatch, SamplerError)
 
     def __init__(self, config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool],
                  output_dir: Path | None):
         self.config, self.reporter, self.should_stop = config, reporter, should_stop
         self.output_dir = output_dir
         self.device = torch.device(resolve_device(config.device))
-        self.algo = GRPOConfig.from_run_config(config)
+        self.surrogate = GRPOConfig.from_run_config(config)
         self.algorithm = engine_for(config.algorithm)(config)
         self.task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
         self.eval_examples: list[Example] = []
@@ -171,6 +152,9 @@ class _Training:
         self.reporter.log("reward models: " + ", ".join(
             f"reward_model/{i} = {ref}" for i, ref in enumerate(refs)))
 
+    def close(self) -> None:
+        self.backend.close()
+
     def loop(self) -> Outcome:
         if self.eval_examples and self.first_step == 1:
             self.evaluate(0)  # the starting point of the eval/ curves
@@ -180,7 +164,7 @@ class _Training:
 
     def step(self, step: int) -> dict[str, float] | None:
         """One training step, reported; its metrics, or None if stopped part-way."""
-        config, algo = self.config, self.algo
+        config, surrogate = self.config, self.surrogate
         step_start = time.perf_counter()
         sampled = self._sample_and_score()
         if sampled is None:
@@ -199,10 +183,10 @@ class _Training:
         lr = self.optimizer.param_groups[0]["lr"]
         recorder = TokenRecorder(
             range(min(config.token_details_per_step, config.rollouts_logged_per_step)),
-            algo.kl_estimator)
+            surrogate.kl_estimator)
         update = update_policy(
             self.model, self.reference.model if self.reference else None, self.optimizer,
-            self.scheduler, batch, algo, config, self.should_stop,
+            self.scheduler, batch, surrogate, config, self.should_stop,
             beta=beta if config.kl_placement == "loss" else 0.0, algorithm=self.algorithm,
             recorder=recorder)
         if update is None:

@@ -55,7 +55,7 @@ def _rounded(values: torch.Tensor) -> list[float]:
     return [round(v, 4) for v in values.detach().float().tolist()]
 
 
-def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo: GRPOConfig,
+def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, surrogate: GRPOConfig,
                   config: RunConfig, should_stop: Callable[[], bool], *, beta: float,
                   algorithm: Algorithm, recorder: TokenRecorder | None = None,
                   ) -> dict[str, float] | None:
@@ -77,7 +77,7 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
     timings = {"time/reference_s": time.perf_counter() - started}
     passes = []
     for iteration in range(config.num_iterations):
-        metrics = _update_pass(model, reference, optimizer, batch, algo, config, should_stop,
+        metrics = _update_pass(model, reference, optimizer, batch, surrogate, config, should_stop,
                                order, beta, timings, algorithm,
                                recorder if iteration == 0 else None)
         if metrics is None:
@@ -88,7 +88,7 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, algo
     return {**averaged, "optim/grad_norm": passes[-1]["optim/grad_norm"], **timings}
 
 
-def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig,
+def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOConfig,
                  config: RunConfig, should_stop: Callable[[], bool], order: torch.Tensor,
                  beta: float, timings: dict[str, float], algorithm: Algorithm,
                  recorder: TokenRecorder | None = None) -> dict[str, float] | None:
@@ -99,7 +99,7 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
     device = rollouts.input_ids.device
     total = rollouts.input_ids.shape[0]
     loss_mask = rollouts.completion_mask  # (N, T)
-    if algo.mask_truncated:
+    if surrogate.mask_truncated:
         loss_mask = loss_mask * (~rollouts.truncated).to(device)[:, None]
     total_tokens = rollouts.completion_mask.sum().item()
     shape = BatchShape(sequences=total, tokens=int(loss_mask.sum().item()),
@@ -146,9 +146,9 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, algo: GRPOConfig
             row_advantages = row_advantages[:, :width]
         policy_loss, stats = compute_loss(
             logp, old_logp, ref_logp, row_advantages, rows_mask,
-            epsilon_low=algo.epsilon_low, epsilon_high=algo.epsilon_high, beta=beta,
-            kl_estimator=algo.kl_estimator, importance_level=algo.importance_level,
-            loss_type=algo.loss_type, shape=shape, entropy=entropy,
+            epsilon_low=surrogate.epsilon_low, epsilon_high=surrogate.epsilon_high, beta=beta,
+            kl_estimator=surrogate.kl_estimator, importance_level=surrogate.importance_level,
+            loss_type=surrogate.loss_type, shape=shape, entropy=entropy,
             entropy_coef=config.entropy_coef, policy_mask=policy_mask)
         loss = policy_loss
         extra = algorithm.extra_loss(forward, batch, rows, mask, total_tokens)

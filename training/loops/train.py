@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Callable
 
 from training.algorithms import engine_for
-from training.loops.offline import train_offline
-from training.loops.online import train_online
-from training.loops.setup import Outcome
+from training.loops.offline import OfflineTraining
+from training.loops.online import OnlineTraining
+from training.loops.setup import Outcome, prepare_process
 from training.spec.config import RunConfig
 from training.spec.events import Reporter
 
@@ -18,6 +18,17 @@ def train(config: RunConfig, reporter: Reporter, *,
           should_stop: Callable[[], bool] = lambda: False,
           output_dir: Path | None = None) -> Outcome:
     """Run `config` to the end, or until should_stop() is true between steps or micro-batches.
-    Checkpoints go to `output_dir` (none without one)."""
-    loop = train_offline if engine_for(config.algorithm).offline else train_online
-    return loop(config, reporter, should_stop=should_stop, output_dir=output_dir)
+    Checkpoints go to `output_dir` (none without one). A problem with the run's settings (a
+    missing model, a bad dataset) is reported as an error, not raised."""
+    if not prepare_process(config, reporter):
+        return Outcome.FAILED
+    training = OfflineTraining if engine_for(config.algorithm).offline else OnlineTraining
+    try:
+        run = training(config, reporter, should_stop, output_dir)
+    except training.SETUP_ERRORS as exc:
+        reporter.error(str(exc))
+        return Outcome.FAILED
+    try:
+        return run.loop()
+    finally:
+        run.close()

@@ -293,11 +293,6 @@ class RunConfig(Settings):
         if not isinstance(self.algorithm_settings, own):
             object.__setattr__(self, "algorithm_settings", own())
 
-    @property
-    def algo(self) -> Any:
-        """The chosen algorithm's own settings (`config.algo.gae_lambda`)."""
-        return self.algorithm_settings
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, paths: bool = False) -> Self:
         """Parse and validate a flat or section-nested dict; raise ConfigError naming every bad
@@ -320,7 +315,8 @@ class RunConfig(Settings):
         if errors:
             raise ConfigError(errors)
         config = cls(**values, algorithm_settings=own(**algo_values))
-        errors = {**config.combination_errors(), **config.algo.combination_errors()}
+        errors = {**config.combination_errors(),
+                  **config.algorithm_settings.combination_errors()}
         if errors:
             raise ConfigError(errors)
         return config

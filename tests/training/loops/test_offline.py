@@ -12,7 +12,7 @@ import torch
 
 from training.algorithms.dpo import PairLogps, ipo_loss, sigmoid_loss
 from training.spec.config import RunConfig
-from training.loops.offline import encode_pairs, train_offline
+from training.loops.offline import encode_pairs
 from training.spec.events import ListReporter
 from training.policies.loading import load_policy
 from training.spec.preference_dataset import PairSampler, PreferencePair, load_preference_dataset
@@ -145,7 +145,7 @@ def test_a_pair_is_the_chat_prompt_then_each_reply_and_eos(tiny_model):
 
 def _run(config, **kwargs):
     reporter = ListReporter()
-    return train_offline(config, reporter, **kwargs), reporter
+    return train(config, reporter, **kwargs), reporter
 
 
 def _metrics(config) -> list[dict[str, float]]:
@@ -235,7 +235,7 @@ def test_a_bad_dataset_fails_the_run_before_loading_the_model(dpo_config, tmp_pa
 
 def test_a_stop_request_between_steps_ends_the_run(dpo_config):
     reporter = ListReporter()
-    outcome = train_offline(dataclasses.replace(dpo_config, max_steps=5), reporter,
+    outcome = train(dataclasses.replace(dpo_config, max_steps=5), reporter,
                         should_stop=lambda: bool(reporter.of_kind("metrics")))
     assert outcome is Outcome.STOPPED
     assert len(reporter.of_kind("metrics")) == 1

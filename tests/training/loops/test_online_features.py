@@ -25,7 +25,7 @@ from training.spec.events import ListReporter
 from training.policies.loading import ModelNotFound, resolve_model
 from training.policies.reward_models import RewardModelEnsemble, build_tiny_reward_model
 from training.spec.tasks import AdditionTask, is_held_out
-from training.loops.online import _Training
+from training.loops.online import OnlineTraining
 from training.loops.train import Outcome, train
 
 PREFERENCES = Path(__file__).parents[1] / "data" / "preferences.jsonl"
@@ -231,7 +231,7 @@ def test_with_a_dataset_the_held_out_tenth_is_set_aside_from_training(tiny_confi
     dataset.write_text("".join(json.dumps({"prompt": f"{i} + 1?", "answer": i + 1}) + "\n"
                                for i in range(30)))
     config = dataclasses.replace(tiny_config, dataset=str(dataset), eval_every=5)
-    run = _Training(config, ListReporter(), lambda: False, None)
+    run = OnlineTraining(config, ListReporter(), lambda: False, None)
     try:
         assert [e.prompt_id for e in run.eval_examples] == ["#25"]  # its one held-out line
         assert len(run.task.examples) == 29 and "#25" not in {
@@ -239,7 +239,7 @@ def test_with_a_dataset_the_held_out_tenth_is_set_aside_from_training(tiny_confi
     finally:
         run.backend.close()
     # without periodic evaluation, the run trains on every line
-    run = _Training(dataclasses.replace(config, eval_every=0), ListReporter(), lambda: False,
+    run = OnlineTraining(dataclasses.replace(config, eval_every=0), ListReporter(), lambda: False,
                     None)
     try:
         assert len(run.task.examples) == 30 and not run.eval_examples

@@ -48,7 +48,8 @@ def test_booleans_are_strict_and_numbers_are_not_booleans():
 def test_a_config_saved_before_a_field_existed_gets_its_default():
     old = {"algorithm": "grpo", "model": "builtin:smollm2-135m-instruct", "epsilon": 0.1}
     config = RunConfig.from_dict(old)
-    assert (config.loss_type, config.algo.scale_rewards, config.epsilon_high) == ("grpo", "group", 0.0)
+    assert config.algorithm_settings.scale_rewards == "group"
+    assert (config.loss_type, config.epsilon_high) == ("grpo", 0.0)
 
 
 def test_the_upper_clip_defaults_to_the_lower_one():
@@ -75,7 +76,8 @@ def test_a_config_stored_with_every_algorithms_settings_still_loads():
     stored = {"algorithm": "ppo", "group_size": 4, "scale_rewards": "batch", "gae_lambda": 0.9,
               "value_coef": 0.25, "spo_half_life": 0.1, "dpo_beta": 0.3, "dpo_loss": "ipo"}
     config = RunConfig.from_dict(stored)
-    assert (config.algo.gae_lambda, config.algo.value_coef) == (0.9, 0.25)
+    own = config.algorithm_settings
+    assert (own.gae_lambda, own.value_coef) == (0.9, 0.25)
     saved = config.to_dict()
     assert saved["gae_lambda"] == 0.9 and not {"scale_rewards", "spo_half_life",
                                                 "dpo_beta"} & set(saved)
