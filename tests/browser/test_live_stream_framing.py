@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
 from tests.stack import start_web
-from tests.webapp.runs.test_stream import FRAMING_PAYLOAD
+from tests.webapp.live.test_stream import FRAMING_PAYLOAD
 from webapp.runs import services
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
