@@ -323,7 +323,7 @@ class RunConfig(Settings):
 
     def to_dict(self) -> dict[str, Any]:
         """Flat: every setting of RunConfig and of the chosen algorithm, by name."""
-        return {**super().to_dict(), **self.algo.to_dict()}
+        return {**super().to_dict(), **self.algorithm_settings.to_dict()}
 
     def with_changes(self, **changes: Any) -> RunConfig:
         """This config with some settings changed, an algorithm's own ones included."""
