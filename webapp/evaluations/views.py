@@ -53,7 +53,7 @@ from webapp.evaluations.selectors import (
     dataset_names,
     project_evaluation_results,
 )
-from webapp.experiments.forms import EvaluateForm
+from webapp.evaluations.forms import EvaluateForm
 from webapp.experiments.models import ExperimentKind
 from webapp.experiments.selectors import get_experiment_for_user
 from webapp.projects.models import Project

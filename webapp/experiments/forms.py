@@ -8,7 +8,6 @@ config that saves is a config that runs."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +21,9 @@ from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import datasets_for_project
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.experiments.services import experiment_config
-from webapp.runs.model_sources import model_choices
-from webapp.runs.models import Checkpoint
 
-# The <datalist> of models a run can load (templates/_model_choices.html), offered by the fields
-# that name a model.
+# The <datalist> of models a run can load (templates/_model_choices.html, which the page shows
+# with runs' {% model_choices %} tag), offered by the fields that name a model.
 MODEL_CHOICES_ID = "model-choices"
 
 
@@ -130,10 +127,15 @@ class ExperimentForm(forms.Form):
                 if self.is_bound and spec.name != self.algorithm:
                     continue  # submitted without JavaScript: the other algorithms' are ignored
                 self.algorithm_settings[spec.name] = list(spec.settings.fields())
-        for f in [*self.settings, *(f for fs in self.algorithm_settings.values() for f in fs)]:
+        own = [f for fs in self.algorithm_settings.values() for f in fs]
+        for f in [*self.settings, *own]:
             self.fields[f.name] = _form_field(f)
             if f.metadata["models"] in ("one", "checkpoint"):
                 self.fields[f.name].widget.attrs["list"] = MODEL_CHOICES_ID
+        for f in own:
+            # A browser sends them (swapped in, or all of them without JavaScript); a client
+            # that leaves them out gets the algorithm's defaults, as a config file would.
+            self.fields[f.name].required = False
         if self.algorithm is not None:
             self.fields["algorithm"].initial = self.algorithm
             if switch_url:
@@ -141,7 +143,6 @@ class ExperimentForm(forms.Form):
                 self.fields["algorithm"].widget.attrs.update({
                     "hx-get": switch_url, "hx-trigger": "change",
                     "hx-target": "#algorithm-settings", "hx-swap": "outerHTML"})
-        self.model_choices = model_choices(project_id=project.pk)
         self.fields["dataset"] = (_evaluation_dataset_field if evaluation
                                   else _dataset_field)(project)
 
@@ -194,7 +195,7 @@ class ExperimentForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         names = [f.name for f in self.settings] + [
-            f.name for f in self.algorithm_settings.get(self.algorithm, [])]
+            f.name for f in self.algorithm_settings.get(self.algorithm, []) if f.name in self.data]
         if any(name in self.errors for name in names):
             return cleaned
         try:
@@ -223,40 +224,3 @@ class ExperimentForm(forms.Form):
         elif cleaned["prompt_sampler"] == "curriculum" and not dataset.has_difficulty:
             self.add_error("prompt_sampler", "A curriculum orders prompts by difficulty, and "
                                              "this dataset has no difficulty column.")
-
-
-class EvaluateForm(forms.Form):
-    """What an evaluation job evaluates: one of the project's checkpoints still on disk, or a
-    model by name."""
-
-    checkpoint = forms.ChoiceField(
-        required=False, label="Checkpoint",
-        help_text="A checkpoint of any run in this project whose folder is still on disk.")
-    model = forms.CharField(
-        required=False, max_length=500, label="or a model",
-        widget=forms.TextInput(attrs={"list": MODEL_CHOICES_ID}),
-        help_text="A built-in model (builtin:smollm2-135m-instruct), a model an administrator "
-                  "registered (local:<name>), or a hub id (needs internet on the worker).")
-
-    def __init__(self, *args: Any, project, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.model_choices = [choice for choice in model_choices(project_id=project.pk)
-                              if not choice[0].startswith("checkpoint:")]
-        self.checkpoints = {
-            str(c.pk): c for c in Checkpoint.objects.filter(run__experiment__project=project)
-            .select_related("run__experiment").order_by("-run__created_at", "-step")
-            if os.path.isdir(c.path)}
-        self.fields["checkpoint"].choices = [
-            ("", "—"), *((pk, f"{c.run} · step {c.step}{' (final)' if c.final else ''}")
-                         for pk, c in self.checkpoints.items())]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        chosen = cleaned.get("checkpoint")
-        cleaned["checkpoint"] = self.checkpoints.get(chosen) if chosen else None
-        cleaned["model"] = (cleaned.get("model") or "").strip()
-        if cleaned["checkpoint"] is None and not cleaned["model"]:
-            raise forms.ValidationError("Choose a checkpoint, or give a model to evaluate.")
-        if cleaned["checkpoint"] is not None and cleaned["model"]:
-            raise forms.ValidationError("Choose a checkpoint or give a model, not both.")
-        return cleaned

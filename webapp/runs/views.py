@@ -12,12 +12,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from training.spec.config import RunConfig
-from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.selectors import get_experiment_for_user
 from webapp.projects.selectors import get_project_for_user
 from webapp.runs import selectors
 from webapp.runs.compare import MAX_COMPARED, config_diff, last_values, picked_runs, project_runs
+from webapp.runs.config_table import config_table
 from webapp.runs.services import run_cancel, run_delete_allowed, run_launch, run_resume
 from webapp.teams.models import Role
 
@@ -26,15 +25,9 @@ from webapp.teams.models import Role
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = selectors.get_run_for_user(request.user, run_id)
-    if run.is_tracked:  # the parameters its script logged, as they came
-        config_rows = [(name, value, "") for name, value in sorted(run.config.items())]
-    else:
-        settings = EvalConfig if run.is_evaluation else RunConfig
-        config_rows = [(f.name, run.config.get(f.name), f.metadata["help"])
-                       for f in settings.fields() if f.name in run.config]
     return render(request, "runs/run_detail.html", {
         "run": run, "experiment": run.experiment, "project": run.experiment.project,
-        "config_rows": config_rows, "can_edit": selectors.can_edit_run(run, request.user),
+        "config": config_table(run), "can_edit": selectors.can_edit_run(run, request.user),
         "can_delete": run_delete_allowed(run=run, user=request.user)})
 
 

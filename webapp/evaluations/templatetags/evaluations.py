@@ -7,7 +7,7 @@ from __future__ import annotations
 from django import template
 
 from webapp.evaluations.selectors import evaluation_jobs as jobs_with_results
-from webapp.experiments.forms import EvaluateForm
+from webapp.evaluations.forms import EvaluateForm
 from webapp.runs.selectors import runs_for_user
 
 register = template.Library()
