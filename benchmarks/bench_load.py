@@ -147,7 +147,7 @@ def _world(writers: int) -> dict:
     from benchmarks.web_data import session_cookie
     from webapp.api.tokens import token_create
     from webapp.projects.services import project_create
-    from webapp.runs.services import tracked_experiment_get_or_create, tracked_run_create
+    from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
     from webapp.teams.services import team_create
 
     user = get_user_model().objects.create_user("bench", password="bench-load-2026")

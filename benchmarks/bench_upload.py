@@ -148,7 +148,7 @@ def _run(database_url: str, scratch: Path, *, scale: float) -> None:
     from webapp.api.tokens import token_create
     from webapp.config.web_server import uvicorn_command
     from webapp.projects.services import project_create
-    from webapp.runs import services
+    from webapp.runs import tracking
     from webapp.teams.services import team_create
 
     user = get_user_model().objects.create_user("bench", password="bench-upload-2026")
@@ -156,7 +156,7 @@ def _run(database_url: str, scratch: Path, *, scale: float) -> None:
                              description="", user=user)
     cookie = session_cookie(user)
     token = token_create(user=user, name="bench")[1]
-    imports = services.tracked_experiment_get_or_create(project=project, user=user,
+    imports = tracking.tracked_experiment_get_or_create(project=project, user=user,
                                                         name="imports")
     warm_up = scratch / "warm-up.parquet"
     warm_up.write_bytes(WARM_UP.make(1.0))
@@ -185,7 +185,7 @@ def _run(database_url: str, scratch: Path, *, scale: float) -> None:
                 answer, elapsed, before, peak = _dataset(session, base, project.pk, case, path,
                                                          web.proc.pid, f"file {number}")
             else:
-                runs = [services.tracked_run_create(experiment=imports, user=user)
+                runs = [tracking.tracked_run_create(experiment=imports, user=user)
                         for _ in range(2)]
                 _import(session, base, runs[0].pk, WARM_UP, warm_up, token, web.proc.pid)
                 answer, elapsed, before, peak = _import(session, base, runs[1].pk, case, path,

@@ -141,7 +141,7 @@ def _part_rollouts(client: Client, world, repeat: int) -> None:
                 TARGETS_MS["rollouts"])
 
 
-# What a user filters the rollout browser by, over 1M rollouts (webapp.runs.rollout_browser).
+# What a user filters the rollout browser by, over 1M rollouts (webapp.rollouts.rollout_browser).
 ROLLOUT_QUERIES = [
     ("newest page", {}),
     ("a step range", {"step_min": 5000, "step_max": 5100}),

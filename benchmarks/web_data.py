@@ -16,7 +16,7 @@ from django.utils import timezone
 from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
 from webapp.teams.services import team_create
 
@@ -138,10 +138,10 @@ class RunLogger:
             while not self._stop.wait(1.0):
                 self.steps += 1
                 now = timezone.now()
-                services.metrics_ingest(run_id=self.run.pk, points=[
-                    services.MetricSample(key=key, step=self.steps, value=self.steps * 0.01,
+                ingestion.metrics_ingest(run_id=self.run.pk, points=[
+                    ingestion.MetricSample(key=key, step=self.steps, value=self.steps * 0.01,
                                           wall_time=now) for key in self.KEYS])
-                services.logs_append(run_id=self.run.pk, lines=[
+                ingestion.logs_append(run_id=self.run.pk, lines=[
                     (now, "info", "trainer", f"step {self.steps}: reward 0.5")])
                 services.run_progress(run_id=self.run.pk, step=self.steps, total_steps=10_000)
         finally:

@@ -31,7 +31,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.files import run_folder_name
 from webapp.runs.models import TERMINAL_STATUSES, RunStatus
 
@@ -71,9 +71,9 @@ def _now() -> datetime:
 class _Pending:
     """Events read from the child and not yet in the database."""
 
-    metrics: list[services.MetricSample] = field(default_factory=list)
+    metrics: list[ingestion.MetricSample] = field(default_factory=list)
     rollouts: list[tuple[int, list[dict[str, Any]]]] = field(default_factory=list)
-    checkpoints: list[services.CheckpointSaved] = field(default_factory=list)
+    checkpoints: list[ingestion.CheckpointSaved] = field(default_factory=list)
     logs: list[tuple[datetime, str, str, str]] = field(default_factory=list)
     progress: tuple[int, int] | None = None
     running: dict[str, Any] | None = None
@@ -210,12 +210,12 @@ class RunSupervisor:
             wall = datetime.fromtimestamp(float(event.get("time", time.time())), dt_timezone.utc)
             step = int(event["step"])
             self.pending.metrics.extend(
-                services.MetricSample(key=k, step=step, value=float(v), wall_time=wall)
+                ingestion.MetricSample(key=k, step=step, value=float(v), wall_time=wall)
                 for k, v in event.get("values", {}).items())
         elif kind == "rollouts":
             self.pending.rollouts.append((int(event["step"]), list(event.get("items", []))))
         elif kind == "checkpoint":
-            self.pending.checkpoints.append(services.CheckpointSaved(
+            self.pending.checkpoints.append(ingestion.CheckpointSaved(
                 step=int(event["step"]), path=str(event["path"]),
                 final=bool(event.get("final", False))))
         elif kind == "progress":
@@ -241,11 +241,11 @@ class RunSupervisor:
                     services.run_mark_running(
                         run_id=self.run_id, device=str(pending.running.get("device", "")),
                         total_steps=int(pending.running.get("total_steps", 0)))
-                services.metrics_ingest(run_id=self.run_id, points=pending.metrics)
+                ingestion.metrics_ingest(run_id=self.run_id, points=pending.metrics)
                 for step, items in pending.rollouts:
-                    services.rollouts_ingest(run_id=self.run_id, step=step, items=items)
-                services.checkpoints_ingest(run_id=self.run_id, checkpoints=pending.checkpoints)
-                services.logs_append(run_id=self.run_id, lines=pending.logs)
+                    ingestion.rollouts_ingest(run_id=self.run_id, step=step, items=items)
+                ingestion.checkpoints_ingest(run_id=self.run_id, checkpoints=pending.checkpoints)
+                ingestion.logs_append(run_id=self.run_id, lines=pending.logs)
                 if pending.progress is not None:
                     step, total = pending.progress
                     services.run_progress(run_id=self.run_id, step=step, total_steps=total)
@@ -322,7 +322,7 @@ class RunSupervisor:
             logger.info("run %s: deleted while it ran; training process stopped", self.run_id)
             return
         if self.ended_as is not None:
-            services.logs_append(run_id=self.run_id, lines=[
+            ingestion.logs_append(run_id=self.run_id, lines=[
                 (_now(), "info", "worker", ENDED_FROM_OUTSIDE.get(
                     self.ended_as, f"The run was marked {self.ended_as}: the training process "
                                    f"was stopped."))])

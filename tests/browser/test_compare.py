@@ -16,7 +16,7 @@ from tests.browser.conftest import sign_in
 from tests.stack import start_web
 from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
-from webapp.runs import services
+from webapp.runs import ingestion, services
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,8 +31,8 @@ def stack(transactional_db, tmp_path):
 
 def log(run, key, values: dict[int, float]) -> None:
     start = timezone.now() - timedelta(hours=3)
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key=key, step=step, value=value,
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=key, step=step, value=value,
                               wall_time=start + timedelta(seconds=2 * step))
         for step, value in values.items()])
 

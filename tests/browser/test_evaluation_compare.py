@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import sign_in
 from tests.stack import start_web
 from webapp.experiments.services import experiment_create
-from webapp.runs import services
+from webapp.runs import ingestion, services
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -43,8 +43,8 @@ def finished_job(evaluation, user, model: str, verdicts: dict[str, list[bool]],
                    "rewards": {"correct": float(ok)}, "completion_tokens": 4,
                    "extra": {"answer": answer, "correct": ok}}
                   for i, ok in enumerate(correct)]
-    services.rollouts_ingest(run_id=run.pk, step=0, items=items)
-    services.metrics_ingest(run_id=run.pk, points=[services.MetricSample(
+    ingestion.rollouts_ingest(run_id=run.pk, step=0, items=items)
+    ingestion.metrics_ingest(run_id=run.pk, points=[ingestion.MetricSample(
         key="eval/pass@1", step=0, value=0.5, wall_time=timezone.now())])
     services.run_succeed(run_id=run.pk)
     return run
@@ -99,7 +99,7 @@ def test_model_output_and_names_on_the_page_stay_text(page, user, project):
     before = finished_job(evaluation, user, "org/model", {"1+2": [False]},
                           completion=PAYLOAD)
     after = finished_job(evaluation, user, "org/x", {"1+2": [True]})
-    services.rollouts_ingest(run_id=after.pk, step=0, items=[
+    ingestion.rollouts_ingest(run_id=after.pk, step=0, items=[
         {"prompt": PAYLOAD, "prompt_id": PAYLOAD, "group": 9, "sample_index": 0,
          "completion": PAYLOAD, "reward": 1.0, "extra": {"answer": PAYLOAD, "correct": True}}])
 

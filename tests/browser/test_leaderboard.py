@@ -16,14 +16,8 @@ from tests.browser.conftest import sign_in
 from tests.stack import start_web
 from webapp.experiments.models import ExperimentKind
 from webapp.experiments.services import experiment_create
-from webapp.runs.services import (
-    MetricSample,
-    evaluation_launch,
-    metrics_ingest,
-    run_claim,
-    run_launch,
-    run_succeed,
-)
+from webapp.runs.ingestion import MetricSample, metrics_ingest
+from webapp.runs.services import evaluation_launch, run_claim, run_launch, run_succeed
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

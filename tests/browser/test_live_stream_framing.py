@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import sign_in
 from tests.stack import start_web
 from tests.webapp.live.test_stream import FRAMING_PAYLOAD
-from webapp.runs import services
+from webapp.runs import ingestion, services
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,9 +31,9 @@ def test_a_run_page_shows_framing_text_and_keeps_streaming(page, experiment, use
     page.goto(run.get_absolute_url())
     expect(page.locator("#run-status")).to_have_text("running")
 
-    services.rollouts_ingest(run_id=run.pk, step=1, items=[
+    ingestion.rollouts_ingest(run_id=run.pk, step=1, items=[
         {"prompt": "p", "completion": FRAMING_PAYLOAD, "reward": 1.0}])
-    services.logs_append(run_id=run.pk, lines=[
+    ingestion.logs_append(run_id=run.pk, lines=[
         (timezone.now(), "info", "trainer", FRAMING_PAYLOAD)])
     for panel in ("#rollouts pre", "#log-lines"):
         expect(page.locator(panel)).to_contain_text("event: end")
@@ -41,7 +41,7 @@ def test_a_run_page_shows_framing_text_and_keeps_streaming(page, experiment, use
     stream = page.locator("#run-stream")
     expect(stream).not_to_have_attribute("data-stream-closed", "true")
 
-    services.logs_append(run_id=run.pk, lines=[
+    ingestion.logs_append(run_id=run.pk, lines=[
         (timezone.now(), "info", "trainer", "still streaming")])
     expect(page.locator("#log-lines")).to_contain_text("still streaming")
     services.run_succeed(run_id=run.pk)

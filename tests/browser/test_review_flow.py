@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
-from webapp.runs import services as runs
+from webapp.runs import ingestion, services as runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_a_viewer_reviews_a_run(page, user, experiment, member_of):
     member_of("viewer", "rita")
     run = runs.run_launch(experiment=experiment, user=user)
-    runs.rollouts_ingest(run_id=run.pk, step=4, items=[
+    ingestion.rollouts_ingest(run_id=run.pk, step=4, items=[
         {"prompt": "Compute 3 + 4.", "completion": text, "reward": reward, "group": 0,
          "sample_index": i, "advantage": adv}
         for i, (text, reward, adv) in enumerate([("3 + 4 = 7", 1.0, 0.7), ("34", 0.0, -0.7)])])

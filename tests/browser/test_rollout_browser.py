@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
-from webapp.runs import services as runs
+from webapp.runs import ingestion, services as runs
 from webapp.runs.models import Rollout
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -34,7 +34,7 @@ def run(user, experiment):
                               "prompt_id": f"{step}+{group}", "completion": text, "reward": 3.0 if best else reward,
                               "group": group, "sample_index": i, "truncated": best,
                               "advantage": 0.0, "completion_tokens": 5})
-        runs.rollouts_ingest(run_id=run.pk, step=step, items=items)
+        ingestion.rollouts_ingest(run_id=run.pk, step=step, items=items)
     return run
 
 

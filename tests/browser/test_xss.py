@@ -17,7 +17,7 @@ from webapp.datasets.services import dataset_create
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.reviews import services as reviews
-from webapp.runs import services as runs
+from webapp.runs import ingestion, services as runs
 from webapp.runs.models import Rollout
 from webapp.teams.services import team_create
 
@@ -40,14 +40,14 @@ def hostile_world(user, experiment):
     run = runs.run_launch(experiment=hostile, user=user)
     runs.run_claim(run_id=run.pk, worker=PAYLOAD)
     runs.run_fail(run_id=run.pk, error_message=PAYLOAD)
-    runs.rollouts_ingest(run_id=run.pk, step=1, items=[
+    ingestion.rollouts_ingest(run_id=run.pk, step=1, items=[
         {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 1.0, "rewards": {PAYLOAD: 1.0},
          "group": 0, "sample_index": 0, "prompt_id": PAYLOAD, "extra": {PAYLOAD: PAYLOAD},
          "tokens": {"text": [PAYLOAD, SHORT], "logprob": [-0.1, -2.0], "entropy": [0.2, 1.0]}}])
-    runs.metrics_ingest(run_id=run.pk, points=[
-        runs.MetricSample(key=key, step=1, value=1.0, wall_time=timezone.now())
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=key, step=1, value=1.0, wall_time=timezone.now())
         for key in (PAYLOAD, "eval/pass@1")])  # the second one: a leaderboard row
-    runs.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
+    ingestion.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
     rollout = Rollout.objects.get(run=run)
     reviews.label_create(team=team, name=SHORT)
     reviews.annotation_create(rollout=rollout, author=user, label=SHORT.lower(), note=PAYLOAD)
@@ -65,12 +65,12 @@ def hostile_world(user, experiment):
     # A model reference cannot carry markup (training.spec.model_refs): a hub id stands in.
     job = runs.evaluation_launch(experiment=evaluation, user=user, model="org/model")
     runs.run_claim(run_id=job.pk, worker=PAYLOAD)
-    runs.rollouts_ingest(run_id=job.pk, step=0, items=[
+    ingestion.rollouts_ingest(run_id=job.pk, step=0, items=[
         {"prompt": PAYLOAD, "completion": PAYLOAD, "reward": 0.0, "rewards": {"correct": 0.0},
          "group": 0, "sample_index": 0, "prompt_id": PAYLOAD,
          "extra": {"answer": PAYLOAD, "correct": False, "extracted_answer": PAYLOAD}}])
-    runs.metrics_ingest(run_id=job.pk, points=[
-        runs.MetricSample(key="eval/pass@1", step=0, value=0.0, wall_time=timezone.now())])
+    ingestion.metrics_ingest(run_id=job.pk, points=[
+        ingestion.MetricSample(key="eval/pass@1", step=0, value=0.0, wall_time=timezone.now())])
     runs.run_succeed(run_id=job.pk)
     return {"team": team, "project": project, "experiment": hostile, "run": run,
             "rollout": rollout, "dataset": dataset, "evaluation": evaluation, "job": job}

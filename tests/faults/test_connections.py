@@ -18,7 +18,7 @@ from django.db import connection
 
 from tests.stack import start_web
 from webapp.api.tokens import token_create
-from webapp.runs import services
+from webapp.runs import ingestion, tracking
 from webapp.runs.models import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -35,9 +35,9 @@ def _idle_connections() -> int:
 @pytest.mark.parametrize("pool", [0, 2])
 def test_api_requests_and_open_run_pages_hold_no_more_connections_than_the_pool(
         tmp_path, project, user, client, pool):
-    experiment = services.tracked_experiment_get_or_create(project=project, user=user,
+    experiment = tracking.tracked_experiment_get_or_create(project=project, user=user,
                                                            name="script")
-    run = services.tracked_run_create(experiment=experiment, user=user, name="watched")
+    run = tracking.tracked_run_create(experiment=experiment, user=user, name="watched")
     token = token_create(user=user, name="test")[1]
     client.force_login(user)
     cookie = (f"{settings.SESSION_COOKIE_NAME}="
@@ -58,7 +58,7 @@ def test_api_requests_and_open_run_pages_hold_no_more_connections_than_the_pool(
             stream.request("GET", f"/runs/{run.pk}/events/", headers={"Cookie": cookie})
             assert stream.getresponse().status == 200
             streams.append(stream)
-        services.metrics_ingest(run_id=run.pk, points=[services.MetricSample(
+        ingestion.metrics_ingest(run_id=run.pk, points=[ingestion.MetricSample(
             "loss", 40, 1.0, Run.objects.get(pk=run.pk).created_at)])
         time.sleep(3)  # the run's feed reads the new point and every page renders it
 

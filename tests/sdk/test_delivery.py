@@ -22,7 +22,7 @@ from rlab.spool import Spool
 from tests.stack import free_port, start_web
 from webapp.api.tokens import token_create
 from webapp.runs.models import MetricPoint, Rollout, Run, RunStatus
-from webapp.runs.services import tracked_experiment_get_or_create, tracked_run_create
+from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from webapp.datasets import storage
 from webapp.datasets.models import Dataset
 from webapp.reviews import services as reviews
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.files import run_folder
 from webapp.runs.models import Checkpoint, Rollout, Run, RunStatus
 
@@ -34,22 +34,22 @@ def run_with_data(experiment, user, *, status: str = RunStatus.SUCCEEDED,
         started_at=None if status == RunStatus.QUEUED else now - ended_ago - timedelta(minutes=5),
         finished_at=now - ended_ago if ended else None, **fields)
     run.refresh_from_db()
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key=key, step=step, value=0.5, wall_time=now)
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=key, step=step, value=0.5, wall_time=now)
         for step in range(1, steps + 1) for key in ("reward/mean", "loss/policy")])
     for step in range(1, steps + 1):
-        services.rollouts_ingest(run_id=run.pk, step=step, items=[
+        ingestion.rollouts_ingest(run_id=run.pk, step=step, items=[
             {"prompt": "1 + 1?", "completion": str(sample), "reward": float(sample), "group": 0,
              "sample_index": sample} for sample in range(2)])
-    services.logs_append(run_id=run.pk, lines=[(now, "info", "trainer", "step 1")])
+    ingestion.logs_append(run_id=run.pk, lines=[(now, "info", "trainer", "step 1")])
     folder = run_folder(run.pk, run.created_at)
     saved = []
     for step in range(1, checkpoints + 1):
         (folder / f"checkpoint-{step}").mkdir(parents=True)
         (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(
             bytes([step]) * CHECKPOINT_BYTES)
-        saved.append(services.CheckpointSaved(step=step, path=str(folder / f"checkpoint-{step}")))
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=saved)
+        saved.append(ingestion.CheckpointSaved(step=step, path=str(folder / f"checkpoint-{step}")))
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=saved)
     reviews.comment_create(run=run, author=user, body="looks right")
     reviews.annotation_create(rollout=Rollout.objects.filter(run=run).first(), author=user,
                               label="correct", note="")

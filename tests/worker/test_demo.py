@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from webapp.experiments.models import Experiment
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.models import Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +33,8 @@ def _first_demo_run(tmp_path, *, checkpoint: bool) -> Run:
     if checkpoint:
         folder = tmp_path / "checkpoint-5"
         folder.mkdir()
-        services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-            services.CheckpointSaved(step=5, path=str(folder))])
+        ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+            ingestion.CheckpointSaved(step=5, path=str(folder))])
     return run
 
 

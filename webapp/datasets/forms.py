@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from webapp.datasets import parsing
+from webapp.datasets import mapping, parsing
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.projects.models import Project
 
@@ -73,12 +73,12 @@ class MappingForm(_DatasetNameMixin, forms.Form):
                 label=f"{role.capitalize()} column (optional)", help_text=_ROLE_HELP[role])
 
     def role_fields(self) -> list[forms.BoundField]:
-        return [self[role] for role in parsing.all_roles(self.kind)]
+        return [self[role] for role in mapping.all_roles(self.kind)]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         seen: dict[str, str] = {}
-        for role in parsing.all_roles(self.kind):
+        for role in mapping.all_roles(self.kind):
             column = cleaned.get(role)
             if column and column in seen:
                 self.add_error(role, f"{seen[column].capitalize()} already uses {column!r}; "
@@ -90,7 +90,7 @@ class MappingForm(_DatasetNameMixin, forms.Form):
     @property
     def mapping(self) -> dict[str, str]:
         """Role -> column; "" for an optional role left without one."""
-        return {role: self.cleaned_data[role] for role in parsing.all_roles(self.kind)}
+        return {role: self.cleaned_data[role] for role in mapping.all_roles(self.kind)}
 
 
 _ROLE_HELP = {

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from webapp.datasets import parsing, storage
+from webapp.datasets import mapping, parsing, storage
 
 
 class DatasetKind(models.TextChoices):
@@ -65,7 +65,7 @@ class Dataset(models.Model):
     @property
     def roles(self) -> tuple[str, ...]:
         """The keys of the normalised rows: the kind's roles, and the optional ones mapped."""
-        return parsing.mapped_roles(self.kind, self.column_mapping)
+        return mapping.mapped_roles(self.kind, self.column_mapping)
 
     @property
     def has_difficulty(self) -> bool:

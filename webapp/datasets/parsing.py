@@ -1,12 +1,12 @@
-"""Reading uploaded dataset files (JSON lines, CSV, Parquet) row by row, and mapping their
-columns onto the roles a dataset needs. No Django here.
+"""Reading uploaded dataset files (JSON lines, CSV, Parquet) row by row, and the roles each kind
+of dataset has. No Django here.
 
 A file is never read whole: a `Reader` yields its rows one at a time and checks, as it goes, the
 limits an upload must keep (webapp.datasets.streaming: its rows, how much its cells decode to,
 the size of one row), so memory stays bounded whatever the file. An upload reads its file twice,
 keeping no rows: `scan` checks it (the first step: its columns and how many rows), and
-`normalise` reads it again with the column mapping, writing the normalised JSON lines as it goes
-(the second step); `preview` reads only its first rows.
+webapp.datasets.mapping's `normalise` reads it again with the column mapping, writing the
+normalised JSON lines as it goes (the second step); `preview` reads only its first rows.
 
 Every problem a person can fix is a `DatasetError` whose messages say where (line numbers in text
 files, row numbers in Parquet) and what to do. Anything else is a bug and may propagate.
@@ -17,13 +17,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple
 
-from training.spec.prompt_dataset import check_answer, parse_difficulty
+from webapp.common.problems import FileProblems, ProblemList
+from webapp.datasets.cells import (
+    MAX_COLUMN_NAME,
+    Cell,
+    json_cell,
+    json_type,
+    name_problem,
+    parquet_cell,
+    text_problem,
+)
 from webapp.datasets import streaming
 from webapp.datasets.streaming import LimitExceeded, Limits, Unreadable, size_text
 
@@ -41,21 +50,11 @@ OPTIONAL_ROLES: dict[str, tuple[str, ...]] = {
     PREFERENCES: (),
 }
 KIND_NAMES = {PROMPTS: "prompt", PREFERENCES: "preference"}
-# Column names that probably fill a role, best first; compared without case, "-" or spaces.
-ROLE_GUESSES: dict[str, tuple[str, ...]] = {
-    "prompt": ("prompt", "question", "input", "problem", "instruction", "query"),
-    "answer": ("answer", "solution", "target", "ground_truth", "final_answer", "label"),
-    "chosen": ("chosen", "preferred", "accepted", "chosen_response"),
-    "rejected": ("rejected", "dispreferred", "rejected_response"),
-    "difficulty": ("difficulty", "difficulty_level"),
-}
-MAX_ERRORS = 10
 CSV_DELIMITERS = (",", "\t", ";")
 # One row (a line of text, or a Parquet row once decoded): a prompt with its answer or replies.
 MAX_ROW_BYTES = 1024 * 1024
 # The columns are kept with the upload and offered in the mapping form.
 MAX_COLUMNS = 1000
-MAX_COLUMN_NAME = 500
 _WHITESPACE = b" \t\n\r\x0b\x0c"
 
 # What to do about each limit of streaming.Limits, and about too many columns.
@@ -69,28 +68,8 @@ _LIMIT_ADVICE = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(FileProblems):
     """A file or mapping that cannot become a dataset; `messages` says why, one problem each."""
-
-    def __init__(self, messages: str | list[str], *, more: int = 0):
-        self.messages = [messages] if isinstance(messages, str) else list(messages)
-        if more:
-            self.messages.append(f"… and {more} more {'problem' if more == 1 else 'problems'}.")
-        super().__init__(" ".join(self.messages))
-
-
-@dataclass(frozen=True)
-class Structured:
-    """A cell holding a list, an object or binary data: shown in previews, never used as text."""
-
-    kind: str  # "a list", "an object", "binary data"
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-Cell = str | Structured | None
 
 
 class Row(NamedTuple):  # a tuple: a million of them are made in seconds
@@ -105,26 +84,6 @@ class Summary:
     format: str
     columns: tuple[str, ...]
     row_count: int
-
-
-class ProblemList:
-    """Collects the first MAX_ERRORS problems of a file (or of several) and counts the rest;
-    `raise_any` raises them as `error(messages, more=...)`."""
-
-    def __init__(self, error: type[Exception] = DatasetError) -> None:
-        self.error = error
-        self.messages: list[str] = []
-        self.more = 0
-
-    def add(self, message: str) -> None:
-        if len(self.messages) < MAX_ERRORS:
-            self.messages.append(message)
-        else:
-            self.more += 1
-
-    def raise_any(self) -> None:
-        if self.messages:
-            raise self.error(self.messages, more=self.more)
 
 
 def too_large_message(limit: int) -> str:
@@ -169,7 +128,7 @@ class Reader:
                  only: Sequence[str] | None = None):
         self.file = file
         self.limits = limits
-        self.problems = ProblemList()
+        self.problems = ProblemList(DatasetError)
         self._columns: dict[str, None] = {}  # insertion-ordered set
         self._counter = streaming.Counter(limits, streaming.plain_where)
         self._only = only
@@ -281,19 +240,19 @@ class Reader:
             hint = (" A JSON array must be converted to JSON lines: one object per line."
                     if isinstance(value, list) else "")
             self.problems.add(f"Line {number}: expected a JSON object ({{\"prompt\": ...}}), got "
-                              f"{_json_type(value)}.{hint}")
+                              f"{json_type(value)}.{hint}")
             return None
         cells: dict[str, Cell] = {}
         for key, item in value.items():
-            if problem := _name_problem(key):
+            if problem := name_problem(key):
                 self.problems.add(f"Line {number}: a key {problem}.")
                 return None
             try:
-                cell = _json_cell(item)
+                cell = json_cell(item)
             except RecursionError:
                 self.problems.add(f"Line {number}: not valid JSON (nested too deeply).")
                 return None
-            if isinstance(cell, str) and (problem := _text_problem(cell)):
+            if isinstance(cell, str) and (problem := text_problem(cell)):
                 self.problems.add(f"Line {number}: the value of {key!r} {problem}.")
                 return None
             cells[key] = cell
@@ -322,7 +281,7 @@ class Reader:
             if record:
                 break
         self._header = [name.strip() for name in record]
-        problems = ProblemList()
+        problems = ProblemList(DatasetError)
         _check_header(self._header, problems)
         if problems.messages and not any(self._header) and \
                 all(not line.strip() for line in self._lines):
@@ -396,10 +355,10 @@ class Reader:
                                                   max_columns=MAX_COLUMNS)
         except Unreadable as exc:
             raise DatasetError(f"The Parquet file cannot be read ({exc}).") from None
-        problems = ProblemList()
+        problems = ProblemList(DatasetError)
         seen: set[str] = set()
         for position, name in enumerate(self._parquet.names, start=1):
-            if problem := _name_problem(name):
+            if problem := name_problem(name):
                 reason = problem if problem.startswith("contains") else f"it {problem}"
                 problems.add(f"Column {position} has no usable name ({reason}).")
             elif name in seen:
@@ -414,8 +373,8 @@ class Reader:
             for number, values in self._parquet.read(self._only):
                 cells: dict[str, Cell] = {}
                 for name, value in values.items():
-                    cell = cells[name] = _parquet_cell(value)
-                    if isinstance(cell, str) and (problem := _text_problem(cell)):
+                    cell = cells[name] = parquet_cell(value)
+                    if isinstance(cell, str) and (problem := text_problem(cell)):
                         self.problems.add(f"Row {number}: the value of {name!r} {problem}.")
                         break
                 else:
@@ -430,50 +389,6 @@ def _limit_error(exc: LimitExceeded, format: str) -> DatasetError:
         advice += (" If it should be short, look for a quote left open before it: it makes the "
                    "lines after it part of one field.")
     return DatasetError(f"{exc} {advice}")
-
-
-def _text_problem(value: str) -> str | None:
-    if "\x00" in value:
-        return "contains a NUL character"
-    if value.isascii():  # known without reading it: no surrogate
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains an unpaired surrogate escape (\\ud800-\\udfff)"
-    return None
-
-
-def _name_problem(name: str) -> str | None:
-    """What makes `name` unusable as a column's name, if anything."""
-    if problem := _text_problem(name):
-        return problem
-    if not name.strip():
-        return "is empty"
-    if len(name) > MAX_COLUMN_NAME:
-        return f"is longer than {MAX_COLUMN_NAME} characters"
-    return None
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    return "a number"
-
-
-def _json_cell(value: Any) -> Cell:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, int, float)):
-        return json.dumps(value)
-    kind = "a list" if isinstance(value, list) else "an object"
-    return Structured(kind, json.dumps(value, ensure_ascii=False))
 
 
 def _delimiter_name(delimiter: str) -> str:
@@ -494,21 +409,6 @@ def _check_header(header: list[str], errors: ProblemList) -> None:
                        f"{name!r}. Give every column its own name.")
         else:
             seen[name] = position
-
-
-def _parquet_cell(value: Any) -> Cell:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (bytes, bytearray)):
-        return Structured("binary data", f"<{len(value)} bytes>")
-    if isinstance(value, (list, tuple, dict)):
-        kind = "an object" if isinstance(value, dict) else "a list"
-        return Structured(kind, json.dumps(value, ensure_ascii=False, default=str))
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 # Reading a whole file
@@ -540,119 +440,3 @@ def preview(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits,
     """The cells of the file's first `rows` rows, under `columns`: only those rows are read."""
     reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits)
     return [[row.cells.get(column) for column in columns] for row in islice(reader, rows)]
-
-
-# Column mapping
-
-
-def all_roles(kind: str) -> tuple[str, ...]:
-    return ROLES[kind] + OPTIONAL_ROLES[kind]
-
-
-def guess_mapping(columns: Iterable[str], kind: str) -> dict[str, str]:
-    """For each role, optional ones included, the first column whose name matches one of its
-    guesses, or ""."""
-    by_key = {}
-    for column in columns:
-        by_key.setdefault(column.strip().lower().replace("-", "_").replace(" ", "_"), column)
-    mapping: dict[str, str] = {}
-    taken: set[str] = set()
-    for role in all_roles(kind):
-        mapping[role] = next((by_key[g] for g in ROLE_GUESSES[role]
-                              if g in by_key and by_key[g] not in taken), "")
-        taken.add(mapping[role])
-    return mapping
-
-
-def mapped_roles(kind: str, mapping: dict[str, str]) -> tuple[str, ...]:
-    """The roles a dataset of `kind` has under `mapping`: the required ones, and the optional
-    ones that `mapping` gives a column."""
-    return ROLES[kind] + tuple(role for role in OPTIONAL_ROLES[kind] if mapping.get(role))
-
-
-def normalise(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits, kind: str,
-              mapping: dict[str, str], out: BinaryIO) -> Summary:
-    """Read a whole file with `mapping`, writing to `out`, as each row is read, one JSON line
-    {role: value} per row, with text for every required role (jsonl_line). DatasetError names
-    each row and role that has no text; once there is one, nothing more is written.
-
-    Prompt datasets are scored by comparing numbers, so their answers must be numbers. A mapped
-    difficulty is a number, or None where its cell is empty."""
-    unmapped = [role for role in ROLES[kind] if not mapping.get(role)]
-    if unmapped:
-        raise DatasetError(f"Choose a column for: {', '.join(unmapped)}.")
-    roles = mapped_roles(kind, mapping)
-    used: dict[str, str] = {}
-    for role in roles:
-        if mapping[role] in used:
-            raise DatasetError(f"{used[mapping[role]]} and {role} both use the column "
-                               f"{mapping[role]!r}. Choose a different column for each.")
-        used[mapping[role]] = role
-    reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits,
-                    only=[mapping[role] for role in roles])
-    if reader.format != JSONL:  # its columns are known before its rows are read
-        _check_columns_exist(reader.columns, roles, mapping)
-    errors = reader.problems
-    unit = reader.unit.capitalize()
-    count = 0
-    for row in reader:
-        count += 1
-        normalised = _normalise_row(row, kind=kind, roles=roles, mapping=mapping, unit=unit,
-                                    errors=errors)
-        if not errors.messages:
-            out.write(jsonl_line(normalised))
-    _check_columns_exist(reader.columns, roles, mapping)
-    errors.raise_any()
-    if not count:
-        raise DatasetError("The file has column names but no rows.")
-    return Summary(format=reader.format, columns=reader.columns, row_count=count)
-
-
-def _check_columns_exist(columns: Sequence[str], roles: Sequence[str],
-                         mapping: dict[str, str]) -> None:
-    unknown = [f"{role} ({mapping[role]!r})" for role in roles if mapping[role] not in columns]
-    if unknown:
-        raise DatasetError(f"The file has no such column for: {', '.join(unknown)}.")
-
-
-def _normalise_row(row: Row, *, kind: str, roles: Sequence[str], mapping: dict[str, str],
-                   unit: str, errors: ProblemList) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for role in roles:
-        column = mapping[role]
-        cell = row.cells.get(column)
-        if role == "difficulty":
-            try:
-                out[role] = _difficulty(cell, column)
-            except ValueError as exc:
-                errors.add(f"{unit} {row.number}: {exc}")
-            continue
-        if isinstance(cell, Structured):
-            errors.add(f"{unit} {row.number}: the {role} column {column!r} holds {cell.kind}, "
-                       f"not text.")
-        elif cell is None or not cell.strip():
-            missing = "has no" if column not in row.cells else "has an empty"
-            errors.add(f"{unit} {row.number} {missing} {column!r}, the {role} column.")
-        else:
-            out[role] = cell
-    if kind == PROMPTS and "answer" in out and (problem := check_answer(out["answer"])):
-        errors.add(f"{unit} {row.number}: the answer {problem}. Prompt datasets are scored by "
-                   f"comparing the last number of a completion with the answer: map a column "
-                   f"that holds just the final number.")
-    return out
-
-
-def _difficulty(cell: Cell, column: str) -> float | None:
-    """A difficulty cell as a number, None if empty; ValueError saying what to map instead."""
-    if isinstance(cell, Structured):
-        raise ValueError(f"the difficulty column {column!r} holds {cell.kind}, not a number.")
-    try:
-        return parse_difficulty(cell)
-    except ValueError as exc:
-        raise ValueError(f"{exc}. Map a column of numbers as the difficulty (lower = easier, "
-                         f"empty cells for unknown), or none.") from None
-
-
-def jsonl_line(row: dict[str, Any]) -> bytes:
-    """One JSON line, UTF-8; line breaks inside values are escaped by JSON."""
-    return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")

@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from webapp.datasets import parsing, storage
+from webapp.datasets.cells import Cell
 from webapp.datasets.models import Dataset, DatasetKind
 from webapp.datasets.streaming import Limits
 from webapp.projects.models import Project
@@ -56,7 +57,7 @@ def upload_limits() -> Limits:
 
 
 def staged_preview(upload: BinaryIO, *, filename: str, columns: Sequence[str],
-                   rows: int) -> list[list[parsing.Cell]]:
+                   rows: int) -> list[list[Cell]]:
     """The first `rows` rows of a staged upload, under its `columns`; only those are read.
     DatasetError if it no longer parses as far as that (the limits may have changed)."""
     return parsing.preview(upload, filename=filename, max_bytes=settings.RLAB_DATASET_MAX_BYTES,

@@ -13,6 +13,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 
 from webapp.datasets import parsing, storage, streaming
+from webapp.datasets.mapping import mapped_roles, normalise
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import upload_limits
 from webapp.projects.models import Project
@@ -59,10 +60,10 @@ def dataset_create(*, project: Project, user, name: str, kind: str, filename: st
         # Until the row is committed, no deletion may remove a blob this reuses.
         with storage.blobs_lock(exclusive=False):
             with storage.BlobWriter() as normalised:
-                summary = parsing.normalise(file, filename=filename,
-                                            max_bytes=settings.RLAB_DATASET_MAX_BYTES,
-                                            limits=upload_limits(), kind=kind, mapping=mapping,
-                                            out=normalised)
+                summary = normalise(file, filename=filename,
+                                    max_bytes=settings.RLAB_DATASET_MAX_BYTES,
+                                    limits=upload_limits(), kind=kind, mapping=mapping,
+                                    out=normalised)
                 normalized_sha256, created = normalised.commit()
             if created:
                 written.append(normalized_sha256)
@@ -76,7 +77,7 @@ def dataset_create(*, project: Project, user, name: str, kind: str, filename: st
                     original_filename=filename[:255], size_bytes=size,
                     row_count=summary.row_count, columns=list(summary.columns),
                     column_mapping={role: mapping[role]
-                                    for role in parsing.mapped_roles(kind, mapping)},
+                                    for role in mapped_roles(kind, mapping)},
                     sha256=sha256, normalized_sha256=normalized_sha256, uploaded_by=user)
     except IntegrityError:
         _remove_unreferenced(written)

@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 
-from webapp.datasets import parsing
+from webapp.datasets import mapping
 from webapp.datasets.forms import MappingForm, UploadForm
 from webapp.datasets.models import DatasetFormat
 from webapp.datasets.parsing import DatasetError
@@ -115,7 +115,7 @@ def _dataset_confirm(request: HttpRequest, project: Project, upload_token: str,
         return redirect("datasets:list", project.pk)
 
     kind, columns = pending["kind"], tuple(pending["columns"])
-    initial = {"name": pending["name"], **parsing.guess_mapping(columns, kind)}
+    initial = {"name": pending["name"], **mapping.guess_mapping(columns, kind)}
     form = MappingForm(request.POST if request.method == "POST" else None, project=project,
                        kind=kind, columns=columns, initial=initial)
     if form.is_bound and form.is_valid():

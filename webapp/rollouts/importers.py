@@ -43,8 +43,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from webapp.common.inputs import BIGINT_MAX, storable_text
+from webapp.common.problems import FileProblems, ProblemList
 from webapp.datasets import streaming
-from webapp.datasets.parsing import ProblemList
 from webapp.datasets.streaming import LimitExceeded, Limits, MiB, Unreadable
 
 TRL, VERL = "trl", "verl"
@@ -65,14 +65,8 @@ VERL_SHAPE = ("A veRL rollout dump (trainer.rollout_data_dir) has one JSON objec
               "input, output, score and step.")
 
 
-class RolloutFileError(ValueError):
+class RolloutFileError(FileProblems):
     """Files that cannot become rollouts; `messages` says why, one problem each."""
-
-    def __init__(self, messages: list[str], *, more: int = 0):
-        self.messages = list(messages)
-        if more:
-            self.messages.append(f"… and {more} more {'problem' if more == 1 else 'problems'}.")
-        super().__init__(" ".join(self.messages))
 
 
 @dataclass(frozen=True, slots=True)

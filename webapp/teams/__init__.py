@@ -1,0 +1,1 @@
+"""Teams: sign-up, teams, members and their roles, invitations, and password links."""

@@ -19,14 +19,8 @@ from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs.models import MetricPoint, Rollout, RunStatus
-from webapp.runs.services import (
-    CheckpointSaved,
-    checkpoints_ingest,
-    rollouts_ingest,
-    run_cancel,
-    run_fail,
-    run_launch,
-)
+from webapp.runs.ingestion import CheckpointSaved, checkpoints_ingest, rollouts_ingest
+from webapp.runs.services import run_cancel, run_fail, run_launch
 from webapp.teams.services import team_create
 
 pytestmark = pytest.mark.django_db

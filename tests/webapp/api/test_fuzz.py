@@ -24,12 +24,9 @@ from webapp.api.tokens import token_create
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs.models import Run
-from webapp.runs.services import (
-    rollouts_ingest,
-    run_launch,
-    tracked_experiment_get_or_create,
-    tracked_run_create,
-)
+from webapp.runs.ingestion import rollouts_ingest
+from webapp.runs.services import run_launch
+from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 
 # Per operation and generation mode (schema-conforming, schema-violating), besides the coverage
 # phase's boundary cases: about 2.5 minutes for the whole API on two busy cores.

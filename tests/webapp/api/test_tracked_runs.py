@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from webapp.api.tokens import token_create
 from webapp.experiments.models import ExperimentKind
-from webapp.runs import services
+from webapp.runs import services, tracking
 from webapp.runs.models import MetricPoint, Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -86,14 +86,14 @@ def test_a_tracked_name_cannot_take_over_a_launched_experiment(api, project, exp
     assert response.status_code == 422
     assert "is a training experiment of this project" in str(response.json())
     with pytest.raises(ValidationError, match="is tracked"):
-        tracked = services.tracked_experiment_get_or_create(project=project,
+        tracked = tracking.tracked_experiment_get_or_create(project=project,
                                                             user=experiment.author, name="x")
         services.run_launch(experiment=tracked, user=experiment.author)
 
 
 def test_the_stale_run_check_leaves_tracked_runs_alone(project, user, experiment):
-    tracked = services.tracked_run_create(
-        experiment=services.tracked_experiment_get_or_create(project=project, user=user,
+    tracked = tracking.tracked_run_create(
+        experiment=tracking.tracked_experiment_get_or_create(project=project, user=user,
                                                              name="script"), user=user)
     launched = services.run_launch(experiment=experiment, user=user)
     services.run_claim(run_id=launched.pk, worker="w")
@@ -105,8 +105,8 @@ def test_the_stale_run_check_leaves_tracked_runs_alone(project, user, experiment
 
 
 def test_a_tracked_runs_page_shows_its_parameters_and_tags(signed_in, project, user):
-    run = services.tracked_run_create(
-        experiment=services.tracked_experiment_get_or_create(project=project, user=user,
+    run = tracking.tracked_run_create(
+        experiment=tracking.tracked_experiment_get_or_create(project=project, user=user,
                                                              name="script"),
         user=user, name="sweep-7", params={"learning_rate": "3e-6"}, tags={"git": "abc123"})
     page = signed_in.get(run.get_absolute_url()).content.decode()
@@ -119,7 +119,7 @@ def test_a_tracked_experiment_is_listed_but_neither_launched_nor_edited(signed_i
                                                                         user):
     from django.urls import reverse
 
-    tracked = services.tracked_experiment_get_or_create(project=project, user=user,
+    tracked = tracking.tracked_experiment_get_or_create(project=project, user=user,
                                                         name="verl-ppo")
     page = signed_in.get(project.get_absolute_url()).content.decode()
     experiments = page.split('id="evaluations"')[0]

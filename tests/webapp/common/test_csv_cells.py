@@ -14,7 +14,7 @@ from django.utils import timezone
 from webapp.common import csv_cells
 from webapp.common.csv_cells import csv_cell
 from webapp.experiments.services import experiment_create
-from webapp.runs import services
+from webapp.runs import ingestion, services
 
 
 def test_doctests_pass():
@@ -36,8 +36,8 @@ def test_other_values_are_kept(value):
 def test_metric_names_behind_whitespace_are_quoted_in_the_metrics_csv(signed_in, experiment,
                                                                        user):
     run = services.run_launch(experiment=experiment, user=user)
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key=' \t=HYPERLINK("http://evil")', step=1, value=1.0,
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=' \t=HYPERLINK("http://evil")', step=1, value=1.0,
                               wall_time=timezone.now())])
     response = signed_in.get(reverse("live:metrics_csv", args=[run.pk]))
 
@@ -53,7 +53,7 @@ def test_names_behind_whitespace_are_quoted_in_the_leaderboard_csv(signed_in, pr
     training = experiment_create(project=project, author=user, name=" @SUM(A1)",
                                  description="", config={"task": "arithmetic"})
     run = services.run_launch(experiment=training, user=user)
-    services.metrics_ingest(run_id=run.pk, points=[services.MetricSample(
+    ingestion.metrics_ingest(run_id=run.pk, points=[ingestion.MetricSample(
         key="eval/pass@1", step=0, value=0.5, wall_time=timezone.now())])
     response = signed_in.get(reverse("evaluations:leaderboard_export", args=[project.pk, "csv"]))
     models = [row["model"] for row in csv.DictReader(io.StringIO(response.content.decode()))]

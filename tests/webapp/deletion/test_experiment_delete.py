@@ -12,7 +12,7 @@ from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
 from webapp.projects.activity import Verb
 from webapp.reviews.models import Activity
-from webapp.runs import services
+from webapp.runs import services, tracking
 from webapp.runs.files import run_folder
 from webapp.runs.models import Run, RunStatus
 
@@ -92,8 +92,8 @@ def test_the_experiment_page_offers_deletion_to_admins(client, experiment, user,
 
 def test_a_tracked_experiment_goes_even_while_a_script_still_logs_to_it(
         signed_in, project, user):
-    tracked = services.tracked_experiment_get_or_create(project=project, user=user, name="script")
-    run = services.tracked_run_create(experiment=tracked, user=user)
+    tracked = tracking.tracked_experiment_get_or_create(project=project, user=user, name="script")
+    run = tracking.tracked_run_create(experiment=tracked, user=user)
     page = signed_in.get(reverse("experiments:detail", args=[tracked.pk])).content.decode()
     assert 'id="delete-experiment"' in page
     # Its script runs elsewhere: no process here writes into it (its next write gets a 404).

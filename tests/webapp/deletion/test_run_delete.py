@@ -22,7 +22,7 @@ from tests.webapp.lifecycle import (
 from webapp.deletion import services as deletion
 from webapp.projects.activity import Verb
 from webapp.reviews.models import Activity, Annotation, Comment, RunStar, RunTag
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.files import run_folder
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 
@@ -147,7 +147,7 @@ def test_a_run_ended_from_outside_waits_until_its_worker_stopped_the_process(
     with pytest.raises(ValidationError, match="may still be stopping the training process"):
         deletion.run_delete(run=run, user=user)
     # The worker's closing line, written once the training process has stopped.
-    services.logs_append(run_id=run.pk, lines=[
+    ingestion.logs_append(run_id=run.pk, lines=[
         (timezone.now(), "info", "worker", "Cancelled: the training process was stopped.")])
     deletion.run_delete(run=run, user=user)
     assert not Run.objects.filter(pk=run.pk).exists()
@@ -231,8 +231,8 @@ def test_only_the_runs_own_folder_is_removed(
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "weights.bin").write_bytes(b"keep me")
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=99, path=str(outside))])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=99, path=str(outside))])
     with django_capture_on_commit_callbacks(execute=True):
         deletion.run_delete(run=run, user=user)
     assert (outside / "weights.bin").read_bytes() == b"keep me"

@@ -21,7 +21,7 @@ from webapp.evaluations.compare import (
 from webapp.evaluations.views import PAGE_PROMPTS
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -53,9 +53,9 @@ def job(evaluation, user, verdicts: dict[str, list[bool]], *, step: int = 0,
                 "completion_tokens": 5, "truncated": False,
                 "extra": {"answer": answer, "correct": ok,
                           "extracted_answer": answer if ok else "0"}})
-    services.rollouts_ingest(run_id=run.pk, step=step, items=items)
+    ingestion.rollouts_ingest(run_id=run.pk, step=step, items=items)
     accuracy = [sum(v) / len(v) for v in verdicts.values()]
-    services.metrics_ingest(run_id=run.pk, points=[services.MetricSample(
+    ingestion.metrics_ingest(run_id=run.pk, points=[ingestion.MetricSample(
         key="eval/pass@1", step=step, value=sum(accuracy) / len(accuracy),
         wall_time=timezone.now())])
     if succeed:
@@ -106,7 +106,7 @@ def test_counts_correct_samples_per_prompt_in_the_database(pair):
 
 def test_a_sample_without_a_verdict_is_correct_when_its_reward_reaches_one(evaluation, user):
     run = job(evaluation, user, {"1+1": [T, F]})
-    services.rollouts_ingest(run_id=run.pk, step=0, items=[
+    ingestion.rollouts_ingest(run_id=run.pk, step=0, items=[
         {"prompt": "Compute 9 + 9.", "prompt_id": "9+9", "group": 5, "sample_index": i,
          "completion": "18", "reward": reward} for i, reward in enumerate([1.0, 0.5, 2.0])])
     assert (tallies(run)["9+9"].correct, tallies(run)["9+9"].samples) == (2, 3)
@@ -220,7 +220,7 @@ def test_prompts_on_one_side_only_are_counted_and_listed_apart(signed_in, projec
 def test_the_same_id_with_another_prompt_text_is_marked(evaluation, user, pair):
     before, _ = pair
     other = job(evaluation, user, {"1+1": [T]})
-    services.rollouts_ingest(run_id=other.pk, step=0, items=[
+    ingestion.rollouts_ingest(run_id=other.pk, step=0, items=[
         {"prompt": "Something else entirely", "prompt_id": "2+2", "group": 1,
          "sample_index": 0, "completion": "4", "reward": 1.0, "extra": {"correct": True}}])
     comparison = compare_jobs(before, other)

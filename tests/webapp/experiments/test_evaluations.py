@@ -12,7 +12,7 @@ from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.models import Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -38,15 +38,15 @@ def checkpoint(experiment, user, tmp_path):
     run = services.run_launch(experiment=experiment, user=user)
     folder = tmp_path / "checkpoint-3"
     folder.mkdir()
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=3, path=str(folder), final=True)])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=3, path=str(folder), final=True)])
     return run.checkpoints.get()
 
 
 def _finish(job: Run, metrics: dict[str, float], step: int = 0) -> None:
     services.run_claim(run_id=job.pk, worker="w")
-    services.metrics_ingest(run_id=job.pk, points=[
-        services.MetricSample(key=key, step=step, value=value, wall_time=timezone.now())
+    ingestion.metrics_ingest(run_id=job.pk, points=[
+        ingestion.MetricSample(key=key, step=step, value=value, wall_time=timezone.now())
         for key, value in metrics.items()])
     services.run_succeed(run_id=job.pk)
 
@@ -229,7 +229,7 @@ def _job_with_samples(evaluation) -> Run:
                         "extracted_answer": answer}}
              for group, (pid, samples) in enumerate(verdicts.items())
              for i, (answer, ok) in enumerate(samples)]
-    services.rollouts_ingest(run_id=job.pk, step=0, items=items)
+    ingestion.rollouts_ingest(run_id=job.pk, step=0, items=items)
     _finish(job, {"eval/pass@1": 0.375, "eval/avg@4": 0.375})
     return job
 

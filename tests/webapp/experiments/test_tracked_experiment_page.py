@@ -3,16 +3,16 @@
 import pytest
 from django.urls import reverse
 
-from webapp.runs import services
+from webapp.runs import services, tracking
 from webapp.runs.models import RunStatus
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_tracked_experiment_page_shows_runs_without_max_steps(signed_in, project, user):
-    experiment = services.tracked_experiment_get_or_create(project=project, user=user,
+    experiment = tracking.tracked_experiment_get_or_create(project=project, user=user,
                                                            name="from-a-script")
-    run = services.tracked_run_create(experiment=experiment, user=user, params={"lr": "1e-5"})
+    run = tracking.tracked_run_create(experiment=experiment, user=user, params={"lr": "1e-5"})
     services.run_succeed(run_id=run.pk)
     run.refresh_from_db()
     assert "max_steps" not in run.config and run.status == RunStatus.SUCCEEDED

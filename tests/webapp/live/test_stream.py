@@ -30,7 +30,7 @@ from webapp.live.live_feed import (
     current_cursor,
     read_batch,
 )
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.models import Run, RunStatus
 from webapp.teams import services as services_teams
 from webapp.teams.models import Membership
@@ -154,8 +154,8 @@ def running(experiment, user) -> Run:
 
 def _metrics(run: Run, steps: range, key: str = "reward/mean") -> None:
     now = timezone.now()
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key=key, step=step, value=step / 10,
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=key, step=step, value=step / 10,
                               wall_time=now + timedelta(seconds=step)) for step in steps])
 
 
@@ -172,7 +172,7 @@ def test_new_points_log_lines_and_status_arrive_then_the_stream_ends(web, cookie
     assert first.name == "status" and "running" in first.data  # the state, on connecting
 
     _metrics(running, range(1, 4))
-    services.logs_append(run_id=running.pk, lines=[
+    ingestion.logs_append(run_id=running.pk, lines=[
         (timezone.now(), "info", "trainer", "step 3 <b>done</b>")])
     events = stream.events_until(lambda e: e.name == "log")
     events += [] if _steps(events) == [1, 2, 3] else stream.events_until(
@@ -203,7 +203,7 @@ def test_a_reconnect_resumes_after_the_last_event_id(web, cookie, running):
     stream.close()
 
     _metrics(running, range(3, 6))
-    services.logs_append(run_id=running.pk, lines=[(timezone.now(), "info", "trainer", "x")])
+    ingestion.logs_append(run_id=running.pk, lines=[(timezone.now(), "info", "trainer", "x")])
     stream = Stream(web, path, cookie, last_event_id=last_id)  # as EventSource reconnects
     events = stream.events_until(lambda e: e.name == "log")
     assert _steps(events) == [3, 4, 5]  # 1 and 2 are not sent again
@@ -246,9 +246,9 @@ def test_carriage_returns_in_a_completion_or_log_line_stay_inside_their_event(we
                                                                               running):
     stream = Stream(web, reverse("live:events", args=[running.pk]), cookie)
     assert stream.next_event().name == "status"
-    services.rollouts_ingest(run_id=running.pk, step=1, items=[
+    ingestion.rollouts_ingest(run_id=running.pk, step=1, items=[
         {"prompt": "p", "completion": FRAMING_PAYLOAD, "reward": 1.0}])
-    services.logs_append(run_id=running.pk, lines=[
+    ingestion.logs_append(run_id=running.pk, lines=[
         (timezone.now(), "info", "trainer", FRAMING_PAYLOAD)])
     events = stream.events_until(lambda e: e.name == "log", timeout=20)
     assert [e.name for e in events] == ["rollouts", "log"]
@@ -290,7 +290,7 @@ def test_cursor_reads_only_what_came_after_it(running):
     _metrics(running, range(1, 3))
     middle = current_cursor(running.pk)
     _metrics(running, range(3, 5))
-    services.rollouts_ingest(run_id=running.pk, step=4, items=[{"prompt": "p", "completion": "c",
+    ingestion.rollouts_ingest(run_id=running.pk, step=4, items=[{"prompt": "p", "completion": "c",
                                                                  "reward": 1.0}])
     batch = read_batch(running.pk, middle, last_state=None)
     assert [step for _, _, step, _, _ in batch.metrics] == [3, 4]

@@ -14,7 +14,7 @@ from django.test import Client
 from webapp.api.tokens import token_create
 from webapp.experiments.models import Experiment
 from webapp.runs.models import Run
-from webapp.runs.services import tracked_experiment_get_or_create, tracked_run_create
+from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 
 
 def test_a_script_without_a_token_is_refused(tracking):

@@ -18,7 +18,7 @@ from webapp.common.inputs import text_problem
 from webapp.mlflow_compat import bodies
 from webapp.mlflow_compat.errors import STATUS_OF_CODE
 from webapp.runs.models import Run
-from webapp.runs.services import tracked_experiment_get_or_create, tracked_run_create
+from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 
 # Per call and generation mode, besides the coverage phase's boundary cases: about 1,000
 # requests, a minute on two busy cores.

@@ -18,7 +18,7 @@ from django.test import Client
 
 from tests.webapp.datasets import hostile
 from webapp.api.tokens import token_create
-from webapp.datasets.parsing import MAX_ERRORS
+from webapp.common.problems import MAX_ERRORS
 from webapp.rollouts.importers import (
     LIMITS,
     TRL,
@@ -27,7 +27,7 @@ from webapp.rollouts.importers import (
     prompt_id,
     scan_files,
 )
-from webapp.runs import services
+from webapp.runs import tracking
 from webapp.runs.models import Rollout, Run, RunStatus
 
 DATA = Path(__file__).parent / "data"
@@ -271,8 +271,8 @@ def test_the_command_imports_files_into_a_new_tracked_run(project, user, tmp_pat
 
 @pytest.mark.django_db
 def test_importing_the_same_files_again_stores_nothing_twice(project, user, capsys):
-    tracked = services.tracked_experiment_get_or_create(project=project, user=user, name="verl")
-    run = services.tracked_run_create(experiment=tracked, user=user)
+    tracked = tracking.tracked_experiment_get_or_create(project=project, user=user, name="verl")
+    run = tracking.tracked_run_create(experiment=tracked, user=user)
     paths = [str(path) for path in VERL_FILES]
     call_command("import_rollouts", "--format", "verl", "--run", str(run.pk), *paths)
     call_command("import_rollouts", "--format", "verl", "--run", str(run.pk), *paths)
@@ -324,8 +324,8 @@ def test_the_command_records_a_run_only_as_someone_who_may_add_one(project, memb
 
 @pytest.fixture
 def tracked_run(project, user):
-    tracked = services.tracked_experiment_get_or_create(project=project, user=user, name="trl")
-    return services.tracked_run_create(experiment=tracked, user=user)
+    tracked = tracking.tracked_experiment_get_or_create(project=project, user=user, name="trl")
+    return tracking.tracked_run_create(experiment=tracked, user=user)
 
 
 @pytest.fixture
@@ -361,7 +361,7 @@ def test_the_api_refuses_a_malformed_file_whole(api, tracked_run):
 
 @pytest.mark.django_db
 def test_the_api_takes_no_file_into_a_run_that_has_ended(api, tracked_run):
-    services.tracked_run_finish(run_id=tracked_run.pk, status=RunStatus.SUCCEEDED)
+    tracking.tracked_run_finish(run_id=tracked_run.pk, status=RunStatus.SUCCEEDED)
     response = api.post(f"/api/runs/{tracked_run.pk}/rollouts/import", trl_step(),
                         content_type="application/octet-stream")
     assert response.status_code == 409

@@ -8,7 +8,8 @@ import pytest
 from django.urls import reverse
 
 from webapp.rollouts.prompt_history import PROMPT_HISTORY_COMPLETIONS, PROMPT_HISTORY_STEPS
-from webapp.runs.services import rollouts_ingest, run_launch
+from webapp.runs.ingestion import rollouts_ingest
+from webapp.runs.services import run_launch
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
-from webapp.runs import compare, services
+from webapp.runs import compare, ingestion, services
 from webapp.runs.compare import config_diff, flatten
 from webapp.runs.models import Run
 from webapp.teams.services import team_create
@@ -30,11 +30,11 @@ def two_runs(project, experiment, user):
     first = services.run_launch(experiment=experiment, user=user)
     second = services.run_launch(experiment=other, user=user)
     now = timezone.now()
-    services.metrics_ingest(run_id=first.pk, points=[
-        services.MetricSample(key="reward/mean", step=s, value=0.1 * s, wall_time=now)
+    ingestion.metrics_ingest(run_id=first.pk, points=[
+        ingestion.MetricSample(key="reward/mean", step=s, value=0.1 * s, wall_time=now)
         for s in (1, 2)])
-    services.metrics_ingest(run_id=second.pk, points=[
-        services.MetricSample(key=key, step=1, value=0.9, wall_time=now)
+    ingestion.metrics_ingest(run_id=second.pk, points=[
+        ingestion.MetricSample(key=key, step=1, value=0.9, wall_time=now)
         for key in ("reward/mean", "loss/policy")])
     return first, second
 

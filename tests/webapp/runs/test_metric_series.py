@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from webapp.runs import metric_series, selectors, services
+from webapp.runs import ingestion, metric_series, selectors, services
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +29,8 @@ def run(experiment, user):
 
 def log(run, key, values: dict[int, float]) -> None:
     """Points of one metric, step -> value, each step one second after the previous."""
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key=key, step=step, value=value,
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=key, step=step, value=value,
                               wall_time=T0 + timedelta(seconds=step))
         for step, value in values.items()])
 

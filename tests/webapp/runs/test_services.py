@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from webapp.projects.activity import Verb
 from webapp.reviews.models import Activity
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.files import run_folder
 from webapp.runs.models import Checkpoint, LogLine, MetricPoint, Rollout, Run, RunStatus
 
@@ -105,15 +105,15 @@ def test_stale_runs_are_failed_with_an_explanation(experiment, user):
 def test_replayed_metrics_are_stored_once(experiment, user):
     run = services.run_launch(experiment=experiment, user=user)
     now = timezone.now()
-    batch = [services.MetricSample(key="reward/mean", step=s, value=s / 10, wall_time=now)
+    batch = [ingestion.MetricSample(key="reward/mean", step=s, value=s / 10, wall_time=now)
              for s in range(5)]
-    assert services.metrics_ingest(run_id=run.pk, points=batch) == 5
-    assert services.metrics_ingest(run_id=run.pk, points=batch) == 5
+    assert ingestion.metrics_ingest(run_id=run.pk, points=batch) == 5
+    assert ingestion.metrics_ingest(run_id=run.pk, points=batch) == 5
     assert MetricPoint.objects.filter(run=run).count() == 5
 
 
 # A step's metrics go in one INSERT of arrays; a batch of more points is COPYed.
-BATCH_SIZES = pytest.mark.parametrize("padding", [0, services.SMALL_METRIC_BATCH],
+BATCH_SIZES = pytest.mark.parametrize("padding", [0, ingestion.SMALL_METRIC_BATCH],
                                       ids=["small batch", "large batch"])
 
 
@@ -121,12 +121,12 @@ BATCH_SIZES = pytest.mark.parametrize("padding", [0, services.SMALL_METRIC_BATCH
 def test_a_batch_overlapping_stored_points_adds_only_the_new_ones(experiment, user, padding):
     run = services.run_launch(experiment=experiment, user=user)
     now = timezone.now()
-    services.metrics_ingest(run_id=run.pk, points=[("loss", s, 1.0, now) for s in range(3)])
+    ingestion.metrics_ingest(run_id=run.pk, points=[("loss", s, 1.0, now) for s in range(3)])
 
     # Steps 1-2 again with other values, steps 3-4 new, step 4 twice in the batch itself.
     overlapping = [("loss", s, 2.0, now) for s in (1, 2, 3, 4)] + [("loss", 4, 3.0, now)]
     pad = [("pad", s, 0.0, now) for s in range(padding)]
-    services.metrics_ingest(run_id=run.pk,
+    ingestion.metrics_ingest(run_id=run.pk,
                             points=[*overlapping, ("k" * 250, 0, 5.0, now), *pad])
 
     stored = dict(MetricPoint.objects.filter(run=run, key="loss").values_list("step", "value"))
@@ -144,7 +144,7 @@ def test_times_at_the_edges_of_the_calendar_are_stored_exactly(experiment, user,
              datetime(2026, 12, 6, 9, 30, 1, 123456, tzinfo=dt_timezone(-timedelta(hours=17,
                                                                                   minutes=7)))]
     pad = [("pad", s, 0.0, times[2]) for s in range(padding)]
-    services.metrics_ingest(run_id=run.pk, points=[
+    ingestion.metrics_ingest(run_id=run.pk, points=[
         *(("edge", step, 1.0, time) for step, time in enumerate(times)), *pad])
     stored = MetricPoint.objects.filter(run=run, key="edge").order_by("step")
     assert list(stored.values_list("wall_time", flat=True)) == times
@@ -156,7 +156,7 @@ def test_whole_numbers_among_the_values_are_stored_as_numbers(experiment, user, 
     run = services.run_launch(experiment=experiment, user=user)
     now = timezone.now()
     pad = [("pad", s, 0.0, now) for s in range(padding)]
-    services.metrics_ingest(run_id=run.pk, points=[("n", 0, 1, now), ("n", 1, 2.5, now),
+    ingestion.metrics_ingest(run_id=run.pk, points=[("n", 0, 1, now), ("n", 1, 2.5, now),
                                                    ("n", 2, True, now), *pad])
     stored = MetricPoint.objects.filter(run=run, key="n").order_by("step")
     assert list(stored.values_list("value", flat=True)) == [1.0, 2.5, 1.0]
@@ -173,8 +173,8 @@ def test_a_dead_workers_run_records_the_checkpoints_left_in_its_folder_and_resum
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING,
                                          heartbeat_at=timezone.now() - timedelta(hours=1))
     folder = run_folder(run.pk, run.created_at)
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=1, path=str(folder / "checkpoint-1"))])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=1, path=str(folder / "checkpoint-1"))])
     for name in ("checkpoint-2", "checkpoint-3", ".checkpoint-4-k2j1", "checkpoint-best"):
         (folder / name).mkdir(parents=True)
     (folder / "checkpoint-9").write_text("a file, not a checkpoint")
@@ -199,19 +199,19 @@ def test_rollouts_and_log_lines_are_stored(experiment, user):
     items = [{"prompt": "2+2?", "completion": "4", "reward": 1.0, "rewards": {"correct": 1.0},
               "advantage": 0.5, "group": 0, "sample_index": i, "completion_tokens": 1,
               "truncated": False} for i in range(2)]
-    services.rollouts_ingest(run_id=run.pk, step=1, items=items)
-    services.rollouts_ingest(run_id=run.pk, step=1, items=items)
-    services.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", "hello")])
+    ingestion.rollouts_ingest(run_id=run.pk, step=1, items=items)
+    ingestion.rollouts_ingest(run_id=run.pk, step=1, items=items)
+    ingestion.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", "hello")])
     assert Rollout.objects.filter(run=run).count() == 2
     assert LogLine.objects.get(run=run).message == "hello"
 
 
 def test_a_replayed_checkpoint_batch_is_stored_once(experiment, user):
     run = services.run_launch(experiment=experiment, user=user)
-    batch = [services.CheckpointSaved(step=2, path="/runs/run-1/checkpoint-2"),
-             services.CheckpointSaved(step=3, path="/runs/run-1/checkpoint-3", final=True)]
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=batch)
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=batch)
+    batch = [ingestion.CheckpointSaved(step=2, path="/runs/run-1/checkpoint-2"),
+             ingestion.CheckpointSaved(step=3, path="/runs/run-1/checkpoint-3", final=True)]
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=batch)
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=batch)
     stored = Checkpoint.objects.filter(run=run).values_list("step", "path", "final")
     assert list(stored) == [(3, "/runs/run-1/checkpoint-3", True),
                             (2, "/runs/run-1/checkpoint-2", False)]
@@ -219,11 +219,11 @@ def test_a_replayed_checkpoint_batch_is_stored_once(experiment, user):
 
 def test_a_checkpoint_step_reported_again_keeps_the_later_report(experiment, user):
     run = services.run_launch(experiment=experiment, user=user)
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=4, path="/a/checkpoint-4")])
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=4, path="/b/checkpoint-4"),
-        services.CheckpointSaved(step=4, path="/c/checkpoint-4", final=True)])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=4, path="/a/checkpoint-4")])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=4, path="/b/checkpoint-4"),
+        ingestion.CheckpointSaved(step=4, path="/c/checkpoint-4", final=True)])
     checkpoint = Checkpoint.objects.get(run=run)
     assert (checkpoint.path, checkpoint.final) == ("/c/checkpoint-4", True)
 
@@ -248,8 +248,8 @@ def _checkpoint(run: Run, step: int, folder, *, on_disk: bool = True) -> Checkpo
     path = folder / f"run-{run.pk}" / f"checkpoint-{step}"
     if on_disk:
         path.mkdir(parents=True)
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=step, path=str(path))])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=step, path=str(path))])
     return Checkpoint.objects.get(run=run, step=step)
 
 

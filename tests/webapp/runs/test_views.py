@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from webapp.runs import services
+from webapp.runs import ingestion, services
 from webapp.runs.models import RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -44,8 +44,8 @@ def test_finished_run_page_has_no_event_stream(signed_in, run):
 
 def test_metrics_json_returns_series_after_a_step(signed_in, run):
     now = timezone.now()
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key="reward/mean", step=s, value=s * 0.1, wall_time=now)
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key="reward/mean", step=s, value=s * 0.1, wall_time=now)
         for s in (1, 2, 3)])
     data = signed_in.get(reverse("live:metrics", args=[run.pk]), {"after": 1}).json()
     assert data["keys"] == ["reward/mean"]
@@ -65,10 +65,10 @@ def test_cancel_needs_post(signed_in, run):
 
 
 def test_model_output_is_escaped(signed_in, run):
-    services.rollouts_ingest(run_id=run.pk, step=1, items=[{
+    ingestion.rollouts_ingest(run_id=run.pk, step=1, items=[{
         "prompt": PAYLOAD, "completion": PAYLOAD, "reward": 0.0, "group": 0,
         "sample_index": 0}])
-    services.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
+    ingestion.logs_append(run_id=run.pk, lines=[(timezone.now(), "info", "trainer", PAYLOAD)])
     body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
     assert "<script>alert" not in body and "<img src=x" not in body
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in body
@@ -84,9 +84,9 @@ def test_run_page_lists_checkpoints_with_their_size_and_marks_deleted_ones(signe
     kept.mkdir(parents=True)
     (kept / "model.safetensors").write_bytes(b"\0" * 1536)
     (kept / "config.json").write_bytes(b"{}" * 256)
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=2, path=str(tmp_path / "run-1" / "checkpoint-2")),
-        services.CheckpointSaved(step=4, path=str(kept), final=True)])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=2, path=str(tmp_path / "run-1" / "checkpoint-2")),
+        ingestion.CheckpointSaved(step=4, path=str(kept), final=True)])
     body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
     section = body[body.index('id="checkpoints"'):body.index('id="logs"')]
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", section, re.S)[1:]
@@ -102,8 +102,8 @@ def test_run_page_without_checkpoints_says_when_they_come(signed_in, run):
 
 
 def test_checkpoint_path_is_escaped(signed_in, run):
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=1, path=f"/runs/{PAYLOAD}")])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=1, path=f"/runs/{PAYLOAD}")])
     body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()
     assert "<script>alert" not in body and "<img src=x" not in body
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in body
@@ -112,8 +112,8 @@ def test_checkpoint_path_is_escaped(signed_in, run):
 def _checkpoint_on_disk(run, step: int, folder) -> str:
     path = folder / f"run-{run.pk}" / f"checkpoint-{step}"
     path.mkdir(parents=True)
-    services.checkpoints_ingest(run_id=run.pk, checkpoints=[
-        services.CheckpointSaved(step=step, path=str(path))])
+    ingestion.checkpoints_ingest(run_id=run.pk, checkpoints=[
+        ingestion.CheckpointSaved(step=step, path=str(path))])
     return str(path)
 
 
@@ -172,8 +172,8 @@ def test_resume_needs_post(signed_in, run):
 
 def test_status_panel_shows_throughput_and_peak_memory(signed_in, run):
     now = timezone.now()
-    services.metrics_ingest(run_id=run.pk, points=[
-        services.MetricSample(key=key, step=1, value=value, wall_time=now)
+    ingestion.metrics_ingest(run_id=run.pk, points=[
+        ingestion.MetricSample(key=key, step=1, value=value, wall_time=now)
         for key, value in (("perf/tokens_per_s", 123.45), ("time/step_s", 2.5),
                            ("perf/peak_memory_gb", 3.25))])
     body = signed_in.get(reverse("runs:detail", args=[run.pk])).content.decode()

@@ -17,7 +17,7 @@ from webapp.common.inputs import Text
 from webapp.projects.selectors import get_project_for_user
 from webapp.runs.models import RunStatus
 from webapp.runs.selectors import get_run_for_user
-from webapp.runs.services import (
+from webapp.runs.tracking import (
     tracked_experiment_get_or_create,
     tracked_run_create,
     tracked_run_finish,

@@ -25,8 +25,8 @@ from webapp.projects.selectors import get_project_for_user
 from webapp.rollouts.importers import FORMATS, RolloutFileError, scan_files
 from webapp.rollouts.services import rollouts_import
 from webapp.runs.models import Run, RunStatus
-from webapp.runs.services import (
-    run_progress,
+from webapp.runs.services import run_progress
+from webapp.runs.tracking import (
     tracked_experiment_get_or_create,
     tracked_run_create,
     tracked_run_finish,

@@ -1,0 +1,211 @@
+"""Writes of what a run reports, relayed by its worker or sent by a tracked run's script: metric
+points, rollouts, checkpoints (and those a dead worker never relayed, recovered from the run's
+folder) and log lines."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone as dt_timezone
+from itertools import chain, islice
+from typing import Any, NamedTuple
+
+from django.db import IntegrityError, connection, transaction
+
+from webapp.common.inputs import storable_json, storable_text
+from webapp.runs.files import run_folder
+from webapp.runs.models import (
+    METRIC_KEY_MAX_LENGTH,
+    Checkpoint,
+    LogLine,
+    MetricPoint,
+    Rollout,
+    Run,
+)
+
+logger = logging.getLogger(__name__)
+
+
+SMALL_METRIC_BATCH = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class MetricSample(NamedTuple):
+    """One point. Any tuple of these four, in this order, is one too: the API passes the rows of
+    its batches as zip()'s tuples, with no object per point."""
+
+    key: str
+    step: int
+    value: float
+    wall_time: datetime
+
+
+def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datetime]]) -> int:
+    """Store points (MetricSample rows); a (run, key, step) already stored is kept as is, so
+    replays are harmless. Keys are cut to METRIC_KEY_MAX_LENGTH characters, and a character
+    Postgres cannot store (a NUL from a trainer) becomes U+FFFD: the edges refuse such keys, and
+    a run's own writes must never fail on one. Returns how many points there were.
+
+    On Postgres a batch of up to SMALL_METRIC_BATCH points (a step's metrics, what scripts and
+    the worker send) is one INSERT of arrays, skipping points already stored. A larger one is
+    COPYed, in binary, into a temporary table and inserted from there in one statement. The
+    table lives as long as the connection and is emptied before each use, so two batches in one
+    transaction never mix. That insert is a plain one first, about a third cheaper for Postgres
+    than one that checks each row for a conflict; a batch with a point already stored (a
+    replay) fails it, and is inserted again, in the same transaction, skipping those."""
+    stored_keys: dict[str, str] = {}  # a batch repeats a few keys: each is checked once
+
+    def stored(key: str) -> str:
+        found = stored_keys.get(key)
+        if found is None:
+            found = stored_keys[key] = storable_text(key)
+        return found
+
+    if connection.vendor != "postgresql":
+        rows = [MetricPoint(run_id=run_id, key=stored(key)[:METRIC_KEY_MAX_LENGTH], step=step,
+                            value=value, wall_time=wall_time)
+                for key, step, value, wall_time in points]
+        MetricPoint.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+        return len(rows)
+    points = iter(points)
+    first = list(islice(points, SMALL_METRIC_BATCH + 1))
+    columns = f"INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time)"
+    if len(first) <= SMALL_METRIC_BATCH:
+        if first:
+            keys, steps, values, times = zip(*first)
+            with connection.cursor() as cursor:
+                # Times as microseconds since 1970: a datetime's text may carry an offset that
+                # Postgres does not read (beyond ±15:59), and one at the edge of year 1 or 9999
+                # cannot be moved to UTC in Python.
+                cursor.execute(
+                    f"{columns} SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, "
+                    "timestamptz 'epoch' + micros * interval '1 microsecond' "
+                    "FROM unnest(%s::text[], %s::int8[], %s::float8[], %s::int8[]) "
+                    "AS batch(key, step, value, micros) "
+                    "ON CONFLICT (run_id, key, step) DO NOTHING",
+                    [run_id, [stored(key) for key in keys], [int(step) for step in steps],
+                     [float(value) for value in values],
+                     [(time - _EPOCH) // _MICROSECOND for time in times]])
+        return len(first)
+    points = chain(first, points)
+    count = 0
+    insert = (f"{columns} SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, wall_time "
+              "FROM metric_incoming")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS metric_incoming (key text, step bigint, "
+                       "value float8, wall_time timestamptz)")
+        cursor.execute("TRUNCATE metric_incoming")
+        with cursor.copy("COPY metric_incoming FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "int8", "float8", "timestamptz"])
+            for count, (key, step, value, wall_time) in enumerate(points, 1):
+                copy.write_row((stored(key), step, value, wall_time))
+        try:
+            with transaction.atomic():
+                cursor.execute(insert, [run_id])
+        except IntegrityError:
+            cursor.execute(f"{insert} ON CONFLICT (run_id, key, step) DO NOTHING", [run_id])
+    return count
+
+
+def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) -> int:
+    """Store one step's rollouts. A group is degenerate when all its rewards are equal: the
+    item's `group_degenerate` when it has one (the trainer saw the whole group, though it may log
+    only part of it), else decided from this batch's items of the same group (outside scripts
+    send whole groups); a group of one is not degenerate.
+
+    What Postgres cannot store is replaced rather than refused, since a model can generate it:
+    a NUL or a lone surrogate in the text becomes U+FFFD, and NaN or ±Infinity in the JSON
+    columns null (webapp.common.inputs). The API refuses both before they get here."""
+    items = list(items)
+    group_rewards: dict[int, list[float]] = {}
+    for item in items:
+        group_rewards.setdefault(int(item.get("group", 0)), []).append(
+            float(item.get("reward", 0.0)))
+
+    def degenerate(item: dict[str, Any]) -> bool:
+        if item.get("group_degenerate") is not None:
+            return bool(item["group_degenerate"])
+        rewards = group_rewards[int(item.get("group", 0))]
+        return len(rewards) > 1 and max(rewards) == min(rewards)
+
+    rows = [
+        Rollout(
+            run_id=run_id, step=step, group=int(item.get("group", 0)),
+            sample_index=int(item.get("sample_index", 0)),
+            prompt_id=storable_text(str(item.get("prompt_id", "")))[:200],
+            prompt=storable_text(str(item.get("prompt", ""))),
+            completion=storable_text(str(item.get("completion", ""))),
+            reward=float(item.get("reward", 0.0)),
+            rewards=storable_json(item.get("rewards") or {}), advantage=item.get("advantage"),
+            completion_tokens=item.get("completion_tokens"),
+            truncated=bool(item.get("truncated", False)),
+            extra=storable_json(item.get("extra") or {}),
+            token_data=storable_json(item.get("tokens") or None),
+            group_degenerate=degenerate(item),
+        )
+        for item in items
+    ]
+    Rollout.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+    final: bool = False
+
+
+def checkpoints_ingest(*, run_id: int, checkpoints: Iterable[CheckpointSaved]) -> int:
+    """Record saved checkpoints, one per (run, step): a step seen again takes the path and final
+    flag of the later report, so a replayed batch changes nothing."""
+    # One row per step: Postgres refuses an upsert that touches the same row twice.
+    latest = {c.step: c for c in checkpoints}
+    rows = [Checkpoint(run_id=run_id, step=c.step, path=c.path, final=c.final)
+            for c in latest.values()]
+    Checkpoint.objects.bulk_create(rows, update_conflicts=True, unique_fields=["run", "step"],
+                                   update_fields=["path", "final"])
+    return len(rows)
+
+
+_CHECKPOINT_FOLDER = re.compile(r"checkpoint-([0-9]{1,18})")
+
+
+def checkpoints_recover(*, run_id: int) -> int:
+    """Record the checkpoints in the run's folder that the database never heard of, for a run
+    whose worker died. The training process saves (and deletes older checkpoints, keeping
+    keep_checkpoints) whether or not the worker relaying its events keeps up: a worker killed
+    while it lagged leaves rows for folders already deleted and folders with no row, and the
+    run could not be resumed. A folder named checkpoint-<step> is complete (training renames it
+    into place once written). Nothing when this machine cannot see the folder. Returns how many
+    were recorded."""
+    run = Run.objects.filter(pk=run_id).only("pk", "created_at").first()
+    if run is None:
+        return 0
+    try:
+        entries = list(os.scandir(run_folder(run.pk, run.created_at)))
+    except OSError:
+        return 0
+    known = set(Checkpoint.objects.filter(run_id=run_id).values_list("step", flat=True))
+    found = [CheckpointSaved(step=int(match[1]), path=entry.path) for entry in entries
+             if (match := _CHECKPOINT_FOLDER.fullmatch(entry.name))
+             and entry.is_dir(follow_symlinks=False) and int(match[1]) not in known]
+    if found:
+        checkpoints_ingest(run_id=run_id, checkpoints=found)
+        logger.info("run %s: recorded checkpoints found in its folder at steps %s", run_id,
+                    ", ".join(str(c.step) for c in sorted(found, key=lambda c: c.step)))
+    return len(found)
+
+
+def logs_append(*, run_id: int, lines: Iterable[tuple[datetime, str, str, str]]) -> int:
+    """Append (time, level, source, message) lines; a NUL or a lone surrogate in a line (a
+    trainer's output) becomes U+FFFD, so that the line is kept rather than refused."""
+    rows = [LogLine(run_id=run_id, time=t, level=storable_text(level)[:10],
+                    source=storable_text(source)[:10], message=storable_text(message)[:10_000])
+            for t, level, source, message in lines]
+    LogLine.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
