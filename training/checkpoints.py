@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from training.spec.checkpoint_names import checkpoint_folder_name, checkpoint_step
+
 TRAINER_STATE = "trainer_state.json"
 TRAINING_TENSORS = "training_state.safetensors"
 TRAINING_STRUCTURE = "training_state.json"
@@ -64,7 +66,7 @@ def save(output_dir: Path, step: int, *, model, tokenizer, state: dict[str, Any]
          tensors: dict[str, Any], keep: int) -> Path:
     """Write checkpoint-<step> under `output_dir`, delete all but the newest `keep`, return it."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / f"checkpoint-{step}"
+    target = output_dir / checkpoint_folder_name(step)
     staging = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=output_dir))
     try:
         _save_model(model, tokenizer, staging)
@@ -102,9 +104,9 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """checkpoint-<step> folders in `output_dir`, oldest step first."""
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir()
-             and p.name.removeprefix("checkpoint-").isdigit()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+    found = [p for p in output_dir.glob("checkpoint-*")
+             if p.is_dir() and checkpoint_step(p.name) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p.name))
 
 
 def rng_state() -> dict[str, Any]:

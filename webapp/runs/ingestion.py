@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -15,6 +14,7 @@ from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 
+from training.spec.checkpoint_names import checkpoint_step
 from webapp.common.inputs import storable_json, storable_text
 from webapp.runs.files import run_folder
 from webapp.runs.models import (
@@ -172,9 +172,6 @@ def checkpoints_ingest(*, run_id: int, checkpoints: Iterable[CheckpointSaved]) -
     return len(rows)
 
 
-_CHECKPOINT_FOLDER = re.compile(r"checkpoint-([0-9]{1,18})")
-
-
 def checkpoints_recover(*, run_id: int) -> int:
     """Record the checkpoints in the run's folder that the database never heard of, for a run
     whose worker died. The training process saves (and deletes older checkpoints, keeping
@@ -191,9 +188,9 @@ def checkpoints_recover(*, run_id: int) -> int:
     except OSError:
         return 0
     known = set(Checkpoint.objects.filter(run_id=run_id).values_list("step", flat=True))
-    found = [CheckpointSaved(step=int(match[1]), path=entry.path) for entry in entries
-             if (match := _CHECKPOINT_FOLDER.fullmatch(entry.name))
-             and entry.is_dir(follow_symlinks=False) and int(match[1]) not in known]
+    found = [CheckpointSaved(step=step, path=entry.path) for entry in entries
+             if (step := checkpoint_step(entry.name)) is not None
+             and entry.is_dir(follow_symlinks=False) and step not in known]
     if found:
         checkpoints_ingest(run_id=run_id, checkpoints=found)
         logger.info("run %s: recorded checkpoints found in its folder at steps %s", run_id,
