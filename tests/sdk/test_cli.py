@@ -20,8 +20,8 @@ from webapp.api.tokens import token_create
 from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
-from webapp.runs.models import Run, RunStatus
 from webapp.runs.ingestion import logs_append
+from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import run_claim, run_fail, run_launch, run_mark_running, run_succeed
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -23,8 +23,8 @@ from webapp.api.tokens import token_create
 from webapp.common.inputs import MAX_JSON_DEPTH
 from webapp.experiments.models import Experiment
 from webapp.experiments.services import experiment_create
-from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
 from webapp.runs.ingestion import rollouts_ingest
+from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
 from webapp.runs.services import run_launch
 from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 from worker.supervisor import RunSupervisor

@@ -13,8 +13,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from webapp.api.tokens import token_create
 from webapp.datasets.services import dataset_create
 from webapp.reviews import services as reviews
-from webapp.runs.models import Rollout
 from webapp.runs.ingestion import CheckpointSaved, checkpoints_ingest, rollouts_ingest
+from webapp.runs.models import Rollout
 from webapp.runs.services import run_launch
 from webapp.teams.models import Membership, Role
 from webapp.teams.services import invitation_create

@@ -28,8 +28,8 @@ from webapp.mlflow_compat.entities import (
 )
 from webapp.mlflow_compat.errors import MlflowError, error_response
 from webapp.projects.models import Project
-from webapp.runs.models import Run, RunStatus
 from webapp.runs.ingestion import MetricSample, metrics_ingest
+from webapp.runs.models import Run, RunStatus
 from webapp.runs.tracking import (
     tracked_experiment_get_or_create,
     tracked_run_create,

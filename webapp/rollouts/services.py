@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db import transaction
 
-from webapp.runs.models import Rollout
 from webapp.runs.ingestion import rollouts_ingest
+from webapp.runs.models import Rollout
 
 
 def rollouts_import(*, run_id: int, steps: dict[int, list[dict[str, Any]]]) -> int:

@@ -18,8 +18,8 @@ from webapp.evaluations import leaderboard
 from webapp.experiments.models import ExperimentKind
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
-from webapp.runs.models import Checkpoint
 from webapp.runs.ingestion import MetricSample, metrics_ingest
+from webapp.runs.models import Checkpoint
 from webapp.runs.services import evaluation_launch, run_claim, run_launch, run_succeed
 from webapp.teams.services import team_create
 

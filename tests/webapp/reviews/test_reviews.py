@@ -5,8 +5,8 @@ from django.urls import reverse
 from webapp.projects.activity import Verb
 from webapp.reviews import services
 from webapp.reviews.models import Activity, Annotation, Comment, RunStar
-from webapp.runs.models import Rollout
 from webapp.runs.ingestion import rollouts_ingest
+from webapp.runs.models import Rollout
 from webapp.runs.services import run_cancel, run_launch
 
 pytestmark = pytest.mark.django_db

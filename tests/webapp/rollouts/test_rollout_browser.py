@@ -12,8 +12,8 @@ from django.urls import reverse
 
 import webapp.rollouts.rollout_browser
 from webapp.rollouts.rollout_browser import PAGE_GROUPS
-from webapp.runs.models import Rollout
 from webapp.runs.ingestion import rollouts_ingest
+from webapp.runs.models import Rollout
 from webapp.runs.services import run_launch
 
 pytestmark = pytest.mark.django_db

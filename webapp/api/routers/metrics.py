@@ -24,8 +24,8 @@ from webapp.api.schemas import (
     WrittenOut,
 )
 from webapp.common.inputs import text_problem, text_refusal
-from webapp.runs.selectors import get_run_for_user, metric_keys, metric_series
 from webapp.runs.ingestion import metrics_ingest
+from webapp.runs.selectors import get_run_for_user, metric_keys, metric_series
 from webapp.teams.models import Role
 
 router = Router(tags=["metrics"])

@@ -25,9 +25,9 @@ from webapp.api.schemas import (
 )
 from webapp.common.inputs import BIGINT_MAX
 from webapp.rollouts.rollout_browser import RolloutFilters, RolloutOrder, RowComparison
+from webapp.runs.ingestion import rollouts_ingest
 from webapp.runs.models import Negated, Rollout
 from webapp.runs.selectors import get_run_for_user
-from webapp.runs.ingestion import rollouts_ingest
 from webapp.teams.models import Role
 
 router = Router(tags=["rollouts"])
