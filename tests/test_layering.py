@@ -61,6 +61,10 @@ def test_the_code_keeps_every_contract(tree):
      "The web app and the SDK import no worker module (runs reach it by task name)"),
     ("webapp/common/planted.py", "from webapp.runs.models import Run",
      "webapp.common, beneath every app, imports none of them"),
+    ("webapp/runs/planted.py", "from webapp.reviews import models",
+     "The web app's apps import only the apps beneath them"),
+    ("webapp/live/planted.py", "from webapp.rollouts import rollout_browser",
+     "The web app's apps import only the apps beneath them"),  # siblings: neither imports
 ])
 def test_a_planted_import_breaks_its_contract(tree, module, line, contract):
     planted = tree / module
