@@ -70,8 +70,8 @@ class PPO(Algorithm):
         config, batch, settings = self.config, scored.batch, self.settings
         rollouts = batch.rollouts
         started = time.perf_counter()
-        batch.old_logp, old_values = batch_forward(
-            run.model, rollouts, config, self.forward)  # (N, T) each, before any update
+        before = batch_forward(run.model, rollouts, config, self.forward)  # before any update
+        batch.old_logp, old_values = before.logp, before.values  # (N, T) each
         kl = None
         if run.reference is not None:
             batch.ref_logp = batch_logprobs(run.reference.model, rollouts, config)

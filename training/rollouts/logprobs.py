@@ -55,13 +55,14 @@ def micro_batch_order(rollouts: Rollouts) -> torch.Tensor:
 
 
 def batch_forward(model, rollouts: Rollouts, config: RunConfig,
-                  forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (N, T) of every completion token under `model`, without gradient, and the
-    values (N, T) of the same positions when `forward` gives them; 0 beyond each completion's
-    end. `forward` defaults to `completion_forward`."""
+                  forward: Forward | None = None) -> TokenForward:
+    """Log-probs and entropies (N, T) of every completion token under `model`, without
+    gradient, and the values (N, T) of the same positions when `forward` gives them; 0 beyond
+    each completion's end. `forward` defaults to `completion_forward`."""
     forward = forward or completion_forward
     device = rollouts.input_ids.device
     logps = torch.zeros(rollouts.completion_mask.shape, device=device)
+    entropies = torch.zeros_like(logps)
     values = None
     was_training = model.training
     model.eval()
@@ -74,17 +75,18 @@ def batch_forward(model, rollouts: Rollouts, config: RunConfig,
                 out = forward(model, input_ids, attention_mask, mask.shape[1],
                               config.temperature)  # (n, T')
             logps[rows, :mask.shape[1]] = out.logp * mask
+            entropies[rows, :mask.shape[1]] = out.entropy * mask
             if out.values is not None:
                 if values is None:
                     values = torch.zeros_like(logps)
                 values[rows, :mask.shape[1]] = out.values * mask
     model.train(was_training)
-    return logps, values
+    return TokenForward(logps, entropies, values)
 
 
 def batch_logprobs(model, rollouts: Rollouts, config: RunConfig) -> torch.Tensor:
     """Log-probs (N, T) of every completion token under `model`, without gradient."""
-    return batch_forward(model, rollouts, config)[0]
+    return batch_forward(model, rollouts, config).logp
 
 
 def micro_batch(rollouts: Rollouts, rows: torch.Tensor,

@@ -10,7 +10,9 @@ adds both with `register`; the form, the config checks and the trainer then pick
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from training.spec.settings import Settings, setting
 
@@ -28,6 +30,8 @@ class AlgorithmSpec:
     settings: type[Settings] = NoSettings  # the settings only this algorithm reads
     min_group_size: int = 1  # G below this cannot work: GRPO and RLOO compare a group's members
     offline: bool = False  # trains on a preference dataset, with its own loop, not on rollouts
+    # RunConfig -> {setting: what is wrong}: settings of the run that do not suit the method
+    check: Callable[[Any], dict[str, str]] | None = None
 
 
 # name -> one-line description: the choices of RunConfig.algorithm, kept in step by `register`.
@@ -114,6 +118,28 @@ class DPOSettings(Settings):
                               label="DPO β", section="algorithm", min=1e-4, max=100.0)
 
 
+@dataclass(frozen=True)
+class GTPOSettings(Settings):
+    gtpo_conflict_weight: float = setting(
+        2.0, "w: a conflict token's positive update is multiplied by this (its negative one is "
+        "dropped); the authors' code uses 2.", label="GTPO conflict weight w",
+        section="algorithm", min=1.0, max=10.0)
+    gtpo_entropy_threshold: float = setting(
+        0.7, "τ_H: completions whose mean next-token entropy, in nats, is above this are left "
+        "out of the update; the authors' code uses 0.7.", label="GTPO entropy threshold τ_H",
+        section="algorithm", min=0.0, max=20.0)
+    gtpo_entropy_coef: float = setting(
+        0.1, "c: each kept completion's advantage is lowered by c × its mean entropy; the "
+        "authors' code uses 0.1.", label="GTPO entropy coefficient c", section="algorithm",
+        min=0.0, max=10.0)
+
+
+def _no_reference(config: Any) -> dict[str, str]:
+    if config.beta > 0:
+        return {"beta": f"{config.algorithm.upper()} uses no reference model: set β to 0"}
+    return {}
+
+
 for _spec in (
     AlgorithmSpec("grpo", "GRPO: advantages centred (and scaled) within each prompt's group",
                   "training.algorithms.grpo:GRPO", GRPOSettings, min_group_size=2),
@@ -127,5 +153,8 @@ for _spec in (
                   "training.algorithms.ppo:PPO", PPOSettings),
     AlgorithmSpec("dpo", "DPO: offline, from a preference dataset's chosen and rejected replies",
                   "training.algorithms.dpo:DPO", DPOSettings, offline=True),
+    AlgorithmSpec("gtpo", "GTPO: GRPO with conflict tokens protected and high-entropy "
+                  "completions left out; no reference model", "training.algorithms.gtpo:GTPO",
+                  GTPOSettings, min_group_size=2, check=_no_reference),
 ):
     register(_spec)

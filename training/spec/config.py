@@ -349,6 +349,8 @@ class RunConfig(Settings):
             errors["group_size"] = (f"{spec.name.upper()} compares completions of the same "
                                     f"prompt: the group size must be at least "
                                     f"{spec.min_group_size}")
+        if spec.check is not None:
+            errors.update(spec.check(self))
         if spec.offline and not self.dataset:
             errors["dataset"] = (f"{spec.name.upper()} trains on a preference dataset: "
                                  f"choose one")

@@ -18,6 +18,7 @@ ALGORITHMS = {
     "reinforce_pp": {},
     "spo": dict(group_size=1, prompts_per_step=4, prompt_sampler="spo_priority"),
     "ppo": dict(beta=0.05, kl_placement="reward"),
+    "gtpo": {},
 }
 
 
@@ -30,8 +31,9 @@ def policy_dir(tiny_model, tmp_path_factory):
 def test_every_algorithm_trains_on_vllm_rollouts(policy_dir, algorithm):
     settings = dict(max_steps=2, prompts_per_step=2, group_size=3, max_new_tokens=6,
                     micro_batch_size=4, rollouts_logged_per_step=2)
-    config = RunConfig(model=str(policy_dir), algorithm=algorithm, rollout_backend="vllm",
-                       **{**settings, **ALGORITHMS[algorithm]})
+    config = RunConfig.from_dict({"model": str(policy_dir), "algorithm": algorithm,
+                                  "rollout_backend": "vllm", **settings,
+                                  **ALGORITHMS[algorithm]}, paths=True)
     reporter = ListReporter()
     assert train(config, reporter) is Outcome.COMPLETED, reporter.of_kind("error")
     assert any("rollouts by vllm" in e["message"] for e in reporter.of_kind("log"))
