@@ -14,6 +14,8 @@ or 1 (no scaling, Dr. GRPO). The policy minimises the clipped surrogate with asy
     ρ_i   = exp(1/|o_i| Σ_t log ρ_i,t), the same for every token of o_i  sequence-level (GSPO)
     ℓ_i,t = −min(ρ Â_i, clip(ρ, 1 − ε_low, 1 + ε_high) Â_i) + β KL_i,t − α H_i,t
 
+where KL_i,t may be weighted by ρ_i,t (the bias correction of TRL and DeepSeek-V3.2, under
+which k1 and k3 give the reverse KL's gradient; k3 alone gives the forward KL's, k1 alone none),
 and the per-token losses are aggregated as in training.algorithms.aggregation (grpo, bnpo, dapo,
 dr_grpo), where H is the entropy of the policy's next-token distribution (an entropy bonus
 when α > 0). Completions cut off at the token limit can be left out of the loss (DAPO's overlong
@@ -47,6 +49,7 @@ class GRPOConfig:
     epsilon_high: float  # ε_high: ρ is clipped above at 1 + ε_high
     beta: float  # β: weight of the KL penalty to the reference policy (0 = no reference)
     kl_estimator: str = "k3"  # k1, k2 or k3 (training.ops)
+    kl_bias_correction: bool = False  # KL_i,t × ρ_i,t in the loss (TRL's use_bias_correction_kl)
     loss_type: str = "grpo"  # aggregation of per-token losses: grpo, bnpo, dapo, dr_grpo
     importance_level: str = "token"  # token: ρ_i,t; sequence: GSPO's ρ_i
     mask_truncated: bool = False  # leave completions that hit the token limit out of the loss
@@ -56,7 +59,8 @@ class GRPOConfig:
     def from_run_config(cls, config: RunConfig) -> GRPOConfig:
         return cls(group_size=config.group_size, epsilon_low=config.epsilon,
                    epsilon_high=config.epsilon_high or config.epsilon, beta=config.beta,
-                   kl_estimator=config.kl_estimator, loss_type=config.loss_type,
+                   kl_estimator=config.kl_estimator,
+                   kl_bias_correction=config.kl_bias_correction, loss_type=config.loss_type,
                    importance_level=config.importance_level,
                    mask_truncated=config.mask_truncated)
 
@@ -92,6 +96,7 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
                  importance_level: str = "token", loss_type: str = "grpo",
                  shape: BatchShape | None = None, entropy: torch.Tensor | None = None,
                  entropy_coef: float = 0.0, policy_mask: torch.Tensor | None = None,
+                 kl_bias_correction: bool = False,
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The objective of the module docstring, as a loss to minimise, for one micro-batch.
 
@@ -99,7 +104,9 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
     GRPO, or (n, T), one per token as PPO's GAE gives. `entropy` must carry
     its gradient when entropy_coef (α) is not 0. `policy_mask` (n, T), if given, keeps the
     policy-gradient term to its tokens (high_entropy_mask); KL and entropy terms keep all of
-    `mask`. `shape` describes the whole step
+    `mask`. With `kl_bias_correction`, the KL term is KL_i,t · ρ_i,t, ρ carrying its gradient
+    (TRL's use_bias_correction_kl): E_π_old[ρ ∇k + k ∇ρ] is then the reverse KL's gradient
+    for k1 and k3 alike, in every pass. `shape` describes the whole step
     for the aggregation; None means this micro-batch is the whole step. Returns the micro-batch's
     share of the step loss and detached token means of: clip/low_fraction (ρ < 1 − ε_low with
     Â < 0, the gradient cut by the lower bound), clip/high_fraction (ρ > 1 + ε_high with Â > 0),
@@ -124,7 +131,8 @@ def compute_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Ten
     stats = {}
     if ref_logp is not None:
         kl = KL_ESTIMATORS[kl_estimator](logp, ref_logp)  # (n, T)
-        per_token = per_token + beta * kl
+        penalty = kl * ratio if kl_bias_correction else kl  # (n, T)
+        per_token = per_token + beta * penalty
         stats["kl/mean"] = masked_mean(kl, mask).detach()
     if entropy_coef:
         per_token = per_token - entropy_coef * entropy

@@ -149,7 +149,8 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
             epsilon_low=surrogate.epsilon_low, epsilon_high=surrogate.epsilon_high, beta=beta,
             kl_estimator=surrogate.kl_estimator, importance_level=surrogate.importance_level,
             loss_type=surrogate.loss_type, shape=shape, entropy=entropy,
-            entropy_coef=config.entropy_coef, policy_mask=policy_mask)
+            entropy_coef=config.entropy_coef, policy_mask=policy_mask,
+            kl_bias_correction=surrogate.kl_bias_correction)
         loss = policy_loss
         extra = algorithm.extra_loss(forward, batch, rows, mask, total_tokens)
         if extra is not None:

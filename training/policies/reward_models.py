@@ -1,13 +1,18 @@
 """Learned reward models: sequence classifiers with one score, alone or as an ensemble.
 
-Each model m scores a completion, r_m; the ensemble of M models combines them into one reward:
+Each model m scores a completion, r_m; the ensemble of M models combines them into one reward,
+as in Coste et al. 2024 ("Reward Model Ensembles Help Mitigate Overoptimization"):
 
     mean:         r = (1/M) Σ_m r_m
-    min:          r = min_m r_m                                   (worst case)
-    uncertainty:  r = mean − λ·σ,   σ = sqrt((1/M) Σ_m (r_m − mean)²)
+    min:          r = min_m r_m                          (WCO, worst-case optimisation)
+    uwo:          r = mean − λ·σ²                         (UWO, uncertainty-weighted optimisation)
+    uncertainty:  r = mean − λ·σ                          (a variant in the units of the scores)
 
-σ is the population std (divided by M, not M − 1), so it is defined for one model, where it is 0
-and the uncertainty-weighted reward is the model's own score.
+    σ² = (1/M) Σ_m (r_m − mean)²
+
+The paper's UWO penalises the variance across the ensemble; `uncertainty` penalises its std,
+which keeps λ in reward units. σ is the population std (divided by M, not M − 1), so both are
+defined for one model, where they are 0 and the reward is the model's own score.
 
 A model reads the prompt and completion as a chat (user prompt, assistant completion) when its
 tokenizer has a chat template, else as "prompt\\n\\ncompletion", and its score is the head's output
@@ -38,6 +43,7 @@ RewardFunction = Callable[..., list[float]]
 _COMBINERS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "mean": lambda scores, lam: scores.mean(dim=0),
     "min": lambda scores, lam: scores.min(dim=0).values,
+    "uwo": lambda scores, lam: scores.mean(dim=0) - lam * scores.var(dim=0, correction=0),
     "uncertainty": lambda scores, lam: scores.mean(dim=0) - lam * scores.std(dim=0, correction=0),
 }
 
@@ -52,8 +58,10 @@ def combine(scores: torch.Tensor, how: str, lam: float = 1.0) -> torch.Tensor:
     >>> scores = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
     >>> combine(scores, "mean").tolist(), combine(scores, "min").tolist()
     ([2.0, 0.0], [1.0, 0.0])
-    >>> combine(scores, "uncertainty", lam=0.5).tolist()
-    [1.5, 0.0]
+    >>> combine(scores, "uncertainty", lam=0.5).tolist(), combine(scores, "uwo", lam=0.5).tolist()
+    ([1.5, 0.0], [1.5, 0.0])
+    >>> combine(torch.tensor([[0.0], [4.0]]), "uwo", lam=0.5).tolist()
+    [0.0]
     """
     if how not in _COMBINERS:
         raise ValueError(f"unknown reward ensemble {how!r}; known: {', '.join(_COMBINERS)}")

@@ -40,8 +40,10 @@ PROMPT_SAMPLERS = {
 }
 REWARD_ENSEMBLES = {
     "mean": "the mean of the reward models' scores",
-    "min": "the lowest score (worst case)",
-    "uncertainty": "mean − λ·std across reward models (uncertainty-weighted)",
+    "min": "the lowest score (worst-case optimisation, WCO, Coste et al.)",
+    "uwo": "mean − λ·variance across reward models (uncertainty-weighted optimisation, UWO, "
+           "Coste et al.)",
+    "uncertainty": "mean − λ·std across reward models: UWO's penalty in the units of the scores",
 }
 LOSS_TYPES = {
     "grpo": "token mean per completion, then mean over completions (DeepSeekMath)",
@@ -54,9 +56,12 @@ IMPORTANCE_LEVELS = {
     "sequence": "one ratio per completion, the geometric mean of its tokens' (GSPO)",
 }
 KL_ESTIMATORS = {
-    "k1": "log π − log π_ref: unbiased, high variance",
-    "k2": "½ (log π − log π_ref)²: low variance, biased",
-    "k3": "π_ref/π − log(π_ref/π) − 1: unbiased and non-negative",
+    "k1": "log π − log π_ref: an unbiased value, but in the loss its gradient is 0 in "
+          "expectation (use it in the reward, or with the bias correction)",
+    "k2": "½ (log π − log π_ref)²: a biased value; in the loss its gradient is the reverse KL's",
+    "k3": "π_ref/π − log(π_ref/π) − 1: unbiased and non-negative; in the loss its gradient is "
+          "the forward KL(π_ref || π)'s, unless the bias correction is on (GRPO's and TRL's "
+          "default)",
 }
 TASKS = {
     "arithmetic": "One-digit sums: 'Compute a + b.', answer checked as the last number",
@@ -189,9 +194,15 @@ class RunConfig(Settings):
     beta: float = setting(
         0.0, "β: weight of the KL penalty to the frozen initial policy (0 = no reference "
         "model is loaded).", label="KL coefficient β", min=0.0, max=10.0, section="kl")
-    kl_estimator: str = setting("k3", "Per-token estimator of KL(π || π_ref) in the penalty.",
-                               label="KL estimator", choices=KL_ESTIMATORS, advanced=True,
-                               section="kl")
+    kl_estimator: str = setting(
+        "k3", "Per-token estimator of KL(π || π_ref) in the penalty. In the loss, the gradient "
+        "it gives is not always the reverse KL's: see each one.", label="KL estimator",
+        choices=KL_ESTIMATORS, advanced=True, section="kl")
+    kl_bias_correction: bool = setting(
+        False, "KL in the loss: multiply each token's KL by the importance ratio π_θ/π_old, as "
+        "TRL's use_bias_correction_kl (DeepSeek-V3.2). Then k1 and k3 in the loss give the "
+        "reverse KL's gradient, also in the later passes over a batch (μ > 1), whose tokens "
+        "were sampled by π_old.", label="KL bias correction", advanced=True, section="kl")
     kl_placement: str = setting("loss", "Where the KL penalty enters.", label="KL in",
                                choices=KL_PLACEMENTS, advanced=True, section="kl")
     kl_target: float = setting(
@@ -241,7 +252,7 @@ class RunConfig(Settings):
                                         min=-100.0, max=100.0, advanced=True, section="rewards")
     reward_ensemble: str = setting("mean", "How several reward models' scores are combined.",
                                   choices=REWARD_ENSEMBLES, advanced=True, section="rewards")
-    reward_ensemble_lambda: float = setting(1.0, "λ of the uncertainty-weighted ensemble.",
+    reward_ensemble_lambda: float = setting(1.0, "λ of the uwo and uncertainty ensembles.",
                                            label="Ensemble λ", min=0.0, max=100.0,
                                            advanced=True, section="rewards")
     checkpoint_every: int = setting(
@@ -368,6 +379,11 @@ class RunConfig(Settings):
             errors["eval_every"] = (f"{spec.name.upper()} trains on preference pairs, which "
                                     f"have no verifiable answer: evaluate its checkpoints with "
                                     f"an evaluation job")
+        if (self.beta > 0 and self.kl_placement == "loss" and self.kl_estimator == "k1"
+                and not self.kl_bias_correction):
+            errors["kl_estimator"] = ("k1 in the loss has a zero gradient in expectation: "
+                                      "choose k2 or k3, put the KL in the reward, or turn on "
+                                      "the KL bias correction")
         if self.kl_target > 0 and self.beta == 0:
             errors["kl_target"] = "adaptive KL adjusts β: set an initial β > 0"
         return errors

@@ -139,3 +139,21 @@ def test_policy_mask_keeps_the_gradient_to_the_chosen_tokens_and_kl_to_all():
                     beta=0.5, policy_mask=policy_mask)
     k3 = 1 - math.log(2)
     assert loss.item() == pytest.approx((-1.0 + 0.0) / 2 + 0.5 * k3)
+
+
+def test_the_kl_bias_correction_weighs_k3_by_the_ratio_and_its_gradient():
+    # One token, Â = 0, π_old = π_θ: the loss is β·k3·ρ with ρ = 1, and its gradient with
+    # respect to log π is β·(dk3/dlog π + k3) = β·(1 − π_ref/π + k3): the reverse KL's
+    # score-function gradient, where k3 alone gives β·(1 − π_ref/π).
+    logp = torch.tensor([[-1.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5]])
+    k3 = math.exp(-0.5) - (-0.5) - 1
+    for correction, expected in ((False, 1 - math.exp(-0.5)), (True, 1 - math.exp(-0.5) + k3)):
+        logp.grad = None
+        loss, stats = compute_loss(logp, logp.detach(), ref, torch.zeros(1), torch.ones(1, 1),
+                                   epsilon_low=0.2, epsilon_high=0.2, beta=0.5,
+                                   kl_bias_correction=correction)
+        loss.backward()
+        assert loss.item() == pytest.approx(0.5 * k3)
+        assert logp.grad.item() == pytest.approx(0.5 * expected)
+        assert stats["kl/mean"].item() == pytest.approx(k3)

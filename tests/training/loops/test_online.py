@@ -301,3 +301,12 @@ def test_bf16_autocast_trains_with_fp32_weights(tiny_config, length_rewarded):
     values = reporter.of_kind("metrics")[0]["values"]
     assert outcome is Outcome.COMPLETED
     assert values["optim/grad_norm"] > 0 and math.isfinite(values["loss/policy"])
+
+
+def test_the_kl_bias_correction_trains_over_several_passes(tiny_config, length_rewarded):
+    config = dataclasses.replace(tiny_config, max_steps=1, beta=0.1, kl_estimator="k1",
+                                 kl_bias_correction=True, num_iterations=2)
+    outcome, reporter = _run(config)
+    values = reporter.of_kind("metrics")[0]["values"]
+    assert outcome is Outcome.COMPLETED
+    assert math.isfinite(values["kl/mean"]) and values["optim/grad_norm"] > 0

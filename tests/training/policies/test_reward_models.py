@@ -64,6 +64,11 @@ def test_uncertainty_subtracts_lambda_times_the_population_std():
     assert combine(SCORES, "uncertainty", lam=0.0).tolist() == [1.0, 3.0, 1.0]
 
 
+def test_uwo_subtracts_lambda_times_the_variance_as_coste_et_al():
+    # population variances: [1, 0, 9]
+    assert combine(SCORES, "uwo", lam=2.0).tolist() == [-1.0, 3.0, -17.0]
+
+
 @pytest.mark.parametrize("how", sorted(REWARD_ENSEMBLES))
 def test_one_model_is_its_own_score_in_every_mode(how):
     scores = torch.tensor([[0.5, -1.25, 3.0]])
@@ -71,7 +76,7 @@ def test_one_model_is_its_own_score_in_every_mode(how):
 
 
 def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="mean, min, uncertainty"):
+    with pytest.raises(ValueError, match="mean, min, uwo, uncertainty"):
         combine(SCORES, "median")
 
 

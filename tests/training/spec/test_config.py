@@ -96,3 +96,11 @@ def test_every_setting_belongs_to_a_known_section():
     from training.spec.settings import SECTIONS
 
     assert {f.metadata["section"] for f, _ in RunConfig.every_field()} <= set(SECTIONS)
+
+
+def test_k1_in_the_loss_is_refused_unless_the_bias_correction_is_on():
+    with pytest.raises(ConfigError) as bad:
+        RunConfig.from_dict({"beta": 0.1, "kl_estimator": "k1"})
+    assert "zero gradient in expectation" in bad.value.errors["kl_estimator"]
+    RunConfig.from_dict({"beta": 0.1, "kl_estimator": "k1", "kl_bias_correction": True})
+    RunConfig.from_dict({"beta": 0.1, "kl_estimator": "k1", "kl_placement": "reward"})
