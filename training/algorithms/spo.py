@@ -223,12 +223,15 @@ class ValueTracker:
                log_prob_change: torch.Tensor) -> torch.Tensor:
         """Discount each prompt's evidence by ρ(D) and add its reward: rewards, D (B,) -> ρ (B,).
 
-        Call after the step's policy update. A prompt that appears twice in the batch is updated
-        twice, in order, so both completions count (the reference keeps only the last).
+        Call after the step's policy update, with the rewards as scored (no KL folded in). A
+        prompt that appears twice in the batch is updated twice, in order, so both completions
+        count (the reference keeps only the last). Rewards are clipped to [0, 1] first, as the
+        reference's scorer does: α and β count successes and failures.
         """
         c = self.config
         rho = forgetting_factor(log_prob_change.float().cpu(), c.half_life, c.rho_min, c.rho_max)
-        for pid, reward, keep in zip(prompt_ids, rewards.tolist(), rho.tolist(), strict=True):
+        clipped = rewards.float().cpu().clamp(0.0, 1.0)  # (B,)
+        for pid, reward, keep in zip(prompt_ids, clipped.tolist(), rho.tolist(), strict=True):
             alpha, beta = self.alpha.get(pid, UNSEEN), self.beta.get(pid, UNSEEN)
             self.alpha[pid] = keep * alpha + reward
             self.beta[pid] = keep * beta + (1.0 - reward)

@@ -79,7 +79,8 @@ def resolve_model(ref: str) -> Path | str:
 
 def load_policy(ref: str, *, dtype: torch.dtype, device: str | torch.device,
                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer, ready for batched generation (left padding, pad set)."""
+    """Load a causal LM and its tokenizer, ready for batched generation (left padding, pad set),
+    with its dropout off (`disable_dropout`)."""
     source = resolve_model(ref)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
@@ -94,7 +95,25 @@ def load_policy(ref: str, *, dtype: torch.dtype, device: str | torch.device,
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    disable_dropout(model)
     return model.to(device), tokenizer
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Turn every dropout of `model` off, as TRL does for RL: log-probs taken in training mode
+    (the update's) must equal those of the same weights stored before it (π_old's, π_ref's),
+    or the importance ratio and the KL are biased by the dropout noise. Covers dropout layers
+    and the attention dropout rate that attention modules pass to their kernel."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop",
+                 "attn_pdrop"):
+        if isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
 
 
 def apply_lora(model: PreTrainedModel, rank: int, alpha: float) -> PreTrainedModel:

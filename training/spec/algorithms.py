@@ -134,6 +134,12 @@ class GTPOSettings(Settings):
         min=0.0, max=10.0)
 
 
+def _one_completion_per_prompt(config: Any) -> dict[str, str]:
+    if config.group_size != 1:
+        return {"group_size": "SPO samples one completion per prompt: set the group size to 1"}
+    return {}
+
+
 def _no_reference(config: Any) -> dict[str, str]:
     if config.beta > 0:
         return {"beta": f"{config.algorithm.upper()} uses no reference model: set β to 0"}
@@ -148,7 +154,8 @@ for _spec in (
     AlgorithmSpec("reinforce_pp", "REINFORCE++: one baseline for the whole batch, normalised "
                   "by its std", "training.algorithms.reinforce_pp:ReinforcePP"),
     AlgorithmSpec("spo", "SPO: one completion per prompt; baseline = a persistent per-prompt "
-                  "success estimate", "training.algorithms.spo:SPO", SPOSettings),
+                  "success estimate", "training.algorithms.spo:SPO", SPOSettings,
+                  check=_one_completion_per_prompt),
     AlgorithmSpec("ppo", "PPO: a learned value head and GAE give per-token advantages",
                   "training.algorithms.ppo:PPO", PPOSettings),
     AlgorithmSpec("dpo", "DPO: offline, from a preference dataset's chosen and rejected replies",

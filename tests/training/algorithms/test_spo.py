@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from training.algorithms import grpo, spo
-from training.ops import zero_fraction
 from training.algorithms.spo import LastCompletions, SPOConfig, ValueTracker
-from training.spec.config import RunConfig
+from training.ops import zero_fraction
+from training.spec.config import ConfigError, RunConfig
 
 # ρ = 0.9 exactly: 2^(−D/0.06) = 0.9
 D_FOR_09 = 0.06 * math.log2(1 / 0.9)
@@ -154,3 +154,17 @@ def test_last_completions_keep_only_the_latest_and_survive_json():
     copy.load_state_dict(json.loads(json.dumps(memory.state_dict())))
     assert copy.entries == memory.entries == {"a": ([4, 5, 6], [9], [-2.0]),
                                               "b": ([4, 5, 6], [9], [-2.0])}
+
+
+def test_the_tracker_counts_rewards_clipped_to_zero_and_one():
+    clipped, plain = ValueTracker(), ValueTracker()
+    clipped.update(["a", "b"], torch.tensor([2.5, -1.0]), torch.zeros(2))
+    plain.update(["a", "b"], torch.tensor([1.0, 0.0]), torch.zeros(2))
+    assert (clipped.alpha, clipped.beta) == (plain.alpha, plain.beta)
+
+
+def test_spo_runs_one_completion_per_prompt():
+    with pytest.raises(ConfigError) as bad:
+        RunConfig.from_dict({"algorithm": "spo", "group_size": 4})
+    assert bad.value.errors == {
+        "group_size": "SPO samples one completion per prompt: set the group size to 1"}
