@@ -49,9 +49,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 KEYS = [f"train/metric_{k}" for k in range(10)]
 ROLLOUTS_PER_STEP = 4
 SCRIPTS = 3
-# The first run, resumed after its second checkpoint, must still train when the broker restarts
-# a step later, so that the second, resumed too, waits in the queue then: 12 steps of ~1 s.
-STEPS = {"first": 12, "second": 6}
+# Neither run may end before its fault reaches it: the first is killed after its second
+# checkpoint, which the test waits for only after restarting the web server (about 6 s), and,
+# resumed, must still train when the broker restarts, so that the second, resumed too, waits in
+# the queue then. A tiny-model step takes 0.3 to 1 s, so 12 steps could all be done by then.
+STEPS = {"first": 60, "second": 30}
 WORKER_ENV = {"RLAB_HOUSEKEEPING_SECONDS": "1", "RLAB_REQUEUE_AFTER_SECONDS": "10"}
 
 
