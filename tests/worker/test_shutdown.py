@@ -16,11 +16,16 @@ from webapp.runs.models import Checkpoint, LogLine, RunStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
+STEPS = 40
+
 
 def test_a_worker_stopped_with_sigterm_interrupts_its_run_which_then_resumes(
         tmp_path, project, user, tiny_model):
+    # Long enough to be still training when the worker's shutdown reaches it: a tiny-model
+    # step can take a third of a second, and the supervisor sees the interruption at its next
+    # heartbeat.
     experiment = experiment_create(project=project, author=user, name="stopped", description="",
-                                   config=tiny_run_config(tiny_model, max_steps=12,
+                                   config=tiny_run_config(tiny_model, max_steps=STEPS,
                                                           checkpoint_every=2))
     worker = start_worker(tmp_path)
     try:
@@ -50,6 +55,6 @@ def test_a_worker_stopped_with_sigterm_interrupts_its_run_which_then_resumes(
         resumed = wait_for_run(resumed, lambda r: r.is_terminal, 180, worker)
         assert resumed.status == RunStatus.SUCCEEDED, resumed.error_message
         assert resumed.resumed_from == checkpoint
-        assert (resumed.progress_step, resumed.progress_total) == (12, 12)
+        assert (resumed.progress_step, resumed.progress_total) == (STEPS, STEPS)
     finally:
         worker.stop()
