@@ -3,7 +3,6 @@ section, the rest apart (folded on the page); a tracked run's parameters as they
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +48,6 @@ def config_table(run: Run) -> ConfigTable:
         if f.name not in config:
             continue
         row = ConfigRow(f.name, config[f.name], f.metadata["help"],
-                        SECTIONS[f.metadata["section"]], _default(f))
+                        SECTIONS[f.metadata["section"]], f.default)
         (defaults if config[f.name] == row.default else changed).append(row)
     return ConfigTable(changed, defaults)
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default

@@ -81,8 +81,7 @@ def test_two_steps_report_conflicts_and_per_token_advantages(tiny_config):
 
 
 def test_with_a_higher_threshold_the_update_moves_the_weights(tiny_config):
-    config = RunConfig.from_dict({**tiny_config.to_dict(), "algorithm": "gtpo",
-                                  "gtpo_entropy_threshold": 20.0, "max_steps": 1}, paths=True)
+    config = tiny_config.with_changes(algorithm="gtpo", gtpo_entropy_threshold=20.0, max_steps=1)
     reporter = ListReporter()
     assert train(config, reporter) is Outcome.COMPLETED, reporter.of_kind("error")
     values = reporter.of_kind("metrics")[0]["values"]
