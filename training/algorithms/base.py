@@ -12,6 +12,7 @@ by name:
     each step:
         advantages(scored, run)        sets scored.batch.advantages; returns metrics
         forward(...), extra_loss(...)  inside every micro-batch of every update pass
+        auxiliary_backward(model)      once per update pass, before the optimiser step
         after_update(scored, run)      after the optimiser steps; returns metrics
     state_dict()                       into every checkpoint
 
@@ -43,6 +44,9 @@ class StepBatch:
     ref_logp: torch.Tensor | None = None  # (N, T) π_ref's, likewise
     # What an algorithm's extra loss reads, by name: PPO's V_old and returns R_t, (N, T) each.
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Per-token values the token view shows beside the advantage, (N, T) each, by name:
+    # GTPO's "conflict" (1 on a conflict token), PRL's "process" (its process term).
+    token_views: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +142,14 @@ class Algorithm:
         """A loss of the algorithm's own for micro-batch `rows` (mask (n, T'): its completion
         tokens), already weighted, as its share of the step: `step_tokens` completion tokens."""
         return None
+
+    def auxiliary_backward(self, model: torch.nn.Module) -> dict[str, float]:
+        """Once per optimisation pass, after the rollouts' micro-batches and before the gradient
+        is clipped and the optimiser steps: a loss on data of the algorithm's own (DPH-RL's
+        stored samples of the initial policy, RMT's next-token loss on the text), computed and
+        backpropagated here in micro-batches of its own, so that its gradient adds to the
+        rollouts'. Returns metrics (one value per pass)."""
+        return {}
 
     def after_update(self, scored: ScoredBatch, run: OnlineRun) -> dict[str, float]:
         """After the step's optimiser steps and weight sync; returns metrics."""

@@ -244,7 +244,8 @@ class OnlineTraining:
         if config.rollouts_logged_per_step:
             self.reporter.rollouts(step, rollout_records(
                 examples, rollouts, per_function, rewards, shown, batch.advantages.cpu(), config,
-                recorder.details, self.tokenizer))
+                recorder.details, self.tokenizer,
+                {name: values.cpu() for name, values in batch.token_views.items()}))
         self.reporter.progress(step, config.max_steps)
         if degenerate == 1.0:
             self.reporter.log(f"step {step}: every group got equal rewards, so this step had no "

@@ -3,7 +3,8 @@
 Each pass runs the batch in micro-batches, longest completions first, accumulating gradients so
 that they add up to the gradient of the whole batch's loss, then takes one optimiser step. The
 loss is GRPO's clipped surrogate (training.algorithms.grpo) with the run's variants, plus the
-algorithm's own terms (PPO's value loss), from the algorithm's own forward pass.
+algorithm's own terms (PPO's value loss) from the algorithm's own forward pass, and its losses
+on data of its own (`auxiliary_backward`: DPH-RL's stored samples, RMT's next-token loss).
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
         sums["entropy/mean"] += masked_sum(entropy, mask).item() / max(total_tokens, 1)
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value.item() * token_share
+    if should_stop():
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    sums.update(algorithm.auxiliary_backward(model))
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     # the policy's trainable weights, then the algorithm's own (PPO's value head)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]

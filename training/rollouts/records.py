@@ -17,9 +17,11 @@ def rollout_records(examples: list[Example], rollouts: Rollouts,
                     per_function: dict[str, torch.Tensor], rewards: torch.Tensor,
                     advantages: torch.Tensor, token_advantages: torch.Tensor, config: RunConfig,
                     token_details: dict[int, dict[str, list[float]]], tokenizer,
+                    token_views: dict[str, torch.Tensor] | None = None,
                     ) -> list[dict[str, Any]]:
     """The logged rollouts; `advantages` (N,) one per completion, `token_advantages` (N,) or
-    (N, T), the per-token ones of the token view (PPO's differ token by token)."""
+    (N, T), the per-token ones of the token view (PPO's differ token by token), and the
+    algorithm's own per-token values for it, (N, T) each by name (`token_views`)."""
     count = min(config.rollouts_logged_per_step, len(rollouts.texts))
     prompt_length = rollouts.input_ids.shape[1] - rollouts.completion_mask.shape[1]
     groups = rewards.view(-1, config.group_size)  # (B, G)
@@ -36,7 +38,9 @@ def rollout_records(examples: list[Example], rollouts: Rollouts,
                          else token_advantages[i].expand(n))
             tokens = {"text": [tokenizer.decode([t]) for t in ids.tolist()],
                       "advantage": [round(v, 4) for v in per_token.tolist()],
-                      **token_details[i]}
+                      **token_details[i],
+                      **{name: [round(v, 4) for v in values[i, :n].tolist()]
+                         for name, values in (token_views or {}).items()}}
         records.append(RolloutRecord(
             prompt=example.prompt, completion=rollouts.texts[i], reward=rewards[i].item(),
             rewards={name: values[i].item() for name, values in per_function.items()},

@@ -45,7 +45,8 @@ class RolloutRecord:
     group_degenerate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # the dataset's other columns, and more
     # Per-token views, for a few completions: {"text": [...], "logprob": [...],
-    # "entropy": [...], "kl": [...], "advantage": [...]}, a list each.
+    # "entropy": [...], "kl": [...], "advantage": [...]}, a list each, and an algorithm's own
+    # per-token values (GTPO's "conflict", PRL's "process").
     tokens: dict[str, list] | None = None
 
     def as_dict(self) -> dict[str, Any]:
