@@ -6,15 +6,18 @@ Preferences", as TRL's AdaptiveKLController does:
     e_t     = clip(KL_t / KL_target − 1, −0.2, 0.2)
     β_{t+1} = β_t · (1 + e_t · n_t / H)
 
-with KL_t the step's mean KL per token, n_t the completions in the step and H the horizon: β
-grows while the policy drifts further than the target and shrinks while it stays closer.
+with KL_t the step's KL per completion: each completion's per-token KL estimates summed over
+its tokens, averaged over the step's completions (nats per completion, as Ziegler et al.'s and
+TRL's `kl.sum(1).mean()`; a per-token mean would be a target smaller by the completion length),
+n_t the completions in the step and H the horizon: β grows while the policy drifts further than
+the target and shrinks while it stays closer.
 """
 
 from __future__ import annotations
 
 
 class KLController:
-    """β for the next step; `update` after each step with the KL it measured."""
+    """β for the next step; `update` after each step with the KL per completion it measured."""
 
     def __init__(self, beta: float, target: float = 0.0, horizon: int = 10_000):
         self.beta = beta

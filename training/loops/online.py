@@ -197,8 +197,8 @@ class OnlineTraining:
         if self.reference is not None:
             self.reference.after_step(self.model)
         sync_s = time.perf_counter() - sync_start
-        if "kl/mean" in update:
-            self.kl.update(update["kl/mean"], len(rewards))
+        if "kl/sequence_mean" in update:
+            self.kl.update(update["kl/sequence_mean"], len(rewards))
         extra.update(self.algorithm.after_update(scored, self))
         self.sampler.observe(examples, rewards, config.group_size)
         step_s = time.perf_counter() - step_start

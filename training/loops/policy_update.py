@@ -167,6 +167,9 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
         sums["entropy/mean"] += masked_sum(entropy, mask).item() / max(total_tokens, 1)
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value.item() * token_share
+        if "kl/mean" in stats:  # each completion's KL summed over its tokens, then averaged
+            sums["kl/sequence_mean"] = (sums.get("kl/sequence_mean", 0.0) + stats[
+                "kl/mean"].item() * rows_mask.sum().item() / total)
     if should_stop():
         optimizer.zero_grad(set_to_none=True)
         return None

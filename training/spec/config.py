@@ -207,7 +207,9 @@ class RunConfig(Settings):
                                choices=KL_PLACEMENTS, advanced=True, section="kl")
     kl_target: float = setting(
         0.0, "Adaptive KL: adjust β each step so the measured KL tracks this target (Ziegler "
-        "et al. 2019); 0 = β stays fixed.", label="KL target", min=0.0, max=100.0, advanced=True,
+        "et al. 2019), in nats per completion: each completion's KL summed over its tokens, "
+        "averaged over the step (the kl/sequence_mean chart); 0 = β stays fixed.",
+        label="KL target (per completion)", min=0.0, max=100.0, advanced=True,
         section="kl")
     kl_horizon: int = setting(
         10_000, "Adaptive KL horizon, in completions: larger adjusts β more slowly.",

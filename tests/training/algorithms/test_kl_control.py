@@ -66,7 +66,8 @@ def test_adaptive_beta_falls_below_the_target_and_rises_above_it(tiny_config,
     steps = _metrics(config)
     n = config.prompts_per_step * config.group_size  # completions per step
     assert steps[0]["kl/mean"] == pytest.approx(0.0, abs=1e-9)
-    assert steps[1]["kl/mean"] > 1.2e-6  # so the error clips to +0.2
+    assert steps[0]["kl/sequence_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert steps[1]["kl/sequence_mean"] > 1.2e-6  # so the error clips to +0.2
     betas = [values["kl/beta"] for values in steps]
     assert betas == pytest.approx([0.1, 0.1 * (1 - 0.2 * n / 30),
                                    0.1 * (1 - 0.2 * n / 30) * (1 + 0.2 * n / 30)])
@@ -85,4 +86,8 @@ def test_kl_in_the_reward_shapes_it_and_leaves_the_loss(tiny_config, length_rewa
         in_reward["reward/mean"] - 0.5 * in_reward["kl/sequence_mean"], rel=1e-5, abs=1e-7)
     assert in_reward["loss/policy"] == pytest.approx(0.0, abs=1e-6)
     assert in_loss["loss/policy"] == pytest.approx(0.5 * in_loss["kl/mean"], rel=1e-4)
-    assert "reward/shaped_mean" not in in_loss and "kl/sequence_mean" not in in_loss
+    assert "reward/shaped_mean" not in in_loss
+    # The KL per completion, which adaptive KL compares with its target, in either placement
+    assert in_loss["kl/sequence_mean"] == pytest.approx(in_reward["kl/sequence_mean"], rel=1e-4)
+    lengths = in_loss["completion/length_mean"]
+    assert in_loss["kl/sequence_mean"] == pytest.approx(in_loss["kl/mean"] * lengths, rel=0.5)

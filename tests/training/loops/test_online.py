@@ -215,6 +215,20 @@ def test_each_algorithm_trains_a_step(tiny_config, length_rewarded, algorithm):
     assert values["advantage/std"] > 0 and values["optim/grad_norm"] > 0
 
 
+def test_reinforce_pp_puts_the_kl_in_each_tokens_return(tiny_config, length_rewarded):
+    # Step 2's policy has moved from the reference, so the returns to go fall along each
+    # completion by the KL still ahead of the token: advantages differ within a completion.
+    config = dataclasses.replace(tiny_config, algorithm="reinforce_pp", beta=0.5,
+                                 kl_placement="reward", learning_rate=1e-2,
+                                 token_details_per_step=2, rollouts_logged_per_step=2)
+    outcome, reporter = _run(config)
+    assert outcome is Outcome.COMPLETED
+    second = reporter.of_kind("metrics")[1]["values"]
+    assert second["kl/sequence_mean"] > 1e-3
+    tokens = reporter.of_kind("rollouts")[1]["items"][0]["tokens"]["advantage"]
+    assert len(set(tokens)) > 1
+
+
 def test_later_passes_measure_the_ratio_against_the_stored_log_probs(tiny_config,
                                                                        length_rewarded):
     # A large step and a tiny clip range: the first pass has ρ = 1 everywhere, so any clipping

@@ -15,7 +15,7 @@ pytest.importorskip("vllm")
 ALGORITHMS = {
     "grpo": dict(beta=0.05),
     "rloo": {},
-    "reinforce_pp": {},
+    "reinforce_pp": dict(beta=0.05, kl_placement="reward"),
     "spo": dict(group_size=1, prompts_per_step=4, prompt_sampler="spo_priority"),
     "ppo": dict(beta=0.05, kl_placement="reward"),
     "gtpo": {},
