@@ -155,3 +155,28 @@ def test_token_hover_shows_values(page, run):
 
     page.reload()  # the chosen colouring is in the URL, so the server draws it too
     expect(page.locator("#token-view .tok").nth(0)).to_have_class("tok adv-pos-2")
+
+
+def test_an_algorithms_token_values_recolour_and_read_out(page, run):
+    # GTPO's conflict tokens, PRL's process term and KDRL's KL to the teacher, as a run of each
+    # records them; teacher_kl's underscore must survive the data attribute's name.
+    rollout = Rollout.objects.filter(run=run).order_by("pk").first()
+    rollout.token_data = {"text": ["a", "b"], "logprob": [-0.1, -0.2],
+                          "conflict": [1.0, 0.0], "process": [-0.5, 0.0],
+                          "teacher_kl": [0.01, 0.7]}
+    rollout.save(update_fields=["token_data"])
+    sign_in(page)
+    page.goto(f"/rollouts/{rollout.pk}/")
+    tokens = page.locator("#token-view .tok")
+    page.select_option("#token-colour", "conflict")
+    expect(tokens.nth(0)).to_have_class("tok conflict")
+    expect(tokens.nth(1)).to_have_class("tok shade-0")
+    page.select_option("#token-colour", "teacher_kl")
+    expect(tokens.nth(1)).to_have_class("tok shade-4")  # 0.7 ≥ 0.5
+    page.select_option("#token-colour", "process")
+    expect(tokens.nth(0)).to_have_class("tok adv-neg-3")
+    tokens.nth(1).hover()
+    readout = page.locator("#token-readout")
+    expect(readout).to_contain_text("GTPO conflict 0.0000")
+    expect(readout).to_contain_text("KL to teacher 0.7000")
+    expect(readout).to_contain_text("PRL process 0.0000")

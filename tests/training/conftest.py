@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import training.spec.tasks
 from training.spec.config import RunConfig
+from training.spec.tasks import AdditionTask
 
 
 @pytest.fixture
@@ -17,3 +19,15 @@ def tiny_config(tiny_model: Path) -> RunConfig:
     return RunConfig(model=str(tiny_model), max_steps=2, prompts_per_step=2, group_size=3,
                      max_new_tokens=6, micro_batch_size=4, rollouts_logged_per_step=4,
                      rollout_backend="transformers")
+
+
+def _longer_is_better(prompts, completions, **columns):
+    return [float(len(c)) for c in completions]
+
+
+@pytest.fixture
+def length_rewarded(monkeypatch):
+    """The random tiny model never answers right: its task rewards length instead, so that the
+    completions of a group differ and the policy moves from the first step."""
+    task = AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better})
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)

@@ -55,12 +55,14 @@ class GTPO(Algorithm):
         mean_entropy = masked_mean(entropy, mask.to(entropy.dtype), dim=1).cpu()  # (N,)
         outcome = grpo.compute_advantages(scored.rewards, self.config.group_size)  # (N,)
         ids = completion_ids(rollouts.input_ids, mask).cpu()  # (N, T)
-        weights, conflicts = conflict_weights(ids, mask.cpu(), outcome, self.config.group_size,
-                                              settings.gtpo_conflict_weight)  # (N, T), (N,)
+        weights, conflict = conflict_weights(ids, mask.cpu(), outcome, self.config.group_size,
+                                             settings.gtpo_conflict_weight)  # (N, T) each
+        conflicts = conflict.sum(dim=1)  # (N,)
         shaped, kept = entropy_shaped(outcome, mean_entropy, settings.gtpo_entropy_threshold,
                                       settings.gtpo_entropy_coef)  # (N,) each
         scored.batch.advantages = (shaped[:, None] * weights
                                    / conflicts.clamp(min=1)[:, None])  # (N, T)
+        scored.batch.token_views["conflict"] = conflict.float()
         tokens = mask.sum().item()
         return {"gtpo/conflict_fraction": conflicts.sum().item() / max(tokens, 1),
                 "gtpo/filtered_fraction": 1 - kept.float().mean().item(),
@@ -77,15 +79,15 @@ def completion_ids(input_ids: torch.Tensor, completion_mask: torch.Tensor) -> to
 
 def conflict_weights(ids: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
                      group_size: int, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """δ (N, T) of the module docstring, and each completion's count of conflict tokens (N,).
+    """δ (N, T) of the module docstring, and which tokens are conflict tokens (N, T) bool.
 
     ids, mask (N, T), completions ordered group by group, right-padded; advantages (N,) decide
     which completions are positive and negative.
 
     >>> ids = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7]])
     >>> mask = torch.ones(3, 3)
-    >>> delta, n = conflict_weights(ids, mask, torch.tensor([1.0, -1.0, 0.0]), 3, 2.0)
-    >>> delta.tolist(), n.tolist()
+    >>> delta, conflict = conflict_weights(ids, mask, torch.tensor([1.0, -1.0, 0.0]), 3, 2.0)
+    >>> delta.tolist(), conflict.sum(dim=1).tolist()
     ([[2.0, 2.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]], [2, 2, 0])
     """
     forward = _conflicts(ids, mask, advantages, group_size)  # (N, T)
@@ -97,7 +99,7 @@ def conflict_weights(ids: torch.Tensor, mask: torch.Tensor, advantages: torch.Te
     for conflict in (forward, backward):
         delta = delta * torch.where(conflict, torch.where(positive, weight, 0.0), 1.0)
     delta = delta * mask
-    return delta, ((forward | backward) & mask).sum(dim=1)
+    return delta, (forward | backward) & mask
 
 
 def _conflicts(ids: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,

@@ -106,7 +106,7 @@ class OnlineTraining:
             self._add_reward_models()
         initial = self.model
         if resumed is not None and resumed.adapter is None and config.reference == "initial" \
-                and config.beta > 0:
+                and config.uses_reference:
             initial, _ = load_policy(config.model, dtype=torch.float32, device=self.device)
         if config.lora_rank:
             self.model = apply_lora(self.model, config.lora_rank, config.lora_alpha)

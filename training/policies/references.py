@@ -70,12 +70,12 @@ class Reference:
 
 def make_reference(config: RunConfig, policy: torch.nn.Module,
                    device: torch.device) -> Reference | None:
-    """The run's reference, or None when no KL is measured (β = 0 or reference 'none').
+    """The run's reference, or None when none is used (RunConfig.uses_reference).
 
     `policy` must be the initial policy (before any update). Raises ModelNotFound for a soup
     model that cannot be found and ReferenceMismatch for one whose weights do not fit.
     """
-    if config.beta == 0 or config.reference == "none":
+    if not config.uses_reference:
         return None
     if config.reference == "soup":
         soup = _soup(config, device)

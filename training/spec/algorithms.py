@@ -30,6 +30,8 @@ class AlgorithmSpec:
     settings: type[Settings] = NoSettings  # the settings only this algorithm reads
     min_group_size: int = 1  # G below this cannot work: GRPO and RLOO compare a group's members
     offline: bool = False  # trains on a preference dataset, with its own loop, not on rollouts
+    # Reads log π_ref itself (PRL's process rewards): the reference is loaded even at β = 0.
+    needs_reference: bool = False
     # RunConfig -> {setting: what is wrong}: settings of the run that do not suit the method
     check: Callable[[Any], dict[str, str]] | None = None
 
@@ -134,6 +136,24 @@ class GTPOSettings(Settings):
         min=0.0, max=10.0)
 
 
+@dataclass(frozen=True)
+class PRLSettings(Settings):
+    prl_eta: float = setting(
+        200.0, "η of the objective E[r] − (1/η)·KL(π ‖ π_ref): each token's advantage is the "
+        "outcome advantage less (1/η)·Σ log π_old/π_ref from the end of its step to the end of "
+        "the completion; the authors' runs use 200.", label="PRL η", section="algorithm",
+        min=1e-3, max=1e6)
+    prl_step_rule: str = setting(
+        "length", "Where a step of the reasoning ends (a completion's last token always does).",
+        label="PRL steps", section="algorithm",
+        choices={"length": "every L tokens (the authors' runs: 256)",
+                 "newline": "at each newline token",
+                 "blank_line": "at each blank-line token (two newlines)"})
+    prl_step_length: int = setting(
+        256, "L: tokens per step when steps are fixed blocks.", label="PRL step length L",
+        section="algorithm", min=1, max=100_000)
+
+
 def _one_completion_per_prompt(config: Any) -> dict[str, str]:
     if config.group_size != 1:
         return {"group_size": "SPO samples one completion per prompt: set the group size to 1"}
@@ -163,5 +183,8 @@ for _spec in (
     AlgorithmSpec("gtpo", "GTPO: GRPO with conflict tokens protected and high-entropy "
                   "completions left out; no reference model", "training.algorithms.gtpo:GTPO",
                   GTPOSettings, min_group_size=2, check=_no_reference),
+    AlgorithmSpec("prl", "PRL: process rewards per step, the outcome advantage less the "
+                  "log-ratio to the reference still to come", "training.algorithms.prl:PRL",
+                  PRLSettings, min_group_size=2, needs_reference=True),
 ):
     register(_spec)

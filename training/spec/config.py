@@ -354,6 +354,13 @@ class RunConfig(Settings):
         return [*((f, None) for f in cls.fields()),
                 *((f, spec.name) for spec in all_specs() for f in spec.settings.fields())]
 
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the run loads a reference policy: for the KL penalty (β > 0), or because its
+        algorithm reads log π_ref itself."""
+        return self.reference != "none" and (
+            self.beta > 0 or algorithm_spec(self.algorithm).needs_reference)
+
     def combination_errors(self) -> dict[str, str]:
         """Settings that are valid alone but not together, by the field to change."""
         errors: dict[str, str] = {}
@@ -369,6 +376,9 @@ class RunConfig(Settings):
                                  f"choose one")
         if self.beta > 0 and self.reference == "none":
             errors["reference"] = "β > 0 needs a reference policy to measure the KL against"
+        if spec.needs_reference and self.reference == "none":
+            errors["reference"] = (f"{spec.name.upper()} measures log π/π_ref: choose a "
+                                   f"reference policy")
         if self.reference == "soup" and len(_items(self.reference_soup)) != 2:
             errors["reference_soup"] = "give exactly two models, separated by a comma"
         if self.filter_low >= self.filter_high:

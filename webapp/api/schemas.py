@@ -25,6 +25,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from webapp.common.inputs import Finite, JsonObject, Moment, Step, Text
 from webapp.runs.models import METRIC_KEY_MAX_LENGTH
+from webapp.runs.selectors import TOKEN_VALUE_KEYS
 
 INT_MAX = 2**31 - 1  # a PositiveIntegerField's ceiling on Postgres
 MAX_POINTS = 100_000
@@ -287,10 +288,16 @@ class TokensIn(Schema):
     entropy: list[Finite | None] | None = None
     kl: list[Finite | None] | None = None
     advantage: list[Finite | None] | None = None
+    process: list[Finite | None] | None = Field(
+        None, description="PRL: the process term of each token's advantage.")
+    conflict: list[Finite | None] | None = Field(
+        None, description="GTPO: 1 on a conflict token, 0 elsewhere.")
+    teacher_kl: list[Finite | None] | None = Field(
+        None, description="KDRL: each token's KL estimate to the teacher.")
 
     @model_validator(mode="after")
     def _same_lengths(self) -> TokensIn:
-        for name in ("logprob", "entropy", "kl", "advantage"):
+        for name in TOKEN_VALUE_KEYS:
             values = getattr(self, name)
             if values is not None and len(values) != len(self.text):
                 raise ValueError(f"tokens.{name} has {len(values)} values for "

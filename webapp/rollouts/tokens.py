@@ -1,5 +1,6 @@
 """Reads for the token view of one completion: each token with its recorded per-token values
-(log-prob, entropy, advantage, KL), and the colour scales the view shades tokens by."""
+(log-prob, entropy, advantage, KL, and some algorithms' own: PRL's process term, GTPO's conflict
+tokens, KDRL's KL to the teacher), and the colour scales the view shades tokens by."""
 
 from __future__ import annotations
 
@@ -67,7 +68,24 @@ ADVANTAGE = TokenQuantity(
      "≥ 2"),
     "the advantage the update gave the token, diverging around 0: red was pushed down, blue "
     "pushed up")
-TOKEN_QUANTITIES = {q.key: q for q in (LOGPROB, ENTROPY, ADVANTAGE, KL)}
+PROCESS = TokenQuantity(
+    "process", "PRL process term", (-1.0, -0.3, -0.1, -0.01, 0.01, 0.1, 0.3, 1.0),
+    ADVANTAGE.classes,
+    ("< −1", "−1 – −0.3", "−0.3 – −0.1", "−0.1 – −0.01", "about 0", "0.01 – 0.1", "0.1 – 0.3",
+     "0.3 – 1", "≥ 1"),
+    "PRL's process term of the advantage, −(1/η) × the log-ratio to the reference from the end "
+    "of the token's step on: red steps drifted from the reference and were held back")
+CONFLICT = TokenQuantity(
+    "conflict", "GTPO conflict tokens", (0.5,), ("shade-0", "conflict"),
+    ("not in conflict", "conflict token"),
+    "GTPO's conflict tokens, the same token at the same place in a better and a worse "
+    "completion of the group: never pushed down, pushed up × w")
+TEACHER_KL = TokenQuantity(
+    "teacher_kl", "KL to the teacher", KL.bins, SEQUENTIAL, KL.legend,
+    "KDRL: the per-token estimate of KL between the policy and the teacher: darker is further "
+    "from the teacher")
+TOKEN_QUANTITIES = {q.key: q for q in (LOGPROB, ENTROPY, ADVANTAGE, KL, PROCESS, CONFLICT,
+                                       TEACHER_KL)}
 
 
 @dataclass
@@ -89,6 +107,8 @@ def token_view(token_data: dict | None, colour: str | None = None) -> TokenView:
         # A token that only breaks the line has no width to hover: the page marks it.
         row["line_break"] = "\n" in row["text"] and not row["text"].strip()
         row["readings"] = {q.key: row[q.key] for q in quantities if row[q.key] is not None}
+        row["title"] = " · ".join(f"{q.label} {row[q.key]:.4f}" for q in quantities
+                                  if row[q.key] is not None)
         row["classes"] = {q.key: q.css_class(row) for q in quantities}
         row["css_class"] = row["classes"][chosen.key] if chosen else "shade-none"
     return TokenView(rows=rows, quantities=quantities, colour=chosen)

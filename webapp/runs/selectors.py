@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404
@@ -24,6 +25,10 @@ from webapp.teams.selectors import (
 # Charts the run page and the comparison show first, in this order (the pages hand the list to
 # webapp/static/charts.js); any other recorded key is listed after them.
 HEADLINE_METRICS = ["reward/mean", "kl/mean", "entropy/mean", "completion/length_mean"]
+# The per-token values a rollout's token view can show: the policy's, and some algorithms' own
+# (PRL's process term, GTPO's conflict tokens, KDRL's KL to the teacher).
+TOKEN_VALUE_KEYS = ("logprob", "entropy", "kl", "advantage", "process", "conflict",
+                    "teacher_kl")
 
 
 def runs_for_user(user) -> QuerySet[Run]:
@@ -112,18 +117,24 @@ def token_rows(token_data: dict | None) -> list[dict]:
     advantage = token_data.get("advantage")
     if not isinstance(advantage, list):  # rollouts logged before advantages were per token
         token_data = {**token_data, "advantage": [advantage] * len(texts)}
-    columns = {key: token_data.get(key) or [None] * len(texts)
-               for key in ("logprob", "entropy", "kl", "advantage")}
+    columns = {key: _numbers(token_data.get(key), len(texts)) for key in TOKEN_VALUE_KEYS}
     rows = []
     for i, text in enumerate(texts):
         logprob = columns["logprob"][i]
         # A script may send a log-prob above 0, which is no probability and whose exp()
         # overflows past ~709; such a token, or a NaN one, is shown as likely.
         probability = math.exp(logprob) if logprob is not None and logprob <= 0 else 1.0
-        rows.append({"text": text, "logprob": logprob, "entropy": columns["entropy"][i],
-                     "kl": columns["kl"][i], "advantage": columns["advantage"][i],
+        rows.append({"text": text, **{key: values[i] for key, values in columns.items()},
                      "shade": min(4, int((1 - probability) * 5))})
     return rows
+
+
+def _numbers(values: Any, count: int) -> list[float | None]:
+    """`count` per-token values: a stored list's numbers, None for anything else or missing."""
+    if not isinstance(values, list):
+        return [None] * count
+    return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            for v in values[:count]] + [None] * max(count - len(values), 0)
 
 
 def project_runs_bytes(project: Project) -> int:

@@ -4,7 +4,8 @@
 "use strict";
 
 (function () {
-  const LABELS = { logprob: "log-prob", entropy: "entropy", kl: "KL", advantage: "advantage" };
+  const LABELS = { logprob: "log-prob", entropy: "entropy", kl: "KL", advantage: "advantage",
+                   process: "PRL process", conflict: "GTPO conflict", "teacher_kl": "KL to teacher" };
 
   function format(value) {
     const number = Number(value);

@@ -9,23 +9,9 @@ import doctest
 import pytest
 
 import training.algorithms.kl_control
-import training.spec.tasks
 from training.spec.events import ListReporter
 from training.algorithms.kl_control import KLController
-from training.spec.tasks import AdditionTask
 from training.loops.train import Outcome, train
-
-
-def _longer_is_better(prompts, completions, **columns):
-    """The random tiny model never answers right: reward length instead, so that the
-    completions of a group differ and the policy moves from the first step."""
-    return [float(len(c)) for c in completions]
-
-
-@pytest.fixture
-def length_rewarded(monkeypatch):
-    task = AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better})
-    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
 
 
 def _metrics(config) -> list[dict[str, float]]:

@@ -4,11 +4,9 @@ import math
 import pytest
 import torch
 
-import training.spec.tasks
 from training.spec.events import ListReporter
 from training.policies.loading import load_policy
 from training.rollouts.logprobs import completion_logprobs
-from training.spec.tasks import AdditionTask
 from training.loops.train import Outcome, train
 
 STEP_METRICS = {
@@ -87,16 +85,6 @@ def test_the_same_seed_gives_the_same_first_step(tiny_config):
 def test_kl_is_reported_when_beta_is_positive(tiny_config):
     _, reporter = _run(dataclasses.replace(tiny_config, beta=0.1, max_steps=1))
     assert reporter.of_kind("metrics")[0]["values"]["kl/mean"] >= 0
-
-
-@pytest.fixture
-def length_rewarded(monkeypatch):
-    """The random tiny model never answers right; reward length instead, so groups differ."""
-    def longer_is_better(prompts, completions, **columns):
-        return [float(len(c)) for c in completions]
-
-    task = AdditionTask(low=0, high=9, reward_functions={"correct": longer_is_better})
-    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
 
 
 def test_rewards_that_differ_within_groups_move_the_weights(tiny_config, length_rewarded):

@@ -9,29 +9,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-import training.spec.tasks
 from training.spec.config import ConfigError, RunConfig
 from training.spec.events import ListReporter
 from training.policies.loading import apply_lora, build_tiny_model, load_policy
 from training.rollouts.logprobs import completion_logprobs
 from training.policies.references import AdaptersOff, ReferenceMismatch, make_reference
-from training.spec.tasks import AdditionTask
 from training.loops.train import Outcome, train
 
 EMBEDDINGS, HEAD = "model.embed_tokens.weight", "lm_head.weight"  # tied in the tiny model
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
-
-
-def _longer_is_better(prompts, completions, **columns):
-    """The random tiny model never answers right: reward length instead, so that the
-    completions of a group differ and the policy moves from the first step."""
-    return [float(len(c)) for c in completions]
-
-
-@pytest.fixture
-def length_rewarded(monkeypatch):
-    task = AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better})
-    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
 
 
 def _config(tiny_model, **overrides) -> RunConfig:

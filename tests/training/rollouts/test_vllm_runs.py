@@ -19,6 +19,7 @@ ALGORITHMS = {
     "spo": dict(group_size=1, prompts_per_step=4, prompt_sampler="spo_priority"),
     "ppo": dict(beta=0.05, kl_placement="reward"),
     "gtpo": {},
+    "prl": dict(prl_step_length=2),
 }
 
 

@@ -371,7 +371,7 @@ def rollout(group: int, sample: int, reward: float, **fields) -> dict:
 def test_rollouts_are_stored_and_read_back(api, run):
     item = rollout(0, 1, 1.0, rewards={"correct": 1.0}, advantage=0.5, completion_tokens=2,
                    truncated=True, extra={"answer": "1"},
-                   tokens={"text": ["1", "!"], "logprob": [-0.1, -2.0]})
+                   tokens={"text": ["1", "!"], "logprob": [-0.1, -2.0], "conflict": [1.0, 0.0]})
     response = api.post(f"/api/runs/{run.pk}/rollouts",
                         {"step": 3, "items": [item, rollout(0, 0, 0.0)]})
     assert response.json() == {"received": 2}
@@ -379,8 +379,8 @@ def test_rollouts_are_stored_and_read_back(api, run):
     assert body["next_cursor"] is None
     first, second = body["items"]
     assert (first["sample_index"], second["sample_index"]) == (0, 1)
-    assert {k: second[k] for k in item} == {**item, "tokens": {"text": ["1", "!"],
-                                                               "logprob": [-0.1, -2.0]}}
+    assert {k: second[k] for k in item} == {**item, "tokens": {
+        "text": ["1", "!"], "logprob": [-0.1, -2.0], "conflict": [1.0, 0.0]}}
     assert second["step"] == 3
     assert second["group_degenerate"] is False  # rewards 0 and 1 in the same group
 
@@ -399,11 +399,14 @@ def test_invalid_rollouts_are_422(api, run):
         rollout(0, 0, 1.0), rollout(0, 0, 0.5),
         {"prompt": "p", "completion": "c", "reward": "high"},
         rollout(1, 0, 1.0, tokens={"text": ["a", "b"], "entropy": [0.1]}),
+        rollout(2, 0, 1.0, tokens={"text": ["a"], "process": [0.1, 0.2]}),
     ]}))
     assert ("body", "payload", "step") in found
     assert ("body", "payload", "items", 2, "reward") in found
     assert "tokens.entropy has 1 values for 2 tokens" in found[
         ("body", "payload", "items", 3, "tokens")]
+    assert "tokens.process has 2 values for 1 tokens" in found[
+        ("body", "payload", "items", 4, "tokens")]
     duplicate = errors(api.post(f"/api/runs/{run.pk}/rollouts", {"step": 1, "items": [
         rollout(0, 0, 1.0), rollout(0, 0, 0.5)]}))
     assert "items 0 and 1 are both group 0, sample 0" in duplicate[("body", "payload")]

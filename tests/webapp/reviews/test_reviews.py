@@ -156,10 +156,10 @@ def test_the_rollout_page_shows_tokens_with_their_values(signed_in, run):
                    "advantage": [0.5, 0.25, -1.0]}}])
     rollout = Rollout.objects.get(run=run)
     body = signed_in.get(reverse("reviews:rollout", args=[rollout.pk])).content.decode()
-    assert ('class="tok shade-0" title="log-prob -0.0100 · entropy 0.100 · KL 0.0000 · '
-            'advantage 0.500">&lt;') in body
+    assert ('class="tok shade-0" title="log-prob -0.0100 · entropy 0.1000 · advantage 0.5000 · '
+            'KL to the reference 0.0000">&lt;') in body
     assert 'class="tok shade-4"' in body and ">&gt;</span>" in body
-    assert "advantage -1.000" in body
+    assert "advantage -1.0000" in body
 
 
 def test_a_rollout_logged_with_one_advantage_shows_it_on_every_token(signed_in, run):

@@ -376,7 +376,7 @@ def test_token_view_colours_by_the_chosen_quantity_and_keeps_every_value(signed_
     assert 'data-logprob="-0.5" data-entropy="0.7" data-advantage="0.7"' in spans[1]
     assert 'data-colour-logprob="shade-1" data-colour-entropy="shade-2" ' \
            'data-colour-advantage="adv-pos-2"' in spans[1]
-    assert 'title="log-prob -0.5000 · entropy 0.700 · advantage 0.700"' in spans[1]
+    assert 'title="log-prob -0.5000 · entropy 0.7000 · advantage 0.7000"' in spans[1]
     assert '<option value="advantage" selected>advantage</option>' in body
     assert ">&lt;</span>" in body and ">&gt;</span>" in body  # token text escaped
 
@@ -386,6 +386,25 @@ def test_token_view_offers_only_the_recorded_quantities(signed_in, with_tokens):
     body = signed_in.get(url, {"colour": "kl"}).content.decode()  # KL was not recorded
     assert 'value="kl"' not in body and "data-kl" not in body
     assert '<option value="logprob" selected>' in body
+
+
+def test_token_view_shows_an_algorithms_own_values(signed_in, run):
+    # GTPO marks conflict tokens, PRL records its process term; a stray non-number is no value.
+    rollouts_ingest(run_id=run.pk, step=1, items=[{
+        "prompt": "1+1", "completion": "<2>", "reward": 1.0,
+        "tokens": {"text": ["<", "2", ">"], "logprob": [-0.1, -0.2, -0.3],
+                   "conflict": [1.0, 0.0, 1.0], "process": [-0.5, 0.05, "x"]}}])
+    rollout = Rollout.objects.get(run=run)
+    url = reverse("reviews:rollout", args=[rollout.pk])
+    body = signed_in.get(url, {"colour": "conflict"}).content.decode()
+    spans = token_spans(body)
+    assert [re.search(r'class="([^"]+)"', s).group(1) for s in spans] == [
+        "tok conflict", "tok shade-0", "tok conflict"]
+    assert '<option value="conflict" selected>GTPO conflict tokens</option>' in body
+    assert 'data-colour-process="adv-neg-3"' in spans[0]
+    assert 'data-process' not in spans[2]  # "x" is no number
+    assert 'title="log-prob -0.1000 · PRL process term -0.5000 · GTPO conflict tokens 1.0000"' \
+        in spans[0]
 
 
 def test_the_rollout_page_links_to_its_prompt_history_and_step(signed_in, with_tokens, run):
