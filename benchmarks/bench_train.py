@@ -1,6 +1,6 @@
 """Training benchmark (issue 4), run by `make bench-train`; it prints figures, it asserts nothing.
 
-Three parts, one after the other in one process, each selected with --parts:
+Two parts, one after the other in one process, each selected with --parts:
 
     trl    rlab's GRPO against TRL's GRPOTrainer: same model, prompts, group size, completion
            length, learning rate, KL setting and precision (fp32 by default), on CPU. Seconds
@@ -13,8 +13,9 @@ Three parts, one after the other in one process, each selected with --parts:
     vllm   rlab's vLLM backend (what the trainer times as `time/generate_s`) against a bare
            `LLM.generate` of the same prompts with the same sampling settings, on the same
            engine, alternating. Target: ≤ 10% overhead.
-    spo    mean reward after the same number of steps for GRPO (B prompts × G) and SPO (B·G
-           prompts × 1): the same number of completions per step.
+
+What each algorithm learns, at the same number of completions per step, is
+benchmarks.bench_methods (`make bench-methods`).
 
     python -m benchmarks.bench_train                  # the whole benchmark (tens of minutes)
     python -m benchmarks.bench_train --quick          # a random 2-layer model: checks the script
@@ -35,19 +36,18 @@ from tempfile import TemporaryDirectory
 from typing import Callable
 
 import torch
-from transformers import AutoConfig
 
-from benchmarks.common import Measurement, Settings, step_examples
+from benchmarks.common import Measurement, Settings, step_examples, tiny_model
 from benchmarks.turns import StepClock, take_turns
 from training.spec.algorithms import GRPOSettings
 from training.spec.config import RunConfig
 from training.spec.events import ListReporter
 from training.rollouts.generation import vllm_installed
-from training.policies.loading import build_tiny_model, resolve_model
+from training.policies.loading import resolve_model
 from training.spec.tasks import Example
 from training.loops.train import Outcome, train
 
-PARTS = ("trl", "vllm", "spo")
+PARTS = ("trl", "vllm")
 SPEEDUP_TARGET = 2.0  # rlab tokens/s ÷ TRL tokens/s
 OVERHEAD_TARGET = 0.10  # rlab rollout time over a bare vLLM generate
 EQUAL_WORK_LEARNING_RATE = 1e-9  # keeps both policies at the initial one, to compare throughput
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)  # what rlab's trainer sets; TRL gets the same
     with TemporaryDirectory(prefix="bench-model-") as scratch:
         if args.quick:
-            model_dir = _tiny_model(Path(scratch) / "tiny")
+            model_dir = tiny_model(Path(scratch) / "tiny")
             model_name = "a random 2-layer Llama (--quick)"
         else:
             model_dir = str(resolve_model("builtin:smollm2-135m-instruct"))
@@ -74,27 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             part_trl(settings)
         if "vllm" in args.parts:
             part_vllm(settings)
-        if "spo" in args.parts:
-            part_spo(dataclasses.replace(settings, steps=args.compare_steps),
-                     prompts=args.compare_prompts, rollout_backend=args.rollout_backend)
     return 0
-
-
-def _tiny_model(folder: Path) -> str:
-    """build_tiny_model's random model with 2 attention heads of 32 instead of 4 of 16, as
-    vLLM's CPU attention has no kernel for heads of 16; the weights keep their shapes."""
-    path = build_tiny_model(folder)
-    config = AutoConfig.from_pretrained(path)
-    config.num_attention_heads = config.num_key_value_heads = 2
-    config.head_dim = 32
-    config.save_pretrained(path)
-    return str(path)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_train",
-        description="rlab's GRPO against TRL's, vLLM rollout overhead, GRPO against SPO.")
+        description="rlab's GRPO against TRL's, and vLLM rollout overhead.")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps (default 3)")
@@ -110,13 +96,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="compute precision of every part, both trainers (default float32: "
                              "fp32 throughout; bfloat16: fp32 weights, bf16 autocast and a bf16 "
                              "vLLM engine)")
-    parser.add_argument("--compare-steps", type=int, default=10,
-                        help="spo part: steps of each run (default 10)")
-    parser.add_argument("--compare-prompts", type=int, default=8,
-                        help="spo part: GRPO's prompts per step; SPO gets this × group size")
-    parser.add_argument("--rollout-backend", default="auto", choices=("auto", "transformers",
-                                                                      "vllm"),
-                        help="spo part: rlab's rollout backend (default auto)")
     parser.add_argument("--quick", action="store_true",
                         help="a random tiny model and one measured step: checks the script")
     args = parser.parse_args(argv)
@@ -127,7 +106,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup_steps < 1 or args.steps < 1:
         parser.error("--warmup-steps and --steps must be at least 1")
     if args.quick:
-        args.steps, args.compare_steps, args.compare_prompts = 1, 2, 2
+        args.steps = 1
     return args
 
 
@@ -365,52 +344,6 @@ def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
         backend.close()
     warm = settings.warmup_steps
     return seconds[rlab][warm:], seconds[bare][warm:]
-
-
-# Part 3: GRPO against SPO ---------------------------------------------------------------------
-
-def part_spo(settings: Settings, *, prompts: int, rollout_backend: str) -> None:
-    group = settings.group_size
-    print(_heading(f"Mean reward after {settings.steps} steps, {prompts * group} completions "
-                   f"per step: GRPO {prompts} prompts × {group}, SPO {prompts * group} × 1"))
-    runs = {"GRPO": _compare_config(settings, "grpo", prompts, group, rollout_backend),
-            "SPO": _compare_config(settings, "spo", prompts * group, 1, rollout_backend)}
-    series: dict[str, list[float]] = {}
-    for name, config in runs.items():
-        print(f"running {name} ...", flush=True)
-        start = time.perf_counter()
-        try:
-            reporter = _train(config, RewardPrinter())
-        except Exception as exc:  # a half-finished algorithm should not end the benchmark
-            print(f"  {name} failed: {type(exc).__name__}: {exc}")
-            continue
-        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
-        series[name] = [e["values"]["reward/mean"] for e in reporter.of_kind("metrics")]
-    print()
-    last = min(3, settings.steps)
-    print(f"{'':<6}{'step 1':>8}{f'last {last}':>9}   reward/mean per step")
-    for name, rewards in series.items():
-        tail = sum(rewards[-last:]) / last
-        print(f"{name:<6}{rewards[0]:>8.2f}{tail:>9.2f}   "
-              + " ".join(f"{r:.2f}" for r in rewards))
-
-
-class RewardPrinter(ListReporter):
-    """Prints each step's mean reward as it comes: the comparison takes a while."""
-
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        super().metrics(step, values)
-        print(f"  step {step}: reward {values['reward/mean']:.2f}", flush=True)
-
-
-def _compare_config(settings: Settings, algorithm: str, prompts: int, group: int,
-                    rollout_backend: str) -> RunConfig:
-    return RunConfig(
-        algorithm=algorithm, model=settings.model_dir, rollout_backend=rollout_backend,
-        task=settings.task, max_steps=settings.steps, prompts_per_step=prompts,
-        group_size=group, max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature, learning_rate=settings.learning_rate,
-        beta=settings.beta, dtype=settings.dtype, device="cpu", seed=settings.seed)
 
 
 def _heading(text: str) -> str:
