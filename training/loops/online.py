@@ -83,7 +83,6 @@ class OnlineTraining:
         self.reward_functions = {**self.task.reward_functions,
                                  **{name: EXTRA_REWARD_FUNCTIONS[name] for name in extra}}
         self.weights = {**dict.fromkeys(self.task.reward_functions, 1.0), **extra}
-        self.sampler = make_sampler(config, self.task, self.algorithm.prompt_values)
         resumed = checkpoints.load(config.resume_from) if config.resume_from else None
         if resumed is not None and (resumed.adapter is not None) != bool(config.lora_rank):
             raise checkpoints.CheckpointError(
@@ -135,6 +134,12 @@ class OnlineTraining:
         reporter.log(f"rollouts by {self.backend.name}")
         if resumed is None:
             self.algorithm.prepare(self)
+        # Made once the algorithm's state is known: it may keep some of the task's prompts out
+        # of the steps (DPH-RL trains on those its initial policy does not yet solve).
+        self.sampler = make_sampler(config, self.algorithm.prompt_pool(self.task),
+                                    self.algorithm.prompt_values)
+        if resumed is not None:
+            self.sampler.load_state_dict(resumed.state["sampler"])
 
     def _add_reward_models(self) -> None:
         """Learned reward models: their combined score counts with its weight; each model's own
@@ -334,7 +339,8 @@ class OnlineTraining:
                         config=self.config, reporter=self.reporter)
 
     def _restore(self, resumed: checkpoints.Checkpoint) -> None:
-        """Continue after the checkpoint's step, with its optimiser, schedule and RNG state."""
+        """Continue after the checkpoint's step, with its optimiser, schedule, RNG state and the
+        algorithm's state (the sampler's is restored once it is made)."""
         if resumed.step >= self.config.max_steps:
             raise checkpoints.CheckpointError(
                 f"The checkpoint is at step {resumed.step}; raise max steps above it to train on.")
@@ -343,7 +349,6 @@ class OnlineTraining:
         if self.reference is not None:
             self.reference.load_state_dict(resumed.tensors.get("reference"))
         self.kl.load_state_dict(resumed.state["kl"])
-        self.sampler.load_state_dict(resumed.state["sampler"])
         self.algorithm.load_state_dict(resumed.state, resumed.tensors)
         checkpoints.restore_rng_state(resumed.tensors["rng"])
         self.first_step = resumed.step + 1
