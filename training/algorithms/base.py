@@ -9,6 +9,7 @@ by name:
     parameter_groups(model)            extra optimiser groups (PPO's value head)
     load_state_dict(state, tensors)    on resume, from the checkpoint
     prepare(run)                       once, before the first step of a fresh run (SPO's prior)
+    prompt_pool(task)                  then: the prompts the steps draw from (DPH-RL's unsolved)
     each step:
         advantages(scored, run)        sets scored.batch.advantages; returns metrics
         forward(...), extra_loss(...)  inside every micro-batch of every update pass
@@ -104,6 +105,12 @@ class Algorithm:
 
     def prepare(self, run: OnlineRun) -> None:
         """Once, before the first step of a run that does not resume."""
+
+    def prompt_pool(self, task: Any) -> Any:
+        """The prompts the steps sample from: `task` (training.samplers.PromptSource) or a part
+        of it, as `prepare` or the restored state decided (DPH-RL leaves out the prompts that
+        the initial policy already solves). Called once, after either."""
+        return task
 
     def advantages(self, scored: ScoredBatch, run: OnlineRun) -> dict[str, float]:
         """Set scored.batch.advantages from the rewards; return metrics. With the KL in the

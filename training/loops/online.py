@@ -83,6 +83,8 @@ class OnlineTraining:
         self.reward_functions = {**self.task.reward_functions,
                                  **{name: EXTRA_REWARD_FUNCTIONS[name] for name in extra}}
         self.weights = {**dict.fromkeys(self.task.reward_functions, 1.0), **extra}
+        # Made now so that prompts it cannot sample are refused before the model loads; made
+        # again below if the algorithm keeps some of them out of the steps.
         self.sampler = make_sampler(config, self.task, self.algorithm.prompt_values)
         resumed = checkpoints.load(config.resume_from) if config.resume_from else None
         if resumed is not None and (resumed.adapter is not None) != bool(config.lora_rank):
@@ -130,11 +132,26 @@ class OnlineTraining:
             self._restore(resumed)
         self.backend = make_backend(config, self.model, self.tokenizer, should_stop,
                                     warn=lambda message: reporter.log(message, level="warning"))
+        try:
+            self._start(resumed)
+        except BaseException:
+            self.backend.close()  # a vLLM engine holds memory and threads until closed
+            raise
+
+    def _start(self, resumed: checkpoints.Checkpoint | None) -> None:
+        """Once the backend runs: the algorithm's preparation and the sampler's state."""
         if resumed is not None:
             self.backend.sync_weights(self.model)  # an engine starts from the model's folder
-        reporter.log(f"rollouts by {self.backend.name}")
+        self.reporter.log(f"rollouts by {self.backend.name}")
         if resumed is None:
             self.algorithm.prepare(self)
+        # Once the algorithm's state is known, it may keep some of the task's prompts out of
+        # the steps (DPH-RL trains on those its initial policy does not yet solve).
+        pool = self.algorithm.prompt_pool(self.task)
+        if pool is not self.task:
+            self.sampler = make_sampler(self.config, pool, self.algorithm.prompt_values)
+        if resumed is not None:
+            self.sampler.load_state_dict(resumed.state["sampler"])
 
     def _add_reward_models(self) -> None:
         """Learned reward models: their combined score counts with its weight; each model's own
@@ -334,7 +351,8 @@ class OnlineTraining:
                         config=self.config, reporter=self.reporter)
 
     def _restore(self, resumed: checkpoints.Checkpoint) -> None:
-        """Continue after the checkpoint's step, with its optimiser, schedule and RNG state."""
+        """Continue after the checkpoint's step, with its optimiser, schedule, RNG state and the
+        algorithm's state (the sampler's is restored once it is made)."""
         if resumed.step >= self.config.max_steps:
             raise checkpoints.CheckpointError(
                 f"The checkpoint is at step {resumed.step}; raise max steps above it to train on.")
@@ -343,7 +361,6 @@ class OnlineTraining:
         if self.reference is not None:
             self.reference.load_state_dict(resumed.tensors.get("reference"))
         self.kl.load_state_dict(resumed.state["kl"])
-        self.sampler.load_state_dict(resumed.state["sampler"])
         self.algorithm.load_state_dict(resumed.state, resumed.tensors)
         checkpoints.restore_rng_state(resumed.tensors["rng"])
         self.first_step = resumed.step + 1

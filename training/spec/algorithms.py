@@ -154,6 +154,41 @@ class PRLSettings(Settings):
         section="algorithm", min=1, max=100_000)
 
 
+@dataclass(frozen=True)
+class DPHSettings(Settings):
+    dph_eta: float = setting(
+        0.01, "η: weight of the divergence to the initial policy π₀, measured on π₀'s stored "
+        "samples of the prompts it solves; the authors' code defaults to 0.01 and suggests "
+        "0.01-0.05 for the forward KL and α, 0.05-0.2 for JS.", label="DPH-RL η",
+        section="algorithm", min=0.0, max=10.0)
+    dph_generator: str = setting(
+        "forward_kl", "The f-divergence D_f(π_θ ‖ π₀) = E_π₀[f(u)], u = π_θ/π₀ per token, on "
+        "π₀'s stored samples.", label="DPH-RL divergence", section="algorithm",
+        choices={"forward_kl": "forward KL, f(u) = (u − 1) − log u: KL(π₀ ‖ π_θ), "
+                               "mass-covering (the authors' default)",
+                 "js": "Jensen-Shannon, f(u) = u log u − (u + 1) log((u + 1)/2): bounded",
+                 "alpha": "α-divergence, f(u) = (u^(1−α) − (1 − α)u − α)/(α(α − 1)): "
+                          "the reverse KL as α → 0, the forward KL as α → 1"})
+    dph_alpha: float = setting(
+        0.2, "α of the α-divergence, strictly between 0 and 1; the authors' code uses 0.2.",
+        label="DPH-RL α", section="algorithm", min=0.01, max=0.99, advanced=True)
+    dph_probe_samples: int = setting(
+        8, "k: completions of the initial policy per training prompt before the first step. A "
+        "prompt all k of whose completions pass is solved: the steps leave it out, and the "
+        "divergence rehearses it instead (the paper samples 8).", label="DPH-RL samples k",
+        section="algorithm", min=1, max=256)
+    dph_samples_per_solved: int = setting(
+        1, "Completions of the initial policy drawn per solved prompt to store, with their "
+        "log π₀; only those that pass are kept (the authors' code draws 1).",
+        label="DPH-RL stored samples per prompt", section="algorithm", min=1, max=64,
+        advanced=True)
+    dph_samples_per_step: int = setting(
+        8, "Stored samples in each step's divergence term, taken in turn from a shuffled "
+        "order of all of them. The authors' scripts add 256 to each step's 2,048 rollouts, one "
+        "in eight: 8 keeps that share at 8 prompts × G = 8.",
+        label="DPH-RL samples per step", section="algorithm", min=1, max=4096, advanced=True)
+
+
 def _one_completion_per_prompt(config: Any) -> dict[str, str]:
     if config.group_size != 1:
         return {"group_size": "SPO samples one completion per prompt: set the group size to 1"}
@@ -163,6 +198,13 @@ def _one_completion_per_prompt(config: Any) -> dict[str, str]:
 def _no_reference(config: Any) -> dict[str, str]:
     if config.beta > 0:
         return {"beta": f"{config.algorithm.upper()} uses no reference model: set β to 0"}
+    return {}
+
+
+def _dph_check(config: Any) -> dict[str, str]:
+    if config.beta > 0:
+        return {"beta": "DPH-RL has no online reference model: its divergence to the initial "
+                        "policy uses the log-probs stored with that policy's samples. Set β to 0"}
     return {}
 
 
@@ -186,5 +228,9 @@ for _spec in (
     AlgorithmSpec("prl", "PRL: process rewards per step, the outcome advantage less the "
                   "log-ratio to the reference still to come", "training.algorithms.prl:PRL",
                   PRLSettings, min_group_size=2, needs_reference=True),
+    AlgorithmSpec("dph_rl", "DPH-RL: GRPO on the prompts the initial policy does not solve, "
+                  "an f-divergence to it on its own samples of those it does",
+                  "training.algorithms.dph:DPHRL", DPHSettings, min_group_size=2,
+                  check=_dph_check),
 ):
     register(_spec)
