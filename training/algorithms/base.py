@@ -8,6 +8,8 @@ by name:
     __init__(config)                   its settings: config.algorithm_settings
     parameter_groups(model)            extra optimiser groups (PPO's value head)
     load_state_dict(state, tensors)    on resume, from the checkpoint
+    setup(run)                         once per process, fresh or resumed, before the rollout
+                                       backend starts (KDRL's teacher)
     prepare(run)                       once, before the first step of a fresh run (SPO's prior)
     prompt_pool(task)                  then: the prompts the steps draw from (DPH-RL's unsolved)
     each step:
@@ -102,6 +104,12 @@ class Algorithm:
     def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """Optimiser groups beyond the policy's own trainable weights."""
         return []
+
+    def setup(self, run: OnlineRun) -> None:
+        """Once per process, whether the run is fresh or resumes, after the policy, reference
+        and optimiser are ready and before the rollout backend starts: models of the algorithm's
+        own that no checkpoint holds (KDRL's teacher). A problem the user can fix raises one of
+        the online loop's SETUP_ERRORS, so that the run reports it as such."""
 
     def prepare(self, run: OnlineRun) -> None:
         """Once, before the first step of a run that does not resume."""

@@ -130,6 +130,7 @@ class OnlineTraining:
         self.first_step = 1
         if resumed is not None:
             self._restore(resumed)
+        self.algorithm.setup(self)
         self.backend = make_backend(config, self.model, self.tokenizer, should_stop,
                                     warn=lambda message: reporter.log(message, level="warning"))
         try:

@@ -23,7 +23,8 @@ from training.policies.loading import load_policy, merged_weights
 
 
 class ReferenceMismatch(ValueError):
-    """A soup reference whose models cannot be averaged or compared with the policy."""
+    """A soup reference whose models cannot be averaged or compared with the policy, or a
+    teacher (KDRL's) that does not share the policy's vocabulary."""
 
 
 class AdaptersOff(torch.nn.Module):

@@ -189,6 +189,57 @@ class DPHSettings(Settings):
         label="DPH-RL samples per step", section="algorithm", min=1, max=4096, advanced=True)
 
 
+@dataclass(frozen=True)
+class KDRLSettings(Settings):
+    kd_teacher: str = setting(
+        "", "π_T: the teacher the policy is pulled towards, a model that shares the policy's "
+        "tokenizer: 'builtin:smollm2-135m-instruct', a checkpoint of this project "
+        "(checkpoint:<id>), a registered model (local:<name>) or a hub id. A teacher whose "
+        "vocabulary differs from the policy's is refused when the run starts.",
+        label="KD teacher", section="algorithm", blank=True, models="one")
+    kd_estimator: str = setting(
+        "k2", "How KL(π_θ || π_T) is estimated on each sampled token of the loss. "
+        "k1 = log π_θ − log π_T is not offered: in the loss its gradient is 0 in expectation. "
+        "The gradients below hold on the policy's own samples: in the later passes of μ > 1, "
+        "only approximately.",
+        label="KD estimator", section="algorithm", advanced=True,
+        choices={"k2": "½ (log π_θ − log π_T)²: in the loss its gradient is the reverse KL's, "
+                       "mode-seeking (KDRL's, the best in the paper)",
+                 "k3": "π_T/π_θ − log(π_T/π_θ) − 1: an unbiased value, but in the loss its "
+                       "gradient is the forward KL(π_T || π_θ)'s, mass-covering"})
+    kd_schedule: str = setting(
+        "linear", "How β_KD, the weight of the KL to the teacher, moves from its start to its "
+        "end value over the anneal steps; it stays at the end value after them.",
+        label="β_KD schedule", section="algorithm",
+        choices={"constant": "β_KD start throughout",
+                 "linear": "a straight line (the paper's annealing: 5e-3 to 1e-3, 5e-5 a step)",
+                 "cosine": "half a cosine: slow at both ends"})
+    kd_coef_start: float = setting(
+        5e-3, "β_KD at the first step (the paper anneals from 5e-3).", label="β_KD start",
+        section="algorithm", min=0.0, max=10.0)
+    kd_coef_end: float = setting(
+        1e-3, "β_KD after the anneal steps (the paper anneals to 1e-3).", label="β_KD end",
+        section="algorithm", min=0.0, max=10.0)
+    kd_anneal_steps: int = setting(
+        80, "Steps over which β_KD moves from start to end: the paper's decay of 5e-5 a step "
+        "from 5e-3 to 1e-3 takes 80 (0 = the whole run: the last step has the end value).",
+        label="β_KD anneal steps", section="algorithm", min=0, max=100_000, advanced=True)
+    kd_reward_guided: str = setting(
+        "none", "Which responses the KL to the teacher applies to (reward-guided KD); the "
+        "others still count in the loss's normaliser.", label="Reward-guided KD",
+        section="algorithm",
+        choices={"none": "every response",
+                 "response": "responses whose reward is at most the threshold: the incorrect "
+                             "ones (the paper's response-level masking)",
+                 "group": "responses of prompts none of whose responses has a reward above "
+                          "the threshold (the paper's group-level masking)"})
+    kd_reward_threshold: float = setting(
+        0.0, "Reward-guided KD: a response whose reward is above this counts as correct and "
+        "gets no KL to the teacher (0: a positive reward is correct, as in the paper).",
+        label="KD reward threshold", section="algorithm", min=-100.0, max=100.0,
+        advanced=True)
+
+
 def _one_completion_per_prompt(config: Any) -> dict[str, str]:
     if config.group_size != 1:
         return {"group_size": "SPO samples one completion per prompt: set the group size to 1"}
@@ -206,6 +257,18 @@ def _dph_check(config: Any) -> dict[str, str]:
         return {"beta": "DPH-RL has no online reference model: its divergence to the initial "
                         "policy uses the log-probs stored with that policy's samples. Set β to 0"}
     return {}
+
+
+def _kdrl_needs(config: Any) -> dict[str, str]:
+    settings, errors = config.algorithm_settings, {}
+    if not settings.kd_teacher:
+        errors["kd_teacher"] = ("KDRL distils from a teacher: name a model that shares the "
+                                "policy's tokenizer")
+    if settings.kd_coef_start == 0 and (settings.kd_schedule == "constant"
+                                        or settings.kd_coef_end == 0):
+        errors["kd_coef_start"] = ("β_KD is 0 throughout, so the teacher would never count: "
+                                   "raise it, or train with GRPO")
+    return errors
 
 
 for _spec in (
@@ -232,5 +295,8 @@ for _spec in (
                   "an f-divergence to it on its own samples of those it does",
                   "training.algorithms.dph:DPHRL", DPHSettings, min_group_size=2,
                   check=_dph_check),
+    AlgorithmSpec("kdrl", "KDRL: GRPO plus a reverse-KL pull towards a teacher on the policy's "
+                  "own rollouts", "training.algorithms.kdrl:KDRL", KDRLSettings,
+                  min_group_size=2, check=_kdrl_needs),
 ):
     register(_spec)

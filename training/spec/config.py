@@ -348,6 +348,13 @@ class RunConfig(Settings):
         return [*cls.fields(), *algorithm_spec(algorithm).settings.fields()]
 
     @classmethod
+    def fields_of(cls, values: dict[str, Any]) -> tuple[dataclasses.Field, ...]:
+        """RunConfig's settings and those of the algorithm that `values` names (a KDRL
+        teacher is a model the web app checks, as the policy is)."""
+        algorithm = values.get("algorithm", cls.algorithm)
+        return tuple(cls.fields_for(algorithm)) if algorithm in ALGORITHMS else cls.fields()
+
+    @classmethod
     def every_field(cls) -> list[tuple[dataclasses.Field, str | None]]:
         """Every setting of every registered algorithm, each with the algorithm it belongs to
         (None: RunConfig's own, which every run has)."""

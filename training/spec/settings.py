@@ -76,6 +76,12 @@ class Settings:
         return tuple(f for f in dataclasses.fields(cls) if "section" in f.metadata)
 
     @classmethod
+    def fields_of(cls, values: dict[str, Any]) -> tuple[dataclasses.Field, ...]:
+        """The settings that a config with these flat `values` has: this class's fields
+        (RunConfig adds its algorithm's own)."""
+        return cls.fields()
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any], *, paths: bool = False) -> Self:
         """Parse and validate; raise ConfigError naming every bad field, unknown keys included.
 

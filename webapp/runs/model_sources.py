@@ -102,8 +102,10 @@ def _problem(ref: ModelRef, project_id: int) -> str | None:
     return None
 
 
-def _model_fields(config_class: type[Settings]) -> list[dataclasses.Field]:
-    return [f for f in config_class.fields() if f.metadata["models"]]
+def _model_fields(config_class: type[Settings], config: dict[str, Any],
+                  ) -> list[dataclasses.Field]:
+    """The fields of `config` that name models, its algorithm's own included."""
+    return [f for f in config_class.fields_of(config) if f.metadata["models"]]
 
 
 def config_model_errors(*, project_id: int, config: dict[str, Any],
@@ -111,7 +113,7 @@ def config_model_errors(*, project_id: int, config: dict[str, Any],
     """For each field of a validated config that names a model the project's runs cannot load,
     what is wrong, by field name."""
     errors: dict[str, str] = {}
-    for f in _model_fields(config_class):
+    for f in _model_fields(config_class, config):
         for ref in parse_model_refs(config.get(f.name) or ""):
             if problem := _problem(ref, project_id):
                 errors[f.name] = problem
@@ -134,7 +136,7 @@ def config_for_worker(*, project_id: int, config: dict[str, Any],
     training process loads them; ValidationError, saying what to do, if one cannot be loaded."""
     config_models_check(project_id=project_id, config=config, config_class=config_class)
     resolved = dict(config)
-    for f in _model_fields(config_class):
+    for f in _model_fields(config_class, config):
         refs = parse_model_refs(config.get(f.name) or "")
         if refs:
             resolved[f.name] = ", ".join(_worker_source(ref, project_id) for ref in refs)

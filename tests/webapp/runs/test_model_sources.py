@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from training.spec.algorithms import KDRLSettings
 from training.spec.config import ConfigError, RunConfig
 from training.spec.evaluation_config import EvalConfig
 from webapp.experiments.models import ExperimentKind
@@ -119,6 +120,25 @@ def test_an_experiment_naming_another_projects_checkpoint_is_not_saved(checkpoin
                                   "reference": "soup"})
     assert info.value.errors == {
         "reference_soup": f"this project has no checkpoint {checkpoint.pk}"}
+
+
+def test_a_kdrl_teacher_is_checked_and_resolved_as_the_policy_is(roots, checkpoint, project,
+                                                                  other_project, other_user):
+    first, _ = roots
+    config = RunConfig(algorithm="kdrl",
+                       algorithm_settings=KDRLSettings(kd_teacher="local:org/qwen")).to_dict()
+    resolved = model_sources.config_for_worker(project_id=project.pk, config=config,
+                                               config_class=RunConfig)
+    assert resolved["kd_teacher"] == str(first / "org" / "qwen")
+    assert errors(project, algorithm="kdrl",
+                  algorithm_settings=KDRLSettings(kd_teacher="local:nobody")) == {
+        "kd_teacher": "no model is registered as 'local:nobody': pick one from the list, or ask "
+                      "an administrator to put it under a model root (RLAB_MODEL_ROOTS)"}
+    with pytest.raises(ConfigError) as info:
+        experiment_create(project=other_project, author=other_user, name="taught",
+                          description="", config={"algorithm": "kdrl",
+                                                  "kd_teacher": f"checkpoint:{checkpoint.pk}"})
+    assert info.value.errors == {"kd_teacher": f"this project has no checkpoint {checkpoint.pk}"}
 
 
 def test_evaluating_a_checkpoint_by_reference_records_the_checkpoint(checkpoint, project, user):
