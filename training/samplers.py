@@ -7,16 +7,23 @@
     spo_priority       ∝ sqrt(v̂ (1 − v̂)) + ε from SPO's value tracker (training.algorithms.spo)
     curriculum         easiest first by the dataset's difficulty column, widening to all prompts
                        by the last step
+    dump               DUMP's distribution-level curriculum: distributions (named by a dataset
+                       column) by a softmax of UCB scores on their recent mean |advantage|, then
+                       prompts uniformly within each
 
 A sampler owns its random generator, seeded with the run's seed, and its `state_dict` (JSON) holds
 all it needs to go on exactly as an uninterrupted run would. The SPO sampler reads the run's
-ValueTracker (the algorithm's `prompt_values`), which SPO updates and checkpoints itself.
+ValueTracker (the algorithm's `prompt_values`), which SPO updates and checkpoints itself. After
+every step the online loop hands the sampler the step's rewards and advantages (`observe`) and
+adds its `metrics` to the step's.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -28,6 +35,10 @@ from training.spec.tasks import Example
 
 # Curriculum pacing: the easiest quarter of the prompts at the first step, all at the last.
 CURRICULUM_START = 0.25
+# DUMP reports the metrics of this many distributions at most (the first by name), so that a
+# dataset of many sources does not flood the charts; and names cut to this many characters.
+DUMP_MAX_REPORTED = 16
+DUMP_MAX_NAME = 40
 
 
 class SamplerError(ValueError):
@@ -47,9 +58,14 @@ class PromptSampler(Protocol):
     def sample(self, n: int) -> list[Example]:
         """The next n prompts, distinct while there are that many."""
 
-    def observe(self, examples: list[Example], rewards: torch.Tensor, group_size: int) -> None:
-        """What the step's prompts scored, rewards (B*G,) group by group; called once per step,
-        after scoring."""
+    def observe(self, examples: list[Example], rewards: torch.Tensor, advantages: torch.Tensor,
+                group_size: int) -> None:
+        """What the step's prompts scored, group by group: rewards (B*G,) and the advantages the
+        algorithm gave them, (B*G,) one per completion (the loop reduces per-token advantages
+        to their completion's masked mean); called once per step, after the update."""
+
+    def metrics(self) -> dict[str, float]:
+        """The sampler's own metrics for the step just observed ({} for none)."""
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -66,8 +82,12 @@ class UniformSampler:
     def sample(self, n: int) -> list[Example]:
         return self.task.sample(self.rng, n)
 
-    def observe(self, examples: list[Example], rewards: torch.Tensor, group_size: int) -> None:
+    def observe(self, examples: list[Example], rewards: torch.Tensor, advantages: torch.Tensor,
+                group_size: int) -> None:
         pass  # uniform sampling learns nothing from outcomes
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _rng_state(self.rng)}
@@ -98,8 +118,12 @@ class SPOPrioritySampler:
         chosen = sorted(range(len(keys)), key=keys.__getitem__, reverse=True)[:n]
         return [self.examples[i] for i in chosen]
 
-    def observe(self, examples: list[Example], rewards: torch.Tensor, group_size: int) -> None:
+    def observe(self, examples: list[Example], rewards: torch.Tensor, advantages: torch.Tensor,
+                group_size: int) -> None:
         pass  # SPO updates the tracker: the update needs the policy's log-prob change
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _rng_state(self.rng)}
@@ -149,8 +173,12 @@ class CurriculumSampler:
         allowed = max(n, math.ceil(self.allowed_fraction(self.step) * total))
         return self.rng.sample(self.ordered[:allowed], n)
 
-    def observe(self, examples: list[Example], rewards: torch.Tensor, group_size: int) -> None:
+    def observe(self, examples: list[Example], rewards: torch.Tensor, advantages: torch.Tensor,
+                group_size: int) -> None:
         self.step += 1
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _rng_state(self.rng), "step": self.step}
@@ -158,6 +186,166 @@ class CurriculumSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _set_rng_state(self.rng, state["rng"])
         self.step = int(state["step"])
+
+
+class DUMPSampler:
+    """DUMP (Wang et al. 2025): a curriculum over the dataset's distributions, by how much the
+    policy can still learn from each, read off the size of its advantages.
+
+    Distribution d of a prompt is its value in the dataset's `column`. Its learnability is the
+    mean absolute advantage of its last W completions (0 before any):
+
+        L̂_d = mean_{i ∈ window_d} |Â_i|
+
+    and each of a step's n prompts comes from distribution d with probability
+
+        p_d = softmax_d(UCB_d / τ),   UCB_d = L̂_d + c·√(2 ln(max(Σ_j n_j, 1) + 1) / (n_d + 1))
+
+    n_d the completions drawn from d so far: the bonus favours distributions seen little, and
+    ones never seen most. Within a distribution the prompts are drawn uniformly, distinct while
+    it has enough. As the authors' code (the paper writes √(2 ln Σ_j n_j / n_d)): the +1s, n_d
+    and the window counted in completions, W = 300, c = 1, τ = 0.1. Departures: the code draws
+    every prompt independently, with replacement, and also feeds its validation scores into the
+    windows; rows without a distribution are refused here rather than pooled as "default".
+    """
+
+    def __init__(self, examples: Sequence[Example], *, column: str, window: int,
+                 exploration: float, temperature: float, seed: int):
+        names = [_distribution_name(e.columns.get(column)) for e in examples]
+        missing = [e.prompt_id for e, name in zip(examples, names, strict=True) if name is None]
+        if missing:
+            which = ("none of its prompts has one" if len(missing) == len(examples) else
+                     f"{len(missing)} of its {len(examples)} prompts have none "
+                     f"({', '.join(missing[:10])}{', …' if len(missing) > 10 else ''})")
+            raise SamplerError(
+                f"DUMP draws prompts by distribution, named by the dataset's {column!r} column, "
+                f"and {which}. Give every row a distribution (text or a number; when uploading, "
+                f"map a column as the source), name the column that holds them in 'DUMP "
+                f"distribution column', or choose another prompt sampler.")
+        pools: dict[str, list[Example]] = {}
+        for example, name in zip(examples, names, strict=True):
+            pools.setdefault(name, []).append(example)
+        self.pools = dict(sorted(pools.items()))  # by name: the file's order decides nothing
+        self.column, self.exploration, self.temperature = column, exploration, temperature
+        self.recent = {d: deque(maxlen=window) for d in self.pools}  # |Â| of the last W
+        self.drawn = dict.fromkeys(self.pools, 0)  # n_d, in completions
+        self.shares: dict[str, float] = {}  # of the last observed step's prompts
+        self.keys = metric_names(list(self.pools)[:DUMP_MAX_REPORTED])
+        self.rng = random.Random(seed)
+
+    def learnability(self, name: str) -> float:
+        """L̂_d: the mean |Â| of the distribution's window, 0 while it is empty."""
+        window = self.recent[name]
+        return sum(window) / len(window) if window else 0.0
+
+    def probabilities(self) -> list[float]:
+        """p_d of each distribution, in name order."""
+        return softmax(ucb_scores([self.learnability(d) for d in self.pools],
+                                  list(self.drawn.values()), self.exploration), self.temperature)
+
+    def sample(self, n: int) -> list[Example]:
+        chosen = self.rng.choices(list(self.pools), weights=self.probabilities(), k=n)
+        counts = Counter(chosen)
+        drawn = {d: iter(_draw(self.rng, pool, counts[d]))
+                 for d, pool in self.pools.items() if d in counts}
+        return [next(drawn[d]) for d in chosen]
+
+    def observe(self, examples: list[Example], rewards: torch.Tensor, advantages: torch.Tensor,
+                group_size: int) -> None:
+        names = [_distribution_name(e.columns.get(self.column)) for e in examples]
+        magnitudes = advantages.abs().view(-1, group_size).tolist()  # (B, G)
+        for name, group in zip(names, magnitudes, strict=True):
+            self.recent[name].extend(group)
+            self.drawn[name] += len(group)
+        counts = Counter(names)
+        self.shares = {d: counts[d] / len(names) for d in self.pools}
+
+    def metrics(self) -> dict[str, float]:
+        """dump/share/<d> (of the step's prompts), dump/learnability/<d> (L̂_d after the step)
+        and dump/probability/<d> (p_d for the next step), for the first DUMP_MAX_REPORTED
+        distributions by name."""
+        metrics = {}
+        for d, p in zip(self.pools, self.probabilities()):
+            if d in self.keys:
+                key = self.keys[d]
+                metrics[f"dump/share/{key}"] = self.shares.get(d, 0.0)
+                metrics[f"dump/learnability/{key}"] = self.learnability(d)
+                metrics[f"dump/probability/{key}"] = p
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": _rng_state(self.rng), "drawn": dict(self.drawn),
+                "recent": {d: list(window) for d, window in self.recent.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _set_rng_state(self.rng, state["rng"])
+        # A distribution the checkpoint does not know (the dataset changed) starts unseen.
+        for d in self.pools:
+            self.recent[d].clear()
+            self.recent[d].extend(state["recent"].get(d, []))
+            self.drawn[d] = int(state["drawn"].get(d, 0))
+
+
+def ucb_scores(learnability: Sequence[float], drawn: Sequence[int], c: float) -> list[float]:
+    """DUMP's UCB_d = L̂_d + c·√(2 ln(max(Σn, 1) + 1) / (n_d + 1)), the authors' code's form.
+
+    >>> [round(u, 4) for u in ucb_scores([0.75, 0.0], [2, 0], c=1.0)]  # √(2 ln 3 / 3), √(2 ln 3)
+    [1.6058, 1.4823]
+    """
+    total = max(sum(drawn), 1)
+    return [mean + c * math.sqrt(2 * math.log(total + 1) / (n + 1))
+            for mean, n in zip(learnability, drawn, strict=True)]
+
+
+def softmax(scores: Sequence[float], temperature: float) -> list[float]:
+    """exp(s_d/τ) / Σ_j exp(s_j/τ), computed from s − max s so that no term overflows.
+
+    >>> [round(p, 4) for p in softmax([1.6058, 1.4823], 0.1)]  # e^1.235 / (e^1.235 + 1)
+    [0.7747, 0.2253]
+    """
+    top = max(scores)
+    weights = [math.exp((s - top) / temperature) for s in scores]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def metric_names(names: Sequence[str]) -> dict[str, str]:
+    """A metric-key segment per name: letters, digits, '_', '-' and '.' kept, every other run
+    of characters (a '/' too, which would nest the charts) as one '_', cut to DUMP_MAX_NAME
+    characters; a segment already taken gets '-2', '-3', … appended.
+
+    >>> metric_names(["gsm8k", "K&K/3 people", "K&K 3 people"])
+    {'gsm8k': 'gsm8k', 'K&K/3 people': 'K_K_3_people', 'K&K 3 people': 'K_K_3_people-2'}
+    """
+    keys: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:DUMP_MAX_NAME]
+        key, suffix = base, 1
+        while key in taken:
+            suffix += 1
+            key = f"{base}-{suffix}"
+        keys[name] = key
+        taken.add(key)
+    return keys
+
+
+def _distribution_name(value: Any) -> str | None:
+    """A row's distribution from its column's value: text (trimmed) or a number; None if none.
+
+    >>> [_distribution_name(v) for v in (" gsm8k ", 3, 2.5, 3.0, " ", None, True, ["a"])]
+    ['gsm8k', '3', '2.5', '3', None, None, None, None]
+    """
+    if isinstance(value, str):
+        return value.strip() or None
+    if not _is_number(value):
+        return None
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _draw(rng: random.Random, pool: list[Example], k: int) -> list[Example]:
+    """k of the pool uniformly, distinct while it has that many."""
+    return rng.sample(pool, k) if k <= len(pool) else rng.choices(pool, k=k)
 
 
 def in_bounds(rewards: torch.Tensor, group_size: int, low: float, high: float) -> torch.Tensor:
@@ -181,14 +369,25 @@ _SAMPLERS: dict[str, Callable[[RunConfig, PromptSource, ValueTracker | None], Pr
         task.examples, _required(tracker), config.seed),
     "curriculum": lambda config, task, tracker: CurriculumSampler(
         task.examples, config.max_steps, config.seed),
+    "dump": lambda config, task, tracker: DUMPSampler(
+        task.examples, column=config.dump_column, window=config.dump_window,
+        exploration=config.dump_exploration, temperature=config.dump_temperature,
+        seed=config.seed),
 }
 
 
 def make_sampler(config: RunConfig, task: PromptSource,
                  tracker: ValueTracker | None = None) -> PromptSampler:
     """The run's prompt sampler over `task`'s prompts; SamplerError if they do not allow it
-    (a curriculum over prompts without a difficulty). spo_priority needs the run's tracker."""
+    (a curriculum over prompts without a difficulty, DUMP over prompts without a distribution).
+    spo_priority needs the run's tracker."""
     return _SAMPLERS[config.prompt_sampler](config, task, tracker)
+
+
+def dataset_columns(config: RunConfig) -> tuple[str, ...]:
+    """The dataset columns the run's sampler reads besides those every prompt dataset keeps
+    (training.spec.prompt_dataset): DUMP's distribution column."""
+    return (config.dump_column,) if config.prompt_sampler == "dump" else ()
 
 
 def _required(tracker: ValueTracker | None) -> ValueTracker:

@@ -120,7 +120,7 @@ def test_curriculum_widens_from_the_easiest_quarter_to_all_by_the_last_step():
     drawn = []
     for _ in range(5):
         drawn.append(_ids(sampler.sample(2)))
-        sampler.observe([], torch.zeros(0), group_size=1)
+        sampler.observe([], torch.zeros(0), torch.zeros(0), group_size=1)
     # step 1: ⌈0.25·8⌉ = 2 prompts, the two easiest
     assert sorted(drawn[0]) == ["#2", "#4"]
     # step 3: ⌈0.625·8⌉ = 5 easiest
@@ -138,7 +138,7 @@ def test_a_resumed_curriculum_keeps_its_step():
     sampler = CurriculumSampler(examples, max_steps=4, seed=0)
     for _ in range(2):
         sampler.sample(3)
-        sampler.observe([], torch.zeros(0), group_size=1)
+        sampler.observe([], torch.zeros(0), torch.zeros(0), group_size=1)
     resumed = _resumed(sampler, CurriculumSampler(examples, max_steps=4, seed=0))
     assert resumed.step == 3
     assert _ids(resumed.sample(3)) == _ids(sampler.sample(3))

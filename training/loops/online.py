@@ -47,7 +47,7 @@ from training.rollouts.generation import (
 )
 from training.rollouts.records import rollout_records
 from training.rollouts.scoring import score_rollouts
-from training.samplers import SamplerError, in_bounds, make_sampler
+from training.samplers import SamplerError, dataset_columns, in_bounds, make_sampler
 from training.spec.config import RunConfig, parse_reward_weights
 from training.spec.events import Reporter
 from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
@@ -69,7 +69,8 @@ class OnlineTraining:
         self.device = torch.device(resolve_device(config.device))
         self.surrogate = GRPOConfig.from_run_config(config)
         self.algorithm = engine_for(config.algorithm)(config)
-        self.task = load_prompt_dataset(config.dataset) if config.dataset else get_task(config.task)
+        self.task = (load_prompt_dataset(config.dataset, dataset_columns(config)) if config.dataset
+                     else get_task(config.task))
         self.eval_examples: list[Example] = []
         if config.eval_every:
             # A dataset's held-out prompts are set aside; a task's train split already excludes
@@ -218,7 +219,14 @@ class OnlineTraining:
         if "kl/sequence_mean" in update:
             self.kl.update(update["kl/sequence_mean"], len(rewards))
         extra.update(self.algorithm.after_update(scored, self))
-        self.sampler.observe(examples, rewards, config.group_size)
+        advantages = batch.advantages.cpu()  # (N,) or (N, T)
+        per_completion = advantages  # (N,)
+        if advantages.dim() == 2:  # per token: a masked mean per completion for the sampler
+            mask = rollouts.completion_mask.cpu()  # and the rollout table; statistics over tokens
+            per_completion = masked_mean(advantages, mask, dim=1)
+            advantages = advantages[mask.bool()]
+        self.sampler.observe(examples, rewards, per_completion, config.group_size)
+        extra.update(self.sampler.metrics())
         step_s = time.perf_counter() - step_start
 
         degenerate = None
@@ -227,13 +235,6 @@ class OnlineTraining:
             degenerate = (groups.max(1).values == groups.min(1).values).float().mean().item()
             extra["groups/degenerate_fraction"] = degenerate
         lengths = rollouts.lengths.float()
-        advantages = batch.advantages.cpu()  # (N,)
-        if advantages.dim() == 2:  # per token: statistics over completion tokens, a mean per row
-            mask = rollouts.completion_mask.cpu()
-            shown = masked_mean(advantages, mask, dim=1)  # (N,)
-            advantages = advantages[mask.bool()]
-        else:
-            shown = advantages
         metrics = {
             "reward/mean": rewards.mean().item(),
             "reward/std": _std(rewards),
@@ -261,8 +262,8 @@ class OnlineTraining:
         self.reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:
             self.reporter.rollouts(step, rollout_records(
-                examples, rollouts, per_function, rewards, shown, batch.advantages.cpu(), config,
-                recorder.details, self.tokenizer,
+                examples, rollouts, per_function, rewards, per_completion, batch.advantages.cpu(),
+                config, recorder.details, self.tokenizer,
                 {name: values.cpu() for name, values in batch.token_views.items()}))
         self.reporter.progress(step, config.max_steps)
         if degenerate == 1.0:

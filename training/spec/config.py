@@ -37,6 +37,9 @@ PROMPT_SAMPLERS = {
                          "refill the batch with new prompts (DAPO's dynamic sampling)",
     "spo_priority": "prefer prompts whose tracked success rate is uncertain (SPO)",
     "curriculum": "easiest first by the dataset's difficulty column, widening to all by the end",
+    "dump": "distribution-level curriculum (DUMP): each step's prompts come from the dataset's "
+            "distributions (a column names each row's) chosen by a UCB on their recent mean "
+            "absolute advantage; uniformly within one",
 }
 REWARD_ENSEMBLES = {
     "mean": "the mean of the reward models' scores",
@@ -246,6 +249,23 @@ class RunConfig(Settings):
     filter_max_rounds: int = setting(
         4, "Difficulty filter: generation rounds per step to refill the batch before training "
         "on what was kept.", min=1, max=64, advanced=True, section="sampling")
+    dump_column: str = setting(
+        "source", "DUMP: the dataset column that names each prompt's distribution (text or a "
+        "number per row). An uploaded dataset has the columns of its roles: 'source' when a "
+        "column was mapped as the source, or 'difficulty' to treat each level as a distribution.",
+        label="DUMP distribution column", advanced=True, section="sampling")
+    dump_window: int = setting(
+        300, "DUMP: how many of a distribution's most recent completions its learnability L̂_d, "
+        "their mean absolute advantage, is taken over (the authors' code: 300).",
+        label="DUMP window", min=1, max=1_000_000, advanced=True, section="sampling")
+    dump_exploration: float = setting(
+        1.0, "DUMP: c, the weight of the UCB exploration bonus c·√(2 ln(Σn + 1) / (n_d + 1)), "
+        "n_d the completions drawn from distribution d so far (0 = by learnability alone).",
+        label="DUMP exploration c", min=0.0, max=100.0, advanced=True, section="sampling")
+    dump_temperature: float = setting(
+        0.1, "DUMP: τ of the softmax over the distributions' UCB scores that gives their "
+        "sampling probabilities: lower concentrates on the highest score (the code: 0.1).",
+        label="DUMP temperature τ", min=0.001, max=100.0, advanced=True, section="sampling")
     reward_models: str = setting(
         "", "Learned reward models (sequence-classification heads: local:<name> or hub ids), "
         "separated by commas; their combined score is one more reward.", blank=True,
@@ -394,6 +414,10 @@ class RunConfig(Settings):
             errors["prompt_sampler"] = "SPO priority sampling needs the SPO algorithm"
         if self.prompt_sampler == "curriculum" and not self.dataset:
             errors["prompt_sampler"] = "a curriculum needs a dataset with a difficulty column"
+        if self.prompt_sampler == "dump" and not self.dataset:
+            errors["prompt_sampler"] = ("DUMP samples prompts by distribution: choose a dataset "
+                                        "with a column that names each row's (see DUMP "
+                                        "distribution column)")
         if self.eval_every and spec.offline:
             errors["eval_every"] = (f"{spec.name.upper()} trains on preference pairs, which "
                                     f"have no verifiable answer: evaluate its checkpoints with "

@@ -3,9 +3,10 @@
 The file is JSON lines, one object per line with a `prompt` (the user message) and an `answer`
 (a number, checked by `rewards.correct_answer` against the last number in each completion), and
 optionally a `difficulty` (a number, lower = easier, or null for unknown; the curriculum sampler
-orders prompts by it). The web app writes such a file for every prompt dataset it stores, and puts
-its path in the run's `dataset` setting. No torch here: the web app uses `check_answer` and
-`parse_difficulty` when a dataset is uploaded.
+orders prompts by it). Other keys are left out unless the trainer asks for them by name (DUMP's
+distribution column, `source` by default). The web app writes such a file for every prompt dataset
+it stores, and puts its path in the run's `dataset` setting. No torch here: the web app uses
+`check_answer` and `parse_difficulty` when a dataset is uploaded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -97,9 +99,11 @@ class PromptDataset:
         return dataclasses.replace(self, examples=examples)
 
 
-def load_prompt_dataset(path: str | Path) -> PromptDataset:
-    """Read a JSON-lines prompt dataset; DatasetFileError lists the first bad lines."""
-    examples = read_rows(path, _example)
+def load_prompt_dataset(path: str | Path, columns: Sequence[str] = ()) -> PromptDataset:
+    """Read a JSON-lines prompt dataset; DatasetFileError lists the first bad lines. `columns`
+    names more keys to keep as they are in the file (a prompt sampler's, such as DUMP's
+    distribution column); every example has each of them, None where its line has none."""
+    examples = read_rows(path, lambda number, row: _example(number, row, columns))
     if not examples:
         raise DatasetFileError(f"The dataset file {str(path)!r} has no examples.")
     if any("difficulty" in e.columns for e in examples):
@@ -144,7 +148,7 @@ def read_rows(path: str | Path, parse: Callable[[int, dict[str, Any]], T]) -> li
     return rows
 
 
-def _example(number: int, row: dict[str, Any]) -> Example:
+def _example(number: int, row: dict[str, Any], keep: Sequence[str] = ()) -> Example:
     prompt, answer = row.get("prompt"), row.get("answer")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("no prompt")
@@ -158,4 +162,6 @@ def _example(number: int, row: dict[str, Any]) -> Example:
     columns: dict[str, object] = {"answer": answer.strip()}
     if "difficulty" in row:
         columns["difficulty"] = parse_difficulty(row["difficulty"])
+    for name in keep:
+        columns.setdefault(name, row.get(name))
     return Example(prompt_id=f"#{number}", prompt=prompt, columns=columns)

@@ -52,7 +52,7 @@ class UploadForm(_DatasetNameMixin, forms.Form):
 
 class MappingForm(_DatasetNameMixin, forms.Form):
     """Step 2: which of the file's columns fills each role of the dataset's kind; the optional
-    roles (a prompt dataset's difficulty) may be left without one."""
+    roles (a prompt dataset's difficulty and source) may be left without one."""
 
     name = forms.CharField(max_length=120)
 
@@ -101,4 +101,6 @@ _ROLE_HELP = {
     "rejected": "The reply that is worse than the chosen one.",
     "difficulty": "A number per row, lower = easier (empty cells: unknown); the curriculum "
                   "prompt sampler trains on the easiest prompts first.",
+    "source": "The distribution each row comes from (its source dataset, topic or level: text "
+              "in every row); DUMP's prompt sampler learns which distributions to train on.",
 }

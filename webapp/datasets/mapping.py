@@ -31,6 +31,7 @@ ROLE_GUESSES: dict[str, tuple[str, ...]] = {
     "chosen": ("chosen", "preferred", "accepted", "chosen_response"),
     "rejected": ("rejected", "dispreferred", "rejected_response"),
     "difficulty": ("difficulty", "difficulty_level"),
+    "source": ("source", "data_source", "distribution", "domain", "subset"),
 }
 
 def all_roles(kind: str) -> tuple[str, ...]:

@@ -22,8 +22,8 @@ class DatasetFormat(models.TextChoices):
 
 class Dataset(models.Model):
     """An uploaded file, stored once by content, and its rows normalised to JSON lines with one
-    key per role (`prompt`, `answer` and, when a column was mapped to it, `difficulty`; or
-    `prompt`, `chosen`, `rejected`) for the trainer."""
+    key per role (`prompt`, `answer` and, when a column was mapped to them, `difficulty` and
+    `source`; or `prompt`, `chosen`, `rejected`) for the trainer."""
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE,
                                 related_name="datasets")

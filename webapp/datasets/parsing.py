@@ -46,7 +46,9 @@ ROLES: dict[str, tuple[str, ...]] = {
     PREFERENCES: ("prompt", "chosen", "rejected"),
 }
 OPTIONAL_ROLES: dict[str, tuple[str, ...]] = {
-    PROMPTS: ("difficulty",),  # a number, lower = easier, for the curriculum prompt sampler
+    # difficulty: a number, lower = easier, for the curriculum prompt sampler; source: the
+    # distribution a row comes from, text, for DUMP's distribution-level curriculum
+    PROMPTS: ("difficulty", "source"),
     PREFERENCES: (),
 }
 KIND_NAMES = {PROMPTS: "prompt", PREFERENCES: "preference"}

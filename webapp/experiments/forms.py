@@ -210,7 +210,7 @@ class ExperimentForm(forms.Form):
 
     def _check_dataset_kind(self, cleaned: dict[str, Any]) -> None:
         """The dataset must suit the algorithm (preference pairs for DPO, prompts otherwise),
-        and a curriculum needs a difficulty column."""
+        a curriculum needs a difficulty column, and DUMP its distribution column."""
         if not cleaned["dataset"] or self.is_evaluation:
             return  # an evaluation's choices are prompt datasets only
         dataset = datasets_for_project(self.project).get(pk=int(cleaned["dataset"]))
@@ -224,3 +224,8 @@ class ExperimentForm(forms.Form):
         elif cleaned["prompt_sampler"] == "curriculum" and not dataset.has_difficulty:
             self.add_error("prompt_sampler", "A curriculum orders prompts by difficulty, and "
                                              "this dataset has no difficulty column.")
+        elif cleaned["prompt_sampler"] == "dump" and cleaned["dump_column"] not in dataset.roles:
+            self.add_error("dump_column", f"This dataset has no {cleaned['dump_column']!r} "
+                                          f"column: its columns are {', '.join(dataset.roles)}. "
+                                          f"Upload it with a column mapped as the source, and "
+                                          f"name 'source' here.")

@@ -73,6 +73,24 @@ def test_a_curriculum_needs_a_difficulty_column(signed_in, project, user):
     assert "no difficulty column" in response.context["form"].errors["prompt_sampler"][0]
 
 
+def test_dump_needs_the_distribution_column_in_the_dataset(signed_in, project, user):
+    sums = _dataset(project, user)
+    response = signed_in.post(reverse("experiments:create", args=[project.pk]),
+                              _form_data(prompt_sampler="dump", dataset=str(sums.pk)))
+    assert response.status_code == 422
+    assert response.context["form"].errors["dump_column"] == [
+        "This dataset has no 'source' column: its columns are prompt, answer. Upload it with a "
+        "column mapped as the source, and name 'source' here."]
+    sourced = dataset_create(
+        project=project, user=user, name="sourced", kind="prompts", filename="s.jsonl",
+        file=io.BytesIO(b'{"prompt": "Compute 1 + 2.", "answer": 3, "from": "a"}\n'),
+        mapping={"prompt": "prompt", "answer": "answer", "source": "from"})
+    response = signed_in.post(reverse("experiments:create", args=[project.pk]),
+                              _form_data(prompt_sampler="dump", dataset=str(sourced.pk)))
+    assert response.status_code == 302
+    assert Experiment.objects.get().config["prompt_sampler"] == "dump"
+
+
 def test_a_dpo_launch_records_the_preference_file(project, user, experiment):
     prefs = _dataset(project, user, name="prefs", kind="preferences", data=PREFERENCES)
     experiment.config = {**experiment.config, "algorithm": "dpo", "dataset": str(prefs.pk)}

@@ -33,11 +33,13 @@ def _normalise(data: bytes, mapping: dict[str, str], filename: str = "data.jsonl
 
 
 def test_guesses_follow_common_column_names():
-    assert guess_mapping(["id", "Question", "ground-truth", "Difficulty"], "prompts") == {
-        "prompt": "Question", "answer": "ground-truth", "difficulty": "Difficulty"}
+    assert guess_mapping(["id", "Question", "ground-truth", "Difficulty", "data_source"],
+                         "prompts") == {"prompt": "Question", "answer": "ground-truth",
+                                        "difficulty": "Difficulty", "source": "data_source"}
     assert guess_mapping(["instruction", "chosen", "rejected"], "preferences") == {
         "prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}
-    assert guess_mapping(["a", "b"], "prompts") == {"prompt": "", "answer": "", "difficulty": ""}
+    assert guess_mapping(["a", "b"], "prompts") == {"prompt": "", "answer": "", "difficulty": "",
+                                                    "source": ""}
 
 
 def test_normalise_keeps_the_mapped_columns_under_their_roles():
@@ -73,6 +75,17 @@ def test_normalise_names_rows_whose_difficulty_is_no_number():
         "Line 2: the difficulty column 'd' holds a list, not a number.",
         f"Line 3: the difficulty 'true' is not a number. {advice}",
     ]
+
+
+def test_normalise_writes_a_mapped_source_as_text_and_names_rows_without_one():
+    data = b'{"q": "1 + 1?", "a": 2, "from": "gsm8k"}\n{"q": "2 + 2?", "a": 4, "from": 3}\n'
+    assert _normalise(data, {"prompt": "q", "answer": "a", "source": "from"}) == [
+        {"prompt": "1 + 1?", "answer": "2", "source": "gsm8k"},
+        {"prompt": "2 + 2?", "answer": "4", "source": "3"}]
+    with pytest.raises(DatasetError) as info:
+        _normalise(data + b'{"q": "3 + 3?", "a": 6, "from": ""}\n',
+                   {"prompt": "q", "answer": "a", "source": "from"})
+    assert info.value.messages == ["Line 3 has an empty 'from', the source column."]
 
 
 def test_normalise_names_rows_with_missing_or_empty_values():

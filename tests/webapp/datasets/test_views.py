@@ -117,6 +117,19 @@ def test_a_difficulty_column_is_guessed_saved_and_read_by_the_trainer(signed_in,
                                        ["Compute 40 + 4.", "44", None]]
 
 
+def test_a_source_column_is_guessed_saved_and_read_by_dumps_sampler(signed_in, project):
+    data = b"question,answer,data_source\nCompute 2 + 3.,5,easy\nCompute 40 + 4.,44,hard\n"
+    step1 = upload(signed_in, project, data, filename="sums.csv")
+    assert signed_in.get(step1["Location"]).context["form"]["source"].value() == "data_source"
+    assert confirm(signed_in, step1).status_code == 302
+    dataset = Dataset.objects.get()
+    assert dataset.column_mapping == {"prompt": "question", "answer": "answer",
+                                      "source": "data_source"}
+    examples = load_prompt_dataset(dataset.normalized_path, ["source"]).examples
+    assert [e.columns for e in examples] == [{"answer": "5", "source": "easy"},
+                                             {"answer": "44", "source": "hard"}]
+
+
 def test_the_difficulty_column_may_be_left_unmapped(signed_in, project):
     data = b"question,answer,difficulty\nCompute 2 + 3.,5,easy\n"
     assert confirm(signed_in, upload(signed_in, project, data, filename="sums.csv"),
