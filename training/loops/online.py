@@ -220,9 +220,9 @@ class OnlineTraining:
             self.kl.update(update["kl/sequence_mean"], len(rewards))
         extra.update(self.algorithm.after_update(scored, self))
         advantages = batch.advantages.cpu()  # (N,) or (N, T)
-        per_completion = advantages  # (N,)
-        if advantages.dim() == 2:  # per token: a masked mean per completion for the sampler
-            mask = rollouts.completion_mask.cpu()  # and the rollout table; statistics over tokens
+        per_completion = advantages  # (N,): what the sampler and the rollout table are given
+        if advantages.dim() == 2:  # per token: each completion's mean; statistics over tokens
+            mask = rollouts.completion_mask.cpu()
             per_completion = masked_mean(advantages, mask, dim=1)
             advantages = advantages[mask.bool()]
         self.sampler.observe(examples, rewards, per_completion, config.group_size)
