@@ -55,12 +55,18 @@ test: install browser services
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
-# rlab's GRPO against TRL's on CPU, vLLM rollout overhead, GRPO against SPO: tens of minutes on
-# two cores. Figures only; BENCH_ARGS passes flags (`--quick`, `--parts trl`, `--steps 5`).
+# rlab's GRPO against TRL's on CPU, and vLLM rollout overhead: tens of minutes on two cores.
+# Figures only; BENCH_ARGS passes flags (`--quick`, `--parts trl`, `--steps 5`).
 .PHONY: bench-train
 bench-train: install
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(PY) -m benchmarks.bench_train $(BENCH_ARGS)
+
+# Every algorithm on the one-digit sums with the built-in model, three seeds each, held-out
+# pass@1 and pass@k of each final checkpoint; RMT on the shipped corpus (tens of minutes).
+.PHONY: bench-methods
+bench-methods: install
+	$(PY) -m benchmarks.bench_methods $(BENCH_ARGS)
 
 # Evaluation jobs with transformers and with vLLM, and periodic evaluation's share of a run
 # (a few minutes).

@@ -68,7 +68,7 @@ METHODS = [
     Method("dpo", {"algorithm": "dpo"}, "B·G/2 generated pairs per step", data="preferences"),
     Method("gtpo"),
     Method("prl", {"prl_step_length": 8}, "steps of 8 tokens"),
-    Method("kdrl", {"kd_teacher": BUILTIN}, "teacher = the initial model (the only one shipped)"),
+    Method("kdrl", {}, "teacher = the initial model (the only one shipped)"),
     Method("dph_rl"),
     Method("dump", {"algorithm": "grpo", "prompt_sampler": "dump"},
            "GRPO + DUMP over two sources: sums with and without a carry", data="sources"),
@@ -118,6 +118,8 @@ def _config(method: Method, model: str, seed: int, args: argparse.Namespace,
         prompts, group = prompts * group // 2, 1
     if method.data:
         settings["dataset"] = str(data[method.data])
+    if settings["algorithm"] == "kdrl":
+        settings["kd_teacher"] = model
     return RunConfig.from_dict({
         "model": model, "task": TASK, "max_steps": args.steps, "prompts_per_step": prompts,
         "group_size": group, "max_new_tokens": args.max_new_tokens,
