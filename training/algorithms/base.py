@@ -7,6 +7,7 @@ by name:
 
     __init__(config)                   its settings: config.algorithm_settings
     parameter_groups(model)            extra optimiser groups (PPO's value head)
+    prompt_sampler(task, tokenizer)    a sampler of its own (RMT's token curriculum), or None
     load_state_dict(state, tensors)    on resume, from the checkpoint
     prepare(run)                       once, before the first step of a fresh run (SPO's prior)
     each step:
@@ -101,6 +102,13 @@ class Algorithm:
     def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """Optimiser groups beyond the policy's own trainable weights."""
         return []
+
+    def prompt_sampler(self, task: Any, tokenizer: Any) -> Any:
+        """A prompt sampler of the algorithm's own (training.samplers' PromptSampler) over
+        `task`, used instead of the run's prompt_sampler: RMT draws next-token questions from a
+        text corpus by its entropy curriculum. None (the default): the run's. Called once the
+        tokenizer is loaded, before a checkpoint's state is restored."""
+        return None
 
     def prepare(self, run: OnlineRun) -> None:
         """Once, before the first step of a run that does not resume."""
