@@ -37,7 +37,8 @@ class UploadForm(_DatasetNameMixin, forms.Form):
             self.fields["file"].required = False
         self.fields["file"].help_text = (
             f"JSON lines (one object per line), CSV (comma-, tab- or semicolon-separated, with "
-            f"a header line) or Parquet; UTF-8 text; up to "
+            f"a header line) or Parquet; for a text corpus also plain text (.txt), whose "
+            f"paragraphs, separated by blank lines, are its passages; UTF-8 text; up to "
             f"{parsing.size_text(settings.RLAB_DATASET_MAX_BYTES)} and "
             f"{settings.RLAB_DATASET_MAX_ROWS:,} rows. Columns are mapped in the next step.")
 
@@ -101,4 +102,6 @@ _ROLE_HELP = {
     "rejected": "The reply that is worse than the chosen one.",
     "difficulty": "A number per row, lower = easier (empty cells: unknown); the curriculum "
                   "prompt sampler trains on the easiest prompts first.",
+    "text": "A passage of unlabelled text per row, at least 20 characters; RMT asks the model "
+            "to predict its tokens.",
 }
