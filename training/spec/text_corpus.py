@@ -36,10 +36,11 @@ BUILTIN_CORPORA = {"text_corpus": Path(__file__).parent / "data" / "corpus.txt"}
 MIN_PASSAGE_CHARS = 20
 MAX_ERRORS = 10
 
+# The instruction comes after the text, where small models follow it best.
 NEXT_TOKEN_PROMPT = (
-    "Below is the beginning of a text. Predict the next token: the word or piece of a word "
-    "that comes right after the last character. Think briefly, then give only the token "
-    "between <answer> and </answer>, for example <answer>the</answer>.\n\nText:\n{context}")
+    "Here is the beginning of a text:\n\n{context}\n\nWhat is the next token, the word or "
+    "piece of a word that comes right after its last character? Think briefly, then write "
+    "only that token between <answer> and </answer>, for example <answer>the</answer>.")
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 

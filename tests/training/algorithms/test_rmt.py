@@ -96,7 +96,8 @@ def test_the_next_token_reward_compares_the_stripped_texts_exactly():
 
 def test_the_prompt_asks_for_the_format_the_parser_reads():
     prompt = next_token_prompt("Bread needs flour, water, yeast and")
-    assert prompt.endswith("Text:\nBread needs flour, water, yeast and")
+    assert prompt.startswith("Here is the beginning of a text:\n\nBread needs flour, water, "
+                             "yeast and\n\nWhat is the next token")
     assert "<answer>" in prompt and "</answer>" in prompt
 
 
@@ -242,7 +243,7 @@ def test_questions_cut_the_text_where_a_token_starts(tiny_model):
     assert last.prompt == next_token_prompt("The baker needs flour, water, yeast and salt")
     salt = table.example(len(table.targets) - 2, budget=12.5)
     assert salt.columns["next_token"] == "salt"
-    assert salt.prompt.endswith("yeast and")
+    assert "yeast and\n\nWhat is the next token" in salt.prompt
 
 
 def test_windows_cut_long_passages(tiny_model):
@@ -309,7 +310,7 @@ def _check_two_steps(reporter: ListReporter) -> None:
     items = reporter.of_kind("rollouts")[0]["items"]
     assert items and all(set(i["rewards"]) == {"next_token", "length"} for i in items)
     assert all(i["extra"]["budget"] == pytest.approx(3.0) for i in items)
-    assert all(i["prompt"].startswith("Below is the beginning of a text") for i in items)
+    assert all(i["prompt"].startswith("Here is the beginning of a text") for i in items)
     logs = [e["message"] for e in reporter.of_kind("log")]
     assert any(m.startswith("RMT: ") and "target tokens" in m for m in logs)
 
