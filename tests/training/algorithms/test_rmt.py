@@ -387,3 +387,14 @@ def test_a_resumed_run_repeats_the_uninterrupted_steps(tiny_config, tmp_path):
         assert untimed == pytest.approx({k: want[step][k] for k in untimed}, rel=1e-5, abs=1e-7)
     prompts = [[i["prompt_id"] for i in e["items"]] for e in straight.of_kind("rollouts")[1:]]
     assert prompts == [[i["prompt_id"] for i in e["items"]] for e in again.of_kind("rollouts")]
+
+
+def test_a_checkpoint_of_another_corpus_is_refused(tiny_model, tiny_config):
+    from training.algorithms.rmt import RMT
+    from training.checkpoints import CheckpointError
+
+    algorithm = RMT(_rmt_config(tiny_config))
+    algorithm.prompt_sampler(text_corpus_task("text_corpus", split="train"),
+                             AutoTokenizer.from_pretrained(tiny_model))
+    with pytest.raises(CheckpointError, match="holds the proxy's entropy at 3 target tokens"):
+        algorithm.load_state_dict({}, {"rmt_entropy": torch.zeros(3)})
