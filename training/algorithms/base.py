@@ -7,6 +7,7 @@ by name:
 
     __init__(config)                   its settings: config.algorithm_settings
     parameter_groups(model)            extra optimiser groups (PPO's value head)
+    prompt_sampler(task, tokenizer)    a sampler of its own (RMT's token curriculum), or None
     load_state_dict(state, tensors)    on resume, from the checkpoint
     setup(run)                         once per process, fresh or resumed, before the rollout
                                        backend starts (KDRL's teacher)
@@ -110,6 +111,13 @@ class Algorithm:
         and optimiser are ready and before the rollout backend starts: models of the algorithm's
         own that no checkpoint holds (KDRL's teacher). A problem the user can fix raises one of
         the online loop's SETUP_ERRORS, so that the run reports it as such."""
+
+    def prompt_sampler(self, task: Any, tokenizer: Any) -> Any:
+        """A prompt sampler of the algorithm's own (training.samplers' PromptSampler) over
+        `task`, used instead of the run's prompt_sampler: RMT draws next-token questions from a
+        text corpus by its entropy curriculum. None (the default): the run's. Called once the
+        tokenizer is loaded, before a checkpoint's state is restored."""
+        return None
 
     def prepare(self, run: OnlineRun) -> None:
         """Once, before the first step of a run that does not resume."""

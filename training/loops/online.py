@@ -27,6 +27,7 @@ from training.loops.policy_update import TokenRecorder, update_policy
 from training.loops.setup import (
     Outcome,
     load_run_policy,
+    load_task,
     make_optimizer,
     peak_memory,
     resolve_device,
@@ -47,19 +48,20 @@ from training.rollouts.generation import (
 )
 from training.rollouts.records import rollout_records
 from training.rollouts.scoring import score_rollouts
-from training.samplers import SamplerError, dataset_columns, in_bounds, make_sampler
+from training.samplers import SamplerError, in_bounds, make_sampler
 from training.spec.config import RunConfig, parse_reward_weights
 from training.spec.events import Reporter
-from training.spec.prompt_dataset import DatasetFileError, load_prompt_dataset
+from training.spec.prompt_dataset import DatasetFileError
 from training.spec.rewards import EXTRA_REWARD_FUNCTIONS
-from training.spec.tasks import Example, get_task
+from training.spec.tasks import Example
+from training.spec.text_corpus import CorpusFileError
 
 
 class OnlineTraining:
     """One run's model, optimiser, reference, sampler and backend, and its step loop."""
 
     # Problems a user can fix in the run's settings: reported as they are, not as a crash.
-    SETUP_ERRORS = (ModelNotFound, DatasetFileError, BackendUnavailable,
+    SETUP_ERRORS = (ModelNotFound, DatasetFileError, CorpusFileError, BackendUnavailable,
                     checkpoints.CheckpointError, ReferenceMismatch, SamplerError)
 
     def __init__(self, config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool],
@@ -69,8 +71,7 @@ class OnlineTraining:
         self.device = torch.device(resolve_device(config.device))
         self.surrogate = GRPOConfig.from_run_config(config)
         self.algorithm = engine_for(config.algorithm)(config)
-        self.task = (load_prompt_dataset(config.dataset, dataset_columns(config)) if config.dataset
-                     else get_task(config.task))
+        self.task = load_task(config)
         self.eval_examples: list[Example] = []
         if config.eval_every:
             # A dataset's held-out prompts are set aside; a task's train split already excludes
@@ -85,7 +86,7 @@ class OnlineTraining:
                                  **{name: EXTRA_REWARD_FUNCTIONS[name] for name in extra}}
         self.weights = {**dict.fromkeys(self.task.reward_functions, 1.0), **extra}
         # Made now so that prompts it cannot sample are refused before the model loads; made
-        # again below if the algorithm keeps some of them out of the steps.
+        # again below if the algorithm brings its own or keeps some of them out of the steps.
         self.sampler = make_sampler(config, self.task, self.algorithm.prompt_values)
         resumed = checkpoints.load(config.resume_from) if config.resume_from else None
         if resumed is not None and (resumed.adapter is not None) != bool(config.lora_rank):
@@ -105,6 +106,7 @@ class OnlineTraining:
 
         loading = time.perf_counter()
         self.model, self.tokenizer = load_run_policy(config, resumed, self.device)
+        self.sampler = self.algorithm.prompt_sampler(self.task, self.tokenizer) or self.sampler
         if config.reward_models:
             self._add_reward_models()
         initial = self.model

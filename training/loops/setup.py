@@ -15,7 +15,12 @@ import torch
 from transformers import get_scheduler, set_seed
 
 from training import checkpoints
+from training.samplers import dataset_columns
+from training.spec.algorithms import TEXT_CORPUS, algorithm_spec
 from training.spec.config import RunConfig
+from training.spec.prompt_dataset import load_prompt_dataset
+from training.spec.tasks import get_task
+from training.spec.text_corpus import text_corpus_task
 from training.spec.events import Reporter
 from training.policies.loading import ModelNotFound, load_policy
 
@@ -43,6 +48,18 @@ def prepare_process(config: RunConfig, reporter: Reporter) -> bool:
                        "or launch the run on a GPU worker.")
         return False
     return True
+
+
+def load_task(config: RunConfig):
+    """What a run trains on, as its algorithm reads data (AlgorithmSpec.trains_on): a text
+    corpus, its dataset's or a built-in one (every passage of a dataset, the train split of a
+    built-in corpus); or prompts, its dataset's or its built-in task's."""
+    if algorithm_spec(config.algorithm).trains_on == TEXT_CORPUS:
+        return text_corpus_task(config.dataset or config.task,
+                                split="all" if config.dataset else "train")
+    if config.dataset:  # with the columns the prompt sampler reads (DUMP's distributions)
+        return load_prompt_dataset(config.dataset, dataset_columns(config))
+    return get_task(config.task)
 
 
 def load_run_policy(config: RunConfig, resumed: checkpoints.Checkpoint | None,

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from training.spec.settings import Settings, setting
+from training.spec.text_corpus import BUILTIN_CORPORA
 
 
 @dataclass(frozen=True)
 class NoSettings(Settings):
     """An algorithm with no settings of its own."""
+
+
+# What an algorithm trains on (AlgorithmSpec.trains_on), as the web app's dataset kinds name it.
+PROMPTS, PREFERENCES, TEXT_CORPUS = "prompts", "preferences", "text_corpus"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class AlgorithmSpec:
     offline: bool = False  # trains on a preference dataset, with its own loop, not on rollouts
     # Reads log π_ref itself (PRL's process rewards): the reference is loaded even at β = 0.
     needs_reference: bool = False
+    # the kind of data it trains on: PROMPTS, PREFERENCES, or TEXT_CORPUS (unlabelled text)
+    trains_on: str = PROMPTS
     # RunConfig -> {setting: what is wrong}: settings of the run that do not suit the method
     check: Callable[[Any], dict[str, str]] | None = None
 
@@ -240,6 +247,49 @@ class KDRLSettings(Settings):
         advanced=True)
 
 
+@dataclass(frozen=True)
+class RMTSettings(Settings):
+    rmt_budget_start: int = setting(
+        32, "B_0: the token budget at the start. The length reward peaks when a completion "
+        "has B_t tokens; B_t shrinks from B_0 towards B_min over the run.",
+        label="RMT start budget B_0", section="algorithm", min=1, max=32_768)
+    rmt_budget_floor: int = setting(
+        4, "B_min: the budget never goes below this many tokens.",
+        label="RMT budget floor B_min", section="algorithm", min=1, max=32_768)
+    rmt_budget_decay: float = setting(
+        0.25, "γ of the schedule B_t = max(B_min, B_0 · γ^((t/T)^k)), t the step, T the "
+        "steps of the run: at the last step B_0 · γ (1 = a fixed budget).",
+        label="RMT budget decay γ", section="algorithm", min=0.001, max=1.0)
+    rmt_budget_power: float = setting(
+        1.0, "k of the schedule: above 1 the budget shrinks late in the run, below 1 early.",
+        label="RMT budget power k", section="algorithm", min=0.05, max=20.0, advanced=True)
+    rmt_curriculum_width: float = setting(
+        0.2, "σ of the curriculum: a target token whose proxy entropy ranks at quantile u "
+        "(0 = the lowest of the corpus, 1 = the highest) is drawn with weight "
+        "exp(−(u − p)²/2σ²), where p goes from 0 at the first step to 1 at the last: easy "
+        "tokens first, hard ones last. A large σ samples nearly uniformly.",
+        label="RMT curriculum width σ", section="algorithm", min=0.01, max=100.0)
+    rmt_ntp_coef: float = setting(
+        0.1, "λ: weight of the next-token cross-entropy on every token of the step's "
+        "passages, added to the RL loss (0 = RL on the sampled tokens only).",
+        label="RMT next-token loss λ", section="algorithm", min=0.0, max=100.0)
+    rmt_context_tokens: int = setting(
+        128, "The corpus is cut into windows of this many tokens; a question's text is the "
+        "window up to its target token, so no prompt's text is longer.",
+        label="RMT context window", section="algorithm", min=8, max=8192, advanced=True)
+    rmt_min_context: int = setting(
+        8, "A target token has at least this many tokens of its window before it.",
+        label="RMT minimum context", section="algorithm", min=1, max=8192, advanced=True)
+
+    def combination_errors(self) -> dict[str, str]:
+        errors = {}
+        if self.rmt_budget_floor > self.rmt_budget_start:
+            errors["rmt_budget_floor"] = "must be at most the start budget B_0"
+        if self.rmt_min_context >= self.rmt_context_tokens:
+            errors["rmt_min_context"] = "must be below the context window"
+        return errors
+
+
 def _one_completion_per_prompt(config: Any) -> dict[str, str]:
     if config.group_size != 1:
         return {"group_size": "SPO samples one completion per prompt: set the group size to 1"}
@@ -271,6 +321,25 @@ def _kdrl_needs(config: Any) -> dict[str, str]:
     return errors
 
 
+def _text_corpus(config: Any) -> dict[str, str]:
+    errors = {}
+    if not config.dataset and config.task not in BUILTIN_CORPORA:
+        errors["task"] = ("RMT trains on unlabelled text: choose the task text_corpus (the "
+                          "built-in corpus) or a text-corpus dataset")
+    if config.prompt_sampler != "uniform":
+        errors["prompt_sampler"] = ("RMT draws its target tokens by its own entropy "
+                                    "curriculum: leave the prompt sampler uniform")
+    if config.eval_every:
+        errors["eval_every"] = ("RMT reports its next-token accuracy at every step "
+                                "(rmt/next_token_accuracy); held-out evaluation of a text "
+                                "corpus is not offered: set 0")
+    settings = config.algorithm_settings
+    if settings.rmt_budget_start > config.max_new_tokens:
+        errors["rmt_budget_start"] = ("the length reward peaks at B_t tokens: B_0 must be at "
+                                      "most the max new tokens")
+    return errors
+
+
 for _spec in (
     AlgorithmSpec("grpo", "GRPO: advantages centred (and scaled) within each prompt's group",
                   "training.algorithms.grpo:GRPO", GRPOSettings, min_group_size=2),
@@ -284,7 +353,8 @@ for _spec in (
     AlgorithmSpec("ppo", "PPO: a learned value head and GAE give per-token advantages",
                   "training.algorithms.ppo:PPO", PPOSettings),
     AlgorithmSpec("dpo", "DPO: offline, from a preference dataset's chosen and rejected replies",
-                  "training.algorithms.dpo:DPO", DPOSettings, offline=True),
+                  "training.algorithms.dpo:DPO", DPOSettings, offline=True,
+                  trains_on=PREFERENCES),
     AlgorithmSpec("gtpo", "GTPO: GRPO with conflict tokens protected and high-entropy "
                   "completions left out; no reference model", "training.algorithms.gtpo:GTPO",
                   GTPOSettings, min_group_size=2, check=_no_reference),
@@ -298,5 +368,9 @@ for _spec in (
     AlgorithmSpec("kdrl", "KDRL: GRPO plus a reverse-KL pull towards a teacher on the policy's "
                   "own rollouts", "training.algorithms.kdrl:KDRL", KDRLSettings,
                   min_group_size=2, check=_kdrl_needs),
+    AlgorithmSpec("rmt", "RMT: mid-training on unlabelled text; next-token prediction as RL, "
+                  "with a shrinking token budget, an easy-to-hard token curriculum and a "
+                  "next-token loss", "training.algorithms.rmt:RMT", RMTSettings,
+                  min_group_size=2, trains_on=TEXT_CORPUS, check=_text_corpus),
 ):
     register(_spec)

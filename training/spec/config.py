@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from training.spec.algorithms import ALGORITHMS, algorithm_spec, all_specs
+from training.spec.algorithms import ALGORITHMS, TEXT_CORPUS, algorithm_spec, all_specs
 from training.spec.settings import SECTIONS, ConfigError, Settings, setting
 
 ROLLOUT_BACKENDS = {
@@ -70,6 +70,12 @@ TASKS = {
     "arithmetic": "One-digit sums: 'Compute a + b.', answer checked as the last number",
     "arithmetic-2digit": "Two-digit sums, harder: 'Compute a + b.', answer checked as the last "
                          "number",
+}
+# Unlabelled text, for mid-training (an algorithm whose spec trains on "text_corpus"): built-in
+# corpora (training.spec.text_corpus.BUILTIN_CORPORA) a run can name as its task.
+TEXT_TASKS = {
+    "text_corpus": "The built-in text corpus: about 34 KB of plain English prose, unlabelled, "
+                   "for mid-training (RMT)",
 }
 # Rewards that can be added, with a weight, to the task's own correctness reward
 # (training.spec.rewards).
@@ -146,7 +152,8 @@ class RunConfig(Settings):
         section="model")
     lora_alpha: float = setting(16.0, "LoRA scaling α (updates are scaled by α/r).",
                                label="LoRA α", min=0.0, max=4096.0, advanced=True, section="model")
-    task: str = setting("arithmetic", "Built-in task with a verifiable answer.", choices=TASKS,
+    task: str = setting("arithmetic", "Built-in task: prompts with a verifiable answer, or "
+                        "unlabelled text for mid-training.", choices={**TASKS, **TEXT_TASKS},
                         section="task")
     dataset: str = setting(
         "", "Prompt dataset to train on instead of the built-in task: a JSON-lines file with a "
@@ -398,6 +405,9 @@ class RunConfig(Settings):
                                     f"{spec.min_group_size}")
         if spec.check is not None:
             errors.update(spec.check(self))
+        if self.task in TEXT_TASKS and spec.trains_on != TEXT_CORPUS:
+            errors["task"] = ("the text corpus is unlabelled text, for mid-training: choose "
+                              "RMT, or a task with verifiable answers")
         if spec.offline and not self.dataset:
             errors["dataset"] = (f"{spec.name.upper()} trains on a preference dataset: "
                                  f"choose one")

@@ -37,7 +37,8 @@ class UploadForm(_DatasetNameMixin, forms.Form):
             self.fields["file"].required = False
         self.fields["file"].help_text = (
             f"JSON lines (one object per line), CSV (comma-, tab- or semicolon-separated, with "
-            f"a header line) or Parquet; UTF-8 text; up to "
+            f"a header line) or Parquet; for a text corpus also plain text (.txt), whose "
+            f"paragraphs, separated by blank lines, are its passages; UTF-8 text; up to "
             f"{parsing.size_text(settings.RLAB_DATASET_MAX_BYTES)} and "
             f"{settings.RLAB_DATASET_MAX_ROWS:,} rows. Columns are mapped in the next step.")
 
@@ -103,4 +104,6 @@ _ROLE_HELP = {
                   "prompt sampler trains on the easiest prompts first.",
     "source": "The distribution each row comes from (its source dataset, topic or level: text "
               "in every row); DUMP's prompt sampler learns which distributions to train on.",
+    "text": "A passage of unlabelled text per row, at least 20 characters; RMT asks the model "
+            "to predict its tokens.",
 }

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
 from training.spec.prompt_dataset import check_answer, parse_difficulty
+from training.spec.text_corpus import MIN_PASSAGE_CHARS
 from webapp.common.problems import ProblemList
 from webapp.datasets.cells import Cell, Structured
 from webapp.datasets.parsing import (
@@ -17,6 +18,7 @@ from webapp.datasets.parsing import (
     OPTIONAL_ROLES,
     PROMPTS,
     ROLES,
+    TEXT_CORPUS,
     DatasetError,
     Reader,
     Row,
@@ -32,6 +34,7 @@ ROLE_GUESSES: dict[str, tuple[str, ...]] = {
     "rejected": ("rejected", "dispreferred", "rejected_response"),
     "difficulty": ("difficulty", "difficulty_level"),
     "source": ("source", "data_source", "distribution", "domain", "subset"),
+    "text": ("text", "content", "passage", "body", "document"),
 }
 
 def all_roles(kind: str) -> tuple[str, ...]:
@@ -66,7 +69,8 @@ def normalise(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits, 
     each row and role that has no text; once there is one, nothing more is written.
 
     Prompt datasets are scored by comparing numbers, so their answers must be numbers. A mapped
-    difficulty is a number, or None where its cell is empty."""
+    difficulty is a number, or None where its cell is empty. A text corpus's passages are long
+    enough to predict from (training.spec.text_corpus.MIN_PASSAGE_CHARS)."""
     unmapped = [role for role in ROLES[kind] if not mapping.get(role)]
     if unmapped:
         raise DatasetError(f"Choose a column for: {', '.join(unmapped)}.")
@@ -78,7 +82,7 @@ def normalise(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits, 
                                f"{mapping[role]!r}. Choose a different column for each.")
         used[mapping[role]] = role
     reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits,
-                    only=[mapping[role] for role in roles])
+                    only=[mapping[role] for role in roles], plain_text=kind == TEXT_CORPUS)
     if reader.format != JSONL:  # its columns are known before its rows are read
         _check_columns_exist(reader.columns, roles, mapping)
     errors = reader.problems
@@ -128,6 +132,11 @@ def _normalise_row(row: Row, *, kind: str, roles: Sequence[str], mapping: dict[s
         errors.add(f"{unit} {row.number}: the answer {problem}. Prompt datasets are scored by "
                    f"comparing the last number of a completion with the answer: map a column "
                    f"that holds just the final number.")
+    text = out.get("text")
+    if kind == TEXT_CORPUS and text is not None and len(text.strip()) < MIN_PASSAGE_CHARS:
+        errors.add(f"{unit} {row.number}: the text is shorter than {MIN_PASSAGE_CHARS} "
+                   f"characters, too little to predict the next token from. Remove the row, "
+                   f"or join it to the next.")
     return out
 
 

@@ -12,18 +12,21 @@ from webapp.datasets import mapping, parsing, storage
 class DatasetKind(models.TextChoices):
     PROMPTS = parsing.PROMPTS, "Prompts: a prompt and a numeric answer per row"
     PREFERENCES = parsing.PREFERENCES, "Preference pairs: a prompt, a chosen and a rejected reply"
+    TEXT_CORPUS = parsing.TEXT_CORPUS, "Text corpus: unlabelled passages, for mid-training (RMT)"
 
 
 class DatasetFormat(models.TextChoices):
     JSONL = parsing.JSONL, "JSON lines"
     CSV = parsing.CSV, "CSV"
     PARQUET = parsing.PARQUET, "Parquet"
+    TEXT = parsing.TEXT, "Plain text"
 
 
 class Dataset(models.Model):
     """An uploaded file, stored once by content, and its rows normalised to JSON lines with one
     key per role (`prompt`, `answer` and, when a column was mapped to them, `difficulty` and
-    `source`; or `prompt`, `chosen`, `rejected`) for the trainer."""
+    `source`; or `prompt`, `chosen`, `rejected`; or a text corpus's `text`, one passage a line)
+    for the trainer."""
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE,
                                 related_name="datasets")

@@ -1,5 +1,5 @@
-"""Reading uploaded dataset files (JSON lines, CSV, Parquet) row by row, and the roles each kind
-of dataset has. No Django here.
+"""Reading uploaded dataset files (JSON lines, CSV, Parquet, and plain text for a text corpus)
+row by row, and the roles each kind of dataset has. No Django here.
 
 A file is never read whole: a `Reader` yields its rows one at a time and checks, as it goes, the
 limits an upload must keep (webapp.datasets.streaming: its rows, how much its cells decode to,
@@ -23,6 +23,7 @@ from itertools import chain, islice
 from pathlib import PurePosixPath
 from typing import BinaryIO, NamedTuple
 
+from training.spec.text_corpus import MIN_PASSAGE_CHARS
 from webapp.common.problems import FileProblems, ProblemList
 from webapp.datasets.cells import (
     MAX_COLUMN_NAME,
@@ -36,22 +37,27 @@ from webapp.datasets.cells import (
 from webapp.datasets import streaming
 from webapp.datasets.streaming import LimitExceeded, Limits, Unreadable, size_text
 
-JSONL, CSV, PARQUET = "jsonl", "csv", "parquet"
-PROMPTS, PREFERENCES = "prompts", "preferences"
+JSONL, CSV, PARQUET, TEXT = "jsonl", "csv", "parquet", "text"
+# The kinds, named as training.spec.algorithms names what an algorithm trains on.
+PROMPTS, PREFERENCES, TEXT_CORPUS = "prompts", "preferences", "text_corpus"
 
 # The columns each kind of dataset is normalised to, in the order they are written: those every
 # dataset of the kind needs, then those it may have.
 ROLES: dict[str, tuple[str, ...]] = {
     PROMPTS: ("prompt", "answer"),
     PREFERENCES: ("prompt", "chosen", "rejected"),
+    TEXT_CORPUS: ("text",),  # a passage of unlabelled text, for mid-training (RMT)
 }
 OPTIONAL_ROLES: dict[str, tuple[str, ...]] = {
     # difficulty: a number, lower = easier, for the curriculum prompt sampler; source: the
     # distribution a row comes from, text, for DUMP's distribution-level curriculum
     PROMPTS: ("difficulty", "source"),
     PREFERENCES: (),
+    TEXT_CORPUS: (),
 }
-KIND_NAMES = {PROMPTS: "prompt", PREFERENCES: "preference"}
+KIND_NAMES = {PROMPTS: "prompt", PREFERENCES: "preference", TEXT_CORPUS: "text-corpus"}
+# A plain-text file's one column: its paragraphs.
+TEXT_COLUMN = "text"
 CSV_DELIMITERS = (",", "\t", ";")
 # One row (a line of text, or a Parquet row once decoded): a prompt with its answer or replies.
 MAX_ROW_BYTES = 1024 * 1024
@@ -93,26 +99,30 @@ def too_large_message(limit: int) -> str:
             f"or split the dataset.")
 
 
-def detect_format(filename: str, file: BinaryIO) -> str:
+def detect_format(filename: str, file: BinaryIO, *, plain_text: bool = False) -> str:
     """Parquet by its magic bytes or name; else JSON lines or CSV by name, then by content (its
-    first character other than a byte order mark or white space). The file's position is
-    kept."""
+    first character other than a byte order mark or white space). With `plain_text` (a text
+    corpus), a .txt or .md name, or content that is no JSON with no other name, is plain text
+    rather than CSV. The file's position is kept."""
     position = file.tell()
     file.seek(0)
     head = file.read(4)
     suffix = PurePosixPath(filename.lower()).suffix
+    other = TEXT if plain_text else CSV
     try:
         if head == b"PAR1" or suffix in (".parquet", ".pq"):
             return PARQUET
         if suffix in (".jsonl", ".ndjson", ".json"):
             return JSONL
+        if plain_text and suffix in (".txt", ".md"):
+            return TEXT
         if suffix in (".csv", ".tsv", ".txt"):
             return CSV
         file.seek(3 if head.startswith(b"\xef\xbb\xbf") else 0)
         while chunk := file.read(64 * 1024):
             if significant := chunk.lstrip(_WHITESPACE):
-                return JSONL if significant[:1] == b"{" else CSV
-        return CSV
+                return JSONL if significant[:1] == b"{" else other
+        return other
     finally:
         file.seek(position)
 
@@ -124,10 +134,11 @@ class Reader:
     a damaged Parquet footer, a limit passed) raise DatasetError at once, when it is opened or
     when they are reached. Problems of single rows are collected in `problems` and the row is
     left out, so that one upload lists them all. With `only`, a Parquet file is read for those
-    columns alone; a text file is always read whole."""
+    columns alone; a text file is always read whole. With `plain_text` (a text corpus), a file
+    may be plain text: its rows are its paragraphs (see _plain_rows)."""
 
     def __init__(self, file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits,
-                 only: Sequence[str] | None = None):
+                 only: Sequence[str] | None = None, plain_text: bool = False):
         self.file = file
         self.limits = limits
         self.problems = ProblemList(DatasetError)
@@ -139,7 +150,7 @@ class Reader:
             raise DatasetError(too_large_message(max_bytes))
         if not size:
             raise DatasetError("The file is empty.")
-        self.format = detect_format(filename, file)
+        self.format = detect_format(filename, file, plain_text=plain_text)
         try:
             if self.format == PARQUET:
                 self._open_parquet(size)
@@ -150,6 +161,8 @@ class Reader:
                 file.seek(0)
                 if self.format == CSV:
                     self._open_csv(filename)
+                elif self.format == TEXT:
+                    self._add_column(TEXT_COLUMN)
         except LimitExceeded as exc:
             raise _limit_error(exc, self.format) from None
 
@@ -163,7 +176,8 @@ class Reader:
         return "row" if self.format == PARQUET else "line"
 
     def __iter__(self) -> Iterator[Row]:
-        rows = {JSONL: self._jsonl_rows, CSV: self._csv_rows, PARQUET: self._parquet_rows}
+        rows = {JSONL: self._jsonl_rows, CSV: self._csv_rows, PARQUET: self._parquet_rows,
+                TEXT: self._plain_rows}
         try:
             yield from rows[self.format]()
         except LimitExceeded as exc:
@@ -199,7 +213,7 @@ class Reader:
             if "\x00" in text:
                 line = newlines + text.count("\n", 0, text.index("\x00")) + 1
                 raise DatasetError(f"Line {line} contains a NUL character: this looks like a "
-                                   f"binary file, not JSON lines or CSV.")
+                                   f"binary file, not a text file.")
             yield newlines + 1, text
             offset += len(raw)
             newlines += raw.count(b"\n")
@@ -261,6 +275,52 @@ class Reader:
         for key in cells:
             self._add_column(key)
         return cells
+
+    # Plain text
+
+    def _plain_rows(self) -> Iterator[Row]:
+        """A plain-text file's paragraphs, as rows of one column, TEXT_COLUMN: runs of non-blank
+        lines, joined by single spaces, numbered by the line where they start. Paragraphs
+        shorter than a passage may be (headings, mostly) are left out, as the trainer reads
+        plain text (training.spec.text_corpus)."""
+        lines: list[str] = []
+        start = size = 0
+        found, blank = False, True
+        for first, text in self._text_blocks():
+            block = text.split("\n")
+            if not block[-1]:
+                block.pop()  # what follows the block's last "\n"
+            for number, line in enumerate(block, start=first):
+                if line.strip():
+                    blank = False
+                    start = start or number
+                    lines.append(line)
+                    size += len(line)
+                    if size > self.limits.row_bytes:
+                        raise LimitExceeded(
+                            f"The paragraph that starts on line {start} is longer than "
+                            f"{size_text(self.limits.row_bytes)}, the limit for one row.",
+                            limit="row_bytes")
+                    continue
+                if lines and (row := self._paragraph(start, lines)):
+                    found = True
+                    yield row
+                lines, start, size = [], 0, 0
+        if lines and (row := self._paragraph(start, lines)):
+            found = True
+            yield row
+        if blank:
+            raise DatasetError("The file is empty: it holds only blank lines.")
+        if not found:
+            raise DatasetError(f"The file holds no paragraph of at least {MIN_PASSAGE_CHARS} "
+                               f"characters: a text corpus needs passages of text to predict.")
+
+    def _paragraph(self, start: int, lines: list[str]) -> Row | None:
+        text = " ".join(" ".join(lines).split())
+        if len(text) < MIN_PASSAGE_CHARS:
+            return None
+        self._counter.add(rows=1)
+        return Row(start, {TEXT_COLUMN: text})
 
     # CSV
 
@@ -420,7 +480,8 @@ def scan(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits,
          kind: str | None = None) -> Summary:
     """Read a whole file once, keeping none of its rows: its format, columns and row count.
     With `kind`, also checks that there are enough columns to map its roles."""
-    reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits)
+    reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits,
+                    plain_text=kind == TEXT_CORPUS)
     count = sum(1 for _ in reader)
     reader.problems.raise_any()
     if not count:
@@ -438,7 +499,8 @@ def scan(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits,
 
 
 def preview(file: BinaryIO, *, filename: str, max_bytes: int, limits: Limits,
-            columns: Sequence[str], rows: int) -> list[list[Cell]]:
+            columns: Sequence[str], rows: int, kind: str | None = None) -> list[list[Cell]]:
     """The cells of the file's first `rows` rows, under `columns`: only those rows are read."""
-    reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits)
+    reader = Reader(file, filename=filename, max_bytes=max_bytes, limits=limits,
+                    plain_text=kind == TEXT_CORPUS)
     return [[row.cells.get(column) for column in columns] for row in islice(reader, rows)]

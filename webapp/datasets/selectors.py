@@ -56,12 +56,13 @@ def upload_limits() -> Limits:
                   row_bytes=parsing.MAX_ROW_BYTES)
 
 
-def staged_preview(upload: BinaryIO, *, filename: str, columns: Sequence[str],
-                   rows: int) -> list[list[Cell]]:
-    """The first `rows` rows of a staged upload, under its `columns`; only those are read.
-    DatasetError if it no longer parses as far as that (the limits may have changed)."""
+def staged_preview(upload: BinaryIO, *, filename: str, columns: Sequence[str], rows: int,
+                   kind: str) -> list[list[Cell]]:
+    """The first `rows` rows of a staged upload of a `kind` dataset, under its `columns`; only
+    those are read. DatasetError if it no longer parses as far as that (the limits may have
+    changed)."""
     return parsing.preview(upload, filename=filename, max_bytes=settings.RLAB_DATASET_MAX_BYTES,
-                           limits=upload_limits(), columns=columns, rows=rows)
+                           limits=upload_limits(), columns=columns, rows=rows, kind=kind)
 
 
 def dataset_preview(dataset: Dataset, *, limit: int = 10) -> list[dict[str, str]] | None:

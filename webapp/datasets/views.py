@@ -136,7 +136,7 @@ def _dataset_confirm(request: HttpRequest, project: Project, upload_token: str,
 
     try:
         preview = staged_preview(staged, filename=pending["filename"], columns=columns,
-                                 rows=PREVIEW_ROWS)
+                                 rows=PREVIEW_ROWS, kind=kind)
     except DatasetError as exc:  # it parsed at upload; the limits may have changed since
         dataset_upload_discard(token=upload_token)
         _forget(request, upload_token)

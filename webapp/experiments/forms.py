@@ -61,19 +61,31 @@ def _evaluation_dataset_field(project) -> forms.ChoiceField:
 
 def _dataset_field(project) -> forms.ChoiceField:
     """The project's datasets, by id: prompt datasets for the online methods, preference ones
-    for DPO. The id is what the experiment stores; a launch resolves it to the dataset's file
-    (runs.services.run_launch), so a config saved here can name no file outside the project's
-    datasets."""
+    for DPO, text corpora for RMT. The id is what the experiment stores; a launch resolves it to
+    the dataset's file (runs.services.run_launch), so a config saved here can name no file
+    outside the project's datasets."""
     datasets = list(datasets_for_project(project))
     groups = [(label, [(str(d.pk), f"{d.name} ({d.row_count} rows)")
                        for d in datasets if d.kind == kind])
               for kind, label in ((DatasetKind.PROMPTS, "Prompt datasets"),
-                                  (DatasetKind.PREFERENCES, "Preference datasets (DPO)"))]
+                                  (DatasetKind.PREFERENCES, "Preference datasets (DPO)"),
+                                  (DatasetKind.TEXT_CORPUS, "Text corpora (RMT)"))]
     choices = [("", "None: train on the built-in task"), *(g for g in groups if g[1])]
     return forms.ChoiceField(
         choices=choices, required=False, initial="", label="Dataset",
         help_text="One of this project's datasets: a prompt dataset is trained on instead of "
-                  "the task; DPO needs a preference dataset. Each run records the file it used.")
+                  "the task; DPO needs a preference dataset, RMT a text corpus. Each run "
+                  "records the file it used.")
+
+
+# What a dataset of each kind other than prompts is for, and the algorithm that trains on it.
+_KIND_USE = {DatasetKind.PREFERENCES: ("a preference dataset, for DPO (offline algorithms)",
+                                       "DPO"),
+             DatasetKind.TEXT_CORPUS: ("a text corpus, for mid-training", "RMT")}
+# What an algorithm that trains on a kind other than prompts asks for.
+_KIND_NEEDED = {DatasetKind.PREFERENCES: "trains on preference pairs: choose a preference "
+                                         "dataset",
+                DatasetKind.TEXT_CORPUS: "trains on unlabelled text: choose a text corpus"}
 
 
 @dataclass
@@ -209,18 +221,19 @@ class ExperimentForm(forms.Form):
         return cleaned
 
     def _check_dataset_kind(self, cleaned: dict[str, Any]) -> None:
-        """The dataset must suit the algorithm (preference pairs for DPO, prompts otherwise),
-        a curriculum needs a difficulty column, and DUMP its distribution column."""
+        """The dataset must be of the kind the algorithm trains on (preference pairs for DPO, a
+        text corpus for RMT, prompts otherwise), a curriculum needs a difficulty column, and
+        DUMP its distribution column."""
         if not cleaned["dataset"] or self.is_evaluation:
             return  # an evaluation's choices are prompt datasets only
         dataset = datasets_for_project(self.project).get(pk=int(cleaned["dataset"]))
-        offline = algorithm_spec(cleaned["algorithm"]).offline
-        if offline and dataset.kind != DatasetKind.PREFERENCES:
-            self.add_error("dataset", f"{cleaned['algorithm'].upper()} trains on preference "
-                                      f"pairs: choose a preference dataset.")
-        elif not offline and dataset.kind != DatasetKind.PROMPTS:
-            self.add_error("dataset", "This is a preference dataset, for DPO (offline "
-                                      "algorithms): choose a prompt dataset, or DPO.")
+        algorithm = cleaned["algorithm"].upper()
+        wanted = algorithm_spec(cleaned["algorithm"]).trains_on
+        if wanted != dataset.kind and wanted == DatasetKind.PROMPTS:
+            use, trainer = _KIND_USE[dataset.kind]
+            self.add_error("dataset", f"This is {use}: choose a prompt dataset, or {trainer}.")
+        elif wanted != dataset.kind:
+            self.add_error("dataset", f"{algorithm} {_KIND_NEEDED[wanted]}.")
         elif cleaned["prompt_sampler"] == "curriculum" and not dataset.has_difficulty:
             self.add_error("prompt_sampler", "A curriculum orders prompts by difficulty, and "
                                              "this dataset has no difficulty column.")

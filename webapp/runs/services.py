@@ -19,10 +19,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from training.spec.algorithms import algorithm_spec
 from training.spec.config import ConfigError, RunConfig
 from training.spec.evaluation_config import EvalConfig
 from training.spec.model_refs import RefKind, parse_model_ref
-from webapp.datasets.models import DatasetKind
 from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.projects.activity import Verb, activity
@@ -70,9 +70,9 @@ def run_launch(*, experiment: Experiment, user) -> Run:
     if config["dataset"]:
         # The experiment names one of its project's datasets; the run records that dataset's
         # file, whose name is its content hash, so the run keeps the exact rows it trained on.
-        kind = DatasetKind.PREFERENCES if config["algorithm"] == "dpo" else DatasetKind.PROMPTS
-        config["dataset"] = dataset_file_for_run(project=experiment.project,
-                                                 reference=config["dataset"], kind=kind)
+        config["dataset"] = dataset_file_for_run(
+            project=experiment.project, reference=config["dataset"],
+            kind=algorithm_spec(config["algorithm"]).trains_on)
     return run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED)
 
 
