@@ -105,7 +105,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(chosen)} methods × {len(args.seeds)} seeds in "
               f"{(time.perf_counter() - started) / 60:.0f} min\n")
         print(_table(chosen, rows, initial, args.eval_samples))
+        if "rmt" in args.methods:
+            print(_rmt_table([_rmt(model, seed, root / f"rmt-{seed}", args)
+                              for seed in args.seeds]))
     return 0
+
+
+def _rmt(model: str, seed: int, folder: Path, args: argparse.Namespace) -> dict[str, float]:
+    """RMT on the shipped corpus, B prompts × G as the others: its next-token accuracy and
+    reasoning length over the last steps, its next-token loss at the first and last step."""
+    print(f"rmt seed {seed} ...", flush=True)
+    config = RunConfig.from_dict({
+        "algorithm": "rmt", "task": "text_corpus", "model": model, "max_steps": args.steps,
+        "prompts_per_step": args.prompts, "group_size": args.group_size,
+        "max_new_tokens": args.max_new_tokens, "learning_rate": args.learning_rate,
+        "seed": seed, "device": "cpu", "rollout_backend": args.rollout_backend,
+        "checkpoint_every": 0, "rollouts_logged_per_step": 0}, paths=True)
+    reporter = ListReporter()
+    if train(config, reporter) is not Outcome.COMPLETED:
+        raise RuntimeError(f"RMT failed: {reporter.of_kind('error')}")
+    steps = [e["values"] for e in reporter.of_kind("metrics")]
+    last = steps[-args.last_steps:]
+    result = {"accuracy": statistics.fmean(s["rmt/next_token_accuracy"] for s in last),
+              "length": statistics.fmean(s["rmt/reasoning_length"] for s in last),
+              "ntp first": steps[0]["rmt/ntp_loss"], "ntp last": steps[-1]["rmt/ntp_loss"],
+              "s/step": statistics.fmean(s["time/step_s"] for s in steps)}
+    print("  " + ", ".join(f"{key} {value:.3f}" for key, value in result.items()), flush=True)
+    return result
+
+
+def _rmt_table(results: list[dict[str, float]]) -> str:
+    keys = ["accuracy", "length", "ntp first", "ntp last", "s/step"]
+    titles = ["next-token accuracy", "reasoning length", "NTP loss, step 1", "NTP loss, last",
+              "s/step"]
+    return "\n".join([
+        "\nRMT on the shipped corpus (task text_corpus)\n",
+        "| method | seeds | " + " | ".join(titles) + " |",
+        "|---|---|" + "---|" * len(keys),
+        f"| rmt | {len(results)} | "
+        + " | ".join(_spread([r[key] for r in results]) for key in keys) + " |"])
 
 
 def _config(method: Method, model: str, seed: int, args: argparse.Namespace,
@@ -217,7 +255,7 @@ def _source_file(path: Path) -> Path:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(m.name for m in METHODS),
+    parser.add_argument("--methods", default=",".join([m.name for m in METHODS] + ["rmt"]),
                         type=lambda text: text.split(","))
     parser.add_argument("--seeds", default="0,1,2",
                         type=lambda text: [int(s) for s in text.split(",")])
@@ -235,7 +273,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a random 2-layer model, 2 steps, one seed: checks the script")
     args = parser.parse_args(argv)
-    unknown = set(args.methods) - {m.name for m in METHODS}
+    unknown = set(args.methods) - {m.name for m in METHODS} - {"rmt"}
     if unknown:
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
     if args.quick:

@@ -274,8 +274,12 @@ class EntropyCurriculum:
         self.last = Draw(self.step, budget, chosen, examples)
         return examples
 
-    def observe(self, examples: list[Example], rewards: torch.Tensor, group_size: int) -> None:
+    def observe(self, examples: list[Example], rewards: torch.Tensor, advantages: torch.Tensor,
+                group_size: int) -> None:
         self.step += 1
+
+    def metrics(self) -> dict[str, float]:
+        return {}  # the algorithm reports the curriculum's (rmt/curriculum_entropy)
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss_next = self.rng.getstate()
