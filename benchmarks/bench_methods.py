@@ -7,7 +7,7 @@ preference pairs for DPO), over several seeds; then an evaluation job samples it
 checkpoint on the held-out prompts. Per method, as mean ± std across seeds:
 
     reward      the training reward/mean over the last steps (DPO has none: its pairs are fixed)
-    pass@1      held-out, k samples per prompt at the evaluation temperature
+    pass@1      held-out, k samples per prompt at the training temperature (1.0)
     pass@k      held-out
     length      the mean completion length in tokens over the run (held-out, for DPO)
     s/step      the mean seconds per training step
@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.steps} steps of {args.prompts * args.group_size} completions "
               f"({args.prompts} prompts × {args.group_size}), seeds {args.seeds}, "
               f"{args.max_new_tokens} new tokens, lr {args.learning_rate:g}, CPU, "
-              f"{torch.get_num_threads()} torch threads; held-out: {args.eval_prompts} prompts × "
-              f"{args.eval_samples} samples", flush=True)
+              f"{torch.get_num_threads()} torch threads, rollouts by {args.rollout_backend}; "
+              f"held-out: {args.eval_prompts} prompts × {args.eval_samples} samples at "
+              f"temperature {args.eval_temperature:g}", flush=True)
         data = {"preferences": _preference_file(root / "preferences.jsonl"),
                 "sources": _source_file(root / "sources.jsonl")}
         rows: dict[str, list[dict[str, float]]] = {}
@@ -191,8 +192,8 @@ def _evaluate(model: str, args: argparse.Namespace) -> dict[str, float]:
     config = EvalConfig.from_dict({
         "model": model, "task": TASK, "split": "held_out", "samples": args.eval_samples,
         "pass_ks": f"1, {args.eval_samples}", "maj_ks": "1", "max_prompts": args.eval_prompts,
-        "max_new_tokens": args.max_new_tokens, "rollout_backend": args.rollout_backend,
-        "device": "cpu"}, paths=True)
+        "max_new_tokens": args.max_new_tokens, "temperature": args.eval_temperature,
+        "rollout_backend": args.rollout_backend, "device": "cpu"}, paths=True)
     reporter = ListReporter()
     if evaluate(config, reporter) is not Outcome.COMPLETED:
         raise RuntimeError(f"evaluating {model} failed: {reporter.of_kind('error')}")
@@ -259,8 +260,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         type=lambda text: text.split(","))
     parser.add_argument("--seeds", default="0,1,2",
                         type=lambda text: [int(s) for s in text.split(",")])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--last-steps", type=int, default=4,
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--last-steps", type=int, default=3,
                         help="the training reward is averaged over these last steps")
     parser.add_argument("--prompts", type=int, default=4, help="B, prompts per step")
     parser.add_argument("--group-size", type=int, default=4, help="G, completions per prompt")
@@ -268,7 +269,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--eval-prompts", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=4, help="k of pass@k")
-    parser.add_argument("--rollout-backend", default="auto",
+    parser.add_argument("--eval-temperature", type=float, default=1.0,
+                        help="the training temperature: at 0.6 the initial model's pass@4 is 1")
+    parser.add_argument("--rollout-backend", default="transformers", help="transformers by "
+                        "default: with vLLM every run and evaluation starts an engine of its own",
                         choices=("auto", "transformers", "vllm"))
     parser.add_argument("--quick", action="store_true",
                         help="a random 2-layer model, 2 steps, one seed: checks the script")
