@@ -87,15 +87,16 @@ def main(argv: list[str] | None = None) -> int:
               f"({args.prompts} prompts × {args.group_size}), seeds {args.seeds}, "
               f"{args.max_new_tokens} new tokens, lr {args.learning_rate:g}, CPU, "
               f"{torch.get_num_threads()} torch threads, rollouts by {args.rollout_backend}; "
-              f"held-out: {args.eval_prompts} prompts × {args.eval_samples} samples at "
+              f"held-out: at most {args.eval_prompts} prompts × {args.eval_samples} samples at "
               f"temperature {args.eval_temperature:g}", flush=True)
         data = {"preferences": _preference_file(root / "preferences.jsonl"),
                 "sources": _source_file(root / "sources.jsonl")}
         rows: dict[str, list[dict[str, float]]] = {}
         started = time.perf_counter()
         initial = _evaluate(model, args)
-        print(f"initial model: pass@1 {initial['pass@1']:.3f}, pass@{args.eval_samples} "
-              f"{initial['pass@k']:.3f}", flush=True)
+        print(f"initial model on {initial['prompts']:.0f} held-out prompts: pass@1 "
+              f"{initial['pass@1']:.3f}, pass@{args.eval_samples} {initial['pass@k']:.3f}",
+              flush=True)
         for method in chosen:
             for seed in args.seeds:
                 config = _config(method, model, seed, args, data)
@@ -201,7 +202,7 @@ def _evaluate(model: str, args: argparse.Namespace) -> dict[str, float]:
     lengths = [item["completion_tokens"] for event in reporter.of_kind("rollouts")
                for item in event["items"]]
     return {"pass@1": values["eval/pass@1"], "pass@k": values[f"eval/pass@{args.eval_samples}"],
-            "held-out length": statistics.fmean(lengths)}
+            "held-out length": statistics.fmean(lengths), "prompts": values["eval/prompts"]}
 
 
 def _table(methods: list[Method], rows: dict[str, list[dict[str, float]]],

@@ -84,3 +84,12 @@ def test_demo_again_shows_the_run_that_is_still_training(tmp_path):
 
     assert run.experiment.runs.count() == 1
     assert f"open {URL}{run.get_absolute_url()}\n" in output
+
+
+def test_the_demos_mid_training_experiment_launches_on_the_shipped_corpus():
+    _demo()
+    experiment = Experiment.objects.get(name="SmolLM2 mid-training (RMT)")
+    assert not experiment.runs.exists()  # launched from the browser, not by the demo
+    run = services.run_launch(experiment=experiment, user=experiment.author)
+    assert run.status == RunStatus.QUEUED
+    assert (run.config["algorithm"], run.config["task"]) == ("rmt", "text_corpus")

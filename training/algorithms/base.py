@@ -6,8 +6,8 @@ The online loop (training.loops.online) calls these hooks in this order, and kno
 by name:
 
     __init__(config)                   its settings: config.algorithm_settings
-    parameter_groups(model)            extra optimiser groups (PPO's value head)
     prompt_sampler(task, tokenizer)    a sampler of its own (RMT's token curriculum), or None
+    parameter_groups(model)            extra optimiser groups (PPO's value head)
     load_state_dict(state, tensors)    on resume, from the checkpoint
     setup(run)                         once per process, fresh or resumed, before the rollout
                                        backend starts (KDRL's teacher)

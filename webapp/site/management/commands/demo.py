@@ -1,5 +1,6 @@
 """Set up the demo: a user, a project and a GRPO experiment on SmolLM2-135M-Instruct, launched,
-and an evaluation of held-out sums to run on its checkpoints.
+an evaluation of held-out sums to run on its checkpoints, and an RMT experiment on the shipped
+text corpus to launch from the browser.
 
 Run again (`make demo` after Ctrl-C), it shows the run that will train: the active one, or a new
 run continuing the interrupted one from its newest checkpoint, or else a new run."""
@@ -28,6 +29,12 @@ DEMO_CONFIG = RunConfig(rollout_backend="transformers", eval_every=10, eval_samp
 DEMO_EVALUATION = experiment_config(ExperimentKind.EVALUATION, {
     "task": "arithmetic", "samples": 8, "pass_ks": "1, 4, 8", "maj_ks": "8",
     "max_new_tokens": 32, "max_prompts": 0, "rollout_backend": "transformers"})
+
+# Reinforcement mid-training on the corpus that ships with rlab (task text_corpus), not launched:
+# one click on its page starts it.
+DEMO_MID_TRAINING = RunConfig.from_dict({
+    "algorithm": "rmt", "task": "text_corpus", "rollout_backend": "transformers",
+    "max_steps": 20, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 48}).to_dict()
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-rlab-2026"
@@ -63,6 +70,12 @@ class Command(BaseCommand):
                       "config": DEMO_EVALUATION, "description":
                       "The 8 one-digit sums no run trains on, 8 samples each: pass@1, pass@4, "
                       "pass@8 and maj@8. Evaluate the base model and each checkpoint."})
+        Experiment.objects.get_or_create(
+            project=project, name="SmolLM2 mid-training (RMT)",
+            defaults={"author": user, "config": DEMO_MID_TRAINING, "description":
+                      "Reinforcement mid-training on the built-in corpus of English prose: "
+                      "predict the next token after a short reasoning, within a shrinking token "
+                      "budget, easy tokens first, with a next-token loss beside the RL loss."})
         run = self._run_to_watch(experiment, user)
         self.stdout.write(self.style.SUCCESS(
             f"\nrlab demo: open {url}{run.get_absolute_url()}\n"
