@@ -145,9 +145,7 @@ class CurriculumSampler:
     def __init__(self, examples: Sequence[Example], max_steps: int, seed: int):
         missing = [e.prompt_id for e in examples if not _is_number(e.columns.get("difficulty"))]
         if missing:
-            which = ("none of its prompts has one" if len(missing) == len(examples) else
-                     f"{len(missing)} of its {len(examples)} prompts have none "
-                     f"({', '.join(missing[:10])}{', …' if len(missing) > 10 else ''})")
+            which = _which_lack(missing, len(examples))
             raise SamplerError(
                 f"The curriculum orders prompts by the dataset's difficulty column, and "
                 f"{which}. Upload the dataset with a difficulty column (a number per row, lower "
@@ -214,9 +212,7 @@ class DUMPSampler:
         names = [_distribution_name(e.columns.get(column)) for e in examples]
         missing = [e.prompt_id for e, name in zip(examples, names, strict=True) if name is None]
         if missing:
-            which = ("none of its prompts has one" if len(missing) == len(examples) else
-                     f"{len(missing)} of its {len(examples)} prompts have none "
-                     f"({', '.join(missing[:10])}{', …' if len(missing) > 10 else ''})")
+            which = _which_lack(missing, len(examples))
             raise SamplerError(
                 f"DUMP draws prompts by distribution, named by the dataset's {column!r} column, "
                 f"and {which}. Give every row a distribution (text or a number; when uploading, "
@@ -394,6 +390,15 @@ def _required(tracker: ValueTracker | None) -> ValueTracker:
     if tracker is None:
         raise TypeError("spo_priority sampling reads the run's ValueTracker: pass it")
     return tracker
+
+
+def _which_lack(missing: list[str], total: int) -> str:
+    """Which of a dataset's `total` prompts lack a column a sampler needs, for its error: all,
+    or how many and the first ten prompt ids of `missing`."""
+    if len(missing) == total:
+        return "none of its prompts has one"
+    more = ", …" if len(missing) > 10 else ""
+    return f"{len(missing)} of its {total} prompts have none ({', '.join(missing[:10])}{more})"
 
 
 def _is_number(value: Any) -> bool:

@@ -126,23 +126,7 @@ def read_rows(path: str | Path, parse: Callable[[int, dict[str, Any]], T]) -> li
                                f"(RLAB_DATASET_DIR).") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetFileError(f"The dataset file {str(path)!r} cannot be read: {exc}") from None
-    rows: list[T] = []
-    errors: list[str] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            row = None
-        try:
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-            rows.append(parse(number, row))
-        except ValueError as exc:
-            errors.append(f"line {number}: {exc}")
-            if len(errors) == MAX_ERRORS:
-                break
+    rows, errors = parse_json_lines(text, parse)
     if errors:
         raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
     return rows
@@ -165,3 +149,28 @@ def _example(number: int, row: dict[str, Any], keep: Sequence[str] = ()) -> Exam
     for name in keep:
         columns.setdefault(name, row.get(name))
     return Example(prompt_id=f"#{number}", prompt=prompt, columns=columns)
+
+
+def parse_json_lines(text: str, parse: Callable[[int, dict[str, Any]], T],
+                     ) -> tuple[list[T], list[str]]:
+    """Each non-blank line of `text` that is a JSON object, through parse(line number, object);
+    and the first MAX_ERRORS problems, "line N: what is wrong" (a line that is no JSON object,
+    or whose parse raised ValueError), after which reading stops."""
+    rows: list[T] = []
+    errors: list[str] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            row = None
+        try:
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            rows.append(parse(number, row))
+        except ValueError as exc:
+            errors.append(f"line {number}: {exc}")
+            if len(errors) == MAX_ERRORS:
+                break
+    return rows, errors

@@ -21,20 +21,19 @@ space; the truth is the target token as the tokenizer decodes it alone, stripped
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from training.spec.prompt_dataset import parse_json_lines
 from training.spec.tasks import RewardFunction, in_split
 
 # name of a built-in corpus (a RunConfig task) -> its file, shipped with the package
 BUILTIN_CORPORA = {"text_corpus": Path(__file__).parent / "data" / "corpus.txt"}
 # A passage shorter than this carries too little text to predict from.
 MIN_PASSAGE_CHARS = 20
-MAX_ERRORS = 10
 
 # The instruction comes after the text, where small models follow it best.
 NEXT_TOKEN_PROMPT = (
@@ -116,27 +115,17 @@ def load_text_corpus(path: str | Path) -> tuple[Passage, ...]:
 
 
 def _jsonl_passages(text: str, shown: str) -> list[Passage]:
-    passages: list[Passage] = []
-    errors: list[str] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            row = None
-        problem = ("not a JSON object" if not isinstance(row, dict)
-                   else passage_problem(row.get("text")))
-        if problem:
-            errors.append(f"line {number}: {problem}")
-            if len(errors) == MAX_ERRORS:
-                break
-            continue
-        passages.append(Passage(f"#{number}", " ".join(row["text"].split())))
+    passages, errors = parse_json_lines(text, _passage)
     if errors:
         raise CorpusFileError(f"The corpus file {shown!r} has errors (JSON lines, each with a "
                               f"\"text\"): " + "; ".join(errors))
     return passages
+
+
+def _passage(number: int, row: dict[str, Any]) -> Passage:
+    if problem := passage_problem(row.get("text")):
+        raise ValueError(problem)
+    return Passage(f"#{number}", " ".join(row["text"].split()))
 
 
 def next_token_prompt(context: str) -> str:
