@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     with TemporaryDirectory(prefix="bench-methods-") as scratch:
         root = Path(scratch)
         model = tiny_model(root / "tiny") if args.quick else str(resolve_model(BUILTIN))
-        print(f"rlab methods benchmark: {'a random 2-layer model (--quick)' if args.quick else 'SmolLM2-135M-Instruct'}, "
+        name = "a random 2-layer model (--quick)" if args.quick else "SmolLM2-135M-Instruct"
+        print(f"rlab methods benchmark: {name}, "
               f"{args.steps} steps of {args.prompts * args.group_size} completions "
               f"({args.prompts} prompts × {args.group_size}), seeds {args.seeds}, "
               f"{args.max_new_tokens} new tokens, lr {args.learning_rate:g}, CPU, "
