@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 import training.spec.tasks
+from training.loops.train import Outcome, train
 from training.spec.config import RunConfig
+from training.spec.events import ListReporter
 from training.spec.tasks import AdditionTask
 
 
@@ -31,3 +33,16 @@ def length_rewarded(monkeypatch):
     completions of a group differ and the policy moves from the first step."""
     task = AdditionTask(low=0, high=9, reward_functions={"correct": _longer_is_better})
     monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", task)
+
+
+def run_and_resume(config: RunConfig, folder: Path, at: int) -> tuple[ListReporter, ListReporter]:
+    """`config` run to its end, saving checkpoints under folder/straight, and run again resumed
+    from that run's checkpoint-`at` under folder/resumed; both reporters. Each run must
+    complete."""
+    straight, resumed = ListReporter(), ListReporter()
+    assert train(config, straight, output_dir=folder / "straight") is Outcome.COMPLETED, \
+        straight.of_kind("error")
+    again = config.with_changes(resume_from=str(folder / "straight" / f"checkpoint-{at}"))
+    assert train(again, resumed, output_dir=folder / "resumed") is Outcome.COMPLETED, \
+        resumed.of_kind("error")
+    return straight, resumed

@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 import torch
 
+from tests.training.conftest import run_and_resume
 import training.spec.rewards
 from training.loops.train import Outcome, train
 from training.samplers import DUMPSampler, SamplerError, make_sampler, metric_names
@@ -260,12 +261,7 @@ def test_a_run_resumed_from_a_checkpoint_draws_the_uninterrupted_runs_prompts(
     config = tiny_config.with_changes(
         dataset=str(sourced_dataset), prompt_sampler="dump", max_steps=4, checkpoint_every=2,
         rollouts_logged_per_step=6, learning_rate=1e-2, dump_window=4, dump_temperature=0.5)
-    reporter = ListReporter()
-    assert train(config, reporter, output_dir=tmp_path / "straight") is Outcome.COMPLETED
-    resumed = ListReporter()
-    assert train(config.with_changes(resume_from=str(tmp_path / "straight" / "checkpoint-2")),
-                 resumed, output_dir=tmp_path / "resumed") is Outcome.COMPLETED, \
-        resumed.of_kind("error")
+    reporter, resumed = run_and_resume(config, tmp_path, at=2)
 
     def by_step(run: ListReporter, kind: str) -> dict[int, dict]:
         return {event["step"]: event for event in run.of_kind(kind) if event["step"] > 2}

@@ -118,14 +118,7 @@ def read_rows(path: str | Path, parse: Callable[[int, dict[str, Any]], T]) -> li
     """parse(line number, object) of each non-blank line of a JSON-lines file, in order. A
     ValueError from `parse`, or a line that is no JSON object, is collected with its line
     number; DatasetFileError lists the first MAX_ERRORS of them."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetFileError(f"The dataset file {str(path)!r} does not exist on this worker. "
-                               f"Check that the worker sees the web app's dataset folder "
-                               f"(RLAB_DATASET_DIR).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetFileError(f"The dataset file {str(path)!r} cannot be read: {exc}") from None
+    text = read_worker_file(path, DatasetFileError, "dataset", "")
     rows, errors = parse_json_lines(text, parse)
     if errors:
         raise DatasetFileError(f"The dataset file {str(path)!r} has errors: " + "; ".join(errors))
@@ -174,3 +167,15 @@ def parse_json_lines(text: str, parse: Callable[[int, dict[str, Any]], T],
             if len(errors) == MAX_ERRORS:
                 break
     return rows, errors
+
+
+def read_worker_file(path: str | Path, error: type[ValueError], noun: str, how: str) -> str:
+    """A file the web app wrote for the trainer, as UTF-8 text; `error` saying what to check
+    when the worker cannot see it or read it ("The {noun} file … cannot be read{how}: …")."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"The {noun} file {str(path)!r} does not exist on this worker. Check that "
+                    f"the worker sees the web app's dataset folder (RLAB_DATASET_DIR).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"The {noun} file {str(path)!r} cannot be read{how}: {exc}") from None

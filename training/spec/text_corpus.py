@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from training.spec.prompt_dataset import parse_json_lines
+from training.spec.prompt_dataset import parse_json_lines, read_worker_file
 from training.spec.tasks import RewardFunction, in_split
 
 # name of a built-in corpus (a RunConfig task) -> its file, shipped with the package
@@ -92,15 +92,7 @@ def load_text_corpus(path: str | Path) -> tuple[Passage, ...]:
     """The passages of a corpus file (plain text if its name ends in .txt, else JSON lines with
     a "text" each); CorpusFileError if it cannot be read or holds none."""
     shown = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CorpusFileError(f"The corpus file {shown!r} does not exist on this worker. Check "
-                              f"that the worker sees the web app's dataset folder "
-                              f"(RLAB_DATASET_DIR).") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusFileError(f"The corpus file {shown!r} cannot be read as UTF-8 text: "
-                              f"{exc}") from None
+    text = read_worker_file(path, CorpusFileError, "corpus", " as UTF-8 text")
     if "\x00" in text:
         raise CorpusFileError(f"The corpus file {shown!r} contains a NUL character: it is no "
                               f"text file.")

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from tests.training.conftest import run_and_resume
 import training.spec.tasks
 from training.algorithms.dph import (
     DPHRL,
@@ -289,11 +290,10 @@ def test_when_no_prompt_or_every_prompt_is_solved_the_run_says_so_and_trains(
     assert ("dph/divergence" in values) is stored
 
 
-def test_a_resumed_run_repeats_the_uninterrupted_steps(tiny_config, tmp_path):
+def test_a_resumed_run_repeats_the_uninterrupted_steps(tiny_config, tmp_path, monkeypatch):
     config = _dph(tiny_config, max_steps=4, checkpoint_every=2, keep_checkpoints=2)
-    straight = _run(config, tmp_path / "straight")
-    resumed = _run(config.with_changes(resume_from=str(tmp_path / "straight" / "checkpoint-2")),
-                   tmp_path / "resumed")
+    monkeypatch.setitem(training.spec.tasks.TASKS, "arithmetic", SMALL_SUMS)
+    straight, resumed = run_and_resume(config, tmp_path, at=2)
     assert not any("DPH-RL: the initial policy" in e["message"]
                    for e in resumed.of_kind("log"))  # no second sampling pass
     expected = {e["step"]: e for e in straight.of_kind("metrics")}

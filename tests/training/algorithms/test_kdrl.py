@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from tests.training.conftest import run_and_resume
 import training.spec.tasks
 from training.algorithms.aggregation import BatchShape
 from training.algorithms.kdrl import (
@@ -323,12 +324,7 @@ def test_a_resumed_run_repeats_the_uninterrupted_steps(tiny_config, tiny_model, 
         algorithm="kdrl", kd_teacher=str(teacher), kd_coef_start=0.5, kd_coef_end=0.1,
         kd_anneal_steps=3, kd_reward_guided="group", max_steps=4, checkpoint_every=2,
         learning_rate=1e-2, rollouts_logged_per_step=6)
-    straight = ListReporter()
-    assert train(config, straight, output_dir=tmp_path / "straight") is Outcome.COMPLETED
-    resumed = ListReporter()
-    again = config.with_changes(resume_from=str(tmp_path / "straight" / "checkpoint-2"))
-    assert train(again, resumed, output_dir=tmp_path / "resumed") is Outcome.COMPLETED, \
-        resumed.of_kind("error")
+    straight, resumed = run_and_resume(config, tmp_path, at=2)
     want = {e["step"]: e["values"] for e in straight.of_kind("metrics")}
     have = {e["step"]: e["values"] for e in resumed.of_kind("metrics")}
     assert sorted(have) == [3, 4]

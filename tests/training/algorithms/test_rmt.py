@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from tests.training.conftest import run_and_resume
 from training.algorithms.rmt import (
     TokenTable,
     curriculum_log_weights,
@@ -372,12 +373,7 @@ def test_a_bad_corpus_file_fails_the_run_with_its_message(tiny_config, tmp_path)
 def test_a_resumed_run_repeats_the_uninterrupted_steps(tiny_config, tmp_path):
     config = _rmt_config(tiny_config, max_steps=3, checkpoint_every=1, keep_checkpoints=3,
                          learning_rate=1e-2, rollouts_logged_per_step=6)
-    straight = ListReporter()
-    assert train(config, straight, output_dir=tmp_path / "a") is Outcome.COMPLETED
-    again = ListReporter()
-    resumed = config.with_changes(resume_from=str(tmp_path / "a" / "checkpoint-1"))
-    assert train(resumed, again, output_dir=tmp_path / "b") is Outcome.COMPLETED, \
-        again.of_kind("error")
+    straight, again = run_and_resume(config, tmp_path, at=1)
     assert not any(e["message"].startswith("RMT: ") for e in again.of_kind("log"))
     want = {e["step"]: e["values"] for e in straight.of_kind("metrics")}
     got = {e["step"]: e["values"] for e in again.of_kind("metrics")}
