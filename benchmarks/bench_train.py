@@ -136,7 +136,7 @@ def _trl_round(settings: Settings, label: str, judged: bool) -> None:
     examples = step_examples(settings)
     runs = {}
     if importlib.util.find_spec("trl") is None:
-        print("TRL is not installed (pip install -e '.[bench]'): rlab alone.")
+        print("TRL is not installed (pip install -e '.[dev]'): rlab alone.")
     else:
         from benchmarks.trl_grpo import run_trl
 

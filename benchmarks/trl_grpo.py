@@ -1,6 +1,6 @@
 """TRL's GRPOTrainer on the benchmark's settings, timed step by step.
 
-Needs the `bench` extra (`pip install -e '.[bench]'`: trl 1.16). Every GRPO setting that rlab
+Needs trl 1.16, which the `dev` extra installs. Every GRPO setting that rlab
 fixes is set here to rlab's value, TRL's defaults included where they differ: the benchmark's
 precision (fp32 weights, and bf16 autocast with --dtype bfloat16, where TRL turns it on by default), a constant learning rate (the Trainer decays it linearly by default), no
 gradient checkpointing (TRL's default; rlab recomputes nothing, so leaving it on would make TRL

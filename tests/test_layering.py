@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["webapp", "worker", "training", "rlab"]
+# Each package's folder in the checkout: the SDK is its own distribution, in client/.
+PACKAGES = {"webapp": "webapp", "worker": "worker", "training": "training", "rlab": "client/rlab"}
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -25,8 +26,8 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess:
 def tree(tmp_path_factory) -> Path:
     """The four packages and pyproject.toml, copied as they are."""
     copy = tmp_path_factory.mktemp("layering")
-    for package in PACKAGES:
-        shutil.copytree(ROOT / package, copy / package,
+    for package, folder in PACKAGES.items():
+        shutil.copytree(ROOT / folder, copy / package,
                         ignore=shutil.ignore_patterns("__pycache__", "migrations"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
     return copy

@@ -76,7 +76,7 @@ class Pair(Body):
 
 
 class Metric(Body):
-    key: Annotated[Required, Field(max_length=METRIC_KEY_MAX_LENGTH)]  # MLflow allows 250
+    key: Annotated[Required, Field(max_length=METRIC_KEY_MAX_LENGTH)]
     value: MetricValue
     timestamp: Moment
     step: Step | None = None

@@ -156,7 +156,8 @@ class Run(models.Model):
         return max(0.0, per_step * (self.progress_total - self.progress_step))
 
 
-METRIC_KEY_MAX_LENGTH = 200
+# MLflow allows metric keys of up to 250 characters.
+METRIC_KEY_MAX_LENGTH = 250
 
 
 class MetricPoint(models.Model):

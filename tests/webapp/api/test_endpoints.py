@@ -286,7 +286,7 @@ def test_times_are_read_as_iso_8601_or_unix_seconds(api, run):
 def test_invalid_points_are_422_naming_each_and_nothing_is_stored(api, run):
     body = json.dumps({"points": [
         {"key": "ok", "step": 1, "value": 1.0},
-        {"key": "x" * 201, "step": 1, "value": 1.0},
+        {"key": "x" * 251, "step": 1, "value": 1.0},
         {"key": "nan", "step": 1, "value": math.nan},
         {"key": "neg", "step": -1, "value": 1.0},
         {"key": "typo", "step": 1, "vaule": 1.0},

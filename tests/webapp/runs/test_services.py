@@ -127,11 +127,11 @@ def test_a_batch_overlapping_stored_points_adds_only_the_new_ones(experiment, us
     overlapping = [("loss", s, 2.0, now) for s in (1, 2, 3, 4)] + [("loss", 4, 3.0, now)]
     pad = [("pad", s, 0.0, now) for s in range(padding)]
     ingestion.metrics_ingest(run_id=run.pk,
-                            points=[*overlapping, ("k" * 250, 0, 5.0, now), *pad])
+                            points=[*overlapping, ("k" * 300, 0, 5.0, now), *pad])
 
     stored = dict(MetricPoint.objects.filter(run=run, key="loss").values_list("step", "value"))
     assert stored == {0: 1.0, 1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}
-    assert MetricPoint.objects.get(run=run, step=0, value=5.0).key == "k" * 200
+    assert MetricPoint.objects.get(run=run, step=0, value=5.0).key == "k" * 250
 
 
 @BATCH_SIZES

@@ -23,7 +23,7 @@ from rlab.uploader import Uploader
 
 log = logging.getLogger("rlab")
 
-MAX_KEY_LENGTH = 200
+MAX_KEY_LENGTH = 250  # the server's, and MLflow's
 MAX_BATCH_POINTS = 50_000  # half the server's limit per request: bodies of a few MB
 MAX_ROLLOUTS = 10_000  # the server's limit per request
 
