@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "webapp.live",
     "webapp.rollouts",
     "webapp.evaluations",
+    "webapp.artifacts",
     "webapp.reviews",
     "webapp.deletion",
     "webapp.api",
@@ -252,6 +253,33 @@ RLAB_DATASET_MAX_BYTES = env_int("RLAB_DATASET_MAX_BYTES", 50 * 1024 * 1024, min
 RLAB_DATASET_MAX_ROWS = env_int("RLAB_DATASET_MAX_ROWS", 1_000_000, minimum=1)
 RLAB_DATASET_MAX_DECODED_BYTES = env_int("RLAB_DATASET_MAX_DECODED_BYTES",
                                          4 * RLAB_DATASET_MAX_BYTES, minimum=1)
+
+# The artifact store (webapp.artifacts): files that tracked runs log and the models they log. A
+# folder by default; an S3-compatible bucket when RLAB_ARTIFACT_BUCKET is set (credentials from
+# the usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the machine's role; RLAB_ARTIFACT_S3_
+# ENDPOINT for MinIO, Ceph and the like).
+RLAB_ARTIFACT_DIR = Path(env_str("RLAB_ARTIFACT_DIR", str(VAR_DIR / "artifacts"))).absolute()
+RLAB_ARTIFACT_BUCKET = env_str("RLAB_ARTIFACT_BUCKET", "")
+if RLAB_ARTIFACT_BUCKET:
+    ARTIFACT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": RLAB_ARTIFACT_BUCKET,
+                    "location": env_str("RLAB_ARTIFACT_PREFIX", ""),
+                    "endpoint_url": env_str("RLAB_ARTIFACT_S3_ENDPOINT", "") or None,
+                    "region_name": env_str("RLAB_ARTIFACT_S3_REGION", "") or None,
+                    "file_overwrite": True, "default_acl": None, "querystring_auth": False},
+    }
+else:
+    ARTIFACT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                        "OPTIONS": {"location": str(RLAB_ARTIFACT_DIR)}}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": ARTIFACT_STORAGE,
+}
+# The largest artifact file, and the most one run (or logged model) may store, in bytes.
+RLAB_ARTIFACT_MAX_FILE_BYTES = env_int("RLAB_ARTIFACT_MAX_FILE_BYTES", 2 * 1024**3, minimum=1)
+RLAB_ARTIFACT_MAX_RUN_BYTES = env_int("RLAB_ARTIFACT_MAX_RUN_BYTES", 20 * 1024**3, minimum=1)
 
 LOGGING = {
     "version": 1,
