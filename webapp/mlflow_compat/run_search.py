@@ -257,12 +257,14 @@ def _ordered(runs: QuerySet[Run], orders: list[Order]) -> QuerySet[Run]:
 
 
 def runs_search(runs: QuerySet[Run], *, filter_string: str = "", order_by: list[str] = (),
-                schema: Schema = RUNS) -> QuerySet[Run]:
-    """The runs matching the filter, in the order_by's order (MLflow's default: newest start
-    first). A filter or order_by outside the grammar raises SearchError, naming its token."""
+                schema: Schema = RUNS, default_order: bool = True) -> QuerySet[Run]:
+    """The runs matching the filter, in the order_by's order (then MLflow's default, newest
+    start first; `default_order=False` keeps the queryset's own order when there is no
+    order_by). A filter or order_by outside the grammar raises SearchError, naming its token."""
     for clause in parse_filter(filter_string, schema):
         runs = runs.filter(_condition(clause))
-    return _ordered(runs, parse_order_bys(list(order_by), schema))
+    orders = parse_order_bys(list(order_by), schema)
+    return _ordered(runs, orders) if orders or default_order else runs
 
 
 

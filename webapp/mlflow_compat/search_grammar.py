@@ -21,7 +21,7 @@ lets a parameter be compared with a bare number: `params.lr > 1e-6`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Kind = Literal["metric", "param", "tag", "attribute"]
@@ -93,6 +93,8 @@ RUNS = Schema(
     kinds=frozenset({"metric", "param", "tag", "attribute"}),
     null_kinds=frozenset({"param", "tag"}),
 )
+RLAB_RUNS = replace(RUNS, numeric_params=True)
+"""rlab's own runs list: MLflow's grammar, and parameters compared with bare numbers."""
 EXPERIMENTS = Schema(
     attributes={key: key for key in ("name", "experiment_id", "creation_time",
                                      "last_update_time")},
