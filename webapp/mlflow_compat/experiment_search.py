@@ -1,4 +1,4 @@
-"""Experiments found by MLflow's filter grammar (webapp.mlflow_compat.search_grammar), for
+"""Experiments found by MLflow's filter grammar (webapp.runs.search_grammar), for
 experiments/search: attributes name (= != LIKE ILIKE), experiment_id (= != IN NOT IN),
 creation_time and last_update_time (milliseconds, = != < <= > >=), and tags, of which rlab's
 experiments have none (IS NULL matches every one)."""
@@ -8,14 +8,23 @@ from __future__ import annotations
 from django.db.models import F, Q, QuerySet
 
 from webapp.experiments.models import Experiment
-from webapp.mlflow_compat.run_search import Binary, compare, time_condition
-from webapp.mlflow_compat.search_grammar import (
-    EXPERIMENTS,
+from webapp.runs.run_search import Binary, compare, time_condition
+from webapp.runs.search_grammar import (
     Clause,
     Field,
+    Schema,
     SearchError,
     parse_filter,
     parse_order_bys,
+)
+
+EXPERIMENTS = Schema(
+    attributes={key: key for key in ("name", "experiment_id", "creation_time",
+                                     "last_update_time")},
+    numeric=frozenset({"creation_time", "last_update_time"}),
+    listable=frozenset({"experiment_id"}),
+    kinds=frozenset({"tag", "attribute"}),
+    null_kinds=frozenset({"tag"}),
 )
 
 _TIME_COLUMNS = {"creation_time": "created_at", "last_update_time": "updated_at"}

@@ -10,28 +10,32 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import replace
 from typing import Annotated
 
 from django.db.models import Q
 from pydantic import BeforeValidator, Field
 
 from webapp.experiments.models import ExperimentKind
-from webapp.mlflow_compat.bodies import Body, Required, RunBody
+from webapp.common.inputs import BIGINT_MAX, Text
+from webapp.mlflow_compat.bodies import Body, Required, RunBody, Step
 from webapp.mlflow_compat.endpoint import endpoint
 from webapp.mlflow_compat.entities import (
     DEFAULT_EXPERIMENT_ID,
     DEFAULT_EXPERIMENT_NAME,
+    RUN_NAME_TAG,
+    STATUS_TO_MLFLOW,
     experiment_json,
     point_json,
 )
 from webapp.mlflow_compat.entities import run_json as run_entity_json
 from webapp.mlflow_compat.errors import MlflowError
 from webapp.mlflow_compat.experiment_search import experiments_search
-from webapp.mlflow_compat.run_search import latest_metrics, runs_search
-from webapp.mlflow_compat.search_grammar import SearchError
 from webapp.mlflow_compat.views import run_of
 from webapp.projects.models import Project
 from webapp.runs.models import MetricPoint, Run
+from webapp.runs.run_search import latest_metrics, runs_search
+from webapp.runs.search_grammar import RUNS, SearchError
 from webapp.teams.models import Role
 
 # MLflow's limits (mlflow/store/tracking/__init__.py, mlflow/server/handlers.py).
@@ -39,6 +43,8 @@ SEARCH_MAX_RESULTS_DEFAULT = 1000
 SEARCH_MAX_RESULTS_THRESHOLD = 50_000
 BULK_MAX_RUNS = 100
 BULK_MAX_RESULTS_PER_RUN = 2500
+MLFLOW_RUNS = replace(RUNS, status_words=STATUS_TO_MLFLOW, name_tag=RUN_NAME_TAG)
+"""Runs as MLflow searches them: by MLflow's status words, and their name as a tag."""
 VIEW_TYPES = {"ACTIVE_ONLY": "ACTIVE_ONLY", "DELETED_ONLY": "DELETED_ONLY", "ALL": "ALL",
               "1": "ACTIVE_ONLY", "2": "DELETED_ONLY", "3": "ALL"}
 
@@ -48,12 +54,12 @@ def _listed(value):
     return [value] if isinstance(value, str) else value
 
 
-Strings = Annotated[list[str], BeforeValidator(_listed)]
+Strings = Annotated[list[Text], BeforeValidator(_listed)]
 
 
 class SearchRuns(Body):
     experiment_ids: Strings = Field(default_factory=list)
-    filter: str = ""
+    filter: Text = ""
     run_view_type: str = "ACTIVE_ONLY"
     max_results: int = Field(SEARCH_MAX_RESULTS_DEFAULT, ge=1, le=SEARCH_MAX_RESULTS_THRESHOLD)
     order_by: Strings = Field(default_factory=list)
@@ -61,7 +67,7 @@ class SearchRuns(Body):
 
 
 class SearchExperiments(Body):
-    filter: str = ""
+    filter: Text = ""
     view_type: str = "ACTIVE_ONLY"
     max_results: int = Field(SEARCH_MAX_RESULTS_DEFAULT, ge=1, le=SEARCH_MAX_RESULTS_THRESHOLD)
     order_by: Strings = Field(default_factory=list)
@@ -70,15 +76,15 @@ class SearchExperiments(Body):
 
 class MetricHistory(RunBody):
     metric_key: Required
-    max_results: int | None = Field(None, ge=1)
+    max_results: int | None = Field(None, ge=1, le=BIGINT_MAX)
     page_token: str = ""
 
 
 class MetricHistoryBulkInterval(Body):
     run_ids: Annotated[Strings, Field(min_length=1, max_length=BULK_MAX_RUNS)]
     metric_key: Required
-    start_step: int | None = None
-    end_step: int | None = None
+    start_step: Step | None = None
+    end_step: Step | None = None
     max_results: int = Field(BULK_MAX_RESULTS_PER_RUN, ge=1, le=BULK_MAX_RESULTS_PER_RUN)
 
 
@@ -91,7 +97,7 @@ def offset_of(page_token: str) -> int:
         offset = json.loads(base64.b64decode(page_token, validate=True))["offset"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         offset = None
-    if not isinstance(offset, int) or offset < 0:
+    if not isinstance(offset, int) or not 0 <= offset <= BIGINT_MAX // 2:
         raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid page token {page_token!r}: pass "
                                                      "the next_page_token of a previous answer.")
     return offset
@@ -140,7 +146,7 @@ def runs_search_view(*, project: Project, user, body: SearchRuns) -> dict:
     if view_type(body.run_view_type) == "DELETED_ONLY":
         runs = runs.none()
     runs = searched(lambda: runs_search(runs, filter_string=body.filter,
-                                        order_by=body.order_by))
+                                        order_by=body.order_by, schema=MLFLOW_RUNS))
     found, more = page(runs, offset_of(body.page_token), body.max_results)
     latest = latest_metrics([run.pk for run in found])
     return {"runs": [run_entity_json(run, latest[run.pk]) for run in found], **more}

@@ -296,3 +296,21 @@ def test_experiment_search_is_mlflows(tracking, mlflow_server):
                              ("attribute.name = 'other'", None))}
 
     assert found(os.environ["MLFLOW_TRACKING_URI"]) == found(mlflow_server)
+
+
+# For the lead: rlab keeps the first value logged at a step until the change that keeps the
+# latest (by timestamp) lands; then this passes, and strict=True fails to say the mark can go.
+@pytest.mark.xfail(strict=True, reason="a repeated step keeps its first value in rlab for now")
+def test_a_repeated_step_counts_with_its_latest_value(tracking, mlflow_server):
+    from mlflow import MlflowClient
+
+    def found(uri: str) -> list[str]:
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment(f"repeat-{uuid.uuid4().hex}")
+        run = client.create_run(experiment, start_time=BASE_MS, run_name="repeated")
+        client.log_batch(run.info.run_id, metrics=[metric("loss", 1, 1.0, 10)])
+        client.log_batch(run.info.run_id, metrics=[metric("loss", 1, 2.0, 20)])
+        return [r.info.run_name for r in client.search_runs([experiment], "metrics.loss = 2")]
+
+    assert found(mlflow_server) == ["repeated"]
+    assert found(os.environ["MLFLOW_TRACKING_URI"]) == ["repeated"]

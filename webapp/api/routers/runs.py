@@ -21,9 +21,9 @@ from webapp.api.schemas import (
 )
 from webapp.common.inputs import BIGINT_MAX
 from webapp.deletion.services import run_delete
-from webapp.mlflow_compat.run_search import runs_search
-from webapp.mlflow_compat.search_grammar import RLAB_RUNS, SearchError
 from webapp.runs.models import RunStatus
+from webapp.runs.run_search import runs_search
+from webapp.runs.search_grammar import RLAB_RUNS, SearchError
 from webapp.runs.selectors import checkpoints_on_disk, get_run_for_user, runs_for_user
 from webapp.runs.services import run_cancel
 from webapp.teams.models import Role
@@ -56,9 +56,9 @@ def run_list(request: HttpRequest, project: int | None = None, experiment: int |
                                                           "parameter: `metrics.loss ASC`.")):
     """Runs and evaluation jobs you can see, newest first, `limit` at a time from `offset`;
     optionally of one project, one experiment, or in one status; optionally matching an MLflow
-    search filter (a parameter may also be compared with a bare number, as a number) and in
-    the order of MLflow's order_by keys. A filter outside the grammar is a 400 naming the bad
-    token."""
+    search filter (statuses in rlab's words; a parameter may also be compared with a bare
+    number, as a number) and in the order of MLflow's order_by keys. A filter outside the
+    grammar is a 400 naming the bad token."""
     runs = runs_for_user(request.user)
     if project is not None:
         runs = runs.filter(experiment__project_id=project)

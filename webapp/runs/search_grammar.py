@@ -15,7 +15,8 @@ What each entity takes is MLflow's: metrics and numeric attributes a number with
 params and tags a quoted string with = != LIKE ILIKE, or IS [NOT] NULL; string attributes a
 quoted string with = != LIKE ILIKE, and run_id also IN / NOT IN a list. Anything else is an
 error that names the offending token. `numeric_params=True` (rlab's own API, not MLflow's) also
-lets a parameter be compared with a bare number: `params.lr > 1e-6`.
+lets a parameter be compared with a bare number: `params.lr > 1e-6`. The queries are
+webapp.runs.run_search's (and webapp.mlflow_compat.experiment_search's).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class Schema:
     kinds: frozenset[Kind]
     null_kinds: frozenset[Kind]
     numeric_params: bool = False
+    status_words: dict[str, str] | None = None
+    """The word each run status is searched by (MLflow's FINISHED...); None: rlab's own."""
+    name_tag: str | None = None
+    """A tag that stands for the run's name (MLflow's mlflow.runName)."""
 
 
 RUNS = Schema(
@@ -94,15 +99,8 @@ RUNS = Schema(
     null_kinds=frozenset({"param", "tag"}),
 )
 RLAB_RUNS = replace(RUNS, numeric_params=True)
-"""rlab's own runs list: MLflow's grammar, and parameters compared with bare numbers."""
-EXPERIMENTS = Schema(
-    attributes={key: key for key in ("name", "experiment_id", "creation_time",
-                                     "last_update_time")},
-    numeric=frozenset({"creation_time", "last_update_time"}),
-    listable=frozenset({"experiment_id"}),
-    kinds=frozenset({"tag", "attribute"}),
-    null_kinds=frozenset({"tag"}),
-)
+"""rlab's own runs list: MLflow's grammar with rlab's statuses (succeeded, failed...), and
+parameters compared with bare numbers."""
 
 _TOKENS = re.compile(r"""
     (?P<space>\s+)
@@ -127,6 +125,8 @@ class _Token:
 
 
 def _tokens(text: str) -> list[_Token]:
+    if "\x00" in text:
+        raise SearchError(f"The filter {text!r} contains a NUL character (U+0000).")
     found = []
     for match in _TOKENS.finditer(text):
         kind, value = match.lastgroup, match.group()

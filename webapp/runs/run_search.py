@@ -1,13 +1,14 @@
-"""Runs found by MLflow's filter grammar (webapp.mlflow_compat.search_grammar), as a queryset: each
-clause is a condition in SQL (a subquery for a metric), so a search reads only the runs it
-returns. Used by MLflow's runs/search and by rlab's own runs list (`GET /api/runs?filter=`).
+"""Runs found by MLflow's filter grammar (webapp.runs.search_grammar), as a queryset: each clause
+is a condition in SQL (a subquery for a metric), so a search reads only the runs it returns.
+Used by MLflow's runs/search and by rlab's own runs list (`GET /api/runs?filter=`).
 
 Where rlab keeps what MLflow searches:
-- params: the run's config; tags: its tracked_tags (`tags.mlflow.runName` is its name);
+- params: the run's config; tags: its tracked_tags (and the schema's name_tag, MLflow's
+  `tags.mlflow.runName`, its name);
 - metrics: the latest value of a metric, as MLflow's get_run reports it: the point at the highest
   step (then the latest wall time, then the highest value); NaN matches only `!=`, as in MLflow;
-- attributes: run_id (the run's number in rlab's URLs), run_name, status (MLflow's words: RUNNING,
-  SCHEDULED, FINISHED, FAILED, KILLED), user_id (the username), start_time / created and end_time
+- attributes: run_id (the run's number in rlab's URLs), run_name, status (in the schema's
+  status_words, else rlab's own), user_id (the username), start_time / created and end_time
   (milliseconds since 1970).
 
 LIKE is case-sensitive and ILIKE is not (`%` any text, `_` one character); strings compare and
@@ -38,8 +39,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce, Concat, NullIf
 
-from webapp.mlflow_compat.entities import RUN_NAME_TAG, STATUS_TO_MLFLOW
-from webapp.mlflow_compat.search_grammar import (
+from webapp.runs.search_grammar import (
     RUNS,
     Clause,
     Field,
@@ -98,7 +98,8 @@ class Like(Lookup):
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
         rhs, rhs_params = self.process_rhs(compiler, connection)
-        return f"{lhs} LIKE {rhs}", [*lhs_params, *rhs_params]
+        # No escape character, as in MLflow's SQLite store: a backslash is itself.
+        return f"{lhs} LIKE {rhs} ESCAPE ''", [*lhs_params, *rhs_params]
 
     def as_sqlite(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
@@ -113,7 +114,7 @@ class ILike(Lookup):
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
         rhs, rhs_params = self.process_rhs(compiler, connection)
-        return f"{lhs} ILIKE {rhs}", [*lhs_params, *rhs_params]
+        return f"{lhs} ILIKE {rhs} ESCAPE ''", [*lhs_params, *rhs_params]
 
     def as_sqlite(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
@@ -129,15 +130,17 @@ def latest_metric(key: str) -> Subquery:
 
 
 def run_name() -> Expression:
-    """The run's name as MLflow reports it (webapp.mlflow_compat.entities.run_name)."""
+    """The run's name as pages and MLflow show it: its own, else "<experiment> #<number>"."""
     return Coalesce(NullIf(F("name"), Value("")),
                     Concat(F("experiment__name"), Value(" #"), Cast("number", CharField())),
                     output_field=CharField())
 
 
-def mlflow_status() -> Expression:
+def status_word(schema: Schema) -> Expression:
+    if schema.status_words is None:
+        return F("status")
     return Case(*[When(status=status, then=Value(word))
-                  for status, word in STATUS_TO_MLFLOW.items()], output_field=CharField())
+                  for status, word in schema.status_words.items()], output_field=CharField())
 
 
 def _moment(ms: float) -> datetime:
@@ -182,13 +185,13 @@ def _param_number(key: str) -> Expression:
                      then=Cast(text, FloatField())), output_field=FloatField())
 
 
-def _string_attribute(key: str) -> Expression:
-    return {"run_name": run_name, "status": mlflow_status,
+def _string_attribute(key: str, schema: Schema) -> Expression:
+    return {"run_name": run_name, "status": lambda: status_word(schema),
             "user_id": lambda: F("launched_by__username"),
             "run_id": lambda: Cast("pk", CharField())}[key]()
 
 
-def _condition(clause: Clause) -> Q:
+def _condition(clause: Clause, schema: Schema) -> Q:
     field, comparator, value = clause.field, clause.comparator, clause.value
     if field.kind == "metric":
         latest = latest_metric(field.key)
@@ -200,7 +203,7 @@ def _condition(clause: Clause) -> Q:
             expression_lookup(latest, "exact", math.nan))
     if field.kind in ("param", "tag"):
         column = "config" if field.kind == "param" else "tracked_tags"
-        if field.kind == "tag" and field.key == RUN_NAME_TAG:
+        if field.kind == "tag" and field.key == schema.name_tag:
             text = run_name()
         else:
             text = JsonText(column, field.key)
@@ -216,35 +219,35 @@ def _condition(clause: Clause) -> Q:
         ids = [value] if isinstance(value, str) else list(value)
         pks = [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) < 19]
         return Q(pk__in=pks) if comparator in ("=", "IN") else ~Q(pk__in=pks)
-    expression = _string_attribute(field.key)
+    expression = _string_attribute(field.key, schema)
     if comparator in ("IN", "NOT IN"):
         inside = Q(expression_lookup(expression, "in", list(value)))
         return inside if comparator == "IN" else ~inside
     return compare(Binary(expression), comparator, value)
 
 
-def _sort_value(field: Field) -> Expression:
+def _sort_value(field: Field, schema: Schema) -> Expression:
     if field.kind == "metric":
         return latest_metric(field.key)
     if field.kind == "param":
         return Binary(JsonText("config", field.key))
     if field.kind == "tag":
-        return Binary(run_name() if field.key == RUN_NAME_TAG
+        return Binary(run_name() if field.key == schema.name_tag
                       else JsonText("tracked_tags", field.key))
     if field.key in ("start_time", "end_time"):
         return F("started_at" if field.key == "start_time" else "finished_at")
     if field.key == "run_id":
         return F("pk")
-    return Binary(_string_attribute(field.key))
+    return Binary(_string_attribute(field.key, schema))
 
 
-def _ordered(runs: QuerySet[Run], orders: list[Order]) -> QuerySet[Run]:
+def _ordered(runs: QuerySet[Run], orders: list[Order], schema: Schema) -> QuerySet[Run]:
     """MLflow's order: each key's values, then NaN (metrics), then runs without the key; ties by
     start time, newest first, then by id."""
     names: list = []
     for index, order in enumerate(orders):
         value, rank = f"search_value_{index}", f"search_rank_{index}"
-        runs = runs.annotate(**{value: _sort_value(order.field)})
+        runs = runs.annotate(**{value: _sort_value(order.field, schema)})
         missing = [When(Q(**{f"{value}__isnull": True}), then=Value(2))]
         if order.field.kind == "metric":
             missing.append(When(Q(**{value: math.nan}), then=Value(1)))
@@ -262,9 +265,9 @@ def runs_search(runs: QuerySet[Run], *, filter_string: str = "", order_by: list[
     start first; `default_order=False` keeps the queryset's own order when there is no
     order_by). A filter or order_by outside the grammar raises SearchError, naming its token."""
     for clause in parse_filter(filter_string, schema):
-        runs = runs.filter(_condition(clause))
+        runs = runs.filter(_condition(clause, schema))
     orders = parse_order_bys(list(order_by), schema)
-    return _ordered(runs, orders) if orders or default_order else runs
+    return _ordered(runs, orders, schema) if orders or default_order else runs
 
 
 
