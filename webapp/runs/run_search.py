@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+from django.db import connection
 from django.db.models import (
     Case,
     CharField,
@@ -280,18 +281,20 @@ def latest_metrics(run_ids: list[int]) -> dict[int, list[MetricPoint]]:
         return found
     table, runs = MetricPoint._meta.db_table, Run._meta.db_table
     marks = ", ".join(["%s"] * len(run_ids))
-    points = MetricPoint.objects.raw(f"""
-        WITH RECURSIVE k(run_id, key) AS (
-            SELECT r.id, (SELECT min(key) FROM {table} WHERE run_id = r.id)
-            FROM {runs} r WHERE r.id IN ({marks})
-            UNION ALL
-            SELECT k.run_id, (SELECT min(t.key) FROM {table} t
-                              WHERE t.run_id = k.run_id AND t.key > k.key)
-            FROM k WHERE k.key IS NOT NULL)
-        SELECT m.id, m.run_id, m.key, m.step, m.value, m.wall_time
-        FROM k JOIN {table} m ON m.run_id = k.run_id AND m.key = k.key
-         AND m.step = (SELECT max(step) FROM {table} WHERE run_id = k.run_id AND key = k.key)
-        ORDER BY m.run_id, m.key""", run_ids)
-    for point in points:
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            WITH RECURSIVE k(run_id, key) AS (
+                SELECT r.id, (SELECT min(key) FROM {table} WHERE run_id = r.id)
+                FROM {runs} r WHERE r.id IN ({marks})
+                UNION ALL
+                SELECT k.run_id, (SELECT min(t.key) FROM {table} t
+                                  WHERE t.run_id = k.run_id AND t.key > k.key)
+                FROM k WHERE k.key IS NOT NULL)
+            SELECT (SELECT id FROM {table} t WHERE t.run_id = k.run_id AND t.key = k.key
+                    ORDER BY t.step DESC LIMIT 1)
+            FROM k WHERE k.key IS NOT NULL""", run_ids)
+        ids = [point_id for (point_id,) in cursor.fetchall()]
+    # Fetched by primary key apart: joined, the planner may read the whole table instead.
+    for point in MetricPoint.objects.filter(pk__in=ids).order_by("run_id", "key"):
         found[point.run_id].append(point)
     return found
