@@ -179,6 +179,14 @@ def expression_lookup(expression: Expression, lookup: str, value) -> Lookup:
     return expression.get_lookup(lookup)(expression, value)
 
 
+def _not_nan(expression: Expression) -> Q:
+    """MLflow's NaN matches no comparison but !=; Postgres's NaN equals NaN and is above every
+    number. (SQLite stores NaN as NULL, which matches nothing already.)"""
+    if connection.vendor != "postgresql":
+        return Q()
+    return ~Q(expression_lookup(expression, "exact", math.nan))
+
+
 def _param_number(key: str) -> Expression:
     """A parameter as a number, NULL where its text is not one."""
     text = JsonText("config", key)
@@ -199,9 +207,7 @@ def _condition(clause: Clause, schema: Schema) -> Q:
         if comparator == "!=":
             return Q(expression_lookup(latest, "isnull", False)) & ~Q(
                 expression_lookup(latest, "exact", value))
-        # Postgres sorts NaN above every number; MLflow's NaN matches nothing but !=.
-        return compare(latest, comparator, value) & ~Q(
-            expression_lookup(latest, "exact", math.nan))
+        return compare(latest, comparator, value) & _not_nan(latest)
     if field.kind in ("param", "tag"):
         column = "config" if field.kind == "param" else "tracked_tags"
         if field.kind == "tag" and field.key == schema.name_tag:
@@ -250,7 +256,7 @@ def _ordered(runs: QuerySet[Run], orders: list[Order], schema: Schema) -> QueryS
         value, rank = f"search_value_{index}", f"search_rank_{index}"
         runs = runs.annotate(**{value: _sort_value(order.field, schema)})
         missing = [When(Q(**{f"{value}__isnull": True}), then=Value(2))]
-        if order.field.kind == "metric":
+        if order.field.kind == "metric" and connection.vendor == "postgresql":
             missing.append(When(Q(**{value: math.nan}), then=Value(1)))
         runs = runs.annotate(**{rank: Case(*missing, default=Value(0),
                                            output_field=IntegerField())})
