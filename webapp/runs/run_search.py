@@ -40,6 +40,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce, Concat, NullIf
 
+from webapp.runs.models import MetricPoint, Run
 from webapp.runs.search_grammar import (
     RUNS,
     Clause,
@@ -49,7 +50,6 @@ from webapp.runs.search_grammar import (
     parse_filter,
     parse_order_bys,
 )
-from webapp.runs.models import MetricPoint, Run
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The times a datetime holds: years 1 to 9999, in milliseconds since 1970.
@@ -94,8 +94,6 @@ class Like(Lookup):
     """SQL's LIKE, case-sensitive on both databases (SQLite's own LIKE ignores case, its GLOB
     does not)."""
 
-    lookup_name = "sql_like"
-
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
         rhs, rhs_params = self.process_rhs(compiler, connection)
@@ -110,7 +108,7 @@ class Like(Lookup):
 
 
 class ILike(Lookup):
-    lookup_name = "sql_ilike"
+    """SQL's ILIKE: LIKE ignoring case."""
 
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)
@@ -275,7 +273,6 @@ def runs_search(runs: QuerySet[Run], *, filter_string: str = "", order_by: list[
         runs = runs.filter(_condition(clause, schema))
     orders = parse_order_bys(list(order_by), schema)
     return _ordered(runs, orders, schema) if orders or default_order else runs
-
 
 
 def latest_metrics(run_ids: list[int]) -> dict[int, list[MetricPoint]]:
