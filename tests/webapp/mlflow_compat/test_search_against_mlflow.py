@@ -122,6 +122,12 @@ FILTERS = [
     "attributes.run_id NOT IN ('{id:beta}')",
     "attributes.run_id = '{id:zeta}'",
     "params.model = 'gpt2' and",  # MLflow lets a trailing AND pass
+    "params.lr != '0.001'",  # runs without lr are not "!="
+    "params.model LIKE '%'",
+    "metrics.loss >= 0.5 AND metrics.loss <= 2",
+    "attributes.run_id LIKE '%'",
+    "attributes.end_time > 0",
+    "tags.method != 'spo' and tags.team IS NOT NULL",
 ]
 ORDERS = [
     [], ["metrics.loss"], ["metrics.loss DESC"], ["metrics.acc ASC"], ["params.model"],
@@ -141,6 +147,9 @@ REFUSED = [
     "params.model IN ('gpt2')",
     "attributes.start_time > 'yesterday'",
     "params.model =",
+    "attributes.status IN ('FINISHED')",  # IN takes run ids only
+    "attributes.end_time IS NULL",
+    "metrics.loss LIKE '1%'",
 ]
 
 
