@@ -209,7 +209,8 @@ def export(api: Api, args: argparse.Namespace) -> int:
 
 
 def runs(api: Api, args: argparse.Namespace) -> int:
-    page = api.get("/runs", project=args.project, status=args.status, limit=args.limit)
+    page = api.get("/runs", project=args.project, status=args.status, limit=args.limit,
+                   filter=args.filter, order_by=args.order_by)
     rows = [("ID", "RUN", "STATUS", "PROGRESS", "CREATED")]
     for run in page["items"]:
         progress = run["progress"]
@@ -324,6 +325,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--status", help="only runs in this status (queued, starting, running, "
                                       "succeeded, failed, cancelled, interrupted)")
     sub.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    sub.add_argument("--filter", help="MLflow's search filter, e.g. \"params.lr > 1e-6 and "
+                                      "tags.method = 'spo'\"")
+    sub.add_argument("--order-by", action="append", metavar="KEY",
+                     help="MLflow's order_by, e.g. \"metrics.loss ASC\" (repeatable)")
 
     sub = command("logs", logs, "Print a run's log lines.")
     sub.add_argument("run", type=int, help="the run's id")

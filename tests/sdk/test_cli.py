@@ -23,6 +23,7 @@ from webapp.projects.services import project_create
 from webapp.runs.ingestion import logs_append
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import run_claim, run_fail, run_launch, run_mark_running, run_succeed
+from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -143,6 +144,24 @@ def test_runs_lists_runs_and_cancel_cancels_one(rlab, experiment, user, project)
     assert status == 1 and "already ended" in err
     assert rlab("runs", "--status", "queued")[1].split() == header.split()
     assert str(run.pk) in rlab("runs", "--status", "cancelled")[1]
+
+
+def test_runs_takes_mlflows_filter_and_order_by(rlab, project, user):
+    experiment = tracked_experiment_get_or_create(project=project, user=user, name="sweep")
+    small, large = (tracked_run_create(experiment=experiment, user=user, name=name,
+                                       params={"lr": lr}, tags={"method": "spo"})
+                    for name, lr in (("small-lr", "1e-07"), ("large-lr", "0.001")))
+
+    def listed(*options: str) -> list[str]:
+        status, out, _ = rlab("runs", *options)
+        assert status == 0
+        return [line.split()[0] for line in out.splitlines()[1:]]
+
+    assert listed("--filter", "params.lr > 1e-6 and tags.method = 'spo'") == [str(large.pk)]
+    assert listed("--order-by", "params.lr DESC", "--order-by", "run_name") == [
+        str(small.pk), str(large.pk)]  # as strings, as in MLflow: "1e-07" after "0.001"
+    status, _, err = rlab("runs", "--filter", "params.lr > 1e-6 or tags.method = 'spo'")
+    assert status == 1 and "has no OR" in err
 
 
 def test_logs_prints_every_line_in_order(rlab, experiment, user):

@@ -69,7 +69,9 @@ def project_for(user, project_id: int, role: str) -> Project:
 
 def read_body(request: HttpRequest, model: type[B]) -> B:
     if request.method == "GET":
-        data = request.GET.dict()
+        # A repeated field (run_ids) comes once per item.
+        data = {key: values[0] if len(values) == 1 else values
+                for key, values in request.GET.lists()}
     else:
         try:
             data = json_parse(request.body or b"{}")

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from webapp.experiments.models import Experiment
 from webapp.runs.metric_series import key_spans, recorded_keys
-from webapp.runs.models import Run, RunStatus
+from webapp.runs.models import MetricPoint, Run, RunStatus
 
 # MLflow's run statuses, as rlab's. SCHEDULED is how a script may open a run it starts later:
 # a tracked run is running from the start either way.
@@ -71,13 +71,23 @@ def run_info_json(run: Run) -> dict:
     return info
 
 
-def run_json(run: Run) -> dict:
-    """Info and data: each metric's last point (MLflow's "latest metrics"), the parameters and
-    the tags."""
-    spans = key_spans(run.pk, recorded_keys(run.pk))
-    metrics = [{"key": key, "value": number_out(span.last[1]),
-                "timestamp": int(span.last[2] * 1000), "step": span.last[0]}
-               for key, span in spans.items()]
+def point_json(point: MetricPoint) -> dict:
+    """A metric point as MLflow's Metric."""
+    return {"key": point.key, "value": number_out(point.value),
+            "timestamp": ms(point.wall_time), "step": point.step}
+
+
+def run_json(run: Run, latest: list[MetricPoint] | None = None) -> dict:
+    """Info and data: each metric's last point (MLflow's "latest metrics"; `latest` when the
+    caller has read them already, as a search does for a page of runs), the parameters and the
+    tags."""
+    if latest is None:
+        spans = key_spans(run.pk, recorded_keys(run.pk))
+        metrics = [{"key": key, "value": number_out(span.last[1]),
+                    "timestamp": int(span.last[2] * 1000), "step": span.last[0]}
+                   for key, span in spans.items()]
+    else:
+        metrics = [point_json(point) for point in latest]
     params = [{"key": key, "value": str(value)} for key, value in run.config.items()]
     tags = [{"key": key, "value": value} for key, value in run.tracked_tags.items()]
     tags.append({"key": RUN_NAME_TAG, "value": run_name(run)})

@@ -4,7 +4,7 @@ URL names, since nothing in rlab links to them."""
 
 from django.urls import path, re_path
 
-from webapp.mlflow_compat import views
+from webapp.mlflow_compat import search, views
 
 PREFIX = "api/2.0/mlflow/"
 
@@ -20,7 +20,13 @@ urlpatterns = [
     path(f"{PREFIX}runs/log-parameter", views.run_log_parameter),
     path(f"{PREFIX}runs/set-tag", views.run_set_tag),
     path(f"{PREFIX}runs/log-batch", views.run_log_batch),
-    # Every other MLflow call (artifacts, models, traces, searches, the UI's ajax-api): refused
+    path(f"{PREFIX}runs/search", search.runs_search_view),
+    path(f"{PREFIX}experiments/search", search.experiments_search_view),
+    path(f"{PREFIX}metrics/get-history", search.metric_history),
+    # The MLflow UI's charts call this one under ajax-api/.
+    *[path(f"{prefix}metrics/get-history-bulk-interval", search.metric_history_bulk_interval)
+      for prefix in (PREFIX, f"ajax-{PREFIX}")],
+    # Every other MLflow call (artifacts, models, traces, the UI's other ajax-api calls): refused
     # in MLflow's words, so the client raises a readable error instead of retrying.
     re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),
 ]

@@ -162,12 +162,12 @@ def test_basic_auth_without_a_token_as_password_is_refused(project):
 
 @pytest.mark.django_db
 def test_an_unsupported_call_is_not_implemented_in_mlflows_words(project):
-    response = Client().post(PREFIX.format(project_id=project.pk) + "runs/search", "{}",
-                             content_type="application/json")
+    response = Client().post(PREFIX.format(project_id=project.pk) + "registered-models/create",
+                             "{}", content_type="application/json")
 
     assert response.status_code == 501
     assert response.json()["error_code"] == "NOT_IMPLEMENTED"
-    assert "runs/search" in response.json()["message"]
+    assert "registered-models/create" in response.json()["message"]
 
 
 @pytest.mark.django_db

@@ -5,7 +5,7 @@ in the pagination module, where a name such as RunStatus written as a string mea
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.conf import settings as ninja_settings
 from ninja.errors import HttpError
 from ninja.pagination import LimitOffsetPagination, paginate
@@ -22,6 +22,8 @@ from webapp.api.schemas import (
 from webapp.common.inputs import BIGINT_MAX
 from webapp.deletion.services import run_delete
 from webapp.runs.models import RunStatus
+from webapp.runs.run_search import runs_search
+from webapp.runs.search_grammar import RLAB_RUNS, SearchError
 from webapp.runs.selectors import checkpoints_on_disk, get_run_for_user, runs_for_user
 from webapp.runs.services import run_cancel
 from webapp.teams.models import Role
@@ -47,16 +49,31 @@ def ensure_active(run) -> None:
 @router.get("/runs", response={200: list[RunOut], **LIST_ERRORS}, summary="List runs")
 @paginate(BoundedPagination)
 def run_list(request: HttpRequest, project: int | None = None, experiment: int | None = None,
-             status: RunStatus | None = None):
+             status: RunStatus | None = None,
+             filter: str = Query("", description="MLflow's search filter: `params.lr > 1e-6 "
+                                                 "and tags.method = 'spo'`."),
+             order_by: list[str] = Query([], description="MLflow's order_by, one key a "
+                                                          "parameter: `metrics.loss ASC`.")):
     """Runs and evaluation jobs you can see, newest first, `limit` at a time from `offset`;
-    optionally of one project, one experiment, or in one status."""
-    runs = runs_for_user(request.user).order_by("-created_at", "-pk")
+    optionally of one project, one experiment, or in one status; optionally matching an MLflow
+    search filter (statuses in rlab's words; a parameter may also be compared with a bare
+    number, as a number) and in the order of MLflow's order_by keys. A filter outside the
+    grammar is a 400 naming the bad token."""
+    runs = runs_for_user(request.user)
     if project is not None:
         runs = runs.filter(experiment__project_id=project)
     if experiment is not None:
         runs = runs.filter(experiment_id=experiment)
     if status is not None:
         runs = runs.filter(status=status)
+    if not order_by:
+        runs = runs.order_by("-created_at", "-pk")
+    if filter or order_by:
+        try:
+            runs = runs_search(runs, filter_string=filter, order_by=order_by, schema=RLAB_RUNS,
+                               default_order=not order_by)
+        except SearchError as exc:
+            raise HttpError(400, str(exc)) from None
     return runs
 
 
