@@ -107,3 +107,36 @@ class LogBatch(RunBody):
     metrics: list[Metric] = Field(default_factory=list)
     params: list[Pair] = Field(default_factory=list)
     tags: list[Pair] = Field(default_factory=list)
+
+
+def _limited(size: int):
+    return Annotated[Text, Field(max_length=size)]
+
+
+class InputTag(Body):
+    """A tag of a logged input, such as mlflow.data.context (training, evaluation…)."""
+
+    key: Annotated[Required, Field(max_length=255)]
+    value: _limited(500)
+
+
+class Dataset(Body):
+    """A dataset reference, with MLflow's own limits."""
+
+    name: Annotated[Required, Field(max_length=500)]
+    digest: Annotated[Required, Field(max_length=36)]
+    source_type: Annotated[Required, Field(max_length=100)]
+    source: _limited(65535)
+    schema_: Annotated[_limited(1048575), Field(alias="schema")] = ""
+    profile: _limited(1048575) = ""
+
+
+class DatasetInput(Body):
+    tags: list[InputTag] = Field(default_factory=list)
+    dataset: Dataset
+
+
+class LogInputs(RunBody):
+    """log_input: datasets (a logged model as an input is not kept)."""
+
+    datasets: list[DatasetInput] = Field(default_factory=list, max_length=1000)

@@ -20,6 +20,7 @@ urlpatterns = [
     path(f"{PREFIX}runs/log-parameter", views.run_log_parameter),
     path(f"{PREFIX}runs/set-tag", views.run_set_tag),
     path(f"{PREFIX}runs/log-batch", views.run_log_batch),
+    path(f"{PREFIX}runs/log-inputs", views.run_log_inputs),
     # Every other MLflow call (artifacts, models, traces, searches, the UI's ajax-api): refused
     # in MLflow's words, so the client raises a readable error instead of retrying.
     re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),
