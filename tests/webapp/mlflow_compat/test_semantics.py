@@ -165,3 +165,44 @@ def test_a_script_that_dies_leaves_a_failed_run_not_a_finished_one(
     assert run.status == status, done.stderr
     assert error in run.error_message
     assert MetricPoint.objects.get(run=run).value == 1.0
+
+
+TRAINER_SCRIPT = """
+import sys
+import torch
+from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+class Tokens(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        ids = torch.arange(16) % 50
+        return {"input_ids": ids, "labels": ids}
+
+class DiesAtStep3(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+args = TrainingArguments(output_dir=sys.argv[2], run_name="dies", max_steps=6,
+                         per_device_train_batch_size=2, logging_steps=1, save_strategy="no",
+                         report_to=["mlflow"], use_cpu=True, disable_tqdm=True)
+Trainer(model=model, args=args, train_dataset=Tokens(), callbacks=[DiesAtStep3()]).train()
+"""
+
+
+def test_a_trainer_that_dies_leaves_a_failed_run(tracking, tmp_path, tiny_model, project):
+    paths = [str(ROOT), str(ROOT / "client"), plugin_path(tmp_path)]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking(), "MLFLOW_EXPERIMENT_NAME": "dies",
+           "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    done = subprocess.run([sys.executable, "-c", TRAINER_SCRIPT, str(tiny_model),
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert "CUDA out of memory (simulated)" in done.stderr
+
+    run = Run.objects.get(experiment__project=project, name="dies")
+    assert run.status == RunStatus.FAILED, done.stderr[-3000:]
+    assert "uncaught RuntimeError" in run.error_message
+    assert MetricPoint.objects.filter(run=run, key="loss").exists()
