@@ -117,7 +117,8 @@ def tracked_run_params(request: HttpRequest, run_id: int, payload: ParamsIn):
                                                 **WRITE_ERRORS},
              summary="End a tracked run")
 def tracked_run_end(request: HttpRequest, run_id: int, payload: FinishIn):
-    """Succeeded (the default), failed or cancelled; a run that has ended is a 409."""
+    """Succeeded (the default), failed or cancelled; a crashed run too (its script got
+    through at last); a run that has ended otherwise is a 409."""
     run = _tracked_run(request, run_id)
     tracked_run_finish(run_id=run.pk, status=RunStatus(payload.status))
     run.refresh_from_db()
