@@ -224,7 +224,7 @@ def run_update(*, project: Project, user, body: bodies.RunUpdate, headers) -> di
 @endpoint("POST", Role.MEMBER, bodies.LogInputs)
 def run_log_inputs(*, project: Project, user, body: bodies.LogInputs) -> dict:
     """Datasets as inputs of the run, kept as references (name, digest, source...). Models as
-    inputs are not kept: rlab has no logged-model registry to point at."""
+    inputs are not kept."""
     run = active_run_of(project, body)
     tracked_run_log_inputs(run_id=run.pk, datasets=[
         {"name": item.dataset.name, "digest": item.dataset.digest,

@@ -129,20 +129,21 @@ def tracked_run_heartbeat(*, run_id: int) -> str | None:
 
 
 def tracked_runs_crash_stale(*, now: datetime | None = None) -> list[int]:
-    """Mark crashed the running tracked runs that nothing reported for for
+    """Mark crashed the running tracked runs that nothing was heard from for
     RLAB_TRACKED_STALE_AFTER_SECONDS: no SDK heartbeat (every 30 s) and no write, so their
     script was killed or lost its machine. Returns their ids."""
     now = now or timezone.now()
     silent = settings.RLAB_TRACKED_STALE_AFTER_SECONDS
+    cutoff = now - timedelta(seconds=silent)
     stale = Run.objects.filter(status=RunStatus.RUNNING, experiment__kind=ExperimentKind.TRACKED,
-                               heartbeat_at__lt=now - timedelta(seconds=silent))
+                               heartbeat_at__lt=cutoff)
     reason = (f"Nothing was heard from this run's script for {silent} s (no heartbeat and no "
               "data): it was killed or lost its machine. Resuming the run "
               "(rlab.init(resume_run_id=...), mlflow.start_run(run_id=...)) makes it run again.")
     crashed = [run_id for run_id in stale.values_list("pk", flat=True)
                if _tracked_transition(run_id=run_id, to=RunStatus.CRASHED, sources=[
-                   RunStatus.RUNNING], finished_at=now, error_message=reason,
-                   heartbeat_at__lt=now - timedelta(seconds=silent))]
+                   RunStatus.RUNNING], silent_since=cutoff, finished_at=now,
+                   error_message=reason)]
     for run_id in crashed:
         logger.warning("tracked run %s crashed: no sign of life for %s s", run_id, silent)
     return crashed
@@ -157,12 +158,13 @@ def tracked_run_log_inputs(*, run_id: int, datasets: list[dict[str, Any]]) -> No
 
 
 def _tracked_transition(*, run_id: int, to: str, sources: list[str] | None = None,
-                        heartbeat_at__lt: datetime | None = None, **fields: Any) -> bool:
+                        silent_since: datetime | None = None, **fields: Any) -> bool:
     """Move a tracked run to `to` from any of `sources` (by default every status
-    TRACKED_TRANSITIONS allows it from), in one conditional UPDATE. False if it was in none."""
+    TRACKED_TRANSITIONS allows it from), in one conditional UPDATE; with `silent_since`, only
+    if its last heartbeat is older (a beat meanwhile keeps it). False if it did not move."""
     allowed = [status for status, targets in TRACKED_TRANSITIONS.items() if to in targets]
     runs = Run.objects.filter(pk=run_id, experiment__kind=ExperimentKind.TRACKED,
                               status__in=[s for s in sources or allowed if s in allowed])
-    if heartbeat_at__lt is not None:
-        runs = runs.filter(heartbeat_at__lt=heartbeat_at__lt)
+    if silent_since is not None:
+        runs = runs.filter(heartbeat_at__lt=silent_since)
     return runs.update(status=to, **fields) == 1
