@@ -3,8 +3,9 @@
 Every RLAB_HOUSEKEEPING_SECONDS it marks interrupted the runs that an earlier, killed incarnation
 of this worker left running, fails other runs whose worker stopped heartbeating, marks crashed
 the tracked runs whose script went silent (a rule of their own: no worker runs them, and their
-script is given RLAB_TRACKED_STALE_AFTER_SECONDS), and sends queued runs the broker may have lost. Each step is a conditional UPDATE (the re-send locks the
-rows it sends), so every worker doing it at once is harmless. It replaces a periodic task, which
+script is given RLAB_TRACKED_STALE_AFTER_SECONDS), and sends queued runs the broker may have
+lost. Each step is a conditional UPDATE (the re-send locks the rows it sends), so every worker
+doing it at once is harmless. It replaces a periodic task, which
 waited behind any training run on a single-slot queue and so never ran while one trained.
 
 When the worker shuts down (Ctrl-C, SIGTERM), its running runs are marked interrupted at once;

@@ -61,6 +61,7 @@ class Run:
         self._finished = False
         self._wake = threading.Event()  # spool now: flush_points are buffered, or the end
         self._spooled = threading.Event()  # something new is in the spool
+        self._spool_failed = False  # a write to the spool failed: what was logged is lost
         self._abandon = threading.Event()
         self._spooler = threading.Thread(target=self._spool_loop, name=f"rlab-spool-{run_id}",
                                          daemon=True)
@@ -178,8 +179,8 @@ class Run:
         self._spooler.join()
         self._thread.join(self._finish_timeout if timeout is None else timeout)
         self._abandon.set()
-        delivered = len(self._spool) == 0
-        if not delivered:
+        delivered = len(self._spool) == 0 and not self._spool_failed
+        if len(self._spool):
             log.warning("run %s: the server did not take everything in time; %d batches are "
                         "kept in %s. `rlab.sync(%s)` sends them, and ends the run, later.",
                         self.id, len(self._spool), self._spool.directory, self.id)
@@ -206,6 +207,7 @@ class Run:
                 if self._all_spooled_after_finish():
                     return
         except Exception:
+            self._spool_failed = True
             log.exception("run %s: could not write to the spool %s; what is logged from now on "
                           "is lost", self.id, self._spool.directory)
 
@@ -321,8 +323,8 @@ def init(project: int | None = None, experiment: str = "", name: str = "",
     `resume_run_id` go on logging to an existing run, sending first what an earlier process left
     in its spool; a run that had ended (crashed, failed, even succeeded) runs again, as MLflow's
     start_run(run_id=...) does. Resuming needs no server at that moment: the resume is the
-    first batch spooled. url and token default to RLAB_URL and RLAB_TOKEN; the spool to RLAB_SPOOL_DIR
-    or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout` seconds while the
+    first batch spooled. url and token default to RLAB_URL and RLAB_TOKEN; the spool to
+    RLAB_SPOOL_DIR or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout` seconds while the
     server cannot be reached. `options`: flush_interval (s), flush_points, retry_max_delay (s),
     finish_timeout (s), heartbeat_interval (s), passed to Run."""
     client = Client(url, token)

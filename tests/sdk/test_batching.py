@@ -105,6 +105,17 @@ def test_a_step_logged_twice_keeps_its_latest_value_as_the_server_does(offline_r
     assert series_a["times"][0] == series_b["times"][0], "the time of the latest"
 
 
+def test_batches_reach_the_spool_every_interval_while_the_server_is_away(offline_run):
+    run = offline_run(flush_interval=0.2, retry_max_delay=30)
+
+    for step in range(20):  # 2 s: ten intervals, while the uploads back off to 2 s and more
+        run.log({"loss": step / 10}, step=step)
+        time.sleep(0.1)
+    spooled = len(list(run.spool_dir.glob("*.metrics.json")))
+
+    assert spooled >= 6, f"{spooled} batches spooled in 2 s"
+
+
 def test_a_resumed_run_spools_its_resume_before_anything_it_logs(offline_run):
     run = offline_run(flush_interval=3600)
 
