@@ -12,8 +12,9 @@ from django.test import Client
 from django.utils import timezone
 
 from webapp.api.tokens import token_create
+from webapp.deletion.services import run_delete
 from webapp.runs import ingestion, services, tracking
-from webapp.runs.models import Run, RunStatus
+from webapp.runs.models import DatasetInput, Run, RunStatus
 from worker.housekeeping import Housekeeper
 
 pytestmark = pytest.mark.django_db
@@ -126,3 +127,16 @@ def test_a_viewer_cannot_resume_a_run(tracked, member_of):
                              headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403
     assert Run.objects.get(pk=tracked.pk).status == RunStatus.SUCCEEDED
+
+
+def test_a_crashed_run_is_deleted_with_its_dataset_inputs(tracked, user, settings):
+    tracking.tracked_run_log_inputs(run_id=tracked.pk, datasets=[
+        {"name": "gsm8k", "digest": "abc", "source_type": "local", "source": "{}",
+         "tags": {"mlflow.data.context": "training"}}])
+    silent_since(tracked, settings.RLAB_TRACKED_STALE_AFTER_SECONDS + 1)
+    assert tracking.tracked_runs_crash_stale() == [tracked.pk]
+
+    run_delete(run=Run.objects.get(pk=tracked.pk), user=user)
+
+    assert not Run.objects.filter(pk=tracked.pk).exists()
+    assert not DatasetInput.objects.exists()
