@@ -220,7 +220,7 @@ class Run:
                     continue
                 if not self._spooler.is_alive() and not self._spool.pending():
                     return  # the spooler ends once it spooled the run's end
-                if self._uploader.idle_for() >= self._heartbeat_interval:
+                if self._uploader.heartbeat_due(self._heartbeat_interval):
                     self._uploader.heartbeat()
         except Exception:
             log.exception("run %s: uploads stopped; what was logged is kept in %s",

@@ -28,6 +28,7 @@ class Uploader:
         self.client, self.spool, self.run_id, self.backoff = client, spool, run_id, backoff
         self.refused: list[str] = []
         self._answered = time.monotonic()  # the last answer from the server
+        self._beat_tried = 0.0  # the last heartbeat sent, answered or not
 
     def drain(self, *, stop: threading.Event) -> bool:
         """Send every batch in the spool, in order. True once it is empty; False when `stop`
@@ -38,13 +39,14 @@ class Uploader:
                     return False
         return True
 
-    def idle_for(self) -> float:
-        """Seconds since the server last answered."""
-        return time.monotonic() - self._answered
+    def heartbeat_due(self, interval: float) -> bool:
+        """Nothing was heard from the server, nor a heartbeat tried, for `interval` seconds."""
+        return time.monotonic() - max(self._answered, self._beat_tried) >= interval
 
     def heartbeat(self) -> bool:
         """Tell the server the run's script is alive (a crashed run runs again). True if the run
         is running now; False if it has ended otherwise or the server cannot be reached."""
+        self._beat_tried = time.monotonic()
         try:
             self.client.post(f"/runs/{self.run_id}/heartbeat", b"{}")
         except Transient:
