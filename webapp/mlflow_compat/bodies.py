@@ -1,7 +1,8 @@
 """What each tracking call takes, as MLflow's client sends it (mlflow/protos/service.proto, in
 JSON): checked field by field against what rlab stores (webapp.common.inputs) before a view acts.
 A field MLflow has and rlab does not use (a logged model as an input) is ignored, as MLflow's
-server ignores what it does not know. Numbers may come as JSON strings, as protobuf's JSON writes int64.
+server ignores what it does not know. Numbers may come as JSON strings, as protobuf's JSON writes
+int64.
 """
 
 from __future__ import annotations
