@@ -324,8 +324,8 @@ def init(project: int | None = None, experiment: str = "", name: str = "",
     in its spool; a run that had ended (crashed, failed, even succeeded) runs again, as MLflow's
     start_run(run_id=...) does. Resuming needs no server at that moment: the resume is the
     first batch spooled. url and token default to RLAB_URL and RLAB_TOKEN; the spool to
-    RLAB_SPOOL_DIR or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout` seconds while the
-    server cannot be reached. `options`: flush_interval (s), flush_points, retry_max_delay (s),
+    RLAB_SPOOL_DIR or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout`
+    seconds while the server cannot be reached. `options`: flush_interval (s), flush_points, retry_max_delay (s),
     finish_timeout (s), heartbeat_interval (s), passed to Run."""
     client = Client(url, token)
     root = Path(spool_dir) if spool_dir else spool_root()
