@@ -1,9 +1,11 @@
 """Housekeeping: a thread in every worker's main process, never behind a run on the run queues.
 
 Every RLAB_HOUSEKEEPING_SECONDS it marks interrupted the runs that an earlier, killed incarnation
-of this worker left running, fails other runs whose worker stopped heartbeating, and sends queued
-runs the broker may have lost. Each step is a conditional UPDATE (the re-send locks the
-rows it sends), so every worker doing it at once is harmless. It replaces a periodic task, which
+of this worker left running, fails other runs whose worker stopped heartbeating, marks crashed
+the tracked runs whose script went silent (a rule of their own: no worker runs them, and their
+script is given RLAB_TRACKED_STALE_AFTER_SECONDS), and sends queued runs the broker may have
+lost. Each step is a conditional UPDATE (the re-send locks the rows it sends), so every worker
+doing it at once is harmless. It replaces a periodic task, which
 waited behind any training run on a single-slot queue and so never ran while one trained.
 
 When the worker shuts down (Ctrl-C, SIGTERM), its running runs are marked interrupted at once;
@@ -19,6 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from webapp.runs import services
+from webapp.runs.tracking import tracked_runs_crash_stale
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class Housekeeper:
                     f"or its machine went down) while this run was running. Resume the run from "
                     f"its newest checkpoint, or launch the experiment again."))
             services.runs_fail_stale()  # after: this worker's own runs it can tell apart
+            tracked_runs_crash_stale()
             services.runs_requeue()
         except DatabaseError as exc:
             logger.warning("housekeeping: database unavailable (%s); trying again in %s s", exc,

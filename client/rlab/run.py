@@ -1,6 +1,9 @@
-"""A tracked run seen from the training script: `log()` and `log_rollouts()` return at once; a
-background thread groups what they buffered into batches, writes each batch to the run's spool,
-and sends the spool to the server (see uploader.py for why nothing is lost or stored twice)."""
+"""A tracked run seen from the training script: `log()` and `log_rollouts()` return at once. A
+background thread writes what they buffered, in batches, to the run's spool every flush
+interval, whatever the network does, so a process killed at any moment loses at most one
+interval; another sends the spool to the server (see uploader.py for why nothing is lost or
+stored twice) and heartbeats while there is nothing to send, so the server can tell a run whose
+script died (it becomes crashed) from one that is quiet."""
 
 from __future__ import annotations
 
@@ -35,12 +38,14 @@ class Run:
     def __init__(self, *, client: Client, run_id: int, info: dict[str, Any] | None = None,
                  spool_dir: Path | None = None, flush_interval: float = 1.0,
                  flush_points: int = 10_000, retry_max_delay: float = 30.0,
-                 finish_timeout: float = 120.0):
+                 finish_timeout: float = 120.0, heartbeat_interval: float = 30.0,
+                 resume: bool = False):
         self.id = run_id
         self.info = info or {}
         self._flush_interval = flush_interval
         self._flush_points = flush_points
         self._finish_timeout = finish_timeout
+        self._heartbeat_interval = heartbeat_interval
         self._spool = Spool.for_run(run_id, spool_dir)
         self._uploader = Uploader(client=client, spool=self._spool, run_id=run_id,
                                   backoff=Backoff(cap=retry_max_delay))
@@ -48,15 +53,21 @@ class Run:
         self._spool_lock = threading.Lock()  # one writer of the spool at a time
         self._metrics: dict[str, dict[int, tuple[float, float]]] = {}  # key → step → (value, time)
         self._buffered = 0
-        self._queued: list[tuple[str, bytes]] = []  # (endpoint, body): rollouts, params, finish
+        # (endpoint, body): rollouts, params, finish; and first, when resuming, the resume
+        # itself, sent in order with the rest (after what an earlier process left).
+        self._queued: list[tuple[str, bytes]] = [("resume", b"{}")] if resume else []
         self._next_step = 0
         self._skipped_keys: set[str] = set()
         self._finished = False
-        self._last_spooled = time.monotonic()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # spool now: flush_points are buffered, or the end
+        self._spooled = threading.Event()  # something new is in the spool
+        self._spool_failed = False  # a write to the spool failed: what was logged is lost
         self._abandon = threading.Event()
+        self._spooler = threading.Thread(target=self._spool_loop, name=f"rlab-spool-{run_id}",
+                                         daemon=True)
         self._thread = threading.Thread(target=self._upload_loop, name=f"rlab-run-{run_id}",
                                         daemon=True)
+        self._spooler.start()
         self._thread.start()
         atexit.register(self._at_exit)
 
@@ -68,6 +79,12 @@ class Run:
     @property
     def spool_dir(self) -> Path:
         return self._spool.directory
+
+    @property
+    def refused(self) -> list[str]:
+        """The batches the server refused for good (a 4xx other than a retry), which are not
+        stored: what each was, and the server's reason."""
+        return list(self._uploader.refused)
 
     def __repr__(self) -> str:
         return f"<rlab.Run {self.id}>"
@@ -82,8 +99,9 @@ class Run:
 
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
         """Record metrics at `step`. Without a step, as in wandb: the step after the last one
-        logged (0 at first). A (key, step) logged twice keeps its first value, as the server
-        does. NaN and ±inf are skipped with a warning: the server stores finite values only."""
+        logged (0 at first). A (key, step) logged twice keeps the latest value, as the server
+        and MLflow do. NaN and ±inf are skipped with a warning: the server stores finite values
+        only."""
         now = time.time()
         points = []
         for key, value in data.items():
@@ -107,9 +125,8 @@ class Run:
             self._next_step = max(self._next_step, step + 1)
             for key, number in points:
                 series = self._metrics.setdefault(key, {})
-                if step not in series:
-                    series[step] = (number, now)
-                    self._buffered += 1
+                self._buffered += step not in series
+                series[step] = (number, now)
             full = self._buffered >= self._flush_points
         if full:
             self._wake.set()
@@ -145,41 +162,66 @@ class Run:
     def finish(self, status: str = "succeeded", timeout: float | None = None) -> bool:
         """End the run as `status` (succeeded, failed or cancelled) once everything logged has
         reached the server, waiting at most `timeout` seconds (the run's finish_timeout when
-        None). True when all was delivered. Otherwise what is left stays in the spool, the end
-        included, for `rlab.sync(run_id)` to send later. Calling it again does nothing."""
+        None). True when all was delivered and stored. False when something was not: what the
+        server did not take in time stays in the spool, the end included, for
+        `rlab.sync(run_id)` to send later; what it refused for good (`run.refused`: a value it
+        cannot store, a run that had ended) is lost, and logged as a warning. Calling it again
+        does nothing more."""
         if status not in ("succeeded", "failed", "cancelled"):
             raise ValueError(f"A run ends as succeeded, failed or cancelled, not {status!r}.")
         with self._lock:
             if self._finished:
-                return len(self._spool) == 0
+                return len(self._spool) == 0 and not self._uploader.refused
             self._finished = True
             self._queued.append(("finish", json.dumps({"status": status}).encode()))
         atexit.unregister(self._at_exit)
         self._wake.set()
+        self._spooler.join()
         self._thread.join(self._finish_timeout if timeout is None else timeout)
         self._abandon.set()
-        self._spool_buffered(force=True)
-        if len(self._spool) == 0:
-            return True
-        log.warning("run %s: the server did not take everything in time; %d batches are "
-                    "kept in %s. `rlab.sync(%s)` sends them, and ends the run, later.",
-                    self.id, len(self._spool), self._spool.directory, self.id)
-        return False
+        delivered = len(self._spool) == 0 and not self._spool_failed
+        if len(self._spool):
+            log.warning("run %s: the server did not take everything in time; %d batches are "
+                        "kept in %s. `rlab.sync(%s)` sends them, and ends the run, later.",
+                        self.id, len(self._spool), self._spool.directory, self.id)
+        if self._uploader.refused:
+            log.warning("run %s: the server refused %d batches, which are not stored: %s",
+                        self.id, len(self._uploader.refused),
+                        "; ".join(self._uploader.refused))
+        return delivered and not self._uploader.refused
 
     def _at_exit(self) -> None:
         self.finish("failed" if _uncaught_exception.is_set() else "succeeded")
 
-    # The background thread ---------------------------------------------------------------------
+    # The background threads ---------------------------------------------------------------------
+
+    def _spool_loop(self) -> None:
+        """Every flush_interval, or at once when flush_points are buffered or the run ends:
+        whatever the uploads are doing (waiting on a server that is away, or slow)."""
+        try:
+            while True:
+                self._wake.wait(self._flush_interval)
+                self._wake.clear()
+                self._spool_buffered()
+                self._spooled.set()
+                if self._all_spooled_after_finish():
+                    return
+        except Exception:
+            self._spool_failed = True
+            log.exception("run %s: could not write to the spool %s; what is logged from now on "
+                          "is lost", self.id, self._spool.directory)
 
     def _upload_loop(self) -> None:
         try:
             while not self._abandon.is_set():
-                self._wake.wait(self._flush_interval)
-                self._wake.clear()
-                self._spool_buffered(force=True)
-                if (self._uploader.drain(stop=self._abandon, between=self._spool_buffered)
-                        and self._all_spooled_after_finish()):
-                    return
+                self._spooled.wait(self._flush_interval)
+                self._spooled.clear()
+                if not self._uploader.drain(stop=self._abandon):
+                    continue
+                if not self._spooler.is_alive() and not self._spool.pending():
+                    return  # the spooler ends once it spooled the run's end
+                if self._uploader.heartbeat_due(self._heartbeat_interval):
+                    self._uploader.heartbeat()
         except Exception:
             log.exception("run %s: uploads stopped; what was logged is kept in %s",
                           self.id, self._spool.directory)
@@ -188,19 +230,16 @@ class Run:
         with self._lock:
             return self._finished and not self._metrics and not self._queued
 
-    def _spool_buffered(self, force: bool = False) -> None:
-        """Move what log() buffered into the spool: every flush_interval, when flush_points are
-        buffered, or when forced."""
+    def _spool_buffered(self) -> None:
+        """Move what log() buffered into the spool."""
         with self._spool_lock:
             with self._lock:
-                due = (self._buffered >= self._flush_points
-                       or time.monotonic() - self._last_spooled >= self._flush_interval)
-                if not (force or due):
-                    return
                 metrics, self._metrics, self._buffered = self._metrics, {}, 0
                 queued, self._queued = self._queued, []
-                self._last_spooled = time.monotonic()
-            # Metrics first: the end of the run, if queued, must come after them.
+            # Metrics first: the end of the run, if queued, must come after them; a resume
+            # is queued before the process logs anything.
+            if queued and queued[0][0] == "resume":
+                self._spool.append(*queued.pop(0))
             for body in metric_batches(metrics):
                 self._spool.append("metrics", body)
             for kind, body in queued:
@@ -282,14 +321,16 @@ def init(project: int | None = None, experiment: str = "", name: str = "",
          init_timeout: float = 60.0, **options: Any) -> Run:
     """Start a tracked run of `experiment` (made on first use) in project `project`, or with
     `resume_run_id` go on logging to an existing run, sending first what an earlier process left
-    in its spool. url and token default to RLAB_URL and RLAB_TOKEN; the spool to RLAB_SPOOL_DIR
-    or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout` seconds while the
-    server cannot be reached. `options`: flush_interval (s), flush_points, retry_max_delay (s),
-    finish_timeout (s), passed to Run."""
+    in its spool; a run that had ended (crashed, failed, even succeeded) runs again, as MLflow's
+    start_run(run_id=...) does. Resuming needs no server at that moment: the resume is the
+    first batch spooled. url and token default to RLAB_URL and RLAB_TOKEN; the spool to
+    RLAB_SPOOL_DIR or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout`
+    seconds while the server cannot be reached. `options`: flush_interval (s), flush_points, retry_max_delay (s),
+    finish_timeout (s), heartbeat_interval (s), passed to Run."""
     client = Client(url, token)
     root = Path(spool_dir) if spool_dir else spool_root()
     if resume_run_id is not None:
-        run = Run(client=client, run_id=resume_run_id, spool_dir=root, **options)
+        run = Run(client=client, run_id=resume_run_id, spool_dir=root, resume=True, **options)
         if config:
             run.log_params(config)
         return run
@@ -332,7 +373,8 @@ def sync(run_id: int, url: str | None = None, token: str | None = None, *,
          spool_dir: str | Path | None = None, timeout: float | None = None) -> bool:
     """Send what a process that crashed or lost the server left in run `run_id`'s spool (its
     end included, if it got that far), retrying while the server cannot be reached, for at most
-    `timeout` seconds (no limit when None). True once the spool is empty."""
+    `timeout` seconds (no limit when None). True once the spool is empty and the server stored
+    it all; False when time ran out, or when it refused batches for good (logged)."""
     client = Client(url, token)
     spool = Spool.for_run(run_id, Path(spool_dir) if spool_dir else None)
     stop = threading.Event()
@@ -340,9 +382,13 @@ def sync(run_id: int, url: str | None = None, token: str | None = None, *,
     if timer:
         timer.daemon = True
         timer.start()
+    uploader = Uploader(client=client, spool=spool, run_id=run_id, backoff=Backoff())
     try:
-        return Uploader(client=client, spool=spool, run_id=run_id, backoff=Backoff()).drain(
-            stop=stop)
+        drained = uploader.drain(stop=stop)
+        if uploader.refused:
+            log.warning("run %s: the server refused %d batches, which are not stored: %s",
+                        run_id, len(uploader.refused), "; ".join(uploader.refused))
+        return drained and not uploader.refused
     finally:
         if timer:
             timer.cancel()

@@ -21,9 +21,12 @@ def wait_until(condition, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def batches(run) -> list[tuple[str, dict]]:
-    return [(path.name.split(".")[1], json.loads(path.read_bytes()))
-            for path in sorted(run.spool_dir.glob("*.json"))]
+def batches(run, resume: bool = False) -> list[tuple[str, dict]]:
+    """The spooled batches, in order; the resume that starts the spool of every run here (they
+    are made with resume_run_id) only if `resume`."""
+    found = [(path.name.split(".")[1], json.loads(path.read_bytes()))
+             for path in sorted(run.spool_dir.glob("*.json"))]
+    return found if resume else [batch for batch in found if batch[0] != "resume"]
 
 
 @pytest.fixture
@@ -90,14 +93,36 @@ def test_log_without_a_step_counts_on_from_the_last_step(offline_run):
     assert series == {"a": {0: 1.0, 1: 2.0, 10: 3.0, 11: 4.0, 5: 5.0}, "b": {5: 6.0}}
 
 
-def test_a_step_logged_twice_keeps_its_first_value_as_the_server_does(offline_run):
+def test_a_step_logged_twice_keeps_its_latest_value_as_the_server_does(offline_run):
     run = offline_run(flush_interval=3600)
 
     run.log({"a": 1}, step=3)
-    run.log({"a": 2}, step=3)
+    run.log({"a": 2, "b": 1}, step=3)
     run.finish(timeout=0)
 
-    assert batches(run)[0][1]["series"][0]["values"] == [1.0]
+    [series_a, series_b] = batches(run)[0][1]["series"]
+    assert (series_a["steps"], series_a["values"]) == ([3], [2.0])
+    assert series_a["times"][0] == series_b["times"][0], "the time of the latest"
+
+
+def test_batches_reach_the_spool_every_interval_while_the_server_is_away(offline_run):
+    run = offline_run(flush_interval=0.2, retry_max_delay=30)
+
+    for step in range(20):  # 2 s: ten intervals, while the uploads back off to 2 s and more
+        run.log({"loss": step / 10}, step=step)
+        time.sleep(0.1)
+    spooled = len(list(run.spool_dir.glob("*.metrics.json")))
+
+    assert spooled >= 6, f"{spooled} batches spooled in 2 s"
+
+
+def test_a_resumed_run_spools_its_resume_before_anything_it_logs(offline_run):
+    run = offline_run(flush_interval=3600)
+
+    run.log({"a": 1}, step=0)
+    run.finish(timeout=0)
+
+    assert [kind for kind, _ in batches(run, resume=True)] == ["resume", "metrics", "finish"]
 
 
 def test_finish_without_a_server_leaves_everything_in_the_spool_its_end_last(offline_run):

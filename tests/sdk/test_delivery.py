@@ -114,11 +114,12 @@ def test_sync_sends_what_a_crashed_process_left_once_each(user, project, tmp_pat
         assert rlab.sync(run_id, url=f"http://127.0.0.1:{port}", token=token,
                          spool_dir=spool, timeout=45) is True
 
-        # A batch for a run that has ended can never be stored (409): dropped, not retried.
+        # A batch for a run that has ended can never be stored (409): dropped, not retried,
+        # and said.
         Spool.for_run(run_id, spool).append("metrics", b'{"points": [{"key": "late", '
                                                        b'"step": 0, "value": 1}]}')
         assert rlab.sync(run_id, url=f"http://127.0.0.1:{port}", token=token,
-                         spool_dir=spool, timeout=45) is True
+                         spool_dir=spool, timeout=45) is False
     finally:
         web.stop()
 

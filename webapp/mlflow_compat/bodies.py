@@ -1,7 +1,8 @@
 """What each tracking call takes, as MLflow's client sends it (mlflow/protos/service.proto, in
 JSON): checked field by field against what rlab stores (webapp.common.inputs) before a view acts.
-A field MLflow has and rlab does not use (a dataset, a model id) is ignored, as MLflow's server
-ignores what it does not know. Numbers may come as JSON strings, as protobuf's JSON writes int64.
+A field MLflow has and rlab does not use (a logged model as an input) is ignored, as MLflow's
+server ignores what it does not know. Numbers may come as JSON strings, as protobuf's JSON writes
+int64.
 """
 
 from __future__ import annotations
@@ -107,3 +108,36 @@ class LogBatch(RunBody):
     metrics: list[Metric] = Field(default_factory=list)
     params: list[Pair] = Field(default_factory=list)
     tags: list[Pair] = Field(default_factory=list)
+
+
+def _limited(size: int):
+    return Annotated[Text, Field(max_length=size)]
+
+
+class InputTag(Body):
+    """A tag of a logged input, such as mlflow.data.context (training, evaluation…)."""
+
+    key: Annotated[Required, Field(max_length=255)]
+    value: _limited(500)
+
+
+class Dataset(Body):
+    """A dataset reference, within MLflow's limits."""
+
+    name: Annotated[Required, Field(max_length=500)]
+    digest: Annotated[Required, Field(max_length=36)]
+    source_type: Annotated[Required, Field(max_length=100)]
+    source: _limited(65535)
+    schema_: Annotated[_limited(1048575), Field(alias="schema")] = ""
+    profile: _limited(1048575) = ""
+
+
+class DatasetInput(Body):
+    tags: list[InputTag] = Field(default_factory=list)
+    dataset: Dataset
+
+
+class LogInputs(RunBody):
+    """log_input: datasets (a logged model as an input is not kept)."""
+
+    datasets: list[DatasetInput] = Field(default_factory=list, max_length=1000)

@@ -26,11 +26,11 @@ B = TypeVar("B", bound=Body)
 MAX_ERRORS = 10
 
 
-def endpoint(method: str, role: str, body: type[Body],
+def endpoint(method: str, role: str, body: type[Body], *, headers: bool = False,
              ) -> Callable[[Handler], Callable[..., HttpResponse]]:
     """A view around `handler(project=, user=, body=) -> dict`: checks the method, the token
     and the user's role in the project, reads the body into a `body`, and turns every refusal
-    into MLflow's error JSON."""
+    into MLflow's error JSON. With `headers`, the handler also gets the request's headers."""
 
     def decorate(handler: Handler) -> Callable[..., HttpResponse]:
         @csrf_exempt
@@ -44,8 +44,9 @@ def endpoint(method: str, role: str, body: type[Body],
             try:
                 user = request_user(request)
                 project = project_for(user, project_id, role)
+                extra = {"headers": request.headers} if headers else {}
                 return JsonResponse(handler(project=project, user=user,
-                                            body=read_body(request, body)))
+                                            body=read_body(request, body), **extra))
             except MlflowError as exc:
                 return exc.response()
             except PermissionDenied as exc:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from webapp.experiments.models import Experiment
 from webapp.runs.metric_series import key_spans, recorded_keys
-from webapp.runs.models import MetricPoint, Run, RunStatus
+from webapp.runs.models import DatasetInput, MetricPoint, Run, RunStatus
 
 # MLflow's run statuses, as rlab's. SCHEDULED is how a script may open a run it starts later:
 # a tracked run is running from the start either way.
@@ -27,6 +27,8 @@ STATUS_TO_MLFLOW = {
     RunStatus.FAILED: "FAILED",
     RunStatus.CANCELLED: "KILLED",
     RunStatus.INTERRUPTED: "KILLED",
+    # MLflow has no word for a run whose script went silent: it did not finish.
+    RunStatus.CRASHED: "FAILED",
 }
 
 # MLflow's default experiment, which a script logs to when it sets none.
@@ -80,7 +82,7 @@ def point_json(point: MetricPoint) -> dict:
 def run_json(run: Run, latest: list[MetricPoint] | None = None) -> dict:
     """Info and data: each metric's last point (MLflow's "latest metrics"; `latest` when the
     caller has read them already, as a search does for a page of runs), the parameters and the
-    tags."""
+    tags; and inputs: the datasets it logged."""
     if latest is None:
         spans = key_spans(run.pk, recorded_keys(run.pk))
         metrics = [{"key": key, "value": number_out(span.last[1]),
@@ -91,5 +93,16 @@ def run_json(run: Run, latest: list[MetricPoint] | None = None) -> dict:
     params = [{"key": key, "value": str(value)} for key, value in run.config.items()]
     tags = [{"key": key, "value": value} for key, value in run.tracked_tags.items()]
     tags.append({"key": RUN_NAME_TAG, "value": run_name(run)})
-    return {"info": run_info_json(run), "data": {"metrics": metrics, "params": params,
-                                                 "tags": tags}}
+    return {"info": run_info_json(run),
+            "data": {"metrics": metrics, "params": params, "tags": tags},
+            "inputs": {"dataset_inputs": [dataset_input_json(dataset)
+                                          for dataset in run.dataset_inputs.all()]}}
+
+
+def dataset_input_json(dataset: DatasetInput) -> dict:
+    reference = {"name": dataset.name, "digest": dataset.digest,
+                 "source_type": dataset.source_type, "source": dataset.source}
+    reference.update({field: getattr(dataset, field) for field in ("schema", "profile")
+                      if getattr(dataset, field)})
+    return {"tags": [{"key": key, "value": value} for key, value in dataset.tags.items()],
+            "dataset": reference}

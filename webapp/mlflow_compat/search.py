@@ -142,7 +142,8 @@ def runs_search_view(*, project: Project, user, body: SearchRuns) -> dict:
     chosen = Q(experiment_id__in=ids)
     if DEFAULT_EXPERIMENT_ID in body.experiment_ids:
         chosen |= Q(experiment__name=DEFAULT_EXPERIMENT_NAME)
-    runs = tracked_runs(project).filter(chosen).select_related("experiment", "launched_by")
+    runs = (tracked_runs(project).filter(chosen).select_related("experiment", "launched_by")
+            .prefetch_related("dataset_inputs"))
     if view_type(body.run_view_type) == "DELETED_ONLY":
         runs = runs.none()
     runs = searched(lambda: runs_search(runs, filter_string=body.filter,

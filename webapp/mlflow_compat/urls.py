@@ -26,6 +26,7 @@ urlpatterns = [
     # The MLflow UI's charts call this one under ajax-api/.
     *[path(f"{prefix}metrics/get-history-bulk-interval", search.metric_history_bulk_interval)
       for prefix in (PREFIX, f"ajax-{PREFIX}")],
+    path(f"{PREFIX}runs/log-inputs", views.run_log_inputs),
     # Every other MLflow call (artifacts, models, traces, the UI's other ajax-api calls): refused
     # in MLflow's words, so the client raises a readable error instead of retrying.
     re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),

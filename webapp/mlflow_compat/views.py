@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.common.inputs import storable_text
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.mlflow_compat import bodies
 from webapp.mlflow_compat.endpoint import endpoint
@@ -34,11 +35,18 @@ from webapp.runs.tracking import (
     tracked_experiment_get_or_create,
     tracked_run_create,
     tracked_run_finish,
+    tracked_run_heartbeat,
+    tracked_run_log_inputs,
     tracked_run_log_params,
     tracked_run_rename,
+    tracked_run_reopen,
     tracked_run_set_tags,
 )
 from webapp.teams.models import Role
+
+# Set by rlab-client's MLflow plugin (rlab.mlflow_plugin) on the calls of a script that is
+# exiting on an uncaught exception: the exception's type.
+SCRIPT_EXCEPTION_HEADER = "X-Rlab-Script-Exception"
 
 
 def row_id(value: str) -> int | None:
@@ -84,8 +92,12 @@ def run_of(project: Project, body: bodies.RunBody) -> Run:
 
 
 def active_run_of(project: Project, body: bodies.RunBody) -> Run:
-    """The run, which must still be running: an ended run's record is closed."""
+    """The run, which must still be running: an ended run's record is closed. A crashed run
+    runs again: its script, silent for a while, is alive."""
     run = run_of(project, body)
+    if run.status == RunStatus.CRASHED:
+        tracked_run_heartbeat(run_id=run.pk)
+        run.refresh_from_db()
     if run.is_terminal:
         raise MlflowError("RESOURCE_CONFLICT",
                           f"Run {run_name(run)} (id {run.pk}) has ended ({run.status}): it "
@@ -170,26 +182,57 @@ def run_get(*, project: Project, user, body: bodies.RunBody) -> dict:
     return {"run": run_json(run_of(project, body))}
 
 
-@endpoint("POST", Role.MEMBER, bodies.RunUpdate)
-def run_update(*, project: Project, user, body: bodies.RunUpdate) -> dict:
-    """End a run (FINISHED, FAILED, KILLED), or keep it running. An ended run stays ended: a
-    script resuming it (RUNNING) is told to start a new run."""
+@endpoint("POST", Role.MEMBER, bodies.RunUpdate, headers=True)
+def run_update(*, project: Project, user, body: bodies.RunUpdate, headers) -> dict:
+    """End a run (FINISHED, FAILED, KILLED), or run it again (RUNNING: a script resuming it with
+    start_run(run_id=...), whatever its end). An ended run's end stays, but for a crashed run's,
+    which its script, reaching the server again, may still set.
+
+    MLflow's client ends a script's run as FINISHED even when the script dies of an uncaught
+    exception (an atexit hook): rlab-client's request-header plugin then names the exception in
+    SCRIPT_EXCEPTION_HEADER, and the run ends as failed."""
     run = run_of(project, body)
     rename(run, body.run_name)
-    if body.status is not None:
-        if body.status not in STATUS_FROM_MLFLOW:
-            raise MlflowError("INVALID_PARAMETER_VALUE",
-                              f"Unknown run status {body.status!r}: one of "
-                              f"{', '.join(STATUS_FROM_MLFLOW)}.")
-        wanted = STATUS_FROM_MLFLOW[body.status]
-        if run.is_terminal and run.status != wanted:
-            raise MlflowError("RESOURCE_CONFLICT",
-                              f"Run {run_name(run)} (id {run.pk}) has ended ({run.status}): "
-                              f"it cannot become {body.status}. Start a new run.")
-        if wanted != RunStatus.RUNNING and not run.is_terminal:
-            tracked_run_finish(run_id=run.pk, status=wanted, finished_at=body.end_time)
-            run.refresh_from_db()
+    if body.status is None:
+        return {"run_info": run_info_json(run)}
+    if body.status not in STATUS_FROM_MLFLOW:
+        raise MlflowError("INVALID_PARAMETER_VALUE",
+                          f"Unknown run status {body.status!r}: one of "
+                          f"{', '.join(STATUS_FROM_MLFLOW)}.")
+    wanted = STATUS_FROM_MLFLOW[body.status]
+    error = ""
+    exception = storable_text(headers.get(SCRIPT_EXCEPTION_HEADER, "").strip())[:200]
+    if wanted == RunStatus.SUCCEEDED and exception:
+        # ^C is a person stopping the script; anything else, the script dying.
+        wanted = RunStatus.CANCELLED if exception == "KeyboardInterrupt" else RunStatus.FAILED
+        error = (f"The script exited on an uncaught {exception}; MLflow's client reported the "
+                 "run as finished.")
+    if wanted == RunStatus.RUNNING:
+        tracked_run_reopen(run_id=run.pk)
+    elif not run.is_terminal or run.status == RunStatus.CRASHED:
+        tracked_run_finish(run_id=run.pk, status=wanted, finished_at=body.end_time,
+                           error_message=error)
+    elif run.status != wanted:
+        raise MlflowError("RESOURCE_CONFLICT",
+                          f"Run {run_name(run)} (id {run.pk}) has ended ({run.status}): "
+                          f"it cannot become {body.status}. Resume it (start_run(run_id=...)) "
+                          "first, or start a new run.")
+    run.refresh_from_db()
     return {"run_info": run_info_json(run)}
+
+
+@endpoint("POST", Role.MEMBER, bodies.LogInputs)
+def run_log_inputs(*, project: Project, user, body: bodies.LogInputs) -> dict:
+    """Datasets as inputs of the run, kept as references (name, digest, source...). Models as
+    inputs are not kept."""
+    run = active_run_of(project, body)
+    tracked_run_log_inputs(run_id=run.pk, datasets=[
+        {"name": item.dataset.name, "digest": item.dataset.digest,
+         "source_type": item.dataset.source_type, "source": item.dataset.source,
+         "schema": item.dataset.schema_, "profile": item.dataset.profile,
+         "tags": string_pairs(item.tags, "input tag")}
+        for item in body.datasets])
+    return {}
 
 
 @endpoint("POST", Role.MEMBER, bodies.LogMetric)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -13,6 +14,7 @@ from itertools import chain, islice
 from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from training.spec.checkpoint_names import checkpoint_step
 from webapp.common.inputs import storable_json, storable_text
@@ -24,14 +26,40 @@ from webapp.runs.models import (
     MetricPoint,
     Rollout,
     Run,
+    RunStatus,
 )
 
 logger = logging.getLogger(__name__)
 
 
 SMALL_METRIC_BATCH = 1000
+# A write to a running run is a sign of life of whoever reports for it (the worker, a tracked
+# run's script): recorded as its heartbeat, at most once in this interval, so that a script
+# sending a batch a second does not also write its run's row every second.
+SIGN_OF_LIFE_INTERVAL = timedelta(seconds=10)
 _EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def run_seen(*, run_id: int) -> None:
+    """Record that whoever reports for the run is alive, if the run is running: its heartbeat
+    becomes now, unless it is within SIGN_OF_LIFE_INTERVAL. This process remembers when it last
+    did so for each run and does nothing at all until the interval has passed: a batch a
+    second would otherwise pay an UPDATE each (more than the small batch's own INSERT)."""
+    moment = time.monotonic()
+    interval = SIGN_OF_LIFE_INTERVAL.total_seconds()
+    if moment - _last_seen.get(run_id, -interval) < interval:
+        return
+    if len(_last_seen) > 10_000:  # runs that stopped writing
+        for stale in [pk for pk, seen in _last_seen.items() if moment - seen >= interval]:
+            _last_seen.pop(stale, None)
+    _last_seen[run_id] = moment
+    now = timezone.now()
+    Run.objects.filter(pk=run_id, status=RunStatus.RUNNING,
+                       heartbeat_at__lt=now - SIGN_OF_LIFE_INTERVAL).update(heartbeat_at=now)
+
+
+_last_seen: dict[int, float] = {}  # run id → time.monotonic() of run_seen's last UPDATE
 
 
 class MetricSample(NamedTuple):
@@ -45,56 +73,59 @@ class MetricSample(NamedTuple):
 
 
 def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datetime]]) -> int:
-    """Store points (MetricSample rows); a (run, key, step) already stored is kept as is, so
-    replays are harmless. Keys are cut to METRIC_KEY_MAX_LENGTH characters, and a character
-    Postgres cannot store (a NUL from a trainer) becomes U+FFFD: the edges refuse such keys, and
-    a run's own writes must never fail on one. Returns how many points there were.
+    """Store points (MetricSample rows). A (run, key, step) already stored, or sent twice in the
+    batch, keeps the newest point: the latest wall time, then the greater value, which is the
+    point MLflow's get_run reports. A replayed batch (the same points) changes nothing. Keys are
+    cut to METRIC_KEY_MAX_LENGTH characters, and a character Postgres cannot store (a NUL from a
+    trainer) becomes U+FFFD: the edges refuse such keys, and a run's own writes must never fail
+    on one. Returns how many points there were.
 
     On Postgres a batch of up to SMALL_METRIC_BATCH points (a step's metrics, what scripts and
-    the worker send) is one INSERT of arrays, skipping points already stored. A larger one is
-    COPYed, in binary, into a temporary table and inserted from there in one statement. The
-    table lives as long as the connection and is emptied before each use, so two batches in one
-    transaction never mix. That insert is a plain one first, about a third cheaper for Postgres
-    than one that checks each row for a conflict; a batch with a point already stored (a
-    replay) fails it, and is inserted again, in the same transaction, skipping those."""
+    the worker send) is one INSERT of arrays. A larger one is COPYed, in binary, into a
+    temporary table and inserted from there in one statement. The table lives as long as the
+    connection and is emptied before each use, so two batches in one transaction never mix.
+    That insert is a plain one first, about a third cheaper for Postgres than one that checks
+    each row for a conflict; a batch with a point already stored (a replay, a value logged
+    again) or a (key, step) twice fails it, and is inserted again, in the same transaction,
+    keeping the newest points."""
+    run_seen(run_id=run_id)
     stored_keys: dict[str, str] = {}  # a batch repeats a few keys: each is checked once
 
     def stored(key: str) -> str:
         found = stored_keys.get(key)
         if found is None:
-            found = stored_keys[key] = storable_text(key)
+            found = stored_keys[key] = storable_text(key)[:METRIC_KEY_MAX_LENGTH]
         return found
 
     if connection.vendor != "postgresql":
-        rows = [MetricPoint(run_id=run_id, key=stored(key)[:METRIC_KEY_MAX_LENGTH], step=step,
-                            value=value, wall_time=wall_time)
-                for key, step, value, wall_time in points]
-        MetricPoint.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-        return len(rows)
+        return _metrics_upsert_portable(run_id, ((stored(key), step, value, wall_time)
+                                                 for key, step, value, wall_time in points))
     points = iter(points)
     first = list(islice(points, SMALL_METRIC_BATCH + 1))
-    columns = f"INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time)"
     if len(first) <= SMALL_METRIC_BATCH:
         if first:
             keys, steps, values, times = zip(*first)
+            keys = [stored(key) for key in keys]
+            steps = [int(step) for step in steps]
+            # A (key, step) twice in the batch (rare) is one row, the newest: an upsert may
+            # touch a row once only. Sorting for that costs a batch without one a tenth more.
+            once = len(set(zip(keys, steps))) == len(keys)
             with connection.cursor() as cursor:
                 # Times as microseconds since 1970: a datetime's text may carry an offset that
                 # Postgres does not read (beyond ±15:59), and one at the edge of year 1 or 9999
                 # cannot be moved to UTC in Python.
                 cursor.execute(
-                    f"{columns} SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, "
-                    "timestamptz 'epoch' + micros * interval '1 microsecond' "
+                    f"{_INSERT} SELECT {'' if once else 'DISTINCT ON (key, step) '}%s, key, "
+                    "step, value, timestamptz 'epoch' + micros * interval '1 microsecond' "
                     "FROM unnest(%s::text[], %s::int8[], %s::float8[], %s::int8[]) "
                     "AS batch(key, step, value, micros) "
-                    "ON CONFLICT (run_id, key, step) DO NOTHING",
-                    [run_id, [stored(key) for key in keys], [int(step) for step in steps],
-                     [float(value) for value in values],
-                     [(time - _EPOCH) // _MICROSECOND for time in times]])
+                    f"{'' if once else 'ORDER BY key, step, micros DESC, value DESC '}"
+                    f"{_KEEP_NEWEST}",
+                    [run_id, keys, steps, [float(value) for value in values],
+                     [(moment - _EPOCH) // _MICROSECOND for moment in times]])
         return len(first)
     points = chain(first, points)
     count = 0
-    insert = (f"{columns} SELECT %s, left(key, {METRIC_KEY_MAX_LENGTH}), step, value, wall_time "
-              "FROM metric_incoming")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS metric_incoming (key text, step bigint, "
                        "value float8, wall_time timestamptz)")
@@ -105,9 +136,43 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
                 copy.write_row((stored(key), step, value, wall_time))
         try:
             with transaction.atomic():
-                cursor.execute(insert, [run_id])
+                cursor.execute(f"{_INSERT} SELECT %s, key, step, value, wall_time "
+                               "FROM metric_incoming", [run_id])
         except IntegrityError:
-            cursor.execute(f"{insert} ON CONFLICT (run_id, key, step) DO NOTHING", [run_id])
+            cursor.execute(f"{_INSERT} SELECT DISTINCT ON (key, step) %s, key, step, value, "
+                           "wall_time FROM metric_incoming "
+                           f"ORDER BY key, step, wall_time DESC, value DESC {_KEEP_NEWEST}",
+                           [run_id])
+    return count
+
+
+_INSERT = (f"INSERT INTO {MetricPoint._meta.db_table} AS stored "
+           "(run_id, key, step, value, wall_time)")
+# One upsert may touch a row once only: the batch's own repeats are dropped before (DISTINCT
+# ON). A point no newer than the one stored (a replay) is no update at all.
+_KEEP_NEWEST = ("ON CONFLICT (run_id, key, step) DO UPDATE "
+                "SET value = excluded.value, wall_time = excluded.wall_time "
+                "WHERE (excluded.wall_time, excluded.value) > (stored.wall_time, stored.value)")
+
+
+def _metrics_upsert_portable(run_id: int,
+                             points: Iterable[tuple[str, int, float, datetime]]) -> int:
+    """metrics_ingest on another database (SQLite): the batch's newest point per (key, step),
+    upserted row by row with the same rule."""
+    count = 0
+    newest: dict[tuple[str, int], tuple[datetime, float]] = {}
+    for count, (key, step, value, wall_time) in enumerate(points, 1):
+        point = (wall_time, float(value))
+        if newest.get((key, int(step)), point) <= point:
+            newest[(key, int(step))] = point
+    table = MetricPoint._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} AS stored (run_id, key, step, value, wall_time) "
+            "VALUES (%s, %s, %s, %s, %s) " + _KEEP_NEWEST,
+            [(run_id, key, step, value, adapt(wall_time))
+             for (key, step), (wall_time, value) in newest.items()])
     return count
 
 
@@ -120,6 +185,7 @@ def rollouts_ingest(*, run_id: int, step: int, items: Iterable[dict[str, Any]]) 
     What Postgres cannot store is replaced rather than refused, since a model can generate it:
     a NUL or a lone surrogate in the text becomes U+FFFD, and NaN or ±Infinity in the JSON
     columns null (webapp.common.inputs). The API refuses both before they get here."""
+    run_seen(run_id=run_id)
     items = list(items)
     group_rewards: dict[int, list[float]] = {}
     for item in items:

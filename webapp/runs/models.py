@@ -18,15 +18,19 @@ class RunStatus(models.TextChoices):
     # Its worker shut down (Ctrl-C, SIGTERM: a restart, a deploy) or was killed while it ran;
     # nothing was wrong with the run itself.
     INTERRUPTED = "interrupted"
+    # A tracked run whose script stopped reporting (killed, its machine lost) without ending it;
+    # it runs again when the script, or another resuming it, reports.
+    CRASHED = "crashed"
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
-                               RunStatus.INTERRUPTED})
+                               RunStatus.INTERRUPTED, RunStatus.CRASHED})
 # A run that ended before its last step; a new run can continue it from a checkpoint.
 RESUMABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED})
 
-# The one place that says which status may follow which; services.run_transition enforces it
-# with a conditional UPDATE, so two workers can never both move a run out of the same state.
+# The one place that says which status may follow which for a run that rlab launched;
+# services.run_transition enforces it with a conditional UPDATE, so two workers can never both
+# move a run out of the same state.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.QUEUED: frozenset({RunStatus.STARTING, RunStatus.CANCELLED, RunStatus.FAILED}),
     RunStatus.STARTING: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED,
@@ -37,6 +41,20 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
     RunStatus.INTERRUPTED: frozenset(),
+    RunStatus.CRASHED: frozenset(),
+}
+
+# The same for a tracked run, which its script (or the stale-run check) moves: it ends as the
+# script says, crashes when the script goes silent, and any end is re-opened by a script
+# resuming it (MLflow's start_run(run_id=...), rlab.init(resume_run_id=...)). A crashed run's
+# script may also still end it, once it reaches the server again.
+TRACKED_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                                  RunStatus.CRASHED}),
+    RunStatus.CRASHED: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED,
+                                  RunStatus.CANCELLED}),
+    **{status: frozenset({RunStatus.RUNNING})
+       for status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)},
 }
 
 
@@ -173,6 +191,34 @@ class MetricPoint(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key", "step"],
                                                name="metric_point_unique_per_step")]
+
+
+class DatasetInput(models.Model):
+    """A dataset a tracked run's script logged as its input (MLflow's log_input): a reference
+    to the data, not the data. Its own table, as a schema or profile may be long."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="dataset_inputs")
+    name = models.CharField(max_length=500)
+    digest = models.CharField(max_length=36, help_text="A hash of the data, as the script gave "
+                                                       "it: the same name and digest, the same "
+                                                       "data.")
+    source_type = models.CharField(max_length=100, help_text="local, http, s3, hugging_face…")
+    source = models.TextField(help_text="Where the data is, as JSON (a path, a URI, a repo).")
+    schema = models.TextField(blank=True, help_text="Its columns, as JSON.")
+    profile = models.TextField(blank=True, help_text="Its size and such, as JSON.")
+    tags = models.JSONField(default=dict, blank=True,
+                            help_text="mlflow.data.context (training, evaluation…) and others.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        # As in MLflow, a dataset logged to a run again is the input it already has.
+        constraints = [models.UniqueConstraint(fields=["run", "name", "digest"],
+                                               name="dataset_input_unique_per_run")]
+
+    @property
+    def context(self) -> str:
+        return self.tags.get("mlflow.data.context", "")
 
 
 class Negated(models.Func):

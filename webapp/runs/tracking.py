@@ -4,16 +4,22 @@ with no training process of rlab's own."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.projects.activity import Verb
-from webapp.runs.models import TERMINAL_STATUSES, Run, RunStatus
-from webapp.runs.services import run_create, run_transition
+from webapp.runs.ingestion import run_seen
+from webapp.runs.models import TRACKED_TRANSITIONS, DatasetInput, Run, RunStatus
+from webapp.runs.services import run_create
+
+logger = logging.getLogger(__name__)
 
 
 def tracked_experiment_get_or_create(*, project, user, name: str) -> Experiment:
@@ -71,6 +77,7 @@ def tracked_run_log_params(*, run_id: int, params: dict[str, str]) -> None:
                 f"{key} is {old!r}, not {new!r}" for key, (old, new) in changed.items()))
         run.config = {**run.config, **params}
         run.save(update_fields=["config"])
+    run_seen(run_id=run_id)
 
 
 def tracked_run_set_tags(*, run_id: int, tags: dict[str, str]) -> None:
@@ -78,6 +85,7 @@ def tracked_run_set_tags(*, run_id: int, tags: dict[str, str]) -> None:
         run = Run.objects.select_for_update().get(pk=run_id)
         run.tracked_tags = {**run.tracked_tags, **tags}
         run.save(update_fields=["tracked_tags"])
+    run_seen(run_id=run_id)
 
 
 def tracked_run_rename(*, run_id: int, name: str) -> None:
@@ -88,11 +96,75 @@ def tracked_run_rename(*, run_id: int, name: str) -> None:
         Run.objects.filter(pk=run_id).update(name=name)
 
 
-def tracked_run_finish(*, run_id: int, status: str, finished_at: datetime | None = None) -> bool:
-    """End a tracked run as its script reports: succeeded, failed or cancelled. False if it had
-    already ended."""
-    if status not in TERMINAL_STATUSES:
-        raise ValidationError(f"A run ends as one of {', '.join(sorted(TERMINAL_STATUSES))}, "
-                              f"not {status!r}.")
-    fields = {"finished_at": finished_at} if finished_at else {}
-    return run_transition(run_id=run_id, to=status, **fields)
+def tracked_run_finish(*, run_id: int, status: str, finished_at: datetime | None = None,
+                       error_message: str = "") -> bool:
+    """End a tracked run as its script reports: succeeded, failed or cancelled, from running or
+    crashed (a script that was cut off from the server ends its run once it gets through).
+    False if it had already ended otherwise."""
+    if status not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+        raise ValidationError(f"A run ends as succeeded, failed or cancelled, not {status!r}.")
+    return _tracked_transition(run_id=run_id, to=status,
+                               finished_at=finished_at or timezone.now(),
+                               error_message=error_message[:10_000])
+
+
+def tracked_run_reopen(*, run_id: int) -> bool:
+    """Running again, for a script that resumes the run (MLflow's start_run(run_id=...),
+    rlab.init(resume_run_id=...)) whatever its end: its end time and error are cleared. True if
+    it is running now."""
+    _tracked_transition(run_id=run_id, to=RunStatus.RUNNING, finished_at=None, error_message="",
+                        heartbeat_at=timezone.now())
+    return Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).exists()
+
+
+def tracked_run_heartbeat(*, run_id: int) -> str | None:
+    """The script of the run is alive: its heartbeat becomes now, and a run that had crashed
+    (the script was cut off from the server for a while) runs again. Returns the run's status:
+    another end stays, and tells the script the run takes no more data."""
+    now = timezone.now()
+    if not Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(heartbeat_at=now):
+        _tracked_transition(run_id=run_id, to=RunStatus.RUNNING, sources=[RunStatus.CRASHED],
+                            finished_at=None, error_message="", heartbeat_at=now)
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def tracked_runs_crash_stale(*, now: datetime | None = None) -> list[int]:
+    """Mark crashed the running tracked runs that nothing was heard from for
+    RLAB_TRACKED_STALE_AFTER_SECONDS: no SDK heartbeat (every 30 s) and no write, so their
+    script was killed or lost its machine. Returns their ids."""
+    now = now or timezone.now()
+    silent = settings.RLAB_TRACKED_STALE_AFTER_SECONDS
+    cutoff = now - timedelta(seconds=silent)
+    stale = Run.objects.filter(status=RunStatus.RUNNING, experiment__kind=ExperimentKind.TRACKED,
+                               heartbeat_at__lt=cutoff)
+    reason = (f"Nothing was heard from this run's script for {silent} s (no heartbeat and no "
+              "data): it was killed or lost its machine. Resuming the run "
+              "(rlab.init(resume_run_id=...), mlflow.start_run(run_id=...)) makes it run again.")
+    crashed = [run_id for run_id in stale.values_list("pk", flat=True)
+               if _tracked_transition(run_id=run_id, to=RunStatus.CRASHED, sources=[
+                   RunStatus.RUNNING], silent_since=cutoff, finished_at=now,
+                   error_message=reason)]
+    for run_id in crashed:
+        logger.warning("tracked run %s crashed: no sign of life for %s s", run_id, silent)
+    return crashed
+
+
+def tracked_run_log_inputs(*, run_id: int, datasets: list[dict[str, Any]]) -> None:
+    """Add dataset references (DatasetInput's fields) to a tracked run's inputs (MLflow's
+    log_input); one the run already has (its name and digest) is kept as it is, as in MLflow."""
+    DatasetInput.objects.bulk_create([DatasetInput(run_id=run_id, **dataset)
+                                      for dataset in datasets], ignore_conflicts=True)
+    run_seen(run_id=run_id)
+
+
+def _tracked_transition(*, run_id: int, to: str, sources: list[str] | None = None,
+                        silent_since: datetime | None = None, **fields: Any) -> bool:
+    """Move a tracked run to `to` from any of `sources` (by default every status
+    TRACKED_TRANSITIONS allows it from), in one conditional UPDATE; with `silent_since`, only
+    if its last heartbeat is older (a beat meanwhile keeps it). False if it did not move."""
+    allowed = [status for status, targets in TRACKED_TRANSITIONS.items() if to in targets]
+    runs = Run.objects.filter(pk=run_id, experiment__kind=ExperimentKind.TRACKED,
+                              status__in=[s for s in sources or allowed if s in allowed])
+    if silent_since is not None:
+        runs = runs.filter(heartbeat_at__lt=silent_since)
+    return runs.update(status=to, **fields) == 1

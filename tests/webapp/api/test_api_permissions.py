@@ -60,6 +60,8 @@ MATRIX = {
     # access check (tests/webapp/api/test_tracked_runs.py covers tracked runs).
     ("post", "/api/runs/{run_id}/params"): ({"params": {"lr": 1}}, LAUNCHED_RUN),
     ("post", "/api/runs/{run_id}/finish"): ({}, LAUNCHED_RUN),
+    ("post", "/api/runs/{run_id}/heartbeat"): ({}, LAUNCHED_RUN),
+    ("post", "/api/runs/{run_id}/resume"): ({}, LAUNCHED_RUN),
     ("delete", "/api/runs/{run_id}"): (None, DELETE_ACTIVE),
     ("delete", "/api/experiments/{experiment_id}"): (None, DELETE_ACTIVE),
     ("delete", "/api/projects/{project_id}"): (None, DELETE_ACTIVE),

@@ -260,15 +260,18 @@ def test_points_are_stored_from_rows_and_from_columns(api, run):
                            ("kl/mean", 1): 0.0, ("kl/mean", 2): 0.01, ("kl/mean", 3): 0.02}
 
 
-def test_a_replayed_batch_changes_nothing(api, run):
-    batch = {"points": [{"key": "loss/policy", "step": s, "value": s / 10} for s in range(50)]}
+def test_a_replayed_batch_changes_nothing_and_a_later_value_replaces(api, run):
+    batch = {"points": [{"key": "loss/policy", "step": s, "value": s / 10, "time": 1e9}
+                        for s in range(50)]}
     assert api.post(f"/api/runs/{run.pk}/metrics", batch).status_code == 200
     assert api.post(f"/api/runs/{run.pk}/metrics", batch).status_code == 200
+    assert len(stored(run)) == 50
     overlapping = {"series": [{"key": "loss/policy", "steps": [49, 50], "values": [9.0, 5.0]}]}
     assert api.post(f"/api/runs/{run.pk}/metrics", overlapping).status_code == 200
     points = stored(run)
     assert len(points) == 51
-    assert points[("loss/policy", 49)] == 4.9  # the first value stays
+    assert points[("loss/policy", 48)] == 4.8
+    assert points[("loss/policy", 49)] == 9.0  # timed now, after the first: the latest value
     assert points[("loss/policy", 50)] == 5.0
 
 

@@ -100,6 +100,9 @@ ENDPOINTS = [
     ("post", "runs/log-batch", {"run_id": "{run_id}", "metrics": [
         {"key": "loss", "value": 1.0, "timestamp": 1_700_000_000_000, "step": 2}]}, WRITE),
     ("post", "runs/update", {"run_id": "{run_id}", "status": "RUNNING"}, WRITE),
+    ("post", "runs/log-inputs", {"run_id": "{run_id}", "datasets": [
+        {"dataset": {"name": "gsm8k", "digest": "abc", "source_type": "local",
+                     "source": "{}"}}]}, WRITE),
 ]
 
 

@@ -185,19 +185,6 @@ def test_a_script_attaches_to_a_run_that_is_still_running(tracking):
     assert points(run) == [("loss", 1, 1.0)]
 
 
-def test_an_ended_run_is_not_reopened(tracking):
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    with mlflow.start_run() as active:
-        pass
-    with pytest.raises(MlflowException) as raised:
-        mlflow.start_run(run_id=active.info.run_id)
-
-    assert raised.value.error_code == "RESOURCE_CONFLICT"
-    assert Run.objects.get(pk=int(active.info.run_id)).status == RunStatus.SUCCEEDED
-
-
 def test_a_run_is_renamed_by_update_run_and_by_its_run_name_tag(tracking):
     import mlflow
 

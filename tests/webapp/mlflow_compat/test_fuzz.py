@@ -40,6 +40,7 @@ CALLS = [
     ("post", "runs/log-parameter", bodies.LogPair),
     ("post", "runs/set-tag", bodies.LogPair),
     ("post", "runs/log-batch", bodies.LogBatch),
+    ("post", "runs/log-inputs", bodies.LogInputs),
 ]
 ERROR = {"type": "object", "required": ["error_code", "message"], "properties": {
     "error_code": {"enum": sorted(STATUS_OF_CODE)}, "message": {"type": "string"}}}

@@ -309,7 +309,6 @@ def test_experiment_search_is_mlflows(tracking, mlflow_server):
 
 # For the lead: rlab keeps the first value logged at a step until the change that keeps the
 # latest (by timestamp) lands; then this passes, and strict=True fails to say the mark can go.
-@pytest.mark.xfail(strict=True, reason="a repeated step keeps its first value in rlab for now")
 def test_a_repeated_step_counts_with_its_latest_value(tracking, mlflow_server):
     from mlflow import MlflowClient
 

@@ -4,6 +4,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 
 from webapp.projects.activity import Verb
@@ -118,20 +119,56 @@ BATCH_SIZES = pytest.mark.parametrize("padding", [0, ingestion.SMALL_METRIC_BATC
 
 
 @BATCH_SIZES
-def test_a_batch_overlapping_stored_points_adds_only_the_new_ones(experiment, user, padding):
+def test_a_point_logged_again_later_replaces_the_stored_one(experiment, user, padding):
     run = services.run_launch(experiment=experiment, user=user)
     now = timezone.now()
+    later = now + timedelta(seconds=1)
     ingestion.metrics_ingest(run_id=run.pk, points=[("loss", s, 1.0, now) for s in range(3)])
 
-    # Steps 1-2 again with other values, steps 3-4 new, step 4 twice in the batch itself.
-    overlapping = [("loss", s, 2.0, now) for s in (1, 2, 3, 4)] + [("loss", 4, 3.0, now)]
+    # Steps 1-2 again, later, with other values; steps 3-4 new, step 4 twice in the batch
+    # itself (the later point wins); step 0 again but older than the stored one.
+    overlapping = [("loss", s, 2.0, later) for s in (1, 2, 3, 4)] + [
+        ("loss", 4, 3.0, later + timedelta(seconds=1)), ("loss", 0, 9.0, now - timedelta(1))]
     pad = [("pad", s, 0.0, now) for s in range(padding)]
     ingestion.metrics_ingest(run_id=run.pk,
                             points=[*overlapping, ("k" * 300, 0, 5.0, now), *pad])
 
     stored = dict(MetricPoint.objects.filter(run=run, key="loss").values_list("step", "value"))
-    assert stored == {0: 1.0, 1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}
+    assert stored == {0: 1.0, 1: 2.0, 2: 2.0, 3: 2.0, 4: 3.0}
+    assert MetricPoint.objects.get(run=run, step=4, key="loss").wall_time == later + timedelta(
+        seconds=1)
     assert MetricPoint.objects.get(run=run, step=0, value=5.0).key == "k" * 250
+
+
+@BATCH_SIZES
+def test_points_at_one_time_keep_the_greater_value_as_mlflow_reports(experiment, user, padding):
+    run = services.run_launch(experiment=experiment, user=user)
+    now = timezone.now()
+    pad = [("pad", s, 0.0, now) for s in range(padding)]
+    ingestion.metrics_ingest(run_id=run.pk, points=[("a", 0, 2.0, now), ("a", 0, 1.0, now),
+                                                   ("b", 0, 1.0, now), *pad])
+    ingestion.metrics_ingest(run_id=run.pk, points=[("b", 0, 3.0, now), ("b", 0, -1.0, now),
+                                                   *pad])
+    stored = dict(MetricPoint.objects.filter(run=run, step=0).exclude(key="pad").values_list(
+        "key", "value"))
+    assert stored == {"a": 2.0, "b": 3.0}
+
+
+@BATCH_SIZES
+def test_a_replayed_batch_rewrites_no_row(experiment, user, padding):
+    run = services.run_launch(experiment=experiment, user=user)
+    now = timezone.now()
+    batch = [("loss", s, s / 10, now) for s in range(3)] + [
+        ("pad", s, 0.0, now) for s in range(padding)]
+    ingestion.metrics_ingest(run_id=run.pk, points=batch)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ctid::text FROM {MetricPoint._meta.db_table} WHERE run_id = %s "
+                       "ORDER BY key, step", [run.pk])
+        before = cursor.fetchall()
+        ingestion.metrics_ingest(run_id=run.pk, points=batch)
+        cursor.execute(f"SELECT ctid::text FROM {MetricPoint._meta.db_table} WHERE run_id = %s "
+                       "ORDER BY key, step", [run.pk])
+        assert cursor.fetchall() == before, "no row was updated"
 
 
 @BATCH_SIZES

@@ -120,9 +120,10 @@ def samples(batch: MetricsIn) -> Iterator[tuple[str, int, float, datetime]]:
 def metrics_write(request: HttpRequest, run_id: int):
     """Store a batch of up to 100,000 points: rows `{"points": [{"key", "step", "value",
     "time"?}]}`, or one metric's columns `{"series": [{"key", "steps": [...], "values": [...],
-    "times"?: [...]}]}` (more compact, and faster). Values must be finite, keys 1-200
-    characters, steps 0 or more. A (key, step) the run already has keeps its stored value, so a
-    batch sent again (a retry) changes nothing. Needs the member role; a run that has ended is a
+    "times"?: [...]}]}` (more compact, and faster). Values must be finite, keys 1-250
+    characters, steps 0 or more. A (key, step) logged again keeps the latest point (by time,
+    then the greater value), as MLflow reports it; a batch sent again (a retry) changes
+    nothing. Needs the member role; a run that has ended is a
     409."""
     run = get_run_for_user(request.user, run_id, Role.MEMBER)
     ensure_active(run)

@@ -1,6 +1,8 @@
 """Tracked runs: training that runs elsewhere (a script, TRL, veRL) logs into rlab. A script
 creates a run of a tracked experiment (made on first use), logs its parameters, metrics and
-rollouts to it, and ends it; rlab charts and browses it like any other run."""
+rollouts to it, heartbeats while it runs, and ends it; rlab charts and browses it like any other
+run. A run whose script goes silent crashes (RLAB_TRACKED_STALE_AFTER_SECONDS); any write or
+heartbeat from its script makes it run again, and so does resuming it."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from webapp.runs.tracking import (
     tracked_experiment_get_or_create,
     tracked_run_create,
     tracked_run_finish,
+    tracked_run_heartbeat,
     tracked_run_log_params,
+    tracked_run_reopen,
 )
 from webapp.teams.models import Role
 
@@ -64,10 +68,20 @@ def _text(params: dict[str, ParamValue]) -> dict[str, str]:
     return {str(key)[:250]: "" if value is None else str(value) for key, value in params.items()}
 
 
-def _tracked_run(request: HttpRequest, run_id: int):
+def _tracked(request: HttpRequest, run_id: int):
     run = get_run_for_user(request.user, run_id, Role.MEMBER)
     if not run.is_tracked:
         raise HttpError(409, f"Run {run} was launched from rlab: its worker reports for it.")
+    return run
+
+
+def _tracked_run(request: HttpRequest, run_id: int):
+    """The tracked run, which must be running; a crashed one runs again, since its script, cut
+    off for a while, reports."""
+    run = _tracked(request, run_id)
+    if run.status == RunStatus.CRASHED:
+        tracked_run_heartbeat(run_id=run.pk)
+        run.refresh_from_db()
     ensure_active(run)
     return run
 
@@ -103,8 +117,35 @@ def tracked_run_params(request: HttpRequest, run_id: int, payload: ParamsIn):
                                                 **WRITE_ERRORS},
              summary="End a tracked run")
 def tracked_run_end(request: HttpRequest, run_id: int, payload: FinishIn):
-    """Succeeded (the default), failed or cancelled; a run that has ended is a 409."""
+    """Succeeded (the default), failed or cancelled; a crashed run too (its script got
+    through at last); a run that has ended otherwise is a 409."""
     run = _tracked_run(request, run_id)
     tracked_run_finish(run_id=run.pk, status=RunStatus(payload.status))
+    run.refresh_from_db()
+    return run
+
+
+@router.post("/runs/{run_id}/heartbeat", response={200: RunDetailOut, 409: ErrorOut,
+                                                   **WRITE_ERRORS},
+             summary="Say a tracked run's script is alive")
+def tracked_run_beat(request: HttpRequest, run_id: int):
+    """The SDK sends this every 30 s while nothing else reaches the server: a running tracked
+    run that nothing was heard from for RLAB_TRACKED_STALE_AFTER_SECONDS becomes crashed. A
+    crashed run runs again; one that ended otherwise is a 409."""
+    run = _tracked(request, run_id)
+    tracked_run_heartbeat(run_id=run.pk)
+    run.refresh_from_db()
+    ensure_active(run)
+    return run
+
+
+@router.post("/runs/{run_id}/resume", response={200: RunDetailOut, 409: ErrorOut,
+                                                **WRITE_ERRORS},
+             summary="Resume a tracked run")
+def tracked_run_resume(request: HttpRequest, run_id: int):
+    """Running again, whatever its end (succeeded, failed, cancelled, crashed), for a script
+    that continues it (`rlab.init(resume_run_id=...)`); its end time and error are cleared."""
+    run = _tracked(request, run_id)
+    tracked_run_reopen(run_id=run.pk)
     run.refresh_from_db()
     return run

@@ -217,6 +217,10 @@ RLAB_RUN_QUEUE = env_str("RLAB_RUN_QUEUE", "cpu")
 RLAB_HEARTBEAT_SECONDS = env_int("RLAB_HEARTBEAT_SECONDS", 2, minimum=1)
 # A running run whose worker has not heartbeated for this long is marked failed.
 RLAB_STALE_AFTER_SECONDS = env_int("RLAB_STALE_AFTER_SECONDS", 120, minimum=10)
+# A running tracked run that nothing was heard from for this long (the SDK heartbeats every
+# 30 s; an MLflow client only writes) is marked crashed: its script was killed. Long enough
+# for an MLflow script's slowest step between two writes, or a short network cut.
+RLAB_TRACKED_STALE_AFTER_SECONDS = env_int("RLAB_TRACKED_STALE_AFTER_SECONDS", 600, minimum=60)
 # Every worker's housekeeping (worker.housekeeping) runs this often: it fails stale runs, marks
 # interrupted the runs a killed incarnation of the worker left, and sends queued runs again.
 RLAB_HOUSEKEEPING_SECONDS = env_int("RLAB_HOUSEKEEPING_SECONDS", 30, minimum=1)
