@@ -1,5 +1,6 @@
 """MalformedInputMiddleware: the address, the cookies and the form of every request are checked
-against what rlab stores (webapp.common.inputs) before any view or database query sees them."""
+against what rlab stores (webapp.common.inputs) before any view or database query sees them.
+UnusableTokenMiddleware: a request carrying a token rlab does not accept is a 401 that says so."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html
 
+from webapp.api.auth import REFUSAL
+from webapp.api.tokens import token_user
 from webapp.common.inputs import text_problem
+from webapp.mlflow_compat.auth import sent_token, token_refusal
 from webapp.mlflow_compat.errors import error_response
 
 # Where the JSON endpoints are mounted (webapp/config/urls.py): their refusals are JSON, each in
@@ -96,3 +100,27 @@ def refusal(request: HttpRequest, problem: str) -> HttpResponse:
     if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": problem}, status=400)
     return HttpResponseBadRequest(format_html(PAGE, problem))
+
+
+class UnusableTokenMiddleware(MiddlewareMixin):
+    """A 401 "invalid or revoked token" for a request whose `Authorization` header carries a
+    token that rlab does not accept (mistyped, revoked, its user deactivated), on every path
+    and before Django's CSRF check, which would otherwise refuse a script's write with a
+    message meant for browsers. Judged: any credential sent to the REST API or the tracking
+    endpoints, and elsewhere a bearer token shaped as rlab's (`rlab_…`), so that the
+    credentials of a proxy in front of the pages pass. A token that is accepted is left to the
+    endpoint, which finds its user again: the pages take no token."""
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        path = request.path_info
+        token = sent_token(request)
+        judged = path.startswith((API_PREFIX, MLFLOW_PREFIX)) or (
+            token is not None and token.startswith("rlab_")
+            and request.headers["Authorization"][:7].lower() == "bearer ")
+        if token is None or not judged or token_user(token) is not None:
+            return None
+        if path.startswith(MLFLOW_PREFIX):
+            return error_response("UNAUTHENTICATED", token_refusal())
+        response = JsonResponse({"detail": REFUSAL}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="rlab"'
+        return response
