@@ -4,6 +4,7 @@ UnusableTokenMiddleware: a request carrying a token rlab does not accept is a 40
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
@@ -21,6 +22,7 @@ from webapp.mlflow_compat.errors import error_response
 # its own family's words, so that their clients can read them.
 API_PREFIX = "/api/"
 MLFLOW_PREFIX = "/mlflow/"
+MLFLOW_ENDPOINT = re.compile(r"^/mlflow/\d+/(?:ajax-)?api/")
 
 PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request · rlab"
         "</title><h1>Bad request</h1><p>{}</p><p><a href=\"/\">Back to your projects</a></p>"
@@ -106,18 +108,23 @@ class UnusableTokenMiddleware(MiddlewareMixin):
     """A 401 "invalid or revoked token" for a request whose `Authorization` header carries a
     token that rlab does not accept (mistyped, revoked, its user deactivated), on every path
     and before Django's CSRF check, which would otherwise refuse a script's write with a
-    message meant for browsers. Judged: any credential sent to the REST API or the tracking
-    endpoints, and elsewhere a bearer token shaped as rlab's (`rlab_…`), so that the
-    credentials of a proxy in front of the pages pass. A token that is accepted is left to the
-    endpoint, which finds its user again: the pages take no token."""
+    message meant for browsers. Judged: a bearer token sent to the REST API or the tracking
+    endpoints, the password of basic auth sent to the tracking endpoints (the mlflow client's
+    other way), and anywhere a bearer token shaped as rlab's (`rlab_…`); so the credentials of
+    a proxy in front of the pages pass. A token that is accepted is left to the endpoint, which finds
+    its user again: the pages take no token."""
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
         path = request.path_info
         token = sent_token(request)
-        judged = path.startswith((API_PREFIX, MLFLOW_PREFIX)) or (
-            token is not None and token.startswith("rlab_")
-            and request.headers["Authorization"][:7].lower() == "bearer ")
-        if token is None or not judged or token_user(token) is not None:
+        if token is None:
+            return None
+        endpoint = path.startswith(API_PREFIX) or MLFLOW_ENDPOINT.match(path) is not None
+        if request.headers["Authorization"][:7].lower() == "bearer ":
+            judged = endpoint or token.startswith("rlab_")
+        else:
+            judged = endpoint and path.startswith(MLFLOW_PREFIX)
+        if not judged or token_user(token) is not None:
             return None
         if path.startswith(MLFLOW_PREFIX):
             return error_response("UNAUTHENTICATED", token_refusal())

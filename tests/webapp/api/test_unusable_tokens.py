@@ -118,3 +118,23 @@ def test_a_page_sent_an_unusable_rlab_token_says_so_instead_of_refusing_csrf(web
     response = call(web, "post", "/runs/{run_id}/cancel/", ids, tokens["revoked"])
     assert_refused(response, "a page's form")
     assert run_counts()[2] == 0
+
+
+def test_the_mlflow_clients_basic_auth_with_a_revoked_token_is_refused(web, unusable):
+    ids, tokens = unusable
+    response = requests.post(
+        f"{web}/mlflow/{ids['project_id']}/api/2.0/mlflow/runs/search", json={}, timeout=30,
+        auth=("ada", tokens["revoked"]))
+    assert_refused(response, "basic auth")
+
+
+def test_the_credentials_of_a_proxy_in_front_of_the_pages_pass(web, unusable):
+    """A proxy that asks for a password, or passes its own bearer token on, sends them with
+    every page: they are not rlab's to judge."""
+    ids, _ = unusable
+    for headers in ({"Authorization": "Basic YWRhOnByb3h5LXBhc3N3b3Jk"},
+                    {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"}):
+        for path in ("/login/", f"/mlflow/{ids['project_id']}/"):
+            response = requests.get(web + path, headers=headers, timeout=30,
+                                    allow_redirects=False)
+            assert response.status_code in (200, 302), (path, headers, response.status_code)
