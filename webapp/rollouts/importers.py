@@ -370,10 +370,7 @@ def _messages(value: list, at: str, errors: ProblemList) -> list[dict[str, str]]
             continue
         content = message.get("content")
         if isinstance(content, list):
-            content = "\n".join(
-                "[image]" if isinstance(block, dict) and block.get("type") == "image"
-                else block.get("text") or "" if isinstance(block, dict) else str(block)
-                for block in content)
+            content = "\n".join(_block_text(block) for block in content)
         if content is None:
             content = ""
         if not isinstance(content, str):
@@ -382,6 +379,13 @@ def _messages(value: list, at: str, errors: ProblemList) -> list[dict[str, str]]
         messages.append({"role": storable_text(message["role"]),
                          "content": storable_text(content)})
     return messages
+
+
+def _block_text(block: Any) -> str:
+    """A content block's text: a text block's, "[image]" where an image was."""
+    if not isinstance(block, dict):
+        return str(block)
+    return "[image]" if block.get("type") == "image" else block.get("text") or ""
 
 
 def _holds_bytes(type_) -> bool:

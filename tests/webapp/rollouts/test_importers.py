@@ -116,7 +116,7 @@ def test_a_reward_a_function_did_not_give_is_left_out_of_the_sum():
 
 def test_extra_columns_of_any_type_are_kept_as_json():
     data = trl_step(attempt=[1, 2, 3, 4], tools=[["calc"], [], None, ["calc", "web"]],
-                    scores={"a": [1, 2]} and [{"a": 1}, {"a": 2}, None, {"a": 3}])
+                    scores=[{"a": 1}, {"a": 2}, None, {"a": 3}])
     items = read_files([("c.parquet", data)], format=TRL)[5]
     assert items[0]["extra"] == {"answer": "5", "attempt": 1, "tools": ["calc"],
                                  "scores": {"a": 1}}
