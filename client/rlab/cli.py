@@ -3,7 +3,7 @@ terminal, through the REST API.
 
     rlab launch experiment.yaml --project 3 --follow
     rlab runs --project 3 --status running
-    rlab logs -f 12
+    rlab logs -f 12        (a tracked run: its metrics, as they arrive)
     rlab cancel 12
     rlab export 5 -o grpo.yaml && rlab import grpo.yaml --project 4
 
@@ -34,6 +34,7 @@ from rlab.client import (
 OK, FAILED, USAGE = 0, 1, 2
 EXPERIMENT_KEYS = ("name", "description", "kind", "config")
 KINDS = ("training", "evaluation")
+TRACKED = "tracked"  # the kind of a run a script logs to (rlab.init, mlflow)
 LOG_PAGE = 1000
 POLL_SECONDS = 1.0
 
@@ -214,7 +215,7 @@ def runs(api: Api, args: argparse.Namespace) -> int:
     rows = [("ID", "RUN", "STATUS", "PROGRESS", "CREATED")]
     for run in page["items"]:
         progress = run["progress"]
-        rows.append((str(run["id"]), run["name"], run["status"],
+        rows.append((str(run["id"]), title(run), run["status"],
                      f"{progress['step']}/{progress['total']}" if progress["total"] else "-",
                      local_time(run["created_at"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -226,13 +227,18 @@ def runs(api: Api, args: argparse.Namespace) -> int:
 
 
 def logs(api: Api, args: argparse.Namespace) -> int:
+    run = api.get(f"/runs/{args.run}")
+    tracked = run["kind"] == TRACKED
     if args.follow:
-        return follow(api, args.run)
+        return follow_metrics(api, run) if tracked else follow(api, args.run)
     after = 0
     while True:
         page = api.get(f"/runs/{args.run}/logs", after=after, limit=LOG_PAGE)
         after = print_lines(page["items"], after)
         if len(page["items"]) < LOG_PAGE:
+            if tracked and not after:
+                note(f"{title(run)} (run {run['id']}) is a tracked run: it has no worker log. "
+                     f"`rlab logs -f {run['id']}` follows its metrics.")
             return OK
 
 
@@ -243,7 +249,7 @@ def cancel(api: Api, args: argparse.Namespace) -> int:
         if exc.status == 409:
             raise Failed(str(exc.detail)) from exc
         raise
-    print(f"Cancelled {run['name']} (run {run['id']}).")
+    print(f"Cancelled {title(run)} (run {run['id']}).")
     return OK
 
 
@@ -269,10 +275,72 @@ def follow(api: Api, run_id: int) -> int:
         if not page["active"]:
             break
         time.sleep(POLL_SECONDS)
+    return ended(api, run_id)
+
+
+def follow_metrics(api: Api, run: dict[str, Any]) -> int:
+    """A tracked run has no worker log: print its metric points as they arrive, a line per step
+    (every point so far first), until it ends; OK if it succeeded. While the server is away,
+    wait for it."""
+    run_id = run["id"]
+    note(f"{title(run)} (run {run_id}) is a tracked run: it has no worker log. Following its "
+         "metrics instead; Ctrl-C stops.")
+    last: dict[str, int] = {}  # each key's last step printed
+    keys: list[str] = []
+    backoff, waiting = Backoff(base=1.0, cap=30.0), False
+    while True:
+        # From the earliest step a key may still have new points at (a key not yet read: 0).
+        start = min((last.get(key, -1) for key in keys), default=-1) + 1
+        try:
+            page = api.get(f"/runs/{run_id}/metrics", start=start)
+        except Transient as exc:
+            if not waiting:
+                note(f"{exc}; still following run {run_id}, Ctrl-C stops.")
+            waiting = True
+            time.sleep(backoff.next_delay())
+            continue
+        waiting = False
+        backoff.reset()
+        keys = page["keys"]
+        print_points(page["series"], last)
+        if not page["active"]:
+            return ended(api, run_id)
+        time.sleep(POLL_SECONDS)
+
+
+def print_points(series: dict[str, list[list[Any]]], last: dict[str, int]) -> None:
+    """Print the points of `series` ({key: [steps, values, times]}) after each key's last step
+    printed, one line per step with its keys in order; `last` is brought up to date."""
+    steps: dict[int, dict[str, Any]] = {}
+    for key, (key_steps, values, _) in series.items():
+        for step, value in zip(key_steps, values):
+            if step > last.get(key, -1):
+                steps.setdefault(step, {})[key] = value
+                last[key] = step
+    for step in sorted(steps):
+        shown = "  ".join(f"{key} {'nan' if value is None else format(value, '.6g')}"
+                          for key, value in sorted(steps[step].items()))
+        print(f"step {step}  {shown}", flush=True)
+
+
+def ended(api: Api, run_id: int) -> int:
+    """Say how the run ended; OK if it succeeded."""
     run = api.get(f"/runs/{run_id}")
-    ended = f"{run['name']} (run {run_id}) {run['status']}"
-    note(f"{ended}: {run['error']}" if run["error"] else f"{ended}.")
+    outcome = f"{title(run)} (run {run_id}) {run['status']}"
+    note(f"{outcome}: {run['error']}" if run["error"] else f"{outcome}.")
     return OK if run["status"] == "succeeded" else FAILED
+
+
+def title(run: dict[str, Any]) -> str:
+    """A run as people name it: a tracked run by the name its script gave it, with its
+    experiment and number; any other by its experiment and number.
+
+    >>> title({"name": "trl #2", "run_name": "lr 1e-6"})
+    'lr 1e-6 (trl #2)'
+    >>> title({"name": "grpo-small #1", "run_name": ""})
+    'grpo-small #1'
+    """
+    return f"{run['run_name']} ({run['name']})" if run.get("run_name") else run["name"]
 
 
 def print_lines(lines: list[dict[str, Any]], after: int) -> int:
@@ -330,10 +398,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--order-by", action="append", metavar="KEY",
                      help="MLflow's order_by, e.g. \"metrics.loss ASC\" (repeatable)")
 
-    sub = command("logs", logs, "Print a run's log lines.")
+    sub = command("logs", logs, "Print a run's log lines (a tracked run has none: -f follows "
+                                "its metrics).")
     sub.add_argument("run", type=int, help="the run's id")
     sub.add_argument("-f", "--follow", action="store_true",
-                     help="keep printing until the run ends; exit 1 unless it succeeded")
+                     help="keep printing until the run ends (a tracked run's metric points); "
+                          "exit 1 unless it succeeded")
 
     sub = command("cancel", cancel, "Cancel a run.")
     sub.add_argument("run", type=int, help="the run's id")

@@ -13,6 +13,7 @@ from typing import Any
 import requests
 
 RETRYABLE_STATUSES = {408, 425, 429}
+INVALID_TOKEN = "invalid or revoked token"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 120.0  # a 100k-point batch is COPYed in well under this
 
@@ -26,9 +27,13 @@ class Transient(Exception):
 
 
 class Rejected(RlabError):
-    """The server refused the request for good."""
+    """The server refused the request for good. A 401 always says that the token is invalid
+    or revoked, whoever answered it (rlab says so itself; a proxy in front of it may not)."""
 
     def __init__(self, status: int, detail: Any):
+        if status == 401 and INVALID_TOKEN not in str(detail).lower():
+            detail = (f"{INVALID_TOKEN}: set RLAB_TOKEN to an active token from the API tokens "
+                      f"page ({detail})")
         self.status = status
         self.detail = detail
         super().__init__(f"HTTP {status}: {detail}")

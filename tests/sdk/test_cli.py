@@ -249,3 +249,59 @@ def test_a_file_that_cannot_be_used_exits_1_naming_the_problem(rlab, project, tm
     assert status == 1 and out == ""
     assert named in err
     assert not Experiment.objects.filter(project=project).exists()
+
+
+def tracked_run(project, user, name: str = "lr 1e-6"):
+    from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
+
+    script = tracked_experiment_get_or_create(project=project, user=user, name="sweep")
+    return tracked_run_create(experiment=script, user=user, name=name)
+
+
+def test_runs_shows_the_name_a_script_gave_its_run(rlab, project, user):
+    run = tracked_run(project, user)
+
+    status, out, _ = rlab("runs")
+
+    assert status == 0
+    [row] = [line for line in out.splitlines() if line.startswith(str(run.pk))]
+    assert "lr 1e-6 (sweep #1)" in row
+
+
+def test_logs_of_a_tracked_run_says_it_has_no_worker_log(rlab, project, user):
+    run = tracked_run(project, user)
+
+    status, out, err = rlab("logs", run.pk)
+
+    assert status == 0 and out == ""
+    assert "is a tracked run: it has no worker log" in err and f"logs -f {run.pk}" in err
+
+
+def test_logs_follow_on_a_tracked_run_prints_its_metrics_until_it_ends(server, project, user):
+    from webapp.runs.ingestion import metrics_ingest
+    from webapp.runs.tracking import tracked_run_finish
+
+    run = tracked_run(project, user)
+    now = datetime.now(UTC)
+    metrics_ingest(run_id=run.pk, points=[("loss", 1, 0.75, now), ("reward/mean", 1, 0.25, now)])
+    env = {"RLAB_URL": server, "RLAB_TOKEN": token_create(user=user, name="cli")[1],
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "client")}
+    child = subprocess.Popen([sys.executable, "-m", "rlab", "logs", "-f", str(run.pk)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline() == "step 1  loss 0.75  reward/mean 0.25\n"
+        metrics_ingest(run_id=run.pk, points=[("loss", 2, 0.5, now)])
+        assert child.stdout.readline() == "step 2  loss 0.5\n"  # it follows as points come
+        metrics_ingest(run_id=run.pk, points=[("loss", 3, 0.25, now)])
+        tracked_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+
+    assert child.returncode == 0
+    assert out == "step 3  loss 0.25\n"
+    assert err.splitlines() == [
+        f"lr 1e-6 (sweep #1) (run {run.pk}) is a tracked run: it has no worker log. Following "
+        "its metrics instead; Ctrl-C stops.",
+        f"lr 1e-6 (sweep #1) (run {run.pk}) succeeded."]

@@ -18,7 +18,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
-from webapp.api.auth import API_AUTH
+from webapp.api.auth import API_AUTH, REFUSAL
 from webapp.api.routers import (
     experiments,
     imports,
@@ -29,7 +29,6 @@ from webapp.api.routers import (
     runs,
     tracking,
 )
-from webapp.api.tokens import INVALID_TOKEN
 from webapp.common.inputs import MalformedJson, in_rlabs_words, json_parse
 
 # A batch of 100,000 bad points would otherwise send 100,000 errors back.
@@ -74,9 +73,7 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(AuthenticationError)
 def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    response = api.create_response(
-        request, {"detail": f"{INVALID_TOKEN}: send `Authorization: Bearer rlab_…` with an "
-                            "active token from the API tokens page."}, status=401)
+    response = api.create_response(request, {"detail": REFUSAL}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="rlab"'
     return response
 

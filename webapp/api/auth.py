@@ -2,7 +2,8 @@
 for the interactive docs, whose writes need Django's CSRF token.
 
 A request that sends an Authorization header is judged by it alone: a bad, revoked or missing
-token is a 401 (api.py's `unauthenticated`), never a CSRF refusal meant for a browser."""
+token is a 401 (api.py's `unauthenticated`, and webapp.config.middleware before any view), never
+a CSRF refusal meant for a browser."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja.security import APIKeyCookie, HttpBearer
 
-from webapp.api.tokens import token_user
+from webapp.api.tokens import INVALID_TOKEN, token_user
+
+REFUSAL = (f"{INVALID_TOKEN}: send `Authorization: Bearer rlab_…` with an active token from the "
+           "API tokens page.")
 
 
 class TokenAuth(HttpBearer):

@@ -147,7 +147,9 @@ class RunOut(Schema):
     experiment_id: int
     project_id: int
     number: int
-    name: str
+    name: str = Field(description="The experiment's name and the run's number: `grpo #3`.")
+    run_name: str = Field(description="A tracked run's own name, as its script gave it (MLflow's "
+                                      "run_name, rlab.init's name); empty otherwise.")
     kind: str
     status: str
     active: bool = Field(description="Whether the run may still change: not yet ended.")
@@ -165,6 +167,10 @@ class RunOut(Schema):
     @staticmethod
     def resolve_name(run) -> str:
         return str(run)
+
+    @staticmethod
+    def resolve_run_name(run) -> str:
+        return run.name
 
     @staticmethod
     def resolve_kind(run) -> str:
@@ -191,7 +197,6 @@ class RunOut(Schema):
 class RunDetailOut(RunOut):
     config: dict[str, Any] = Field(description="The config snapshot the run runs with; a tracked "
                                                "run's logged parameters.")
-    run_name: str = Field(description="A tracked run's own name, as its script gave it.")
     tags: dict[str, str] = Field(description="A tracked run's tags, as its script set them.")
     error: str = Field(description="Why it failed; empty otherwise.")
     device: str
@@ -205,10 +210,6 @@ class RunDetailOut(RunOut):
     @staticmethod
     def resolve_error(run) -> str:
         return run.error_message
-
-    @staticmethod
-    def resolve_run_name(run) -> str:
-        return run.name
 
     @staticmethod
     def resolve_tags(run) -> dict[str, str]:

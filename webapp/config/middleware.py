@@ -1,8 +1,10 @@
 """MalformedInputMiddleware: the address, the cookies and the form of every request are checked
-against what rlab stores (webapp.common.inputs) before any view or database query sees them."""
+against what rlab stores (webapp.common.inputs) before any view or database query sees them.
+UnusableTokenMiddleware: a request carrying a token rlab does not accept is a 401 that says so."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
@@ -10,13 +12,17 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html
 
+from webapp.api.auth import REFUSAL
+from webapp.api.tokens import token_user
 from webapp.common.inputs import text_problem
+from webapp.mlflow_compat.auth import sent_token, token_refusal
 from webapp.mlflow_compat.errors import error_response
 
 # Where the JSON endpoints are mounted (webapp/config/urls.py): their refusals are JSON, each in
 # its own family's words, so that their clients can read them.
 API_PREFIX = "/api/"
 MLFLOW_PREFIX = "/mlflow/"
+MLFLOW_ENDPOINT = re.compile(r"^/mlflow/\d+/(?:ajax-)?api/")
 
 PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Bad request · rlab"
         "</title><h1>Bad request</h1><p>{}</p><p><a href=\"/\">Back to your projects</a></p>"
@@ -96,3 +102,32 @@ def refusal(request: HttpRequest, problem: str) -> HttpResponse:
     if request.path_info.startswith(API_PREFIX):
         return JsonResponse({"detail": problem}, status=400)
     return HttpResponseBadRequest(format_html(PAGE, problem))
+
+
+class UnusableTokenMiddleware(MiddlewareMixin):
+    """A 401 "invalid or revoked token" for a request whose `Authorization` header carries a
+    token that rlab does not accept (mistyped, revoked, its user deactivated), on every path
+    and before Django's CSRF check, which would otherwise refuse a script's write with a
+    message meant for browsers. Judged: a bearer token sent to the REST API or the tracking
+    endpoints, the password of basic auth sent to the tracking endpoints (the mlflow client's
+    other way), and anywhere a bearer token shaped as rlab's (`rlab_…`); so the credentials of
+    a proxy in front of the pages pass. A token that is accepted is left to the endpoint, which finds
+    its user again: the pages take no token."""
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        path = request.path_info
+        token = sent_token(request)
+        if token is None:
+            return None
+        endpoint = path.startswith(API_PREFIX) or MLFLOW_ENDPOINT.match(path) is not None
+        if request.headers["Authorization"][:7].lower() == "bearer ":
+            judged = endpoint or token.startswith("rlab_")
+        else:
+            judged = endpoint and path.startswith(MLFLOW_PREFIX)
+        if not judged or token_user(token) is not None:
+            return None
+        if path.startswith(MLFLOW_PREFIX):
+            return error_response("UNAUTHENTICATED", token_refusal())
+        response = JsonResponse({"detail": REFUSAL}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="rlab"'
+        return response

@@ -38,7 +38,12 @@ def request_user(request: HttpRequest):
                                              f"{HOW_TO_AUTHENTICATE}")
     user = token_user(token)
     if user is None:
-        raise MlflowError("UNAUTHENTICATED", f"{INVALID_TOKEN}: the API token is mistyped, "
-                                             "revoked, or its user is deactivated. "
-                                             f"{HOW_TO_AUTHENTICATE}")
+        raise MlflowError("UNAUTHENTICATED", token_refusal())
     return user
+
+
+def token_refusal() -> str:
+    """What a request with a token that is not accepted is told, by the tracking endpoints and
+    by every other path (webapp.config.middleware)."""
+    return (f"{INVALID_TOKEN}: the API token is mistyped, revoked, or its user is deactivated. "
+            f"{HOW_TO_AUTHENTICATE}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.common.inputs import storable_text
@@ -29,6 +30,7 @@ from webapp.mlflow_compat.entities import (
 )
 from webapp.mlflow_compat.errors import MlflowError, error_response
 from webapp.projects.models import Project
+from webapp.projects.selectors import get_project_for_user
 from webapp.runs.ingestion import MetricSample, metrics_ingest
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.tracking import (
@@ -281,6 +283,20 @@ def not_implemented(request: HttpRequest, project_id: int, path: str) -> HttpRes
                           "models, traces or searches.")
 
 
+TRACKED_RUNS_LISTED = 50
+
+
+@login_required
 def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    """The tracking URI itself, which the client prints links under: the project's page."""
-    return redirect("projects:detail", project_id=project_id)
+    """The tracking URI itself, under which the mlflow client prints a run's link
+    (`<uri>/#/experiments/<id>/runs/<id>`, the MLflow UI's address of the run). The fragment
+    never reaches the server: static/mlflow_link.js reads it and opens the run's page (or the
+    experiment's); without JavaScript the page lists the project's tracked runs, newest first."""
+    project = get_project_for_user(request.user, project_id)
+    experiments = Experiment.objects.filter(project=project, kind=ExperimentKind.TRACKED)
+    default = experiments.filter(name=DEFAULT_EXPERIMENT_NAME).first()
+    runs = (Run.objects.filter(experiment__in=experiments).select_related("experiment")
+            .order_by("-created_at", "-pk")[:TRACKED_RUNS_LISTED])
+    return render(request, "mlflow_compat/project_page.html", {
+        "project": project, "runs": runs, "listed": TRACKED_RUNS_LISTED,
+        "default_experiment": default})

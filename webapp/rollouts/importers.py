@@ -6,11 +6,15 @@ The formats, as the trainers write them (keep in step with their source):
 
 - TRL: `GRPOTrainer.log` in trl/trainer/grpo_trainer.py, with `log_completions=True`, writes
   `<output_dir>/completions/completions_<global_step:05d>.parquet` with pandas: one row per
-  completion of the last generation batch, columns `step`, `prompt`, `completion` (decoded text),
-  one float column per reward function (named as the function; NaN where it gave no reward), the
+  completion of the last generation batch, columns `step`, `prompt`, `completion`, one float
+  column per reward function (named as the function; NaN where it gave no reward), the
   columns reward functions add with `log_extra`, and `advantage`. There is no total reward:
   TRL trains on the weighted sum of the per-function rewards, NaN skipped; the weights are not in
   the file, so the total here is the plain sum, as with TRL's default weights of 1.
+  With a conversational dataset, `prompt` and `completion` are lists of `{role, content}`
+  messages (`strip_images_from_messages` leaves an image block as `{"type": "image"}`): the
+  prompt is kept as its messages (`extra["prompt_messages"]`, shown as a chat) and as text,
+  one `role: content` paragraph per message; the completion as its assistant messages' text.
 - veRL: `RayPPOTrainer._dump_generations` in verl/trainer/ppo/ray_trainer.py, with
   `trainer.rollout_data_dir` set, writes `<dir>/<global_steps>.jsonl`: one object per completion,
   `input`, `output` (decoded text), `score` (the summed token-level score), `step`, `gts` (the
@@ -29,7 +33,10 @@ rollout items a batch at a time, for the caller to store in one transaction. Mem
 batch, and a few numbers per group.
 
 Every problem a person can fix is a `RolloutFileError` naming the file, the row or line and the
-column; a file with any problem gives no rollouts at all.
+column; a file with any problem gives no rollouts at all. Two things are not problems but notes:
+a row whose score is NaN or missing (TRL: every reward function's) is stored "unscored"
+(`extra["unscored"]` says why, its reward 0, as TRL's NaN-skipping sum gives it), and a column
+of images or bytes is left out (`RolloutScan.left_out` says which and why).
 """
 
 from __future__ import annotations
@@ -63,6 +70,13 @@ TRL_SHAPE = ("A TRL completions file (GRPOTrainer with log_completions=True) has
 VERL_KEYS = ("input", "output", "score", "step")
 VERL_SHAPE = ("A veRL rollout dump (trainer.rollout_data_dir) has one JSON object per line with "
               "input, output, score and step.")
+LOOKS_LIKE_TRL = "This looks like a TRL Parquet file: use format=trl."
+LOOKS_LIKE_VERL = "This looks like a veRL JSON-lines dump: use format=verl."
+# Where a conversational prompt's messages are kept, and an unscored row's reason (both in
+# `extra`, which the rollout pages read).
+PROMPT_MESSAGES = "prompt_messages"
+COMPLETION_MESSAGES = "completion_messages"
+UNSCORED = "unscored"
 
 
 class RolloutFileError(FileProblems):
@@ -81,6 +95,10 @@ class Completion:
     advantage: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def scored(self) -> bool:
+        return UNSCORED not in self.extra
+
 
 def detect_format(path: Path) -> str:
     """TRL for a Parquet file (by its magic bytes), veRL for anything else."""
@@ -94,9 +112,18 @@ class _Group:
 
     index: int  # the group's number in its step: prompts in the order they first appear
     size: int
-    reward: float  # the first completion's
-    mixed: bool = False  # whether some other completion's reward differs from the first's
+    reward: float | None  # the first scored completion's
+    scored: int = 0  # completions with a score
+    mixed: bool = False  # whether some other scored completion's reward differs from the first's
     placed: int = 0  # completions given a sample index so far (by RolloutScan.batches)
+
+    def add(self, completion: Completion) -> None:
+        if not completion.scored:
+            return
+        self.scored += 1
+        if self.reward is None:
+            self.reward = completion.reward
+        self.mixed = self.mixed or completion.reward != self.reward
 
 
 @dataclass
@@ -110,6 +137,8 @@ class RolloutScan:
     limits: Limits
     rows: int
     groups: dict[int, dict[bytes, _Group]]
+    unscored: int = 0
+    left_out: dict[str, str] = field(default_factory=dict)  # column: why
 
     @property
     def steps(self) -> list[int]:
@@ -119,8 +148,8 @@ class RolloutScan:
         """The rollout items of each step, at most `size` at a time, in the shape
         `webapp.runs.services.rollouts_import` takes: a step's completions of one prompt form a
         group, numbered in the order the prompts first appear, with their samples in file order.
-        A group is degenerate when it has two or more completions and all their rewards are
-        equal (no GRPO signal). RolloutFileError, after the batches before it, if the files no
+        A group is degenerate when it has two or more scored completions and all their rewards
+        are equal (no GRPO signal). RolloutFileError, after the batches before it, if the files no
         longer read as they did: store the batches in one transaction."""
         for step_groups in self.groups.values():
             for group in step_groups.values():
@@ -129,12 +158,12 @@ class RolloutScan:
         batch: dict[int, list[dict[str, Any]]] = {}
         count = 0
         for completion in _completions(self.files, self.format, self.reward_columns,
-                                       self.limits, errors):
+                                       self.limits, errors, {}):
             group = self.groups.get(completion.step, {}).get(_group_key(completion.prompt))
             if group is None or group.placed == group.size:
                 errors.add("The files changed while they were imported: import them again.")
                 break
-            degenerate = not group.mixed if group.size > 1 else None
+            degenerate = not group.mixed if group.scored > 1 else None
             batch.setdefault(completion.step, []).append(
                 _item(completion, group.index, group.placed, degenerate))
             group.placed += 1
@@ -159,19 +188,20 @@ def scan_files(files: Sequence[tuple[str, Path]], *, format: str,
                                 "one score per line."])
     errors = ProblemList(RolloutFileError)
     groups: dict[int, dict[bytes, _Group]] = {}
-    rows = 0
-    for completion in _completions(files, format, reward_columns, limits, errors):
+    rows = unscored = 0
+    left_out: dict[str, str] = {}
+    for completion in _completions(files, format, reward_columns, limits, errors, left_out):
         rows += 1
+        unscored += not completion.scored
         step_groups = groups.setdefault(completion.step, {})
         key = _group_key(completion.prompt)
         if (group := step_groups.get(key)) is None:
-            step_groups[key] = _Group(index=len(step_groups), size=1, reward=completion.reward)
-        else:
-            group.size += 1
-            group.mixed = group.mixed or completion.reward != group.reward
+            group = step_groups[key] = _Group(index=len(step_groups), size=0, reward=None)
+        group.size += 1
+        group.add(completion)
     errors.raise_any()
     return RolloutScan(files=files, format=format, reward_columns=reward_columns, limits=limits,
-                       rows=rows, groups=groups)
+                       rows=rows, groups=groups, unscored=unscored, left_out=left_out)
 
 
 def _group_key(prompt: str) -> bytes:
@@ -182,14 +212,14 @@ def _group_key(prompt: str) -> bytes:
 
 def _completions(files: Sequence[tuple[str, Path]], format: str,
                  reward_columns: Collection[str] | None, limits: Limits,
-                 errors: ProblemList) -> Iterator[Completion]:
-    """The completions of each file in turn, read as a stream; problems go to `errors`, and a
-    file past a limit is read no further."""
+                 errors: ProblemList, left_out: dict[str, str]) -> Iterator[Completion]:
+    """The completions of each file in turn, read as a stream; problems go to `errors`, columns
+    left out to `left_out`, and a file past a limit is read no further."""
     for name, path in files:
         where = _Where(name)
         with path.open("rb") as file:
-            read = _read_trl(file, where, errors, reward_columns, limits) if format == TRL \
-                else _read_verl(file, where, errors, limits)
+            read = _read_trl(file, where, errors, reward_columns, limits, left_out) \
+                if format == TRL else _read_verl(file, where, errors, limits)
             try:
                 yield from read
             except LimitExceeded as exc:
@@ -236,13 +266,15 @@ class _Where:
 
 
 def _read_trl(file: BinaryIO, where: _Where, errors: ProblemList,
-              reward_columns: Collection[str] | None, limits: Limits) -> Iterator[Completion]:
+              reward_columns: Collection[str] | None, limits: Limits,
+              left_out: dict[str, str]) -> Iterator[Completion]:
     import pyarrow as pa
 
     size = streaming.file_size(file)
     if not streaming.is_parquet(file, size):
+        hint = LOOKS_LIKE_VERL if _starts_like_json(file) else TRL_SHAPE
         errors.add(f"{where()} is not a Parquet file: it lacks the PAR1 markers at its start and "
-                   f"end. {TRL_SHAPE}")
+                   f"end. {hint}")
         return
     try:
         parquet = streaming.ParquetRows(file, size=size, limits=limits, where=where,
@@ -271,7 +303,15 @@ def _read_trl(file: BinaryIO, where: _Where, errors: ProblemList,
             errors.add(f"{where()} has no reward column (a column of floats besides advantage). "
                        f"{TRL_SHAPE}")
             return
-    extras = [name for name in names if name not in TRL_COLUMNS and name not in rewards]
+    extras = []
+    for name in names:
+        if name in TRL_COLUMNS or name in rewards:
+            continue
+        if _holds_bytes(schema.field(name).type):
+            left_out[name] = ("it holds images or bytes, which rollouts do not store; the "
+                              "rows are imported without it.")
+        else:
+            extras.append(name)
     found = 0
     try:
         for number, row in parquet.read(names):
@@ -289,19 +329,86 @@ def _trl_completion(row: dict[str, Any], at: str, errors: ProblemList, rewards: 
         return f"{at}, column {column!r}"
 
     step = _step(row["step"], cell_at("step"), errors)
-    prompt = _text(row["prompt"], cell_at("prompt"), errors)
-    completion = _text(row["completion"], cell_at("completion"), errors)
+    extra = {name: _json_value(row[name]) for name in extras}
+    if isinstance(row["prompt"], list):
+        messages = _messages(row["prompt"], cell_at("prompt"), errors)
+        prompt = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        extra[PROMPT_MESSAGES] = messages
+    else:
+        prompt = _text(row["prompt"], cell_at("prompt"), errors)
+    if isinstance(row["completion"], list):
+        messages = _messages(row["completion"], cell_at("completion"), errors)
+        completion = "\n\n".join(m["content"] for m in messages if m["role"] == "assistant")
+        if any(m["role"] != "assistant" for m in messages):  # a tool's answers between turns
+            extra[COMPLETION_MESSAGES] = messages
+    else:
+        completion = _text(row["completion"], cell_at("completion"), errors)
     scores: dict[str, float] = {}
     for name in rewards:
         value = _number(row[name], cell_at(name), errors, missing_ok=True)
         if value is not None and math.isfinite(value):
             scores[name] = value
+    if rewards and not scores:
+        extra[UNSCORED] = (f"no reward function scored it: {_listed(rewards)} "
+                           f"{'is' if len(rewards) == 1 else 'are all'} NaN or missing")
     advantage = _number(row.get("advantage"), cell_at("advantage"), errors, missing_ok=True)
     if advantage is not None and not math.isfinite(advantage):
         advantage = None
     return Completion(step=step, prompt=prompt, completion=completion,
                       reward=sum(scores.values()), rewards=scores, advantage=advantage,
-                      extra={name: _json_value(row[name]) for name in extras})
+                      extra=extra)
+
+
+def _messages(value: list, at: str, errors: ProblemList) -> list[dict[str, str]]:
+    """A conversation as TRL logs it, as `{role, content}` messages with text content: a list of
+    content blocks becomes its text blocks' text, an image block "[image]"."""
+    messages = []
+    for number, message in enumerate(value, start=1):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            errors.add(f"{at}, message {number}: {_shown(message)} is not a message "
+                       "({role, content}).")
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "\n".join(_block_text(block) for block in content)
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            errors.add(f"{at}, message {number}: its content {_shown(content)} is not text.")
+            continue
+        messages.append({"role": storable_text(message["role"]),
+                         "content": storable_text(content)})
+    return messages
+
+
+def _block_text(block: Any) -> str:
+    """A content block's text: a text block's, "[image]" where an image was."""
+    if not isinstance(block, dict):
+        return str(block)
+    return "[image]" if block.get("type") == "image" else block.get("text") or ""
+
+
+def _holds_bytes(type_) -> bool:
+    """Whether an Arrow type is or holds binary data: an image column (Hugging Face's Image
+    feature is a struct of bytes and path), or raw bytes."""
+    import pyarrow as pa
+
+    if pa.types.is_binary(type_) or pa.types.is_large_binary(type_) \
+            or pa.types.is_fixed_size_binary(type_):
+        return True
+    if pa.types.is_struct(type_):
+        return any(_holds_bytes(type_.field(i).type) for i in range(type_.num_fields))
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) \
+            or pa.types.is_fixed_size_list(type_):
+        return _holds_bytes(type_.value_type)
+    return False
+
+
+def _starts_like_json(file: BinaryIO) -> bool:
+    file.seek(0)
+    start = file.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
+    file.seek(0)
+    return start.startswith(b"{")
 
 
 # veRL
@@ -309,6 +416,9 @@ def _trl_completion(row: dict[str, Any], at: str, errors: ProblemList, rewards: 
 
 def _read_verl(file: BinaryIO, where: _Where, errors: ProblemList,
                limits: Limits) -> Iterator[Completion]:
+    if streaming.is_parquet(file, streaming.file_size(file)):
+        errors.add(f"{where()} is a Parquet file, not a veRL dump. {LOOKS_LIKE_TRL}")
+        return
     stem = PurePosixPath(where.filename).stem
     step_from_name = int(stem) if stem.isdigit() else None
     counter = streaming.Counter(limits, where)
@@ -344,15 +454,16 @@ def _read_verl(file: BinaryIO, where: _Where, errors: ProblemList,
             return f"{at}, key {key!r}"
 
         step = _step(entry.get("step", step_from_name), key_at("step"), errors)
-        reward = _number(entry["score"], key_at("score"), errors)
-        if reward is not None and not math.isfinite(reward):
-            errors.add(f"{key_at('score')}: {reward} is not a finite number.")
+        reward = _number(entry["score"], key_at("score"), errors, missing_ok=True)
         try:
             extra = {key: _json_value(value) for key, value in entry.items()
                      if key not in VERL_KEYS}
         except RecursionError:
             errors.add(f"{at} is not JSON (nested too deeply). {VERL_SHAPE}")
             continue
+        if reward is None or not math.isfinite(reward):
+            extra[UNSCORED] = f"its score is {_shown(entry['score'])}"
+            reward = None
         found += 1
         yield Completion(
             step=step, prompt=_text(entry["input"], key_at("input"), errors),

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Avg, Count
+from django.db.models import Avg, Count, F, Q
 
-from webapp.rollouts.rollout_browser import for_display, reward_names
+from webapp.rollouts.importers import PROMPT_MESSAGES, UNSCORED
+from webapp.rollouts.rollout_browser import for_display, mean_reward, reward_names
 from webapp.runs.models import Rollout, Run
 
 PROMPT_HISTORY_STEPS = 20
@@ -22,8 +23,8 @@ class PromptStep:
     completions: list[Rollout]
 
     @property
-    def mean_reward(self) -> float:
-        return sum(r.reward for r in self.completions) / len(self.completions)
+    def mean_reward(self) -> float | None:
+        return mean_reward(self.completions)
 
     @property
     def reward_names(self) -> list[str]:
@@ -34,6 +35,7 @@ class PromptStep:
 class PromptHistory:
     prompt_id: str
     prompt: str
+    prompt_messages: list[dict[str, str]] | None
     steps: list[PromptStep]
     mean_rewards: list[tuple[int, float, int]] = field(default_factory=list)
     next_step: int | None = None
@@ -50,7 +52,8 @@ def prompt_history(run: Run, prompt_id: str, *, after: int | None = None,
     PROMPT_HISTORY_COMPLETIONS completions (a small dataset puts a prompt in many groups of a
     step), and always at least one step."""
     rows = Rollout.objects.filter(run=run, prompt_id=prompt_id)
-    first = rows.order_by("step", "group", "sample_index").only("prompt").first()
+    first = (rows.order_by("step", "group", "sample_index").only("prompt")
+             .annotate(prompt_messages=F(f"extra__{PROMPT_MESSAGES}")).first())
     if first is None:
         return None
     counts = rows.values("step").annotate(n=Count("id"))
@@ -74,6 +77,7 @@ def prompt_history(run: Run, prompt_id: str, *, after: int | None = None,
                                                                       "sample_index"):
         completions[rollout.step].append(rollout)
     history = PromptHistory(prompt_id=prompt_id, prompt=first.prompt,
+                            prompt_messages=first.prompt_messages,
                             steps=[PromptStep(step, completions[step]) for step in taken],
                             mean_rewards=mean_reward_by_step(run, prompt_id) if with_means
                             else [])
@@ -84,8 +88,10 @@ def prompt_history(run: Run, prompt_id: str, *, after: int | None = None,
 
 
 def mean_reward_by_step(run: Run, prompt_id: str) -> list[tuple[int, float, int]]:
-    """(step, mean reward, completions) for every step at which the prompt was sampled."""
-    return list(Rollout.objects.filter(run=run, prompt_id=prompt_id).values("step")
+    """(step, mean reward, completions) for every step at which the prompt was sampled and some
+    completion was scored."""
+    return list(Rollout.objects.filter(run=run, prompt_id=prompt_id)
+                .exclude(Q(extra__has_key=UNSCORED)).values("step")
                 .annotate(mean=Avg("reward"), n=Count("id")).order_by("step")
                 .values_list("step", "mean", "n"))
 

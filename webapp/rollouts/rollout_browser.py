@@ -38,6 +38,8 @@ from django.db.models import BooleanField, Exists, ExpressionWrapper, F, Func, O
 from django.db.models.expressions import BaseExpression
 from django.db.models.lookups import GreaterThanOrEqual, LessThanOrEqual
 
+from webapp.rollouts.importers import PROMPT_MESSAGES, UNSCORED
+
 from webapp.runs.models import Negated, Rollout, Run
 
 PAGE_GROUPS = 10
@@ -216,6 +218,10 @@ class RolloutGroup:
         return self.first.prompt
 
     @property
+    def prompt_messages(self) -> list[dict[str, str]] | None:
+        return self.first.prompt_messages
+
+    @property
     def prompt_id(self) -> str:
         return self.first.prompt_id
 
@@ -224,8 +230,8 @@ class RolloutGroup:
         return self.first.group_degenerate
 
     @property
-    def mean_reward(self) -> float:
-        return sum(r.reward for r in self.completions) / len(self.completions)
+    def mean_reward(self) -> float | None:
+        return mean_reward(self.completions)
 
     @property
     def partial(self) -> bool:
@@ -292,10 +298,19 @@ def page_query(run: Run, filters: RolloutFilters, order: RolloutOrder, *, after:
 
 def for_display(rollouts):
     """Rollouts as the completions table shows them: their labels, whether a token view was
-    recorded, and not the token arrays themselves."""
+    recorded, and not the token arrays themselves; of their `extra`, only what the pages show
+    (an imported conversation's messages, why an imported rollout has no score)."""
     return (rollouts.defer("token_data", "extra").prefetch_related("annotations")
             .annotate(has_tokens=ExpressionWrapper(Q(token_data__isnull=False),
-                                                   output_field=BooleanField())))
+                                                   output_field=BooleanField()),
+                      prompt_messages=F(f"extra__{PROMPT_MESSAGES}"),
+                      unscored=F(f"extra__{UNSCORED}")))
+
+
+def mean_reward(rollouts: list[Rollout]) -> float | None:
+    """The mean reward of those that have a score (an imported rollout may have none)."""
+    rewards = [r.reward for r in rollouts if not r.unscored]
+    return sum(rewards) / len(rewards) if rewards else None
 
 
 def _groups(run: Run, keys: list[tuple[int, int]], filters: RolloutFilters,

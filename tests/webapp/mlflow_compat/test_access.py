@@ -171,12 +171,3 @@ def test_an_unsupported_call_is_not_implemented_in_mlflows_words(project):
     assert response.status_code == 501
     assert response.json()["error_code"] == "NOT_IMPLEMENTED"
     assert "registered-models/create" in response.json()["message"]
-
-
-@pytest.mark.django_db
-def test_the_tracking_uri_itself_leads_to_the_project_page(project):
-    # The client prints links to runs under it, for MLflow's own UI.
-    response = Client().get(f"/mlflow/{project.pk}/")
-
-    assert response.status_code == 302
-    assert response["Location"] == project.get_absolute_url()

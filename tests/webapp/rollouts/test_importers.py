@@ -116,11 +116,94 @@ def test_a_reward_a_function_did_not_give_is_left_out_of_the_sum():
 
 def test_extra_columns_of_any_type_are_kept_as_json():
     data = trl_step(attempt=[1, 2, 3, 4], tools=[["calc"], [], None, ["calc", "web"]],
-                    blob=[b"\x00\x01", None, None, None])
+                    scores=[{"a": 1}, {"a": 2}, None, {"a": 3}])
     items = read_files([("c.parquet", data)], format=TRL)[5]
     assert items[0]["extra"] == {"answer": "5", "attempt": 1, "tools": ["calc"],
-                                 "blob": "<2 bytes>"}
+                                 "scores": {"a": 1}}
     assert items[2]["extra"]["tools"] is None
+
+
+def scanned(data: bytes, format: str = TRL):
+    with tempfile.NamedTemporaryFile() as file:
+        file.write(data)
+        file.flush()
+        return scan_files([("c.parquet", Path(file.name))], format=format)
+
+
+def test_columns_of_images_or_bytes_are_left_out_with_the_reason():
+    """An image as Hugging Face datasets store one (a struct of bytes and path), a list of
+    them, raw bytes."""
+    image = {"bytes": b"\x89PNG\r\n", "path": "a.png"}
+    data = trl_step(image=[image] * 4, images=[[image]] * 4, blob=[b"\x00\x01"] * 4)
+    scan = scanned(data)
+    assert list(scan.left_out) == ["image", "images", "blob"]
+    assert all("images or bytes" in reason for reason in scan.left_out.values())
+    items = read_files([("c.parquet", data)], format=TRL)[5]
+    assert items[0]["extra"] == {"answer": "5"}
+
+
+def chat(*messages: tuple[str, str | list]) -> list[dict]:
+    return [{"role": role, "content": content} for role, content in messages]
+
+
+def test_a_conversational_trl_file_keeps_the_prompt_as_a_chat_and_the_answer_as_text():
+    """GRPOTrainer with a conversational dataset logs prompt and completion as messages."""
+    system = ("system", "Answer with a number.")
+    prompts = [chat(system, ("user", SUM))] * 2 + [chat(system, ("user", PRODUCT))] * 2
+    completions = [chat(("assistant", answer)) for answer in ["5", "6", "20", "20"]]
+    items = read_files([("c.parquet", trl_step(prompt=prompts, completion=completions))],
+                       format=TRL)[5]
+    first = items[0]
+    assert first["prompt"] == f"system: Answer with a number.\n\nuser: {SUM}"
+    assert first["extra"]["prompt_messages"] == chat(system, ("user", SUM))
+    assert [item["completion"] for item in items] == ["5", "6", "20", "20"]
+    assert [(item["group"], item["sample_index"]) for item in items] == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    assert "completion_messages" not in first["extra"]
+
+
+def test_a_chat_with_images_shows_where_they_were_and_a_tool_turn_keeps_its_messages():
+    prompt = chat(("user", [{"type": "image", "text": None}, {"type": "text", "text": "What?"}]))
+    completion = chat(("assistant", "Let me look."), ("tool", "a cat"), ("assistant", "A cat."))
+    data = trl_parquet(step=[1], prompt=[prompt], completion=[completion], r=[1.0],
+                       advantage=[0.0])
+    [item] = read_files([("c.parquet", data)], format=TRL)[1]
+    assert item["prompt"] == "user: [image]\nWhat?"
+    assert item["completion"] == "Let me look.\n\nA cat."
+    assert [m["role"] for m in item["extra"]["completion_messages"]] == [
+        "assistant", "tool", "assistant"]
+
+
+def test_a_row_no_reward_function_scored_is_stored_unscored_not_refused():
+    data = trl_step(correctness_reward=[math.nan, 0.0, 1.0, 1.0],
+                    format_reward=[math.nan, 0.5, 0.5, 0.5])
+    assert scanned(data).unscored == 1
+    items = read_files([("c.parquet", data)], format=TRL)[5]
+    assert items[0]["reward"] == 0.0 and items[0]["rewards"] == {}
+    assert "'correctness_reward', 'format_reward' are all NaN" in items[0]["extra"]["unscored"]
+    assert all("unscored" not in item["extra"] for item in items[1:])
+    # One scored completion left in its group: whether it is degenerate is not known.
+    assert items[1]["group_degenerate"] is None
+
+
+def test_a_verl_line_whose_score_is_nan_or_null_is_stored_unscored():
+    data = verl_lines({"input": SUM, "output": "5", "score": 1.0, "step": 1},
+                      {"input": SUM, "output": "6", "score": math.nan, "step": 1},
+                      {"input": SUM, "output": "7", "score": None, "step": 1},
+                      {"input": SUM, "output": "8", "score": 1.0, "step": 1})
+    items = read_files([("1.jsonl", data)], format=VERL)[1]
+    assert [item["extra"].get("unscored") for item in items] == [
+        None, "its score is NaN", "its score is missing", None]
+    assert [item["reward"] for item in items] == [1.0, 0.0, 0.0, 1.0]
+    assert items[0]["group_degenerate"] is True  # its two scored completions agree
+
+
+def test_a_parquet_file_sent_as_verl_is_told_to_use_trl_and_the_reverse():
+    with pytest.raises(RolloutFileError, match="looks like a TRL Parquet file: use format=trl"):
+        read_files([("c.parquet", trl_step())], format=VERL)
+    with pytest.raises(RolloutFileError, match="looks like a veRL JSON-lines dump: use "
+                                               "format=verl"):
+        read_files([("1.jsonl", VERL_FILES[0].read_bytes())], format=TRL)
 
 
 def test_the_reward_columns_can_be_named_when_a_float_column_is_no_reward():
@@ -338,12 +421,13 @@ def test_the_api_imports_a_parquet_body_and_a_multipart_file(api, tracked_run):
     url = f"/api/runs/{tracked_run.pk}/rollouts/import"
     response = api.post(url, trl_step(3), content_type="application/octet-stream")
     assert response.status_code == 200, response.content
-    assert response.json() == {"received": 4, "stored": 4, "steps": 1}
+    nothing_left_out = {"unscored": 0, "left_out": []}
+    assert response.json() == {"received": 4, "stored": 4, "steps": 1, **nothing_left_out}
     with VERL_FILES[0].open("rb") as upload:
         response = api.post(f"{url}?format=verl", {"file": upload})
-    assert response.json() == {"received": 6, "stored": 6, "steps": 1}
+    assert response.json() == {"received": 6, "stored": 6, "steps": 1, **nothing_left_out}
     again = api.post(url, trl_step(3), content_type="application/octet-stream")
-    assert again.json() == {"received": 4, "stored": 0, "steps": 1}
+    assert again.json() == {"received": 4, "stored": 0, "steps": 1, **nothing_left_out}
     assert Rollout.objects.filter(run=tracked_run).count() == 10
 
 
@@ -359,12 +443,42 @@ def test_the_api_refuses_a_malformed_file_whole(api, tracked_run):
     assert not Rollout.objects.exists()
 
 
+def token_client(someone) -> Client:
+    return Client(headers={"Authorization": f"Bearer {token_create(user=someone, name='t')[1]}"})
+
+
 @pytest.mark.django_db
-def test_the_api_takes_no_file_into_a_run_that_has_ended(api, tracked_run):
-    tracking.tracked_run_finish(run_id=tracked_run.pk, status=RunStatus.SUCCEEDED)
-    response = api.post(f"/api/runs/{tracked_run.pk}/rollouts/import", trl_step(),
+def test_a_tracked_run_that_has_ended_takes_files_from_its_author_and_admins(
+        project, user, member_of):
+    """MLflow ends a TRL run when training ends, before anyone imports its completions."""
+    member, other = member_of("member"), member_of("member", "other-member")
+    tracked = tracking.tracked_experiment_get_or_create(project=project, user=member, name="trl")
+    run = tracking.tracked_run_create(experiment=tracked, user=member)
+    tracking.tracked_run_finish(run_id=run.pk, status=RunStatus.SUCCEEDED)
+    url = f"/api/runs/{run.pk}/rollouts/import"
+
+    refused = token_client(other).post(url, trl_step(1), content_type="application/octet-stream")
+    by_author = token_client(member).post(url, trl_step(1),
+                                          content_type="application/octet-stream")
+    by_admin = token_client(user).post(url, trl_step(2), content_type="application/octet-stream")
+
+    assert refused.status_code == 403
+    assert "only its author and the team's admins" in refused.json()["detail"]
+    assert by_author.status_code == by_admin.status_code == 200
+    assert set(Rollout.objects.filter(run=run).values_list("step", flat=True)) == {1, 2}
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_a_run_launched_from_rlab_that_has_ended_takes_no_file(api, experiment, user):
+    from webapp.runs.services import run_cancel, run_launch
+
+    run = run_launch(experiment=experiment, user=user)
+    run_cancel(run=run, user=user)
+    response = api.post(f"/api/runs/{run.pk}/rollouts/import", trl_step(),
                         content_type="application/octet-stream")
     assert response.status_code == 409
+    assert not Rollout.objects.exists()
 
 
 # Large and hostile files: read as streams, within limits, stored all or nothing
@@ -471,7 +585,8 @@ def test_the_api_imports_a_large_file_with_exactly_its_rows(api, tracked_run):
         upload.seek(0)
         response = api.post(f"{import_url(tracked_run)}?format=verl", {"file": upload})
     assert response.status_code == 200, response.content
-    assert response.json() == {"received": 20_000, "stored": 20_000, "steps": 5}
+    assert response.json() == {"received": 20_000, "stored": 20_000, "steps": 5, "unscored": 0,
+                               "left_out": []}
     stored = Rollout.objects.filter(run=tracked_run)
     assert stored.count() == 20_000
     assert sorted(stored.values_list("completion", flat=True)) == sorted(

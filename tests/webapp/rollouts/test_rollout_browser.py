@@ -423,3 +423,27 @@ def test_a_rollout_without_a_prompt_id_has_no_history_link(signed_in, run):
 
 def test_doctests_pass():
     assert doctest.testmod(webapp.rollouts.rollout_browser).failed == 0
+
+
+def test_an_imported_conversation_is_shown_as_a_chat_role_by_role_escaped(signed_in, run):
+    """What a TRL conversational file leaves (webapp.rollouts.importers): the messages in
+    extra, the text in prompt; and a rollout imported without a score."""
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PAYLOAD}]
+    add_group(run, 1, 0, [1.0, 0.0], prompt=f"system: Be brief.\n\nuser: {PAYLOAD}",
+              extra=[{"prompt_messages": messages},
+                     {"prompt_messages": messages, "unscored": "its score is NaN"}])
+
+    pages = [browse(signed_in, run),
+             signed_in.get(reverse("rollouts:prompt_history", args=[run.pk, "1+0"])),
+             signed_in.get(reverse("reviews:rollout",
+                                   args=[Rollout.objects.get(sample_index=1).pk]))]
+
+    for page in pages:
+        body = page.content.decode()
+        assert page.status_code == 200
+        assert re.findall(r'<span class="chat-role">(\w+)</span>', body) == ["system", "user"]
+        assert PAYLOAD not in body and "&lt;script&gt;alert(" in body
+    browser, history, detail = (page.content.decode() for page in pages)
+    assert browser.count("no score") == 1
+    assert 'mean reward <b class="mono">1.000</b>' in browser  # the unscored one left out
+    assert 'id="unscored">no score</span> its score is NaN' in detail

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
@@ -21,7 +21,7 @@ from webapp.api.schemas import WRITE_ERRORS, ErrorOut
 from webapp.rollouts import services as rollout_services
 from webapp.rollouts.importers import RolloutFileError, detect_format, scan_files
 from webapp.runs.selectors import get_run_for_user
-from webapp.teams.models import Role
+from webapp.teams.models import Role, role_allows
 
 router = Router(tags=["rollouts"])
 
@@ -31,10 +31,33 @@ COPY_CHUNK = 1024 * 1024
 FILE_BODY = {"type": "string", "format": "binary"}
 
 
+class LeftOutOut(Schema):
+    column: str
+    reason: str
+
+
 class ImportedOut(Schema):
     received: int = Field(description="Rollouts in the file, already stored ones included.")
     stored: int = Field(description="Rollouts stored now: those not imported before.")
     steps: int = Field(description="Training steps the file has rollouts of.")
+    unscored: int = Field(description="Rollouts whose score is NaN or missing (in TRL, every "
+                                      "reward function's): stored, shown as unscored.")
+    left_out: list[LeftOutOut] = Field(description="Columns not imported (images, bytes), "
+                                                   "each with the reason.")
+
+
+def ensure_importable(run, user) -> None:
+    """Files go into a run that is still going, or into a tracked run that has ended (MLflow
+    ends a TRL run before its completions are imported) for its author and the team's admins:
+    403 for anyone else. A run rlab launched records only what its worker reports: 409 once
+    it has ended."""
+    if not run.is_terminal:
+        return
+    if not run.is_tracked:
+        ensure_active(run)
+    if run.launched_by_id != user.pk and not role_allows(run.user_role, Role.ADMIN):
+        raise PermissionDenied(f"Run {run} has ended: only its author and the team's admins "
+                               "may import rollouts into it.")
 
 
 @contextmanager
@@ -91,10 +114,12 @@ def rollouts_import(request: HttpRequest, run_id: int,
     (`trainer.rollout_data_dir`) wrote, sent as the body or as the multipart field `file`: the
     completions of one prompt in a step form a group. A file with a problem stores nothing, and
     the 422 names each problem's row or line and column. Importing a file again stores nothing
-    twice; a step's rollouts must come in one file. Needs the member role; a run that has ended
-    is a 409."""
+    twice; a step's rollouts must come in one file. A row whose score is NaN or missing is
+    stored unscored, and a column of images or bytes is left out: the answer says how many and
+    which. Needs the member role; a tracked run that has ended takes files from its author and
+    the team's admins (403 for others), a run launched from rlab that has ended none (409)."""
     run = get_run_for_user(request.user, run_id, Role.MEMBER)
-    ensure_active(run)
+    ensure_importable(run, request.user)
     reward_columns = [column.strip() for column in rewards.split(",") if column.strip()]
     with received_file(request) as (name, path):
         try:
@@ -107,4 +132,7 @@ def rollouts_import(request: HttpRequest, run_id: int,
                              for batch in scan.batches())
         except RolloutFileError as exc:
             raise ValidationError(exc.messages) from None
-    return {"received": scan.rows, "stored": stored, "steps": len(scan.steps)}
+    return {"received": scan.rows, "stored": stored, "steps": len(scan.steps),
+            "unscored": scan.unscored,
+            "left_out": [{"column": column, "reason": reason}
+                         for column, reason in scan.left_out.items()]}

@@ -92,6 +92,11 @@ class Command(BaseCommand):
             f"Imported {received} rollouts of {len(scan.steps)} steps from {len(paths)} files "
             f"into run {target.pk} ({target.experiment.name} #{target.number}): {stored} new, "
             f"{received - stored} already there.")
+        if scan.unscored:
+            self.stdout.write(f"{scan.unscored} rollouts have no score (NaN or missing): stored "
+                              "as unscored.")
+        for column, reason in scan.left_out.items():
+            self.stdout.write(f"Column {column!r} left out: {reason}")
 
     def _existing_run(self, run_id: int) -> Run:
         target = Run.objects.select_related("experiment").filter(pk=run_id).first()
