@@ -391,7 +391,8 @@ def parser() -> argparse.ArgumentParser:
     sub = command("runs", runs, "List runs, newest first.")
     sub.add_argument("--project", type=int, help="only this project's")
     sub.add_argument("--status", help="only runs in this status (queued, starting, running, "
-                                      "succeeded, failed, cancelled, interrupted)")
+                                      "succeeded, failed, cancelled, interrupted, "
+                                      "crashed)")
     sub.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     sub.add_argument("--filter", help="MLflow's search filter, e.g. \"params.lr > 1e-6 and "
                                       "tags.method = 'spo'\"")

@@ -6,5 +6,6 @@
 
 MLflow's experiments are the project's tracked experiments (MLflow's "Default" experiment, id 0,
 is one called Default), its runs are their runs, its parameters their config, its metrics their
-metric points. Only the REST calls that logging makes are answered (see urls.py); anything else,
-artifacts and models included, is MLflow's NOT_IMPLEMENTED error."""
+metric points; its artifacts and logged models go to the artifact store (webapp.artifacts). The
+REST calls that logging, searching and artifacts make are answered (see urls.py); anything else
+(the model registry, traces, prompts) is MLflow's NOT_IMPLEMENTED error."""

@@ -279,8 +279,9 @@ def run_log_batch(*, project: Project, user, body: bodies.LogBatch) -> dict:
 def not_implemented(request: HttpRequest, project_id: int, path: str) -> HttpResponse:
     return error_response("NOT_IMPLEMENTED",
                           f"rlab's MLflow-compatible tracking does not implement {path}: it "
-                          "takes experiments, runs, parameters, tags and metrics, not artifacts, "
-                          "models, traces or searches.")
+                          "takes experiments, runs, their parameters, tags, metrics, inputs and "
+                          "artifacts, logged models and searches; not the model registry, "
+                          "traces or prompts.")
 
 
 TRACKED_RUNS_LISTED = 50
