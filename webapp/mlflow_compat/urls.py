@@ -4,9 +4,11 @@ URL names, since nothing in rlab links to them."""
 
 from django.urls import path, re_path
 
-from webapp.mlflow_compat import views
+from webapp.mlflow_compat import artifacts, logged_models, views
 
 PREFIX = "api/2.0/mlflow/"
+ARTIFACTS = "api/2.0/mlflow-artifacts/artifacts"
+MODELS = f"{PREFIX}logged-models"
 
 urlpatterns = [
     path("", views.project_page),
@@ -20,6 +22,15 @@ urlpatterns = [
     path(f"{PREFIX}runs/log-parameter", views.run_log_parameter),
     path(f"{PREFIX}runs/set-tag", views.run_set_tag),
     path(f"{PREFIX}runs/log-batch", views.run_log_batch),
+    path(f"{PREFIX}runs/outputs", logged_models.run_log_outputs),
+    path(ARTIFACTS, artifacts.artifact_list),
+    path(f"{ARTIFACTS}/<path:location>", artifacts.artifact_file),
+    path(MODELS, logged_models.model_create),
+    path(f"{MODELS}/search", logged_models.model_search),
+    path(f"{MODELS}/<str:model_id>", logged_models.model_item),
+    path(f"{MODELS}/<str:model_id>/tags", logged_models.model_set_tags),
+    path(f"{MODELS}/<str:model_id>/tags/<path:tag_key>", logged_models.model_delete_tag),
+    path(f"{MODELS}/<str:model_id>/params", logged_models.model_log_params),
     # Every other MLflow call (artifacts, models, traces, searches, the UI's ajax-api): refused
     # in MLflow's words, so the client raises a readable error instead of retrying.
     re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),
