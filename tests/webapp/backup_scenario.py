@@ -68,11 +68,12 @@ def tracked_with_artifacts(project, admin) -> None:
 
 def change() -> None:
     admin = get_user_model().objects.get(username="ada")
-    first, second = Run.objects.filter(experiment__project__name="Arithmetic").order_by("pk")
+    first, second = Run.objects.filter(experiment__project__name="Arithmetic",
+                                       experiment__name="grpo").order_by("pk")
     run_delete(run=first, user=admin)
     run_notes_set(run=second, actor=admin, notes="changed after the backup")
     project_delete(project=Project.objects.get(name="Scratch"), user=admin)
-    run_with_data(Experiment.objects.get(project__name="Arithmetic"), admin)
+    run_with_data(Experiment.objects.get(project__name="Arithmetic", name="grpo"), admin)
     (settings.RLAB_RUN_DIR / "stray.txt").write_text("written after the backup")
     tracked = Run.objects.get(experiment__project__name="Arithmetic", experiment__name="script")
     artifact_upload(owner=tracked, path="config.json", stream=io.BytesIO(b"changed"))
@@ -90,7 +91,7 @@ def snapshot() -> None:
 
 
 def add_run() -> None:
-    run_with_data(Experiment.objects.get(project__name="Arithmetic"),
+    run_with_data(Experiment.objects.get(project__name="Arithmetic", name="grpo"),
                   get_user_model().objects.get(username="ada"))
 
 

@@ -31,7 +31,7 @@ urlpatterns = [
     path(f"{MODELS}/<str:model_id>/tags", logged_models.model_set_tags),
     path(f"{MODELS}/<str:model_id>/tags/<path:tag_key>", logged_models.model_delete_tag),
     path(f"{MODELS}/<str:model_id>/params", logged_models.model_log_params),
-    # Every other MLflow call (artifacts, models, traces, searches, the UI's ajax-api): refused
+    # Every other MLflow call (traces, searches, the UI's ajax-api): refused
     # in MLflow's words, so the client raises a readable error instead of retrying.
     re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),
 ]
