@@ -69,26 +69,28 @@ def _bytes_used(owner: Owner, *, except_path: str) -> int:
     return rows.aggregate(total=Sum("size"))["total"] or 0
 
 
-def _too_large(what: str, limit: int) -> ArtifactRefused:
-    return ArtifactRefused(f"{what} may hold at most {filesizeformat(limit)} "
-                           f"({limit:,} bytes) of artifacts (RLAB_ARTIFACT_MAX_"
-                           f"{'FILE' if what == 'A file' else 'RUN'}_BYTES): nothing was stored.")
+# What each limit bounds, as its refusal says it.
+LIMITS = {
+    "RLAB_ARTIFACT_MAX_FILE_BYTES": "An artifact file",
+    "RLAB_ARTIFACT_MAX_RUN_BYTES": "A run's artifacts, with those of the models it logged,",
+}
 
 
 def _room(owner: Owner, path: str) -> tuple[int, str]:
-    """The most bytes the file at `path` may have, and what sets that limit."""
+    """The most bytes the file at `path` may have, and the setting that bounds it."""
     room = settings.RLAB_ARTIFACT_MAX_RUN_BYTES - _bytes_used(owner, except_path=path)
     if room < settings.RLAB_ARTIFACT_MAX_FILE_BYTES:
-        return max(room, 0), "run"
-    return settings.RLAB_ARTIFACT_MAX_FILE_BYTES, "file"
+        return max(room, 0), "RLAB_ARTIFACT_MAX_RUN_BYTES"
+    return settings.RLAB_ARTIFACT_MAX_FILE_BYTES, "RLAB_ARTIFACT_MAX_FILE_BYTES"
 
 
-def _refuse_if_too_large(size: int, limit: int, what: str) -> None:
+def _refuse_if_too_large(size: int, limit: int, setting: str) -> None:
     if size > limit:
-        if what == "file":
-            raise _too_large("A file", settings.RLAB_ARTIFACT_MAX_FILE_BYTES)
-        raise _too_large("A run, with the models it logged,",
-                         settings.RLAB_ARTIFACT_MAX_RUN_BYTES)
+        most = getattr(settings, setting)
+        raise ArtifactRefused(f"{LIMITS[setting]} may take at most {filesizeformat(most)} "
+                              f"({most:,} bytes; {setting}): this file would pass that, so "
+                              "nothing was stored. Log fewer or smaller files, or ask an "
+                              "administrator to raise the limit.")
 
 
 def _refuse_file_folder_clash(owner: Owner, path: str) -> None:
@@ -99,7 +101,7 @@ def _refuse_file_folder_clash(owner: Owner, path: str) -> None:
         raise ArtifactRefused(f"Cannot store {path!r}: it is a folder of artifacts already.")
 
 
-def _spool(stream: BinaryIO, limit: int, what: str) -> tuple[Path, int, str]:
+def _spool(stream: BinaryIO, limit: int, setting: str) -> tuple[Path, int, str]:
     """Read `stream` into a file of the store's spool, stopping as soon as it passes `limit`
     bytes; (the file, its size, its SHA-256)."""
     digest = hashlib.sha256()
@@ -109,7 +111,7 @@ def _spool(stream: BinaryIO, limit: int, what: str) -> tuple[Path, int, str]:
         with open(spooled, "wb") as out:
             while chunk := stream.read(storage.CHUNK_BYTES):
                 size += len(chunk)
-                _refuse_if_too_large(size, limit, what)
+                _refuse_if_too_large(size, limit, setting)
                 digest.update(chunk)
                 out.write(chunk)
     except BaseException:
@@ -126,23 +128,35 @@ def artifact_upload(*, owner: Owner, path: str, stream: BinaryIO, content_type: 
     size is checked before a byte is read, the bytes as they are read."""
     artifact_path_check(path)
     _refuse_file_folder_clash(owner, path)
-    limit, what = _room(owner, path)
+    limit, setting = _room(owner, path)
     if declared_size is not None:
-        _refuse_if_too_large(declared_size, limit, what)
-    spooled, size, sha256 = _spool(stream, limit, what)
+        _refuse_if_too_large(declared_size, limit, setting)
+    spooled, size, sha256 = _spool(stream, limit, setting)
     try:
         with transaction.atomic():
-            # Locked, so that two uploads at once cannot both take the last of a run's room.
+            # Locked, so that two uploads at once cannot both take the last of a run's room;
+            # only while the row is written: a bucket may take minutes to take the file.
             locked = _budget_run(owner) or owner
             type(locked).objects.select_for_update().filter(pk=locked.pk).exists()
-            limit, what = _room(owner, path)
-            _refuse_if_too_large(size, limit, what)
-            fields = {"size": size, "sha256": sha256, "content_type": content_type[:100],
-                      "created_at": timezone.now()}
+            limit, setting = _room(owner, path)
+            _refuse_if_too_large(size, limit, setting)
+            previous = Artifact.objects.filter(owner_q(owner), path=path).first()
             artifact, _ = Artifact.objects.update_or_create(
                 **({"run": owner} if isinstance(owner, Run) else {"logged_model": owner}),
-                path=path, defaults=fields)
+                path=path, defaults={"size": size, "sha256": sha256,
+                                     "content_type": content_type[:100],
+                                     "created_at": timezone.now()})
+        try:
             storage.file_put(artifact.storage_name, spooled)
+        except BaseException:
+            # The store kept the file it had (a rename or a PUT is whole or nothing): so does
+            # the row.
+            if previous is None:
+                artifact.delete()
+            else:
+                previous.save()
+            raise
+        with transaction.atomic():
             checkpoint_discover(owner=owner, folder=path.rpartition("/")[0])
     finally:
         spooled.unlink(missing_ok=True)
