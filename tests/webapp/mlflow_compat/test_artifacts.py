@@ -111,6 +111,21 @@ def test_loading_back_a_logged_image_and_a_single_file(tracking, tmp_path):
     assert mlflow.artifacts.load_image(f"runs:/{run.info.run_id}/pic.png").size == (2, 2)
 
 
+def test_images_logged_by_key_and_step_are_stored(tracking):
+    """MLflow 3's image series: files named for the key, step and time, and a tag."""
+    import mlflow
+    import numpy as np
+
+    with mlflow.start_run() as run:
+        for step in (1, 2):
+            mlflow.log_image(np.full((3, 3, 3), step, dtype=np.uint8), key="samples/grid",
+                             step=step)
+
+    names = [f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "images")]
+    assert len(names) == 4  # a PNG and a compressed WebP per step
+    assert all(name.startswith("images/samples~grid+step+") for name in names)
+
+
 def test_logging_a_path_again_replaces_it(tracking, tmp_path):
     import mlflow
 
