@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
@@ -78,8 +79,16 @@ def file_open(name: str) -> BinaryIO:
         raise FileNotFoundError(name) from exc
 
 
-def file_delete(name: str) -> None:
-    artifact_storage().delete(name)
+async def stream_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+    """A file_open stream's bytes, read off the event loop a chunk at a time, then closed: what
+    a download's StreamingHttpResponse takes. Django's ASGI handler would read a synchronous
+    iterator (a FileResponse's) whole into memory before sending its first byte."""
+    read = sync_to_async(stream.read, thread_sensitive=False)
+    try:
+        while chunk := await read(CHUNK_BYTES):
+            yield chunk
+    finally:
+        await sync_to_async(stream.close, thread_sensitive=False)()
 
 
 def file_copy_to(name: str, target: Path) -> None:

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import BinaryIO
+from collections.abc import Callable
 from urllib.parse import quote
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -124,7 +122,7 @@ def download(project: Project, location: str) -> HttpResponse:
         raise MlflowError("RESOURCE_DOES_NOT_EXIST",
                           f"The file of artifact {path!r} is missing from the store.")
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    response = StreamingHttpResponse(chunks(stream), content_type=content_type)
+    response = StreamingHttpResponse(storage.stream_chunks(stream), content_type=content_type)
     response["Content-Length"] = str(artifact.size)
     name = path.rpartition("/")[2]
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"
@@ -132,17 +130,6 @@ def download(project: Project, location: str) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox; default-src 'none'"
     return response
-
-
-async def chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
-    """The stream's bytes, read off the event loop a chunk at a time: Django's ASGI handler
-    would read a synchronous iterator whole into memory first."""
-    read = sync_to_async(stream.read, thread_sensitive=False)
-    try:
-        while chunk := await read(storage.CHUNK_BYTES):
-            yield chunk
-    finally:
-        await sync_to_async(stream.close, thread_sensitive=False)()
 
 
 @csrf_exempt
