@@ -226,6 +226,28 @@ def test_a_bad_path_is_refused(path, tracking, project, user, token, web):
     assert not any(Path(os.environ["RLAB_ARTIFACT_DIR"]).parent.glob("escape.txt"))
 
 
+def test_reads_of_folders_missing_files_and_bad_paths_say_what_is_wrong(tracking, project,
+                                                                        token, web):
+    import mlflow
+
+    with mlflow.start_run() as run:
+        mlflow.log_text("x", "folder/file.txt")
+    run = Run.objects.get(pk=int(run.info.run_id))
+    listing = f"{web}/mlflow/{project.pk}/api/2.0/mlflow-artifacts/artifacts"
+    root = f"{run.experiment_id}/{run.pk}/artifacts"
+
+    def get(url: str, **params) -> tuple[int, str]:
+        response = requests.get(url, params=params, headers=auth(token))
+        return response.status_code, response.json().get("error_code", "")
+
+    assert get(artifact_url(web, project, run, "folder")) == (400, "INVALID_PARAMETER_VALUE")
+    assert get(artifact_url(web, project, run, "nothing.txt")) == (404,
+                                                                   "RESOURCE_DOES_NOT_EXIST")
+    assert get(listing, path=f"{root}/../../etc") == (400, "INVALID_PARAMETER_VALUE")
+    assert get(listing, path="0/../../etc") == (400, "INVALID_PARAMETER_VALUE")
+    assert get(listing, path=f"{root}/folder/file.txt") == (200, "")  # a file lists nothing
+
+
 def test_a_file_and_a_folder_cannot_share_a_path(tracking):
     import mlflow
     from requests.exceptions import HTTPError
