@@ -10,7 +10,7 @@ class ArtifactsConfig(AppConfig):
     label = "artifacts"
 
     def ready(self) -> None:
-        from webapp.artifacts.selectors import project_artifacts_bytes
+        from webapp.artifacts.sizes import project_artifacts_bytes
         from webapp.projects.disk_use import disk_use_part_register
 
         disk_use_part_register("artifacts", project_artifacts_bytes)

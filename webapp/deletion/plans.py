@@ -40,7 +40,7 @@ from django.db.models import Q, QuerySet
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from webapp.artifacts.selectors import artifacts_bytes
+from webapp.artifacts.sizes import artifacts_bytes
 from webapp.artifacts.services import artifact_files_remove_on_commit, artifact_prefixes
 from webapp.datasets import storage
 from webapp.datasets.models import Dataset

@@ -4,6 +4,7 @@ files from the store, once the deletion has committed; a project's disk use coun
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,26 @@ from webapp.artifacts.models import Artifact, LoggedModel
 from webapp.artifacts.services import artifact_upload, logged_model_create
 from webapp.deletion import services as deletion
 from webapp.projects.disk_use import project_disk_use
+from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def artifact_dir(settings, tmp_path) -> Path:
+    """A folder store of the test's own; Django rebuilds the storage when STORAGES changes."""
+    folder = tmp_path / "artifacts"
+    settings.RLAB_ARTIFACT_DIR = folder
+    settings.STORAGES = {**settings.STORAGES, "artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(folder)}}}
+    return folder
+
+
+@pytest.fixture
+def tracked_run(project, user):
+    experiment = tracked_experiment_get_or_create(project=project, user=user, name="script")
+    return tracked_run_create(experiment=experiment, user=user, name="sft")
 
 
 def upload(owner, path: str, data: bytes) -> Artifact:

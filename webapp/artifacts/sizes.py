@@ -1,4 +1,5 @@
-"""Reading artifacts: how much the artifacts of runs, experiments and projects take."""
+"""How much room artifacts take: those of runs and experiments (what deleting them frees), and
+those of a project (its part of the project's disk use)."""
 
 from __future__ import annotations
 
