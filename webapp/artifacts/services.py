@@ -23,6 +23,7 @@ from webapp.artifacts import storage
 from webapp.artifacts.models import Artifact, LoggedModel, LoggedModelStatus
 from webapp.artifacts.paths import artifact_path_check, parent_folders
 from webapp.experiments.models import Experiment
+from webapp.runs.broker import task_send
 from webapp.runs.files import run_folder
 from webapp.runs.models import Checkpoint, MetricPoint, Run
 
@@ -36,6 +37,8 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 HF_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 HF_INDEX_MAX_BYTES = 16 * 1024 * 1024
 CHECKPOINT_STEP = re.compile(r"checkpoint-([0-9]{1,18})")
+# The worker task that runs checkpoint_copy (worker.tasks.artifact_checkpoint_copy).
+CHECKPOINT_COPY_TASK = "worker.tasks.artifact_checkpoint_copy"
 
 
 class ArtifactRefused(Exception):
@@ -224,11 +227,13 @@ def checkpoint_discover(*, owner: Owner, folder: str) -> None:
         checkpoint_record(run=run, step=step,
                           path=storage.local_path(_join(owner_prefix(owner), folder)))
         return
-    from webapp.artifacts.tasks import checkpoint_copy_send
-
     model_id = owner.pk if isinstance(owner, LoggedModel) else None
-    transaction.on_commit(lambda: checkpoint_copy_send(run_id=run.pk, logged_model_id=model_id,
-                                                       folder=folder))
+    # A worker copies it, not the request: a checkpoint is gigabytes, and the upload that
+    # completed it must answer at once. A message the broker refuses is logged; the folder's
+    # next upload sends another.
+    transaction.on_commit(lambda: task_send(
+        task=CHECKPOINT_COPY_TASK, args=[run.pk, model_id, folder],
+        what=f"run {run.pk}: the copy of model folder {folder!r}"))
 
 
 def checkpoint_record(*, run: Run, step: int, path: Path) -> Checkpoint | None:
