@@ -67,19 +67,27 @@ def file_put(name: str, spooled: Path) -> None:
         spooled.unlink(missing_ok=True)
 
 
-def file_open(name: str) -> BinaryIO:
-    """The stored file, to be read in chunks; FileNotFoundError if it is not there."""
+def file_open(name: str, *, first: int | None = None) -> BinaryIO:
+    """The stored file, to be read in chunks and closed by the caller; with `first`, a bucket
+    is asked for that many bytes only (a preview of a huge file), a folder's file is opened
+    whole. FileNotFoundError if it is not there."""
     if is_local():
         return open(local_path(name), "rb")
     from botocore.exceptions import ClientError
 
+    ranged = {"Range": f"bytes=0-{first - 1}"} if first else {}
     try:
-        return _s3_object(name).get()["Body"]
+        return _s3_object(name).get(**ranged)["Body"]
     except ClientError as exc:
-        raise FileNotFoundError(name) from exc
+        code = exc.response.get("Error", {}).get("Code")
+        if ranged and code == "InvalidRange":  # an empty object has no byte 0
+            return file_open(name)
+        if code in ("NoSuchKey", "404"):
+            raise FileNotFoundError(name) from exc
+        raise
 
 
-async def stream_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+async def file_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
     """A file_open stream's bytes, read off the event loop a chunk at a time, then closed: what
     a download's StreamingHttpResponse takes. Django's ASGI handler would read a synchronous
     iterator (a FileResponse's) whole into memory before sending its first byte."""

@@ -122,7 +122,7 @@ def download(project: Project, location: str) -> HttpResponse:
         raise MlflowError("RESOURCE_DOES_NOT_EXIST",
                           f"The file of artifact {path!r} is missing from the store.")
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    response = StreamingHttpResponse(storage.stream_chunks(stream), content_type=content_type)
+    response = StreamingHttpResponse(storage.file_chunks(stream), content_type=content_type)
     response["Content-Length"] = str(artifact.size)
     name = path.rpartition("/")[2]
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name)}"

@@ -119,3 +119,29 @@ def test_a_model_folder_in_the_bucket_is_copied_by_a_worker_and_evaluable(
     assert model_sources.config_for_worker(project_id=project.pk, config=config,
                                            config_class=EvalConfig)["model"] == checkpoint.path
     assert AutoModelForCausalLM.from_pretrained(checkpoint.path).config.num_hidden_layers == 2
+
+
+def test_a_preview_asks_the_bucket_for_its_first_bytes_only(s3, settings, project, user):
+    import io
+
+    from webapp.artifacts import storage
+    from webapp.artifacts.services import artifact_upload
+    from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_create
+
+    env, _ = s3
+    settings.STORAGES = {**settings.STORAGES, "artifacts": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": BUCKET, "location": PREFIX, "file_overwrite": True,
+                    "endpoint_url": env["RLAB_ARTIFACT_S3_ENDPOINT"], "region_name": "us-east-1",
+                    "access_key": "test", "secret_key": "test"}}}
+    run = tracked_run_create(experiment=tracked_experiment_get_or_create(
+        project=project, user=user, name="previews"), user=user)
+    long = artifact_upload(owner=run, path="long.txt", stream=io.BytesIO(b"0123456789" * 1000))
+    empty = artifact_upload(owner=run, path="empty.txt", stream=io.BytesIO(b""))
+
+    with storage.file_open(long.storage_name, first=12) as stream:
+        assert stream.read() == b"012345678901"
+    with storage.file_open(empty.storage_name, first=12) as stream:
+        assert stream.read() == b""
+    with pytest.raises(FileNotFoundError):
+        storage.file_open("runs/0/missing.txt")
