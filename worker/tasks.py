@@ -9,6 +9,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.db import OperationalError
 
+from webapp.artifacts import services as artifact_services
 from webapp.runs import services
 from webapp.runs.models import Run
 from worker.housekeeping import Housekeeper, runs_interrupt_on_shutdown
@@ -34,6 +35,16 @@ def run_execute(self, run_id: int) -> None:
         return  # a model it names cannot be loaded any more; the run says why
     created_at, kind = Run.objects.values_list("created_at", "experiment__kind").get(pk=run_id)
     RunSupervisor(run_id=run_id, config=config, created_at=created_at, job=kind).supervise()
+
+
+@shared_task(name="worker.tasks.artifact_checkpoint_copy", acks_late=True,
+             time_limit=4 * 3600, soft_time_limit=4 * 3600 - 60,
+             autoretry_for=(OperationalError, OSError), retry_backoff=True, max_retries=5)
+def artifact_checkpoint_copy(run_id: int, logged_model_id: str | None, folder: str) -> None:
+    """Copy a model folder logged as artifacts to a bucket into the run's folder, and record it
+    as a checkpoint of the run."""
+    artifact_services.checkpoint_copy(run_id=run_id, logged_model_id=logged_model_id,
+                                      folder=folder)
 
 
 # This worker's housekeeping, started once it is ready (a consumer that reconnects to the broker

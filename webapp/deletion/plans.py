@@ -7,9 +7,11 @@ committed (`transaction.on_commit`), so a delete that fails loses no file. A fil
 removed is logged, never fatal: the rows are gone by then, and an orphan costs only disk space.
 
 A run's files are its folder, `<RLAB_RUN_DIR>/run-<id>-<created>` (webapp.runs.files), with its
-checkpoints. A dataset's files are blobs in the content-addressed store (webapp.datasets.storage),
-shared by every dataset with the same bytes and by every run that trained on them (a run's config
-snapshot names the normalised blob): a blob goes once neither references it any more.
+checkpoints, and its artifacts in the artifact store with the models it logged
+(webapp.artifacts). A dataset's files are blobs in the content-addressed store
+(webapp.datasets.storage), shared by every dataset with the same bytes and by every run that
+trained on them (a run's config snapshot names the normalised blob): a blob goes once neither
+references it any more.
 
 A run is never deleted while a training process may still write into it: an active run must be
 cancelled first (cancelling and deleting in one step would race with the worker, which notices a
@@ -38,6 +40,8 @@ from django.db.models import Q, QuerySet
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from webapp.artifacts.sizes import artifacts_bytes
+from webapp.artifacts.services import artifact_files_remove_on_commit, artifact_prefixes
 from webapp.datasets import storage
 from webapp.datasets.models import Dataset
 from webapp.experiments.models import ExperimentKind
@@ -96,14 +100,16 @@ class DeletionPlan:
     run_folders: list[Path] = field(default_factory=list)
     # Blobs that may be left unreferenced: each is removed after the commit if it then is.
     blobs: set[str] = field(default_factory=set)
+    # The artifact store's prefixes of the runs' and experiments' artifacts and logged models.
+    artifact_prefixes: list[str] = field(default_factory=list)
 
 
 def deletion_plan(*, runs: QuerySet[Run], project_id: int, experiments: int = 0,
-                  datasets: QuerySet[Dataset] | None = None,
+                  datasets: QuerySet[Dataset] | None = None, experiment_ids: Sequence[int] = (),
                   whole_project: bool = False) -> DeletionPlan:
-    """What deleting `runs` (and `datasets`, and `experiments` experiments) of the project would
-    remove, with the bytes it would free; and the refusals: runs that may still write, and
-    active runs elsewhere in the project that load a checkpoint of `runs`."""
+    """What deleting `runs` (and `datasets`, and `experiments` experiments, `experiment_ids`)
+    of the project would remove, with the bytes it would free; and the refusals: runs that may
+    still write, and active runs elsewhere in the project that load a checkpoint of `runs`."""
     datasets = datasets if datasets is not None else Dataset.objects.none()
     rows = list(runs.values("pk", "number", "status", "created_at", "started_at", "finished_at",
                             "experiment__name", "experiment__kind", "config__dataset"))
@@ -118,6 +124,8 @@ def deletion_plan(*, runs: QuerySet[Run], project_id: int, experiments: int = 0,
     if not whole_project:  # a project's checkpoints serve its own runs only
         plan.refusals += _checkpoints_in_use(runs, project_id)
     plan.bytes_on_disk = sum(folder_bytes(folder) for folder in plan.run_folders)
+    plan.artifact_prefixes = artifact_prefixes(runs=plan.run_ids, experiments=experiment_ids)
+    plan.bytes_on_disk += artifacts_bytes(runs=plan.run_ids, experiments=experiment_ids)
     for row in rows:
         sha256 = _snapshot_blob(row)
         if sha256:
@@ -148,8 +156,9 @@ def runs_rows_delete(run_ids: Sequence[int]) -> None:
 
 
 def files_remove_on_commit(plan: DeletionPlan, *, project_id: int) -> None:
-    """Once the caller's transaction commits: remove the plan's run folders, and its blobs that
-    nothing references any more; forget the project's disk use."""
+    """Once the caller's transaction commits: remove the plan's run folders, its artifacts, and
+    its blobs that nothing references any more; forget the project's disk use."""
+    artifact_files_remove_on_commit(list(plan.artifact_prefixes))
     transaction.on_commit(partial(_files_remove, list(plan.run_folders), set(plan.blobs),
                                   project_id))
 

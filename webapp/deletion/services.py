@@ -77,7 +77,7 @@ def experiment_deletion_plan(*, experiment: Experiment) -> DeletionPlan:
     """What deleting the experiment removes: its runs (or evaluation jobs) with their rows and
     folders; refused while one may still write, or another run loads one of its checkpoints."""
     return deletion_plan(runs=experiment.runs.all(), project_id=experiment.project_id,
-                         experiments=1)
+                         experiments=1, experiment_ids=[experiment.pk])
 
 
 def experiment_delete(*, experiment: Experiment, user) -> DeletionPlan:
@@ -140,6 +140,7 @@ def project_deletion_plan(*, project: Project) -> DeletionPlan:
     write."""
     return deletion_plan(runs=Run.objects.filter(experiment__project=project),
                          project_id=project.pk, experiments=project.experiments.count(),
+                         experiment_ids=list(project.experiments.values_list("pk", flat=True)),
                          datasets=project.datasets.all(), whole_project=True)
 
 

@@ -28,14 +28,15 @@ MAX_ERRORS = 10
 
 def endpoint(method: str, role: str, body: type[Body], *, headers: bool = False,
              ) -> Callable[[Handler], Callable[..., HttpResponse]]:
-    """A view around `handler(project=, user=, body=) -> dict`: checks the method, the token
-    and the user's role in the project, reads the body into a `body`, and turns every refusal
-    into MLflow's error JSON. With `headers`, the handler also gets the request's headers."""
+    """A view around `handler(project=, user=, body=, **url_kwargs) -> dict`: checks the
+    method, the token and the user's role in the project, reads the body into a `body`, passes
+    on what the URL names (a logged model's id), and turns every refusal into MLflow's error
+    JSON. With `headers`, the handler also gets the request's headers."""
 
     def decorate(handler: Handler) -> Callable[..., HttpResponse]:
         @csrf_exempt
         @wraps(handler)
-        def view(request: HttpRequest, project_id: int) -> HttpResponse:
+        def view(request: HttpRequest, project_id: int, **url_kwargs: str) -> HttpResponse:
             if request.method != method:
                 response = error_response("BAD_REQUEST", f"This endpoint takes {method}.")
                 response.status_code = 405
@@ -46,7 +47,8 @@ def endpoint(method: str, role: str, body: type[Body], *, headers: bool = False,
                 project = project_for(user, project_id, role)
                 extra = {"headers": request.headers} if headers else {}
                 return JsonResponse(handler(project=project, user=user,
-                                            body=read_body(request, body), **extra))
+                                            body=read_body(request, body), **extra,
+                                            **url_kwargs))
             except MlflowError as exc:
                 return exc.response()
             except PermissionDenied as exc:

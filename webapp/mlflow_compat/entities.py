@@ -60,13 +60,20 @@ def run_name(run: Run) -> str:
     return run.name or str(run)
 
 
+def artifact_uri(*, experiment_id: int, run_id: int | None = None,
+                 model_id: str | None = None) -> str:
+    """The artifact URI of a run or a logged model: the client resolves it against the tracking
+    URI and sends their files to this server's artifact proxy (webapp.mlflow_compat.artifacts)."""
+    owner = f"models/{model_id}" if model_id is not None else str(run_id)
+    return f"mlflow-artifacts:/{experiment_id}/{owner}/artifacts"
+
+
 def run_info_json(run: Run) -> dict:
-    """The run's info. Its artifact URI is one the client sends artifacts to this server with,
-    which refuses them: any other would have the client write them somewhere unseen."""
+    """The run's info, with the artifact URI its files are logged to."""
     info = {"run_id": str(run.pk), "run_uuid": str(run.pk), "run_name": run_name(run),
             "experiment_id": str(run.experiment_id), "user_id": run.launched_by.username,
             "status": STATUS_TO_MLFLOW[run.status], "start_time": ms(run.started_at),
-            "artifact_uri": f"mlflow-artifacts:/{run.experiment_id}/{run.pk}/artifacts",
+            "artifact_uri": artifact_uri(experiment_id=run.experiment_id, run_id=run.pk),
             "lifecycle_stage": "active"}
     if run.finished_at is not None:
         info["end_time"] = ms(run.finished_at)

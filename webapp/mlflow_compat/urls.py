@@ -4,9 +4,11 @@ URL names, since nothing in rlab links to them."""
 
 from django.urls import path, re_path
 
-from webapp.mlflow_compat import search, views
+from webapp.mlflow_compat import artifacts, logged_models, search, views
 
 PREFIX = "api/2.0/mlflow/"
+ARTIFACTS = "api/2.0/mlflow-artifacts/artifacts"
+MODELS = f"{PREFIX}logged-models"
 
 urlpatterns = [
     path("", views.project_page),
@@ -27,7 +29,16 @@ urlpatterns = [
     *[path(f"{prefix}metrics/get-history-bulk-interval", search.metric_history_bulk_interval)
       for prefix in (PREFIX, f"ajax-{PREFIX}")],
     path(f"{PREFIX}runs/log-inputs", views.run_log_inputs),
-    # Every other MLflow call (artifacts, models, traces, the UI's other ajax-api calls): refused
+    path(f"{PREFIX}runs/outputs", logged_models.run_log_outputs),
+    path(ARTIFACTS, artifacts.artifact_list),
+    path(f"{ARTIFACTS}/<path:location>", artifacts.artifact_file),
+    path(MODELS, logged_models.model_create),
+    path(f"{MODELS}/search", logged_models.model_search),
+    path(f"{MODELS}/<str:model_id>", logged_models.model_item),
+    path(f"{MODELS}/<str:model_id>/tags", logged_models.model_set_tags),
+    path(f"{MODELS}/<str:model_id>/tags/<path:tag_key>", logged_models.model_delete_tag),
+    path(f"{MODELS}/<str:model_id>/params", logged_models.model_log_params),
+    # Every other MLflow call (traces, the UI's other ajax-api calls): refused
     # in MLflow's words, so the client raises a readable error instead of retrying.
     re_path(r"^(?P<path>(?:ajax-)?api/.*)$", views.not_implemented),
 ]

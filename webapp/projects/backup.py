@@ -1,5 +1,6 @@
 """Backing up and restoring a whole installation: its database and its files (RLAB_RUN_DIR with
-the runs' checkpoints, RLAB_DATASET_DIR with the dataset files), in one tar archive
+the runs' checkpoints, RLAB_DATASET_DIR with the dataset files, RLAB_ARTIFACT_DIR with the files
+scripts logged), in one tar archive
 (`manage.py backup`, `manage.py restore`).
 
 The archive holds, in this order:
@@ -11,6 +12,8 @@ The archive holds, in this order:
     files/runs/…               RLAB_RUN_DIR
     files/datasets/…           RLAB_DATASET_DIR (the blobs; uploads still awaiting confirmation
                                are left out)
+    files/artifacts/…          RLAB_ARTIFACT_DIR, the artifact store when it is a folder (an
+                               S3 bucket is backed up where it is kept)
 
 The database is dumped before the files are read, so every checkpoint and dataset the dump lists
 had its files written already (a checkpoint that training rotated away meanwhile is left out).
@@ -80,6 +83,10 @@ def file_roots() -> list[FileRoot]:
         # after a restore.
         FileRoot("datasets", Path(settings.RLAB_DATASET_DIR).absolute(),
                  skip=frozenset({"staging"})),
+        # .incoming/: uploads being received. A bucket (RLAB_ARTIFACT_BUCKET) is not a folder
+        # here: it is backed up where it is kept.
+        *([FileRoot("artifacts", Path(settings.RLAB_ARTIFACT_DIR).absolute(),
+                    skip=frozenset({".incoming"}))] if not settings.RLAB_ARTIFACT_BUCKET else []),
     ]
 
 

@@ -1,4 +1,5 @@
-"""The one port between rlab and its broker: send a run to its queue, and count what a queue holds.
+"""The one port between rlab and its broker: send a run to its queue, send another task, and count
+what a queue holds.
 
 Both answer within seconds whatever state the broker is in. Celery's defaults retry a publish
 and wait on a broker that accepts connections but never answers (a hung Redis) for as long as it
@@ -43,6 +44,19 @@ def run_send(*, run_id: int, queue: str, connection: Connection) -> bool:
         logger.warning("run %s: the broker did not take it (%s); it stays queued and is sent "
                        "again when the broker answers", run_id, exc)
         return False
+    return True
+
+
+def task_send(*, task: str, args: list, what: str) -> bool:
+    """Publish one message of the worker task named `task` to the default queue, once, on a
+    connection of its own; False (logged, naming `what` it was for) when the broker could not be
+    reached or did not answer in time."""
+    with broker_connection() as connection:
+        try:
+            app.send_task(task, args=args, connection=connection, retry=False)
+        except _broker_errors(connection) as exc:
+            logger.warning("%s: the broker did not take it (%s)", what, exc)
+            return False
     return True
 
 

@@ -111,7 +111,8 @@ def test_the_project_page_shows_its_disk_use(signed_in, project, experiment, use
     dataset = dataset_with_files(project, user)
     dataset_bytes = dataset.original_path.stat().st_size + dataset.normalized_path.stat().st_size
     use = project_disk_use(project)
-    assert use.parts == {"runs": 4 * CHECKPOINT_BYTES, "datasets": dataset_bytes}
+    assert use.parts == {"runs": 4 * CHECKPOINT_BYTES, "datasets": dataset_bytes,
+                         "artifacts": 0}
     page = signed_in.get(reverse("projects:detail", args=[project.pk])).content.decode()
     assert 'id="disk-use"' in page and "3.9\xa0KB of run folders" in page
 

@@ -163,14 +163,15 @@ def test_a_training_experiments_name_is_refused_with_a_reason(tracking, experime
     assert not experiment.runs.exists()
 
 
-def test_artifacts_are_refused_rather_than_written_elsewhere(tracking, tmp_path, monkeypatch):
+def test_artifacts_go_to_the_server_never_to_the_scripts_folder(tracking, tmp_path, monkeypatch):
     import mlflow
 
     monkeypatch.chdir(tmp_path)
-    with mlflow.start_run(), pytest.raises(Exception, match="does not implement"):
+    with mlflow.start_run() as run:
         mlflow.log_text("hello", "notes.txt")
 
     assert list(tmp_path.iterdir()) == []
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes.txt") == "hello"
 
 
 def test_a_script_attaches_to_a_run_that_is_still_running(tracking):

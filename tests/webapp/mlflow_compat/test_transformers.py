@@ -3,6 +3,8 @@ asynchronously in batches) shows up in rlab as a tracked run with its training c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from webapp.experiments.models import Experiment
@@ -46,3 +48,41 @@ def test_a_trainer_reporting_to_mlflow_logs_its_curves_into_a_tracked_run(
              for key in ("loss", "learning_rate")}
     assert steps == {"loss": [1, 2, 3, 4], "learning_rate": [1, 2, 3, 4]}
     assert MetricPoint.objects.filter(run=run, key="train_loss").exists()
+
+
+def test_a_trainer_logging_its_checkpoints_to_mlflow_makes_them_evaluable(
+        tracking, project, tiny_model, tmp_path, monkeypatch):
+    """HF_MLFLOW_LOG_ARTIFACTS=1: MLflowCallback logs each saved checkpoint as a logged model
+    (mlflow.pyfunc.log_model) whose files are the checkpoint folder."""
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from training.spec.evaluation_config import EvalConfig
+    from webapp.artifacts.models import Artifact, LoggedModelStatus
+    from webapp.runs import model_sources
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf-checkpoints")
+    monkeypatch.setenv("HF_MLFLOW_LOG_ARTIFACTS", "1")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), run_name="tiny-ckpt", max_steps=4,
+                             per_device_train_batch_size=2, learning_rate=1e-3, logging_steps=1,
+                             save_strategy="steps", save_steps=2, report_to=["mlflow"],
+                             use_cpu=True, disable_tqdm=True)
+    Trainer(model=model, args=args,
+            train_dataset=TokenDataset(model.config.vocab_size)).train()
+
+    run = Experiment.objects.get(project=project, name="hf-checkpoints").runs.get()
+    assert run.status == RunStatus.SUCCEEDED
+    models = {m.name: m for m in run.logged_models.all()}
+    assert set(models) == {"checkpoint-2", "checkpoint-4"}
+    assert all(m.status == LoggedModelStatus.READY for m in models.values())
+    saved = tmp_path / "out" / "checkpoint-4" / "model.safetensors"
+    stored = Artifact.objects.get(logged_model=models["checkpoint-4"],
+                                  path="artifacts/checkpoint-4/model.safetensors")
+    assert stored.size == saved.stat().st_size
+    checkpoints = {c.step: c for c in run.checkpoints.all()}
+    assert set(checkpoints) == {2, 4}
+    assert (Path(checkpoints[4].path) / "model.safetensors").read_bytes() == saved.read_bytes()
+    config = EvalConfig(model=f"checkpoint:{checkpoints[4].pk}").to_dict()
+    assert model_sources.config_for_worker(project_id=project.pk, config=config,
+                                           config_class=EvalConfig)["model"] == checkpoints[4].path
+    AutoModelForCausalLM.from_pretrained(checkpoints[4].path)

@@ -29,6 +29,7 @@ class Installation:
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings.test",
                     "DATABASE_URL": database_url, "RLAB_VAR_DIR": str(root / "var"),
                     "RLAB_RUN_DIR": str(root / "runs"), "RLAB_DATASET_DIR": str(root / "datasets"),
+                    "RLAB_ARTIFACT_DIR": str(root / "artifacts"),
                     "CELERY_BROKER_URL": settings.CELERY_BROKER_URL}
 
     def run(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
@@ -97,6 +98,7 @@ def test_a_restore_brings_back_every_row_and_file_as_backed_up(new_installation,
     rlab.scenario("populate")
     before = rlab.snapshot()
     assert len(before["files"]["runs"]) == 8 and len(before["files"]["datasets"]) == 4
+    assert len(before["files"]["artifacts"]) == 6
     archive = tmp_path / "rlab.tar"
     output = rlab.manage("backup", str(archive)).stdout
     assert f"Backed up the {engine} database" in output
@@ -127,8 +129,10 @@ def test_the_archive_says_what_it_holds(new_installation, tmp_path):
     assert "0003_activity_verb_deleted" in manifest["migrations"]["reviews"]
     assert manifest["files"]["runs"]["count"] == 8
     assert manifest["files"]["runs"]["path"] == str(tmp_path / "backup_manifest" / "runs")
+    assert manifest["files"]["artifacts"]["count"] == 6
     assert all(name.startswith(("manifest", "database/", "files/runs/run-",
-                                "files/datasets/blobs/")) for name in names)
+                                "files/datasets/blobs/", "files/artifacts/runs/",
+                                "files/artifacts/models/")) for name in names)
     assert rlab.manage("backup", str(archive), check=False).returncode != 0  # never overwritten
 
 

@@ -9,6 +9,8 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 # them there, as local:tiny). Set in the environment, so the worker and web processes the tests
 # start see the same one.
 os.environ.setdefault("RLAB_MODEL_ROOTS", tempfile.mkdtemp(prefix="rlab-test-models-"))
+# The artifact store of the test run, shared in the same way with the web processes.
+os.environ.setdefault("RLAB_ARTIFACT_DIR", tempfile.mkdtemp(prefix="rlab-test-artifacts-"))
 
 from webapp.config.settings.base import *  # noqa: E402,F403
 

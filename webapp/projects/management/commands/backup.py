@@ -1,4 +1,4 @@
-"""Back up the database and the files (runs' folders, dataset files) into one archive:
+"""Back up the database and the files (runs' folders, dataset files, artifacts) into one archive:
 
     manage.py backup /backups/rlab-2026-05-01.tar
 
@@ -15,7 +15,8 @@ from webapp.projects.backup import backup_create, files_summary
 
 
 class Command(BaseCommand):
-    help = ("Back up the database and the files (RLAB_RUN_DIR, RLAB_DATASET_DIR) into one new "
+    help = ("Back up the database and the files (RLAB_RUN_DIR, RLAB_DATASET_DIR, and "
+            "RLAB_ARTIFACT_DIR unless artifacts go to a bucket) into one new "
             "archive: .tar, or .tar.gz to compress it.")
 
     def add_arguments(self, parser: CommandParser) -> None:
