@@ -77,6 +77,10 @@ def test_a_runs_artifacts_are_browsable(page, run):
     page.wait_for_function("document.querySelector('#artifact-image').complete")
     assert image.evaluate("img => img.naturalWidth") == 480
     _screenshot(page, "artifacts-image.png")
+    download = page.request.get(page.get_by_role("link", name="Download").get_attribute("href"))
+    assert download.headers["content-disposition"] == 'attachment; filename="reward.png"'
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert download.body() == image_bytes("PNG", (480, 240))
 
     page.goto(f"/runs/{run.pk}/")
     panel.get_by_role("link", name="config.json").click()

@@ -22,6 +22,8 @@ from webapp.artifacts import selectors
 from webapp.artifacts.models import Artifact
 from webapp.artifacts.previews import (
     IMAGE_HEAD_BYTES,
+    Table,
+    TablePage,
     artifact_preview,
     artifact_table,
     image_type,
@@ -89,7 +91,7 @@ def artifact_detail(request: HttpRequest, run_id: int, artifact_id: int) -> Http
         "page": _table_page(request, preview.table) if preview and preview.table else None})
 
 
-def _table_page(request: HttpRequest, table):
+def _table_page(request: HttpRequest, table: Table) -> TablePage:
     return table_page(table, page=query_step(request.GET, "page") or 1,
                       sort=query_step(request.GET, "sort"),
                       descending=request.GET.get("order") == "desc")
