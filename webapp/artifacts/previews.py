@@ -151,11 +151,22 @@ def as_table(value: Any) -> Table | None:
 
 
 @dataclass
+class Cell:
+    """A table cell as the page shows it: its text; for an image cell (log_table's
+    `{"type": "image", "filepath": …, "compressed_filepath": …}`) the image's path among the
+    table's owner's artifacts, and that artifact's id once the page has found it."""
+
+    text: str
+    image_path: str | None = None
+    image_id: int | None = None
+
+
+@dataclass
 class TablePage:
-    """One page of a table's rows, sorted by a column or in the file's order, cells as text."""
+    """One page of a table's rows, sorted by a column or in the file's order."""
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
     number: int
     pages: int
     total: int
@@ -177,7 +188,8 @@ def table_page(table: Table, *, page: int, sort: int | None, descending: bool) -
     pages = max(1, math.ceil(len(rows) / TABLE_PAGE_ROWS))
     number = min(max(page, 1), pages)
     start = (number - 1) * TABLE_PAGE_ROWS
-    shown = [[cell_text(cell) for cell in row] for row in rows[start:start + TABLE_PAGE_ROWS]]
+    shown = [[Cell(text=cell_text(cell), image_path=cell_image_path(cell)) for cell in row]
+             for row in rows[start:start + TABLE_PAGE_ROWS]]
     return TablePage(columns=table.columns, rows=shown, number=number, pages=pages,
                      total=len(rows), sort=sort, descending=descending)
 
@@ -201,3 +213,21 @@ def cell_text(cell: Any) -> str:
         return ""
     text = cell if isinstance(cell, str) else json.dumps(cell, ensure_ascii=False)
     return text if len(text) <= CELL_MAX_CHARS else text[:CELL_MAX_CHARS] + "…"
+
+
+def cell_image_path(cell: Any) -> str | None:
+    """The path of the image an MLflow table cell names (the smaller copy when there is one),
+    None for any other cell.
+
+    >>> cell_image_path({"type": "image", "filepath": "table_images/t/1.png",
+    ...                  "compressed_filepath": "table_images/t/1.webp"})
+    'table_images/t/1.webp'
+    >>> cell_image_path({"type": "text", "filepath": "x.png"}) is None
+    True
+    """
+    if not isinstance(cell, dict) or cell.get("type") != "image":
+        return None
+    for key in ("compressed_filepath", "filepath"):
+        if isinstance(cell.get(key), str):
+            return cell[key]
+    return None

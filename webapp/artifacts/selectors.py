@@ -10,6 +10,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 
 from webapp.artifacts.models import Artifact, LoggedModel
+from webapp.artifacts.previews import TablePage
 from webapp.runs.models import Run
 
 
@@ -27,6 +28,19 @@ def get_artifact_of_run(run: Run, artifact_id: int) -> Artifact:
     if artifact is None:
         raise Http404
     return artifact
+
+
+def find_table_images(table: Artifact, page: TablePage) -> None:
+    """Sets the image_id of each image cell on the page whose image is a file of the table's
+    own run or logged model (log_table saves them beside it, under table_images/)."""
+    cells = [cell for row in page.rows for cell in row if cell.image_path]
+    if not cells:
+        return
+    ids = dict(Artifact.objects.filter(
+        run_id=table.run_id, logged_model_id=table.logged_model_id,
+        path__in={cell.image_path for cell in cells}).values_list("path", "id"))
+    for cell in cells:
+        cell.image_id = ids.get(cell.image_path)
 
 
 def logged_models_of_run(run: Run) -> list[LoggedModel]:

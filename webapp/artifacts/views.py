@@ -76,7 +76,7 @@ def artifact_detail(request: HttpRequest, run_id: int, artifact_id: int) -> Http
             if table is None:
                 raise Http404("This file is not a table.")
             return render(request, "artifacts/artifact_detail.html#table", {
-                "run": run, "artifact": artifact, "page": _table_page(request, table)})
+                "run": run, "artifact": artifact, "page": _table_page(request, artifact, table)})
         preview = artifact_preview(artifact)
     except FileNotFoundError:
         logger.error("run %s: artifact %s (%s) is missing from the artifact store", run.pk,
@@ -88,13 +88,16 @@ def artifact_detail(request: HttpRequest, run_id: int, artifact_id: int) -> Http
         "artifact": artifact, "model": artifact.logged_model, "name": name,
         "crumbs": selectors.folder_crumbs(selectors.normalized_folder(folder)),
         "type": shown_type(artifact), "preview": preview,
-        "page": _table_page(request, preview.table) if preview and preview.table else None})
+        "page": (_table_page(request, artifact, preview.table)
+                 if preview and preview.table else None)})
 
 
-def _table_page(request: HttpRequest, table: Table) -> TablePage:
-    return table_page(table, page=query_step(request.GET, "page") or 1,
+def _table_page(request: HttpRequest, artifact: Artifact, table: Table) -> TablePage:
+    page = table_page(table, page=query_step(request.GET, "page") or 1,
                       sort=query_step(request.GET, "sort"),
                       descending=request.GET.get("order") == "desc")
+    selectors.find_table_images(artifact, page)
+    return page
 
 
 @login_required

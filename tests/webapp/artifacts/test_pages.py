@@ -366,3 +366,17 @@ def test_a_model_of_another_run_is_not_reached_through_a_visible_one(
     assert signed_in.get(reverse("artifacts:download", args=[run.pk, stray_file.pk])
                          ).status_code == 404
     assert "stray" not in _body(signed_in.get(list_url))
+
+
+def test_image_cells_of_a_table_show_the_images(signed_in, run, save_artifact):
+    image = save_artifact(run, "table_images/samples/1.webp", image_bytes("WEBP"))
+    save_artifact(run, "table_images/samples/1.png", image_bytes("PNG"))
+    table = save_artifact(run, "samples.json", json.dumps({
+        "columns": ["prompt", "picture"],
+        "data": [["a cat", {"type": "image", "filepath": "table_images/samples/1.png",
+                            "compressed_filepath": "table_images/samples/1.webp"}],
+                 ["elsewhere", {"type": "image", "filepath": "not/logged.png"}]]}).encode())
+    body = _body(signed_in.get(detail_url(table)))
+    image_url = reverse("artifacts:image", args=[run.pk, image.pk])
+    assert f'<img class="table-image" src="{image_url}" alt="table_images/samples/1.webp"' in body
+    assert "&quot;not/logged.png&quot;" in body  # not among the run's files: shown as text
