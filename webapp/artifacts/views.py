@@ -38,6 +38,11 @@ from webapp.runs.selectors import get_run_for_user
 logger = logging.getLogger(__name__)
 
 
+def _swap(request: HttpRequest) -> bool:
+    """Whether htmx asks for a part to swap in; a history restore asks for the whole page."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
 def listing_context(run: Run, *, model_id: str | None, path: str) -> dict:
     """What the listing of a folder shows: of the run's own files, or of the files of the
     logged model `model_id`; and the run's logged models."""
@@ -56,7 +61,7 @@ def artifact_list(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_run_for_user(request.user, run_id)
     context = listing_context(run, model_id=request.GET.get("model"),
                               path=request.GET.get("path", ""))
-    if request.htmx:
+    if _swap(request):
         return render(request, "artifacts/artifact_list.html#listing", context)
     return render(request, "artifacts/artifact_list.html", {
         **context, "experiment": run.experiment, "project": run.experiment.project})
@@ -71,7 +76,7 @@ def artifact_detail(request: HttpRequest, run_id: int, artifact_id: int) -> Http
     run = get_run_for_user(request.user, run_id)
     artifact = selectors.get_artifact_of_run(run, artifact_id)
     try:
-        if request.htmx and "page" in request.GET:
+        if _swap(request) and "page" in request.GET:
             table = artifact_table(artifact)
             if table is None:
                 raise Http404("This file is not a table.")

@@ -380,3 +380,10 @@ def test_image_cells_of_a_table_show_the_images(signed_in, run, save_artifact):
     image_url = reverse("artifacts:image", args=[run.pk, image.pk])
     assert f'<img class="table-image" src="{image_url}" alt="table_images/samples/1.webp"' in body
     assert "&quot;not/logged.png&quot;" in body  # not among the run's files: shown as text
+
+
+def test_an_htmx_history_restore_gets_the_whole_page(signed_in, run, save_artifact):
+    artifact = save_artifact(run, "t.json", _table(3))
+    body = _body(signed_in.get(detail_url(artifact), {"page": 1, "sort": 1},
+                               HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true"))
+    assert "<!doctype html>" in body and "mlflow-table" in body
