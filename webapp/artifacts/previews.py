@@ -52,9 +52,10 @@ def image_type(head: bytes) -> str | None:
 
 
 def shown_type(artifact: Artifact) -> str:
-    """The file's type as the page names it: the one it was uploaded with, else its name's."""
+    """The file's type as the page names it: its name's, else the one it was uploaded with
+    (the mlflow client uploads every text file as text/plain, JSON included)."""
     guessed, _ = mimetypes.guess_type(artifact.path, strict=False)
-    return artifact.content_type or guessed or "unknown"
+    return guessed or artifact.content_type or "unknown"
 
 
 @dataclass

@@ -169,6 +169,15 @@ def test_binary_file_shows_size_type_and_download(signed_in, run, save_artifact)
     assert "<img" not in body and 'id="artifact-text"' not in body
 
 
+def test_a_files_type_is_told_by_its_name_first(signed_in, run, save_artifact):
+    named = save_artifact(run, "config.json", b"{}", content_type="text/plain")
+    unnamed = save_artifact(run, "MLmodel", b"flavors: {}", content_type="text/plain")
+    assert '<b class="mono" id="artifact-type">application/json</b>' in _body(
+        signed_in.get(detail_url(named)))
+    assert '<b class="mono" id="artifact-type">text/plain</b>' in _body(
+        signed_in.get(detail_url(unnamed)))
+
+
 def test_text_that_is_not_utf8_is_not_previewed(signed_in, run, save_artifact):
     artifact = save_artifact(run, "latin1.txt", "café".encode("latin-1"))
     assert 'id="no-preview"' in _body(signed_in.get(detail_url(artifact)))
