@@ -5,12 +5,15 @@ A new URL pattern fails `test_every_url_is_in_the_matrix` until its row is added
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from webapp.api.tokens import token_create
+from webapp.artifacts.models import Artifact
+from webapp.artifacts.storage import artifact_storage
 from webapp.datasets.services import dataset_create
 from webapp.reviews import services as reviews
 from webapp.runs.ingestion import CheckpointSaved, checkpoints_ingest, rollouts_ingest
@@ -71,6 +74,10 @@ MATRIX = {
     "evaluations:leaderboard_export": ("get", ["project_id", "fmt"], {}, READ),
     "evaluations:compare": ("get", ["project_id"], {}, READ),
     "rollouts:browser": ("get", ["run_id"], {}, READ),
+    "artifacts:list": ("get", ["run_id"], {}, READ),
+    "artifacts:detail": ("get", ["run_id", "artifact_id"], {}, READ),
+    "artifacts:download": ("get", ["run_id", "artifact_id"], {}, READ),
+    "artifacts:image": ("get", ["run_id", "artifact_id"], {}, READ),
     "rollouts:prompt_history": ("get", ["run_id", "prompt_id"], {}, READ),
     "runs:cancel": ("post", ["run_id"], {}, WRITE),
     # The admin launched the run: a member may delete only runs of their own.
@@ -137,6 +144,13 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
     annotation = reviews.annotation_create(rollout=rollout, author=user, label="wrong answer",
                                            note="")
     tag = reviews.run_tag_add(run=run, actor=user, name="tag")
+    settings.STORAGES = {**settings.STORAGES, "artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "artifacts")}}}
+    png = b"\x89PNG\r\n\x1a\n"
+    artifact = Artifact.objects.create(run=run, path="plots/a.png", size=len(png),
+                                       sha256=hashlib.sha256(png).hexdigest())
+    artifact_storage().save(artifact.storage_name, io.BytesIO(png))
     settings.RLAB_DATASET_DIR = tmp_path / "datasets"
     dataset = dataset_create(project=project, user=user, name="sums", kind="prompts",
                              filename="sums.jsonl",
@@ -153,7 +167,7 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
            "membership_id": Membership.objects.get(user=target).pk, "rollout_id": rollout.pk,
            "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk,
            "dataset_id": dataset.pk, "upload_token": "0" * 32, "prompt_id": "1+1", "fmt": "csv",
-           "checkpoint_id": run.checkpoints.get().pk,
+           "checkpoint_id": run.checkpoints.get().pk, "artifact_id": artifact.pk,
            "token_id": token_create(user=user, name="cli")[0].pk}
     return users, ids
 

@@ -36,6 +36,7 @@ urlpatterns = [
     path("", include("webapp.live.urls")),
     path("", include("webapp.rollouts.urls")),
     path("", include("webapp.evaluations.urls")),
+    path("", include("webapp.artifacts.urls")),
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.reviews.urls")),
     path("", include("webapp.deletion.urls")),
