@@ -1,8 +1,9 @@
 """TRL's GRPOTrainer, as a user runs it: a conversational dataset, report_to="mlflow" (so MLflow
-ends the run when training ends) and log_completions=True. Its completions file is then
-imported through the API into that ended run, so that the run's metrics and rollouts are one
-run's; the conversation shows as a chat, every reward function's column is a reward, and the
-rows no function scored are marked, not refused."""
+ends the run when training ends) with HF_MLFLOW_LOG_ARTIFACTS=1 (each checkpoint logged as a
+model) and log_completions=True. Its checkpoint becomes one that rlab evaluates; its completions
+file is then imported through the API into that ended run, so that the run's metrics,
+checkpoint and rollouts are one run's; the conversation shows as a chat, every reward
+function's column is a reward, and the rows no function scored are marked, not refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import requests
 from django.urls import reverse
 
 from webapp.experiments.models import Experiment
-from webapp.runs.models import Rollout, RunStatus
+from webapp.runs.models import Checkpoint, MetricPoint, Rollout, RunStatus
 
 QUESTIONS = ["What is 2 + 3?", "What is 4 * 5?"]
 SYSTEM = "Answer with a number."
@@ -38,18 +39,25 @@ def test_trl_completions_of_a_chat_import_into_the_ended_mlflow_run(
     from trl import GRPOConfig, GRPOTrainer
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "trl-chat")
+    monkeypatch.setenv("HF_MLFLOW_LOG_ARTIFACTS", "1")
     dataset = Dataset.from_list([{"prompt": [{"role": "system", "content": SYSTEM},
                                              {"role": "user", "content": question}]}
                                  for question in QUESTIONS])
     args = GRPOConfig(output_dir=str(tmp_path / "out"), run_name="chat-grpo", max_steps=1,
                       per_device_train_batch_size=4, num_generations=2,
                       max_completion_length=6, learning_rate=1e-5, logging_steps=1,
-                      log_completions=True, save_strategy="no", report_to=["mlflow"],
-                      use_cpu=True, disable_tqdm=True, seed=0)
+                      log_completions=True, save_strategy="steps", save_steps=1,
+                      report_to=["mlflow"], use_cpu=True, disable_tqdm=True, seed=0)
     GRPOTrainer(model=str(tiny_model), args=args, train_dataset=dataset,
                 reward_funcs=[mentions_a_digit, brevity]).train()
     run = Experiment.objects.get(project=project, name="trl-chat").runs.get()
     assert run.status == RunStatus.SUCCEEDED  # MLflow ended it
+    logged = set(MetricPoint.objects.filter(run=run).values_list("key", flat=True))
+    assert {"reward", "rewards/mentions_a_digit/mean", "rewards/brevity/mean"} <= logged
+    # The checkpoint transformers logged as a model: one that rlab can load and evaluate.
+    checkpoint = Checkpoint.objects.get(run=run)
+    assert checkpoint.step == 1
+    assert (Path(checkpoint.path) / "config.json").is_file()
     [completions] = (Path(args.output_dir) / "completions").glob("completions_*.parquet")
 
     response = requests.post(f"{web}/api/runs/{run.pk}/rollouts/import",

@@ -4,6 +4,7 @@ app is handed one chunk past the limit at most, the rest is read and discarded."
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from webapp.mlflow_compat.upload_limit import ArtifactUploadLimit
 
@@ -28,7 +29,9 @@ def handed(path: str, chunks: int, limit: int, settings) -> tuple[int, int, bool
                 return
 
     scope = {"type": "http", "method": "PUT", "path": path}
-    asyncio.run(ArtifactUploadLimit(app)(scope, receive, None))
+    # In a thread of its own: an earlier test (Playwright's) may leave this thread's loop running.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, ArtifactUploadLimit(app)(scope, receive, None)).result()
     return sum(len(m["body"]) for m in seen), len(messages), not seen[-1]["more_body"]
 
 
