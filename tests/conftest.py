@@ -3,6 +3,9 @@ webapp/config/settings/test.py); when either cannot be reached the suite fails, 
 
 from __future__ import annotations
 
+import hashlib
+import io
+import mimetypes
 import shutil
 from pathlib import Path
 
@@ -104,3 +107,35 @@ def tiny_run_config(model_dir, **overrides) -> dict:
                   rollout_backend="transformers")
     values.update(overrides)
     return RunConfig.from_dict(values, paths=True).to_dict()
+
+
+@pytest.fixture
+def artifact_dir(settings, tmp_path):
+    """The artifact store as a folder of the test's own; a web server the test starts is given
+    it as RLAB_ARTIFACT_DIR."""
+    folder = tmp_path / "artifacts"
+    settings.STORAGES = {**settings.STORAGES, "artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(folder)}}}
+    return folder
+
+
+@pytest.fixture
+def save_artifact(artifact_dir):
+    """save_artifact(run_or_model, "plots/loss.png", b"...") -> the Artifact: the file in the
+    store, its row with size, SHA-256 and the type its name suggests."""
+    from webapp.artifacts.models import Artifact, LoggedModel
+    from webapp.artifacts.storage import artifact_storage
+
+    def save(owner, path: str, data: bytes, *, content_type: str | None = None) -> Artifact:
+        owner_field = "logged_model" if isinstance(owner, LoggedModel) else "run"
+        if content_type is None:
+            content_type = mimetypes.guess_type(path)[0] or ""
+        artifact = Artifact(**{owner_field: owner}, path=path, size=len(data),
+                            sha256=hashlib.sha256(data).hexdigest(), content_type=content_type)
+        stored = artifact_storage().save(artifact.storage_name, io.BytesIO(data))
+        assert stored == artifact.storage_name
+        artifact.save()
+        return artifact
+
+    return save

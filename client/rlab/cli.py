@@ -253,22 +253,26 @@ def cancel(api: Api, args: argparse.Namespace) -> int:
     return OK
 
 
-def follow(api: Api, run_id: int) -> int:
-    """Print the run's log lines as they arrive, until it ends; OK if it succeeded. A page read
-    after the run ended that is not full holds the last lines. While the server is away, wait
-    for it, as `tail -f` waits for a file."""
-    after, backoff, waiting = 0, Backoff(base=1.0, cap=30.0), False
+def get_waiting(api: Api, run_id: int, path: str, **params: Any) -> dict[str, Any]:
+    """GET `path` for a run being followed; while the server is away, wait for it (saying so
+    once), as `tail -f` waits for a file."""
+    backoff, waiting = Backoff(base=1.0, cap=30.0), False
     while True:
         try:
-            page = api.get(f"/runs/{run_id}/logs", after=after, limit=LOG_PAGE)
+            return api.get(path, **params)
         except Transient as exc:
             if not waiting:
                 note(f"{exc}; still following run {run_id}, Ctrl-C stops.")
             waiting = True
             time.sleep(backoff.next_delay())
-            continue
-        waiting = False
-        backoff.reset()
+
+
+def follow(api: Api, run_id: int) -> int:
+    """Print the run's log lines as they arrive, until it ends; OK if it succeeded. A page read
+    after the run ended that is not full holds the last lines."""
+    after = 0
+    while True:
+        page = get_waiting(api, run_id, f"/runs/{run_id}/logs", after=after, limit=LOG_PAGE)
         after = print_lines(page["items"], after)
         if len(page["items"]) == LOG_PAGE:
             continue
@@ -280,27 +284,16 @@ def follow(api: Api, run_id: int) -> int:
 
 def follow_metrics(api: Api, run: dict[str, Any]) -> int:
     """A tracked run has no worker log: print its metric points as they arrive, a line per step
-    (every point so far first), until it ends; OK if it succeeded. While the server is away,
-    wait for it."""
+    (every point so far first), until it ends; OK if it succeeded."""
     run_id = run["id"]
     note(f"{title(run)} (run {run_id}) is a tracked run: it has no worker log. Following its "
          "metrics instead; Ctrl-C stops.")
     last: dict[str, int] = {}  # each key's last step printed
     keys: list[str] = []
-    backoff, waiting = Backoff(base=1.0, cap=30.0), False
     while True:
         # From the earliest step a key may still have new points at (a key not yet read: 0).
         start = min((last.get(key, -1) for key in keys), default=-1) + 1
-        try:
-            page = api.get(f"/runs/{run_id}/metrics", start=start)
-        except Transient as exc:
-            if not waiting:
-                note(f"{exc}; still following run {run_id}, Ctrl-C stops.")
-            waiting = True
-            time.sleep(backoff.next_delay())
-            continue
-        waiting = False
-        backoff.reset()
+        page = get_waiting(api, run_id, f"/runs/{run_id}/metrics", start=start)
         keys = page["keys"]
         print_points(page["series"], last)
         if not page["active"]:

@@ -3,6 +3,7 @@ Celery worker started as separate processes on the test database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -43,9 +44,11 @@ def stack(transactional_db, tmp_path, tiny_model):
     worker.stop()
 
 
-@pytest.fixture
-def page(browser, stack):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=stack)
+@contextlib.contextmanager
+def checked_page(browser, base_url: str):
+    """A page of a fresh browser context on `base_url`, failing the test at the end on any
+    JavaScript error or Content-Security-Policy violation it saw."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base_url)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -56,6 +59,12 @@ def page(browser, stack):
     yield page
     context.close()
     assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, stack):
+    with checked_page(browser, stack) as page:
+        yield page
 
 
 def sign_in(page, username: str = "ada", password: str = "lovelace-1843") -> None:

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import sign_in
 from tests.stack import start_web
-from tests.webapp.artifacts.conftest import artifact_dir, image_bytes, save_artifact  # noqa: F401
+from tests.webapp.artifacts.conftest import image_bytes
 from webapp.artifacts.models import LoggedModel
 from webapp.runs import services as runs
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def stack(transactional_db, tmp_path, artifact_dir):  # noqa: F811
+def stack(transactional_db, tmp_path, artifact_dir):
     """The web server alone (no page here needs a worker), on the test's artifact store."""
     web, base_url = start_web(tmp_path, RLAB_ARTIFACT_DIR=str(artifact_dir))
     yield base_url
@@ -29,7 +29,7 @@ def stack(transactional_db, tmp_path, artifact_dir):  # noqa: F811
 
 
 @pytest.fixture
-def run(user, experiment, save_artifact):  # noqa: F811
+def run(user, experiment, save_artifact):
     """A finished run with a chart image, a JSON config, an MLflow table of 60 rows and a
     logged model."""
     run = runs.run_launch(experiment=experiment, user=user)

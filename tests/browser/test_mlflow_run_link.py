@@ -9,7 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import checked_page, sign_in
 from tests.stack import start_web
 from webapp.api.tokens import token_create
 from webapp.runs.models import Run
@@ -26,15 +26,9 @@ def web(transactional_db, tmp_path):
 
 @pytest.fixture
 def page(browser, web):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=web)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text)
-            if "Content Security Policy" in msg.text else None)
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
+    """A page on the web server alone: no run here trains, so no worker is started."""
+    with checked_page(browser, web) as page:
+        yield page
 
 
 def test_the_run_link_the_mlflow_client_prints_opens_the_run(page, web, project, user,

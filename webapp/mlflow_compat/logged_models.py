@@ -7,17 +7,11 @@ A model belongs to a tracked experiment of the project; one elsewhere does not e
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-
-from django.db.models import Q, Value
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.lookups import Exact, IRegex, Regex
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import Field
 
-from webapp.artifacts.models import LoggedModel, LoggedModelStatus
+from webapp.artifacts.models import LoggedModel
 from webapp.artifacts.services import (
     logged_model_create,
     logged_model_delete,
@@ -30,17 +24,13 @@ from webapp.mlflow_compat import bodies
 from webapp.mlflow_compat.endpoint import endpoint
 from webapp.mlflow_compat.entities import artifact_uri, ms
 from webapp.mlflow_compat.errors import MlflowError
+from webapp.mlflow_compat.model_search import STATUS_FROM_MLFLOW, STATUS_TO_MLFLOW, models_search
+from webapp.mlflow_compat.search import searched
 from webapp.mlflow_compat.views import experiment_with_id, row_id, string_pairs
 from webapp.projects.models import Project
 from webapp.runs.models import Run
 from webapp.teams.models import Role
 
-STATUS_TO_MLFLOW = {
-    LoggedModelStatus.PENDING: "LOGGED_MODEL_PENDING",
-    LoggedModelStatus.READY: "LOGGED_MODEL_READY",
-    LoggedModelStatus.FAILED: "LOGGED_MODEL_UPLOAD_FAILED",
-}
-STATUS_FROM_MLFLOW = {name: status for status, name in STATUS_TO_MLFLOW.items()}
 # Search results per page, when the client asks for none, and at most.
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
@@ -89,88 +79,6 @@ class ModelOutput(bodies.Body):
 
 class RunOutputs(bodies.RunBody):
     models: list[ModelOutput] = Field(default_factory=list)
-
-
-# MLflow's filter of logged models, the part rlab answers: clauses joined by AND, each an
-# attribute, params.<key> or tags.<key> (a key in backticks may hold anything but a backtick),
-# compared with a quoted string (or an attribute's time with a number of milliseconds).
-CLAUSE = re.compile(
-    r"\s*(?P<key>(?:(?:params|tags)\.)?(?:`[^`]+`|[\w.-]+))\s*"
-    r"(?P<op>!=|<=|>=|=|<|>|\bI?LIKE\b)\s*"
-    r"(?P<value>'(?:[^']|'')*'|\"[^\"]*\"|-?[0-9]+)\s*(?P<end>$|\bAND\b)", re.IGNORECASE)
-FILTER_ATTRIBUTES = {"name": "name", "model_id": "pk", "model_type": "model_type",
-                     "status": "status", "source_run_id": "source_run_id",
-                     "creation_timestamp": "created_at", "creation_time": "created_at",
-                     "last_updated_timestamp": "updated_at"}
-STRING_LOOKUPS = {"=": "exact", "LIKE": "like", "ILIKE": "ilike"}
-TIME_LOOKUPS = {"=": "exact", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
-FILTER_HELP = ("Filter logged models with clauses such as name = 'm' AND params.lr = '0.1' AND "
-               "creation_timestamp > 1700000000000 (attributes: "
-               f"{', '.join(FILTER_ATTRIBUTES)}; params.<key>; tags.<key>; metrics are not "
-               "kept on logged models here).")
-
-
-def _like(pattern: str) -> str:
-    """SQL LIKE's pattern as a regular expression (% any run, _ one character)."""
-    return "^" + "".join(".*" if c == "%" else "." if c == "_" else re.escape(c)
-                         for c in pattern) + "$"
-
-
-def _clause(key: str, op: str, raw: str) -> Q:
-    op = op.upper()
-    value: str | datetime
-    if raw[0] in "'\"":
-        value = raw[1:-1].replace("''", "'") if raw[0] == "'" else raw[1:-1]
-    else:
-        value = raw
-    if "." in key and key.split(".", 1)[0].lower() in ("params", "tags"):
-        column, name = key.split(".", 1)
-        field, name = column.lower(), name.strip("`")
-    else:
-        field, name = FILTER_ATTRIBUTES.get(key.strip("`").lower(), ""), None
-        if not field:
-            raise MlflowError("INVALID_PARAMETER_VALUE",
-                              f"Cannot filter logged models by {key!r}. {FILTER_HELP}")
-    if field in ("created_at", "updated_at"):
-        if op not in TIME_LOOKUPS or not re.fullmatch(r"-?[0-9]+", str(value)):
-            raise MlflowError("INVALID_PARAMETER_VALUE",
-                              f"{key} is compared (=, <, <=, >, >=) with milliseconds since "
-                              "1970.")
-        return Q(**{f"{field}__{TIME_LOOKUPS[op]}": datetime.fromtimestamp(
-            int(value) / 1000, tz=UTC)})
-    if field == "status":
-        value = STATUS_FROM_MLFLOW.get(str(value), str(value).lower())
-    if op not in ("=", "!=", "LIKE", "ILIKE"):
-        raise MlflowError("INVALID_PARAMETER_VALUE",
-                          f"{key} is compared with =, !=, LIKE or ILIKE. {FILTER_HELP}")
-    if name is not None:
-        target = KeyTextTransform(name, field)
-        if op in ("LIKE", "ILIKE"):
-            lookup = IRegex if op == "ILIKE" else Regex
-            return Q(lookup(target, Value(_like(str(value)))))
-        matched = Q(Exact(target, Value(str(value))))
-        return ~matched if op == "!=" else matched
-    if op in ("LIKE", "ILIKE"):
-        return Q(**{f"{field}__{'iregex' if op == 'ILIKE' else 'regex'}": _like(str(value))})
-    if field == "source_run_id":
-        value = row_id(str(value))
-    matched = Q(**{field: value})
-    return ~matched if op == "!=" else matched
-
-
-def models_filtered(models, text: str):
-    """The models that pass MLflow's filter `text`; INVALID_PARAMETER_VALUE for a filter rlab
-    cannot answer, never an answer that ignores part of it."""
-    position, text = 0, text.strip()
-    while position < len(text):
-        match = CLAUSE.match(text, position)
-        if match is None or (not match["end"] and match.end() < len(text)):
-            raise MlflowError("INVALID_PARAMETER_VALUE",
-                              f"Cannot read the filter at {text[position:position + 40]!r}. "
-                              f"{FILTER_HELP}")
-        models = models.filter(_clause(match["key"], match["op"], match["value"]))
-        position = match.end()
-    return models
 
 
 def logged_model_json(model: LoggedModel) -> dict:
@@ -268,8 +176,8 @@ def model_search(*, project: Project, user, body: ModelSearch) -> dict:
     """The models of the experiments that pass the filter, newest first unless ordered
     otherwise, a page at a time."""
     experiments = [experiment_with_id(project, e).pk for e in body.experiment_ids]
-    models = models_filtered(project_models(project).filter(experiment_id__in=experiments),
-                             body.filter)
+    models = project_models(project).filter(experiment_id__in=experiments)
+    models = searched(lambda: models_search(models, body.filter))
     order = []
     for item in body.order_by:
         if item.field_name not in ORDER_FIELDS:

@@ -16,8 +16,8 @@ from typing import Annotated
 from django.db.models import Q
 from pydantic import BeforeValidator, Field
 
-from webapp.experiments.models import ExperimentKind
 from webapp.common.inputs import BIGINT_MAX, Text
+from webapp.experiments.models import ExperimentKind
 from webapp.mlflow_compat.bodies import Body, Required, RunBody, Step
 from webapp.mlflow_compat.endpoint import endpoint
 from webapp.mlflow_compat.entities import (

@@ -1,45 +1,13 @@
-"""Artifacts for the artifact pages' tests, made as the store holds them: the bytes saved in the
-artifact store at the Artifact's storage name, and its row. The store is a folder of the test's
-own (`artifact_dir`), which a web server the test starts is given as RLAB_ARTIFACT_DIR."""
+"""A logged model, and images, for the artifact pages' tests (artifacts themselves are made by
+tests/conftest.py's `save_artifact`)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import mimetypes
 
 import pytest
 
-from webapp.artifacts.models import Artifact, LoggedModel
-from webapp.artifacts.storage import artifact_storage
-
-
-@pytest.fixture
-def artifact_dir(settings, tmp_path):
-    folder = tmp_path / "artifacts"
-    settings.STORAGES = {**settings.STORAGES, "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(folder)}}}
-    return folder
-
-
-@pytest.fixture
-def save_artifact(artifact_dir):
-    """save_artifact(run_or_model, "plots/loss.png", b"...") -> the Artifact: the file in the
-    store, its row with size, SHA-256 and the type its name suggests."""
-
-    def save(owner, path: str, data: bytes, *, content_type: str | None = None) -> Artifact:
-        owner_field = "logged_model" if isinstance(owner, LoggedModel) else "run"
-        if content_type is None:
-            content_type = mimetypes.guess_type(path)[0] or ""
-        artifact = Artifact(**{owner_field: owner}, path=path, size=len(data),
-                            sha256=hashlib.sha256(data).hexdigest(), content_type=content_type)
-        stored = artifact_storage().save(artifact.storage_name, io.BytesIO(data))
-        assert stored == artifact.storage_name
-        artifact.save()
-        return artifact
-
-    return save
+from webapp.artifacts.models import LoggedModel
 
 
 @pytest.fixture
