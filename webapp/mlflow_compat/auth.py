@@ -18,7 +18,12 @@ HOW_TO_AUTHENTICATE = ("Set MLFLOW_TRACKING_TOKEN to an rlab API token (create o
 
 
 def sent_token(request: HttpRequest) -> str | None:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return authorization_token(request.headers.get("Authorization", ""))
+
+
+def authorization_token(authorization: str) -> str | None:
+    """The token in an Authorization header's value: a bearer token, or basic auth's password."""
+    scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer":
         return credentials.strip()
     if scheme.lower() == "basic":

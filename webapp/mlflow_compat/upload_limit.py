@@ -4,7 +4,9 @@ Django's ASGI handler reads a request's whole body into a temporary file before 
 so an upload far past RLAB_ARTIFACT_MAX_FILE_BYTES would fill the disk before the view could
 refuse it. This middleware hands Django at most one chunk past the limit (enough for the view
 to refuse it in MLflow's words, webapp.artifacts.services.artifact_upload) and reads and
-discards the rest, so the client still gets that answer rather than a reset connection."""
+discards the rest, so the client still gets that answer rather than a reset connection. A
+request without a token rlab accepts is handed one chunk only: nobody fills the disk before
+being told they are not signed in."""
 
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from webapp.api.tokens import token_user
+from webapp.mlflow_compat.auth import authorization_token
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -32,7 +38,9 @@ class ArtifactUploadLimit:
                 and UPLOADS.match(scope["path"])):
             await self.app(scope, receive, send)
             return
-        limit = settings.RLAB_ARTIFACT_MAX_FILE_BYTES
+        token = authorization_token(_header(scope, b"authorization"))
+        signed_in = bool(token) and await sync_to_async(token_user)(token) is not None
+        limit = settings.RLAB_ARTIFACT_MAX_FILE_BYTES if signed_in else 0
         passed = 0
         capped = False
 
@@ -51,3 +59,10 @@ class ArtifactUploadLimit:
             return message
 
         await self.app(scope, capped_receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
