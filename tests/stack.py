@@ -159,6 +159,24 @@ def start_serve(log_dir: Path, port: int | None = None, **env: str) -> tuple[Pro
     return serve, base_url
 
 
+def start_s3(log_dir: Path) -> tuple[Process, str]:
+    """moto's S3-compatible server (for MinIO, AWS) on a free port, as a process of its own: in
+    the test process its Flask app would stay imported, and vLLM's start-up trips over Flask's
+    context proxies in any module it scans."""
+    port = free_port()
+    server = Process(f"s3-{port}", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                    "-p", str(port)], dict(os.environ), log_dir)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
+            return server, endpoint
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"moto's S3 server did not start:\n{server.output()[-4000:]}")
+
+
 def start_redis(log_dir: Path, port: int) -> Process:
     """A Redis of the test's own on `port`, keeping nothing on disk (as in development)."""
     server = Process(f"redis-{port}", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",

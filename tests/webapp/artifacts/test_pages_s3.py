@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.urls import reverse
 
-from tests.stack import free_port
+from tests.stack import start_s3
 from tests.webapp.artifacts.conftest import image_bytes
 from webapp.artifacts.previews import TEXT_PREVIEW_BYTES
 from webapp.runs.services import run_launch
@@ -20,13 +20,9 @@ KEYS = {"access_key": "testing", "secret_key": "testing"}
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
+def s3_endpoint(tmp_path_factory):
+    server, endpoint = start_s3(tmp_path_factory.mktemp("s3"))
+    yield endpoint
     server.stop()
 
 

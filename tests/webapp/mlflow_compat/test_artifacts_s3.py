@@ -10,9 +10,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
-from tests.stack import free_port, start_web, start_worker, wait_for_run
+from tests.stack import start_s3, start_web, start_worker, wait_for_run
 from training.spec.evaluation_config import EvalConfig
 from webapp.artifacts.models import Artifact
 from webapp.runs import model_sources
@@ -25,13 +23,11 @@ PREFIX = "team-a"
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(tmp_path_factory):
     """An S3 endpoint with an empty bucket; the environment the installation would set."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, endpoint = start_s3(tmp_path_factory.mktemp("s3"))
     env = {"RLAB_ARTIFACT_BUCKET": BUCKET, "RLAB_ARTIFACT_PREFIX": PREFIX,
-           "RLAB_ARTIFACT_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+           "RLAB_ARTIFACT_S3_ENDPOINT": endpoint,
            "RLAB_ARTIFACT_S3_REGION": "us-east-1",
            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
     bucket = boto3.resource("s3", endpoint_url=env["RLAB_ARTIFACT_S3_ENDPOINT"],
