@@ -107,14 +107,8 @@ def start_web(log_dir: Path, port: int | None = None, name: str = "web", **env: 
     port = port or free_port()
     web = Process(name, uvicorn_command(host="127.0.0.1", port=port), stack_env(**env), log_dir)
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base_url}/healthz", timeout=2)
-            return web, base_url
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"web server did not start:\n{web.output()[-4000:]}")
+    wait_for_answer(f"{base_url}/healthz", what="web server", process=web)
+    return web, base_url
 
 
 def training_processes(run_id: int) -> list[int]:
@@ -136,14 +130,22 @@ def training_processes(run_id: int) -> list[int]:
 
 
 def wait_for_web(base_url: str, timeout: float = 60) -> None:
+    wait_for_answer(f"{base_url}/healthz", what=base_url, timeout=timeout)
+
+
+def wait_for_answer(url: str, *, what: str, process: Process | None = None,
+                    timeout: float = 60) -> None:
+    """Until a GET of `url` answers; AssertionError after `timeout` seconds, with the end of the
+    process's output when there is one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"{base_url}/healthz", timeout=2)
+            urllib.request.urlopen(url, timeout=2)
             return
         except OSError:
             time.sleep(0.3)
-    raise AssertionError(f"{base_url} did not answer within {timeout} s")
+    output = f":\n{process.output()[-4000:]}" if process is not None else ""
+    raise AssertionError(f"{what} did not answer within {timeout} s{output}")
 
 
 def start_serve(log_dir: Path, port: int | None = None, **env: str) -> tuple[Process, str]:
@@ -167,14 +169,8 @@ def start_s3(log_dir: Path) -> tuple[Process, str]:
     server = Process(f"s3-{port}", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                     "-p", str(port)], dict(os.environ), log_dir)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
-            return server, endpoint
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"moto's S3 server did not start:\n{server.output()[-4000:]}")
+    wait_for_answer(f"{endpoint}/moto-api/", what="moto's S3 server", process=server)
+    return server, endpoint
 
 
 def start_redis(log_dir: Path, port: int) -> Process:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja.security import APIKeyCookie, HttpBearer
 
-from webapp.api.tokens import INVALID_TOKEN, token_user
+from webapp.api.tokens import INVALID_TOKEN, request_token_user
 
 REFUSAL = (f"{INVALID_TOKEN}: send `Authorization: Bearer rlab_…` with an active token from the "
            "API tokens page.")
@@ -19,7 +19,7 @@ REFUSAL = (f"{INVALID_TOKEN}: send `Authorization: Bearer rlab_…` with an acti
 
 class TokenAuth(HttpBearer):
     def authenticate(self, request, token: str):
-        user = token_user(token)
+        user = request_token_user(request, token)
         if user is not None:
             request.user = user  # the views read request.user, whichever way it signed in
         return user

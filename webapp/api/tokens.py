@@ -58,3 +58,14 @@ def token_user(token: str):
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
     return row.user
+
+
+def request_token_user(request, token: str):
+    """token_user for a request, looked up once: the check of every request's token in front of
+    the views (webapp.config.middleware) and the endpoint's own authentication share it."""
+    found = getattr(request, "_token_user", None)
+    if found is not None and found[0] == token:
+        return found[1]
+    user = token_user(token)
+    request._token_user = (token, user)
+    return user

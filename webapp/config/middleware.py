@@ -13,7 +13,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html
 
 from webapp.api.auth import REFUSAL
-from webapp.api.tokens import token_user
+from webapp.api.tokens import request_token_user
 from webapp.common.inputs import text_problem
 from webapp.mlflow_compat.auth import sent_token, token_refusal
 from webapp.mlflow_compat.errors import error_response
@@ -111,8 +111,8 @@ class UnusableTokenMiddleware(MiddlewareMixin):
     message meant for browsers. Judged: a bearer token sent to the REST API or the tracking
     endpoints, the password of basic auth sent to the tracking endpoints (the mlflow client's
     other way), and anywhere a bearer token shaped as rlab's (`rlab_…`); so the credentials of
-    a proxy in front of the pages pass. A token that is accepted is left to the endpoint, which finds
-    its user again: the pages take no token."""
+    a proxy in front of the pages pass. A token that is accepted is left to the endpoint, which
+    reuses this lookup (request_token_user): the pages take no token."""
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
         path = request.path_info
@@ -124,7 +124,7 @@ class UnusableTokenMiddleware(MiddlewareMixin):
             judged = endpoint or token.startswith("rlab_")
         else:
             judged = endpoint and path.startswith(MLFLOW_PREFIX)
-        if not judged or token_user(token) is not None:
+        if not judged or request_token_user(request, token) is not None:
             return None
         if path.startswith(MLFLOW_PREFIX):
             return error_response("UNAUTHENTICATED", token_refusal())

@@ -10,7 +10,7 @@ import binascii
 
 from django.http import HttpRequest
 
-from webapp.api.tokens import INVALID_TOKEN, token_user
+from webapp.api.tokens import INVALID_TOKEN, request_token_user
 from webapp.mlflow_compat.errors import MlflowError
 
 HOW_TO_AUTHENTICATE = ("Set MLFLOW_TRACKING_TOKEN to an rlab API token (create one on the API "
@@ -41,7 +41,7 @@ def request_user(request: HttpRequest):
     if not token:
         raise MlflowError("UNAUTHENTICATED", f"{INVALID_TOKEN}: no API token was sent. "
                                              f"{HOW_TO_AUTHENTICATE}")
-    user = token_user(token)
+    user = request_token_user(request, token)
     if user is None:
         raise MlflowError("UNAUTHENTICATED", token_refusal())
     return user
