@@ -24,11 +24,15 @@ WEEK = 7 * 24 * 3600
              time_limit=WEEK, soft_time_limit=WEEK - 300,
              autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def run_execute(self, run_id: int) -> None:
-    """Claim the run and supervise its training (or evaluation) process to the end. A run claimed elsewhere,
-    or already cancelled, is left alone: delivering this message twice is harmless."""
+    """Claim the run that goes first on the queue of `run_id` (priority, then age, passing over
+    runs a limit holds back; webapp.runs.services.run_claim_next) and supervise its training
+    (or evaluation) process to the end. The message is a token: when no run may start, or the
+    run is gone, it is dropped, and a run that ends sends one for the runs it held back."""
     worker = f"{self.request.hostname or 'worker'}"
-    if not services.run_claim(run_id=run_id, worker=worker):
-        logger.info("run %s: not queued any more, skipping", run_id)
+    queue = Run.objects.filter(pk=run_id).values_list("queue", flat=True).first()
+    run_id = services.run_claim_next(queue=queue, worker=worker) if queue else None
+    if run_id is None:
+        logger.info("no queued run may start on this message's queue now, skipping")
         return
     config = services.run_worker_config(run_id=run_id)
     if config is None:

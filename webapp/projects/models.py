@@ -10,6 +10,14 @@ class Project(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    max_concurrent_runs = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="At most this many of the project's runs start or run at once; more wait "
+                  "queued. Empty: no limit.")
+    chart_layout = models.JSONField(
+        default=dict, blank=True,
+        help_text="How the project's chart panels are arranged (pinned, order, sizes), the "
+                  "same on every run, group and comparison page of the project.")
 
     class Meta:
         ordering = ["name"]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 from itertools import chain, islice
 from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from training.spec.checkpoint_names import checkpoint_step
@@ -97,6 +98,21 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
             found = stored_keys[key] = storable_text(key)[:METRIC_KEY_MAX_LENGTH]
         return found
 
+    count = _metrics_store(run_id, points, stored)
+    if stored_keys:
+        metrics_stored.send(sender=MetricPoint, run_id=run_id,
+                            keys=frozenset(stored_keys.values()))
+    return count
+
+
+# Sent after metrics_ingest stored a batch, with `run_id` and the `keys` it held: apps above
+# this one act on new points here (a sweep's pruner reads its objective's latest values).
+metrics_stored = Signal()
+
+
+def _metrics_store(run_id: int, points: Iterable[tuple[str, int, float, datetime]],
+                   stored: Callable[[str], str]) -> int:
+    """metrics_ingest's writes, with `stored` turning a key into the key stored."""
     if connection.vendor != "postgresql":
         return _metrics_upsert_portable(run_id, ((stored(key), step, value, wall_time)
                                                  for key, step, value, wall_time in points))

@@ -103,9 +103,27 @@ class Run(models.Model):
         "Checkpoint", on_delete=models.SET_NULL, null=True, blank=True,
         related_name="evaluations",
         help_text="For an evaluation job: the checkpoint it evaluates (none: a base model).")
+    queue = models.CharField(max_length=20, blank=True,
+                             help_text="The Celery queue it waits on (cpu or gpu); none for a "
+                                       "tracked run.")
+    priority = models.SmallIntegerField(
+        default=0, help_text="Higher runs first among the queued runs of a queue; ties by age.")
+    seed_group = models.CharField(
+        max_length=32, blank=True, db_index=True,
+        help_text="A hash of the config less its seed (webapp.runs.seed_groups): runs that "
+                  "differ only by seed share it.")
+    sweep = models.ForeignKey("sweeps.Sweep", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="runs", help_text="The sweep that launched it.")
+    sweep_trial = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Its trial's number in the sweep's Optuna study.")
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The queue: a queue's next run to claim, highest priority first, then oldest.
+            models.Index(fields=["status", "queue", "-priority", "created_at"],
+                         name="run_queue_order"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["experiment", "number"],
                                     name="run_number_unique_in_experiment"),
@@ -191,6 +209,24 @@ class MetricPoint(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key", "step"],
                                                name="metric_point_unique_per_step")]
+
+
+class MetricSummary(models.Model):
+    """One metric of one run in a few numbers, kept by webapp.runs.ingestion as points arrive,
+    so that tables over many runs sort and filter by a metric without reading its points."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_summaries",
+                            db_index=False)
+    key = models.CharField(max_length=METRIC_KEY_MAX_LENGTH)
+    last_step = models.BigIntegerField()
+    last_value = models.FloatField(null=True)
+    min_value = models.FloatField(null=True)
+    max_value = models.FloatField(null=True)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key"],
+                                               name="metric_summary_unique_per_key")]
 
 
 class DatasetInput(models.Model):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
+from django.dispatch import Signal
 from django.utils import timezone
 
 from training.spec.algorithms import algorithm_spec
@@ -26,6 +27,7 @@ from training.spec.model_refs import RefKind, parse_model_ref
 from webapp.datasets.selectors import dataset_file_for_run
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.projects.activity import Verb, activity
+from webapp.projects.models import Project
 from webapp.runs.broker import broker_connection, queue_depth, run_send
 from webapp.runs.ingestion import checkpoints_recover
 from webapp.runs.model_sources import config_for_worker, config_models_check
@@ -37,6 +39,7 @@ from webapp.runs.models import (
     Run,
     RunStatus,
 )
+from webapp.runs.seed_groups import seed_group_of
 from webapp.teams.models import Role
 from webapp.teams.selectors import user_has_role
 
@@ -54,15 +57,19 @@ def run_queue_for(config: dict[str, Any]) -> str:
     return settings.RLAB_RUN_QUEUE
 
 
-def run_launch(*, experiment: Experiment, user) -> Run:
-    """Create a queued Run from the experiment's current config and enqueue it once committed."""
+def run_launch(*, experiment: Experiment, user, overrides: dict[str, Any] | None = None,
+               detail: str = "", **fields: Any) -> Run:
+    """Create a queued Run from the experiment's current config, with `overrides` (settings by
+    name, flat as RunConfig.to_dict has them: a sweep's trial, a seed) applied, and enqueue it
+    once committed.
+    `fields` go to the Run (a sweep's runs record their sweep and trial)."""
     if experiment.is_evaluation:
         raise ValidationError("An evaluation runs on a model or checkpoint: choose one.")
     if experiment.is_tracked:
         raise ValidationError(f"{experiment.name} is tracked: its runs are logged by scripts "
                               "that run elsewhere (the SDK, an MLflow client), not launched.")
     try:
-        config = RunConfig.from_dict(experiment.config).to_dict()
+        config = RunConfig.from_dict({**experiment.config, **(overrides or {})}).to_dict()
     except ConfigError as exc:
         raise ValidationError(f"The experiment's config cannot run: {exc}") from exc
     _models_check(project_id=experiment.project_id, config=config, config_class=RunConfig,
@@ -73,7 +80,28 @@ def run_launch(*, experiment: Experiment, user) -> Run:
         config["dataset"] = dataset_file_for_run(
             project=experiment.project, reference=config["dataset"],
             kind=algorithm_spec(config["algorithm"]).trains_on)
-    return run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED)
+    return run_create(experiment=experiment, config=config, user=user, verb=Verb.LAUNCHED,
+                      detail=detail, **fields)
+
+
+# The most seeds one launch may start.
+MAX_SEEDS = 100
+
+
+def runs_launch_seeds(*, experiment: Experiment, user, seeds: list[int]) -> list[Run]:
+    """Launch the experiment once per seed, all or none: the runs are created in one
+    transaction, and enqueued once it commits. ValidationError for no seeds, a seed twice, or
+    more than MAX_SEEDS."""
+    if not seeds:
+        raise ValidationError("Give at least one seed.")
+    if len(seeds) > MAX_SEEDS:
+        raise ValidationError(f"At most {MAX_SEEDS} seeds at once; {len(seeds)} were given.")
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:
+        raise ValidationError(f"Each seed once: {', '.join(map(str, twice))} given twice.")
+    with transaction.atomic():
+        return [run_launch(experiment=experiment, user=user, overrides={"seed": seed},
+                           detail=f"seed {seed}") for seed in seeds]
 
 
 def evaluation_launch(*, experiment: Experiment, user, model: str = "",
@@ -156,6 +184,8 @@ def run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: st
             with transaction.atomic():
                 last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
+                                         seed_group=seed_group_of(config),
+                                         queue=run_queue_for(config) if enqueue else "",
                                          launched_by=user, resumed_from=resumed_from,
                                          evaluated_checkpoint=evaluated_checkpoint, **fields)
                 activity.send(sender=Run, run=run, actor=user, verb=verb, detail=detail)
@@ -180,7 +210,7 @@ def _runs_send(runs: Iterable[Run]) -> list[int]:
     sent = []
     with broker_connection() as connection:
         for run in runs:
-            if not run_send(run_id=run.pk, queue=run_queue_for(run.config),
+            if not run_send(run_id=run.pk, queue=run.queue or run_queue_for(run.config),
                             connection=connection):
                 break
             Run.objects.filter(pk=run.pk).update(enqueued_at=timezone.now())
@@ -235,7 +265,90 @@ def run_transition(*, run_id: int, to: str, **fields: Any) -> bool:
     if to in TERMINAL_STATUSES:
         fields.setdefault("finished_at", timezone.now())
     updated = Run.objects.filter(pk=run_id, status__in=sources).update(status=to, **fields)
+    if updated and to in TERMINAL_STATUSES:
+        transaction.on_commit(_queues_wake)
+        transaction.on_commit(lambda: run_ended.send(sender=Run, run_id=run_id, status=to))
     return updated == 1
+
+
+# Sent once a run's move to an end (succeeded, failed, cancelled, interrupted, crashed) is
+# committed, with `run_id` and `status`: apps above this one act on a run's end here (a sweep
+# tells its study, and asks for the next trial).
+run_ended = Signal()
+
+
+def _queues_wake() -> None:
+    """Send a token to each queue that holds queued runs: the run that just ended may have
+    freed a place that a run held back by a limit waits for, and that run's own token was
+    dropped when the limit held it (run_claim_next). A token too many is dropped by the worker
+    that takes it."""
+    queued = Run.objects.filter(status=RunStatus.QUEUED).exclude(queue="")
+    firsts = {queue: queued.filter(queue=queue).values_list("pk", flat=True).first()
+              for queue in queued.values_list("queue", flat=True).distinct()}
+    if not firsts:
+        return
+    with broker_connection() as connection:
+        for queue, run_id in firsts.items():
+            if run_id is not None:
+                run_send(run_id=run_id, queue=queue, connection=connection)
+
+
+# Why a queued run must still wait, besides its project's limit: apps above this one register
+# their rules here in their AppConfig.ready (a sweep's concurrency). A check gets the run and
+# answers why it waits, or None. At a claim it runs in the claim's transaction with the run's
+# project row locked, so its count of the project's active runs is exact.
+ClaimCheck = Callable[[Run], "str | None"]
+_claim_checks: list[ClaimCheck] = []
+
+# How many of a queue's first queued runs a claim looks at for one it may start.
+CLAIM_CANDIDATES = 50
+
+
+def claim_check_register(check: ClaimCheck) -> None:
+    if check not in _claim_checks:
+        _claim_checks.append(check)
+
+
+def run_wait_reason(run: Run) -> str | None:
+    """Why the queued `run` may not start now (its project's concurrency limit, or a registered
+    check), or None when a free worker of its queue may take it."""
+    project = run.experiment.project
+    limit = project.max_concurrent_runs
+    if limit is not None:
+        active = Run.objects.filter(experiment__project_id=project.pk,
+                                    status__in=[RunStatus.STARTING, RunStatus.RUNNING]).count()
+        if active >= limit:
+            return (f"The project {project.name} runs at most {limit} at once "
+                    f"({active} running).")
+    for check in _claim_checks:
+        reason = check(run)
+        if reason:
+            return reason
+    return None
+
+
+def run_claim_next(*, queue: str, worker: str) -> int | None:
+    """Claim for `worker` the queued run of `queue` that goes first (highest priority, then
+    oldest) among those no limit holds back; None when there is none.
+
+    A run's message on the broker is a token, not an order: whichever worker takes one starts
+    the run that is first now, so priorities set after launch take effect, and a run held back
+    by a limit is passed over. Each candidate is tried in a transaction of its own that locks its
+    project's row (claims in one project take turns, so a limit holds with many workers) and the
+    run (skipped if another claim holds it)."""
+    candidates = Run.objects.filter(status=RunStatus.QUEUED, queue=queue).order_by(
+        "-priority", "created_at", "pk").values_list("pk", "experiment__project_id")
+    for run_id, project_id in candidates[:CLAIM_CANDIDATES]:
+        with transaction.atomic():
+            Project.objects.select_for_update().filter(pk=project_id).exists()
+            run = (Run.objects.select_for_update(skip_locked=True, of=("self",))
+                   .select_related("experiment__project")
+                   .filter(pk=run_id, status=RunStatus.QUEUED).first())
+            if run is None or run_wait_reason(run):
+                continue
+            if run_claim(run_id=run_id, worker=worker):
+                return run_id
+    return None
 
 
 def run_claim(*, run_id: int, worker: str) -> bool:

@@ -17,6 +17,7 @@ from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.projects.activity import Verb
 from webapp.runs.ingestion import run_seen
 from webapp.runs.models import TRACKED_TRANSITIONS, DatasetInput, Run, RunStatus
+from webapp.runs.seed_groups import seed_group_of
 from webapp.runs.services import run_create
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def tracked_run_log_params(*, run_id: int, params: dict[str, str]) -> None:
             raise ValidationError("Parameters keep their first value: " + "; ".join(
                 f"{key} is {old!r}, not {new!r}" for key, (old, new) in changed.items()))
         run.config = {**run.config, **params}
-        run.save(update_fields=["config"])
+        run.seed_group = seed_group_of(run.config)
+        run.save(update_fields=["config", "seed_group"])
     run_seen(run_id=run_id)
 
 
