@@ -71,6 +71,9 @@ class JsonSortValue(models.Field):
         return value
 
     def from_db_value(self, value, expression, connection):
+        # Django reads jsonb as its text (JSONField parses it); json_extract gives values
+        if connection.vendor == "postgresql" and isinstance(value, str):
+            return json.loads(value)
         return value
 
 
@@ -245,9 +248,10 @@ def sorted_runs(runs: QuerySet[Run], sort: Sort) -> QuerySet[Run]:
 
 
 def runs_page(runs: QuerySet[Run], sort: Sort, cursor: str | None,
-              size: int = PAGE_SIZE) -> Page:
-    """One page of the runs in `sort`'s order (CursorError for a forged cursor)."""
-    return page_of(sorted_runs(runs, sort), sort, cursor, size)
+              size: int | None = None) -> Page:
+    """One page (of PAGE_SIZE runs unless `size`) of the runs in `sort`'s order (CursorError
+    for a forged cursor)."""
+    return page_of(sorted_runs(runs, sort), sort, cursor, size or PAGE_SIZE)
 
 
 # ---- what the page shows of its rows
