@@ -87,7 +87,7 @@ class TableForm(forms.Form):
         return data
 
     @property
-    def sort(self) -> Sort:
+    def sort_spec(self) -> Sort:
         return self.cleaned_data["sort_spec"]
 
     def filters(self) -> Filters:

@@ -68,14 +68,14 @@ def runs_table(request: HttpRequest, project_id: int) -> HttpResponse:
         "here": request.GET.urlencode(),
     }
     if not form.is_valid():
-        context["problem"] = "Some filters cannot be read: see the form."
+        context["problem"] = _problems(form)
         return _render(request, context, 422)
     searched = selectors.filtered_runs(project, request.user, form.filters())
     context["search_how"] = searched.how
     if searched.error:
         context["problem"] = searched.error
         return _render(request, context, 422)
-    sort = form.sort
+    sort = form.sort_spec
     context["sort"] = sort
     context["headers"] = _headers(request.GET, sort, columns)
     group_by = form.cleaned_data["group"]
@@ -101,6 +101,18 @@ def runs_table(request: HttpRequest, project_id: int) -> HttpResponse:
         if page.previous_cursor else None
     context["first_query"] = None if page.is_first else _query(request.GET, after=None)
     return _render(request, context, 200)
+
+
+def _problems(form: TableForm) -> str:
+    """Every error of the filter form in one line, each after its field's name: some fields
+    (the order, the page) have no place of their own on the page."""
+    parts = []
+    for name, errors in form.errors.items():
+        field = form.fields.get(name)
+        label = (field.label if field and field.label else name.replace("_", " ")) \
+            if name != "__all__" else "filters"
+        parts.append(f"{label}: {' '.join(errors)}")
+    return "Some filters cannot be read. " + "; ".join(parts)
 
 
 def _render(request: HttpRequest, context: dict, status: int) -> HttpResponse:
