@@ -27,7 +27,8 @@ class TableForm(forms.Form):
                         help_text="Words search run and experiment names; a filter in MLflow's "
                                   "grammar filters: metrics.`reward/mean` > 0.5 and "
                                   "params.seed = 1 (a key with / or - in backticks).")
-    status = forms.MultipleChoiceField(required=False, choices=RunStatus.choices)
+    status = forms.MultipleChoiceField(required=False, choices=RunStatus.choices,
+                                       widget=forms.CheckboxSelectMultiple)
     tag = forms.CharField(required=False, max_length=40)
     author = forms.CharField(required=False, max_length=150)
     experiment = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
@@ -103,7 +104,7 @@ class TableForm(forms.Form):
 class ColumnPickerForm(forms.Form):
     """The columns to keep (ticked), and one to add: a setting, or a metric shown one way."""
 
-    columns = forms.MultipleChoiceField(required=False)
+    columns = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
     add_config = forms.CharField(required=False, max_length=CONFIG_KEY_MAX_LENGTH,
                                  label="Add a setting")
     add_metric = forms.CharField(required=False, max_length=METRIC_KEY_MAX_LENGTH,

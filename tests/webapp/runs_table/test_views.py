@@ -336,3 +336,11 @@ def test_markup_in_names_tags_and_settings_is_shown_as_text(signed_in, project, 
         body = signed_in.get(table(project, query)).content.decode()
         assert "<img src=x" not in body
         assert "&lt;img src=x" in body
+
+
+def test_htmx_gets_the_table_alone(signed_in, project, lab):
+    response = signed_in.get(table(project, "status=queued"), HTTP_HX_REQUEST="true",
+                             HTTP_HX_TARGET="runs-table-result")
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section id="runs-table-result">')
+    assert "<html" not in body and f'data-run="{lab["queued"].pk}"' in body
