@@ -402,10 +402,19 @@ def grouped(runs: QuerySet[Run], columns: list[Column], *, by: str, config_keys:
     for i, column in metric_columns:
         runs, expression = column_expression(runs, column, f"group_summary_{i}")
         aggregates[f"mean_{i}"] = Avg(expression)
-        aggregates[f"std_{i}"] = StdDev(expression, sample=True)
         aggregates[f"has_{i}"] = Count(expression)
+        if connection.vendor == "postgresql":
+            aggregates[f"std_{i}"] = StdDev(expression, sample=True)
+        else:  # Django's SQLite stddev fails on a group of one: from the mean of squares
+            aggregates[f"square_{i}"] = Avg(ExpressionWrapper(expression * expression,
+                                                              output_field=FloatField()))
     rows = list(runs.annotate(**expressions).values(*expressions).annotate(**aggregates)
                 .order_by("-n", "first"))
+    for row in rows:
+        for i, _ in metric_columns:
+            if f"square_{i}" in row:
+                row[f"std_{i}"] = _sample_std(row[f"mean_{i}"], row[f"square_{i}"],
+                                              row[f"has_{i}"])
     total = len(rows)
     rows = rows[:MAX_GROUPS]
     firsts = {run.pk: run for run in Run.objects.filter(pk__in=[row["first"] for row in rows])
@@ -433,6 +442,13 @@ def grouped(runs: QuerySet[Run], columns: list[Column], *, by: str, config_keys:
     elif total > MAX_GROUPS:
         notice = f"Showing the {MAX_GROUPS} largest of {total} groups."
     return Grouped(groups, total, notice)
+
+
+def _sample_std(mean: float | None, square: float | None, n: int) -> float | None:
+    """The sample standard deviation of n values from their mean and mean square."""
+    if n < 2 or mean is None or square is None:
+        return None
+    return math.sqrt(max(0.0, (square - mean * mean) * n / (n - 1)))
 
 
 def _setting(key: str, value: Any) -> str:
