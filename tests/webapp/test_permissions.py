@@ -70,6 +70,11 @@ MATRIX = {
     "live:metrics": ("get", ["run_id"], {}, READ),
     "live:metrics_csv": ("get", ["run_id"], {}, READ),
     "runs:compare": ("get", ["project_id"], {}, READ),
+    "runs_table:table": ("get", ["project_id"], {}, READ),
+    # Each member keeps their own columns, viewers too.
+    "runs_table:columns": ("get", ["project_id"], {}, READ),
+    "runs_table:act": ("post", ["project_id"], {"action": "tag", "tag_name": "x", "runs": ["1"]},
+                       WRITE),
     "evaluations:leaderboard": ("get", ["project_id"], {}, READ),
     "evaluations:leaderboard_export": ("get", ["project_id", "fmt"], {}, READ),
     "evaluations:compare": ("get", ["project_id"], {}, READ),

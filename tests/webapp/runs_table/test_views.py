@@ -344,3 +344,20 @@ def test_htmx_gets_the_table_alone(signed_in, project, lab):
     body = response.content.decode()
     assert body.lstrip().startswith('<section id="runs-table-result">')
     assert "<html" not in body and f'data-run="{lab["queued"].pk}"' in body
+
+
+@pytest.mark.parametrize("query", ["metric_key=x&metric_min=1e400", "experiment=abc",
+                                   "group=everything", "sort=config:" + "k" * 300])
+def test_hostile_parameters_get_a_message_not_a_500(signed_in, project, lab, query):
+    assert signed_in.get(table(project, query)).status_code == 422
+
+
+@pytest.mark.parametrize("query", ["q=a%00b", "config_key=a%00&config_value=1",
+                                   "sort=config:a%00"])
+def test_a_nul_byte_is_refused_before_the_table(signed_in, project, lab, query):
+    assert signed_in.get(table(project, query)).status_code == 400
+
+
+def test_a_forged_expand_is_no_group_opened(signed_in, project, lab):
+    response = signed_in.get(table(project, "group=seed_group&expand=%7Bnot json"))
+    assert response.status_code == 200 and 'class="group-member"' not in response.content.decode()
