@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from django.db import connection, models
 from django.db.models import (
@@ -42,6 +42,7 @@ from webapp.runs.seed_groups import NOT_THE_SETTING
 from webapp.runs_table.columns import FIXED_SORTS, Column, parse_column, stored_columns
 from webapp.runs_table.models import ColumnSet
 from webapp.runs_table.paging import SORT_ANNOTATION, Page, Sort, page_of
+from webapp.teams.models import Membership
 
 PAGE_SIZE = 50
 MAX_GROUPS = 200
@@ -351,6 +352,18 @@ def offered_columns(project: Project) -> Offered:
     metric_keys = set(MetricSummary.objects.filter(run_id__in=newest)
                       .values_list("key", flat=True).distinct())
     return Offered(sorted(config_keys), sorted(metric_keys))
+
+
+def tag_names(project: Project, limit: int = 200) -> list[str]:
+    """The team tags on the project's runs, for the tag filter's and tag action's suggestions."""
+    return list(RunTag.objects.filter(run__experiment__project=project)
+                .values_list("name", flat=True).distinct().order_by("name")[:limit])
+
+
+def member_names(project: Project) -> list[str]:
+    """The usernames of the project's team, for the author filter's suggestions."""
+    return list(Membership.objects.filter(team_id=project.team_id)
+                .values_list("user__username", flat=True).order_by("user__username"))
 
 
 # ---- groups

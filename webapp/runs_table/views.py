@@ -18,12 +18,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.projects.selectors import get_project_for_user
-from webapp.reviews.models import RunTag
 from webapp.runs.compare import MAX_COMPARED
 from webapp.runs_table import selectors, services
 from webapp.runs_table.forms import ActionForm, ColumnPickerForm, TableForm
 from webapp.runs_table.paging import CursorError
-from webapp.teams.models import Membership, Role
+from webapp.teams.models import Role
 from webapp.teams.selectors import user_has_role
 
 # The fixed columns, as their headers read; each sorts by its own name (columns.FIXED_SORTS).
@@ -60,10 +59,8 @@ def runs_table(request: HttpRequest, project_id: int) -> HttpResponse:
         "filter_fields": [form[name] for name in FILTER_FIELDS],
         "can_edit": user_has_role(request.user, project.team_id, Role.MEMBER),
         "fixed_headers": FIXED_HEADERS, "max_compared": MAX_COMPARED,
-        "team_tags": list(RunTag.objects.filter(run__experiment__project=project)
-                          .values_list("name", flat=True).distinct().order_by("name")[:200]),
-        "members": list(Membership.objects.filter(team_id=project.team_id)
-                        .values_list("user__username", flat=True).order_by("user__username")),
+        "team_tags": selectors.tag_names(project),
+        "members": selectors.member_names(project),
         "rows": [], "page": None, "grouped": None, "search_how": "", "problem": "",
         "here": request.GET.urlencode(),
     }

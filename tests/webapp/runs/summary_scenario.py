@@ -56,4 +56,5 @@ def main() -> None:
     print(json.dumps([kept, summaries(run)]))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -68,4 +68,5 @@ def main() -> None:
     print(json.dumps({"runs": runs, "walks": walks, "pages": pages}))
 
 
-main()
+if __name__ == "__main__":
+    main()
