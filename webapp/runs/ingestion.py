@@ -90,7 +90,10 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
     That insert is a plain one first, about a third cheaper for Postgres than one that checks
     each row for a conflict; a batch with a point already stored (a replay, a value logged
     again) or a (key, step) twice fails it, and is inserted again, in the same transaction,
-    keeping the newest points."""
+    keeping the newest points.
+
+    The run's MetricSummary (last, min, max, count of each key) is kept in the same statement
+    (_summarised), or on SQLite in the same transaction (_summaries_merge_portable)."""
     run_seen(run_id=run_id)
     stored_keys: dict[str, str] = {}  # a batch repeats a few keys: each is checked once
 
@@ -197,6 +200,7 @@ def _summarised(insert: str) -> str:
                min(value) FILTER (WHERE value <> 'NaN'), max(value) FILTER (WHERE value <> 'NaN'),
                count(*) FILTER (WHERE added)
         FROM written GROUP BY run_id, key
+        ORDER BY key  -- rows locked in one order: two batches of a run never deadlock
         ON CONFLICT (run_id, key) DO UPDATE SET
             last_value = CASE WHEN excluded.last_step >= summary.last_step
                               THEN excluded.last_value ELSE summary.last_value END,

@@ -49,7 +49,7 @@ class TableForm(forms.Form):
         ("config", "chosen settings"), ("tag", "tag")])
     group_settings = forms.CharField(required=False, max_length=1000,
                                      help_text="Settings to group by, separated by commas.")
-    after = forms.CharField(required=False, max_length=4000)
+    after = forms.CharField(required=False, max_length=16_000)  # a long setting sorted by
     expand = forms.CharField(required=False, max_length=4000)
 
     def __init__(self, *args, project: Project, **kwargs):
