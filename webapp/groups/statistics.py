@@ -10,7 +10,9 @@
 A run's score is its metric read at a chosen step (its last point at or before it) or the mean
 of its last k points. A run without that reading, or with NaN or ±inf there, is left out and
 listed. Intervals use BOOTSTRAP_REPS resamples from a fixed seed, so a page reads the same each
-time; the profile's bands are the one thing rliable does not let a seed reach.
+time. rliable 1.2 draws its resamples from numpy's global generator (its `random_state` reaches
+only arch's own, unused one), so the seed is set there, under a lock, and the generator's state
+put back afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,12 +147,27 @@ def improvement_probability(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([metrics.probability_of_improvement(x, y)])
 
 
+_SEEDED = threading.Lock()
+
+
+@contextmanager
+def seeded() -> Iterator[None]:
+    """numpy's global generator seeded with BOOTSTRAP_SEED, for this thread alone."""
+    with _SEEDED:
+        state = np.random.get_state()
+        np.random.seed(BOOTSTRAP_SEED)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 def _estimate(scores, func) -> tuple[np.ndarray, np.ndarray]:
     """rliable's point estimate and 95% interval (2 × outputs) of func on scores (an array, or
     a pair of arrays resampled independently), reproducibly."""
-    points, intervals = library.get_interval_estimates(
-        {"x": scores}, func, reps=BOOTSTRAP_REPS,
-        random_state=np.random.RandomState(BOOTSTRAP_SEED))
+    with seeded():
+        points, intervals = library.get_interval_estimates({"x": scores}, func,
+                                                           reps=BOOTSTRAP_REPS)
     return points["x"], intervals["x"]
 
 
@@ -273,13 +293,14 @@ def profile_thresholds(rows: list[GroupStats]) -> np.ndarray:
 
 def performance_profile(rows: list[GroupStats]) -> dict | None:
     """The fraction of runs × tasks scoring above each threshold τ, per group with n ≥ 2, and
-    its bootstrap band: {"tau": [...], "groups": [{"name", "profile", "low", "high"}]}."""
+    its bootstrap band (seeded, as the intervals are): {"tau": [...], "groups": [{"name", "profile", "low", "high"}]}."""
     scored = [row for row in rows if row.n >= 2]
     if not scored:
         return None
     tau = profile_thresholds(scored)
-    profiles, intervals = library.create_performance_profile(
-        {row.group.id: row.scores for row in scored}, tau, reps=PROFILE_REPS)
+    with seeded():
+        profiles, intervals = library.create_performance_profile(
+            {row.group.id: row.scores for row in scored}, tau, reps=PROFILE_REPS)
     return {"tau": tau.tolist(), "groups": [
         {"id": row.group.id, "name": row.group.name,
          "profile": profiles[row.group.id].tolist(),
