@@ -118,7 +118,8 @@ def runs_group(runs: list[Run], grouping: Grouping) -> list[Group]:
             if grouping.by == BY_SEED:
                 key = run.seed_group
             else:
-                values = setting_values(run)
+                # any setting may be chosen, the seed too
+                values = flatten(run.config or {})
                 key = json.dumps([shown(values[k]) if k in values else None
                                   for k in grouping.keys])
                 labels[key] = ", ".join(
