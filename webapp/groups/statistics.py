@@ -135,16 +135,47 @@ def _pair(interval: tuple[float, float] | None) -> tuple:
     return interval if interval is not None else ("", "")
 
 
+# The bootstrap evaluates its statistic once per resample (arch calls it in a Python loop), and
+# rliable's IQM (scipy's trim_mean) and probability of improvement (a scipy Mann-Whitney U test
+# per task) cost 0.2-1 ms a call: 2 groups' intervals took 3 s. The two functions below compute
+# the same numbers with numpy alone, about 40 times faster; the tests check them against
+# rliable's on ties and ragged sizes, and the intervals against rliable's own functions'.
+
+
+def iqm(scores: np.ndarray) -> float:
+    """rliable.metrics.aggregate_iqm: the mean of the middle half of all runs × tasks (scipy's
+    trim_mean, cutting int(n/4) scores at each end).
+
+    >>> iqm(np.array([[4.0], [1.0], [100.0], [2.0], [3.0], [-50.0]]))
+    2.5
+    """
+    flat = scores.ravel()
+    cut = int(0.25 * flat.size)
+    return float(np.mean(np.partition(flat, (cut, flat.size - cut - 1))[cut:flat.size - cut]))
+
+
+def improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable.metrics.probability_of_improvement: per task P(X > Y) + P(X = Y) / 2 over all
+    pairs of runs (the Mann-Whitney U of x over n_x·n_y), 0.5 where the two are the same runs'
+    scores; averaged over tasks.
+
+    >>> improvement(np.array([[1.0], [3.0]]), np.array([[2.0], [3.0]]))
+    0.375
+    """
+    # sign(x - y) over all pairs: 1, 0 or -1, so (its mean + 1) / 2 = P(X > Y) + P(X = Y) / 2
+    signs = np.sign(x[:, None, :] - y[None, :, :])  # (n_x, n_y, tasks)
+    per_task = (signs.mean(axis=(0, 1)) + 1) / 2
+    same = [np.array_equal(x[:, task], y[:, task]) for task in range(x.shape[1])]
+    return float(np.mean(np.where(same, 0.5, per_task)))
+
+
 def mean_and_iqm(scores: np.ndarray) -> np.ndarray:
-    return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
+    return np.array([metrics.aggregate_mean(scores), iqm(scores)])
 
 
-def difference_of_means(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.array([metrics.aggregate_mean(x) - metrics.aggregate_mean(y)])
-
-
-def improvement_probability(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.array([metrics.probability_of_improvement(x, y)])
+def difference_and_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The difference of means (x less y) and the probability that x improves on y."""
+    return np.array([metrics.aggregate_mean(x) - metrics.aggregate_mean(y), improvement(x, y)])
 
 
 _SEEDED = threading.Lock()
@@ -259,8 +290,8 @@ def _describe(row: GroupStats) -> None:
     if row.n == 0:
         row.note = "No run of this group has the metric here."
         return
-    point = mean_and_iqm(row.scores)
-    row.mean, row.iqm = float(point[0]), float(point[1])
+    row.mean = float(metrics.aggregate_mean(row.scores))
+    row.iqm = float(metrics.aggregate_iqm(row.scores))
     if row.n < 2:
         row.note = "One run: no interval (it needs two or more)."
         return
@@ -275,15 +306,14 @@ def _describe(row: GroupStats) -> None:
 def _compare(row: GroupStats, base: GroupStats) -> None:
     if row.n == 0 or base.n == 0:
         return
-    pair = (row.scores, base.scores)
-    row.difference = float(difference_of_means(*pair)[0])
-    row.improvement = float(improvement_probability(*pair)[0])
+    row.difference = float(metrics.aggregate_mean(row.scores) - metrics.aggregate_mean(base.scores))
+    row.improvement = float(metrics.probability_of_improvement(row.scores, base.scores))
     if row.n < 2 or base.n < 2:
         return
-    _, interval = _estimate(pair, difference_of_means)
+    # each group resampled on its own (rliable's StratifiedIndependentBootstrap)
+    _, interval = _estimate((row.scores, base.scores), difference_and_improvement)
     row.difference_ci = (float(interval[0][0]), float(interval[1][0]))
-    _, interval = _estimate(pair, improvement_probability)
-    row.improvement_ci = (float(interval[0][0]), float(interval[1][0]))
+    row.improvement_ci = (float(interval[0][1]), float(interval[1][1]))
 
 
 def profile_thresholds(rows: list[GroupStats]) -> np.ndarray:

@@ -19,6 +19,8 @@ from webapp.groups.statistics import (
     PROFILE_REPS,
     Reading,
     groups_statistics,
+    improvement,
+    iqm,
     read_scores,
 )
 
@@ -65,15 +67,27 @@ def test_difference_and_probability_of_improvement_equal_rliables(make_run):
     rows = groups_statistics([a, b], [KEY], Reading(step=15), baseline=b).rows
 
     x, y = np.array(A_SCORES).reshape(-1, 1), np.array(B_SCORES).reshape(-1, 1)
-    _, difference = rliable_interval(
-        (x, y), lambda x, y: np.array([metrics.aggregate_mean(x) - metrics.aggregate_mean(y)]))
-    improvement, improvement_ci = rliable_interval(
-        (x, y), lambda x, y: np.array([metrics.probability_of_improvement(x, y)]))
+    points, intervals = rliable_interval((x, y), lambda x, y: np.array([
+        metrics.aggregate_mean(x) - metrics.aggregate_mean(y),
+        metrics.probability_of_improvement(x, y)]))
     assert rows[0].difference == pytest.approx(np.mean(A_SCORES) - np.mean(B_SCORES))
-    assert rows[0].difference_ci == pytest.approx((difference[0][0], difference[1][0]))
-    assert rows[0].improvement == pytest.approx(improvement[0])
-    assert rows[0].improvement_ci == pytest.approx((improvement_ci[0][0], improvement_ci[1][0]))
+    assert rows[0].difference_ci == pytest.approx((intervals[0][0], intervals[1][0]))
+    assert rows[0].improvement == pytest.approx(points[1])
+    assert rows[0].improvement_ci == pytest.approx((intervals[0][1], intervals[1][1]))
     assert rows[1].is_baseline and rows[1].difference is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fast_iqm_and_improvement_equal_rliables(seed):
+    generator = np.random.default_rng(seed)
+    shape_x = (generator.integers(1, 12), generator.integers(1, 4))
+    shape_y = (generator.integers(1, 12), shape_x[1])
+    # few distinct values: many ties, and sometimes the very same scores
+    x = generator.integers(0, 4, shape_x).astype(float)
+    y = x.copy() if seed % 5 == 0 else generator.integers(0, 4, shape_y).astype(float)
+
+    assert iqm(x) == pytest.approx(metrics.aggregate_iqm(x))
+    assert improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
 
 
 def test_one_run_has_no_interval_and_few_runs_are_flagged(make_run):
