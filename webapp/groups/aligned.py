@@ -79,7 +79,7 @@ def group_chart(groups: Sequence[Group], metric: str, *, band: str = "std",
         return GroupChart(metric=metric, width=1, steps=[], bands=[])
     first = min(lo for lo, _ in spans.values())
     width = bucket_width(first, max(hi for _, hi in spans.values()))
-    buckets = _run_buckets([runs[run_id] for run_id in spans], metric, width, reduce, first)
+    buckets = _run_buckets([runs[run_id] for run_id in spans], spans, metric, width, reduce)
     every = sorted({b for per_run in buckets.values() for b in per_run})
     column = {b: i for i, b in enumerate(every)}
     bands = []
@@ -155,15 +155,19 @@ def _spans(run_ids: list[int], metric: str) -> dict[int, tuple[int, int]]:
         return {run_id: (lo, hi) for run_id, lo, hi in cursor.fetchall() if lo is not None}
 
 
-def _run_buckets(runs: list[Run], metric: str, width: int, reduce: str,
-                 first: int) -> dict[int, RunBuckets]:
+def _run_buckets(runs: list[Run], spans: dict[int, tuple[int, int]], metric: str, width: int,
+                 reduce: str) -> dict[int, RunBuckets]:
     """Each run's value per bucket: ended runs' from the cache where it has them, the others
     from one query."""
     keys = {run.pk: _cache_key(run, metric, width, reduce) for run in runs if run.is_terminal}
     found = cache.get_many(list(keys.values()))
     buckets = {run_id: found[key] for run_id, key in keys.items() if key in found}
     to_read = [run.pk for run in runs if run.pk not in buckets]
-    fresh = _aggregate(to_read, metric, width, reduce, first)
+    if reduce == "last" and connection.vendor == "postgresql":
+        fresh = _last_per_bucket({run_id: spans[run_id] for run_id in to_read}, metric, width)
+    else:
+        fresh = _aggregate(to_read, metric, width, reduce,
+                           min((spans[run_id][0] for run_id in to_read), default=0))
     buckets.update(fresh)
     cache.set_many({keys[run_id]: fresh.get(run_id, {}) for run_id in to_read if run_id in keys},
                    timeout=CACHE_SECONDS)
@@ -173,6 +177,35 @@ def _run_buckets(runs: list[Run], metric: str, width: int, reduce: str,
 def _cache_key(run: Run, metric: str, width: int, reduce: str) -> str:
     digest = hashlib.sha1(metric.encode()).hexdigest()
     return f"rlab:group-buckets:v1:{run.pk}:{run.created_at.timestamp()}:{width}:{reduce}:{digest}"
+
+
+def _last_per_bucket(spans: dict[int, tuple[int, int]], metric: str,
+                     width: int) -> dict[int, RunBuckets]:
+    """Each run's last finite point per bucket, found by one backward probe of the (run, key,
+    step) index per run and bucket: at most TARGET_BUCKETS probes a run, however many points
+    it has (10 runs × 100k steps: 10k probes instead of 1M rows aggregated)."""
+    if not spans:
+        return {}
+    rows = ", ".join(["(CAST(%s AS BIGINT), CAST(%s AS BIGINT), CAST(%s AS BIGINT))"] * len(spans))
+    params = [value for run_id, (lo, hi) in spans.items()
+              for value in (run_id, lo // width, hi // width)]
+    result: dict[int, RunBuckets] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(f"""
+            WITH r(id, first_bucket, last_bucket) AS (VALUES {rows})
+            SELECT r.id, b.b, (
+                SELECT m.value FROM {TABLE} m
+                WHERE m.run_id = r.id AND m.key = %s
+                  AND m.step BETWEEN b.b * %s AND b.b * %s + %s - 1
+                  AND m.value BETWEEN %s AND %s
+                ORDER BY m.step DESC LIMIT 1)
+            FROM r CROSS JOIN LATERAL generate_series(r.first_bucket, r.last_bucket) AS b(b)""",
+            [*params, metric, width, width, width, -_FINITE, _FINITE])
+        for run_id, b, value in cursor.fetchall():
+            if value is not None:
+                result.setdefault(run_id, {})[b] = float(value)
+    return result
 
 
 def _aggregate(run_ids: list[int], metric: str, width: int, reduce: str,

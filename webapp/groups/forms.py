@@ -8,6 +8,7 @@ from webapp.groups.aligned import BANDS, REDUCES
 from webapp.groups.statistics import MAX_LAST_K, NORMALISE, Reading
 
 STEP, LAST_K = "step", "last"
+DEFAULT_K = 10
 
 
 class SeriesForm(forms.Form):
@@ -37,4 +38,4 @@ class StatisticsForm(forms.Form):
     def reading(self) -> Reading:
         if self.cleaned_data.get("read") == STEP:
             return Reading(step=self.cleaned_data["step"])
-        return Reading(last_k=self.cleaned_data.get("k") or 1)
+        return Reading(last_k=self.cleaned_data.get("k") or DEFAULT_K)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from webapp.groups import selectors
 from webapp.groups.aligned import BANDS, REDUCES, group_chart
-from webapp.groups.forms import SeriesForm, StatisticsForm
+from webapp.groups.forms import DEFAULT_K, SeriesForm, StatisticsForm
 from webapp.groups.grouping import GROUPINGS, MAX_KEYS
 from webapp.groups.statistics import NORMALISE, groups_statistics
 from webapp.projects.selectors import get_project_for_user
@@ -87,6 +87,7 @@ def statistics_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project, "view": view, "form": form, "groupings": GROUPINGS,
         "max_keys": MAX_KEYS, "available": available, "chosen": chosen, "unknown": unknown,
         "statistics": statistics, "error": error, "normalisations": NORMALISE,
+        "default_k": DEFAULT_K,
         "plot": _plot(statistics) if statistics else None,
         "export_query": _query(request, drop=("format",)),
     }

@@ -123,3 +123,17 @@ def test_a_metric_no_run_logged_is_named(signed_in, project, two_methods):
 def test_a_step_reading_without_a_step_says_so(signed_in, project, two_methods):
     body = signed_in.get(url("groups:statistics", project, metric=KEY, read="step"))
     assert "Give the step to read the metric at." in body.content.decode()
+
+
+def test_htmx_gets_only_the_result_of_a_new_grouping(signed_in, project, two_methods):
+    response = signed_in.get(url("groups:groups", project, by="settings", key="method"),
+                             headers={"HX-Request": "true"})
+
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section id="groups-result">')
+    assert "method=a" in body and "<html" not in body
+
+
+def test_statistics_without_k_average_the_last_ten_points(signed_in, project, two_methods):
+    data = signed_in.get(url("groups:statistics", project, metric=KEY, format="json")).json()
+    assert data["reading"] == "mean of the last 10 points"
