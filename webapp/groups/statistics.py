@@ -306,7 +306,8 @@ def _describe(row: GroupStats) -> None:
 def _compare(row: GroupStats, base: GroupStats) -> None:
     if row.n == 0 or base.n == 0:
         return
-    row.difference = float(metrics.aggregate_mean(row.scores) - metrics.aggregate_mean(base.scores))
+    row.difference = float(metrics.aggregate_mean(row.scores)
+                           - metrics.aggregate_mean(base.scores))
     row.improvement = float(metrics.probability_of_improvement(row.scores, base.scores))
     if row.n < 2 or base.n < 2:
         return
