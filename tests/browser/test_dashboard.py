@@ -216,3 +216,38 @@ def test_a_metric_key_with_markup_is_only_text(page, user, experiment, project):
     expect(page.locator(".dashboard-status")).to_have_text("Layout saved for the project.")
     assert Project.objects.get(pk=project.pk).chart_layout["panels"][0]["key"] == PAYLOAD
     assert page.evaluate("() => window.__pwned") is None
+
+
+def test_metrics_streamed_mid_run_get_panels_in_the_layout(page, user, experiment, project):
+    run = services.run_launch(experiment=experiment, user=user)
+    services.run_claim(run_id=run.pk, worker="w")
+    services.run_mark_running(run_id=run.pk, device="cpu", total_steps=100)
+    now = timezone.now()
+
+    def log(key, step, value):
+        ingestion.metrics_ingest(run_id=run.pk, points=[
+            ingestion.MetricSample(key=key, step=step, value=value, wall_time=now)])
+
+    log("reward/mean", 1, 0.1)
+    log("loss/policy", 1, 0.5)
+    Project.objects.filter(pk=project.pk).update(chart_layout={"panels": [
+        {"key": "perf/tokens_per_s", "pinned": True, "size": "2x1"},
+        {"key": "loss/policy", "pinned": False, "size": "1x1"}]})
+    sign_in(page)
+    page.goto(run.get_absolute_url())
+    charts = page.locator("#charts")
+    expect(charts).to_have_attribute("data-last-step", "1")
+    assert order(page)[:2] == ["loss/policy", "reward/mean"]
+
+    log("zzz/new", 2, 1.0)  # not in the layout: appended
+    log("perf/tokens_per_s", 2, 99.0)  # pinned in the layout: first, at its size
+    expect(panel(page, "perf/tokens_per_s").locator("canvas")).to_be_visible()
+    expect(panel(page, "zzz/new").locator("canvas")).to_be_visible()
+    assert order(page) == ["perf/tokens_per_s", "loss/policy", "reward/mean", "kl/mean",
+                           "entropy/mean", "completion/length_mean", "zzz/new"]
+    expect(panel(page, "perf/tokens_per_s")).to_have_attribute("data-size", "2x1")
+    expect(panel(page, "perf/tokens_per_s").locator(".panel-pin")).to_have_attribute(
+        "aria-pressed", "true")
+    log("reward/mean", 3, 0.7)  # the panels moved keep drawing the stream
+    expect(panel(page, "reward/mean").locator(".readout")).to_have_text("step 3: 0.7")
+    expect(page.locator(".dashboard-save")).to_be_disabled()  # nothing for the user to save

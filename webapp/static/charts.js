@@ -5,9 +5,10 @@
 // A board is one page's set of charts, one chart per metric, one coloured series per run, each
 // drawn in its panel of the page's even grid: <section class="chart-panel" data-panel="<key>">
 // inside <div class="chart-grid">, which the server renders in the project's layout and
-// dashboard.js lets members pin, move and resize. A chart fills its panel and follows its size. The server sends series downsampled to about
-// 2,000 points (each bucket's lowest and highest point, webapp/runs/metric_series.py); zooming
-// in fetches the visible range again, at full resolution once it spans ≤ 1,000 steps.
+// dashboard.js lets members pin, move and resize. A chart fills its panel and follows its size.
+// The server sends series downsampled to about 2,000 points (each bucket's lowest and highest
+// point, webapp/runs/metric_series.py); zooming in fetches the visible range again, at full
+// resolution once it spans ≤ 1,000 steps.
 "use strict";
 
 (function () {
@@ -475,7 +476,8 @@
       this.charts = new Map();
       this.widths = runs.map(() => 1);
       this.t0 = runs.map(() => Infinity);
-      this.grid = root.querySelector(".chart-grid") || root.appendChild(element("div", "chart-grid"));
+      this.grid = root.querySelector(".chart-grid") ||
+        root.appendChild(element("div", "chart-grid"));
       this.toolbar = this.buildToolbar();
       root.prepend(this.toolbar);
       boards.add(this);

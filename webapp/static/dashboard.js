@@ -363,7 +363,8 @@
   function start() {
     startWithin(document);
     // A comparison's result is swapped in by htmx when runs are picked.
-    document.addEventListener("htmx:load", (event) => startWithin(event.detail.elt || event.target));
+    document.addEventListener("htmx:load",
+                              (event) => startWithin(event.detail.elt || event.target));
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
