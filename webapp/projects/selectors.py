@@ -38,14 +38,6 @@ class ChartPanel:
     size: str  # columns × rows, one of services.PANEL_SIZES
     default: int  # its place in the default order, where "Reset layout" puts it back
 
-    @property
-    def columns(self) -> int:
-        return int(self.size.split("x")[0])
-
-    @property
-    def rows(self) -> int:
-        return int(self.size.split("x")[1])
-
 
 def chart_panels(project: Project, keys: Iterable[str]) -> list[ChartPanel]:
     """A page's chart panels, one per metric of `keys` (given in their default order), arranged

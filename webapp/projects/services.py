@@ -1,5 +1,5 @@
 """Writes for projects: creating one (deleting one is webapp.deletion's: it removes what the apps
-above this one keep in it)."""
+above this one keep in it), and saving how its chart panels are arranged."""
 
 from __future__ import annotations
 

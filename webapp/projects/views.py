@@ -5,10 +5,10 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
+from webapp.common.inputs import MalformedJson, json_parse
 from webapp.projects.disk_use import project_disk_use
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import get_project_for_user, projects_with_stats
-from webapp.common.inputs import MalformedJson, json_parse
 from webapp.projects.services import project_chart_layout_save, project_create
 from webapp.teams.models import Role
 from webapp.teams.selectors import user_has_role
