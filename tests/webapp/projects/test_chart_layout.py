@@ -3,6 +3,7 @@ project renders its panels in that layout."""
 
 from __future__ import annotations
 
+import doctest
 import json
 import re
 
@@ -10,6 +11,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from webapp.projects import selectors as project_selectors, services as project_services
 from webapp.projects.models import Project
 from webapp.runs import ingestion, services
 
@@ -45,6 +47,11 @@ def panel_order(body: str) -> list[str]:
 def run(experiment, user):
     return logged(services.run_launch(experiment=experiment, user=user),
                   "a/first", "loss/policy", "reward/mean", "z/last", "m/middle")
+
+
+def test_doctests_pass():
+    assert doctest.testmod(project_selectors).failed == 0
+    assert doctest.testmod(project_services).failed == 0
 
 
 def test_a_member_saves_the_layout_and_gets_it_back_as_stored(signed_in, project):
