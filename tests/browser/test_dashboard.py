@@ -1,6 +1,6 @@
 """Dashboards in a real browser, under the CSP: the run page's charts sit in an even grid; a member
-pins, moves (buttons and drag and drop) and resizes panels and saves the layout, and another run
-of the project opens the same way; a viewer sees the layout without the controls."""
+pins, moves (buttons and drag and drop), resizes and hides panels and saves the layout, and
+another run of the project opens the same way; a viewer sees the layout without the controls."""
 
 from __future__ import annotations
 
@@ -142,20 +142,36 @@ def test_a_member_arranges_saves_and_another_run_opens_the_same_way(page, user, 
     assert tall["height"] > 2 * cell["height"]
     assert abs(tall["width"] - page.locator("#charts .chart-grid").bounding_box()["width"]) < 2
 
+    # hide two panels, show one of them again from the list of hidden panels
+    panel(page, "kl/mean").locator(".panel-hide").click()
+    panel(page, "entropy/mean").locator(".panel-hide").click()
+    hidden = page.locator(".dashboard-hidden button")
+    expect(hidden).to_have_text(["entropy/mean", "kl/mean"])
+    assert "kl/mean" not in order(page) and "entropy/mean" not in order(page)
+    hidden.filter(has_text="entropy/mean").click()
+    expect(hidden).to_have_text(["kl/mean"])
+    expect(panel(page, "entropy/mean").locator("canvas")).to_be_visible()
+    # moving skips the hidden panel: completion/length_mean goes below grad/norm
+    panel(page, "completion/length_mean").locator(".panel-down").click()
+    assert order(page) == ["loss/policy", "time/step_s", "reward/mean", "entropy/mean",
+                           "grad/norm", "completion/length_mean"]
+
     save.click()
     expect(page.locator(".dashboard-status")).to_have_text("Layout saved for the project.")
     expect(save).to_be_disabled()
     saved = Project.objects.get(pk=project.pk).chart_layout["panels"]
     assert [p["key"] for p in saved] == ["loss/policy", "time/step_s", "reward/mean",
-                                         "entropy/mean", "completion/length_mean", "kl/mean",
-                                         "grad/norm"]
+                                         "entropy/mean", "kl/mean", "grad/norm",
+                                         "completion/length_mean"]
     assert saved[0]["pinned"] and not saved[1]["pinned"]
-    assert saved[2]["size"] == "2x1" and saved[6]["size"] == "3x2"
+    assert saved[2]["size"] == "2x1" and saved[5]["size"] == "3x2"
+    assert [p["key"] for p in saved if p["hidden"]] == ["kl/mean"]
 
     # another run of the project opens the same way, its new metric appended at the end
     open_run(page, second)
     assert order(page) == ["loss/policy", "time/step_s", "reward/mean", "entropy/mean",
-                           "completion/length_mean", "kl/mean", "grad/norm", "extra/new"]
+                           "grad/norm", "completion/length_mean", "extra/new"]
+    expect(panel(page, "kl/mean")).to_be_hidden()
     expect(panel(page, "reward/mean")).to_have_attribute("data-size", "2x1")
     expect(panel(page, "loss/policy")).to_have_class("chart-panel pinned")
 
@@ -163,6 +179,7 @@ def test_a_member_arranges_saves_and_another_run_opens_the_same_way(page, user, 
     page.locator(".dashboard-reset").click()
     expect(page.locator(".dashboard-status")).to_have_text("Layout reset for the project.")
     assert order(page) == default[:4] + ["extra/new"] + default[4:]
+    expect(page.locator(".dashboard-hidden")).to_be_hidden()
     expect(panel(page, "reward/mean")).to_have_attribute("data-size", "1x1")
     assert Project.objects.get(pk=project.pk).chart_layout == {"panels": []}
 

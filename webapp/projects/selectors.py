@@ -37,6 +37,7 @@ class ChartPanel:
     pinned: bool
     size: str  # columns × rows, one of services.PANEL_SIZES
     default: int  # its place in the default order, where "Reset layout" puts it back
+    hidden: bool = False  # left out of the grid until shown again
 
 
 def chart_panels(project: Project, keys: Iterable[str]) -> list[ChartPanel]:
@@ -59,5 +60,5 @@ def chart_panels(project: Project, keys: Iterable[str]) -> list[ChartPanel]:
         pinned = bool(panel.get("pinned"))
         panels.append(((0 if pinned else 1, rank, index),
                        ChartPanel(key=key, pinned=pinned, size=panel.get("size", "1x1"),
-                                  default=index)))
+                                  default=index, hidden=bool(panel.get("hidden")))))
     return [panel for _, panel in sorted(panels, key=lambda pair: pair[0])]

@@ -27,20 +27,22 @@ PANEL_SIZES = ("1x1", "2x1", "3x1", "1x2", "2x2", "3x2")
 DEFAULT_PANEL_SIZE = "1x1"
 MAX_LAYOUT_PANELS = 500
 MAX_METRIC_KEY = 250  # as metric keys are (MLflow's limit)
-_PANEL_FIELDS = {"key", "pinned", "size"}
+_PANEL_FIELDS = {"key", "pinned", "size", "hidden"}
 
 
 def chart_layout_clean(layout: Any) -> dict:
-    """The layout as stored, {"panels": [{"key", "pinned", "size"}, …]} in the order shown, or
-    ValidationError saying what is wrong with it. Only this shape is kept: other fields, text
-    Postgres cannot store, a key given twice, a size outside PANEL_SIZES are refused, not fixed.
+    """The layout as stored, {"panels": [{"key", "pinned", "size", "hidden"}, …]} in the order
+    shown, or
+ValidationError saying what is wrong with it. Only this shape is kept: other fields,
+    text Postgres cannot store, a key given twice, a size outside PANEL_SIZES are refused, not
+    fixed.
 
     >>> chart_layout_clean({"panels": [{"key": "reward/mean", "pinned": True}]})
-    {'panels': [{'key': 'reward/mean', 'pinned': True, 'size': '1x1'}]}
+    {'panels': [{'key': 'reward/mean', 'pinned': True, 'size': '1x1', 'hidden': False}]}
     """
     if not isinstance(layout, dict) or set(layout) - {"panels"}:
         raise ValidationError('A chart layout is an object with one field, "panels": a list of '
-                              '{"key", "pinned", "size"}.')
+                              '{"key", "pinned", "size", "hidden"}.')
     panels = layout.get("panels", [])
     if not isinstance(panels, list):
         raise ValidationError('"panels" must be a list.')
@@ -55,9 +57,9 @@ def chart_layout_clean(layout: Any) -> dict:
         unknown = set(panel) - _PANEL_FIELDS
         if unknown:
             raise ValidationError(f"{where} has unknown fields: {', '.join(sorted(unknown))}; "
-                                  f'a panel has "key", "pinned" and "size".')
-        key, pinned = panel["key"], panel.get("pinned", False)
-        size = panel.get("size", DEFAULT_PANEL_SIZE)
+                                  f'a panel has "key", "pinned", "size" and "hidden".')
+        key, size = panel["key"], panel.get("size", DEFAULT_PANEL_SIZE)
+        pinned, hidden = panel.get("pinned", False), panel.get("hidden", False)
         if not isinstance(key, str) or not key or len(key) > MAX_METRIC_KEY:
             raise ValidationError(f"{where}: the key must be a metric key of 1 to "
                                   f"{MAX_METRIC_KEY} characters.")
@@ -66,13 +68,14 @@ def chart_layout_clean(layout: Any) -> dict:
             raise ValidationError(f"{where}: the key {problem}, which rlab cannot store.")
         if key in seen:
             raise ValidationError(f"{where}: the metric {key!r} has a panel already.")
-        if not isinstance(pinned, bool):
-            raise ValidationError(f'{where}: "pinned" must be true or false.')
+        for name, value in (("pinned", pinned), ("hidden", hidden)):
+            if not isinstance(value, bool):
+                raise ValidationError(f'{where}: "{name}" must be true or false.')
         if size not in PANEL_SIZES:
             raise ValidationError(f"{where}: the size must be one of {', '.join(PANEL_SIZES)} "
                                   f"(columns × rows).")
         seen.add(key)
-        cleaned.append({"key": key, "pinned": pinned, "size": size})
+        cleaned.append({"key": key, "pinned": pinned, "size": size, "hidden": hidden})
     return {"panels": cleaned}
 
 

@@ -2,8 +2,8 @@
 // of panels, <section class="chart-panel" data-panel="<metric key>">, arranged by the project's
 // chart layout (the JSON element #chart-layout-<id>, from the dashboard template tags). Pinned
 // panels come first, then the others in the layout's order, then metrics the layout does not
-// name, in the order the page added them. Members pin, move (buttons, or drag and drop) and
-// resize panels, and save the layout for the project: every run, group and comparison page of
+// name, in the order the page added them. Members pin, move (buttons, or drag and drop), resize
+// and hide panels, and save the layout for the project: every run, group and comparison page of
 // the project then opens the same way. Viewers see the saved layout without the controls.
 //
 // What a panel draws is its page's business (charts.js, groups.js): this script only moves
@@ -86,6 +86,7 @@
         if (saved) {
           panel.dataset.size = saved.size || DEFAULT_SIZE;
           panel.classList.toggle("pinned", Boolean(saved.pinned));
+          panel.hidden = Boolean(saved.hidden);
         } else if (!panel.dataset.size) {
           panel.dataset.size = DEFAULT_SIZE;
         }
@@ -119,10 +120,15 @@
       this.sync();
     }
 
+    // The panels shown, in order (a panel the page has not drawn yet counts: it may be soon).
+    shown() {
+      return this.panels().filter((panel) => !panel.hidden);
+    }
+
     // Controls follow the panels' places; the grid says how it is arranged (for tests, styles).
     sync() {
-      const panels = this.panels();
-      panels.forEach((panel, i) => {
+      const shown = this.shown();
+      shown.forEach((panel, i) => {
         const pinned = panel.classList.contains("pinned");
         panel.dataset.pinned = String(pinned);
         const bar = panel.querySelector(":scope > .panel-bar");
@@ -131,15 +137,27 @@
         pin.setAttribute("aria-pressed", String(pinned));
         pin.textContent = pinned ? "Unpin" : "Pin";
         pin.title = pinned ? "Unpin this panel" : "Pin this panel to the top";
-        const prev = panels[i - 1];
-        const next = panels[i + 1];
+        const prev = shown[i - 1];
+        const next = shown[i + 1];
         bar.querySelector(".panel-up").disabled =
           !prev || prev.classList.contains("pinned") !== pinned;
         bar.querySelector(".panel-down").disabled =
           !next || next.classList.contains("pinned") !== pinned;
         bar.querySelector(".panel-size").value = panel.dataset.size;
       });
-      this.grid.dataset.order = panels.map((p) => p.dataset.panel).join("\n");
+      if (this.hiddenList) {
+        const hidden = this.panels().filter((panel) => panel.hidden);
+        this.hiddenList.hidden = !hidden.length;
+        this.hiddenList.replaceChildren(element("span", "muted small", "Hidden:"), ...hidden.map(
+          (panel) => {
+            const show = button("dashboard-show", panel.dataset.panel,
+                                `Show ${panel.dataset.panel} again`);
+            show.dataset.panel = panel.dataset.panel;
+            show.addEventListener("click", () => this.setHidden(panel, false));
+            return show;
+          }));
+      }
+      this.grid.dataset.order = this.panels().map((p) => p.dataset.panel).join("\n");
     }
 
     // ------------------------------------------------------------ a member's controls
@@ -181,8 +199,18 @@
         panel.dataset.size = size.value;
         this.changed();
       });
-      bar.append(handle, pin, up, down, size);
+      const hide = button("panel-hide", "Hide", "Hide this panel (shown again from the list " +
+                          "of hidden panels above the grid)");
+      hide.setAttribute("aria-label", `Hide ${key}`);
+      hide.addEventListener("click", () => this.setHidden(panel, true));
+      bar.append(handle, pin, up, down, hide, size);
       panel.prepend(bar);
+    }
+
+    setHidden(panel, hidden) {
+      panel.hidden = hidden;
+      this.changed();
+      (hidden ? this.saveButton : panel.querySelector(".panel-hide"))?.focus();
     }
 
     togglePin(panel) {
@@ -197,15 +225,15 @@
       panel.querySelector(".panel-pin")?.focus();
     }
 
+    // One place up or down among the panels shown, within its section (pinned or not).
     move(panel, by) {
-      const panels = this.panels();
-      const from = panels.indexOf(panel);
-      const to = from + by;
-      const other = panels[to];
+      const shown = this.shown();
+      const other = shown[shown.indexOf(panel) + by];
       if (!other || other.classList.contains("pinned") !== panel.classList.contains("pinned")) {
         return;
       }
-      [panels[from], panels[to]] = [other, panel];
+      const panels = this.panels().filter((p) => p !== panel);
+      panels.splice(panels.indexOf(other) + (by > 0 ? 1 : 0), 0, panel);
       this.place(panels);
       this.changed();
       const focus = panel.querySelector(by < 0 ? ".panel-up" : ".panel-down");
@@ -256,11 +284,11 @@
     // The page's panels, in their order, take the places the layout gave the page's panels;
     // the layout's other entries (metrics of other runs) keep theirs.
     snapshot() {
-      const shown = this.panels().map((panel) => ({
+      const here = this.panels().map((panel) => ({
         key: panel.dataset.panel, pinned: panel.classList.contains("pinned"),
-        size: panel.dataset.size || DEFAULT_SIZE }));
-      const onPage = new Set(shown.map((p) => p.key));
-      const queue = [...shown];
+        size: panel.dataset.size || DEFAULT_SIZE, hidden: panel.hidden }));
+      const onPage = new Set(here.map((p) => p.key));
+      const queue = [...here];
       const merged = this.entries.map((e) => (onPage.has(e.key) ? queue.shift() : e));
       return merged.concat(queue);
     }
@@ -293,14 +321,15 @@
       reset.addEventListener("click", () => this.reset());
       this.status = element("span", "dashboard-status muted small");
       this.status.setAttribute("role", "status");
-      bar.append(this.saveButton, reset, this.status,
+      this.hiddenList = element("span", "dashboard-hidden");
+      this.hiddenList.hidden = true;
+      bar.append(this.saveButton, reset, this.status, this.hiddenList,
                  element("span", "muted small dashboard-hint",
-                         "Pin, move (⠿ drag, or ↑ ↓) and resize panels, then save."));
+                         "Pin, move (⠿ drag, or ↑ ↓), resize and hide panels, then save."));
       return bar;
     }
 
     async save(entries) {
-      // Entries of panels never shown anywhere are still metric keys; the server checks them.
       this.status.textContent = "Saving…";
       let answer;
       try {
@@ -329,6 +358,7 @@
       for (const panel of this.panels()) {
         panel.classList.remove("pinned");
         panel.dataset.size = DEFAULT_SIZE;
+        panel.hidden = false;
       }
       this.place(this.panels().sort((a, b) => Number(a.dataset.default) -
                                               Number(b.dataset.default)));

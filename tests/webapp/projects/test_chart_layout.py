@@ -17,9 +17,10 @@ from webapp.runs import ingestion, services
 
 pytestmark = pytest.mark.django_db
 
-LAYOUT = {"panels": [{"key": "loss/policy", "pinned": False, "size": "2x1"},
-                     {"key": "z/last", "pinned": True, "size": "1x2"},
-                     {"key": "a/first", "pinned": False, "size": "1x1"}]}
+LAYOUT = {"panels": [{"key": "loss/policy", "pinned": False, "size": "2x1", "hidden": False},
+                     {"key": "z/last", "pinned": True, "size": "1x2", "hidden": False},
+                     {"key": "a/first", "pinned": False, "size": "1x1", "hidden": False},
+                     {"key": "m/middle", "pinned": False, "size": "1x1", "hidden": True}]}
 
 
 def post_layout(client, project, body, **extra):
@@ -58,7 +59,8 @@ def test_a_member_saves_the_layout_and_gets_it_back_as_stored(signed_in, project
     response = post_layout(signed_in, project, {"panels": [{"key": "reward/mean",
                                                             "pinned": True}]})
     assert response.status_code == 200
-    expected = {"panels": [{"key": "reward/mean", "pinned": True, "size": "1x1"}]}
+    expected = {"panels": [{"key": "reward/mean", "pinned": True, "size": "1x1",
+                            "hidden": False}]}
     assert response.json() == {"layout": expected}
     assert stored(project) == expected
 
@@ -101,6 +103,7 @@ def test_a_form_reset_clears_the_layout_and_never_goes_to_another_site(signed_in
     ({"panels": [{"key": "a"}, {"key": "a"}]}, "Panel 2: the metric 'a' has a panel already"),
     ({"panels": [{"key": "a", "pinned": "yes"}]}, '"pinned" must be true or false'),
     ({"panels": [{"key": "a", "pinned": 1}]}, '"pinned" must be true or false'),
+    ({"panels": [{"key": "a", "hidden": None}]}, '"hidden" must be true or false'),
     ({"panels": [{"key": "a", "size": "4x1"}]}, "the size must be one of 1x1, 2x1"),
     ('{"panels": [{"key": "a", "size": NaN}]}', "the size must be one of"),
     ({"panels": [{"key": f"k{i}"} for i in range(501)]}, "at most 500 panels; this one has 501"),
@@ -122,8 +125,8 @@ def test_a_bad_layout_posted_by_a_form_is_a_400_with_the_message(signed_in, proj
 
 
 def test_five_hundred_panels_of_the_longest_keys_are_kept(signed_in, project):
-    layout = {"panels": [{"key": f"{i:03d}" + "k" * 247, "pinned": i % 2 == 0, "size": "3x2"}
-                         for i in range(500)]}
+    layout = {"panels": [{"key": f"{i:03d}" + "k" * 247, "pinned": i % 2 == 0, "size": "3x2",
+                          "hidden": i % 3 == 0} for i in range(500)]}
     assert post_layout(signed_in, project, layout).status_code == 200
     assert stored(project) == layout
 
@@ -162,11 +165,13 @@ def test_run_page_renders_panels_pinned_first_then_saved_order_then_new_metrics(
     post_layout(signed_in, project, LAYOUT)
     body = signed_in.get(run.get_absolute_url()).content.decode()
     # headline metrics (each with a panel, recorded or not) lead the default order
-    assert panel_order(body) == ["z/last", "loss/policy", "a/first", "reward/mean", "kl/mean",
-                                 "entropy/mean", "completion/length_mean", "m/middle"]
+    assert panel_order(body) == ["z/last", "loss/policy", "a/first", "m/middle", "reward/mean",
+                                 "kl/mean", "entropy/mean", "completion/length_mean"]
     assert 'data-panel="z/last" data-size="1x2"' in body
     assert 'class="chart-panel pinned" data-panel="z/last"' in body
     assert 'data-panel="loss/policy" data-size="2x1"' in body
+    assert re.search(r'data-panel="m/middle"[^>]* hidden>', body)
+    assert not re.search(r'data-panel="a/first"[^>]* hidden>', body)
 
 
 def test_run_page_without_a_layout_renders_the_default_order(signed_in, run):
