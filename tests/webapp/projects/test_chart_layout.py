@@ -225,3 +225,17 @@ def test_metric_keys_with_markup_are_escaped_in_panels_and_layout(signed_in, pro
     body = signed_in.get(run.get_absolute_url()).content.decode()
     assert "<script>alert(1)" not in body
     assert panel_order(body)[0] == "x&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;"
+
+
+def test_chart_layout_tag_gives_a_page_of_its_own_grid_the_layout(project, user, member_of):
+    from django.template import Context, Template
+
+    Project.objects.filter(pk=project.pk).update(chart_layout=LAYOUT)
+    project.refresh_from_db()
+    template = Template("{% load dashboard %}{% chart_layout project %}")
+    for who, can_edit in ((user, True), (member_of("viewer"), False)):
+        html = template.render(Context({"project": project, "user": who}))
+        found = re.fullmatch(rf'<script id="chart-layout-{project.pk}" '
+                             r'type="application/json">(.*)</script>', html)
+        assert json.loads(found.group(1))["layout"] == LAYOUT
+        assert json.loads(found.group(1))["canEdit"] is can_edit
