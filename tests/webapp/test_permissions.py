@@ -46,6 +46,7 @@ MATRIX = {
                                        "admin": 404}),
     "projects:list": ("get", [], {}, SIGNED_IN),
     "projects:detail": ("get", ["project_id"], {}, READ),
+    "projects:chart_layout": ("post", ["project_id"], {"reset": "1"}, WRITE),
     "deletion:project": ("get", ["project_id"], {}, ADMIN_PAGE),
     "teams:list": ("get", [], {}, SIGNED_IN),
     "teams:detail": ("get", ["team_id"], {}, READ),

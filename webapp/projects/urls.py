@@ -7,4 +7,6 @@ urlpatterns = [
     path("", views.project_list, name="list"),
     path("healthz", views.healthz, name="healthz"),
     path("projects/<int:project_id>/", views.project_detail, name="detail"),
+    path("projects/<int:project_id>/chart-layout/", views.project_chart_layout,
+         name="chart_layout"),
 ]

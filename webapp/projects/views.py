@@ -1,12 +1,15 @@
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
 
+from webapp.common.inputs import MalformedJson, json_parse
 from webapp.projects.disk_use import project_disk_use
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import get_project_for_user, projects_with_stats
-from webapp.projects.services import project_create
+from webapp.projects.services import project_chart_layout_save, project_create
 from webapp.teams.models import Role
 from webapp.teams.selectors import user_has_role
 
@@ -36,6 +39,37 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "can_delete": user_has_role(request.user, project.team_id, Role.ADMIN),
         "disk_use": project_disk_use(project),
     })
+
+
+@login_required
+@require_POST
+def project_chart_layout(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Save how the project's chart panels are arranged (members; viewers 403, outsiders 404).
+    A JSON body, {"panels": [{"key", "pinned", "size"}, …]}, is answered with the layout as
+    stored, or 400 {"error": …}. A form posts `layout` (that JSON as text) or `reset`, and goes
+    back to `next`."""
+    project = get_project_for_user(request.user, project_id, Role.MEMBER)
+    as_json = request.content_type == "application/json"
+    try:
+        if as_json:
+            layout = json_parse(request.body)
+        elif "reset" in request.POST:
+            layout = {"panels": []}
+        else:
+            layout = json_parse(request.POST.get("layout", "").encode())
+        stored = project_chart_layout_save(project=project, user=request.user, layout=layout)
+    except (MalformedJson, ValidationError) as exc:
+        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        if as_json:
+            return JsonResponse({"error": message}, status=400)
+        return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+    if as_json:
+        return JsonResponse({"layout": stored})
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()},
+                                           require_https=request.is_secure()):
+        back = project.get_absolute_url()
+    return redirect(back)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
