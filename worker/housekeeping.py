@@ -25,6 +25,7 @@ import socket
 import subprocess
 import threading
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -33,11 +34,14 @@ from django.utils import timezone
 
 from webapp.queue.services import worker_forget, worker_report
 from webapp.runs import services
+from webapp.runs.models import Run, RunStatus
 from webapp.runs.tracking import tracked_runs_crash_stale
 
 logger = logging.getLogger(__name__)
 
-RUN_TASK = "worker.tasks.run_execute"
+# When this process started (it imports this module as it boots, before it takes any task): a
+# run its worker's name claimed earlier was claimed by an earlier incarnation.
+PROCESS_STARTED = timezone.now()
 
 
 class Housekeeper:
@@ -48,7 +52,7 @@ class Housekeeper:
         the queues it consumes and its pool's size; None reports no queues and one slot."""
         self.worker_name = worker_name
         self.consumer = consumer
-        self.started_at = timezone.now()
+        self.started_at = PROCESS_STARTED
         self.device = worker_device()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rlab-housekeeping", daemon=True)
@@ -80,11 +84,14 @@ class Housekeeper:
         try:
             if not self._stopped.is_set():  # a worker shutting down has left the list
                 self.report()
-            running = _running_run_ids()
-            if running is not None:
-                # Only silent ones: a live worker of the same name (there should be none) keeps
-                # its runs beating.
-                services.runs_interrupt(worker=self.worker_name, keep=running, silent=True, reason=(
+            # Runs this process claimed are its own to end. (Not the runs its pool's tasks
+            # name: a task's message is a token, and the run it claims may be another.) Of the
+            # rest, only silent ones: a live worker of the same name (there should be none)
+            # keeps its runs beating.
+            services.runs_interrupt(
+                worker=self.worker_name, keep=runs_claimed_since(self.worker_name,
+                                                                 self.started_at),
+                silent=True, reason=(
                     f"The worker {self.worker_name} was stopped without shutting down (killed, "
                     f"or its machine went down) while this run was running. Resume the run from "
                     f"its newest checkpoint, or launch the experiment again."))
@@ -123,17 +130,11 @@ def runs_interrupt_on_shutdown(*, worker_name: str) -> None:
     thread.join(timeout=30)
 
 
-def _running_run_ids() -> set[int] | None:
-    """The runs whose task this worker's pool is executing now; None if that cannot be read."""
-    from celery.worker import state
-
-    for _ in range(3):
-        try:
-            return {int(request.args[0]) for request in list(state.active_requests)
-                    if request.name == RUN_TASK and request.args}
-        except RuntimeError:
-            continue  # the set changed while it was read: a task started or ended
-    return None
+def runs_claimed_since(worker_name: str, since: datetime) -> list[int]:
+    """The runs `worker_name` claimed at or after `since` that have not ended."""
+    return list(Run.objects.filter(worker=worker_name, started_at__gte=since,
+                                   status__in=[RunStatus.STARTING, RunStatus.RUNNING])
+                .values_list("pk", flat=True))
 
 
 def consumed_queues(consumer: Any) -> list[str]:
