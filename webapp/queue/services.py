@@ -12,8 +12,8 @@ from webapp.projects.models import Project
 from webapp.queue.models import Worker
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import queues_wake, runs_holding_places
-from webapp.teams.models import Role
-from webapp.teams.selectors import role_in_team, role_allows
+from webapp.teams.models import Role, role_allows
+from webapp.teams.selectors import role_in_team
 
 # A queued run's priority: higher runs first among the queued runs of its queue; ties by age.
 PRIORITY_MIN, PRIORITY_MAX = -100, 100

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Min, Q, QuerySet
+from django.db.models import Count, F, Max, Min, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -359,12 +359,12 @@ def run_wait_reason(run: Run) -> str | None:
 
 
 def projects_at_limit() -> set[int]:
-    """The ids of the projects whose limit is reached: their queued runs must wait."""
-    holding = Q(experiments__runs__status__in=_HOLDING) & ~Q(
-        experiments__kind=ExperimentKind.TRACKED)
-    return set(Project.objects.filter(max_concurrent_runs__isnull=False)
-               .annotate(active=Count("experiments__runs", filter=holding))
-               .filter(active__gte=F("max_concurrent_runs")).values_list("pk", flat=True))
+    """The ids of the projects whose limit is reached: their queued runs must wait. It reads
+    the few runs that hold places, never a project's ended ones."""
+    limit = "experiment__project__max_concurrent_runs"
+    holding = (runs_holding_places().filter(**{f"{limit}__isnull": False}).order_by()
+               .values("experiment__project_id", limit).annotate(active=Count("pk")))
+    return {row["experiment__project_id"] for row in holding if row["active"] >= row[limit]}
 
 
 def run_claim_next(*, queue: str, worker: str) -> int | None:
