@@ -104,6 +104,11 @@ MATRIX = {
     "datasets:detail": ("get", ["dataset_id"], {}, READ),
     "datasets:download": ("get", ["dataset_id"], {}, READ),
     "deletion:dataset": ("get", ["dataset_id"], {}, ADMIN_PAGE),
+    "projects:settings": ("get", ["project_id"], {}, ADMIN_PAGE),
+    "queue:queue": ("get", [], {}, SIGNED_IN),
+    "queue:workers": ("get", [], {}, SIGNED_IN),
+    # The admin launched the world's run: a member may raise their own runs only.
+    "queue:priority": ("post", ["run_id"], {"step": "up"}, AUTHOR),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},

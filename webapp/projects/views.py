@@ -1,3 +1,4 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -7,9 +8,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from webapp.common.inputs import MalformedJson, json_parse
 from webapp.projects.disk_use import project_disk_use
-from webapp.projects.forms import ProjectForm
+from webapp.projects.forms import ProjectForm, ProjectLimitForm
 from webapp.projects.selectors import get_project_for_user, projects_with_stats
-from webapp.projects.services import project_chart_layout_save, project_create
+from webapp.projects.services import (
+    project_chart_layout_save,
+    project_create,
+    project_limit_set,
+)
 from webapp.teams.models import Role
 from webapp.teams.selectors import user_has_role
 
@@ -70,6 +75,23 @@ def project_chart_layout(request: HttpRequest, project_id: int) -> HttpResponse:
                                            require_https=request.is_secure()):
         back = project.get_absolute_url()
     return redirect(back)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The project's settings, for admins of its team: how many of its runs run at once."""
+    project = get_project_for_user(request.user, project_id, Role.ADMIN)
+    form = ProjectLimitForm(request.POST or None,
+                            initial={"max_concurrent_runs": project.max_concurrent_runs})
+    if request.method == "POST" and form.is_valid():
+        limit = form.cleaned_data["max_concurrent_runs"]
+        project_limit_set(project=project, user=request.user, max_concurrent_runs=limit)
+        messages.success(request, f"At most {limit} runs at once." if limit is not None
+                         else "No limit on runs at once.")
+        return redirect("projects:settings", project.pk)
+    return render(request, "projects/project_settings.html", {"project": project, "form": form},
+                  status=422 if form.errors else 200)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
