@@ -46,6 +46,7 @@ MATRIX = {
                                        "admin": 404}),
     "projects:list": ("get", [], {}, SIGNED_IN),
     "projects:detail": ("get", ["project_id"], {}, READ),
+    "projects:chart_layout": ("post", ["project_id"], {"reset": "1"}, WRITE),
     "deletion:project": ("get", ["project_id"], {}, ADMIN_PAGE),
     "teams:list": ("get", [], {}, SIGNED_IN),
     "teams:detail": ("get", ["team_id"], {}, READ),
@@ -106,6 +107,11 @@ MATRIX = {
     "datasets:detail": ("get", ["dataset_id"], {}, READ),
     "datasets:download": ("get", ["dataset_id"], {}, READ),
     "deletion:dataset": ("get", ["dataset_id"], {}, ADMIN_PAGE),
+    "projects:settings": ("get", ["project_id"], {}, ADMIN_PAGE),
+    "queue:queue": ("get", [], {}, SIGNED_IN),
+    "queue:workers": ("get", [], {}, SIGNED_IN),
+    # The admin launched the world's run: a member may raise their own runs only.
+    "queue:priority": ("post", ["run_id"], {"step": "up"}, AUTHOR),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},
