@@ -59,7 +59,13 @@ def test_a_group_chart_draws_its_band_and_switches_its_kind(page, project, seede
     expect(chart).to_have_attribute("data-state", "drawn")
     expect(chart).to_have_attribute("data-band", "std")
     expect(chart.locator("canvas")).to_have_count(1)
-    expect(panel.locator(".group-chart-note")).to_contain_text("runs report there")
+    expect(panel.locator(".group-chart-note")).to_contain_text("n: runs that report there")
+    # the chart fills its panel in the dashboard grid
+    box, plot = panel.bounding_box(), chart.locator("canvas").bounding_box()
+    assert plot["width"] > box["width"] * 0.8
+    # at the cursor, each group's mean and how many runs it averages
+    chart.hover()
+    expect(panel.locator(".group-readout")).to_contain_text("(n=")
 
     panel.locator(".band-choice").select_option("ci")
     expect(chart).to_have_attribute("data-band", "ci")

@@ -4,65 +4,77 @@
 //
 // A group chart draws each group's mean over its runs and a band (mean ± std, min–max, or a
 // 95% bootstrap interval of the mean: the server computes it, the panel's select picks it).
-// The legend says how many runs each point averages: runs log at different steps, so a bucket
-// where fewer runs report averages fewer. Charts are sized from their panel, which the
-// dashboard grid lets users resize: a ResizeObserver follows it.
+// The readout under a chart says, at the cursor, how many runs each group's point averages: runs
+// log at different steps, so a bucket where fewer runs report averages fewer. Charts sit in the
+// dashboard grid's panels (dashboard.js arranges them) and take their panel's size, following
+// it with a ResizeObserver as users resize panels.
 "use strict";
 
 (function () {
   const PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#dc2626", "#9333ea", "#0d9488", "#db2777",
                    "#92400e"];
-  const HEIGHT = 240;
-
   function fill(colour) {
     return colour + "33"; // the band: the line's colour, mostly transparent
   }
 
-  function widthOf(element) {
-    return Math.max(200, Math.floor(element.getBoundingClientRect().width));
+  // A plot takes its container's size: the panel's share of the dashboard grid (which users
+  // resize) for a group chart, the figure's box on the statistics page.
+  const PLOT_HEIGHT = 240; // the statistics page's plots, whose legends sit below them
+
+  function sizeOf(element, height) {
+    return { width: Math.max(120, Math.floor(element.clientWidth)),
+             height: height || Math.max(80, Math.floor(element.clientHeight)) };
   }
 
-  // Keep a uPlot as wide as its container, as the container is resized.
-  function follow(container, plot) {
+  function follow(container, plot, height) {
     if (!window.ResizeObserver) return;
     const observer = new ResizeObserver(() => {
-      if (!container.isConnected) {
+      if (!container.isConnected || !plot.root.isConnected) {
         observer.disconnect();
         return;
       }
-      const width = widthOf(container);
-      if (width !== plot.width) plot.setSize({ width: width, height: HEIGHT });
+      const size = sizeOf(container, height);
+      if (size.width !== plot.width || size.height !== plot.height) plot.setSize(size);
     });
     observer.observe(container);
   }
 
+  function format(value) {
+    return value == null ? "—" : Number(value).toPrecision(4);
+  }
+
   // ------------------------------------------------------------------------- group charts
 
-  function groupChartOptions(data, container) {
+  // Under the plot, at the cursor's step: each group's mean and how many runs it averages.
+  function showReadout(readout, data, idx) {
+    if (idx == null) {
+      readout.textContent = "";
+      return;
+    }
+    readout.textContent = "step " + data.steps[idx] + ": " + data.groups.map((group) =>
+      group.name + " " + format(group.mean[idx]) + " (n=" + group.n[idx] + ")").join(" · ");
+  }
+
+  function groupChartOptions(data, holder, readout) {
     const series = [{ label: "step" }];
     const bands = [];
     data.groups.forEach((group, i) => {
       const colour = PALETTE[i % PALETTE.length];
-      const counts = group.n;
       const base = series.length;
-      series.push({
-        label: group.name + " (" + group.runs + " runs)",
-        stroke: colour, width: 2, spanGaps: false,
-        value: (u, v, si, idx) => v == null ? "—" :
-          v.toPrecision(4) + " (n=" + (idx == null ? "" : counts[idx]) + ")",
-      });
+      series.push({ label: group.name, stroke: colour, width: 2, spanGaps: false });
       series.push({ label: group.name + " lower", stroke: colour, width: 0.5, dash: [4, 4],
-                    spanGaps: false, show: true });
+                    spanGaps: false });
       series.push({ label: group.name + " upper", stroke: colour, width: 0.5, dash: [4, 4],
-                    spanGaps: false, show: true });
+                    spanGaps: false });
       bands.push({ series: [base + 2, base + 1], fill: fill(colour) });
     });
-    return {
-      width: widthOf(container), height: HEIGHT, series: series, bands: bands,
+    return Object.assign(sizeOf(holder), {
+      series: series, bands: bands,
       scales: { x: { time: false } },
-      legend: { live: true },
+      legend: { show: false },
       cursor: { drag: { x: true, y: false } },
-    };
+      hooks: { setCursor: [(u) => showReadout(readout, data, u.cursor.idx)] },
+    });
   }
 
   function groupChartData(data) {
@@ -74,12 +86,11 @@
   function drawGroupChart(panel) {
     const holder = panel.querySelector(".group-chart");
     const note = panel.querySelector(".group-chart-note");
-    const band = panel.querySelector(".band-choice").value;
-    const reduce = panel.querySelector(".reduce-choice").value;
+    const readout = panel.querySelector(".group-readout");
     const url = new URL(holder.dataset.seriesUrl, window.location.href);
     url.searchParams.set("metric", holder.dataset.metric);
-    url.searchParams.set("band", band);
-    url.searchParams.set("reduce", reduce);
+    url.searchParams.set("band", panel.querySelector(".band-choice").value);
+    url.searchParams.set("reduce", panel.querySelector(".reduce-choice").value);
     holder.dataset.state = "loading";
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then((response) => response.json().then((body) => ({ ok: response.ok, body: body })))
@@ -88,6 +99,7 @@
           holder.plot.destroy();
           holder.plot = null;
         }
+        readout.textContent = "";
         if (!ok) {
           note.textContent = body.error || "The chart could not be read.";
           holder.dataset.state = "error";
@@ -98,13 +110,11 @@
           holder.dataset.state = "empty";
           return;
         }
-        holder.plot = new uPlot(groupChartOptions(body, holder), groupChartData(body), holder);
+        holder.plot = new uPlot(groupChartOptions(body, holder, readout), groupChartData(body),
+                                holder);
         follow(holder, holder.plot);
-        const most = Math.max(...body.groups.map((g) => g.runs));
-        note.textContent = "Each point: the runs' " +
-          (body.reduce === "last" ? "last point" : "mean") + " in a bucket of " + body.width +
-          " step" + (body.width === 1 ? "" : "s") + "; the legend's n is how many of up to " +
-          most + " runs report there.";
+        note.textContent = (body.reduce === "last" ? "Last point" : "Mean") + " per bucket of " +
+          body.width + " step" + (body.width === 1 ? "" : "s") + "; n: runs that report there.";
         holder.dataset.band = body.band;
         holder.dataset.state = "drawn";
       })
@@ -153,7 +163,7 @@
     };
     const point = { show: true, size: 9 };
     const options = {
-      width: widthOf(container), height: HEIGHT,
+      ...sizeOf(container, PLOT_HEIGHT),
       scales: { x: { time: false, range: [-0.5, groups.length - 0.5] } },
       axes: [{ values: (u, ticks) => ticks.map((t) => Number.isInteger(t) && groups[t] ?
                                                  groups[t].name.slice(0, 30) : "") }, {}],
@@ -169,7 +179,7 @@
     const data = [xs, column("mean"), column("iqm"), column("mean", 0), column("mean", 1),
                   column("iqm", 0), column("iqm", 1)];
     const plot = new uPlot(options, data, container);
-    follow(container, plot);
+    follow(container, plot, PLOT_HEIGHT);
     container.dataset.state = "drawn";
   }
 
@@ -186,10 +196,10 @@
       bands.push({ series: [base + 2, base + 1], fill: fill(colour) });
       data.push(group.profile, group.low, group.high);
     });
-    const plot = new uPlot({ width: widthOf(container), height: HEIGHT, series: series,
+    const plot = new uPlot({ ...sizeOf(container, PLOT_HEIGHT), series: series,
                              bands: bands, scales: { x: { time: false }, y: { range: [0, 1] } } },
                            data, container);
-    follow(container, plot);
+    follow(container, plot, PLOT_HEIGHT);
     container.dataset.state = "drawn";
   }
 
