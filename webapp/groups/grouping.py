@@ -29,6 +29,7 @@ GROUPINGS = {BY_SEED: "Seed group (config less the seed)", BY_SETTINGS: "Chosen 
              BY_TAG: "Team tag"}
 MAX_RUNS = 5000  # the newest runs of a project that are grouped: a page, not a data export
 MAX_KEYS = 8
+MAX_PICKED = 8  # groups charted or compared at once
 NAME_SETTINGS = 4  # settings named in a group's name; the rest are in its title
 
 
@@ -162,8 +163,9 @@ def _name_by_settings(groups: list[Group], *, named: bool) -> None:
 
 
 def groups_pick(groups: list[Group], ids: list[str]) -> list[Group]:
-    """The groups named by id, in the page's order; all of them when none is named. An unknown
-    id is left out without a word, as a shared link's stale pick would be."""
+    """The groups named by id, in the page's order; the largest when none is named; at most
+    MAX_PICKED (one colour each in the charts' palette). An unknown id is left out without a
+    word, as a shared link's stale pick would be."""
     wanted = set(ids)
     picked = [group for group in groups if group.id in wanted]
-    return picked or groups
+    return (picked or groups)[:MAX_PICKED]

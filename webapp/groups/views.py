@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from webapp.groups import selectors
 from webapp.groups.aligned import BANDS, REDUCES, group_chart
 from webapp.groups.forms import DEFAULT_K, SeriesForm, StatisticsForm
-from webapp.groups.grouping import GROUPINGS, MAX_KEYS
+from webapp.groups.grouping import GROUPINGS, MAX_KEYS, MAX_PICKED
 from webapp.groups.statistics import NORMALISE, groups_statistics
 from webapp.projects.selectors import get_project_for_user
 
@@ -26,7 +26,7 @@ def groups_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
     view = selectors.grouped_view(request.user, project, request.GET)
     context = {"project": project, "view": view, "groupings": GROUPINGS, "bands": BANDS,
-               "reduces": REDUCES, "max_keys": MAX_KEYS,
+               "reduces": REDUCES, "max_keys": MAX_KEYS, "max_picked": MAX_PICKED,
                "metrics": selectors.metrics_of(view.picked) if view.picked else [],
                "grouping_query": _query(request, keep=("by", "key", "group"))}
     template = "groups/groups.html#result" if request.htmx else "groups/groups.html"
@@ -85,7 +85,7 @@ def statistics_page(request: HttpRequest, project_id: int) -> HttpResponse:
         return response
     context = {
         "project": project, "view": view, "form": form, "groupings": GROUPINGS,
-        "max_keys": MAX_KEYS, "available": available, "chosen": chosen, "unknown": unknown,
+        "max_keys": MAX_KEYS, "max_picked": MAX_PICKED, "available": available, "chosen": chosen, "unknown": unknown,
         "statistics": statistics, "error": error, "normalisations": NORMALISE,
         "default_k": DEFAULT_K,
         "plot": _plot(statistics) if statistics else None,

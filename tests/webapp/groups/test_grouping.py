@@ -110,3 +110,13 @@ def test_group_ids_are_stable_and_pick_groups(make_run):
 
     assert [g.name for g in picked] == [first[1].name]
     assert groups_pick(again, ["nonsense"]) == again
+
+
+def test_at_most_eight_groups_are_picked_the_largest_first(make_run):
+    runs = [make_run({"lr": i, "seed": seed}) for i in range(10) for seed in range(1 + i % 2)]
+    groups = runs_group(runs, grouping_parse("settings", ["lr"]))
+
+    picked = groups_pick(groups, [])
+
+    assert len(picked) == 8 and all(group.n == 2 for group in picked[:5])
+    assert len(groups_pick(groups, [group.id for group in groups])) == 8
