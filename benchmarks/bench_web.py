@@ -8,6 +8,11 @@ On Postgres, in a scratch database that it creates, fills with generated data an
     streams   the CPU that 50 open event streams on one run add, while the run logs every
               second (target < 10% of a core): the web server's and Postgres's CPU time with no
               stream open and with 50, over the same time, side by side
+    group     a group chart of 10 seeds × 100k ragged steps: mean and band over aligned
+              buckets (target < 300 ms); the runs are running, so nothing comes from the cache
+              that keeps ended runs' buckets
+    stats     the statistics page for 2 groups × 10 seeds: mean, IQM, their bootstrap
+              intervals, the difference and the probability of improvement (target < 1 s)
     table     the runs table of a project of 100k runs with 5 metric columns (one a mean of the
               last 10 points) and a setting: its first page (target < 300 ms); beside it, for
               information, the first page sorted by a metric, the next page, a status filter
@@ -36,8 +41,9 @@ from urllib.parse import urlencode, urlsplit
 
 from benchmarks.scratch import ADMIN_URL, rlab_django, scratch_database
 
-PARTS = ("page", "charts", "rollouts", "streams", "table")
-TARGETS_MS = {"page": 300, "charts": 200, "rollouts": 200, "table": 300}
+PARTS = ("page", "charts", "rollouts", "streams", "group", "stats", "table")
+TARGETS_MS = {"page": 300, "charts": 200, "rollouts": 200, "group": 300, "stats": 1000,
+              "table": 300}
 STREAM_CPU_TARGET = 0.10  # of one core
 DATABASE = "rlab_bench_web"
 
@@ -91,6 +97,9 @@ def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
     if "rollouts" in args.parts or "page" in args.parts:
         web_data.fill_rollouts(world.big_run, rollouts=int(1_000_000 * args.scale),
                                group_size=8)
+    if "group" in args.parts or "stats" in args.parts:
+        world.group_steps = int(100_000 * args.scale)
+        world.methods = web_data.fill_seed_groups(world, seeds=10, steps=world.group_steps)
     web_data.fill_log(world.big_run, lines=2_000)
     if "table" in args.parts:
         world.table_project = web_data.fill_table(world.user, runs=int(100_000 * args.scale))
@@ -114,6 +123,10 @@ def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
             _part_rollouts(client, world, args.repeat)
         if "streams" in args.parts:
             _part_streams(client, world, web, args)
+        if "group" in args.parts:
+            _part_group(client, world, args.repeat)
+        if "stats" in args.parts:
+            _part_stats(client, world, args.repeat)
         if "table" in args.parts:
             _part_table(client, world, args.repeat)
     finally:
@@ -161,6 +174,52 @@ def _part_charts(client: Client, world, repeat: int) -> None:
     points = [len(values[0]) for values in series.values()]
     print(f"    {len(series)} series, {min(points)}–{max(points)} points each "
           f"(from {world.steps:,})")
+
+
+def _seed_group_ids(client: Client, world) -> dict[str, str]:
+    """Each method's group id on the group pages (its seed group). Loading the URLconf here
+    imports rliable, scipy and pandas, which can outlast uvicorn's keep-alive: the next request
+    opens a fresh connection."""
+    from django.urls import reverse
+
+    from webapp.groups.grouping import BY_SEED, Grouping, runs_group
+
+    reverse("groups:series", args=[world.big_run.experiment.project_id])
+    client.connection.close()
+    return {name: runs_group(runs, Grouping(by=BY_SEED))[0].id
+            for name, runs in world.methods.items()}
+
+
+def _part_group(client: Client, world, repeat: int) -> None:
+    import json
+
+    from django.urls import reverse
+
+    ids = _seed_group_ids(client, world)
+    base = reverse("groups:series", args=[world.big_run.experiment.project_id])
+    steps = world.group_steps
+    for label, query in (
+            (f"group chart, 10 seeds × {steps:,} steps, mean ± std",
+             [("group", ids["method-a"]), ("metric", "reward/mean"), ("band", "std")]),
+            (f"group chart, 2 groups × 10 seeds × {steps:,} steps, bootstrap CI",
+             [("group", ids["method-a"]), ("group", ids["method-b"]),
+              ("metric", "reward/mean"), ("band", "ci")])):
+        timings, body = client.timings(f"{base}?{urlencode(query)}", repeat, keep_body=True)
+        _report(label, timings, TARGETS_MS["group"])
+        answer = json.loads(body)
+        print(f"    {len(answer['steps'])} buckets of {answer['width']} steps")
+
+
+def _part_stats(client: Client, world, repeat: int) -> None:
+    from django.urls import reverse
+
+    ids = _seed_group_ids(client, world)
+    query = [("group", ids["method-a"]), ("group", ids["method-b"]),
+             ("baseline", ids["method-b"]), ("metric", "reward/mean"), ("read", "last"),
+             ("k", "10")]
+    url = f"{reverse('groups:statistics', args=[world.big_run.experiment.project_id])}"
+    _report("statistics, 2 groups × 10 seeds (mean, IQM, difference, P(improvement))",
+            client.timings(f"{url}?{urlencode(query)}", repeat), TARGETS_MS["stats"])
 
 
 def _part_rollouts(client: Client, world, repeat: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,6 +30,8 @@ class World:
     big_run: Run  # millions of rows: pages and queries are timed on it
     live_run: Run  # running, logging every second: event streams watch it
     steps: int = 0  # of each metric of big_run
+    methods: dict[str, list[Run]] = field(default_factory=dict)  # seed groups, by experiment
+    group_steps: int = 0  # of each seed group run's reward/mean
     table_project: object = None  # the runs table's project (part "table")
 
 
@@ -64,6 +66,35 @@ def fill_metrics(run: Run, *, keys: int, steps: int) -> None:
         """, [run.pk, keys - 1, steps])
         cursor.execute(f"UPDATE {Run._meta.db_table} SET progress_step = %s WHERE id = %s",
                        [steps, run.pk])
+
+
+def fill_seed_groups(world: World, *, seeds: int, steps: int) -> dict[str, list[Run]]:
+    """Two methods (learning rates) × `seeds` seeds, running, each run's reward/mean at
+    `steps` steps offset by its seed (ragged: no two runs share all their steps), for the
+    group chart and statistics parts. {experiment name: runs}."""
+    from webapp.runs.services import runs_launch_seeds
+
+    project = world.big_run.experiment.project
+    methods = {}
+    for name, lr in (("method-a", 1e-6), ("method-b", 3e-6)):
+        experiment = experiment_create(
+            project=project, author=world.user, name=name, description="",
+            config=RunConfig(max_steps=steps, learning_rate=lr).to_dict())
+        runs = runs_launch_seeds(experiment=experiment, user=world.user,
+                                 seeds=list(range(seeds)))
+        with connection.cursor() as cursor:
+            for seed, run in enumerate(runs):
+                services.run_claim(run_id=run.pk, worker="bench")
+                services.run_mark_running(run_id=run.pk, device="cpu", total_steps=steps)
+                cursor.execute(f"""
+                    INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time)
+                    SELECT %s, 'reward/mean', s + %s,
+                           ln(s + 1) / 12 + %s + random() * 0.05,
+                           now() - interval '2 days' + s * interval '1 second'
+                    FROM generate_series(1, %s) AS s
+                """, [run.pk, seed, lr * 1e5, steps])
+        methods[name] = runs
+    return methods
 
 
 def fill_rollouts(run: Run, *, rollouts: int, group_size: int) -> None:

@@ -2,6 +2,7 @@
 terminal, through the REST API.
 
     rlab launch experiment.yaml --project 3 --follow
+    rlab launch experiment.yaml --project 3 --seeds 1,2,3
     rlab runs --project 3 --status running
     rlab logs -f 12        (a tracked run: its metrics, as they arrive)
     rlab cancel 12
@@ -167,6 +168,27 @@ def differences(existing: dict[str, Any], kind: str, wanted: dict[str, Any] | No
     return f"differs in {shown}{' …' if len(changed) > 5 else ''}"
 
 
+def seed_list(text: str) -> list[int]:
+    """--seeds: "1,2,3" or ranges "0-4" (both ends in).
+
+    >>> seed_list("1,2, 3"), seed_list("0-2,7")
+    ([1, 2, 3], [0, 1, 2, 7])
+    """
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            if high and int(high) - int(low) >= 10_000:
+                raise argparse.ArgumentTypeError(f"the range {part.strip()} is too long")
+            seeds += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of seeds: write 1,2,3 or 0-4") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r} names no seed: write 1,2,3 or 0-4")
+    return seeds
+
+
 def write_experiment(experiment: dict[str, Any]) -> str:
     return yaml.safe_dump({key: experiment[key] for key in EXPERIMENT_KEYS},
                           sort_keys=False, allow_unicode=True)
@@ -181,7 +203,16 @@ def launch(api: Api, args: argparse.Namespace) -> int:
     if experiment["kind"] == "training" and (args.model or args.checkpoint is not None):
         raise Usage("--model and --checkpoint are for evaluations; a training experiment's "
                     "config names its model")
+    if args.seeds is not None and (experiment["kind"] == "evaluation" or args.follow):
+        raise Usage("--seeds launches several training runs: it takes neither an evaluation "
+                    "nor --follow (follow one with `rlab logs -f RUN`)")
     experiment = ensure_experiment(api, args.project, experiment)
+    if args.seeds is not None:
+        launched = api.post_json(f"/experiments/{experiment['id']}/runs", {"seeds": args.seeds})
+        for run in launched:
+            print(f"Launched {run['name']} (run {run['id']}, seed {run['config']['seed']}): "
+                  f"{api.page_url(run['url'])}", flush=True)
+        return OK
     target = ({"model": args.model} if args.model else
               {"checkpoint_id": args.checkpoint} if args.checkpoint is not None else {})
     run = api.post_json(f"/experiments/{experiment['id']}/runs", target)
@@ -380,6 +411,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--checkpoint", type=int, help="an evaluation: the checkpoint's id")
     sub.add_argument("-f", "--follow", action="store_true",
                      help="print the run's log until it ends; exit 1 unless it succeeded")
+    sub.add_argument("--seeds", type=seed_list, metavar="1,2,3",
+                     help="launch one run per seed, all or none: a list, ranges too (0-4)")
 
     sub = command("runs", runs, "List runs, newest first.")
     sub.add_argument("--project", type=int, help="only this project's")

@@ -46,6 +46,7 @@ MATRIX = {
                                        "admin": 404}),
     "projects:list": ("get", [], {}, SIGNED_IN),
     "projects:detail": ("get", ["project_id"], {}, READ),
+    "projects:chart_layout": ("post", ["project_id"], {"reset": "1"}, WRITE),
     "deletion:project": ("get", ["project_id"], {}, ADMIN_PAGE),
     "teams:list": ("get", [], {}, SIGNED_IN),
     "teams:detail": ("get", ["team_id"], {}, READ),
@@ -70,6 +71,9 @@ MATRIX = {
     "live:metrics": ("get", ["run_id"], {}, READ),
     "live:metrics_csv": ("get", ["run_id"], {}, READ),
     "runs:compare": ("get", ["project_id"], {}, READ),
+    "groups:groups": ("get", ["project_id"], {}, READ),
+    "groups:series": ("get", ["project_id"], {"metric": "reward/mean"}, READ),
+    "groups:statistics": ("get", ["project_id"], {}, READ),
     "runs_table:table": ("get", ["project_id"], {}, READ),
     # Each member keeps their own columns, viewers too.
     "runs_table:columns": ("get", ["project_id"], {}, READ),
@@ -108,6 +112,11 @@ MATRIX = {
     "datasets:detail": ("get", ["dataset_id"], {}, READ),
     "datasets:download": ("get", ["dataset_id"], {}, READ),
     "deletion:dataset": ("get", ["dataset_id"], {}, ADMIN_PAGE),
+    "projects:settings": ("get", ["project_id"], {}, ADMIN_PAGE),
+    "queue:queue": ("get", [], {}, SIGNED_IN),
+    "queue:workers": ("get", [], {}, SIGNED_IN),
+    # The admin launched the world's run: a member may raise their own runs only.
+    "queue:priority": ("post", ["run_id"], {"step": "up"}, AUTHOR),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},

@@ -114,11 +114,18 @@ class LaunchIn(Schema):
                         "worker, or a hub id).")
     checkpoint_id: int | None = Field(
         None, description="An evaluation only: a checkpoint of a run in the same project.")
+    seeds: list[int] | None = Field(
+        None, max_length=10_000,
+        description="A training experiment only: launch one run per seed, all or none (at most "
+                    "100); the answer is then the list of runs.")
 
     @model_validator(mode="after")
     def _one_target(self) -> LaunchIn:
         if self.model.strip() and self.checkpoint_id is not None:
             raise ValueError("Give a model or a checkpoint_id to evaluate, not both.")
+        if self.seeds is not None and (self.model.strip() or self.checkpoint_id is not None):
+            raise ValueError("Seeds are for a training experiment's runs; an evaluation takes "
+                             "a model or a checkpoint_id.")
         return self
 
 

@@ -41,6 +41,8 @@ urlpatterns = [
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.reviews.urls")),
     path("", include("webapp.deletion.urls")),
+    path("", include("webapp.queue.urls")),
+    path("", include("webapp.groups.urls")),
     path("", include("webapp.api.urls")),
     path("api/", api.urls),
     path("mlflow/<int:project_id>/", include("webapp.mlflow_compat.urls")),

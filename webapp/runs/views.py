@@ -17,7 +17,14 @@ from webapp.projects.selectors import get_project_for_user
 from webapp.runs import selectors
 from webapp.runs.compare import MAX_COMPARED, config_diff, last_values, picked_runs, project_runs
 from webapp.runs.config_table import config_table
-from webapp.runs.services import run_cancel, run_delete_allowed, run_launch, run_resume
+from webapp.runs.seed_list import seeds_parse
+from webapp.runs.services import (
+    run_cancel,
+    run_delete_allowed,
+    run_launch,
+    run_resume,
+    runs_launch_seeds,
+)
 from webapp.teams.models import Role
 
 
@@ -34,11 +41,21 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def run_launch_view(request: HttpRequest, experiment_id: int) -> HttpResponse:
-    """Queue a run of the experiment's current config and go to it; on a problem, back to the
-    experiment with the reason."""
+    """Queue a run of the experiment's current config and go to it, or one run per seed of the
+    form's seeds field (webapp.runs.seed_list: all or none) and back to the experiment; on a
+    problem, back to the experiment with the reason."""
     experiment = get_experiment_for_user(request.user, experiment_id, Role.MEMBER)
     try:
-        target = run_launch(experiment=experiment, user=request.user)
+        seeds = seeds_parse(request.POST.get("seeds", ""),
+                            first=experiment.config.get("seed", 0))
+        if seeds:
+            # several runs: the experiment's page lists them
+            launched = runs_launch_seeds(experiment=experiment, user=request.user, seeds=seeds)
+            messages.success(request, f"Launched {len(launched)} runs, seeds "
+                                      f"{', '.join(map(str, seeds))}.")
+            target = experiment
+        else:
+            target = run_launch(experiment=experiment, user=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         target = experiment
@@ -81,6 +98,7 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
     picked = picked_runs(request.user, project, request.GET.getlist("runs"))
     config_rows = config_diff(picked)
+    metric_rows = last_values(picked)
     context = {
         "project": project,
         "choices": project_runs(request.user, project),
@@ -88,7 +106,8 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
         "picked_ids": {run.pk for run in picked},
         "config_rows": config_rows,
         "differing": sum(row.differs for row in config_rows),
-        "metric_rows": last_values(picked),
+        "metric_rows": metric_rows,
+        "chart_keys": [row.key for row in metric_rows],
         "only_diff": request.GET.get("only_diff") == "1",
         "max_compared": MAX_COMPARED,
         "headline_metrics": selectors.HEADLINE_METRICS,

@@ -65,6 +65,10 @@ MATRIX = {
     ("delete", "/api/runs/{run_id}"): (None, DELETE_ACTIVE),
     ("delete", "/api/experiments/{experiment_id}"): (None, DELETE_ACTIVE),
     ("delete", "/api/projects/{project_id}"): (None, DELETE_ACTIVE),
+    ("get", "/api/queue"): (None, SIGNED_IN),
+    # The admin launched the world's run: a member may set the priority of their own runs only.
+    ("post", "/api/runs/{run_id}/priority"): (
+        {"priority": 3}, {"outsider": 404, "viewer": 403, "member": 403, "admin": 200}),
 }
 
 

@@ -19,7 +19,7 @@ from webapp.api.schemas import (
 from webapp.deletion.services import experiment_delete
 from webapp.experiments.selectors import get_experiment_for_user
 from webapp.runs.selectors import get_checkpoint_for_user
-from webapp.runs.services import evaluation_launch, run_launch
+from webapp.runs.services import evaluation_launch, run_launch, runs_launch_seeds
 from webapp.teams.models import Role
 
 router = Router(tags=["experiments"])
@@ -46,12 +46,15 @@ def experiment_delete_endpoint(request: HttpRequest, experiment_id: int):
     return Status(204, None)
 
 
-@router.post("/experiments/{experiment_id}/runs", response={201: RunDetailOut, **WRITE_ERRORS},
+@router.post("/experiments/{experiment_id}/runs",
+             response={201: RunDetailOut | list[RunDetailOut], **WRITE_ERRORS},
              summary="Launch a run or an evaluation job")
 def experiment_launch(request: HttpRequest, experiment_id: int, payload: LaunchIn | None = None):
-    """Queue a run of a training experiment with its current config (no body), or a job of an
-    evaluation on `model` or on `checkpoint_id`. Needs the member role. A 422 says why it cannot
-    run (an invalid config, a checkpoint whose folder is gone, a dataset that is missing)."""
+    """Queue a run of a training experiment with its current config (no body), one run per seed
+    of `seeds` (all or none; the answer is the list of runs), or a job of an evaluation on
+    `model` or on `checkpoint_id`. Needs the member role. A 422 says why it cannot run (an
+    invalid config, a checkpoint whose folder is gone, a dataset that is missing, a seed given
+    twice)."""
     experiment = get_experiment_for_user(request.user, experiment_id, Role.MEMBER)
     payload = payload or LaunchIn()
     if payload.model or payload.checkpoint_id is not None:
@@ -59,6 +62,9 @@ def experiment_launch(request: HttpRequest, experiment_id: int, payload: LaunchI
                       if payload.checkpoint_id is not None else None)
         run = evaluation_launch(experiment=experiment, user=request.user, model=payload.model,
                                 checkpoint=checkpoint)
+    elif payload.seeds is not None:
+        return Status(201, runs_launch_seeds(experiment=experiment, user=request.user,
+                                             seeds=payload.seeds))
     else:
         run = run_launch(experiment=experiment, user=request.user)
     return Status(201, run)
