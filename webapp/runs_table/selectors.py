@@ -4,12 +4,13 @@ and the runs collapsed into groups with each metric column's mean and spread."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 from django.db import connection, models
 from django.db.models import (
@@ -448,7 +449,8 @@ def grouped(runs: QuerySet[Run], columns: list[Column], *, by: str, config_keys:
                     cell += f" ± {shown(row[f'std_{i}'])}"
                 cells.append(cell if has == row["n"] else f"{cell} (of {has})")
         key = _group_key(by, row, config_keys)
-        groups.append(Group(key, name, row["n"], cells, _group_link(project, by, key)))
+        groups.append(Group(key, name, row["n"], cells,
+                            _group_link(project, by, key, config_keys)))
     notice = ""
     if total > 1 and all(group.n == 1 for group in groups):
         notice = ("Every run is its own group: nothing is grouped; group by fewer settings.")
@@ -495,17 +497,20 @@ def _group_names(by: str, rows: list[dict], config_keys: list[str],
     return names
 
 
-def _group_link(project: Project, by: str, key: Any) -> str | None:
-    """The groups app's page of the group, where that page exists (it is built apart)."""
-    if by not in ("seed_group", "tag") or key is None:
+def _group_link(project: Project, by: str, key: Any, settings: list[str]) -> str | None:
+    """The group's chart on the groups app's page (webapp.groups), where that page exists: the
+    same grouping, the group picked by its id there (webapp.groups.grouping.runs_group: a hash
+    of the grouping and the group's key); for chosen settings, the grouping alone, since that
+    page writes the settings' values its own way."""
+    try:
+        url = reverse("groups:groups", args=[project.pk])
+    except NoReverseMatch:
         return None
-    query = f"project={project.pk}&by={by}&key={quote(str(key), safe='')}"
-    for args in ([project.pk], []):
-        try:
-            return f"{reverse('groups:detail', args=args)}?{query}"
-        except NoReverseMatch:
-            continue
-    return None
+    if by == "config":
+        return f"{url}?{urlencode([('by', 'settings'), *[('key', k) for k in settings]])}"
+    theirs, own_key = ("seed", key) if by == "seed_group" else ("tag", key or MISSING)
+    group_id = hashlib.sha1(f"{theirs}:{own_key}".encode()).hexdigest()[:12]
+    return f"{url}?{urlencode([('by', theirs), ('group', group_id)])}"
 
 
 def group_runs(runs: QuerySet[Run], *, by: str, config_keys: list[str], key: Any) -> QuerySet:

@@ -4,6 +4,7 @@ markup."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -361,3 +362,11 @@ def test_a_nul_byte_is_refused_before_the_table(signed_in, project, lab, query):
 def test_a_forged_expand_is_no_group_opened(signed_in, project, lab):
     response = signed_in.get(table(project, "group=seed_group&expand=%7Bnot json"))
     assert response.status_code == 200 and 'class="group-member"' not in response.content.decode()
+
+
+def test_a_seed_group_links_to_its_chart_on_the_groups_page(signed_in, project, lab):
+    body = signed_in.get(table(project, "group=seed_group")).content.decode()
+    link = re.findall(r'class="small group-link" href="([^"]+)"', body)[1]
+    chart = signed_in.get(html.unescape(link))
+    assert chart.status_code == 200
+    assert [sorted(g.run_ids) for g in chart.context["view"].picked] == [ids(*lab["large"])]
