@@ -27,6 +27,7 @@ from webapp.api.routers import (
     projects,
     rollouts,
     runs,
+    sweeps,
     tracking,
 )
 from webapp.common.inputs import MalformedJson, in_rlabs_words, json_parse
@@ -60,7 +61,7 @@ api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api
                            "Authenticate with `Authorization: Bearer rlab_…`: create a token "
                            "on the API tokens page.")
 
-for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports):
+for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports, sweeps):
     api.add_router("", module.router)
 
 

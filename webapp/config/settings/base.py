@@ -238,6 +238,8 @@ RLAB_REQUEUE_AFTER_SECONDS = env_int("RLAB_REQUEUE_AFTER_SECONDS", 300, minimum=
 RLAB_STREAM_ACCESS_CHECK_SECONDS = env_int("RLAB_STREAM_ACCESS_CHECK_SECONDS", 60, minimum=1)
 # Seconds between SIGTERM and SIGKILL when a run is cancelled.
 RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
+# The most runs one sweep may launch (its budget's ceiling).
+RLAB_SWEEP_MAX_RUNS = env_int("RLAB_SWEEP_MAX_RUNS", 1000, minimum=1)
 # Absolute: the training process runs in its run's folder.
 RLAB_MODEL_CACHE = str(Path(env_str("RLAB_MODEL_CACHE", str(VAR_DIR / "models"))).absolute())
 # Folders an administrator fills with models (Hugging Face folders or GGUF files, one or two
