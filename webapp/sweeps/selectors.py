@@ -92,6 +92,7 @@ class TrialRow:
     value: float
     params: dict[str, Any]
     runs: list[Run]
+    axis_values: list[Any]  # the params in the order of the sweep's axes, for a table's columns
 
 
 def best_trials(sweep: Sweep, trials: list[FrozenTrial], limit: int = BEST_SHOWN
@@ -105,7 +106,9 @@ def best_trials(sweep: Sweep, trials: list[FrozenTrial], limit: int = BEST_SHOWN
                 .select_related("experiment").order_by("number")):
         runs.setdefault(run.sweep_trial, []).append(run)
     return [TrialRow(number=trial.number, value=trial.value, params=trial.params,
-                     runs=runs.get(trial.number, [])) for trial in done]
+                     runs=runs.get(trial.number, []),
+                     axis_values=[trial.params.get(name) for name in sweep.axes])
+            for trial in done]
 
 
 def plot_data(sweep: Sweep, trials: list[FrozenTrial]) -> dict[str, Any]:
