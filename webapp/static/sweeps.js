@@ -22,7 +22,8 @@
       return Math.abs(value) >= 1e4 || (value !== 0 && Math.abs(value) < 1e-3)
         ? value.toExponential(2) : String(Number(value.toPrecision(4)));
     }
-    return String(value);
+    const text = String(value);
+    return text.length > 24 ? `${text.slice(0, 23)}…` : text;
   }
 
   // An axis maps a value to 0 (bottom) .. 1 (top).
@@ -103,6 +104,7 @@
       for (const [value, t] of scales[i].ticks) {
         const tick = el("text", { x: x(i) + 5, y: y(t) + 4, "font-size": 10, fill: "#4b5563" }, g);
         tick.textContent = label(value);
+        el("title", {}, tick).textContent = String(value);
       }
     });
   }

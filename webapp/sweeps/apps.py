@@ -13,13 +13,17 @@ class SweepsConfig(AppConfig):
     label = "sweeps"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete
+
         from webapp.runs.ingestion import metrics_stored
         from webapp.runs.services import claim_check_register, run_ended
         from webapp.sweeps import services
+        from webapp.sweeps.models import Sweep
 
         claim_check_register(services.sweep_wait_reason)
         metrics_stored.connect(_metrics_stored, dispatch_uid="sweeps.pruner")
         run_ended.connect(_run_ended, dispatch_uid="sweeps.trial_end")
+        post_delete.connect(_sweep_deleted, sender=Sweep, dispatch_uid="sweeps.study_delete")
 
 
 # The runs' writers (a worker's relay, an API request) send these signals: a sweep's trouble is
@@ -41,3 +45,15 @@ def _run_ended(sender, *, run_id: int, **kwargs) -> None:
         sweep_run_ended(run_id=run_id)
     except Exception:
         logger.exception("run %s: its sweep could not record its end", run_id)
+
+
+def _sweep_deleted(sender, *, instance, **kwargs) -> None:
+    """A sweep deleted (with its experiment or project) takes its study along once the deletion
+    has committed: Optuna writes on a connection of its own, which must not wait on the
+    deleting transaction."""
+    from django.db import transaction
+
+    from webapp.sweeps.study import study_delete
+
+    study_name = instance.study_name
+    transaction.on_commit(lambda: study_delete(study_name))

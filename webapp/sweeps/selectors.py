@@ -107,8 +107,13 @@ def best_trials(sweep: Sweep, trials: list[FrozenTrial], limit: int = BEST_SHOWN
         runs.setdefault(run.sweep_trial, []).append(run)
     return [TrialRow(number=trial.number, value=trial.value, params=trial.params,
                      runs=runs.get(trial.number, []),
-                     axis_values=[trial.params.get(name) for name in sweep.axes])
+                     axis_values=[_shown(trial.params.get(name)) for name in sweep.axes])
             for trial in done]
+
+
+def _shown(value: Any) -> Any:
+    """A float as a table shows it: four significant digits, not a draw's seventeen."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def plot_data(sweep: Sweep, trials: list[FrozenTrial]) -> dict[str, Any]:

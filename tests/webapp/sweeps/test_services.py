@@ -3,6 +3,8 @@ for more as trials end, stop poor runs through the median pruner, and cancel wit
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import optuna
 import pytest
 from django.core.exceptions import ValidationError
@@ -236,3 +238,19 @@ def test_the_claim_check_is_registered_for_the_queue(create):
     claimed = run_claim_next(queue="cpu", worker="w")
     assert Run.objects.get(pk=claimed).sweep == sweep
     assert run_claim_next(queue="cpu", worker="w") is None
+
+
+def test_deleting_the_base_experiment_deletes_its_sweeps_and_their_studies(
+        create, base, user, django_capture_on_commit_callbacks):
+    from webapp.deletion.services import experiment_delete
+
+    sweep = create()
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_cancel(sweep=sweep, user=user)
+    # Cancelled runs are deleted once their worker may have stopped them (no worker here).
+    Run.objects.filter(sweep=sweep).update(finished_at=timezone.now() - timedelta(hours=1))
+    assert sweep.study_name in study_names()
+    with django_capture_on_commit_callbacks(execute=True):
+        experiment_delete(experiment=base, user=user)
+    assert not Sweep.objects.exists()
+    assert sweep.study_name not in study_names()
