@@ -38,7 +38,7 @@ def sweep_create_view(request: HttpRequest, project_id: int) -> HttpResponse:
         definition = form.definition()
         if not form.errors and not form.cleaned_data["definition_yaml"].strip():
             definition["axes"] = _axes_of(axes)
-        if not form.errors and not any(form.errors for form in axes.forms):
+        if not form.errors and not any(row.errors for row in axes.forms):
             try:
                 sweep = sweep_create(definition=definition_parse(definition, project=project),
                                      user=request.user)
