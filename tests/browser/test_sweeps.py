@@ -20,20 +20,12 @@ from webapp.runs.services import run_claim, run_succeed
 from webapp.sweeps.definition import definition_parse
 from webapp.sweeps.models import Sweep, SweepStatus
 from webapp.sweeps.services import sweep_create
-from webapp.sweeps.study import study_storages_release
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCRIPT = "<script>window.__pwned = 'script'</script>"
 IMG = "<img src=x onerror=\"window.__pwned = 'img'\">"
 PAYLOAD = f"x{SCRIPT}{IMG}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _study_connections_closed():
-    """Optuna's connections to the test database are closed before pytest-django drops it."""
-    yield
-    study_storages_release()
 
 
 @pytest.fixture

@@ -14,16 +14,9 @@ from webapp.runs.models import RunStatus
 from webapp.sweeps.definition import definition_parse
 from webapp.sweeps.models import SweepStatus
 from webapp.sweeps.services import sweep_create
-from webapp.sweeps.study import study_of, study_storages_release
+from webapp.sweeps.study import study_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _study_connections_closed():
-    """Optuna's connections to the test database are closed before pytest-django drops it."""
-    yield
-    study_storages_release()
 
 
 @pytest.fixture

@@ -3,15 +3,6 @@ import pytest
 from training.spec.config import RunConfig
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _study_connections_closed(django_db_setup, django_db_blocker):
-    """Optuna's connections to the test database are closed before pytest-django drops it."""
-    yield
-    from webapp.sweeps.study import study_storages_release
-
-    study_storages_release()
-
-
 @pytest.fixture
 def base(project, user):
     """A training experiment to sweep."""
