@@ -32,13 +32,13 @@ from training.spec.config import ConfigError, RunConfig
 from training.spec.settings import coerce
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.projects.models import Project
+from webapp.runs.services import MAX_SEEDS
 from webapp.sweeps.models import Sweep, SweepMethod
 
 AXIS_KINDS = ("values", "uniform", "log_uniform")
 DIRECTIONS = ("maximize", "minimize")
 KEYS = {"experiment", "name", "method", "objective", "pruner", "budget", "max_concurrent",
         "seeds", "axes"}
-MAX_SEEDS = 100
 MAX_VALUES = 1000
 NAME_MAX = Sweep._meta.get_field("name").max_length
 METRIC_MAX = Sweep._meta.get_field("objective").max_length
