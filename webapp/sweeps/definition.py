@@ -205,6 +205,9 @@ def _pruner(value: Any, errors: dict[str, str]) -> tuple[bool, int, int]:
 
 def _count(value: Any, where: str, errors: dict[str, str], *, minimum: int = 1,
            maximum: int = 2**31 - 1, over: str = "") -> int:
+    if value is None:
+        errors[where] = "give a whole number"
+        return 0
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)

@@ -80,8 +80,11 @@ class SweepForm(forms.Form):
                                         help_text="Trials that finish before it stops any.")
     warmup_steps = forms.IntegerField(min_value=0, initial=0, required=False,
                                       help_text="Steps before it stops a run.")
-    budget = forms.IntegerField(min_value=1, initial=8, help_text="The most runs it launches.")
-    max_concurrent = forms.IntegerField(min_value=1, initial=2,
+    # Not required here: with a YAML definition they are the YAML's; without, the definition's
+    # check says what is missing.
+    budget = forms.IntegerField(min_value=1, initial=8, required=False,
+                                help_text="The most runs it launches.")
+    max_concurrent = forms.IntegerField(min_value=1, initial=2, required=False,
                                         help_text="The most of its runs at once.")
     seeds = forms.CharField(required=False, max_length=2000,
                             help_text="Optional, e.g. 1, 2, 3: every trial runs once per seed.")
