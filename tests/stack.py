@@ -80,14 +80,16 @@ def worker_name() -> str:
     return f"test-{os.getpid()}@{socket.gethostname()}"
 
 
-def start_worker(log_dir: Path, name: str = "worker", **env: str) -> Process:
+def start_worker(log_dir: Path, name: str = "worker", hostname: str | None = None,
+                 **env: str) -> Process:
     """A Celery worker on the test broker (or env's CELERY_BROKER_URL, emptied first), once it is
-    ready; `name` names its log, so a worker started again keeps its own."""
+    ready; `name` names its log, so a worker started again keeps its own; `hostname` is its
+    node name (worker_name() by default: give a second worker at once another)."""
     redis.Redis.from_url(env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)).flushdb()
     worker = Process(name, [
         sys.executable, "-m", "celery", "-A", "worker.celery", "worker", "--queues", "cpu,gpu",
         "--concurrency", "1", "--loglevel", "info", "--without-gossip", "--without-mingle",
-        "--hostname", worker_name()],
+        "--hostname", hostname or worker_name()],
         stack_env(**{"RLAB_RUN_DIR": str(log_dir / "runs"), **env}), log_dir)
     worker.wait_for_output("ready.", timeout=60)
     return worker

@@ -29,7 +29,10 @@ def run_execute(self, run_id: int) -> None:
     (or evaluation) process to the end. The message is a token: when no run may start, or the
     run is gone, it is dropped, and a run that ends sends one for the runs it held back."""
     worker = f"{self.request.hostname or 'worker'}"
-    queue = Run.objects.filter(pk=run_id).values_list("queue", flat=True).first()
+    # The queue of the run the token names; if that run was deleted meanwhile, the queue the
+    # token came on, whose queued runs may still start.
+    queue = (Run.objects.filter(pk=run_id).values_list("queue", flat=True).first()
+             or (self.request.delivery_info or {}).get("routing_key"))
     run_id = services.run_claim_next(queue=queue, worker=worker) if queue else None
     if run_id is None:
         logger.info("no queued run may start on this message's queue now, skipping")
@@ -60,7 +63,7 @@ _housekeeper: Housekeeper | None = None
 def _start_housekeeping(sender, **_: object) -> None:
     global _housekeeper
     if _housekeeper is None:
-        _housekeeper = Housekeeper(worker_name=sender.hostname)
+        _housekeeper = Housekeeper(worker_name=sender.hostname, consumer=sender)
         _housekeeper.start()
 
 
@@ -69,5 +72,5 @@ def _interrupt_runs(sender: str, **_: object) -> None:
     """Warm shutdown (Ctrl-C, SIGTERM) waits for the running task; its run is marked interrupted
     now, so its supervisor stops the training process at its next heartbeat and the task ends."""
     if _housekeeper is not None:
-        _housekeeper.stop()
+        _housekeeper.stop(timeout=10)  # its pass under way would report the worker again
     runs_interrupt_on_shutdown(worker_name=sender)

@@ -1,6 +1,6 @@
-"""Charts and run comparison in a real browser: a finished run's charts (namespaces, log scale,
-wall-time axis, smoothing, zoom that fetches finer points, PNG and CSV downloads) and two runs
-of different experiments overlaid, with their config diff."""
+"""Charts and run comparison in a real browser: a finished run's charts (headline metrics
+first, log scale, wall-time axis, smoothing, zoom that fetches finer points, PNG and CSV
+downloads) and two runs of different experiments overlaid, with their config diff."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def test_two_runs_overlaid_with_their_config_diff(page, user, project, experimen
     expect(legend.nth(1)).to_contain_text("grpo-small #1")
     expect(legend.nth(1)).to_contain_text("0.5")
     expect(chart).to_have_attribute("data-runs", "2")
-    # a metric only one run logged is charted too, in its own namespace
-    expect(page.locator("#compare-charts .chart-group[data-namespace='loss'] "
+    # a metric only one run logged is charted too, in its own panel
+    expect(page.locator("#compare-charts section.chart-panel[data-panel='loss/policy'] "
                         "figure[data-key='loss/policy'] canvas")).to_be_visible()
     expect(page).to_have_url(re.compile(rf"runs={second.pk}&runs={first.pk}"))
 
@@ -108,10 +108,11 @@ def test_run_charts_group_zoom_and_export(page, user, experiment, tmp_path):
     reward = charts.locator("figure.chart[data-key='reward/mean']")
     expect(reward.locator("canvas")).to_be_visible()
     expect(charts).to_have_attribute("data-done", "true")
-    namespaces = charts.locator(".chart-group").evaluate_all(
-        "groups => groups.map(g => g.dataset.namespace)")
-    # headline namespaces first (with a place for each headline metric not logged), then by name
-    assert namespaces == ["reward", "kl", "entropy", "completion", "loss", "time"]
+    panels = charts.locator("section.chart-panel:visible").evaluate_all(
+        "panels => panels.map(p => p.dataset.panel)")
+    # headline metrics first (with a panel for each one not logged), then by name
+    assert panels == ["reward/mean", "kl/mean", "entropy/mean", "completion/length_mean",
+                      "loss/policy", "time/step_s"]
     expect(charts.locator("figure.placeholder[data-key='entropy/mean']")).to_contain_text(
         "Not recorded")
     points = int(reward.get_attribute("data-points"))
@@ -130,12 +131,9 @@ def test_run_charts_group_zoom_and_export(page, user, experiment, tmp_path):
     charts.locator(".chart-smoothing").fill("0.9")
     expect(reward.locator(".readout")).to_contain_text("(raw ")
 
-    charts.locator(".chart-group[data-namespace='time'] > summary").click()  # collapse it
-
     page.reload()  # the settings are kept
     expect(charts.locator(".chart-x")).to_have_value("time")
     expect(charts.locator(".chart-log")).to_be_checked()
-    expect(charts.locator("figure[data-key='time/step_s']")).to_be_hidden()
     expect(charts.locator("figure[data-key='loss/policy'] canvas")).to_be_visible()
     charts.locator(".chart-x").select_option("step")
     charts.locator(".chart-smoothing").fill("0")

@@ -66,11 +66,10 @@ def test_evaluate_a_checkpoint_and_read_the_results(page, user, project, tiny_mo
     page.goto(run.get_absolute_url())
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=90_000)
     expect(page.locator("#run-progress")).to_have_text("step 2 / 2")
-    evals = page.locator("#charts details.chart-group[data-namespace='eval']")
-    expect(evals.locator("summary")).to_contain_text("eval")
     for key in ("eval/pass@1", f"eval/pass@{SAMPLES}", f"eval/maj@{SAMPLES}",
                 f"eval/avg@{SAMPLES}"):
-        figure = evals.locator(f"figure.chart[data-key='{key}']")
+        figure = page.locator(f"#charts section.chart-panel[data-panel='{key}'] "
+                              f"figure.chart[data-key='{key}']")
         expect(figure.locator("figcaption .chart-title")).to_have_text(key)
         expect(figure.locator("canvas").first).to_be_visible()
 

@@ -25,6 +25,7 @@ from webapp.api.routers import (
     logs,
     metrics,
     projects,
+    queue,
     rollouts,
     runs,
     sweeps,
@@ -61,7 +62,8 @@ api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api
                            "Authenticate with `Authorization: Bearer rlab_…`: create a token "
                            "on the API tokens page.")
 
-for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports, sweeps):
+for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports,
+               queue, sweeps):
     api.add_router("", module.router)
 
 

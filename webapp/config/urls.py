@@ -41,6 +41,7 @@ urlpatterns = [
     path("", include("webapp.reviews.urls")),
     path("", include("webapp.sweeps.urls")),
     path("", include("webapp.deletion.urls")),
+    path("", include("webapp.queue.urls")),
     path("", include("webapp.api.urls")),
     path("api/", api.urls),
     path("mlflow/<int:project_id>/", include("webapp.mlflow_compat.urls")),

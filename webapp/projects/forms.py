@@ -1,6 +1,7 @@
 from django import forms
 
 from webapp.projects.models import Project
+from webapp.projects.services import MAX_CONCURRENT_RUNS_BOUNDS
 from webapp.teams.models import Role
 from webapp.teams.selectors import teams_where_user_can
 
@@ -24,3 +25,11 @@ class ProjectForm(forms.Form):
 
     def clean_name(self) -> str:
         return self.cleaned_data["name"].strip()
+
+
+class ProjectLimitForm(forms.Form):
+    max_concurrent_runs = forms.IntegerField(
+        required=False, min_value=MAX_CONCURRENT_RUNS_BOUNDS[0],
+        max_value=MAX_CONCURRENT_RUNS_BOUNDS[1], label="Runs at once",
+        help_text="At most this many of the project's runs start or run at once; more wait "
+                  "queued, in order. Empty: no limit.")

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import Count, F, Max, Min, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -244,15 +244,15 @@ def runs_requeue(*, now: datetime | None = None) -> int:
         aged = list(waited.select_for_update(skip_locked=True)[:_REQUEUE_BATCH])
         lost = []
         if aged:
-            accepted = queued.filter(enqueued_at__isnull=False).values_list("config", flat=True)
-            waiting = Counter(run_queue_for(config) for config in accepted)
+            waiting = Counter(queued.filter(enqueued_at__isnull=False)
+                              .values_list("queue", flat=True))
             with broker_connection() as connection:
                 depths = {queue: queue_depth(queue=queue, connection=connection)
                           for queue in waiting}
             # A queue that holds a message for each of its queued runs lost none of them.
             short = {queue for queue, depth in depths.items()
                      if depth is None or depth < waiting[queue]}
-            lost = [run for run in aged if run_queue_for(run.config) in short]
+            lost = [run for run in aged if run.queue in short]
         sent = _runs_send([*never_sent, *lost]) if never_sent or lost else []
     if sent:
         logger.info("queued runs sent to the broker again: %s", ", ".join(map(str, sent)))
@@ -266,7 +266,7 @@ def run_transition(*, run_id: int, to: str, **fields: Any) -> bool:
         fields.setdefault("finished_at", timezone.now())
     updated = Run.objects.filter(pk=run_id, status__in=sources).update(status=to, **fields)
     if updated and to in TERMINAL_STATUSES:
-        transaction.on_commit(_queues_wake)
+        transaction.on_commit(queues_wake)
         transaction.on_commit(lambda: run_ended.send(sender=Run, run_id=run_id, status=to))
     return updated == 1
 
@@ -276,21 +276,38 @@ def run_transition(*, run_id: int, to: str, **fields: Any) -> bool:
 # tells its study, and asks for the next trial).
 run_ended = Signal()
 
+# A project's runs that hold a place under its limit: claimed by a worker and not ended. A
+# tracked run runs on its script's machine, not on a worker, so it holds none.
+_HOLDING = [RunStatus.STARTING, RunStatus.RUNNING]
 
-def _queues_wake() -> None:
-    """Send a token to each queue that holds queued runs: the run that just ended may have
-    freed a place that a run held back by a limit waits for, and that run's own token was
-    dropped when the limit held it (run_claim_next). A token too many is dropped by the worker
-    that takes it."""
-    queued = Run.objects.filter(status=RunStatus.QUEUED).exclude(queue="")
-    firsts = {queue: queued.filter(queue=queue).values_list("pk", flat=True).first()
-              for queue in queued.values_list("queue", flat=True).distinct()}
-    if not firsts:
+# The most tokens queues_wake sends to one queue at once.
+_WAKE_MAX = 100
+
+
+def runs_holding_places() -> QuerySet[Run]:
+    """The runs that hold a place under their project's limit (see _HOLDING)."""
+    return Run.objects.filter(status__in=_HOLDING).exclude(
+        experiment__kind=ExperimentKind.TRACKED)
+
+
+def queues_wake(*, per_queue: int = 1) -> None:
+    """Send up to `per_queue` tokens to each queue that holds queued runs (never more than it
+    holds): a run that just ended, or a limit raised, may have freed places that runs held back
+    by a limit wait for, and their own tokens were dropped when the limit held them
+    (run_claim_next). A token too many is dropped by the worker that takes it."""
+    per_queue = min(per_queue, _WAKE_MAX)
+    if per_queue < 1:
+        return
+    queued = Run.objects.filter(status=RunStatus.QUEUED).exclude(queue="").order_by()
+    tokens = {row["queue"]: (row["first"], min(row["n"], per_queue))
+              for row in queued.values("queue").annotate(first=Min("pk"), n=Count("pk"))}
+    if not tokens:
         return
     with broker_connection() as connection:
-        for queue, run_id in firsts.items():
-            if run_id is not None:
-                run_send(run_id=run_id, queue=queue, connection=connection)
+        for queue, (run_id, count) in tokens.items():
+            for _ in range(count):
+                if not run_send(run_id=run_id, queue=queue, connection=connection):
+                    return  # the broker is down; housekeeping's runs_requeue sends them later
 
 
 # Why a queued run must still wait, besides its project's limit: apps above this one register
@@ -300,7 +317,8 @@ def _queues_wake() -> None:
 ClaimCheck = Callable[[Run], "str | None"]
 _claim_checks: list[ClaimCheck] = []
 
-# How many of a queue's first queued runs a claim looks at for one it may start.
+# How many of a queue's queued runs a claim reads at a time, walking the queue for one that may
+# start.
 CLAIM_CANDIDATES = 50
 
 
@@ -309,22 +327,44 @@ def claim_check_register(check: ClaimCheck) -> None:
         _claim_checks.append(check)
 
 
-def run_wait_reason(run: Run) -> str | None:
-    """Why the queued `run` may not start now (its project's concurrency limit, or a registered
-    check), or None when a free worker of its queue may take it."""
-    project = run.experiment.project
+def project_limit_reason(*, project: Project, active: int) -> str | None:
+    """Why a run of `project`, which has `active` runs holding places, must wait for its limit;
+    None when the project has no limit or places are free."""
     limit = project.max_concurrent_runs
-    if limit is not None:
-        active = Run.objects.filter(experiment__project_id=project.pk,
-                                    status__in=[RunStatus.STARTING, RunStatus.RUNNING]).count()
-        if active >= limit:
-            return (f"The project {project.name} runs at most {limit} at once "
-                    f"({active} running).")
+    if limit is None or active < limit:
+        return None
+    return (f"The project's limit of {limit} at once is reached ({active} starting or "
+            "running).")
+
+
+def claim_checks_reason(run: Run) -> str | None:
+    """The first registered check's reason for the queued `run` to wait, or None."""
     for check in _claim_checks:
         reason = check(run)
         if reason:
             return reason
     return None
+
+
+def run_wait_reason(run: Run) -> str | None:
+    """Why the queued `run` may not start now (its project's concurrency limit, or a registered
+    check), or None when a free worker of its queue may take it."""
+    project = run.experiment.project
+    if project.max_concurrent_runs is not None:
+        active = runs_holding_places().filter(experiment__project_id=project.pk).count()
+        reason = project_limit_reason(project=project, active=active)
+        if reason:
+            return reason
+    return claim_checks_reason(run)
+
+
+def projects_at_limit() -> set[int]:
+    """The ids of the projects whose limit is reached: their queued runs must wait. It reads
+    the few runs that hold places, never a project's ended ones."""
+    limit = "experiment__project__max_concurrent_runs"
+    holding = (runs_holding_places().filter(**{f"{limit}__isnull": False}).order_by()
+               .values("experiment__project_id", limit).annotate(active=Count("pk")))
+    return {row["experiment__project_id"] for row in holding if row["active"] >= row[limit]}
 
 
 def run_claim_next(*, queue: str, worker: str) -> int | None:
@@ -333,21 +373,39 @@ def run_claim_next(*, queue: str, worker: str) -> int | None:
 
     A run's message on the broker is a token, not an order: whichever worker takes one starts
     the run that is first now, so priorities set after launch take effect, and a run held back
-    by a limit is passed over. Each candidate is tried in a transaction of its own that locks its
-    project's row (claims in one project take turns, so a limit holds with many workers) and the
-    run (skipped if another claim holds it)."""
-    candidates = Run.objects.filter(status=RunStatus.QUEUED, queue=queue).order_by(
-        "-priority", "created_at", "pk").values_list("pk", "experiment__project_id")
-    for run_id, project_id in candidates[:CLAIM_CANDIDATES]:
-        with transaction.atomic():
-            Project.objects.select_for_update().filter(pk=project_id).exists()
-            run = (Run.objects.select_for_update(skip_locked=True, of=("self",))
-                   .select_related("experiment__project")
-                   .filter(pk=run_id, status=RunStatus.QUEUED).first())
-            if run is None or run_wait_reason(run):
-                continue
-            if run_claim(run_id=run_id, worker=worker):
-                return run_id
+    by a limit is passed over. The runs of projects at their limit are left out by one query
+    up front, and the walk goes down the whole queue, so runs held back (a big sweep's) never
+    hide a run that may start behind them. Each candidate is tried in a transaction of its own
+    that locks its project's row (claims in one project take turns, so a limit holds with many
+    workers) and the run (skipped if another claim holds it)."""
+    full = projects_at_limit()
+    candidates = (Run.objects.filter(status=RunStatus.QUEUED, queue=queue)
+                  .exclude(experiment__project_id__in=full)
+                  .order_by("-priority", "created_at", "pk")
+                  .values_list("pk", "experiment__project_id"))
+    offset = 0
+    while chunk := list(candidates[offset:offset + CLAIM_CANDIDATES]):
+        offset += CLAIM_CANDIDATES
+        for run_id, project_id in chunk:
+            if project_id in full:
+                continue  # found full earlier in this walk
+            with transaction.atomic():
+                Project.objects.select_for_update().filter(pk=project_id).exists()
+                run = (Run.objects.select_for_update(skip_locked=True, of=("self",))
+                       .select_related("experiment__project")
+                       .filter(pk=run_id, status=RunStatus.QUEUED).first())
+                if run is None:
+                    continue
+                project = run.experiment.project
+                if project.max_concurrent_runs is not None:
+                    active = runs_holding_places().filter(experiment__project_id=project_id)
+                    if project_limit_reason(project=project, active=active.count()):
+                        full.add(project_id)
+                        continue
+                if claim_checks_reason(run):
+                    continue
+                if run_claim(run_id=run_id, worker=worker):
+                    return run_id
     return None
 
 

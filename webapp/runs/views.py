@@ -81,6 +81,7 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
     picked = picked_runs(request.user, project, request.GET.getlist("runs"))
     config_rows = config_diff(picked)
+    metric_rows = last_values(picked)
     context = {
         "project": project,
         "choices": project_runs(request.user, project),
@@ -88,7 +89,8 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
         "picked_ids": {run.pk for run in picked},
         "config_rows": config_rows,
         "differing": sum(row.differs for row in config_rows),
-        "metric_rows": last_values(picked),
+        "metric_rows": metric_rows,
+        "chart_keys": [row.key for row in metric_rows],
         "only_diff": request.GET.get("only_diff") == "1",
         "max_compared": MAX_COMPARED,
         "headline_metrics": selectors.HEADLINE_METRICS,

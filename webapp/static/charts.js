@@ -2,10 +2,13 @@
 // charts, drawn with uPlot. No inline scripts or styles anywhere (CSP); colours of series are
 // classes (.series-N in rlab.css) with the same palette as PALETTE here.
 //
-// A board is one page's set of charts, grouped by metric namespace (the part before "/"), one
-// chart per metric, one coloured series per run. The server sends series downsampled to about
-// 2,000 points (each bucket's lowest and highest point, webapp/runs/metric_series.py); zooming
-// in fetches the visible range again, at full resolution once it spans ≤ 1,000 steps.
+// A board is one page's set of charts, one chart per metric, one coloured series per run, each
+// drawn in its panel of the page's even grid: <section class="chart-panel" data-panel="<key>">
+// inside <div class="chart-grid">, which the server renders in the project's layout and
+// dashboard.js lets members pin, move and resize. A chart fills its panel and follows its size.
+// The server sends series downsampled to about 2,000 points (each bucket's lowest and highest
+// point, webapp/runs/metric_series.py); zooming in fetches the visible range again, at full
+// resolution once it spans ≤ 1,000 steps.
 "use strict";
 
 (function () {
@@ -17,14 +20,12 @@
   };
   const PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#dc2626", "#9333ea", "#0d9488", "#db2777",
                    "#92400e"];
-  const OTHER = "other"; // the group of metrics without a namespace
   const POLL_MS = 2000;
   const SETTINGS_KEY = "rlab.charts";
 
   // ---------------------------------------------------------------- settings (shared, saved)
 
-  const settings = Object.assign({ smoothing: 0, x: "step", log: false, collapsed: [] },
-                                 readSettings());
+  const settings = Object.assign({ smoothing: 0, x: "step", log: false }, readSettings());
   const boards = new Set();
 
   function readSettings() {
@@ -96,28 +97,6 @@
     if (h) return `${h}h${String(m).padStart(2, "0")}`;
     if (m) return `${m}m${String(s % 60).padStart(2, "0")}`;
     return `${s}s`;
-  }
-
-  function namespaceOf(key) {
-    const slash = key.indexOf("/");
-    return slash > 0 ? key.slice(0, slash) : OTHER;
-  }
-
-  // Namespaces of the headline metrics first, in their order; then the others by name; "other"
-  // last. Within a namespace, headline metrics first, then by name.
-  function namespaceRank(namespace) {
-    const headline = HEADLINE.map(namespaceOf).indexOf(namespace);
-    if (headline >= 0) return [0, String(headline).padStart(3, "0")];
-    return [namespace === OTHER ? 2 : 1, namespace];
-  }
-
-  function keyRank(key) {
-    const headline = HEADLINE.indexOf(key);
-    return headline >= 0 ? [0, String(headline).padStart(3, "0")] : [1, key];
-  }
-
-  function before(a, b) {
-    return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
   }
 
   // TensorBoard's smoothing: an exponential moving average, debiased so the first points are
@@ -195,7 +174,8 @@
 
   // A chart holds, per run, the points it has ([steps, values, wall times]) and redraws them
   // with the board's settings: x by step or by time since the run's first point, smoothing,
-  // log scale when every value is positive.
+  // log scale when every value is positive. Its plot takes the size of its area, which the
+  // panel's size in the grid sets: a ResizeObserver redraws it when the panel is resized.
   class Chart {
     constructor(board, key, figure) {
       this.board = board;
@@ -226,6 +206,8 @@
       this.note = element("p", "chart-note muted small");
       this.note.hidden = true;
       figure.append(caption, this.area, this.note);
+      this.sized = new ResizeObserver(() => this.resize());
+      this.sized.observe(this.area);
       if (board.runs.length > 1) {
         this.legend = element("ul", "chart-legend");
         this.legendValues = board.runs.map((run, i) => {
@@ -301,8 +283,7 @@
       });
       const byTime = settings.x === "time";
       const opts = {
-        width: this.width(),
-        height: this.figure.classList.contains("headline") ? 200 : 150,
+        ...this.size(),
         legend: { show: false },
         cursor: { drag: { x: true, y: false } },
         scales: {
@@ -342,13 +323,20 @@
       this.figure.dataset.points = String(Math.max(...this.points.map((p) => p.steps.length)));
     }
 
-    width() {
-      return Math.max(240, Math.floor(this.figure.getBoundingClientRect().width) - 16);
+    // The plot's size: its area's, which the panel's share of the grid sets.
+    size() {
+      return { width: Math.max(120, Math.floor(this.area.clientWidth)),
+               height: Math.max(80, Math.floor(this.area.clientHeight)) };
     }
 
     resize() {
-      if (this.plot && this.figure.isConnected) {
-        this.plot.setSize({ width: this.width(), height: this.plot.height });
+      if (!this.figure.isConnected) {
+        this.sized.disconnect();
+        return;
+      }
+      const size = this.size();
+      if (this.plot && (size.width !== this.plot.width || size.height !== this.plot.height)) {
+        this.plot.setSize(size);
       }
     }
 
@@ -486,10 +474,10 @@
       this.name = name;
       this.placeholders = placeholders;
       this.charts = new Map();
-      this.groups = new Map();
       this.widths = runs.map(() => 1);
       this.t0 = runs.map(() => Infinity);
-      root.classList.add("grouped");
+      this.grid = root.querySelector(".chart-grid") ||
+        root.appendChild(element("div", "chart-grid"));
       this.toolbar = this.buildToolbar();
       root.prepend(this.toolbar);
       boards.add(this);
@@ -545,56 +533,33 @@
       this.logScale.checked = Boolean(settings.log);
     }
 
-    group(namespace) {
-      let group = this.groups.get(namespace);
-      if (group) return group;
-      const details = element("details", "chart-group");
-      details.dataset.namespace = namespace;
-      details.open = !settings.collapsed.includes(namespace);
-      const summary = element("summary", null, namespace);
-      const count = element("span", "muted small chart-count");
-      summary.append(" ", count);
-      const grid = element("div", "chart-grid");
-      details.append(summary, grid);
-      details.addEventListener("toggle", () => {
-        const collapsed = new Set(settings.collapsed);
-        if (details.open === !collapsed.has(namespace)) return; // opened as it was saved
-        if (details.open) collapsed.delete(namespace);
-        else collapsed.add(namespace);
-        saveSettings({ collapsed: [...collapsed] });
-        // Charts drawn while their group was closed had no width to fit.
-        if (details.open) for (const chart of this.charts.values()) chart.resize();
-      });
-      group = { details, grid, count };
-      const rank = namespaceRank(namespace);
-      const next = [...this.groups.entries()].find(([other]) => before(rank, namespaceRank(other)));
-      this.root.insertBefore(details, next ? next[1].details : null);
-      this.groups.set(namespace, group);
-      return group;
+    // The metric's panel: the server's, or a new one at the end of the grid (a metric that
+    // appeared after the page was rendered), which dashboard.js then places by the layout.
+    panel(key) {
+      for (const panel of this.grid.children) {
+        if (panel.matches("section.chart-panel") && panel.dataset.panel === key) return panel;
+      }
+      const panel = element("section", "chart-panel");
+      panel.dataset.panel = key;
+      panel.dataset.size = "1x1";
+      panel.setAttribute("aria-label", key);
+      this.grid.append(panel);
+      return panel;
     }
 
     chart(key) {
       let chart = this.charts.get(key);
       if (chart) return chart;
-      const group = this.group(namespaceOf(key));
-      group.grid.querySelector(`figure.placeholder[data-key="${CSS.escape(key)}"]`)?.remove();
-      const figure = element("figure", "chart" + (HEADLINE.includes(key) ? " headline" : ""));
+      const panel = this.panel(key);
+      panel.querySelector("figure.placeholder")?.remove();
+      const figure = element("figure", "chart");
       figure.dataset.key = key;
       figure.dataset.runs = String(this.runs.length);
-      this.insert(group, figure, key);
+      panel.append(figure);
       chart = new Chart(this, key, figure);
       this.charts.set(key, chart);
-      group.count.textContent = String(
-        group.grid.querySelectorAll("figure.chart:not(.placeholder)").length);
       this.root.querySelector(".charts-empty")?.remove();
       return chart;
-    }
-
-    insert(group, figure, key) {
-      const rank = keyRank(key);
-      const next = [...group.grid.children].find(
-        (other) => before(rank, keyRank(other.dataset.key)));
-      group.grid.insertBefore(figure, next || null);
     }
 
     // Points of run i, {key: [steps, values, wall times]}: new charts for new keys.
@@ -619,25 +584,19 @@
         (chart) => Math.max(...chart.points.map((p) => p.steps.length)))));
     }
 
-    // The run page keeps a place for each headline metric the run does not record, saying why.
+    // The run page keeps a panel for each headline metric the run does not record, saying why.
     showMissingHeadline() {
       for (const key of HEADLINE) {
         if (this.charts.has(key)) continue;
-        const group = this.group(namespaceOf(key));
-        if (group.grid.querySelector(`figure[data-key="${CSS.escape(key)}"]`)) continue;
-        const figure = element("figure", "chart headline placeholder");
+        const panel = this.panel(key);
+        if (panel.querySelector("figure")) continue;
+        const figure = element("figure", "chart placeholder");
         figure.dataset.key = key;
         figure.append(element("figcaption", null, key),
                       element("p", "muted small",
                               NOT_RECORDED[key] || "Not recorded by this run."));
-        this.insert(group, figure, key);
+        panel.append(figure);
       }
-    }
-  }
-
-  function resizeAll() {
-    for (const board of liveBoards()) {
-      for (const chart of board.charts.values()) chart.resize();
     }
   }
 
@@ -759,7 +718,6 @@
     document.addEventListener("change", (event) => {
       if (event.target.id === "only-diff") onlyDifferences(event.target);
     });
-    window.addEventListener("resize", resizeAll);
   }
 
   // Deferred, so the page is parsed: start now, before the event stream can deliver anything.

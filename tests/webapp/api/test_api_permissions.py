@@ -68,6 +68,10 @@ MATRIX = {
     ("delete", "/api/runs/{run_id}"): (None, DELETE_ACTIVE),
     ("delete", "/api/experiments/{experiment_id}"): (None, DELETE_ACTIVE),
     ("delete", "/api/projects/{project_id}"): (None, DELETE_ACTIVE),
+    ("get", "/api/queue"): (None, SIGNED_IN),
+    # The admin launched the world's run: a member may set the priority of their own runs only.
+    ("post", "/api/runs/{run_id}/priority"): (
+        {"priority": 3}, {"outsider": 404, "viewer": 403, "member": 403, "admin": 200}),
     ("post", "/api/projects/{project_id}/sweeps"): (SWEEP, CREATE),
     ("get", "/api/sweeps/{sweep_id}"): (None, READ),
     ("post", "/api/sweeps/{sweep_id}/cancel"): (None, WRITE),

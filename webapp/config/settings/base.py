@@ -238,6 +238,9 @@ RLAB_REQUEUE_AFTER_SECONDS = env_int("RLAB_REQUEUE_AFTER_SECONDS", 300, minimum=
 RLAB_STREAM_ACCESS_CHECK_SECONDS = env_int("RLAB_STREAM_ACCESS_CHECK_SECONDS", 60, minimum=1)
 # Seconds between SIGTERM and SIGKILL when a run is cancelled.
 RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
+# What the workers page says a worker has (e.g. "cuda: 2 × A100"); empty: the GPUs nvidia-smi
+# lists, or cpu where there is none.
+RLAB_WORKER_DEVICE = env_str("RLAB_WORKER_DEVICE", "")
 # The most runs one sweep may launch (its budget's ceiling).
 RLAB_SWEEP_MAX_RUNS = env_int("RLAB_SWEEP_MAX_RUNS", 1000, minimum=1)
 # Absolute: the training process runs in its run's folder.
