@@ -19,6 +19,7 @@ from statistics import median
 import optuna
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from optuna.trial import TrialState
 
@@ -128,18 +129,18 @@ def sweep_cancel(*, sweep: Sweep, user) -> int:
 
 def sweep_wait_reason(run: Run) -> str | None:
     """The claim check (webapp.runs.services.claim_check_register): a sweep's run waits while
-    max_concurrent of its runs are starting or running."""
+    max_concurrent of its runs are starting or running. One query, as a claim may walk past
+    many of a big sweep's queued runs."""
     if run.sweep_id is None:
         return None
-    sweep = Sweep.objects.filter(pk=run.sweep_id).values("name", "max_concurrent").first()
-    if sweep is None:
+    sweep = (Sweep.objects.filter(pk=run.sweep_id)
+             .annotate(active=Count("runs", filter=Q(runs__status__in=[RunStatus.STARTING,
+                                                                       RunStatus.RUNNING])))
+             .values("name", "max_concurrent", "active").first())
+    if sweep is None or sweep["active"] < sweep["max_concurrent"]:
         return None
-    active = Run.objects.filter(sweep_id=run.sweep_id,
-                                status__in=[RunStatus.STARTING, RunStatus.RUNNING]).count()
-    if active >= sweep["max_concurrent"]:
-        return (f"The sweep {sweep['name']} runs at most {sweep['max_concurrent']} at once "
-                f"({active} running).")
-    return None
+    return (f"The sweep {sweep['name']} runs at most {sweep['max_concurrent']} at once "
+            f"({sweep['active']} running).")
 
 
 @contextmanager
