@@ -20,7 +20,7 @@ class SweepsConfig(AppConfig):
         from webapp.sweeps import services
         from webapp.sweeps.models import Sweep
 
-        claim_check_register(services.sweep_wait_reason)
+        claim_check_register(services.sweep_wait_reason, held_back=services.sweeps_held_back)
         metrics_stored.connect(_metrics_stored, dispatch_uid="sweeps.pruner")
         run_ended.connect(_run_ended, dispatch_uid="sweeps.trial_end")
         post_delete.connect(_sweep_deleted, sender=Sweep, dispatch_uid="sweeps.study_delete")

@@ -19,7 +19,7 @@ from statistics import median
 import optuna
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from optuna.trial import TrialState
 
@@ -141,6 +141,16 @@ def sweep_wait_reason(run: Run) -> str | None:
         return None
     return (f"The sweep {sweep['name']} runs at most {sweep['max_concurrent']} at once "
             f"({sweep['active']} running).")
+
+
+def sweeps_held_back() -> Q:
+    """The queued runs that sweep_wait_reason holds back now, as a condition on Run: those of
+    the sweeps whose max_concurrent runs are starting or running (one query)."""
+    full = (Sweep.objects.filter(status=SweepStatus.RUNNING)
+            .annotate(active=Count("runs", filter=Q(runs__status__in=[RunStatus.STARTING,
+                                                                      RunStatus.RUNNING])))
+            .filter(active__gte=F("max_concurrent")).values_list("pk", flat=True))
+    return Q(sweep_id__in=list(full))
 
 
 @contextmanager

@@ -240,6 +240,20 @@ def test_the_claim_check_is_registered_for_the_queue(create):
     assert run_claim_next(queue="cpu", worker="w") is None
 
 
+def test_a_claim_leaves_out_the_runs_of_a_sweep_at_its_limit_up_front(
+        create, django_assert_max_num_queries):
+    from webapp.runs.services import run_claim_next
+    from webapp.sweeps.services import sweeps_held_back
+
+    sweep = create(max_concurrent=1)
+    first = run_claim_next(queue="cpu", worker="w")
+    waiting = sweep.runs.exclude(pk=first)
+    assert set(Run.objects.filter(sweeps_held_back(), status="queued")) == set(waiting)
+    # Not one query per held-back run: the sweep's whole queue is passed over at once.
+    with django_assert_max_num_queries(3):
+        assert run_claim_next(queue="cpu", worker="w") is None
+
+
 def test_deleting_the_base_experiment_deletes_its_sweeps_and_their_studies(
         create, base, user, django_capture_on_commit_callbacks):
     from webapp.deletion.services import experiment_delete
