@@ -6,6 +6,7 @@ terminal, through the REST API.
     rlab runs --project 3 --status running
     rlab logs -f 12        (a tracked run: its metrics, as they arrive)
     rlab cancel 12
+    rlab sweep sweep.yaml --project 3
     rlab export 5 -o grpo.yaml && rlab import grpo.yaml --project 4
 
 Exit status: 0 done, 1 refused or failed (a run followed to its end that did not succeed), 2 a
@@ -284,6 +285,24 @@ def cancel(api: Api, args: argparse.Namespace) -> int:
     return OK
 
 
+def sweep(api: Api, args: argparse.Namespace) -> int:
+    try:
+        definition = yaml.safe_load(args.file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise Usage(f"cannot read {args.file}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise Usage(f"{args.file} is not YAML: {exc}") from exc
+    if not isinstance(definition, dict):
+        raise Usage(f"{args.file} holds no sweep: expected experiment, name, method, "
+                    "objective, budget, max_concurrent and axes")
+    if args.name:
+        definition["name"] = args.name
+    created = api.post_json(f"/projects/{args.project}/sweeps", definition)
+    print(f"Sweep {created['name']!r} (sweep {created['id']}): {len(created['run_ids'])} runs "
+          f"launched of {created['progress']['planned']}: {api.page_url(created['url'])}")
+    return OK
+
+
 def get_waiting(api: Api, run_id: int, path: str, **params: Any) -> dict[str, Any]:
     """GET `path` for a run being followed; while the server is away, wait for it (saying so
     once), as `tail -f` waits for a file."""
@@ -434,6 +453,12 @@ def parser() -> argparse.ArgumentParser:
 
     sub = command("cancel", cancel, "Cancel a run.")
     sub.add_argument("run", type=int, help="the run's id")
+
+    sub = command("sweep", sweep, "Create a sweep from a YAML file and launch its runs.")
+    sub.add_argument("file", type=Path, help="the sweep: experiment, name, method, objective, "
+                                             "pruner, budget, max_concurrent, seeds, axes")
+    sub.add_argument("--project", type=int, required=True, help="the project's id")
+    sub.add_argument("--name", help="the sweep's name, instead of the file's")
 
     sub = command("export", export, "Write an experiment as YAML, for launch or import.")
     sub.add_argument("experiment", type=int, help="the experiment's id")

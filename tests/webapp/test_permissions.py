@@ -117,6 +117,10 @@ MATRIX = {
     "queue:workers": ("get", [], {}, SIGNED_IN),
     # The admin launched the world's run: a member may raise their own runs only.
     "queue:priority": ("post", ["run_id"], {"step": "up"}, AUTHOR),
+    "sweeps:list": ("get", ["project_id"], {}, READ),
+    "sweeps:create": ("get", ["project_id"], {}, WRITE_PAGE),
+    "sweeps:detail": ("get", ["sweep_id"], {}, READ),
+    "sweeps:cancel": ("post", ["sweep_id"], {}, WRITE),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},
@@ -191,6 +195,8 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
 def test_access(client, world, name, role):
     users, ids = world
     method, kwarg_names, data, expected = MATRIX[name]
+    if "sweep_id" in kwarg_names:
+        ids = {**ids, "sweep_id": sweep_of(users["admin"], ids["project_id"])}
     url = reverse(name, kwargs={k: ids[k] for k in kwarg_names})
     if role != "anonymous":
         client.force_login(users[role])
@@ -200,6 +206,19 @@ def test_access(client, world, name, role):
         assert response["Location"].startswith(reverse("login"))
     else:
         assert response.status_code == expected[role], f"{role} {method.upper()} {url}"
+
+
+def sweep_of(admin, project_id: int) -> int:
+    """A sweep of the world's project, made only for the pages of a sweep."""
+    from webapp.projects.models import Project
+    from webapp.sweeps.definition import definition_parse
+    from webapp.sweeps.services import sweep_create
+
+    definition = definition_parse({
+        "experiment": "grpo-small", "name": "world", "method": "grid", "budget": 1,
+        "max_concurrent": 1, "objective": {"metric": "reward/mean", "direction": "maximize"},
+        "axes": {"beta": {"values": [0.0]}}}, project=Project.objects.get(pk=project_id))
+    return sweep_create(definition=definition, user=admin).pk
 
 
 @pytest.mark.parametrize("role", ["outsider", "viewer"])

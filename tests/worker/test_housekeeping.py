@@ -64,10 +64,11 @@ def test_a_run_a_killed_worker_left_is_interrupted_when_that_worker_starts_again
 
 def test_a_queued_run_whose_message_was_lost_is_sent_again_and_trains(
         tmp_path, project, user, tiny_model):
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("cpu")  # tokens an earlier test's ending runs sent for its queued runs
     run = launch_run(project, user, "lost", tiny_run_config(tiny_model, max_steps=2))
     run.refresh_from_db()
     assert run.enqueued_at is not None, "the broker took it at launch"
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     assert broker.llen("cpu") == 1
     assert services.runs_requeue(
         now=timezone.now() + timedelta(seconds=settings.RLAB_REQUEUE_AFTER_SECONDS + 1)) == 0, (

@@ -28,6 +28,7 @@ from webapp.api.routers import (
     queue,
     rollouts,
     runs,
+    sweeps,
     tracking,
 )
 from webapp.common.inputs import MalformedJson, in_rlabs_words, json_parse
@@ -62,7 +63,7 @@ api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api
                            "on the API tokens page.")
 
 for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports,
-               queue):
+               queue, sweeps):
     api.add_router("", module.router)
 
 

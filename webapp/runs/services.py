@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Min, QuerySet
+from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -313,18 +313,24 @@ def queues_wake(*, per_queue: int = 1) -> None:
 # Why a queued run must still wait, besides its project's limit: apps above this one register
 # their rules here in their AppConfig.ready (a sweep's concurrency). A check gets the run and
 # answers why it waits, or None. At a claim it runs in the claim's transaction with the run's
-# project row locked, so its count of the project's active runs is exact.
+# project row locked, so its count of the project's active runs is exact. A rule may also say,
+# in one query, which queued runs it holds back now (a Q over Run), so that a claim leaves them
+# out up front instead of asking about each (a big sweep at its limit).
 ClaimCheck = Callable[[Run], "str | None"]
+HeldBack = Callable[[], Q]
 _claim_checks: list[ClaimCheck] = []
+_held_back: list[HeldBack] = []
 
 # How many of a queue's queued runs a claim reads at a time, walking the queue for one that may
 # start.
 CLAIM_CANDIDATES = 50
 
 
-def claim_check_register(check: ClaimCheck) -> None:
+def claim_check_register(check: ClaimCheck, *, held_back: HeldBack | None = None) -> None:
     if check not in _claim_checks:
         _claim_checks.append(check)
+    if held_back is not None and held_back not in _held_back:
+        _held_back.append(held_back)
 
 
 def project_limit_reason(*, project: Project, active: int) -> str | None:
@@ -373,14 +379,17 @@ def run_claim_next(*, queue: str, worker: str) -> int | None:
 
     A run's message on the broker is a token, not an order: whichever worker takes one starts
     the run that is first now, so priorities set after launch take effect, and a run held back
-    by a limit is passed over. The runs of projects at their limit are left out by one query
-    up front, and the walk goes down the whole queue, so runs held back (a big sweep's) never
+    by a limit is passed over. The runs of projects at their limit, and those a registered rule
+    holds back (a sweep's at its limit), are left out by a query each up front, and the walk goes down the whole queue, so runs held back (a big sweep's) never
     hide a run that may start behind them. Each candidate is tried in a transaction of its own
     that locks its project's row (claims in one project take turns, so a limit holds with many
     workers) and the run (skipped if another claim holds it)."""
     full = projects_at_limit()
-    candidates = (Run.objects.filter(status=RunStatus.QUEUED, queue=queue)
-                  .exclude(experiment__project_id__in=full)
+    candidates = Run.objects.filter(status=RunStatus.QUEUED, queue=queue).exclude(
+        experiment__project_id__in=full)
+    for held in _held_back:
+        candidates = candidates.exclude(held())
+    candidates = (candidates
                   .order_by("-priority", "created_at", "pk")
                   .values_list("pk", "experiment__project_id"))
     offset = 0

@@ -36,6 +36,14 @@ class Sweep(models.Model):
     direction = models.CharField(max_length=8, choices=[("maximize", "maximize"),
                                                         ("minimize", "minimize")])
     pruner = models.BooleanField(default=False, help_text="Stop poor runs early (median).")
+    pruner_startup_trials = models.PositiveIntegerField(
+        default=5, help_text="The median pruner stops nothing until this many trials finished.")
+    pruner_warmup_steps = models.PositiveIntegerField(
+        default=0, help_text="The median pruner stops no run before this step.")
+    base_config = models.JSONField(
+        default=dict, help_text="The base experiment's config when the sweep was created (flat, "
+                                "as RunConfig.to_dict has it): every trial starts from it, so "
+                                "editing the experiment later changes no trial of the sweep.")
     status = models.CharField(max_length=10, choices=SweepStatus.choices,
                               default=SweepStatus.RUNNING)
     study_name = models.CharField(max_length=200, unique=True)
@@ -52,3 +60,22 @@ class Sweep(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("sweeps:detail", args=[self.pk])
+
+    @property
+    def runs_per_trial(self) -> int:
+        """Each trial runs once per seed (once when no seeds are given)."""
+        return len(self.seeds) or 1
+
+    @property
+    def trials_planned(self) -> int:
+        """The trials the sweep runs at most: its grid's combinations, or its budget's worth."""
+        if self.method == SweepMethod.GRID:
+            return len(self.grid_points())
+        return self.budget // self.runs_per_trial
+
+    def grid_points(self) -> list[dict]:
+        """A grid's combinations of listed values, the first axis changing slowest."""
+        points: list[dict] = [{}]
+        for name, axis in self.axes.items():
+            points = [{**point, name: value} for point in points for value in axis["values"]]
+        return points

@@ -33,6 +33,9 @@ DELETE_ACTIVE = {"outsider": 404, "viewer": 403, "member": 403, "admin": 409}
 
 EXPERIMENT = {"name": "from the api", "config": {"max_steps": 2}}
 METRICS = {"points": [{"key": "reward/mean", "step": 1, "value": 0.5}]}
+SWEEP = {"experiment": "grpo-small", "name": "from the api", "method": "grid", "budget": 1,
+         "max_concurrent": 1, "objective": {"metric": "reward/mean", "direction": "maximize"},
+         "axes": {"beta": {"values": [0.0]}}}
 ROLLOUTS = {"step": 1, "items": [{"prompt": "1+1", "completion": "2", "reward": 1.0}]}
 
 # (method, path) -> (body, expected status per role)
@@ -69,6 +72,9 @@ MATRIX = {
     # The admin launched the world's run: a member may set the priority of their own runs only.
     ("post", "/api/runs/{run_id}/priority"): (
         {"priority": 3}, {"outsider": 404, "viewer": 403, "member": 403, "admin": 200}),
+    ("post", "/api/projects/{project_id}/sweeps"): (SWEEP, CREATE),
+    ("get", "/api/sweeps/{sweep_id}"): (None, READ),
+    ("post", "/api/sweeps/{sweep_id}/cancel"): (None, WRITE),
 }
 
 
@@ -110,6 +116,8 @@ def world(user, team, project, experiment, member_of, django_user_model):
 def test_access(world, method, path, role):
     tokens, ids = world
     body, expected = MATRIX[(method, path)]
+    if "{sweep_id}" in path:
+        ids = {**ids, "sweep_id": sweep_of(ids["project_id"])}
     url = path.format(**ids)
     response = call(Client(enforce_csrf_checks=True), method, url, body, tokens[role])
     if role in ("anonymous", "bad token"):
@@ -119,6 +127,18 @@ def test_access(world, method, path, role):
     else:
         assert response.status_code == expected[role], (
             f"{role} {method.upper()} {url}: {response.content[:300]!r}")
+
+
+def sweep_of(project_id: int) -> int:
+    """A sweep of the world's project, made only for the operations on a sweep."""
+    from webapp.projects.models import Project
+    from webapp.sweeps.definition import definition_parse
+    from webapp.sweeps.services import sweep_create
+
+    project = Project.objects.get(pk=project_id)
+    definition = definition_parse({**SWEEP, "name": "world"}, project=project)
+    admin = project.team.memberships.get(role="admin").user
+    return sweep_create(definition=definition, user=admin).pk
 
 
 def test_a_viewer_is_told_which_role_a_write_needs(client, world, member_of):

@@ -241,6 +241,8 @@ RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
 # What the workers page says a worker has (e.g. "cuda: 2 × A100"); empty: the GPUs nvidia-smi
 # lists, or cpu where there is none.
 RLAB_WORKER_DEVICE = env_str("RLAB_WORKER_DEVICE", "")
+# The most runs one sweep may launch (its budget's ceiling).
+RLAB_SWEEP_MAX_RUNS = env_int("RLAB_SWEEP_MAX_RUNS", 1000, minimum=1)
 # Absolute: the training process runs in its run's folder.
 RLAB_MODEL_CACHE = str(Path(env_str("RLAB_MODEL_CACHE", str(VAR_DIR / "models"))).absolute())
 # Folders an administrator fills with models (Hugging Face folders or GGUF files, one or two
