@@ -13,6 +13,10 @@ On Postgres, in a scratch database that it creates, fills with generated data an
               that keeps ended runs' buckets
     stats     the statistics page for 2 groups × 10 seeds: mean, IQM, their bootstrap
               intervals, the difference and the probability of improvement (target < 1 s)
+    table     the runs table of a project of 100k runs with 5 metric columns (one a mean of the
+              last 10 points) and a setting: its first page (target < 300 ms); beside it, for
+              information, the first page sorted by a metric, the next page, a status filter
+              and the table grouped by config less seed
 
 Requests go over HTTP to a real uvicorn process, signed in, as a browser's would; each figure is
 the median of repeated requests after one warm-up (p90 beside it).
@@ -37,8 +41,9 @@ from urllib.parse import urlencode, urlsplit
 
 from benchmarks.scratch import ADMIN_URL, rlab_django, scratch_database
 
-PARTS = ("page", "charts", "rollouts", "streams", "group", "stats")
-TARGETS_MS = {"page": 300, "charts": 200, "rollouts": 200, "group": 300, "stats": 1000}
+PARTS = ("page", "charts", "rollouts", "streams", "group", "stats", "table")
+TARGETS_MS = {"page": 300, "charts": 200, "rollouts": 200, "group": 300, "stats": 1000,
+              "table": 300}
 STREAM_CPU_TARGET = 0.10  # of one core
 DATABASE = "rlab_bench_web"
 
@@ -96,6 +101,8 @@ def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
         world.group_steps = int(100_000 * args.scale)
         world.methods = web_data.fill_seed_groups(world, seeds=10, steps=world.group_steps)
     web_data.fill_log(world.big_run, lines=2_000)
+    if "table" in args.parts:
+        world.table_project = web_data.fill_table(world.user, runs=int(100_000 * args.scale))
     web_data.analyze()
     print(f"generated data in {time.perf_counter() - started:.0f} s: "
           f"{web_data.counts(world.big_run)}\n")
@@ -120,8 +127,38 @@ def _run(args: argparse.Namespace, database_url: str, scratch: Path) -> None:
             _part_group(client, world, args.repeat)
         if "stats" in args.parts:
             _part_stats(client, world, args.repeat)
+        if "table" in args.parts:
+            _part_table(client, world, args.repeat)
     finally:
         web.stop()
+
+
+def _part_table(client: Client, world, repeat: int) -> None:
+    """The runs table: its first page is the figure with a target; the others say what a
+    sort by a metric, a next page (keyset), a filter and grouping cost on the same runs."""
+    import re
+
+    table = f"/projects/{world.table_project.pk}/runs/"
+    runs = world.table_project.experiments.values_list("runs", flat=True).count()
+    print(f"runs table: {runs:,} runs, 5 metric columns and a setting")
+    _report("  first page", client.timings(table, repeat), TARGETS_MS["table"])
+    times, body = client.timings(f"{table}?sort=metric:last:reward/mean&order=desc", repeat,
+                                 keep_body=True)
+    _report("  sorted by reward/mean (last), first page", times, TARGETS_MS["table"])
+    after = re.search(rb'id="next-page" href="\?([^"]+)"', body)
+    if after:
+        query = after.group(1).decode().replace("&amp;", "&")
+        _report("  sorted by reward/mean (last), next page",
+                client.timings(f"{table}?{query}", repeat), TARGETS_MS["table"])
+    _report("  sorted by the mean of the last 10 (reads points of every run)",
+            client.timings(f"{table}?sort=metric:mean:10:reward/mean", max(2, repeat // 4)),
+            TARGETS_MS["table"])
+    _report("  filtered: tag and metric range",
+            client.timings(f"{table}?tag=seen&metric_key=reward/mean&metric_min=1", repeat),
+            TARGETS_MS["table"])
+    _report("  grouped by config less seed",
+            client.timings(f"{table}?group=seed_group", max(2, repeat // 4)),
+            TARGETS_MS["table"])
 
 
 def _part_charts(client: Client, world, repeat: int) -> None:

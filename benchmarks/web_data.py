@@ -3,6 +3,7 @@ of rows take seconds; and a run that logs every second, for the event streams to
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,7 +18,9 @@ from training.spec.config import RunConfig
 from webapp.experiments.services import experiment_create
 from webapp.projects.services import project_create
 from webapp.runs import ingestion, services
-from webapp.runs.models import LogLine, MetricPoint, Rollout, Run
+from webapp.reviews.models import RunTag
+from webapp.runs.models import LogLine, MetricPoint, MetricSummary, Rollout, Run
+from webapp.runs_table.models import ColumnSet
 from webapp.teams.services import team_create
 
 
@@ -29,6 +32,7 @@ class World:
     steps: int = 0  # of each metric of big_run
     methods: dict[str, list[Run]] = field(default_factory=dict)  # seed groups, by experiment
     group_steps: int = 0  # of each seed group run's reward/mean
+    table_project: object = None  # the runs table's project (part "table")
 
 
 def create_world() -> World:
@@ -116,6 +120,66 @@ def fill_rollouts(run: Run, *, rollouts: int, group_size: int) -> None:
                               ELSE (i %% 3 = 0)::int END AS r
                   FROM generate_series(0, %s::bigint) AS i) AS rows
         """, [run.pk, rollouts - 1])
+
+
+# The runs table's columns in the benchmark: five metric columns, one of them read from points.
+TABLE_COLUMNS = ["metric:last:reward/mean", "metric:max:reward/mean", "metric:min:loss/policy",
+                 "metric:last:kl/mean", "metric:mean:10:reward/mean", "config:learning_rate"]
+
+
+def fill_table(user, *, runs: int, experiments: int = 10, points_per_run: int = 10):
+    """A project of `runs` finished runs over `experiments` experiments, as the runs table
+    reads them: configs that differ in learning rate and seed, summaries of three metrics (the
+    way ingestion keeps them), `points_per_run` points of reward/mean each (for the mean of the
+    last k), a tag on one run in ten; and the user's columns (TABLE_COLUMNS). Returns the
+    project."""
+    team = team_create(name="Table bench", user=user)
+    project = project_create(team=team, name="Runs table", description="", user=user)
+    config = RunConfig(max_steps=100).to_dict()
+    made = [experiment_create(project=project, author=user, name=f"grpo-{e}", description="",
+                              config=config) for e in range(experiments)]
+    runs_table, points = Run._meta.db_table, MetricPoint._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {runs_table} (experiment_id, number, config, status, launched_by_id,
+                attempts, worker, device, created_at, started_at, finished_at, progress_step,
+                progress_total, error_message, notes, name, tracked_tags, client_key, queue,
+                priority, seed_group)
+            SELECT (%s::int[])[1 + i %% %s], 1 + i / %s,
+                   %s::jsonb || jsonb_build_object('learning_rate', (i %% 7 + 1) * 1e-6,
+                                                   'seed', i %% 5),
+                   'succeeded', %s, 1, 'bench', 'cpu',
+                   now() - interval '30 days' + i * interval '10 seconds',
+                   now() - interval '30 days' + i * interval '10 seconds',
+                   now() - interval '30 days' + i * interval '10 seconds'
+                       + (i %% 600) * interval '1 second',
+                   100, 100, '', '', '', '{{}}'::jsonb, '', 'cpu', 0, md5((i %% 7)::text)
+            FROM generate_series(0, %s - 1) AS i""",
+                       [[e.pk for e in made], experiments, experiments, json.dumps(config),
+                        user.pk, runs])
+        ids = f"SELECT id FROM {runs_table} WHERE experiment_id = ANY(%s)"
+        cursor.execute(f"""
+            INSERT INTO {points} (run_id, key, step, value, wall_time)
+            SELECT r.id, 'reward/mean', s, ln(s + 1) / 3 + (r.id %% 97) / 200.0 + random() * 0.05,
+                   now() - interval '1 day' + s * interval '1 second'
+            FROM ({ids}) AS r, generate_series(1, %s) AS s""",
+                       [[e.pk for e in made], points_per_run])
+        cursor.execute(f"""
+            INSERT INTO {MetricSummary._meta.db_table}
+                (run_id, key, last_step, last_value, min_value, max_value, count)
+            SELECT run_id, key, max(step), (array_agg(value ORDER BY step DESC))[1], min(value),
+                   max(value), count(*)
+            FROM {points} WHERE run_id IN ({ids}) GROUP BY run_id, key
+            UNION ALL
+            SELECT r.id, k, 100, random(), random() - 1, random() + 1, 100
+            FROM ({ids}) AS r, unnest(ARRAY['loss/policy', 'kl/mean']) AS k""",
+                       [[e.pk for e in made]] * 2)
+        cursor.execute(f"""
+            INSERT INTO {RunTag._meta.db_table} (run_id, name, created_at)
+            SELECT id, 'seen', now() FROM ({ids}) AS r WHERE id %% 10 = 0""", [[e.pk for e in made]])
+    ColumnSet.objects.update_or_create(user=user, project=project,
+                                       defaults={"columns": TABLE_COLUMNS})
+    return project
 
 
 def fill_log(run: Run, *, lines: int) -> None:

@@ -74,6 +74,11 @@ MATRIX = {
     "groups:groups": ("get", ["project_id"], {}, READ),
     "groups:series": ("get", ["project_id"], {"metric": "reward/mean"}, READ),
     "groups:statistics": ("get", ["project_id"], {}, READ),
+    "runs_table:table": ("get", ["project_id"], {}, READ),
+    # Each member keeps their own columns, viewers too.
+    "runs_table:columns": ("get", ["project_id"], {}, READ),
+    "runs_table:act": ("post", ["project_id"], {"action": "tag", "tag_name": "x", "runs": ["1"]},
+                       WRITE),
     "evaluations:leaderboard": ("get", ["project_id"], {}, READ),
     "evaluations:leaderboard_export": ("get", ["project_id", "fmt"], {}, READ),
     "evaluations:compare": ("get", ["project_id"], {}, READ),

@@ -33,6 +33,7 @@ urlpatterns = [
     path("", include("webapp.teams.urls")),
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.runs.urls")),
+    path("", include("webapp.runs_table.urls")),
     path("", include("webapp.live.urls")),
     path("", include("webapp.rollouts.urls")),
     path("", include("webapp.evaluations.urls")),

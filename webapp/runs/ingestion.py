@@ -5,6 +5,7 @@ folder) and log lines."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from webapp.runs.models import (
     Checkpoint,
     LogLine,
     MetricPoint,
+    MetricSummary,
     Rollout,
     Run,
     RunStatus,
@@ -88,7 +90,10 @@ def metrics_ingest(*, run_id: int, points: Iterable[tuple[str, int, float, datet
     That insert is a plain one first, about a third cheaper for Postgres than one that checks
     each row for a conflict; a batch with a point already stored (a replay, a value logged
     again) or a (key, step) twice fails it, and is inserted again, in the same transaction,
-    keeping the newest points."""
+    keeping the newest points.
+
+    The run's MetricSummary (last, min, max, count of each key) is kept in the same statement
+    (_summarised), or on SQLite in the same transaction (_summaries_merge_portable)."""
     run_seen(run_id=run_id)
     stored_keys: dict[str, str] = {}  # a batch repeats a few keys: each is checked once
 
@@ -130,15 +135,16 @@ def _metrics_store(run_id: int, points: Iterable[tuple[str, int, float, datetime
                 # Times as microseconds since 1970: a datetime's text may carry an offset that
                 # Postgres does not read (beyond ±15:59), and one at the edge of year 1 or 9999
                 # cannot be moved to UTC in Python.
-                cursor.execute(
+                cursor.execute(_summarised(
                     f"{_INSERT} SELECT {'' if once else 'DISTINCT ON (key, step) '}%s, key, "
                     "step, value, timestamptz 'epoch' + micros * interval '1 microsecond' "
                     "FROM unnest(%s::text[], %s::int8[], %s::float8[], %s::int8[]) "
                     "AS batch(key, step, value, micros) "
                     f"{'' if once else 'ORDER BY key, step, micros DESC, value DESC '}"
-                    f"{_KEEP_NEWEST}",
+                    f"{_KEEP_NEWEST}"),
                     [run_id, keys, steps, [float(value) for value in values],
                      [(moment - _EPOCH) // _MICROSECOND for moment in times]])
+                _summaries_recount(cursor, run_id, [key for (key,) in cursor.fetchall()])
         return len(first)
     points = chain(first, points)
     count = 0
@@ -152,13 +158,14 @@ def _metrics_store(run_id: int, points: Iterable[tuple[str, int, float, datetime
                 copy.write_row((stored(key), step, value, wall_time))
         try:
             with transaction.atomic():
-                cursor.execute(f"{_INSERT} SELECT %s, key, step, value, wall_time "
-                               "FROM metric_incoming", [run_id])
+                cursor.execute(_summarised(f"{_INSERT} SELECT %s, key, step, value, wall_time "
+                                           "FROM metric_incoming"), [run_id])
         except IntegrityError:
-            cursor.execute(f"{_INSERT} SELECT DISTINCT ON (key, step) %s, key, step, value, "
-                           "wall_time FROM metric_incoming "
-                           f"ORDER BY key, step, wall_time DESC, value DESC {_KEEP_NEWEST}",
-                           [run_id])
+            cursor.execute(_summarised(
+                f"{_INSERT} SELECT DISTINCT ON (key, step) %s, key, step, value, "
+                "wall_time FROM metric_incoming "
+                f"ORDER BY key, step, wall_time DESC, value DESC {_KEEP_NEWEST}"), [run_id])
+        _summaries_recount(cursor, run_id, [key for (key,) in cursor.fetchall()])
     return count
 
 
@@ -169,6 +176,91 @@ _INSERT = (f"INSERT INTO {MetricPoint._meta.db_table} AS stored "
 _KEEP_NEWEST = ("ON CONFLICT (run_id, key, step) DO UPDATE "
                 "SET value = excluded.value, wall_time = excluded.wall_time "
                 "WHERE (excluded.wall_time, excluded.value) > (stored.wall_time, stored.value)")
+
+
+_SUMMARY = MetricSummary._meta.db_table
+
+
+def _summarised(insert: str) -> str:
+    """The INSERT of points `insert`, made to keep the run's MetricSummary rows in the same
+    statement: what it wrote (RETURNING: new points, and points that replaced one at their step)
+    is aggregated per key and merged into the summary. A replayed point is no write, so changes
+    nothing. The statement's rows are the keys where a point replaced another: their minimum and
+    maximum may have been the value replaced, so _summaries_recount counts them again.
+
+    NaN is no minimum or maximum, and a NaN last value is stored as NULL (no value): a table
+    sorts it with the runs that lack the metric."""
+    return f"""WITH written AS ({insert}
+        RETURNING run_id, key, step, value, stored.xmax = 0 AS added),
+    merged AS (
+        INSERT INTO {_SUMMARY} AS summary
+            (run_id, key, last_step, last_value, min_value, max_value, count)
+        SELECT run_id, key, max(step),
+               (array_agg(NULLIF(value, 'NaN') ORDER BY step DESC))[1],
+               min(value) FILTER (WHERE value <> 'NaN'), max(value) FILTER (WHERE value <> 'NaN'),
+               count(*) FILTER (WHERE added)
+        FROM written GROUP BY run_id, key
+        ORDER BY key  -- rows locked in one order: two batches of a run never deadlock
+        ON CONFLICT (run_id, key) DO UPDATE SET
+            last_value = CASE WHEN excluded.last_step >= summary.last_step
+                              THEN excluded.last_value ELSE summary.last_value END,
+            last_step = GREATEST(summary.last_step, excluded.last_step),
+            min_value = LEAST(summary.min_value, excluded.min_value),
+            max_value = GREATEST(summary.max_value, excluded.max_value),
+            count = summary.count + excluded.count)
+    SELECT DISTINCT key FROM written WHERE NOT added"""
+
+
+def _summaries_recount(cursor, run_id: int, keys: list[str]) -> None:
+    """Summarise the run's `keys` again from all their points: for a key where a point was
+    logged again at a step it had (rare: the batch path does it incrementally otherwise)."""
+    if not keys:
+        return
+    points = MetricPoint._meta.db_table
+    number = "value <> 'NaN'" if connection.vendor == "postgresql" else "1 = 1"
+    own = f"FROM {points} p WHERE p.run_id = {_SUMMARY}.run_id AND p.key = {_SUMMARY}.key"
+    marks = ", ".join(["%s"] * len(keys))
+    cursor.execute(
+        f"UPDATE {_SUMMARY} SET last_step = (SELECT max(step) {own}), "
+        f"last_value = (SELECT CASE WHEN {number} THEN value END {own} "
+        "ORDER BY step DESC LIMIT 1), "
+        f"min_value = (SELECT min(value) {own} AND {number}), "
+        f"max_value = (SELECT max(value) {own} AND {number}), "
+        f"count = (SELECT count(*) {own}) WHERE run_id = %s AND key IN ({marks})",
+        [run_id, *keys])
+
+
+def _summaries_merge_portable(cursor, run_id: int,
+                              newest: dict[tuple[str, int], tuple[datetime, float]]) -> None:
+    """_summarised's work on another database (SQLite): a key whose batch only goes beyond its
+    summary's last step (a run logging on: the usual case) has only new points, merged from the
+    batch; any other key (a replay, a step logged again, steps out of order) is counted again
+    from its points."""
+    by_key: dict[str, list[tuple[int, float]]] = {}
+    for (key, step), (_, value) in newest.items():
+        by_key.setdefault(key, []).append((step, value))
+    known = {summary.key: summary for summary in
+             MetricSummary.objects.filter(run_id=run_id, key__in=list(by_key))}
+    merged, again = [], []
+    for key, points in by_key.items():
+        summary = known.get(key)
+        if summary is not None and min(step for step, _ in points) <= summary.last_step:
+            again.append(key)
+            continue
+        numbers = [value for _, value in points if not math.isnan(value)]
+        if summary is not None:
+            numbers += [v for v in (summary.min_value, summary.max_value) if v is not None]
+        last_step, last_value = max(points)
+        merged.append(MetricSummary(
+            run_id=run_id, key=key, last_step=last_step,
+            last_value=None if math.isnan(last_value) else last_value,
+            min_value=min(numbers, default=None), max_value=max(numbers, default=None),
+            count=len(points) + (summary.count if summary is not None else 0)))
+    MetricSummary.objects.bulk_create(
+        merged, update_conflicts=True, unique_fields=["run", "key"],
+        update_fields=["last_step", "last_value", "min_value", "max_value", "count"])
+    # the recount must see this batch's points: they were written before, in this transaction
+    _summaries_recount(cursor, run_id, again)
 
 
 def _metrics_upsert_portable(run_id: int,
@@ -189,6 +281,7 @@ def _metrics_upsert_portable(run_id: int,
             "VALUES (%s, %s, %s, %s, %s) " + _KEEP_NEWEST,
             [(run_id, key, step, value, adapt(wall_time))
              for (key, step), (wall_time, value) in newest.items()])
+        _summaries_merge_portable(cursor, run_id, newest)
     return count
 
 

@@ -123,6 +123,8 @@ class Run(models.Model):
             # The queue: a queue's next run to claim, highest priority first, then oldest.
             models.Index(fields=["status", "queue", "-priority", "created_at"],
                          name="run_queue_order"),
+            # The runs table's default order, newest first, and its page cursor.
+            models.Index(fields=["created_at", "id"], name="run_created_order"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["experiment", "number"],
@@ -227,6 +229,8 @@ class MetricSummary(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key"],
                                                name="metric_summary_unique_per_key")]
+        # The runs table sorts and filters a project's runs by a metric's last value.
+        indexes = [models.Index(fields=["key", "last_value"], name="metric_summary_key_last")]
 
 
 class DatasetInput(models.Model):
