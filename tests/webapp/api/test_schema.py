@@ -57,3 +57,20 @@ def _refs(node):
 def test_status_values_are_the_run_statuses(client):
     schema = client.get("/api/openapi.json").json()
     assert schema["components"]["schemas"]["RunStatus"]["enum"] == list(RunStatus.values)
+
+
+def test_no_two_schemas_share_a_name():
+    """The OpenAPI document names a schema by its class's name: a second class of one name
+    would silently replace the first's description (a sweep's progress once replaced a run's)."""
+    from ninja import Schema
+
+    from webapp.api.api import api  # noqa: F401 (imports every router's schemas)
+
+    def every(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from every(sub)
+
+    ours = [cls for cls in every(Schema) if cls.__module__.startswith("webapp.")]
+    names = [cls.__name__ for cls in ours]
+    assert sorted({name for name in names if names.count(name) > 1}) == []

@@ -24,7 +24,7 @@ from webapp.teams.models import Role
 router = Router(tags=["sweeps"])
 
 
-class ProgressOut(Schema):
+class SweepProgressOut(Schema):
     planned: int
     succeeded: int
     running: int
@@ -60,7 +60,7 @@ class SweepOut(Schema):
     finished_at: datetime | None
     url: str
     run_ids: list[int] = Field(description="Its runs, in the order they were created.")
-    progress: ProgressOut
+    progress: SweepProgressOut
     best: list[TrialOut] = Field(description="The finished trials, best objective first.")
 
 
