@@ -101,6 +101,12 @@ def shown(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def group_id(by: str, key: Any) -> str:
+    """A group's id in URLs (`?group=`): a hash of the grouping and the group's key, the same
+    wherever the group is formed (this page, the runs table's group rows)."""
+    return hashlib.sha1(f"{by}:{key}".encode()).hexdigest()[:12]
+
+
 def runs_group(runs: list[Run], grouping: Grouping) -> list[Group]:
     """The runs in groups, largest first (then by name). ValidationError when the grouping puts
     every run of two or more in a group of its own: nothing would have a spread to show."""
@@ -126,7 +132,7 @@ def runs_group(runs: list[Run], grouping: Grouping) -> list[Group]:
                 labels[key] = ", ".join(
                     f"{k}={shown(values[k]) if k in values else MISSING}" for k in grouping.keys)
             buckets.setdefault(key, []).append(run)
-    groups = [Group(id=hashlib.sha1(f"{grouping.by}:{key}".encode()).hexdigest()[:12],
+    groups = [Group(id=group_id(grouping.by, key),
                     name=labels.get(key, ""), runs=members)
               for key, members in buckets.items()]
     _name_by_settings(groups, named=grouping.by == BY_SEED)

@@ -4,7 +4,6 @@ and the runs collapsed into groups with each metric column's mean and spread."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -31,9 +30,10 @@ from django.db.models import (
     Value,
 )
 from django.db.models.expressions import RawSQL
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from psycopg.types.json import Jsonb
 
+from webapp.groups.grouping import group_id
 from webapp.projects.models import Project
 from webapp.reviews.models import RunStar, RunTag
 from webapp.runs.models import MetricPoint, MetricSummary, Run
@@ -497,20 +497,15 @@ def _group_names(by: str, rows: list[dict], config_keys: list[str],
     return names
 
 
-def _group_link(project: Project, by: str, key: Any, settings: list[str]) -> str | None:
-    """The group's chart on the groups app's page (webapp.groups), where that page exists: the
-    same grouping, the group picked by its id there (webapp.groups.grouping.runs_group: a hash
-    of the grouping and the group's key); for chosen settings, the grouping alone, since that
-    page writes the settings' values its own way."""
-    try:
-        url = reverse("groups:groups", args=[project.pk])
-    except NoReverseMatch:
-        return None
+def _group_link(project: Project, by: str, key: Any, settings: list[str]) -> str:
+    """The group's chart on the groups page: the same grouping, the group picked by its id
+    there; for chosen settings, the grouping alone, since that page writes the settings' values
+    its own way."""
+    url = reverse("groups:groups", args=[project.pk])
     if by == "config":
         return f"{url}?{urlencode([('by', 'settings'), *[('key', k) for k in settings]])}"
     theirs, own_key = ("seed", key) if by == "seed_group" else ("tag", key or MISSING)
-    group_id = hashlib.sha1(f"{theirs}:{own_key}".encode()).hexdigest()[:12]
-    return f"{url}?{urlencode([('by', theirs), ('group', group_id)])}"
+    return f"{url}?{urlencode([('by', theirs), ('group', group_id(theirs, own_key))])}"
 
 
 def group_runs(runs: QuerySet[Run], *, by: str, config_keys: list[str], key: Any) -> QuerySet:
