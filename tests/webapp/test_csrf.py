@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tests.webapp.test_permissions import MATRIX, world  # noqa: F401  (world is a fixture)
+from tests.webapp.test_permissions import MATRIX, sweep_of, world  # noqa: F401  (world is a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -17,6 +17,8 @@ def test_a_post_without_the_csrf_token_is_refused(world, name):
     _, kwarg_names, data, _ = MATRIX[name]
     client = Client(enforce_csrf_checks=True)
     client.force_login(users["admin"])
+    if "sweep_id" in kwarg_names:
+        ids = {**ids, "sweep_id": sweep_of(users["admin"], ids["project_id"])}
     url = reverse(name, kwargs={k: ids[k] for k in kwarg_names})
     assert client.post(url, data).status_code == 403
 
