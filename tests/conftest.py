@@ -26,17 +26,6 @@ def _redis_reachable() -> None:
                     pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup):
-    """pytest-django's, and before it drops the test database, this process's connections to it
-    that Optuna's storage keeps (webapp.sweeps.study): Postgres refuses to drop a database that
-    has connections."""
-    yield
-    from webapp.sweeps.study import study_storages_release
-
-    study_storages_release()
-
-
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(username="ada", password="lovelace-1843")

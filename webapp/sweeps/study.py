@@ -26,6 +26,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from sqlalchemy.pool import NullPool
 
 from training.spec.config import RunConfig
 from webapp.sweeps.models import Sweep, SweepMethod
@@ -53,25 +54,17 @@ def storage_url() -> str:
 
 
 def study_storage() -> optuna.storages.RDBStorage:
-    """The process's storage (one SQLAlchemy engine and its pool per process and database: a
-    pool must not cross a Celery worker's fork); connections are checked before use, so a
-    restarted Postgres costs no failed call."""
+    """The process's storage (one SQLAlchemy engine per process and database: an engine must
+    not cross a Celery worker's fork). It keeps no connection between calls (NullPool), as
+    Django keeps none past a request here: a web server or worker holding idle connections would
+    use up Postgres's, and a restarted Postgres costs no failed call."""
     key = (os.getpid(), storage_url())
     with _storages_lock:
         storage = _storages.get(key)
         if storage is None:
             storage = _storages[key] = optuna.storages.RDBStorage(
-                key[1], engine_kwargs={"pool_pre_ping": True})
+                key[1], engine_kwargs={"poolclass": NullPool})
         return storage
-
-
-def study_storages_release() -> None:
-    """Close this process's storage connections: before its database is dropped (the test
-    database at the end of a test session), which Postgres refuses while they are open."""
-    with _storages_lock:
-        for storage in _storages.values():
-            storage.engine.dispose()
-        _storages.clear()
 
 
 def distributions(axes: dict[str, dict[str, list]]) -> dict[str, BaseDistribution]:
