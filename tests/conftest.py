@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import mimetypes
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,11 @@ import redis
 from django.conf import settings
 
 from training.spec.config import RunConfig
+
+# Tests that call rliable directly import arch before webapp.groups.statistics can tell it to
+# leave numba alone (see there): numba's LLVM bindings would break vLLM's start-up in the
+# training tests that run later in the same process.
+os.environ.setdefault("ARCH_DISABLE_NUMBA", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

