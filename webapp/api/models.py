@@ -19,6 +19,10 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    run = models.ForeignKey(
+        "runs.Run", on_delete=models.CASCADE, null=True, blank=True, related_name="run_tokens",
+        help_text="A run's own token, given to its script run's process: it reaches only that "
+                  "run, and only until the run ends (webapp.api.run_tokens).")
 
     class Meta:
         ordering = ["-created_at"]

@@ -7,6 +7,7 @@ class ExperimentKind(models.TextChoices):
     TRAINING = "training", "Training"
     EVALUATION = "evaluation", "Evaluation"
     TRACKED = "tracked", "Tracked: logged by scripts that run elsewhere"
+    SCRIPT = "script", "Script: commands launched from a job template"
 
 
 class Experiment(models.Model):

@@ -116,6 +116,16 @@ class Run(models.Model):
                               related_name="runs", help_text="The sweep that launched it.")
     sweep_trial = models.PositiveIntegerField(
         null=True, blank=True, help_text="Its trial's number in the sweep's Optuna study.")
+    job_template = models.ForeignKey(
+        "jobs.JobTemplate", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs",
+        help_text="For a script run: the template it was launched from (its config keeps the "
+                  "command as rendered then).")
+    devices = models.PositiveSmallIntegerField(
+        default=1, help_text="Devices it needs on one worker (GPUs, or CPU process slots); more "
+                             "than one runs the built-in trainer data-parallel under torchrun.")
+    device_ids = models.JSONField(
+        default=list, blank=True,
+        help_text="The worker's devices it was given when claimed; the process sees only these.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -183,9 +183,11 @@ def run_create(*, experiment: Experiment, config: dict[str, Any], user, verb: st
         try:
             with transaction.atomic():
                 last = experiment.runs.aggregate(last=Max("number"))["last"] or 0
+                queue = fields.pop("queue", None) or (run_queue_for(config) if enqueue else "")
+                devices = fields.pop("devices", None) or int(config.get("devices") or 1)
                 run = Run.objects.create(experiment=experiment, number=last + 1, config=config,
-                                         seed_group=seed_group_of(config),
-                                         queue=run_queue_for(config) if enqueue else "",
+                                         seed_group=seed_group_of(config), queue=queue,
+                                         devices=devices,
                                          launched_by=user, resumed_from=resumed_from,
                                          evaluated_checkpoint=evaluated_checkpoint, **fields)
                 activity.send(sender=Run, run=run, actor=user, verb=verb, detail=detail)
@@ -373,7 +375,7 @@ def projects_at_limit() -> set[int]:
     return {row["experiment__project_id"] for row in holding if row["active"] >= row[limit]}
 
 
-def run_claim_next(*, queue: str, worker: str) -> int | None:
+def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None) -> int | None:
     """Claim for `worker` the queued run of `queue` that goes first (highest priority, then
     oldest) among those no limit holds back; None when there is none.
 
@@ -383,10 +385,14 @@ def run_claim_next(*, queue: str, worker: str) -> int | None:
     holds back (a sweep's at its limit), are left out by a query each up front, and the walk goes down the whole queue, so runs held back (a big sweep's) never
     hide a run that may start behind them. Each candidate is tried in a transaction of its own
     that locks its project's row (claims in one project take turns, so a limit holds with many
-    workers) and the run (skipped if another claim holds it)."""
+    workers) and the run (skipped if another claim holds it). `passed_over` (a Q over Run)
+    leaves out the runs this worker cannot run (script runs, on a worker that does not take
+    them)."""
     full = projects_at_limit()
     candidates = Run.objects.filter(status=RunStatus.QUEUED, queue=queue).exclude(
         experiment__project_id__in=full)
+    if passed_over is not None:
+        candidates = candidates.exclude(passed_over)
     for held in _held_back:
         candidates = candidates.exclude(held())
     candidates = (candidates

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "webapp.reviews",
     "webapp.groups",
     "webapp.sweeps",
+    "webapp.jobs",
     "webapp.runs_table",
     "webapp.deletion",
     "webapp.api",
@@ -241,6 +242,20 @@ RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
 # What the workers page says a worker has (e.g. "cuda: 2 × A100"); empty: the GPUs nvidia-smi
 # lists, or cpu where there is none.
 RLAB_WORKER_DEVICE = env_str("RLAB_WORKER_DEVICE", "")
+# The devices this worker gives runs (a run needing N waits for a worker with N free, and its
+# processes see only theirs): a count ("2") or CUDA device ids ("0,1,2,3"); empty: the GPUs
+# nvidia-smi lists, or one CPU slot where there is none. On CPU a device is a process slot.
+RLAB_WORKER_DEVICES = env_str("RLAB_WORKER_DEVICES", "")
+# Script runs (job templates' commands) run only on workers started with this set: a template's
+# command runs with the worker's rights.
+RLAB_WORKER_SCRIPTS = env_bool("RLAB_WORKER_SCRIPTS", False)
+# The address at which script runs' processes reach this web app (RLAB_URL and
+# MLFLOW_TRACKING_URI in their environment).
+RLAB_URL = env_str("RLAB_URL", "http://127.0.0.1:8000")
+# A script run's output kept in its log: its first and last this-many bytes; what lies between
+# is dropped, and the log says how much.
+RLAB_SCRIPT_LOG_HEAD_BYTES = env_int("RLAB_SCRIPT_LOG_HEAD_BYTES", 1024 * 1024, minimum=1024)
+RLAB_SCRIPT_LOG_TAIL_BYTES = env_int("RLAB_SCRIPT_LOG_TAIL_BYTES", 1024 * 1024, minimum=1024)
 # The most runs one sweep may launch (its budget's ceiling).
 RLAB_SWEEP_MAX_RUNS = env_int("RLAB_SWEEP_MAX_RUNS", 1000, minimum=1)
 # Absolute: the training process runs in its run's folder.
