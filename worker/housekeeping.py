@@ -62,6 +62,12 @@ class Housekeeper:
     def start(self) -> None:
         self._thread.start()
         logger.info("housekeeping every %s s", settings.RLAB_HOUSEKEEPING_SECONDS)
+        logger.info("devices for runs: %s", ", ".join(self.devices))
+        if self.consumer is not None and pool_size(self.consumer) > len(self.devices):
+            logger.warning(
+                "this worker's pool runs %d tasks, but it has %d device(s) to give runs: at "
+                "most %d run(s) at once; set RLAB_WORKER_DEVICES (on CPU, a count of slots) to "
+                "run more", pool_size(self.consumer), len(self.devices), len(self.devices))
 
     def stop(self, timeout: float = 0) -> None:
         """Stop after the pass under way, waiting up to `timeout` seconds for it."""

@@ -125,6 +125,8 @@ def test_a_worker_with_two_slots_runs_two_one_device_runs_then_a_two_device_run(
     worker = start_worker(tmp_path, concurrency=2, RLAB_WORKER_DEVICES="2",
                           CUDA_VISIBLE_DEVICES="")
     try:
+        worker.wait_for_output("devices for runs: cpu0, cpu1", timeout=30)
+
         def launch(name: str, devices: int, **config):
             experiment = experiment_create(project=project, author=user, name=name,
                                            description="",

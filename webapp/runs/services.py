@@ -394,7 +394,7 @@ def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None,
     `devices`: the worker's devices (worker.devices), shared by all of its tasks; a run that
     needs more than are free (not held by the worker's starting and running runs) is passed
     over, and the claim gives the run its devices (Run.device_ids) in the same transaction,
-    under a lock of the worker's (run_devices_free), so two tasks never get the same device.
+    under a lock of the worker's (_worker_lock), so two tasks never get the same device.
     None: no devices are counted or given."""
     full = projects_at_limit()
     candidates = Run.objects.filter(status=RunStatus.QUEUED, queue=queue).exclude(
