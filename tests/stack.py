@@ -89,7 +89,8 @@ def start_worker(log_dir: Path, name: str = "worker", hostname: str | None = Non
     redis.Redis.from_url(env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)).flushdb()
     worker = Process(name, [
         sys.executable, "-m", "celery", "-A", "worker.celery", "worker", "--queues", "cpu,gpu",
-        "--concurrency", str(concurrency), "--loglevel", "info", "--without-gossip", "--without-mingle",
+        "--concurrency", str(concurrency), "--loglevel", "info", "--without-gossip",
+        "--without-mingle",
         "--hostname", hostname or worker_name()],
         stack_env(**{"RLAB_RUN_DIR": str(log_dir / "runs"), **env}), log_dir)
     worker.wait_for_output("ready.", timeout=60)
