@@ -81,14 +81,16 @@ def worker_name() -> str:
 
 
 def start_worker(log_dir: Path, name: str = "worker", hostname: str | None = None,
-                 **env: str) -> Process:
+                 concurrency: int = 1, **env: str) -> Process:
     """A Celery worker on the test broker (or env's CELERY_BROKER_URL, emptied first), once it is
     ready; `name` names its log, so a worker started again keeps its own; `hostname` is its
-    node name (worker_name() by default: give a second worker at once another)."""
+    node name (worker_name() by default: give a second worker at once another); `concurrency`
+    its pool's size (runs at once)."""
     redis.Redis.from_url(env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)).flushdb()
     worker = Process(name, [
         sys.executable, "-m", "celery", "-A", "worker.celery", "worker", "--queues", "cpu,gpu",
-        "--concurrency", "1", "--loglevel", "info", "--without-gossip", "--without-mingle",
+        "--concurrency", str(concurrency), "--loglevel", "info", "--without-gossip",
+        "--without-mingle",
         "--hostname", hostname or worker_name()],
         stack_env(**{"RLAB_RUN_DIR": str(log_dir / "runs"), **env}), log_dir)
     worker.wait_for_output("ready.", timeout=60)

@@ -8,8 +8,8 @@ lost. Each step is a conditional UPDATE (the re-send locks the rows it sends), s
 doing it at once is harmless. It replaces a periodic task, which
 waited behind any training run on a single-slot queue and so never ran while one trained.
 
-Each pass first reports the worker itself (webapp.queue's Worker: its queues, device, slots and
-a heartbeat), for the workers page and the queue's "why it waits".
+Each pass first reports the worker itself (webapp.queue's Worker: its queues, device, slots,
+the devices it gives runs, and a heartbeat), for the workers page and the queue's "why it waits".
 
 When the worker shuts down (Ctrl-C, SIGTERM), its running runs are marked interrupted at once;
 their supervisors see that at their next heartbeat and stop the training processes, and the
@@ -36,6 +36,7 @@ from webapp.queue.services import worker_forget, worker_report
 from webapp.runs import services
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.tracking import tracked_runs_crash_stale
+from worker.devices import worker_devices
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +55,19 @@ class Housekeeper:
         self.consumer = consumer
         self.started_at = PROCESS_STARTED
         self.device = worker_device()
+        self.devices = worker_devices()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rlab-housekeeping", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
         logger.info("housekeeping every %s s", settings.RLAB_HOUSEKEEPING_SECONDS)
+        logger.info("devices for runs: %s", ", ".join(self.devices))
+        if self.consumer is not None and pool_size(self.consumer) > len(self.devices):
+            logger.warning(
+                "this worker's pool runs %d tasks, but it has %d device(s) to give runs: at "
+                "most %d run(s) at once; set RLAB_WORKER_DEVICES (on CPU, a count of slots) to "
+                "run more", pool_size(self.consumer), len(self.devices), len(self.devices))
 
     def stop(self, timeout: float = 0) -> None:
         """Stop after the pass under way, waiting up to `timeout` seconds for it."""
@@ -71,7 +79,8 @@ class Housekeeper:
         """Record this worker as up, with what it consumes and has (webapp.queue)."""
         worker_report(name=self.worker_name, host=socket.gethostname(), pid=os.getpid(),
                       queues=consumed_queues(self.consumer), device=self.device,
-                      slots=pool_size(self.consumer), started_at=self.started_at)
+                      slots=pool_size(self.consumer), started_at=self.started_at,
+                      devices=self.devices)
 
     def _loop(self) -> None:
         while True:

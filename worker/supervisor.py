@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
@@ -34,6 +35,7 @@ from django.db import DatabaseError, connection, transaction
 from webapp.runs import ingestion, services
 from webapp.runs.files import run_folder_name
 from webapp.runs.models import TERMINAL_STATUSES, RunStatus
+from worker.devices import device_environment
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +87,10 @@ class _Pending:
 
 class RunSupervisor:
     def __init__(self, *, run_id: int, config: dict[str, Any], created_at: datetime,
-                 job: str = "training"):
+                 job: str = "training", device_ids: Sequence[str] = ()):
         self.run_id = run_id
         self.config = config
+        self.device_ids = list(device_ids)  # the worker's devices its claim gave the run
         self.job = job  # "training", or "evaluation": the child's job (training.process)
         self.folder_name = run_folder_name(run_id, created_at)
         self.pending = _Pending()
@@ -183,6 +186,7 @@ class RunSupervisor:
             [code_root, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)])
         env.update(RLAB_MODEL_CACHE=settings.RLAB_MODEL_CACHE, RLAB_RUN_ID=str(self.run_id),
                    PYTHONUNBUFFERED="1")
+        env.update(device_environment(self.device_ids))  # its own devices, none of the others
         return env
 
     def _read_events(self, stream: IO[str]) -> None:

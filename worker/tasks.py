@@ -12,6 +12,7 @@ from django.db import OperationalError
 from webapp.artifacts import services as artifact_services
 from webapp.runs import services
 from webapp.runs.models import Run
+from worker.devices import worker_devices
 from worker.housekeeping import Housekeeper, runs_interrupt_on_shutdown
 from worker.supervisor import RunSupervisor
 
@@ -33,15 +34,18 @@ def run_execute(self, run_id: int) -> None:
     # token came on, whose queued runs may still start.
     queue = (Run.objects.filter(pk=run_id).values_list("queue", flat=True).first()
              or (self.request.delivery_info or {}).get("routing_key"))
-    run_id = services.run_claim_next(queue=queue, worker=worker) if queue else None
+    run_id = services.run_claim_next(queue=queue, worker=worker,
+                                     devices=worker_devices()) if queue else None
     if run_id is None:
         logger.info("no queued run may start on this message's queue now, skipping")
         return
     config = services.run_worker_config(run_id=run_id)
     if config is None:
         return  # a model it names cannot be loaded any more; the run says why
-    created_at, kind = Run.objects.values_list("created_at", "experiment__kind").get(pk=run_id)
-    RunSupervisor(run_id=run_id, config=config, created_at=created_at, job=kind).supervise()
+    created_at, kind, device_ids = Run.objects.values_list(
+        "created_at", "experiment__kind", "device_ids").get(pk=run_id)
+    RunSupervisor(run_id=run_id, config=config, created_at=created_at, job=kind,
+                  device_ids=device_ids).supervise()
 
 
 @shared_task(name="worker.tasks.artifact_checkpoint_copy", acks_late=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -62,3 +63,49 @@ def env_networks(name: str) -> list[str]:
                 f"{name}: {item!r} is not an IP address or network; use addresses like "
                 f"10.0.0.5 or networks like 172.16.0.0/12, separated by commas.") from None
     return networks
+
+
+# A CUDA device as CUDA_VISIBLE_DEVICES names it: an index, or a GPU's or MIG instance's UUID.
+_DEVICE_ID = re.compile(r"[0-9]{1,4}|(?:GPU|MIG)-[A-Za-z0-9/-]{1,100}")
+# The most devices one worker may give runs (a count beyond any machine is a typo).
+MAX_WORKER_DEVICES = 1024
+
+
+def devices_parse(text: str) -> int | list[str] | None:
+    """A worker's devices as RLAB_WORKER_DEVICES gives them: None when empty (ask the machine),
+    a count for a number ("2"), or the CUDA ids of a comma-separated list ("0,1,2,3"; "3," for
+    GPU 3 alone). ValueError says what is wrong."""
+    text = text.strip()
+    if not text:
+        return None
+    if "," not in text:
+        if text.isascii() and text.isdigit():
+            count = int(text)
+            if not 1 <= count <= MAX_WORKER_DEVICES:
+                raise ValueError(f"a count of devices is between 1 and {MAX_WORKER_DEVICES} "
+                                 f"(for GPU 0 alone write \"0,\")")
+            return count
+        items = [text]
+    else:
+        items = [item.strip() for item in text.split(",")]
+        if items[-1] == "":
+            items.pop()  # "3,": a list of one
+    for item in items:
+        if not _DEVICE_ID.fullmatch(item):
+            raise ValueError(f"{item[:40]!r} is not a CUDA device id; give a count (\"2\") or "
+                             f"GPU indices or UUIDs separated by commas (\"0,1\")")
+    if len(set(items)) != len(items):
+        raise ValueError("a device is listed twice")
+    if len(items) > MAX_WORKER_DEVICES:
+        raise ValueError(f"at most {MAX_WORKER_DEVICES} devices")
+    return items
+
+
+def env_devices(name: str) -> str:
+    """A worker's devices (devices_parse), checked at start-up; the text, stripped."""
+    raw = env_str(name, "")
+    try:
+        devices_parse(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw[:60]!r}: {exc}.") from None
+    return raw.strip()

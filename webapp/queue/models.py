@@ -11,6 +11,10 @@ class Worker(models.Model):
     queues = models.JSONField(default=list, help_text="The queues it consumes.")
     device = models.CharField(max_length=100, blank=True, help_text="cpu, or the GPU it has.")
     slots = models.PositiveIntegerField(default=1, help_text="Runs it can run at once.")
+    devices = models.JSONField(
+        default=list, blank=True,
+        help_text="The devices it gives runs (CUDA ids, or CPU slots cpu0, cpu1…); a run that "
+                  "needs N waits for a worker with N of them free.")
     started_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField()
 

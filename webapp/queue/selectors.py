@@ -44,30 +44,48 @@ def live_workers(now: datetime | None = None) -> QuerySet[Worker]:
 
 @dataclass
 class Capacity:
-    """The live workers of one queue, and how many of their slots runs take."""
+    """The live workers of one queue, how many of their slots runs take, and the most devices
+    one of them has, and has free (None where no worker reported its devices)."""
 
     workers: int = 0
     slots: int = 0
     busy: int = 0
+    most_devices: int | None = None
+    most_free_devices: int | None = None
 
     @property
     def free(self) -> int:
         return max(self.slots - self.busy, 0)
 
+    def add_devices(self, *, devices: int, free: int) -> None:
+        self.most_devices = max(self.most_devices or 0, devices)
+        self.most_free_devices = max(self.most_free_devices or 0, free)
+
 
 def queue_capacity(now: datetime | None = None) -> dict[str, Capacity]:
     """Per queue, its live workers and their slots, and the slots runs take (a worker that
-    consumes two queues counts in both: its slots serve either)."""
+    consumes two queues counts in both: its slots serve either); and their devices."""
     workers = list(live_workers(now))
-    busy = Counter(runs_holding_places().filter(worker__in=[w.name for w in workers])
-                   .values_list("worker", flat=True))
+    holding = list(runs_holding_places().filter(worker__in=[w.name for w in workers])
+                   .values_list("worker", "device_ids"))
+    busy = Counter(name for name, _ in holding)
+    held: dict[str, set[str]] = defaultdict(set)
+    for name, ids in holding:
+        held[name].update(map(str, ids if isinstance(ids, list) else []))
     capacity: dict[str, Capacity] = defaultdict(Capacity)
     for worker in workers:
         for queue in worker.queues:
             capacity[queue].workers += 1
             capacity[queue].slots += worker.slots
             capacity[queue].busy += min(busy[worker.name], worker.slots)
+            if worker.devices:  # a worker that reports none predates devices: not counted
+                capacity[queue].add_devices(devices=len(worker.devices), free=len(
+                    [d for d in worker.devices if d not in held[worker.name]]))
     return capacity
+
+
+def _devices(count: int) -> str:
+    return f"{count} device{'s' if count != 1 else ''}"
 
 
 def _roles(user) -> dict[int, str]:
@@ -79,8 +97,9 @@ def _roles(user) -> dict[int, str]:
 def wait_reason(run: Run, *, capacity: dict[str, Capacity], active: dict[int, int],
                 checks: bool = True) -> str | None:
     """Why the queued `run` has not started: the broker never took it, no live worker consumes
-    its queue, its project's limit, a registered check (a sweep's), or every slot of its queue
-    is taken; None when a worker should take it now. `active`: the runs holding places, per
+    its queue, no worker of its queue has the devices it needs, its project's limit, a
+    registered check (a sweep's), every slot of its queue is taken, or no worker has its
+    devices free; None when a worker should take it now. `active`: the runs holding places, per
     project id."""
     if run.enqueued_at is None:
         return ("Waiting for the broker: it could not be reached at launch; the workers send "
@@ -88,6 +107,10 @@ def wait_reason(run: Run, *, capacity: dict[str, Capacity], active: dict[int, in
     queue = capacity.get(run.queue, Capacity())
     if not queue.workers:
         return f"No worker consumes queue {run.queue}: start one with -Q {run.queue}."
+    if queue.most_devices is not None and run.devices_needed > queue.most_devices:
+        return (f"Needs {_devices(run.devices_needed)}; the workers of queue {run.queue} have "
+                f"at most {queue.most_devices}. It starts when a worker with more joins the "
+                f"queue.")
     project = run.experiment.project
     reason = project_limit_reason(project=project, active=active.get(project.pk, 0))
     if reason is None and checks:
@@ -98,6 +121,9 @@ def wait_reason(run: Run, *, capacity: dict[str, Capacity], active: dict[int, in
         return (f"All {queue.workers} worker{'s' if queue.workers != 1 else ''} of this queue "
                 f"{'are' if queue.workers != 1 else 'is'} busy "
                 f"({queue.slots} slot{'s' if queue.slots != 1 else ''}).")
+    if queue.most_free_devices is not None and run.devices_needed > queue.most_free_devices:
+        return (f"Needs {_devices(run.devices_needed)}; no worker of queue {run.queue} has "
+                f"that many free now (at most {queue.most_free_devices}).")
     return None
 
 
@@ -182,16 +208,43 @@ def running_runs(user) -> tuple[list[Run], int]:
 
 
 @dataclass
+class DeviceUse:
+    """One of a worker's devices, and the run that holds it: `run` where the user may see it,
+    `hidden` for another team's; free when neither."""
+
+    device: str
+    run: Run | None = None
+    hidden: bool = False
+
+    @property
+    def free(self) -> bool:
+        return self.run is None and not self.hidden
+
+
+@dataclass
 class WorkerRow:
     worker: Worker
     silent: bool
     runs: list[Run]  # those of the user's teams that it runs now
     hidden_runs: int  # and of other teams'
+    devices: list[DeviceUse] = field(default_factory=list)
+
+
+def _device_uses(worker: Worker, runs: list[Run], team_ids: set[int]) -> list[DeviceUse]:
+    holders = {str(device): run for run in runs
+               for device in (run.device_ids if isinstance(run.device_ids, list) else [])}
+    uses = []
+    for device in worker.devices:
+        run = holders.get(device)
+        visible = run is not None and run.experiment.project.team_id in team_ids
+        uses.append(DeviceUse(device=device, run=run if visible else None,
+                              hidden=run is not None and not visible))
+    return uses
 
 
 def worker_rows(user, now: datetime | None = None) -> list[WorkerRow]:
-    """Every worker that reported itself, with the runs it runs now (named only where the user
-    may see them)."""
+    """Every worker that reported itself, with the runs it runs now and the devices each holds
+    (named only where the user may see them)."""
     cutoff = silent_before(now)
     team_ids = set(_roles(user))
     workers = list(Worker.objects.all())
@@ -203,5 +256,6 @@ def worker_rows(user, now: datetime | None = None) -> list[WorkerRow]:
                       runs=[r for r in runs[worker.name]
                             if r.experiment.project.team_id in team_ids],
                       hidden_runs=sum(r.experiment.project.team_id not in team_ids
-                                      for r in runs[worker.name]))
+                                      for r in runs[worker.name]),
+                      devices=_device_uses(worker, runs[worker.name], team_ids))
             for worker in workers]

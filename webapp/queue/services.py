@@ -3,6 +3,7 @@ the queues when a project's limit is raised."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -51,11 +52,13 @@ def run_priority_set(*, run: Run, user, priority: int) -> Run:
 
 
 def worker_report(*, name: str, host: str, pid: int | None, queues: list[str], device: str,
-                  slots: int, started_at: datetime) -> Worker:
-    """Record that the worker `name` is up, with what it consumes and has; its heartbeat."""
+                  slots: int, started_at: datetime, devices: Sequence[str] = ()) -> Worker:
+    """Record that the worker `name` is up, with what it consumes and has (`devices`: those it
+    gives runs, worker.devices); its heartbeat."""
     worker, _ = Worker.objects.update_or_create(name=name[:200], defaults={
         "host": host[:200], "pid": pid, "queues": sorted(queues), "device": device[:100],
-        "slots": max(slots, 1), "started_at": started_at, "heartbeat_at": timezone.now()})
+        "slots": max(slots, 1), "devices": [str(d)[:200] for d in devices],
+        "started_at": started_at, "heartbeat_at": timezone.now()})
     return worker
 
 

@@ -167,6 +167,12 @@ class Run(models.Model):
     def is_cancellable(self) -> bool:
         return not self.is_terminal
 
+    @property
+    def devices_needed(self) -> int:
+        """The worker's devices a claim gives it: at least one, so that no run's process sees
+        every device of its worker."""
+        return max(self.devices, 1)
+
     def checkpoint_to_resume(self) -> Checkpoint | None:
         """The newest checkpoint before the last step whose folder is still there, for a run that
         failed, was cancelled or was interrupted; None when the run cannot be resumed."""

@@ -7,15 +7,16 @@ at most, and a cancel that races with a finishing run leaves exactly one of the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
@@ -375,7 +376,8 @@ def projects_at_limit() -> set[int]:
     return {row["experiment__project_id"] for row in holding if row["active"] >= row[limit]}
 
 
-def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None) -> int | None:
+def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None,
+                   devices: Sequence[str] | None = None) -> int | None:
     """Claim for `worker` the queued run of `queue` that goes first (highest priority, then
     oldest) among those no limit holds back; None when there is none.
 
@@ -387,12 +389,23 @@ def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None) -> 
     that locks its project's row (claims in one project take turns, so a limit holds with many
     workers) and the run (skipped if another claim holds it). `passed_over` (a Q over Run)
     leaves out the runs this worker cannot run (script runs, on a worker that does not take
-    them)."""
+    them).
+
+    `devices`: the worker's devices (worker.devices), shared by all of its tasks; a run that
+    needs more than are free (not held by the worker's starting and running runs) is passed
+    over, and the claim gives the run its devices (Run.device_ids) in the same transaction,
+    under a lock of the worker's (_worker_lock), so two tasks never get the same device.
+    None: no devices are counted or given."""
     full = projects_at_limit()
     candidates = Run.objects.filter(status=RunStatus.QUEUED, queue=queue).exclude(
         experiment__project_id__in=full)
     if passed_over is not None:
         candidates = candidates.exclude(passed_over)
+    if devices is not None:
+        free = run_devices_free(worker=worker, devices=devices)
+        if not free:
+            return None
+        candidates = candidates.filter(devices__lte=len(free))
     for held in _held_back:
         candidates = candidates.exclude(held())
     candidates = (candidates
@@ -405,6 +418,8 @@ def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None) -> 
             if project_id in full:
                 continue  # found full earlier in this walk
             with transaction.atomic():
+                if devices is not None:
+                    _worker_lock(worker)  # first: claims of one worker take turns
                 Project.objects.select_for_update().filter(pk=project_id).exists()
                 run = (Run.objects.select_for_update(skip_locked=True, of=("self",))
                        .select_related("experiment__project")
@@ -419,17 +434,56 @@ def run_claim_next(*, queue: str, worker: str, passed_over: Q | None = None) -> 
                         continue
                 if claim_checks_reason(run):
                     continue
-                if run_claim(run_id=run_id, worker=worker):
+                given: list[str] = []
+                if devices is not None:
+                    free = run_devices_free(worker=worker, devices=devices)
+                    if not free:
+                        return None  # taken meanwhile by the worker's other tasks
+                    if run.devices_needed > len(free):
+                        continue
+                    given = free[:run.devices_needed]
+                if run_claim(run_id=run_id, worker=worker, device_ids=given):
                     return run_id
     return None
 
 
-def run_claim(*, run_id: int, worker: str) -> bool:
-    """queued → starting, for exactly one worker; counts the attempt."""
+def run_devices_free(*, worker: str, devices: Sequence[str]) -> list[str]:
+    """Those of `devices` (a worker's, in its order) that none of the runs `worker` claimed and
+    that are starting or running holds. Exact only under _worker_lock, in the claim's
+    transaction."""
+    held: set[str] = set()
+    for ids in Run.objects.filter(worker=worker, status__in=_HOLDING).values_list(
+            "device_ids", flat=True):
+        if isinstance(ids, list):
+            held.update(map(str, ids))
+    return [device for device in devices if device not in held]
+
+
+# The first key of the advisory locks that serialise one worker's claims (the second is its
+# name's hash): "rlab" in ASCII, so other users of advisory locks are not in the way.
+_WORKER_LOCK_SPACE = 0x726C6162
+
+
+def _worker_lock(worker: str) -> None:
+    """Make the claims of `worker`'s tasks take turns until this transaction ends, so that each
+    sees the devices the one before gave away. On Postgres an advisory lock on the worker's
+    name (a worker need not have a row anywhere); SQLite's transactions take its one write lock
+    when they begin (transaction_mode IMMEDIATE), so they take turns already."""
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(hashlib.blake2b(worker.encode(), digest_size=4).digest(), "big",
+                         signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_WORKER_LOCK_SPACE, key])
+
+
+def run_claim(*, run_id: int, worker: str, device_ids: Sequence[str] = ()) -> bool:
+    """queued → starting, for exactly one worker; counts the attempt, and records the devices
+    the run is given."""
     now = timezone.now()
     updated = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.STARTING, worker=worker, started_at=now, heartbeat_at=now,
-        attempts=F("attempts") + 1)
+        attempts=F("attempts") + 1, device_ids=list(device_ids))
     return updated == 1
 
 
@@ -448,9 +502,30 @@ def run_worker_config(*, run_id: int) -> dict[str, Any] | None:
 
 
 def run_mark_running(*, run_id: int, device: str, total_steps: int) -> bool:
+    """starting → running; `device` is what the process reports ("cuda", "cpu"), told with
+    the devices the run was given ("cuda:1,3", "cpu ×2")."""
+    device_ids = Run.objects.filter(pk=run_id).values_list("device_ids", flat=True).first()
+    device = device_text(device, device_ids or [])
     return run_transition(run_id=run_id, to=RunStatus.RUNNING, device=device[:100],
                           progress_total=total_steps, running_since=timezone.now(),
                           heartbeat_at=timezone.now())
+
+
+def device_text(reported: str, device_ids: Sequence[str]) -> str:
+    """What a run's device column says: the kind of device its process reports, with the
+    worker's devices it was given.
+
+    >>> device_text("cuda", ["1", "3"]), device_text("cpu", ["cpu0", "cpu1"])
+    ('cuda:1,3', 'cpu ×2')
+    >>> device_text("cpu", ["cpu1"]), device_text("cpu", ["0"]), device_text("cuda", [])
+    ('cpu', 'cpu', 'cuda')
+    """
+    ids = [str(device) for device in device_ids]
+    if reported.startswith("cuda") and ids and not any(i.startswith("cpu") for i in ids):
+        return f"cuda:{','.join(ids)}"
+    if reported == "cpu" and all(i.startswith("cpu") for i in ids) and len(ids) > 1:
+        return f"cpu ×{len(ids)}"
+    return reported
 
 
 def run_heartbeat(*, run_id: int) -> str | None:

@@ -13,7 +13,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.config.env import env_bool, env_int, env_list, env_networks, env_str
+from webapp.config.env import env_bool, env_devices, env_int, env_list, env_networks, env_str
 
 BASE_DIR = Path(__file__).resolve().parents[3]
 VAR_DIR = Path(env_str("RLAB_VAR_DIR", str(BASE_DIR / "var")))
@@ -244,8 +244,10 @@ RLAB_CANCEL_GRACE_SECONDS = env_int("RLAB_CANCEL_GRACE_SECONDS", 5, minimum=0)
 RLAB_WORKER_DEVICE = env_str("RLAB_WORKER_DEVICE", "")
 # The devices this worker gives runs (a run needing N waits for a worker with N free, and its
 # processes see only theirs): a count ("2") or CUDA device ids ("0,1,2,3"); empty: the GPUs
-# nvidia-smi lists, or one CPU slot where there is none. On CPU a device is a process slot.
-RLAB_WORKER_DEVICES = env_str("RLAB_WORKER_DEVICES", "")
+# nvidia-smi lists (or CUDA_VISIBLE_DEVICES, where the worker is started with it), or one CPU
+# slot where there is none. On CPU a device is a process slot. Checked here, resolved by the worker
+# at its start (worker.devices).
+RLAB_WORKER_DEVICES = env_devices("RLAB_WORKER_DEVICES")
 # Script runs (job templates' commands) run only on workers started with this set: a template's
 # command runs with the worker's rights.
 RLAB_WORKER_SCRIPTS = env_bool("RLAB_WORKER_SCRIPTS", False)
