@@ -316,7 +316,7 @@ def values_clean(parameters: Iterable[Parameter], values: Mapping[str, Any]) -> 
     clean: dict[str, Any] = {}
     for parameter in parameters:
         given = values.get(parameter.name)
-        if given is None or (given == "" and parameter.type in ("int", "float")):
+        if given is None or (given == "" and parameter.type != "bool"):  # a form's empty box
             if parameter.required and parameter.default is None:
                 errors[parameter.name] = "A value is required."
                 continue
