@@ -12,7 +12,7 @@ from ninja import Router, Schema, Status
 from ninja.errors import ValidationError as RequestInvalid
 from pydantic import ConfigDict, Field
 
-from webapp.api.schemas import LIST_ERRORS, READ_ERRORS, WRITE_ERRORS, RunDetailOut
+from webapp.api.schemas import READ_ERRORS, WRITE_ERRORS, RunDetailOut
 from webapp.common.inputs import JsonObject, Text
 from webapp.jobs.models import JobTemplate
 from webapp.jobs.parameters import SpecError
@@ -82,10 +82,11 @@ class TemplateLaunchIn(Schema):
                                          "(-100 to 100).")
 
 
-@router.get("/job-templates", response={200: list[JobTemplateOut], **LIST_ERRORS},
+@router.get("/job-templates", response={200: list[JobTemplateOut], **READ_ERRORS},
             summary="List job templates")
 def template_list(request: HttpRequest, team_id: int | None = None):
-    """The job templates of your teams, or of the team `team_id`, by name."""
+    """The job templates of your teams, or of the team `team_id` (404 for a team you are not
+    in), by name."""
     templates = JobTemplate.objects.filter(team__in=teams_for_user(request.user))
     if team_id is not None:
         templates = templates.filter(team=get_team_for_user(request.user, team_id))
