@@ -138,7 +138,9 @@ def fill(text: str, values: Mapping[str, str]) -> str:
 
 def command_split(command: str, *, where: str = "command") -> list[str]:
     """The command's arguments, split as a POSIX shell would (SpecError on unbalanced quotes or
-    text that is no argument at all)."""
+    text that is no argument at all). Lines may end in a backslash, as in a shell script; a
+    browser's textarea sends CRLF line ends."""
+    command = command.replace("\r\n", "\n").replace("\\\n", "")
     problem = text_problem(command.replace("\n", " ").replace("\t", " "),
                            max_length=10_000, allow_dash=True)
     if problem:

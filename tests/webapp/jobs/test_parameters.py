@@ -152,3 +152,10 @@ def test_environment_values_are_rendered_and_hydra_overrides_stay_one_token():
     assert argv[-1] == "trainer.experiment_name=a trainer.total_epochs=99"
     assert tokens_render(definition.environment.values(), clean,
                          {"output_dir": "/o", "run_id": "7"}) == ["run-7"]
+
+
+def test_a_command_may_span_lines_as_a_textarea_sends_them():
+    from webapp.jobs.parameters import command_split
+
+    assert command_split("accelerate launch \\\r\n  train.py \\\n --lr {lr}") == [
+        "accelerate", "launch", "train.py", "--lr", "{lr}"]

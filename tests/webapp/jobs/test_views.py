@@ -132,3 +132,20 @@ def test_the_script_experiment_and_project_pages_show_its_runs(signed_in, templa
     assert signed_in.get(run.experiment.get_absolute_url()).status_code == 200
     assert signed_in.get(project.get_absolute_url()).status_code == 200
     assert signed_in.get(reverse("runs_table:table", args=[project.pk])).status_code == 200
+
+
+def test_the_run_pages_resume_button_resumes_a_script_run(signed_in, template, project, user,
+                                                          tmp_path):
+    from webapp.jobs.services import script_run_launch
+    from webapp.runs.models import Checkpoint, RunStatus
+
+    run = script_run_launch(template=template, project=project, user=user, values={})
+    (tmp_path / "checkpoint-5").mkdir()
+    Checkpoint.objects.create(run=run, step=5, path=str(tmp_path / "checkpoint-5"))
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.INTERRUPTED)
+    assert 'id="resume"' in signed_in.get(run.get_absolute_url()).content.decode()
+    response = signed_in.post(reverse("runs:resume", args=[run.pk]))
+    resumed = Run.objects.get(resumed_from__run=run)
+    assert response.url == resumed.get_absolute_url()
+    assert resumed.config["script"]["argv"][-2:] == ["--resume_from_checkpoint",
+                                                     str(tmp_path / "checkpoint-5")]
