@@ -132,6 +132,8 @@ def test_the_script_experiment_and_project_pages_show_its_runs(signed_in, templa
     assert signed_in.get(run.experiment.get_absolute_url()).status_code == 200
     assert signed_in.get(project.get_absolute_url()).status_code == 200
     assert signed_in.get(reverse("runs_table:table", args=[project.pk])).status_code == 200
+    assert signed_in.get(reverse("runs:compare", args=[project.pk]),
+                         {"runs": [run.pk]}).status_code == 200
 
 
 def test_the_run_pages_resume_button_resumes_a_script_run(signed_in, template, project, user,
