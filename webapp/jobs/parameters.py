@@ -38,7 +38,9 @@ MAX_INT = 10**15
 RESERVED_ENV = re.compile(r"RLAB_.*|MLFLOW_TRACKING_.*|MLFLOW_RUN_ID")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, Unicode's line and paragraph separators, and the bidirectional overrides
+# and isolates, which would make a command on the run's page read otherwise than it runs.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class SpecError(ValueError):
@@ -91,7 +93,8 @@ def text_problem(value: str, *, max_length: int = MAX_TEXT_LENGTH,
     except UnicodeEncodeError:
         return "holds a lone surrogate, which is not text"
     if _CONTROL.search(value):
-        return "holds a control character (a newline, tab or escape)"
+        return ("holds a control character (a newline, tab, escape, or a Unicode line separator "
+                "or bidirectional override)")
     if len(value) > max_length:
         return f"is {len(value)} characters long; at most {max_length}"
     if value.startswith("-") and not allow_dash:

@@ -52,6 +52,8 @@ def test_a_value_holding_a_placeholder_is_not_filled_again():
     ("a\x00b", "NUL"),
     ("a\ud800b", "surrogate"),
     ("a\nb", "control character"),
+    ("safe\u202egnp.exe", "control character"),
+    ("a\u2028b", "control character"),
     ("x" * 300, "at most 256"),
 ])
 def test_bad_text_is_refused_with_the_reason(value, message):
@@ -159,3 +161,18 @@ def test_a_command_may_span_lines_as_a_textarea_sends_them():
 
     assert command_split("accelerate launch \\\r\n  train.py \\\n --lr {lr}") == [
         "accelerate", "launch", "train.py", "--lr", "{lr}"]
+
+
+def test_the_trl_example_launches_with_a_model_folder():
+    from webapp.jobs.examples import example_definitions
+
+    data = next(d for d in example_definitions() if d["name"].startswith("TRL"))
+    definition = template_check(command=data["command"], parameters=data["parameters"],
+                                environment={}, devices=data["devices"])
+    clean = values_clean(definition.parameters, {"model": "/models/smol", "procs": "2"})
+    argv = tokens_render(definition.argv, clean, {"output_dir": "/o", "run_id": "1"})
+    assert argv[:4] == ["accelerate", "launch", "--num_processes", "2"]
+    assert argv[argv.index("--model_name_or_path") + 1] == "/models/smol"
+    for bad in ("../../etc/passwd", "-rf", "/m --max_steps 1"):
+        with pytest.raises(SpecError):
+            values_clean(definition.parameters, {"model": bad})
