@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from ninja import Router, Schema, Status
 from ninja.errors import ValidationError as RequestInvalid
 from pydantic import ConfigDict, Field
@@ -64,8 +65,6 @@ class JobTemplateOut(Schema):
 
     @staticmethod
     def resolve_url(template) -> str:
-        from django.urls import reverse
-
         return reverse("jobs:detail", args=[template.pk])
 
 
