@@ -7,6 +7,8 @@ terminal, through the REST API.
     rlab logs -f 12        (a tracked run: its metrics, as they arrive)
     rlab cancel 12
     rlab sweep sweep.yaml --project 3
+    rlab templates --team 1
+    rlab launch-template 4 --project 3 --param lr=1e-5 --param procs=2
     rlab export 5 -o grpo.yaml && rlab import grpo.yaml --project 4
 
 Exit status: 0 done, 1 refused or failed (a run followed to its end that did not succeed), 2 a
@@ -303,6 +305,65 @@ def sweep(api: Api, args: argparse.Namespace) -> int:
     return OK
 
 
+def param_pair(text: str) -> tuple[str, str]:
+    """A `--param NAME=VALUE`; the value is sent as text, which the server reads as the
+    parameter's type.
+
+    >>> param_pair("lr=1e-5")
+    ('lr', '1e-5')
+    >>> param_pair("tag=a=b")
+    ('tag', 'a=b')
+    """
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=VALUE, e.g. lr=1e-5")
+    return name.strip(), value
+
+
+def param_summary(param: dict[str, Any]) -> str:
+    """A parameter as `rlab templates` lists it.
+
+    >>> param_summary({"name": "lr", "type": "float", "default": 1e-05, "min": 0, "max": 0.1,
+    ...                "choices": [], "required": False})
+    'lr:float=1e-05 [0..0.1]'
+    """
+    text = f"{param['name']}:{param['type']}"
+    if param["default"] not in (None, ""):
+        text += f"={param['default']}"
+    if param["type"] in ("int", "float") and (param["min"], param["max"]) != (None, None):
+        low, high = ("" if bound is None else bound for bound in (param["min"], param["max"]))
+        text += f" [{low}..{high}]"
+    if param["choices"]:
+        text += " {" + "|".join(param["choices"]) + "}"
+    return text + (" (required)" if param["required"] else "")
+
+
+def templates(api: Api, args: argparse.Namespace) -> int:
+    listed = api.get("/job-templates", **({"team_id": args.team} if args.team else {}))
+    for template in listed:
+        params = ", ".join(param_summary(param) for param in template["parameters"])
+        print(f"{template['id']}\t{template['name']}\tqueue {template['queue']}\t"
+              f"{params or 'no parameters'}")
+    if not listed:
+        note("No job templates: a team admin creates them on the team's Job templates page.")
+    return OK
+
+
+def launch_template(api: Api, args: argparse.Namespace) -> int:
+    values: dict[str, str] = {}
+    for name, value in args.param or []:
+        if name in values:
+            raise Usage(f"--param {name} given twice")
+        values[name] = value
+    body: dict[str, Any] = {"project_id": args.project, "values": values,
+                            "priority": args.priority}
+    if args.experiment:
+        body["experiment_name"] = args.experiment
+    run = api.post_json(f"/job-templates/{args.template}/launch", body)
+    print(f"Launched {run['name']} (run {run['id']}): {api.page_url(run['url'])}", flush=True)
+    return follow(api, run["id"]) if args.follow else OK
+
+
 def get_waiting(api: Api, run_id: int, path: str, **params: Any) -> dict[str, Any]:
     """GET `path` for a run being followed; while the server is away, wait for it (saying so
     once), as `tail -f` waits for a file."""
@@ -459,6 +520,22 @@ def parser() -> argparse.ArgumentParser:
                                              "pruner, budget, max_concurrent, seeds, axes")
     sub.add_argument("--project", type=int, required=True, help="the project's id")
     sub.add_argument("--name", help="the sweep's name, instead of the file's")
+
+    sub = command("templates", templates, "List the job templates of your teams, with their "
+                                          "parameters.")
+    sub.add_argument("--team", type=int, help="only this team's (its id)")
+
+    sub = command("launch-template", launch_template,
+                  "Launch a job template as a run, with parameter values.")
+    sub.add_argument("template", type=int, help="the template's id (see `rlab templates`)")
+    sub.add_argument("--project", type=int, required=True, help="the project's id")
+    sub.add_argument("--param", type=param_pair, action="append", metavar="NAME=VALUE",
+                     help="a parameter's value (repeatable); the others take their defaults")
+    sub.add_argument("--experiment", help="the experiment to group the run in (default: the "
+                                          "template's name)")
+    sub.add_argument("--priority", type=int, default=0, help="-100 to 100 (default 0)")
+    sub.add_argument("-f", "--follow", action="store_true",
+                     help="print the run's log until it ends; exit 1 unless it succeeded")
 
     sub = command("export", export, "Write an experiment as YAML, for launch or import.")
     sub.add_argument("experiment", type=int, help="the experiment's id")

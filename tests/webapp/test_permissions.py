@@ -17,6 +17,7 @@ from webapp.artifacts.storage import artifact_storage
 from webapp.datasets.services import dataset_create
 from webapp.reviews import services as reviews
 from webapp.runs.ingestion import CheckpointSaved, checkpoints_ingest, rollouts_ingest
+from webapp.jobs.services import job_template_create
 from webapp.runs.models import Rollout
 from webapp.runs.services import run_launch
 from webapp.teams.models import Membership, Role
@@ -121,6 +122,13 @@ MATRIX = {
     "sweeps:create": ("get", ["project_id"], {}, WRITE_PAGE),
     "sweeps:detail": ("get", ["sweep_id"], {}, READ),
     "sweeps:cancel": ("post", ["sweep_id"], {}, WRITE),
+    "jobs:list": ("get", ["team_id"], {}, READ),
+    "jobs:create": ("get", ["team_id"], {}, ADMIN_PAGE),
+    "jobs:examples": ("post", ["team_id"], {}, ADMIN),
+    "jobs:detail": ("get", ["template_id"], {}, READ),
+    "jobs:edit": ("get", ["template_id"], {}, ADMIN_PAGE),
+    "jobs:delete": ("post", ["template_id"], {}, ADMIN),
+    "jobs:launch": ("get", ["template_id"], {}, WRITE_PAGE),
     "api_tokens:list": ("get", [], {}, SIGNED_IN),
     # The token is the admin's own: anyone else's is 404, whatever their role.
     "api_tokens:revoke": ("post", ["token_id"], {},
@@ -186,7 +194,10 @@ def world(user, team, project, experiment, member_of, django_user_model, setting
            "comment_id": comment.pk, "annotation_id": annotation.pk, "tag_id": tag.pk,
            "dataset_id": dataset.pk, "upload_token": "0" * 32, "prompt_id": "1+1", "fmt": "csv",
            "checkpoint_id": run.checkpoints.get().pk, "artifact_id": artifact.pk,
-           "token_id": token_create(user=user, name="cli")[0].pk}
+           "token_id": token_create(user=user, name="cli")[0].pk,
+           "template_id": job_template_create(team=team, user=user, fields={
+               "name": "world", "command": "echo {n}",
+               "parameters": [{"name": "n", "type": "int", "default": 1}]}).pk}
     return users, ids
 
 

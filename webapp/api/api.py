@@ -22,6 +22,7 @@ from webapp.api.auth import API_AUTH, REFUSAL
 from webapp.api.routers import (
     experiments,
     imports,
+    jobs,
     logs,
     metrics,
     projects,
@@ -63,7 +64,7 @@ api = NinjaAPI(title="rlab API", version="1", auth=API_AUTH, urls_namespace="api
                            "on the API tokens page.")
 
 for module in (projects, experiments, runs, logs, tracking, metrics, rollouts, imports,
-               queue, sweeps):
+               queue, sweeps, jobs):
     api.add_router("", module.router)
 
 

@@ -41,6 +41,7 @@ urlpatterns = [
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.reviews.urls")),
     path("", include("webapp.sweeps.urls")),
+    path("", include("webapp.jobs.urls")),
     path("", include("webapp.deletion.urls")),
     path("", include("webapp.queue.urls")),
     path("", include("webapp.groups.urls")),

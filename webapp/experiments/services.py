@@ -28,8 +28,8 @@ def experiment_config(kind: str, config: dict[str, Any], *,
     has none: each of its runs records the parameters its script logs. With `project_id`, it must
     also pass the project's checks (config_check_register): the models it names must be ones
     that the project's runs can load."""
-    if kind == ExperimentKind.TRACKED:
-        return {}
+    if kind in (ExperimentKind.TRACKED, ExperimentKind.SCRIPT):
+        return {}  # a script experiment's runs each keep the command they were launched with
     config_class = EvalConfig if kind == ExperimentKind.EVALUATION else RunConfig
     validated = config_class.from_dict(config).to_dict()
     if kind == ExperimentKind.EVALUATION:

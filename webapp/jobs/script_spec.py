@@ -18,6 +18,10 @@ class ScriptSpec:
     template_id: int | None = None
     template_name: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)  # the values launched with
+    # The template's command, environment, devices, parameter specs and resume arguments as they
+    # were at launch (webapp.jobs.services): a resume renders them again for its own run folder,
+    # even after the template changed or was deleted.
+    template_snapshot: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

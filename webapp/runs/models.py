@@ -180,7 +180,10 @@ class Run(models.Model):
             return None
         if self.is_evaluation or self.is_tracked:
             return None  # an evaluation is run again instead; a tracked run resumes elsewhere
-        before_last = self.checkpoints.filter(step__lt=self.config["max_steps"])
+        # A script run's trainer has no max_steps that rlab knows: any checkpoint will do.
+        max_steps = self.config.get("max_steps")
+        before_last = (self.checkpoints.all() if max_steps is None
+                       else self.checkpoints.filter(step__lt=max_steps))
         return next((c for c in before_last.order_by("-step") if os.path.isdir(c.path)), None)
 
     @property

@@ -69,6 +69,9 @@ def run_launch(*, experiment: Experiment, user, overrides: dict[str, Any] | None
     if experiment.is_tracked:
         raise ValidationError(f"{experiment.name} is tracked: its runs are logged by scripts "
                               "that run elsewhere (the SDK, an MLflow client), not launched.")
+    if experiment.kind == ExperimentKind.SCRIPT:
+        raise ValidationError(f"{experiment.name} holds script runs: launch them from their "
+                              "job template.")
     try:
         config = RunConfig.from_dict({**experiment.config, **(overrides or {})}).to_dict()
     except ConfigError as exc:
@@ -145,6 +148,16 @@ def _models_check(*, project_id: int, config: dict[str, Any], config_class, what
         raise ValidationError(f"{what}: {'; '.join(exc.messages)}") from None
 
 
+# How runs that the built-in trainer does not run are resumed, by experiment kind: a script
+# run's by webapp.jobs, which registers it in its AppConfig.ready (it sits above this app).
+_resumers: dict[str, Callable[..., Run]] = {}
+
+
+def run_resume_register(kind: str, resumer: Callable[..., Run]) -> None:
+    """Have run_resume call `resumer(run=, user=)` for the runs of experiments of `kind`."""
+    _resumers[kind] = resumer
+
+
 def run_resume(*, run: Run, user) -> Run:
     """Continue a failed, cancelled or interrupted run in a new run of the same experiment: the
     old run's config, from its newest checkpoint still on disk (weights, optimiser, sampler,
@@ -152,6 +165,9 @@ def run_resume(*, run: Run, user) -> Run:
     if run.status not in RESUMABLE_STATUSES:
         raise ValidationError(f"Only a failed, cancelled or interrupted run can be resumed; run "
                               f"#{run.number} is {run.status}.")
+    resumer = _resumers.get(run.experiment.kind)
+    if resumer is not None:
+        return resumer(run=run, user=user)
     checkpoint = run.checkpoint_to_resume()
     if checkpoint is None:
         if not run.checkpoints.exists():

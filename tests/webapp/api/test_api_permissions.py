@@ -16,6 +16,7 @@ from django.test import Client
 from training.spec.config import RunConfig
 from webapp.api.api import api
 from webapp.api.tokens import token_create
+from webapp.jobs.services import job_template_create
 from webapp.runs.services import run_launch
 
 pytestmark = pytest.mark.django_db
@@ -75,6 +76,10 @@ MATRIX = {
     ("post", "/api/projects/{project_id}/sweeps"): (SWEEP, CREATE),
     ("get", "/api/sweeps/{sweep_id}"): (None, READ),
     ("post", "/api/sweeps/{sweep_id}/cancel"): (None, WRITE),
+    ("get", "/api/job-templates"): (None, SIGNED_IN),
+    ("get", "/api/job-templates/{template_id}"): (None, READ),
+    # The world's project_id is put in the body (test_access).
+    ("post", "/api/job-templates/{template_id}/launch"): ({"project_id": "{project_id}"}, CREATE),
 }
 
 
@@ -107,7 +112,11 @@ def world(user, team, project, experiment, member_of, django_user_model):
     tokens = {role: token_create(user=someone, name="test")[1] for role, someone in users.items()}
     tokens["anonymous"] = None
     tokens["bad token"] = tokens["admin"][:-2] + "xx"
-    ids = {"project_id": project.pk, "experiment_id": experiment.pk, "run_id": run.pk}
+    template = job_template_create(team=team, user=user, fields={
+        "name": "world", "command": "echo {n}",
+        "parameters": [{"name": "n", "type": "int", "default": 1}]})
+    ids = {"project_id": project.pk, "experiment_id": experiment.pk, "run_id": run.pk,
+           "template_id": template.pk}
     return tokens, ids
 
 
@@ -119,6 +128,8 @@ def test_access(world, method, path, role):
     if "{sweep_id}" in path:
         ids = {**ids, "sweep_id": sweep_of(ids["project_id"])}
     url = path.format(**ids)
+    if isinstance(body, dict) and body.get("project_id") == "{project_id}":
+        body = {**body, "project_id": ids["project_id"]}
     response = call(Client(enforce_csrf_checks=True), method, url, body, tokens[role])
     if role in ("anonymous", "bad token"):
         assert response.status_code == 401, f"{role} {method.upper()} {url}"

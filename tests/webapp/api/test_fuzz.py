@@ -22,6 +22,7 @@ from tests.stack import start_web
 from webapp.api.api import api
 from webapp.api.tokens import token_create
 from webapp.experiments.services import experiment_create
+from webapp.jobs.services import job_template_create
 from webapp.projects.services import project_create
 from webapp.runs.ingestion import rollouts_ingest
 from webapp.runs.models import Run
@@ -58,8 +59,13 @@ class World:
         rollouts_ingest(run_id=launched.pk, step=1, items=[
             {"prompt": "1+1", "completion": "2", "reward": 1.0,
              "tokens": {"text": ["2"], "logprob": [-0.1]}}])
+        template = job_template_create(team=team, user=user, fields={
+            "name": "fuzzed", "command": "echo {n} {word}",
+            "parameters": [{"name": "n", "type": "int", "default": 1, "min": 0, "max": 9},
+                           {"name": "word", "type": "str", "default": "x"}]})
         self.ids = {"project_id": project.pk, "experiment_id": experiment.pk,
-                    "evaluation_id": evaluation.pk, "run_id": launched.pk}
+                    "evaluation_id": evaluation.pk, "run_id": launched.pk,
+                    "template_id": template.pk}
         self.tracked_run = self._new_tracked_run()
         self.headers = {"Authorization": f"Bearer {token_create(user=user, name='fuzz')[1]}"}
 

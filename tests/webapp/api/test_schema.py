@@ -33,7 +33,9 @@ def test_the_openapi_schema_documents_every_endpoint(client):
         ("DELETE", "/api/experiments/{experiment_id}"), ("DELETE", "/api/projects/{project_id}"),
         ("GET", "/api/queue"), ("POST", "/api/runs/{run_id}/priority"),
         ("POST", "/api/projects/{project_id}/sweeps"), ("GET", "/api/sweeps/{sweep_id}"),
-        ("POST", "/api/sweeps/{sweep_id}/cancel")}
+        ("POST", "/api/sweeps/{sweep_id}/cancel"), ("GET", "/api/job-templates"),
+        ("GET", "/api/job-templates/{template_id}"),
+        ("POST", "/api/job-templates/{template_id}/launch")}
     assert all(op.get("summary") and op.get("security") for op in operations.values())
     metrics_body = operations[("POST", "/api/runs/{run_id}/metrics")]["requestBody"]
     properties = metrics_body["content"]["application/json"]["schema"]["properties"]
