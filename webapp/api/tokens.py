@@ -49,7 +49,7 @@ def token_find(token: str) -> ApiToken | None:
     if (len(parts) != 3 or parts[0] != "rlab" or not token.isascii()
             or not _PREFIX.fullmatch(parts[1])):
         return None
-    row = (ApiToken.objects.select_related("user", "run")
+    row = (ApiToken.objects.select_related("user", "run__experiment")
            .filter(prefix=parts[1], revoked_at__isnull=True).first())
     if row is None or not hmac.compare_digest(row.digest, _digest(token.strip())):
         return None

@@ -20,7 +20,7 @@ from tests.stack import start_web
 from webapp.api.models import ApiToken
 from webapp.api.run_tokens import run_token_create
 from webapp.api.tokens import token_create
-from webapp.artifacts.models import Artifact, LoggedModel
+from webapp.artifacts.models import Artifact, LoggedModel, LoggedModelStatus
 from webapp.config.middleware import RUN_TOKEN_ROUTES
 from webapp.experiments.models import Experiment, ExperimentKind
 from webapp.runs.models import MetricPoint, Run, RunStatus
@@ -80,7 +80,8 @@ def web(django_db_setup, tmp_path_factory):
 
 PROCESS = textwrap.dedent('''
     """A script run's process: the mlflow client's fluent API, then a Trainer reporting to
-    MLflow, both resuming the run by MLFLOW_RUN_ID."""
+    MLflow (its checkpoint as a logged model: HF_MLFLOW_LOG_ARTIFACTS), both resuming the run
+    by MLFLOW_RUN_ID."""
     import os, sys
     from pathlib import Path
 
@@ -110,8 +111,8 @@ PROCESS = textwrap.dedent('''
     os.environ["MLFLOW_RUN_ID"] = run_id  # start_run took it out of the environment
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
     args = TrainingArguments(output_dir="out", max_steps=2, per_device_train_batch_size=2,
-                             logging_steps=1, save_strategy="no", report_to=["mlflow"],
-                             use_cpu=True, disable_tqdm=True)
+                             logging_steps=1, save_strategy="steps", save_steps=2,
+                             report_to=["mlflow"], use_cpu=True, disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=Rows()).train()
 ''')
 
@@ -121,7 +122,8 @@ def test_the_mlflow_client_and_a_trainer_log_into_the_run_which_keeps_running(
     run = script_run(project, user)
     environment = {**os.environ, "MLFLOW_TRACKING_URI": f"{web}/mlflow/{project.pk}",
                    "MLFLOW_TRACKING_TOKEN": run_token_create(run=run),
-                   "MLFLOW_RUN_ID": str(run.pk), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+                   "MLFLOW_RUN_ID": str(run.pk), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                   "HF_MLFLOW_LOG_ARTIFACTS": "1"}
     environment.pop("MLFLOW_EXPERIMENT_ID", None)
     environment.pop("MLFLOW_EXPERIMENT_NAME", None)
     done = subprocess.run([sys.executable, "-c", PROCESS, str(tiny_model)], cwd=tmp_path,
@@ -140,38 +142,11 @@ def test_the_mlflow_client_and_a_trainer_log_into_the_run_which_keeps_running(
     assert {("loss", 1), ("loss", 2), ("learning_rate", 1)} <= steps
     assert MetricPoint.objects.filter(run=run, key="loss", step=1).count() == 1
     assert Artifact.objects.get(run=run, path="notes.txt").size == len("from the process")
-
-
-def test_the_sdk_launched_as_a_run_logs_into_it_and_leaves_its_end_to_the_worker(
-        web, transactional_db, project, user, tmp_path, monkeypatch, caplog):
-    import rlab
-
-    run = script_run(project, user)
-    monkeypatch.setenv("RLAB_RUN_ID", str(run.pk))
-    monkeypatch.setenv("RLAB_URL", web)
-    monkeypatch.setenv("RLAB_TOKEN", run_token_create(run=run))
-    logged = rlab.init(project=project.pk, experiment="named in the script", config={"lr": 0.1},
-                       spool_dir=tmp_path / "spool", flush_interval=0.1)
-    assert logged.id == run.pk
-    logged.log({"reward/mean": 0.25}, step=3)
-    logged.log_rollouts([{"prompt": "1 + 1 =", "completion": " 2", "reward": 1.0}], step=3)
-    logged._uploader.heartbeat()
-    assert logged.finish(timeout=60)
-
-    run.refresh_from_db()
-    assert run.status == RunStatus.RUNNING
-    assert run.config["lr"] == "0.1"
-    assert MetricPoint.objects.get(run=run, key="reward/mean").step == 3
-    assert run.rollouts.get().completion == " 2"
-    assert Experiment.objects.filter(name="named in the script").count() == 0
-
-
-def test_the_sdk_refuses_a_run_id_that_is_not_one(monkeypatch):
-    import rlab
-
-    monkeypatch.setenv("RLAB_RUN_ID", "12; rm -rf")
-    with pytest.raises(rlab.RlabError, match="RLAB_RUN_ID"):
-        rlab.init(project=1, experiment="x", url="http://127.0.0.1:9", token="rlab_0_x")
+    checkpoint = LoggedModel.objects.get(source_run=run)
+    assert checkpoint.name == "checkpoint-2"
+    assert checkpoint.status == LoggedModelStatus.READY
+    assert Artifact.objects.filter(logged_model=checkpoint,
+                                   path="artifacts/checkpoint-2/model.safetensors").exists()
 
 
 # Its scope ----------------------------------------------------------------------------------
@@ -329,8 +304,13 @@ def test_an_end_reported_by_the_process_is_accepted_and_changes_nothing(client, 
                                content_type="application/json", **bearer(token))
         assert finished.status_code == 200
         assert finished.json()["status"] == "running"
+    for call in ("heartbeat", "resume"):  # the worker's heartbeat is the one that counts
+        answer = client.post(f"/api/runs/{run.pk}/{call}", **bearer(token))
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "running"
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
+    assert run.heartbeat_at is None
     assert ApiToken.objects.get(run=run).revoked_at is None
     assert f"script run {run.pk}: its process reported the status FINISHED" in caplog.text
 

@@ -10,11 +10,10 @@ heartbeat, resume and end are answered with the run as it is and change nothing.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from django.http import HttpRequest
-import logging
-
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ConfigDict, Field, StringConstraints
