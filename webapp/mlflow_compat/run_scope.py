@@ -28,6 +28,12 @@ from webapp.mlflow_compat.urls import ARTIFACTS, PREFIX
 
 # Where webapp/config/urls.py mounts the tracking endpoints, as the resolver writes the route.
 MOUNT = "mlflow/<int:project_id>/"
+# urls.py's last pattern: every call rlab does not implement.
+NOT_IMPLEMENTED = "(?P<path>(?:ajax-)?api/.*)$"
+
+
+def anything(request: HttpRequest, kwargs: Mapping[str, Any], scope: RunScope) -> bool:
+    return True
 
 
 def in_project(check: Check) -> Check:
@@ -122,4 +128,8 @@ MLFLOW_ROUTES: dict[Route, Check] = {
     ("PUT", f"{MOUNT}{ARTIFACTS}/<path:location>"): in_project(artifact_in_address),
     ("GET", f"{MOUNT}{ARTIFACTS}/<path:location>"): in_project(artifact_in_address),
     ("GET", f"{MOUNT}{ARTIFACTS}"): in_project(artifact_listed),
+    # What rlab does not implement (runs/delete-tag, traces...) says so, as to anyone: the
+    # answer names nothing and reads nothing.
+    **{(method, f"{MOUNT}{NOT_IMPLEMENTED}"): in_project(anything)
+       for method in ("GET", "POST", "PATCH", "DELETE")},
 }
