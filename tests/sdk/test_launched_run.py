@@ -46,3 +46,16 @@ def test_the_sdk_refuses_a_run_id_that_is_not_one(monkeypatch):
     monkeypatch.setenv("RLAB_RUN_ID", "12; rm -rf")
     with pytest.raises(rlab.RlabError, match="RLAB_RUN_ID"):
         rlab.init(project=1, experiment="x", url="http://127.0.0.1:9", token="rlab_0_x")
+
+
+def test_each_process_of_a_launch_spools_apart(monkeypatch, tmp_path):
+    """Under torchrun or accelerate every rank may call rlab.init: the ranks log into the one
+    run, and no two write the same spool (their batch numbers would collide)."""
+    monkeypatch.setenv("RLAB_RUN_ID", "7")
+    folders = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        run = rlab.init(url="http://127.0.0.1:9", token="rlab_0_x", spool_dir=tmp_path)
+        folders.append(run.spool_dir)
+        run.finish(timeout=0)
+    assert folders == [tmp_path / "7", tmp_path / "rank-1" / "7"]
