@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import operator
+import os
 import sys
 import threading
 import time
@@ -323,14 +324,27 @@ def init(project: int | None = None, experiment: str = "", name: str = "",
     `resume_run_id` go on logging to an existing run, sending first what an earlier process left
     in its spool; a run that had ended (crashed, failed, even succeeded) runs again, as MLflow's
     start_run(run_id=...) does. Resuming needs no server at that moment: the resume is the
-    first batch spooled. url and token default to RLAB_URL and RLAB_TOKEN; the spool to
+    first batch spooled.
+
+    In a process that rlab launched (a job template's command: RLAB_RUN_ID, RLAB_URL and the
+    run's own RLAB_TOKEN are set), it logs into that run instead, whatever project and
+    experiment say, so a script written for rlab.init logs unchanged into the run it was
+    launched as; `config` is logged as its parameters, and the run's end stays its worker's
+    (the process's exit code). Each process of a multi-process launch (RANK set) spools apart,
+    under <spool>/rank-<RANK>. url and token default to RLAB_URL and RLAB_TOKEN; the spool to
     RLAB_SPOOL_DIR or ~/.cache/rlab/spool. Creating the run is retried for `init_timeout`
     seconds while the server cannot be reached. `options`: flush_interval (s), flush_points, retry_max_delay (s),
     finish_timeout (s), heartbeat_interval (s), passed to Run."""
     client = Client(url, token)
     root = Path(spool_dir) if spool_dir else spool_root()
-    if resume_run_id is not None:
-        run = Run(client=client, run_id=resume_run_id, spool_dir=root, resume=True, **options)
+    launched = launched_run_id() if resume_run_id is None else None
+    if launched is not None and (rank := process_rank()):
+        # The processes of one launch (torchrun, accelerate) log into the same run: each keeps
+        # a spool of its own, which `rlab.sync(run_id, spool_dir=<root>/rank-<n>)` sends later.
+        root = root / f"rank-{rank}"
+    if resume_run_id is not None or launched is not None:
+        run = Run(client=client, run_id=launched if resume_run_id is None else resume_run_id,
+                  spool_dir=root, resume=launched is None, **options)
         if config:
             run.log_params(config)
         return run
@@ -343,6 +357,24 @@ def init(project: int | None = None, experiment: str = "", name: str = "",
                        "client_key": uuid.uuid4().hex}).encode()
     info = _create_run(client, f"/projects/{int(project)}/tracked-runs", body, init_timeout)
     return Run(client=client, run_id=info["id"], info=info, spool_dir=root, **options)
+
+
+def launched_run_id() -> int | None:
+    """The run rlab launched this process as (RLAB_RUN_ID), or None outside one."""
+    value = os.environ.get("RLAB_RUN_ID", "").strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise RlabError(f"RLAB_RUN_ID is {value[:40]!r}, not a run's id: unset it, or set it "
+                        "to the id of the run to log into.")
+    return int(value)
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process launch (RANK, as torchrun and accelerate set
+    it); 0 outside one."""
+    value = os.environ.get("RANK", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else 0
 
 
 def _create_run(client: Client, path: str, body: bytes, timeout: float) -> dict[str, Any]:

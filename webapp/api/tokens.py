@@ -40,32 +40,47 @@ def token_revoke(*, token: ApiToken) -> None:
         revoked_at=timezone.now())
 
 
-def token_user(token: str):
-    """The active user a token belongs to, or None for anything else (malformed, unknown,
-    revoked, or an inactive user)."""
+def token_find(token: str) -> ApiToken | None:
+    """The token's row, with its user and its run, while it is accepted; None for anything else
+    (malformed, unknown, revoked, its user inactive, or a run's token whose run has ended: the
+    end revokes it (webapp.api.apps), and this refuses it too, should that write be lost)."""
     parts = token.strip().split("_", 2)
     # Only a token's own characters reach the database: no NUL, nothing to encode.
     if (len(parts) != 3 or parts[0] != "rlab" or not token.isascii()
             or not _PREFIX.fullmatch(parts[1])):
         return None
-    row = (ApiToken.objects.select_related("user")
+    row = (ApiToken.objects.select_related("user", "run__experiment")
            .filter(prefix=parts[1], revoked_at__isnull=True).first())
     if row is None or not hmac.compare_digest(row.digest, _digest(token.strip())):
         return None
-    if not row.user.is_active:
+    if not row.user.is_active or (row.run is not None and row.run.is_terminal):
         return None
     now = timezone.now()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
-    return row.user
+    return row
+
+
+def token_user(token: str):
+    """The active user a token belongs to, or None for a token that is not accepted
+    (token_find)."""
+    row = token_find(token)
+    return None if row is None else row.user
+
+
+def request_token(request, token: str) -> ApiToken | None:
+    """token_find for a request, looked up once: the check of every request's token in front of
+    the views (webapp.config.middleware: its refusal, and a run token's scope) and the
+    endpoint's own authentication share it."""
+    found = getattr(request, "_token_row", None)
+    if found is not None and found[0] == token:
+        return found[1]
+    row = token_find(token)
+    request._token_row = (token, row)
+    return row
 
 
 def request_token_user(request, token: str):
-    """token_user for a request, looked up once: the check of every request's token in front of
-    the views (webapp.config.middleware) and the endpoint's own authentication share it."""
-    found = getattr(request, "_token_user", None)
-    if found is not None and found[0] == token:
-        return found[1]
-    user = token_user(token)
-    request._token_user = (token, user)
-    return user
+    """The user of request_token's row, or None."""
+    row = request_token(request, token)
+    return None if row is None else row.user

@@ -1,7 +1,10 @@
 """The API tokens page: a user's personal access tokens for the API, the SDK, the CLI and MLflow
 clients. A new token appears once, in the response to the POST that creates it. It is kept
 nowhere else (not in the session, not in a message): the database holds only its SHA-256, so a
-reload, or anyone who reads the database later, cannot see it again."""
+reload, or anyone who reads the database later, cannot see it again.
+
+Runs' own tokens (webapp.api.run_tokens) are not the user's: they are neither listed nor
+revoked here; each lives and ends with its run."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -21,7 +24,7 @@ def _render(request: HttpRequest, form: ApiTokenForm, created: ApiToken | None =
         "form": form,
         "created": created,
         "token": token,
-        "tokens": request.user.api_tokens.all(),
+        "tokens": request.user.api_tokens.filter(run__isnull=True),
         "api_root": request.build_absolute_uri(reverse("api:api-root")),
     }
     template = "api/tokens.html#tokens" if request.htmx else "api/tokens.html"
@@ -45,8 +48,8 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    """Another user's token is 404, as if it did not exist."""
-    token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
+    """Another user's token, or a run's, is 404, as if it did not exist."""
+    token = get_object_or_404(ApiToken, pk=token_id, user=request.user, run__isnull=True)
     tokens.token_revoke(token=token)
     if request.htmx:
         return _render(request, ApiTokenForm())

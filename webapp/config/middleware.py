@@ -1,6 +1,7 @@
 """MalformedInputMiddleware: the address, the cookies and the form of every request are checked
 against what rlab stores (webapp.common.inputs) before any view or database query sees them.
-UnusableTokenMiddleware: a request carrying a token rlab does not accept is a 401 that says so."""
+UnusableTokenMiddleware: a request carrying a token rlab does not accept is a 401 that says so,
+and one carrying a run's own token reaches only that run (a 404 elsewhere)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,23 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotFound,
+    JsonResponse,
+)
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.html import format_html
 
 from webapp.api.auth import REFUSAL
-from webapp.api.tokens import request_token_user
+from webapp.api.run_scope import API_ROUTES, scope_allows, scope_refusal_text
+from webapp.api.tokens import request_token, request_token_user
 from webapp.common.inputs import text_problem
 from webapp.mlflow_compat.auth import sent_token, token_refusal
-from webapp.mlflow_compat.errors import error_response
+from webapp.mlflow_compat.errors import MlflowError, error_response
+from webapp.mlflow_compat.run_scope import MLFLOW_ROUTES
 
 # Where the JSON endpoints are mounted (webapp/config/urls.py): their refusals are JSON, each in
 # its own family's words, so that their clients can read them.
@@ -112,7 +121,12 @@ class UnusableTokenMiddleware(MiddlewareMixin):
     endpoints, the password of basic auth sent to the tracking endpoints (the mlflow client's
     other way), and anywhere a bearer token shaped as rlab's (`rlab_…`); so the credentials of
     a proxy in front of the pages pass. A token that is accepted is left to the endpoint, which
-    reuses this lookup (request_token_user): the pages take no token."""
+    reuses this lookup (request_token_user): the pages take no token.
+
+    A run's own token (webapp.api.run_tokens) is also held to its run here, in front of every
+    view whatever the path: the routes webapp.api.run_scope and webapp.mlflow_compat.run_scope
+    allow, for that run; anything else is a 404 in the words of the path's family (a page
+    included: no page takes a token)."""
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
         path = request.path_info
@@ -131,3 +145,27 @@ class UnusableTokenMiddleware(MiddlewareMixin):
         response = JsonResponse({"detail": REFUSAL}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="rlab"'
         return response
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs,
+                     ) -> HttpResponse | None:
+        token = sent_token(request)
+        row = request_token(request, token) if token else None
+        if row is None or row.run_id is None:
+            return None
+        try:
+            if scope_allows(request, row, RUN_TOKEN_ROUTES):
+                return None
+        except MlflowError as exc:  # a tracking body that cannot be read: as the view says
+            return exc.response()
+        text = scope_refusal_text(row)
+        if request.path_info.startswith(MLFLOW_PREFIX):
+            return error_response("RESOURCE_DOES_NOT_EXIST", text)
+        if request.path_info.startswith(API_PREFIX):
+            return JsonResponse({"detail": text}, status=404)
+        return HttpResponseNotFound(format_html(NOT_FOUND_PAGE, text))
+
+
+# Every route a run's own token may take, REST and tracking; any other is refused.
+RUN_TOKEN_ROUTES = {**API_ROUTES, **MLFLOW_ROUTES}
+NOT_FOUND_PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found · rlab"
+                  "</title><h1>Not found</h1><p>{}</p></html>")

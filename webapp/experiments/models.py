@@ -10,6 +10,11 @@ class ExperimentKind(models.TextChoices):
     SCRIPT = "script", "Script: commands launched from a job template"
 
 
+# The experiments whose runs take data from scripts through the tracking endpoints: a tracked
+# run's script outside rlab, and a script run's process, which rlab launched.
+LOGGED_BY_SCRIPTS = (ExperimentKind.TRACKED, ExperimentKind.SCRIPT)
+
+
 class Experiment(models.Model):
     """A definition: what to train and how (a training.spec.config.RunConfig), or what to evaluate a
     model on and how (an evaluation: a training.spec.evaluation_config.EvalConfig without its
@@ -48,3 +53,11 @@ class Experiment(models.Model):
     @property
     def is_tracked(self) -> bool:
         return self.kind == ExperimentKind.TRACKED
+
+    @property
+    def is_script(self) -> bool:
+        return self.kind == ExperimentKind.SCRIPT
+
+    @property
+    def is_logged_by_scripts(self) -> bool:
+        return self.kind in LOGGED_BY_SCRIPTS

@@ -24,7 +24,7 @@ from webapp.artifacts import storage
 from webapp.artifacts.models import Artifact, LoggedModel
 from webapp.artifacts.paths import ArtifactPathError, artifact_path_check
 from webapp.artifacts.services import ArtifactRefused, Owner, artifact_upload, owner_q
-from webapp.experiments.models import ExperimentKind
+from webapp.experiments.models import LOGGED_BY_SCRIPTS
 from webapp.mlflow_compat.auth import request_user
 from webapp.mlflow_compat.endpoint import project_for
 from webapp.mlflow_compat.errors import MlflowError, error_response
@@ -42,13 +42,14 @@ LOCATION_HELP = ("Artifact paths here are <experiment id>/<run id>/artifacts/<pa
 
 def owner_and_path(project: Project, location: str) -> tuple[Owner, str]:
     """The run or logged model a location names, and the path under its artifacts ("" for its
-    top); RESOURCE_DOES_NOT_EXIST for one outside the project's tracked experiments."""
+    top); RESOURCE_DOES_NOT_EXIST for one outside the project's tracked and script
+    experiments."""
     match = LOCATION.fullmatch(location)
     if match is None:
         raise MlflowError("INVALID_PARAMETER_VALUE",
                           f"No artifacts at {location[:200]!r}. {LOCATION_HELP}")
     experiment_id = row_id(match["experiment"])
-    tracked = {"experiment__project": project, "experiment__kind": ExperimentKind.TRACKED,
+    tracked = {"experiment__project": project, "experiment__kind__in": LOGGED_BY_SCRIPTS,
                "experiment_id": experiment_id}
     owner: Owner | None
     if match["model"] is not None:

@@ -19,7 +19,7 @@ from webapp.artifacts.services import (
     logged_model_update,
 )
 from webapp.common.inputs import Text
-from webapp.experiments.models import ExperimentKind
+from webapp.experiments.models import LOGGED_BY_SCRIPTS
 from webapp.mlflow_compat import bodies
 from webapp.mlflow_compat.endpoint import endpoint
 from webapp.mlflow_compat.entities import artifact_uri, ms
@@ -97,7 +97,7 @@ def logged_model_json(model: LoggedModel) -> dict:
 
 def project_models(project: Project):
     return LoggedModel.objects.filter(experiment__project=project,
-                                      experiment__kind=ExperimentKind.TRACKED)
+                                      experiment__kind__in=LOGGED_BY_SCRIPTS)
 
 
 def model_of(project: Project, model_id: str) -> LoggedModel:
@@ -111,7 +111,7 @@ def model_of(project: Project, model_id: str) -> LoggedModel:
 def tracked_run(project: Project, run_id: str) -> Run:
     pk = row_id(run_id)
     run = None if pk is None else Run.objects.filter(
-        pk=pk, experiment__project=project, experiment__kind=ExperimentKind.TRACKED).first()
+        pk=pk, experiment__project=project, experiment__kind__in=LOGGED_BY_SCRIPTS).first()
     if run is None:
         raise MlflowError("RESOURCE_DOES_NOT_EXIST",
                           f"Run with id={run_id} not found in project {project.name}.")

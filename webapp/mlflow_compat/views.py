@@ -3,10 +3,14 @@ GET parameters or a JSON body in, JSON out, MLflow's error JSON for anything ref
 
 Each acts as the token's user in the project of the tracking URI, with the web pages' rules: a
 project the user cannot see is RESOURCE_DOES_NOT_EXIST (404), a viewer is PERMISSION_DENIED
-(403) on every write. Only the project's tracked experiments and their runs are seen here: the
-experiments rlab runs itself take no data from scripts."""
+(403) on every write. Only the project's tracked experiments and their runs are seen here, and
+one by one a script experiment's runs, whose processes log into them (a run's own token reaches
+only its run: webapp.mlflow_compat.run_scope): the experiments rlab trains itself take no data
+from scripts."""
 
 from __future__ import annotations
+
+import logging
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -15,7 +19,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.common.inputs import storable_text
-from webapp.experiments.models import Experiment, ExperimentKind
+from webapp.experiments.models import LOGGED_BY_SCRIPTS, Experiment, ExperimentKind
 from webapp.mlflow_compat import bodies
 from webapp.mlflow_compat.endpoint import endpoint
 from webapp.mlflow_compat.entities import (
@@ -46,6 +50,8 @@ from webapp.runs.tracking import (
 )
 from webapp.teams.models import Role
 
+logger = logging.getLogger(__name__)
+
 # Set by rlab-client's MLflow plugin (rlab.mlflow_plugin) on the calls of a script that is
 # exiting on an uncaught exception: the exception's type.
 SCRIPT_EXCEPTION_HEADER = "X-Rlab-Script-Exception"
@@ -57,7 +63,7 @@ def row_id(value: str) -> int | None:
 
 
 def tracked(experiment: Experiment) -> Experiment:
-    if not experiment.is_tracked:
+    if not experiment.is_logged_by_scripts:
         raise MlflowError("INVALID_PARAMETER_VALUE",
                           f"{experiment.name!r} is a {experiment.kind} experiment, launched "
                           "from rlab: it takes no runs from scripts. Log to another experiment "
@@ -78,13 +84,13 @@ def experiment_with_id(project: Project, experiment_id: str) -> Experiment:
 
 
 def run_of(project: Project, body: bodies.RunBody) -> Run:
-    """The tracked run a request names."""
+    """The tracked run, or script run, a request names."""
     if body.run is None:
         raise MlflowError("INVALID_PARAMETER_VALUE",
                           "Missing value for required parameter 'run_id'.")
     pk = row_id(body.run)
     runs = Run.objects.filter(experiment__project=project,
-                              experiment__kind=ExperimentKind.TRACKED)
+                              experiment__kind__in=LOGGED_BY_SCRIPTS)
     run = None if pk is None else runs.select_related("experiment", "launched_by").filter(
         pk=pk).first()
     if run is None:
@@ -192,7 +198,11 @@ def run_update(*, project: Project, user, body: bodies.RunUpdate, headers) -> di
 
     MLflow's client ends a script's run as FINISHED even when the script dies of an uncaught
     exception (an atexit hook): rlab-client's request-header plugin then names the exception in
-    SCRIPT_EXCEPTION_HEADER, and the run ends as failed."""
+    SCRIPT_EXCEPTION_HEADER, and the run ends as failed.
+
+    A script run's status is its worker's (the process's exit code): the end its process
+    reports (transformers' MLflowCallback ends the run when training ends, before the process
+    exits) is accepted and logged, and changes nothing."""
     run = run_of(project, body)
     rename(run, body.run_name)
     if body.status is None:
@@ -201,6 +211,11 @@ def run_update(*, project: Project, user, body: bodies.RunUpdate, headers) -> di
         raise MlflowError("INVALID_PARAMETER_VALUE",
                           f"Unknown run status {body.status!r}: one of "
                           f"{', '.join(STATUS_FROM_MLFLOW)}.")
+    if run.is_script:
+        logger.info("script run %s: its process reported the status %s through MLflow; left "
+                    "to its worker, which ends the run by the process's exit code",
+                    run.pk, body.status)
+        return {"run_info": run_info_json(run)}
     wanted = STATUS_FROM_MLFLOW[body.status]
     error = ""
     exception = storable_text(headers.get(SCRIPT_EXCEPTION_HEADER, "").strip())[:200]

@@ -156,6 +156,12 @@ class Run(models.Model):
         """Logged by a script elsewhere (the SDK, an MLflow client), not run by a worker."""
         return self.experiment.is_tracked
 
+    @property
+    def is_script(self) -> bool:
+        """A job template's command, run by a worker: the worker reports its status (the
+        process's exit code), and the process logs its data as a tracked run's script does."""
+        return self.experiment.is_script
+
     def get_absolute_url(self) -> str:
         return reverse("runs:detail", args=[self.pk])
 

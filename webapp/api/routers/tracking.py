@@ -2,10 +2,15 @@
 creates a run of a tracked experiment (made on first use), logs its parameters, metrics and
 rollouts to it, heartbeats while it runs, and ends it; rlab charts and browses it like any other
 run. A run whose script goes silent crashes (RLAB_TRACKED_STALE_AFTER_SECONDS); any write or
-heartbeat from its script makes it run again, and so does resuming it."""
+heartbeat from its script makes it run again, and so does resuming it.
+
+A script run's process (a job template's command, which the SDK attaches to by RLAB_RUN_ID)
+logs its parameters here too; its status is its worker's, from the process's exit code, so its
+heartbeat, resume and end are answered with the run as it is and change nothing."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from django.http import HttpRequest
@@ -28,6 +33,8 @@ from webapp.runs.tracking import (
     tracked_run_reopen,
 )
 from webapp.teams.models import Role
+
+logger = logging.getLogger(__name__)
 
 router = Router(tags=["tracked runs"])
 
@@ -69,9 +76,20 @@ def _text(params: dict[str, ParamValue]) -> dict[str, str]:
 
 
 def _tracked(request: HttpRequest, run_id: int):
+    """The run, tracked or a script run: those that take data from a script."""
     run = get_run_for_user(request.user, run_id, Role.MEMBER)
-    if not run.is_tracked:
+    if not run.experiment.is_logged_by_scripts:
         raise HttpError(409, f"Run {run} was launched from rlab: its worker reports for it.")
+    return run
+
+
+def _as_it_is(run, what: str):
+    """A script run's answer to its process's heartbeat, resume or end: the run, unchanged
+    (409 once it has ended), since its worker reports its status."""
+    if what:
+        logger.info("script run %s: its process reported %s; left to its worker, which ends "
+                    "the run by the process's exit code", run.pk, what)
+    ensure_active(run)
     return run
 
 
@@ -120,6 +138,8 @@ def tracked_run_end(request: HttpRequest, run_id: int, payload: FinishIn):
     """Succeeded (the default), failed or cancelled; a crashed run too (its script got
     through at last); a run that has ended otherwise is a 409."""
     run = _tracked_run(request, run_id)
+    if run.is_script:
+        return _as_it_is(run, f"its end ({payload.status})")
     tracked_run_finish(run_id=run.pk, status=RunStatus(payload.status))
     run.refresh_from_db()
     return run
@@ -133,6 +153,8 @@ def tracked_run_beat(request: HttpRequest, run_id: int):
     run that nothing was heard from for RLAB_TRACKED_STALE_AFTER_SECONDS becomes crashed. A
     crashed run runs again; one that ended otherwise is a 409."""
     run = _tracked(request, run_id)
+    if run.is_script:
+        return _as_it_is(run, "")
     tracked_run_heartbeat(run_id=run.pk)
     run.refresh_from_db()
     ensure_active(run)
@@ -146,6 +168,8 @@ def tracked_run_resume(request: HttpRequest, run_id: int):
     """Running again, whatever its end (succeeded, failed, cancelled, crashed), for a script
     that continues it (`rlab.init(resume_run_id=...)`); its end time and error are cleared."""
     run = _tracked(request, run_id)
+    if run.is_script:
+        return _as_it_is(run, "")
     tracked_run_reopen(run_id=run.pk)
     run.refresh_from_db()
     return run
