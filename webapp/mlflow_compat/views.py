@@ -78,13 +78,15 @@ def experiment_with_id(project: Project, experiment_id: str) -> Experiment:
 
 
 def run_of(project: Project, body: bodies.RunBody) -> Run:
-    """The tracked run a request names."""
+    """The tracked run a request names, or a script run (whose process logs through here with
+    the run's own token, MLFLOW_RUN_ID set by its worker)."""
     if body.run is None:
         raise MlflowError("INVALID_PARAMETER_VALUE",
                           "Missing value for required parameter 'run_id'.")
     pk = row_id(body.run)
     runs = Run.objects.filter(experiment__project=project,
-                              experiment__kind=ExperimentKind.TRACKED)
+                              experiment__kind__in=[ExperimentKind.TRACKED,
+                                                    ExperimentKind.SCRIPT])
     run = None if pk is None else runs.select_related("experiment", "launched_by").filter(
         pk=pk).first()
     if run is None:
@@ -195,7 +197,9 @@ def run_update(*, project: Project, user, body: bodies.RunUpdate, headers) -> di
     SCRIPT_EXCEPTION_HEADER, and the run ends as failed."""
     run = run_of(project, body)
     rename(run, body.run_name)
-    if body.status is None:
+    if body.status is None or run.experiment.kind == ExperimentKind.SCRIPT:
+        # A script run's worker sets its status from the process (transformers' MLflow
+        # callback ends the run as FINISHED before the process exits).
         return {"run_info": run_info_json(run)}
     if body.status not in STATUS_FROM_MLFLOW:
         raise MlflowError("INVALID_PARAMETER_VALUE",
