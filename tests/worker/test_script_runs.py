@@ -213,6 +213,8 @@ def test_a_checkpoint_folder_becomes_a_checkpoint_an_evaluation_runs_on(
         worker, project, user, tiny_model):
     code = ("import os, shutil, sys, time\n"
             f"shutil.copytree({str(tiny_model)!r}, 'out/tmp-2')\n"
+            # transformers' Trainer says its step in trainer_state.json
+            "open('out/tmp-2/trainer_state.json', 'w').write('{\"global_step\": 2}')\n"
             "os.rename('out/tmp-2', 'out/checkpoint-2')\n"
             "os.makedirs('out/checkpoint-4')\n"  # no weights: not a checkpoint
             "open('out/checkpoint-4/config.json', 'w').write('{}')\n"
