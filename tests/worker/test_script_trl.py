@@ -1,0 +1,76 @@
+"""TRL's GRPOTrainer launched as a script run (the recipe the example template runs,
+webapp/jobs/recipes/trl_grpo.py) under `accelerate launch` with two CPU processes over gloo,
+through a real worker, logging to a real web server through the MLflow protocol: one launch,
+watched while it trains, then cancelled, and its checkpoint evaluated by the worker."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.stack import start_web, start_worker, wait_for_run
+from tests.worker.script_runs import launch_script, script_processes
+from webapp.experiments.services import experiment_create
+from webapp.jobs.models import ScriptOutput
+from webapp.runs import services
+from webapp.runs.models import Checkpoint, MetricPoint, Rollout, RunStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+RECIPE = Path(__file__).resolve().parents[2] / "webapp" / "jobs" / "recipes" / "trl_grpo.py"
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+
+
+def test_trl_grpo_under_accelerate_logs_into_its_run_and_cancel_ends_every_rank(
+        tmp_path, project, user, tiny_model):
+    web, base_url = start_web(tmp_path)
+    worker = start_worker(tmp_path, RLAB_WORKER_SCRIPTS="1", RLAB_SCRIPT_SCAN_SECONDS="1",
+                          RLAB_URL=base_url)
+    try:
+        argv = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+                "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE),
+                "--model", str(tiny_model), "--cpu", "--steps", "1000", "--batch-size", "2",
+                "--num-generations", "2", "--max-completion-length", "6", "--save-steps", "1",
+                "--num-prompts", "8", "--lr", "1e-5"]
+        run = launch_script(project, user, argv, rollouts_format="trl",
+                            rollouts_path="completions", checkpoints_path=".",
+                            environment={"OMP_NUM_THREADS": "1"})
+
+        def trained_a_while(r) -> bool:
+            return (MetricPoint.objects.filter(run=r, key="rewards/correct/mean").exists()
+                    and Rollout.objects.filter(run=r).exists()
+                    and Checkpoint.objects.filter(run=r).exists())
+
+        run = wait_for_run(run, lambda r: r.is_terminal or trained_a_while(r), 240, worker)
+        assert run.status == RunStatus.RUNNING, run.error_message
+        ranks = [pid for pid, cmd in script_processes(run.pk).items() if str(RECIPE) in cmd
+                 and "accelerate" not in cmd.split()[1]]
+        assert len(ranks) >= 2, script_processes(run.pk)
+        rollout = Rollout.objects.filter(run=run).first()
+        assert rollout.prompt.startswith("Compute ") and "correct" in rollout.rewards
+        assert ScriptOutput.objects.filter(run=run, problem="").exists()
+
+        assert services.run_cancel(run=run, user=user)
+        cancelled_at = time.monotonic()
+        while script_processes(run.pk) and time.monotonic() - cancelled_at < 1 + 3 + 5:
+            time.sleep(0.2)
+        assert script_processes(run.pk) == {}, "every rank ends within the grace period"
+        run.refresh_from_db()
+        assert run.status == RunStatus.CANCELLED
+
+        checkpoint = Checkpoint.objects.filter(run=run).order_by("step").first()
+        assert (Path(checkpoint.path) / "config.json").is_file()
+        evaluation = experiment_create(
+            project=project, author=user, name="sums", description="", kind="evaluation",
+            config={"task": "arithmetic", "samples": 2, "pass_ks": "1", "maj_ks": "2",
+                    "max_new_tokens": 4, "max_prompts": 2, "rollout_backend": "transformers"})
+        job = services.evaluation_launch(experiment=evaluation, user=user, checkpoint=checkpoint)
+        job = wait_for_run(job, lambda r: r.is_terminal, 180, worker)
+        assert job.status == RunStatus.SUCCEEDED, job.error_message
+        assert Rollout.objects.filter(run=job, step=checkpoint.step).count() == 2 * 2
+    finally:
+        worker.stop()
+        web.stop()
