@@ -79,3 +79,19 @@ def test_a_killed_workers_script_run_is_reaped_and_its_files_are_not_imported_ag
     watcher.scan(final=True)
     assert Rollout.objects.filter(run=run).count() == imported == 4
     assert LogLine.objects.filter(run=run).count() == logged
+
+
+def test_a_worker_shutting_down_interrupts_its_script_run_and_stops_it(tmp_path, project, user):
+    worker = start_worker(tmp_path, RLAB_WORKER_SCRIPTS="1")
+    try:
+        run = launch_script(project, user, python_script("import time; time.sleep(600)"))
+        run = wait_for_run(run, lambda r: r.status == RunStatus.RUNNING
+                           and script_processes(r.pk), 60, worker)
+        worker.proc.send_signal(signal.SIGTERM)  # a warm shutdown: the main process only
+        worker.proc.wait(timeout=30)
+    finally:
+        worker.stop()
+    run.refresh_from_db()
+    assert run.status == RunStatus.INTERRUPTED
+    assert script_processes(run.pk) == {}
+    assert LogLine.objects.filter(run=run, message__startswith="Interrupted").exists()
