@@ -93,12 +93,14 @@ class OutputBudget:
 
 
 class ScriptSupervisor(RunSupervisor):
+    """Supervises one script run's process, from its start to the run's recorded end."""
+
     def __init__(self, *, run_id: int, config: dict[str, Any], created_at,
                  device_ids: list | None = None):
         super().__init__(run_id=run_id, config=config, created_at=created_at, job="script")
         self.spec: ScriptSpec = script_spec_of(config)  # type: ignore[assignment]
         self.device_ids = list(device_ids or [])
-        self.secrets: list[str] = []
+        self.secrets: list[str] = []  # longest first, so that none is left half redacted
         self.budget = OutputBudget(head=settings.RLAB_SCRIPT_LOG_HEAD_BYTES,
                                    tail=settings.RLAB_SCRIPT_LOG_TAIL_BYTES)
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
@@ -183,6 +185,9 @@ class ScriptSupervisor(RunSupervisor):
             _signal_group(proc.pid, signal.SIGKILL)
         for reader in readers:
             reader.join(timeout=10)
+        if not any(reader.is_alive() for reader in readers):
+            proc.stdout.close()
+            proc.stderr.close()
         watcher.join()
 
     def _working_dir(self, output_dir: Path) -> tuple[Path, str]:
@@ -254,6 +259,9 @@ class ScriptSupervisor(RunSupervisor):
     def _read_output(self, stream: IO[bytes], source: str) -> None:
         """Lines of `stream`, read a block at a time; a line longer than MAX_LINE_BYTES is cut
         into pieces of that size."""
+        secrets = [secret.encode() for secret in self.secrets]
+        # A piece is cut off only when a secret that starts in it would end in what was read.
+        margin = max((len(secret) for secret in secrets), default=0)
         partial = b""
         while True:
             try:
@@ -266,7 +274,9 @@ class ScriptSupervisor(RunSupervisor):
             *lines, partial = partial.split(b"\n")
             for line in lines:
                 self._line(source, line)
-            while len(partial) >= MAX_LINE_BYTES:
+            while len(partial) >= MAX_LINE_BYTES + margin:
+                for secret in secrets:
+                    partial = partial.replace(secret, REDACTED.encode())
                 self._line(source, partial[:MAX_LINE_BYTES])
                 partial = partial[MAX_LINE_BYTES:]
         if partial:

@@ -43,6 +43,8 @@ def test_a_script_gets_the_runs_identity_and_its_output_is_logged_with_secrets_r
         worker, project, user):
     code = ("import json, os; env = dict(os.environ); print(json.dumps(env), flush=True); "
             "print('token:', env['RLAB_TOKEN'], env['HF_TOKEN']); "
+            # across the point where a long line is cut into pieces
+            "print('x' * 8170 + env['RLAB_TOKEN'] + 'y' * 10); "
             "import sys; print('to stderr', file=sys.stderr)")
     run = launch_script(project, user, python_script(code), environment={"GREETING": "hi"})
     run = wait_for_run(run, lambda r: r.is_terminal, 60, worker)
@@ -61,8 +63,8 @@ def test_a_script_gets_the_runs_identity_and_its_output_is_logged_with_secrets_r
     assert not {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"} & set(env)
     assert "token: [redacted] [redacted]" in lines
     assert "to stderr" in lines
-    assert not any("hf_secret_value_1" in line or "rlab_" in line.split("[redacted]")[0]
-                   for line in lines[1:])
+    assert "x" * 8170 + "[redacted]" + "y" * 10 in "".join(lines)
+    assert not any("hf_secret_value_1" in line or "rlab_" in line for line in lines[1:])
     assert run.run_tokens.count() == 1
 
 
