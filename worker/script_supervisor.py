@@ -65,7 +65,7 @@ class OutputBudget:
     def __init__(self, *, head: int, tail: int):
         self.head_left = head
         self.tail_limit = tail
-        self.tail: deque[tuple[str, str]] = deque()
+        self.tail: deque[tuple[str, str, int]] = deque()  # (source, line, bytes read)
         self.tail_bytes = 0
         self.dropped_lines = 0
         self.dropped_bytes = 0
@@ -77,11 +77,10 @@ class OutputBudget:
             if self.head_left > 0 and not self.tail:
                 self.head_left -= size
                 return True
-            self.tail.append((source, line))
+            self.tail.append((source, line, size))
             self.tail_bytes += size
             while self.tail_bytes > self.tail_limit and len(self.tail) > 1:
-                _, dropped = self.tail.popleft()
-                dropped_size = len(dropped.encode()) + 1
+                _, _, dropped_size = self.tail.popleft()
                 self.tail_bytes -= dropped_size
                 self.dropped_lines += 1
                 self.dropped_bytes += dropped_size
@@ -277,13 +276,13 @@ class ScriptSupervisor(RunSupervisor):
             while len(partial) >= MAX_LINE_BYTES + margin:
                 for secret in secrets:
                     partial = partial.replace(secret, REDACTED.encode())
-                self._line(source, partial[:MAX_LINE_BYTES])
+                self._line(source, partial[:MAX_LINE_BYTES], newline=False)
                 partial = partial[MAX_LINE_BYTES:]
         if partial:
-            self._line(source, partial)
+            self._line(source, partial, newline=False)
 
-    def _line(self, source: str, raw: bytes) -> None:
-        size = len(raw) + 1
+    def _line(self, source: str, raw: bytes, *, newline: bool = True) -> None:
+        size = len(raw) + newline
         # A progress bar redraws its line after each \r: keep what a terminal would show.
         text = raw.decode("utf-8", errors="replace").rstrip("\r").rsplit("\r", 1)[-1]
         for secret in self.secrets:
@@ -303,8 +302,7 @@ class ScriptSupervisor(RunSupervisor):
             except queue.Empty:
                 break
             if event is not None:
-                self.pending.logs.append((_now(), event["kind"], event["kind"],
-                                          event["message"]))
+                self.pending.logs.append(_output_line(event["kind"], event["message"]))
         if self.budget.held_back() and not self.told_held_back:
             self.told_held_back = True
             self.pending.logs.append((_now(), "warning", "worker", (
@@ -320,8 +318,7 @@ class ScriptSupervisor(RunSupervisor):
                     f"{settings.RLAB_SCRIPT_LOG_HEAD_BYTES} and the last "
                     f"{settings.RLAB_SCRIPT_LOG_TAIL_BYTES} bytes "
                     "(RLAB_SCRIPT_LOG_HEAD_BYTES, RLAB_SCRIPT_LOG_TAIL_BYTES).")))
-            self.pending.logs.extend((_now(), source, source, line)
-                                     for source, line in budget.tail)
+            self.pending.logs.extend(_output_line(source, line) for source, line, _ in budget.tail)
             budget.tail.clear()
 
     def _watch(self, watcher: OutputWatcher, stop: threading.Event) -> None:
@@ -353,6 +350,12 @@ class ScriptSupervisor(RunSupervisor):
         with self.lines_lock:
             tail = "\n".join(self.last_lines)
         return f"{why}.\n\nLast output:\n{tail}" if tail else f"{why}; it printed nothing."
+
+
+def _output_line(source: str, message: str) -> tuple:
+    """A log line of the process's output: from stdout at level info, from stderr at level
+    stderr (as the built-in trainer's raw output)."""
+    return (_now(), "stderr" if source == "stderr" else "info", source, message)
 
 
 def _group_alive(pgid: int) -> bool:

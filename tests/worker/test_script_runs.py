@@ -5,6 +5,7 @@ files and checkpoint folders it writes taken into the run."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -62,7 +63,7 @@ def test_a_script_gets_the_runs_identity_and_its_output_is_logged_with_secrets_r
     assert env["GREETING"] == "hi"
     assert not {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"} & set(env)
     assert "token: [redacted] [redacted]" in lines
-    assert "to stderr" in lines
+    assert LogLine.objects.get(run=run, message="to stderr").source == "stderr"
     assert "x" * 8170 + "[redacted]" + "y" * 10 in "".join(lines)
     assert not any("hf_secret_value_1" in line or "rlab_" in line for line in lines[1:])
     assert run.run_tokens.count() == 1
@@ -144,6 +145,9 @@ def test_a_flood_of_output_keeps_the_head_and_the_tail_and_says_what_it_dropped(
     assert len(dropped) == 1
     # Every byte is either logged (head, tail) or counted as dropped.
     assert "(RLAB_SCRIPT_LOG_HEAD_BYTES, RLAB_SCRIPT_LOG_TAIL_BYTES)" in dropped[0]
+    dropped_bytes = int(re.search(r"\((\d+) bytes\)", dropped[0]).group(1))
+    printed = 300_000 * 98 + 100 * 2**20 + len("\nthe last line\n")
+    assert printed - HEAD - TAIL - 20_000 < dropped_bytes < printed
     assert all(len(line) <= 8192 for line in lines)
     grew = _peak_memory_kib(worker.proc.pid) - before
     assert grew < 64 * 1024, f"the worker's memory grew by {grew} KiB reading 130 MB of output"
