@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from datetime import timedelta
 
 import pytest
@@ -73,8 +72,8 @@ def test_a_killed_workers_script_run_is_reaped_and_its_files_are_not_imported_ag
     # Another worker's watcher, starting afresh on the run's folder, takes nothing again.
     imported = Rollout.objects.filter(run=run).count()
     logged = LogLine.objects.filter(run=run).count()
-    watcher = OutputWatcher(run_id=run.pk, run_folder=tmp_path / "runs" / run_folder_name(run.pk, run.created_at),
-                            spec=ScriptSpec(argv=["x"], **spec))
+    folder = tmp_path / "runs" / run_folder_name(run.pk, run.created_at)
+    watcher = OutputWatcher(run_id=run.pk, run_folder=folder, spec=ScriptSpec(argv=["x"], **spec))
     watcher.scan()
     watcher.scan(final=True)
     assert Rollout.objects.filter(run=run).count() == imported == 4
