@@ -51,7 +51,7 @@ REDACTED = "[redacted]"
 # (worker.supervisor.CHILD_ENV_*): the address of a Ray cluster the worker's machine belongs to,
 # and the settings of the launchers and collective backends that distributed trainers use.
 SCRIPT_ENV_NAMES = frozenset({"RAY_ADDRESS", "RAY_NAMESPACE", "RAY_JOB_ID"})
-SCRIPT_ENV_PREFIXES = ("NCCL_", "GLOO_", "ACCELERATE_", "DS_", "MASTER_")
+SCRIPT_ENV_PREFIXES = ("NCCL_", "GLOO_", "ACCELERATE_", "DS_")
 # An environment variable whose value is a secret, redacted from the log when printed.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY",
                          re.IGNORECASE)
