@@ -8,7 +8,7 @@ template's argument list, never through a shell, as its own process group, in th
 working folder or the run's own; and the process speaks no JSON events. Everything it prints on
 stdout and stderr becomes log lines, with the run's secrets redacted; its exit code decides the
 outcome. The trainer logs metrics itself, through the MLflow client or the rlab SDK, with the
-run's own identity in its environment (`script_environment`). Rollout files and checkpoint
+run's own identity in its environment (`_script_environment`). Rollout files and checkpoint
 folders it writes are taken in by a watcher thread (worker.script_outputs).
 
 Output is read in blocks, never a line at a time, so a line without a newline cannot fill the
@@ -232,8 +232,8 @@ class ScriptSupervisor(RunSupervisor):
 
     def _script_environment(self, run: Run, token: str, output_dir: Path) -> dict[str, str]:
         """What the script sees: what the built-in trainer sees of the worker's environment
-        (RunSupervisor._child_environment, which also hides the devices that are not the
-        run's), a distributed engine's settings (SCRIPT_ENV_*), the template's variables, and
+        (RunSupervisor._child_environment, with what it sets for the run's devices), a
+        distributed engine's settings (SCRIPT_ENV_*), the template's variables, and
         the run's own identity, which the template cannot change: the MLflow client, the
         transformers/TRL callback (`report_to="mlflow"`) and the rlab SDK then log into this
         run, with a token that reaches only this run and only until it ends."""
@@ -249,7 +249,8 @@ class ScriptSupervisor(RunSupervisor):
             "MLFLOW_TRACKING_TOKEN": token, "MLFLOW_RUN_ID": str(run.pk),
             "PYTHONUNBUFFERED": "1",
         })
-        # A stale password from the worker's own environment would be sent instead of the token.
+        # Set by a template, MLflow's client would send a password instead of the run's token,
+        # or look for the run in another experiment and refuse to start.
         for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                      "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
             env.pop(name, None)
