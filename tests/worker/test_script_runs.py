@@ -47,7 +47,9 @@ def test_a_script_gets_the_runs_identity_and_its_output_is_logged_with_secrets_r
             # across the point where a long line is cut into pieces
             "print('x' * 8170 + env['RLAB_TOKEN'] + 'y' * 10); "
             "import sys; print('to stderr', file=sys.stderr)")
-    run = launch_script(project, user, python_script(code), environment={"GREETING": "hi"})
+    run = launch_script(project, user, python_script(code), environment={
+        "GREETING": "hi", "MLFLOW_RUN_ID": "999999", "RLAB_URL": "http://elsewhere",
+        "MLFLOW_TRACKING_PASSWORD": "a-password-9"})
     run = wait_for_run(run, lambda r: r.is_terminal, 60, worker)
 
     assert run.status == RunStatus.SUCCEEDED, run.error_message
@@ -61,6 +63,7 @@ def test_a_script_gets_the_runs_identity_and_its_output_is_logged_with_secrets_r
     assert env["RLAB_OUTPUT_DIR"] == str(worker.run_dir.resolve() / (
         f"run-{run.pk}-{run.created_at:%Y%m%d-%H%M%S}"))
     assert env["GREETING"] == "hi"
+    assert "MLFLOW_TRACKING_PASSWORD" not in env, "the template cannot change the identity"
     assert not {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"} & set(env)
     assert "token: [redacted] [redacted]" in lines
     assert LogLine.objects.get(run=run, message="to stderr").source == "stderr"
