@@ -32,9 +32,10 @@ def test_trl_grpo_under_accelerate_logs_into_its_run_and_cancel_ends_every_rank(
     try:
         argv = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
                 "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE),
-                "--model", str(tiny_model), "--cpu", "--steps", "1000", "--batch-size", "2",
-                "--num-generations", "2", "--max-completion-length", "6", "--save-steps", "1",
-                "--num-prompts", "8", "--lr", "1e-5"]
+                "--model_name_or_path", str(tiny_model), "--use_cpu", "--max_steps", "1000",
+                "--per_device_train_batch_size", "2", "--num_generations", "2",
+                "--max_completion_length", "6", "--save_steps", "1", "--num_prompts", "8",
+                "--learning_rate", "1e-5"]
         run = launch_script(project, user, argv, rollouts_format="trl",
                             rollouts_path="completions", checkpoints_path=".",
                             environment={"OMP_NUM_THREADS": "1"})

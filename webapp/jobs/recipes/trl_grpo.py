@@ -1,13 +1,15 @@
 """TRL's GRPOTrainer on a local model, as a script run launches it (the example job template
 runs it under `accelerate launch`):
 
-    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        --dynamo_backend no trl_grpo.py --model /models/SmolLM2-135M-Instruct --cpu \\
-        --steps 50 --lr 1e-6 --num-generations 8 --max-completion-length 32
+    accelerate launch --num_processes 2 trl_grpo.py --model_name_or_path /models/SmolLM2 \\
+        --learning_rate 1e-6 --max_steps 50 --num_generations 8 --max_completion_length 32 \\
+        --save_steps 10 --output_dir /runs/run-12-...
 
-(`--multi_gpu` is what makes accelerate start N processes through torchrun; with `--cpu` here
-they train on the CPU over gloo. accelerate's own `--cpu` flag starts a single process unless
-MPI is installed.)
+The options are named as TRL's and transformers' own (GRPOConfig), as the shipped template
+(recipes/trl_grpo.json) passes them. On CPUs, add `--use_cpu` here and give accelerate
+`--multi_gpu --num_machines 1 --mixed_precision no --dynamo_backend no`: `--multi_gpu` is what
+makes it start N processes (through torchrun), which then train over gloo; accelerate's own
+`--cpu` flag starts a single process unless MPI is installed.
 
 It logs into the rlab run that launched it with nothing rlab-specific: `report_to="mlflow"` uses
 MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN and MLFLOW_RUN_ID from the worker; with
@@ -18,7 +20,8 @@ the worker imports as the run's rollouts (template: rollouts format "trl", path 
 
 Prompts: `--task sums` (one-digit sums, rewarded for the right answer as the completion's last
 number) or `--prompts FILE.jsonl` with {"prompt": ..., "answer": ...} per line ("answer"
-optional: without it the reward is `--reward length`, shorter is better).
+optional: without it the reward is `--reward length`, shorter is better). A resumed run passes
+`--resume_from_checkpoint <checkpoint folder>`.
 
 This file is a script, not a module of the web app: it imports torch and TRL, which the web app
 and the worker never import (the folder is no package)."""
@@ -90,25 +93,28 @@ def brevity(completions: list[str], **_) -> list[float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="A local model folder (Hugging Face).")
+    parser.add_argument("--model_name_or_path", required=True,
+                        help="A local model folder (Hugging Face format).")
     parser.add_argument("--task", default="sums", choices=["sums"])
     parser.add_argument("--prompts", type=Path, help="A JSONL file of prompts (and answers).")
-    parser.add_argument("--num-prompts", type=int, default=64)
+    parser.add_argument("--num_prompts", type=int, default=64, help="Of the built-in task.")
     parser.add_argument("--reward", default="", choices=["", "correct", "length"],
                         help="By default: correct when the prompts have answers, else length.")
-    parser.add_argument("--lr", type=float, default=1e-6)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=8,
+    parser.add_argument("--learning_rate", type=float, default=1e-6)
+    parser.add_argument("--max_steps", type=int, default=50)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=8,
                         help="Completions per process and step.")
-    parser.add_argument("--num-generations", type=int, default=8,
+    parser.add_argument("--num_generations", type=int, default=8,
                         help="G: completions per prompt.")
-    parser.add_argument("--max-completion-length", type=int, default=32)
+    parser.add_argument("--max_completion_length", type=int, default=32)
     parser.add_argument("--beta", type=float, default=0.0, help="The KL penalty's weight.")
-    parser.add_argument("--output-dir", default=".")
-    parser.add_argument("--save-steps", type=int, default=0,
+    parser.add_argument("--output_dir", default=".")
+    parser.add_argument("--save_steps", type=int, default=0,
                         help="Save a checkpoint every this many steps; 0: at the end only.")
+    parser.add_argument("--resume_from_checkpoint", default=None,
+                        help="A checkpoint folder of an earlier run to continue from.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu", action="store_true", help="Train on the CPU (gloo).")
+    parser.add_argument("--use_cpu", action="store_true", help="Train on the CPU (gloo).")
     return parser.parse_args(argv)
 
 
@@ -121,16 +127,18 @@ def main(argv: list[str] | None = None) -> None:
                                                                          args.seed)
     reward = args.reward or ("correct" if all(row["answer"] for row in rows) else "length")
     config = GRPOConfig(
-        output_dir=args.output_dir, learning_rate=args.lr, max_steps=args.steps,
-        per_device_train_batch_size=args.batch_size, num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length, beta=args.beta,
+        output_dir=args.output_dir, learning_rate=args.learning_rate, max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        num_generations=args.num_generations, max_completion_length=args.max_completion_length,
+        beta=args.beta,
         # transformers' Trainer also saves at the last step.
-        save_strategy="steps", save_steps=args.save_steps or args.steps,
-        logging_steps=1, log_completions=True, report_to=["mlflow"], use_cpu=args.cpu,
+        save_strategy="steps", save_steps=args.save_steps or args.max_steps,
+        logging_steps=1, log_completions=True, report_to=["mlflow"], use_cpu=args.use_cpu,
         disable_tqdm=True, seed=args.seed)
-    trainer = GRPOTrainer(model=args.model, args=config, train_dataset=Dataset.from_list(rows),
+    trainer = GRPOTrainer(model=args.model_name_or_path, args=config,
+                          train_dataset=Dataset.from_list(rows),
                           reward_funcs=[correct if reward == "correct" else brevity])
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
 
 
 if __name__ == "__main__":
