@@ -130,8 +130,7 @@ class ScriptSupervisor(RunSupervisor):
         except (OSError, ValueError) as exc:
             services.run_fail(run_id=self.run_id, error_message=self._start_problem(exc))
             return
-        device = ",".join(str(d) for d in self.device_ids) or "cpu"
-        self.pending.running = {"device": device, "total_steps": 0}
+        self.pending.running = {"device": _device_label(self.device_ids), "total_steps": 0}
         watcher = OutputWatcher(run_id=self.run_id, run_folder=output_dir, spec=self.spec)
         watching = threading.Event()
         threads = [
@@ -351,6 +350,13 @@ class ScriptSupervisor(RunSupervisor):
         with self.lines_lock:
             tail = "\n".join(self.last_lines)
         return f"{why}.\n\nLast output:\n{tail}" if tail else f"{why}; it printed nothing."
+
+
+def _device_label(device_ids: list) -> str:
+    """The run's device as its pages show it: the GPUs its claim gave it, as the worker numbers
+    them, or cpu (no devices, or CPU slots, which worker.devices names cpu<n>)."""
+    gpus = [str(device) for device in device_ids if not str(device).startswith("cpu")]
+    return f"cuda:{','.join(gpus)}" if gpus else "cpu"
 
 
 def _output_line(source: str, message: str) -> tuple:
