@@ -7,13 +7,17 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
+from django.conf import settings
 from django.db import OperationalError
+from django.db.models import Q
 
 from webapp.artifacts import services as artifact_services
+from webapp.experiments.models import ExperimentKind
 from webapp.runs import services
 from webapp.runs.models import Run
 from worker.devices import worker_devices
 from worker.housekeeping import Housekeeper, runs_interrupt_on_shutdown
+from worker.script_supervisor import ScriptSupervisor
 from worker.supervisor import RunSupervisor
 
 logger = logging.getLogger(__name__)
@@ -34,18 +38,31 @@ def run_execute(self, run_id: int) -> None:
     # token came on, whose queued runs may still start.
     queue = (Run.objects.filter(pk=run_id).values_list("queue", flat=True).first()
              or (self.request.delivery_info or {}).get("routing_key"))
-    run_id = services.run_claim_next(queue=queue, worker=worker,
+    run_id = services.run_claim_next(queue=queue, worker=worker, passed_over=_passed_over(),
                                      devices=worker_devices()) if queue else None
     if run_id is None:
         logger.info("no queued run may start on this message's queue now, skipping")
         return
+    created_at, kind, config, device_ids = Run.objects.values_list(
+        "created_at", "experiment__kind", "config", "device_ids").get(pk=run_id)
+    if kind == ExperimentKind.SCRIPT or "script" in config:
+        ScriptSupervisor(run_id=run_id, config=config, created_at=created_at,
+                         device_ids=device_ids).supervise()
+        return
     config = services.run_worker_config(run_id=run_id)
     if config is None:
         return  # a model it names cannot be loaded any more; the run says why
-    created_at, kind, device_ids = Run.objects.values_list(
-        "created_at", "experiment__kind", "device_ids").get(pk=run_id)
     RunSupervisor(run_id=run_id, config=config, created_at=created_at, job=kind,
                   device_ids=device_ids).supervise()
+
+
+def _passed_over() -> Q | None:
+    """The runs this worker leaves to others: script runs, unless it was started with
+    RLAB_WORKER_SCRIPTS (a script is any command a team's admin wrote, so a worker runs them
+    only when its operator opts in)."""
+    if settings.RLAB_WORKER_SCRIPTS:
+        return None
+    return Q(config__has_key="script") | Q(experiment__kind=ExperimentKind.SCRIPT)
 
 
 @shared_task(name="worker.tasks.artifact_checkpoint_copy", acks_late=True,

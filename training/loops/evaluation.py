@@ -140,10 +140,13 @@ def evaluation_examples(task: str, dataset: str, split: str, limit: int,
 
 
 def evaluated_step(model: str) -> int:
-    """The training step of a checkpoint folder, 0 for anything else (a base model)."""
+    """The training step of a checkpoint folder, 0 for anything else (a base model). rlab's
+    trainer writes "step" in the folder's trainer_state.json; transformers' Trainer (TRL's, in a
+    script run) writes "global_step" in a file of the same name."""
     state = Path(model).expanduser() / checkpoints.TRAINER_STATE
     try:
-        return int(json.loads(state.read_text())["step"])
+        saved = json.loads(state.read_text())
+        return int(saved["step"] if "step" in saved else saved["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 

@@ -258,6 +258,8 @@ RLAB_URL = env_str("RLAB_URL", "http://127.0.0.1:8000")
 # is dropped, and the log says how much.
 RLAB_SCRIPT_LOG_HEAD_BYTES = env_int("RLAB_SCRIPT_LOG_HEAD_BYTES", 1024 * 1024, minimum=1024)
 RLAB_SCRIPT_LOG_TAIL_BYTES = env_int("RLAB_SCRIPT_LOG_TAIL_BYTES", 1024 * 1024, minimum=1024)
+# Seconds between a script run's looks for new rollout files and checkpoint folders.
+RLAB_SCRIPT_SCAN_SECONDS = env_int("RLAB_SCRIPT_SCAN_SECONDS", 5, minimum=1)
 # The most runs one sweep may launch (its budget's ceiling).
 RLAB_SWEEP_MAX_RUNS = env_int("RLAB_SWEEP_MAX_RUNS", 1000, minimum=1)
 # Absolute: the training process runs in its run's folder.
