@@ -4,7 +4,8 @@ finished file or folder to webapp.jobs.script_outputs once:
 - rollout files directly in `rollouts_path` (TRL: `*.parquet`, veRL: `*.jsonl`);
 - checkpoint folders directly in `checkpoints_path` named `checkpoint-<step>` (TRL's and
   transformers' Trainer's) holding `config.json` and weights (`*.safetensors` or
-  `pytorch_model.bin`).
+  `pytorch_model.bin`), or `global_step_<step>` (veRL's) holding them in
+  `actor/huggingface` (veRL saves that Hugging Face copy when `save_contents` has `hf_model`).
 
 A trainer writes a file in place, so a file counts as finished only when two looks a scan apart
 see the same size and modification time (and, for Parquet, the footer's PAR1 marker at its end);
@@ -32,7 +33,10 @@ from webapp.jobs.script_spec import ScriptSpec
 logger = logging.getLogger(__name__)
 
 SUFFIXES = {RolloutFormat.TRL: ".parquet", RolloutFormat.VERL: ".jsonl"}
-CHECKPOINT_NAME = re.compile(r"checkpoint-(\d{1,12})")
+CHECKPOINT_NAME = re.compile(r"(?:checkpoint-|global_step_)(\d{1,12})")
+# Where in a checkpoint folder the Hugging Face model may be: the folder itself (transformers),
+# or veRL's copy of the actor.
+MODEL_SUBFOLDERS = ("", "actor/huggingface")
 WEIGHTS = re.compile(r"(.+\.safetensors|pytorch_model(-\d+-of-\d+)?\.bin)")
 # Entries looked at in one folder per scan: a trainer that writes millions of files is not
 # followed past these.
@@ -113,19 +117,22 @@ class OutputWatcher:
             match = CHECKPOINT_NAME.fullmatch(entry.name)
             if match is None or not entry.is_dir(follow_symlinks=False):
                 continue
-            relative = os.path.relpath(entry.path, self.run_folder)
+            model = _model_folder(Path(entry.path))
+            if model is None:
+                continue  # not (yet) a model: no config.json or no weights
+            relative = os.path.relpath(model, self.run_folder)
             key = (OutputKind.CHECKPOINT, relative)
             if key in self.taken:
                 continue
-            look = _folder_look(Path(entry.path))
+            look = _folder_look(model)
             if look is None:
-                continue  # not (yet) a model: no config.json or no weights
+                continue
             stable = self.seen.get(key) == look
             self.seen[key] = look
             if not (stable or final):
                 continue
             script_outputs.script_checkpoint_record(
-                run_id=self.run_id, relative=relative, folder=Path(entry.path),
+                run_id=self.run_id, relative=relative, folder=model,
                 step=int(match.group(1)), size=sum(size for _, size, _ in look))
             self.taken.add(key)
 
@@ -159,6 +166,21 @@ def _looks_complete(path: str, suffix: str, size: int) -> bool:
             return file.read(1) == b"\n"
     except OSError:
         return False
+
+
+def _model_folder(folder: Path) -> Path | None:
+    """The folder, or the subfolder of it (MODEL_SUBFOLDERS), that holds a Hugging Face model;
+    a subfolder is reached through real folders only, never a link."""
+    for sub in MODEL_SUBFOLDERS:
+        model = folder
+        for part in sub.split("/") if sub else ():
+            model = model / part
+            if model.is_symlink() or not model.is_dir():
+                break
+        else:
+            if _folder_look(model) is not None:
+                return model
+    return None
 
 
 def _folder_look(folder: Path) -> tuple | None:

@@ -85,3 +85,20 @@ def test_links_are_never_followed(watcher, folder, tmp_path, tiny_model):
     watcher.scan(final=True)
     assert not Rollout.objects.exists() and not Checkpoint.objects.exists()
     assert not ScriptOutput.objects.exists()
+
+
+def test_verl_checkpoints_are_taken_from_their_hugging_face_copy(watcher, folder, tiny_model):
+    """veRL writes global_step_<N>/actor/huggingface; the checkpoint is that folder, at step N.
+    A link on the way is not followed."""
+    model = folder / "global_step_20" / "actor" / "huggingface"
+    model.mkdir(parents=True)
+    for name in os.listdir(tiny_model):
+        if os.path.isfile(Path(tiny_model) / name):
+            (model / name).write_bytes((Path(tiny_model) / name).read_bytes())
+    (folder / "global_step_30").mkdir()
+    os.symlink(folder / "global_step_20" / "actor", folder / "global_step_30" / "actor")
+    watcher.scan()
+    watcher.scan()
+    checkpoint = Checkpoint.objects.get()
+    assert (checkpoint.step, Path(checkpoint.path)) == (20, model.resolve())
+    assert ScriptOutput.objects.get().path == "global_step_20/actor/huggingface"
