@@ -13,8 +13,9 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Validati
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.api.tokens import request_token
 from webapp.common.inputs import MalformedJson, in_rlabs_words, json_parse, where
-from webapp.mlflow_compat.auth import request_user
+from webapp.mlflow_compat.auth import request_user, sent_token
 from webapp.mlflow_compat.bodies import Body
 from webapp.mlflow_compat.errors import MlflowError, error_response
 from webapp.projects.models import Project
@@ -27,11 +28,12 @@ MAX_ERRORS = 10
 
 
 def endpoint(method: str, role: str, body: type[Body], *, headers: bool = False,
-             ) -> Callable[[Handler], Callable[..., HttpResponse]]:
+             run_token: bool = False) -> Callable[[Handler], Callable[..., HttpResponse]]:
     """A view around `handler(project=, user=, body=, **url_kwargs) -> dict`: checks the
     method, the token and the user's role in the project, reads the body into a `body`, passes
     on what the URL names (a logged model's id), and turns every refusal into MLflow's error
-    JSON. With `headers`, the handler also gets the request's headers."""
+    JSON. With `headers`, the handler also gets the request's headers; with `run_token`, the
+    run a run's own token belongs to (`run_token_run`, None for a person's token)."""
 
     def decorate(handler: Handler) -> Callable[..., HttpResponse]:
         @csrf_exempt
@@ -46,6 +48,9 @@ def endpoint(method: str, role: str, body: type[Body], *, headers: bool = False,
                 user = request_user(request)
                 project = project_for(user, project_id, role)
                 extra = {"headers": request.headers} if headers else {}
+                if run_token:
+                    row = request_token(request, sent_token(request) or "")
+                    extra["run_token_run"] = row.run if row is not None else None
                 return JsonResponse(handler(project=project, user=user,
                                             body=read_body(request, body), **extra,
                                             **url_kwargs))

@@ -141,8 +141,15 @@ def set_tags(run: Run, tags: dict[str, str]) -> None:
         tracked_run_set_tags(run_id=run.pk, tags=tags)
 
 
-@endpoint("GET", Role.VIEWER, bodies.ExperimentByName)
-def experiment_get_by_name(*, project: Project, user, body: bodies.ExperimentByName) -> dict:
+@endpoint("GET", Role.VIEWER, bodies.ExperimentByName, run_token=True)
+def experiment_get_by_name(*, project: Project, user, body: bodies.ExperimentByName,
+                           run_token_run: Run | None) -> dict:
+    """The project's experiment with that name. A run's own token (a script run's process) gets
+    its run's experiment whatever the name: a launched run logs into its run, so a script's
+    `mlflow.set_experiment(<its own name>)` (veRL's trainer.project_name) finds the experiment
+    that run is in and starts no other."""
+    if run_token_run is not None:
+        return {"experiment": experiment_json(tracked(run_token_run.experiment))}
     name = body.experiment_name.strip()
     experiment = project.experiments.filter(name=name).first()
     if experiment is None:

@@ -98,6 +98,15 @@ PROCESS = textwrap.dedent('''
     mlflow.end_run()
     print("ACTIVE", active.info.run_id, flush=True)
 
+    # veRL's tracking: set_experiment(trainer.project_name), then start_run in it; the name is
+    # the script's own, and still the run's experiment is found and no other is made.
+    os.environ["MLFLOW_RUN_ID"] = run_id
+    experiment = mlflow.set_experiment("verl-project-name")
+    mlflow.start_run(experiment_id=experiment.experiment_id, run_name="run-1")
+    mlflow.log_metrics({"critic/score/mean": 0.25}, step=3)
+    mlflow.end_run()
+    print("EXPERIMENT", experiment.experiment_id, flush=True)
+
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     class Rows(torch.utils.data.Dataset):
@@ -131,6 +140,9 @@ def test_the_mlflow_client_and_a_trainer_log_into_the_run_which_keeps_running(
     assert done.returncode == 0, done.stderr[-4000:]
 
     assert f"ACTIVE {run.pk}\n" in done.stdout
+    assert f"EXPERIMENT {run.experiment_id}\n" in done.stdout
+    assert MetricPoint.objects.get(run=run, key="critic/score/mean", step=3).value == 0.25
+    assert project.experiments.count() == 1  # set_experiment made none
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING  # end_run and the Trainer's end changed nothing
     assert run.finished_at is None
@@ -168,6 +180,11 @@ def test_its_own_run_is_reachable_through_the_api_and_tracking(client, run, toke
     by_name = mlflow_get(client, project.pk, "experiments/get-by-name", token,
                          experiment_name=run.experiment.name)
     assert by_name.status_code == 200
+    # Whatever name the script asks for, its token finds its run's experiment.
+    for name in ("some other name", "Default"):
+        found = mlflow_get(client, project.pk, "experiments/get-by-name", token,
+                           experiment_name=name)
+        assert found.json()["experiment"]["experiment_id"] == str(run.experiment_id)
 
 
 @pytest.mark.django_db
