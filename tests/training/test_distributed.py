@@ -29,8 +29,9 @@ import training.loops.online
 import training.spec.tasks
 from training.spec.tasks import AdditionTask
 
-def longer_is_better(prompts, completions, **columns):
-    return [float(len(c)) for c in completions]
+def longer_is_better(prompts, completions, *, answer, **columns):
+    # one answer per completion: the prompts scored are those the completions answer
+    return [float(len(c)) for c, _ in zip(completions, answer, strict=True)]
 
 training.spec.tasks.TASKS["arithmetic"] = AdditionTask(
     low=0, high=9, reward_functions={"correct": longer_is_better})

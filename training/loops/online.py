@@ -332,8 +332,8 @@ class OnlineTraining:
 
     def _sample_and_score(self) -> tuple[list[Example], Rollouts, dict[str, torch.Tensor],
                                          dict[str, float]] | None:
-        """The step's prompts, their rollouts and each reward function's scores, and timing
-        metrics; None if stopped. The difficulty filter keeps only groups whose pass rate lies
+        """The step's prompts (all of them, in every process), the rollouts and each reward
+        function's scores of this process's share of them, and timing metrics; None if stopped. The difficulty filter keeps only groups whose pass rate lies
         strictly between its bounds, generating again until the batch is full (DAPO's dynamic
         sampling), for at most filter_max_rounds rounds."""
         config = self.config
@@ -351,7 +351,9 @@ class OnlineTraining:
             if self.should_stop():
                 return None
             started = time.perf_counter()
-            per_function = score_rollouts(self.reward_functions, examples, rollouts, config)
+            share = self.world.group_range(len(examples))  # all of them in one process
+            per_function = score_rollouts(self.reward_functions,
+                                          examples[share.start:share.stop], rollouts, config)
             timings["time/score_s"] += time.perf_counter() - started
             sampled_groups += len(examples)
             if not filtering:
