@@ -22,6 +22,11 @@ from typing import Any
 import torch
 
 
+class DataParallelUnsupported(ValueError):
+    """The run uses a feature that cannot be split over several processes yet; the message
+    names the settings to change (RunConfig.data_parallel_errors)."""
+
+
 class PeerFailed(RuntimeError):
     """Another process of the run failed (or was stopped) while this one waited on it: that
     process reports why, so this one ends quietly."""
@@ -92,7 +97,7 @@ class World:
         return DistributedDataParallel(model, device_ids=device_ids)
 
     def gather(self, values: torch.Tensor) -> torch.Tensor:
-        """Every process's `values` (n, ...), all of the same shape, in rank order: (size*n, ...)."""
+        """Every process's `values` (n, ...), all of one shape, in rank order: (size*n, ...)."""
         if not self.distributed:
             return values
         local = values.to(self._device)

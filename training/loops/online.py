@@ -11,6 +11,7 @@ the `Reporter`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,7 +36,7 @@ from training.loops.setup import (
     save_checkpoint,
 )
 from training.ops import masked_mean, zero_fraction
-from training.parallel import PeerFailed, World
+from training.parallel import DataParallelUnsupported, PeerFailed, World
 from training.policies.loading import ModelNotFound, apply_lora, load_adapter, load_policy
 from training.policies.references import ReferenceMismatch, make_reference
 from training.policies.reward_models import RewardModelEnsemble
@@ -64,7 +65,8 @@ class OnlineTraining:
 
     # Problems a user can fix in the run's settings: reported as they are, not as a crash.
     SETUP_ERRORS = (ModelNotFound, DatasetFileError, CorpusFileError, BackendUnavailable,
-                    checkpoints.CheckpointError, ReferenceMismatch, SamplerError)
+                    checkpoints.CheckpointError, ReferenceMismatch, SamplerError,
+                    DataParallelUnsupported)
 
     def __init__(self, config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool],
                  output_dir: Path | None, world: World | None = None):
@@ -73,10 +75,13 @@ class OnlineTraining:
         self.world = world = world or World.single()
         self.device = world.device(resolve_device(config.device))
         if world.distributed:
-            problems = config.data_parallel_errors() if world.size > 1 else {}
+            # Checked against the processes there are, whatever the config asked for.
+            problems = (dataclasses.replace(config, devices=world.size).data_parallel_errors()
+                        if world.size > 1 else {})
             if problems:
-                raise SamplerError("This run cannot train on several devices: " + "; ".join(
-                    f"{name}: {why}" for name, why in problems.items()))
+                raise DataParallelUnsupported(
+                    "This run cannot train on several devices: " + "; ".join(
+                        f"{name}: {why}" for name, why in problems.items()))
             world.start(self.device)
         self.step_number = 0
         self.surrogate = GRPOConfig.from_run_config(config)
@@ -196,6 +201,9 @@ class OnlineTraining:
 
     def close(self) -> None:
         self.backend.close()
+        # DDP's reducer holds the process group: freed after the group is destroyed, it can
+        # hang the process on its way out.
+        self.update_model = self.model
         self.world.close()
 
     def step(self, step: int) -> dict[str, float] | None:
@@ -333,9 +341,10 @@ class OnlineTraining:
     def _sample_and_score(self) -> tuple[list[Example], Rollouts, dict[str, torch.Tensor],
                                          dict[str, float]] | None:
         """The step's prompts (all of them, in every process), the rollouts and each reward
-        function's scores of this process's share of them, and timing metrics; None if stopped. The difficulty filter keeps only groups whose pass rate lies
-        strictly between its bounds, generating again until the batch is full (DAPO's dynamic
-        sampling), for at most filter_max_rounds rounds."""
+        function's scores of this process's share of them, and timing metrics; None if
+        stopped. The difficulty filter keeps only groups whose pass rate lies strictly between
+        its bounds, generating again until the batch is full (DAPO's dynamic sampling), for at
+        most filter_max_rounds rounds."""
         config = self.config
         size, group = config.prompts_per_step, config.group_size
         filtering = config.prompt_sampler == "difficulty_filter"
