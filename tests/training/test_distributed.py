@@ -68,7 +68,7 @@ def torchrun(folder: Path, processes: int, config: dict, *, fail_on_rank: int | 
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
              f"--nproc-per-node={processes}", "--max-restarts=0", str(child),
              "--request", str(request)],
-            cwd=folder, env=env, stdout=stdout, stderr=stderr, timeout=300).returncode
+            cwd=folder, env=env, stdout=stdout, stderr=stderr, timeout=180).returncode
     return ((folder / "stdout").read_text().splitlines(), code,
             (folder / "stderr").read_text())
 
