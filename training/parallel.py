@@ -32,6 +32,21 @@ class PeerFailed(RuntimeError):
     process reports why, so this one ends quietly."""
 
 
+# What gloo and NCCL say when another process of the group went away mid-collective (DDP's
+# gradient reduction runs inside backward, outside World's own collectives).
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "NCCL communicator was aborted", "remote process exited")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` says that another process of the run is gone, rather than what went wrong
+    in this one."""
+    if isinstance(exc, PeerFailed):
+        return True
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and any(text in str(exc) for text in _PEER_GONE))
+
+
 class World:
     """This process's place among the run's processes, and the collectives the loops use."""
 

@@ -31,7 +31,6 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from training.parallel import PeerFailed, World
 from training.spec.config import ConfigError, RunConfig
 from training.spec.errors import described
 from training.spec.evaluation_config import EvalConfig
@@ -64,6 +63,8 @@ class _ErrorsOnlyReporter(_PipeReporter):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     events = _claim_stdout()
+    from training.parallel import World, lost_peer  # imports torch: after the stdout swap
+
     world = World.from_environment()
     reporter = (_ErrorsOnlyReporter if world is not None and not world.is_main
                 else _PipeReporter)(events)
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         config = JOBS[job].from_dict(request["config"], paths=True)
         output_dir = Path(request["output_dir"]) if request.get("output_dir") else None
     except ConfigError as exc:
-        reporter.error(f"Invalid {job} config: {exc}")
+        if world is None or world.is_main:  # every process reads the same request
+            reporter.error(f"Invalid {job} config: {exc}")
         return 2
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         reporter.error(f"Invalid request ({type(exc).__name__}: {exc}); expected "
@@ -105,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             outcome = train(config, reporter, should_stop=lambda: stop_requested,
                             output_dir=output_dir, world=world)
-    except PeerFailed as exc:
-        print(f"run {run_id}: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:
+        if world is not None and lost_peer(exc):  # the process that failed reports why
+            print(f"run {run_id}: rank {world.rank} stops, another process is gone: {exc}",
+                  file=sys.stderr)
+            return 1
         print(f"run {run_id}: {job} failed", file=sys.stderr)
         traceback.print_exc()
         reporter.error(_describe(exc))

@@ -6,7 +6,8 @@ and adds its own terms to the loss (GRPO's clipped surrogate, with its variants)
 no algorithm. The KL to the reference (training.policies.references) enters the loss or the
 reward, with a fixed or adaptive coefficient (training.algorithms.kl_control). Checkpoints
 (training.checkpoints) let a run resume exactly. Everything the run produces goes out through
-the `Reporter`.
+the `Reporter`. On several devices (training.parallel) each process generates and trains on its
+share of the step's prompt groups; what spans the batch is reduced across the processes.
 """
 
 from __future__ import annotations
