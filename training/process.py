@@ -7,6 +7,12 @@ Protocol: the worker writes one JSON object to stdin,
 (training.spec.events) from stdout, one JSON line each. Everything else the process or its
 libraries print goes to stderr, so the event stream stays parseable.
 
+Under torchrun, one process per device (worker.training_command), no process reads stdin: the
+same object is in a file, `python -m training.process --request <file>`. Each process trains its
+share (training.parallel); only the first (rank 0) reports events, and another one writes on
+stdout only the `error` of its own failure. A process that loses a peer ends quietly (exit 1):
+the peer that failed reports why, and torchrun ends the rest.
+
 Ends with:
     exit 0 after a `done` event: the run (or evaluation) completed;
     exit 0 with no `done`: SIGTERM (or SIGINT) stopped it between steps, as asked;
@@ -46,9 +52,22 @@ class _PipeReporter(JsonLinesReporter):
             os._exit(1)  # skips the interpreter's final flush, which would fail on the pipe again
 
 
-def main() -> int:
+class _ErrorsOnlyReporter(_PipeReporter):
+    """A process other than the first of a run: it reports nothing but its own failure."""
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "error":
+            super()._emit(event)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     events = _claim_stdout()
-    reporter = _PipeReporter(events)
+    from training.parallel import World, lost_peer  # imports torch: after the stdout swap
+
+    world = World.from_environment()
+    reporter = (_ErrorsOnlyReporter if world is not None and not world.is_main
+                else _PipeReporter)(events)
     _die_with_parent()
     stop_requested = False
 
@@ -60,7 +79,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     try:
-        request = _read_request(sys.stdin)
+        request = _read_request(_request_stream(argv))
         run_id = request.get("run_id")
         job = request.get("job", "training")
         if job not in JOBS:
@@ -69,10 +88,11 @@ def main() -> int:
         config = JOBS[job].from_dict(request["config"], paths=True)
         output_dir = Path(request["output_dir"]) if request.get("output_dir") else None
     except ConfigError as exc:
-        reporter.error(f"Invalid {job} config: {exc}")
+        if world is None or world.is_main:  # every process reads the same request
+            reporter.error(f"Invalid {job} config: {exc}")
         return 2
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        reporter.error(f"Invalid request on stdin ({type(exc).__name__}: {exc}); expected "
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        reporter.error(f"Invalid request ({type(exc).__name__}: {exc}); expected "
                        f'{{"run_id": ..., "job": "training", "config": {{...}}, '
                        f'"output_dir": "..."}}')
         return 2
@@ -86,8 +106,12 @@ def main() -> int:
             outcome = evaluate(config, reporter, should_stop=lambda: stop_requested)
         else:
             outcome = train(config, reporter, should_stop=lambda: stop_requested,
-                            output_dir=output_dir)
+                            output_dir=output_dir, world=world)
     except Exception as exc:
+        if world is not None and lost_peer(exc):  # the process that failed reports why
+            print(f"run {run_id}: rank {world.rank} stops, another process is gone: {exc}",
+                  file=sys.stderr)
+            return 1
         print(f"run {run_id}: {job} failed", file=sys.stderr)
         traceback.print_exc()
         reporter.error(_describe(exc))
@@ -115,6 +139,15 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # best effort: the worker also kills the process group
+
+
+def _request_stream(argv: list[str]) -> IO[str]:
+    """stdin, or the file that `--request <file>` names."""
+    if not argv:
+        return sys.stdin
+    if len(argv) != 2 or argv[0] != "--request":
+        raise ValueError(f"unexpected arguments {argv!r}; give none, or --request <file>")
+    return open(argv[1], encoding="utf-8")
 
 
 def _read_request(stream: IO[str]) -> dict[str, Any]:

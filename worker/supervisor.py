@@ -19,7 +19,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from webapp.runs import ingestion, services
+from worker.training_command import SAFE_PATH_ENV, training_command
 from webapp.runs.files import run_folder_name
 from webapp.runs.models import TERMINAL_STATUSES, RunStatus
 from worker.devices import device_environment
@@ -55,6 +55,8 @@ CHILD_ENV_NAMES = frozenset({
 CHILD_ENV_PREFIXES = ("LC_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "CUDA_",
                       "NVIDIA_", "OMP_", "MKL_", "KMP_", "TORCH", "PYTORCH_", "TRITON_",
                       "VLLM_")
+# The request of a run on several devices, in its folder (torchrun's processes get no stdin).
+REQUEST_FILE = ".training-request.json"
 # What a heartbeat reads when the run's row was deleted while it ran.
 RUN_GONE = "gone"
 # The log line of a run that a status set from outside ended.
@@ -162,15 +164,24 @@ class RunSupervisor:
         # In the run's own folder, so that a relative path (a model named like a local folder)
         # reaches nothing else; -P keeps that folder off the import path, PYTHONPATH puts the
         # code's root on it.
+        # A run on several devices is one process per device under torchrun
+        # (worker.training_command), which reads its request from a file instead of stdin.
+        request = json.dumps({"run_id": self.run_id, "job": self.job, "config": self.config,
+                              "output_dir": str(output_dir)})
+        devices = int(self.config.get("devices", 1))
+        request_path = output_dir / REQUEST_FILE if devices > 1 else None
+        if request_path is not None:
+            request_path.write_text(request, encoding="utf-8")
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "training.process"],
+            training_command(devices, request_path),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, cwd=output_dir, env=self._child_environment(),
+            start_new_session=True, cwd=output_dir,
+            env={**self._child_environment(), **SAFE_PATH_ENV},
             text=True, encoding="utf-8", errors="replace", bufsize=1,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"run_id": self.run_id, "job": self.job,
-                                     "config": self.config, "output_dir": str(output_dir)}))
+        if request_path is None:
+            proc.stdin.write(request)
         proc.stdin.close()
         logger.info("run %s: started training process %s", self.run_id, proc.pid)
         return proc

@@ -6,11 +6,13 @@ and adds its own terms to the loss (GRPO's clipped surrogate, with its variants)
 no algorithm. The KL to the reference (training.policies.references) enters the loss or the
 reward, with a fixed or adaptive coefficient (training.algorithms.kl_control). Checkpoints
 (training.checkpoints) let a run resume exactly. Everything the run produces goes out through
-the `Reporter`.
+the `Reporter`. On several devices (training.parallel) each process generates and trains on its
+share of the step's prompt groups; what spans the batch is reduced across the processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,6 +37,7 @@ from training.loops.setup import (
     save_checkpoint,
 )
 from training.ops import masked_mean, zero_fraction
+from training.parallel import DataParallelUnsupported, PeerFailed, World
 from training.policies.loading import ModelNotFound, apply_lora, load_adapter, load_policy
 from training.policies.references import ReferenceMismatch, make_reference
 from training.policies.reward_models import RewardModelEnsemble
@@ -44,6 +47,7 @@ from training.rollouts.generation import (
     Rollouts,
     Sampling,
     concat_rollouts,
+    generate_by_group,
     make_backend,
 )
 from training.rollouts.records import rollout_records
@@ -62,13 +66,25 @@ class OnlineTraining:
 
     # Problems a user can fix in the run's settings: reported as they are, not as a crash.
     SETUP_ERRORS = (ModelNotFound, DatasetFileError, CorpusFileError, BackendUnavailable,
-                    checkpoints.CheckpointError, ReferenceMismatch, SamplerError)
+                    checkpoints.CheckpointError, ReferenceMismatch, SamplerError,
+                    DataParallelUnsupported)
 
     def __init__(self, config: RunConfig, reporter: Reporter, should_stop: Callable[[], bool],
-                 output_dir: Path | None):
+                 output_dir: Path | None, world: World | None = None):
         self.config, self.reporter, self.should_stop = config, reporter, should_stop
         self.output_dir = output_dir
-        self.device = torch.device(resolve_device(config.device))
+        self.world = world = world or World.single()
+        self.device = world.device(resolve_device(config.device))
+        if world.distributed:
+            # Checked against the processes there are, whatever the config asked for.
+            problems = (dataclasses.replace(config, devices=world.size).data_parallel_errors()
+                        if world.size > 1 else {})
+            if problems:
+                raise DataParallelUnsupported(
+                    "This run cannot train on several devices: " + "; ".join(
+                        f"{name}: {why}" for name, why in problems.items()))
+            world.start(self.device)
+        self.step_number = 0
         self.surrogate = GRPOConfig.from_run_config(config)
         self.algorithm = engine_for(config.algorithm)(config)
         self.task = load_task(config)
@@ -119,6 +135,10 @@ class OnlineTraining:
                 load_adapter(self.model, resumed.adapter)
             initial = self.model
         self.reference = make_reference(config, initial, self.device)
+        try:  # DDP's constructor is a collective: it fails when another process already has
+            self.update_model = world.wrap(self.model)
+        except RuntimeError as exc:
+            raise PeerFailed(str(exc)) from exc
         self.kl = KLController(config.beta, config.kl_target, config.kl_horizon)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
@@ -173,43 +193,55 @@ class OnlineTraining:
         self.reporter.log("reward models: " + ", ".join(
             f"reward_model/{i} = {ref}" for i, ref in enumerate(refs)))
 
-    def close(self) -> None:
-        self.backend.close()
-
     def loop(self) -> Outcome:
-        if self.eval_examples and self.first_step == 1:
+        if self.eval_examples and self.first_step == 1 and self.world.is_main:
             self.evaluate(0)  # the starting point of the eval/ curves
         return run_steps(self.config, self.reporter, self.should_stop, device=self.device,
                          first_step=self.first_step, step=self.step,
                          save_checkpoint=self.save_checkpoint if self.output_dir else None)
 
+    def close(self) -> None:
+        self.backend.close()
+        # DDP's reducer holds the process group: freed after the group is destroyed, it can
+        # hang the process on its way out.
+        self.update_model = self.model
+        self.world.close()
+
     def step(self, step: int) -> dict[str, float] | None:
         """One training step, reported; its metrics, or None if stopped part-way."""
-        config, surrogate = self.config, self.surrogate
+        config, surrogate, world = self.config, self.surrogate, self.world
+        self.step_number = step
         step_start = time.perf_counter()
         sampled = self._sample_and_score()
         if sampled is None:
             return None
+        # The step's prompts, all of them; this process's rollouts and scores, of its share.
         examples, rollouts, per_function, extra = sampled
+        share = world.group_range(len(examples))
+        local_examples = examples[share.start:share.stop]
+        rows = slice(share.start * config.group_size, share.stop * config.group_size)
+        local_per_function = per_function
+        per_function = {name: world.gather(values) for name, values in per_function.items()}
         rewards = sum(self.weights[name] * values for name, values in per_function.items())
         ids = [e.prompt_id for e in examples for _ in range(config.group_size)]  # (N,)
 
         beta = self.kl.beta
+        # Advantages from the whole batch's rewards, in every process alike; each keeps its rows
+        # (an algorithm that needs more than rewards runs on one process: local = global).
         batch = StepBatch(rollouts=rollouts, advantages=rewards)
         scored = ScoredBatch(batch=batch, rewards=rewards, prompt_ids=ids, beta=beta)
         extra.update(self.algorithm.advantages(scored, self))
-        batch.advantages = batch.advantages.to(self.device)  # (N,) or (N, T)
+        batch.advantages = batch.advantages[rows].to(self.device)  # (n,) or (n, T)
 
         update_start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        recorder = TokenRecorder(
-            range(min(config.token_details_per_step, config.rollouts_logged_per_step)),
-            surrogate.kl_estimator)
+        detailed = min(config.token_details_per_step, config.rollouts_logged_per_step)
+        recorder = TokenRecorder(range(max(0, detailed - rows.start)), surrogate.kl_estimator)
         update = update_policy(
-            self.model, self.reference.model if self.reference else None, self.optimizer,
+            self.update_model, self.reference.model if self.reference else None, self.optimizer,
             self.scheduler, batch, surrogate, config, self.should_stop,
             beta=beta if config.kl_placement == "loss" else 0.0, algorithm=self.algorithm,
-            recorder=recorder)
+            recorder=recorder, world=world)
         if update is None:
             return None
         update_s = time.perf_counter() - update_start
@@ -221,12 +253,14 @@ class OnlineTraining:
         if "kl/sequence_mean" in update:
             self.kl.update(update["kl/sequence_mean"], len(rewards))
         extra.update(self.algorithm.after_update(scored, self))
-        advantages = batch.advantages.cpu()  # (N,) or (N, T)
-        per_completion = advantages  # (N,): what the sampler and the rollout table are given
+        advantages = batch.advantages.cpu()  # (n,) or (n, T)
+        local_per_completion = advantages  # (n,): what the sampler and rollout table are given
         if advantages.dim() == 2:  # per token: each completion's mean; statistics over tokens
             mask = rollouts.completion_mask.cpu()
-            per_completion = masked_mean(advantages, mask, dim=1)
+            local_per_completion = masked_mean(advantages, mask, dim=1)
             advantages = advantages[mask.bool()]
+        per_completion = world.gather(local_per_completion)  # (N,)
+        advantages = world.gather(advantages)
         self.sampler.observe(examples, rewards, per_completion, config.group_size)
         extra.update(self.sampler.metrics())
         step_s = time.perf_counter() - step_start
@@ -236,7 +270,8 @@ class OnlineTraining:
             groups = rewards.view(-1, config.group_size)  # (B, G)
             degenerate = (groups.max(1).values == groups.min(1).values).float().mean().item()
             extra["groups/degenerate_fraction"] = degenerate
-        lengths = rollouts.lengths.float()
+        lengths = world.gather(rollouts.lengths.float())  # (N,)
+        truncated = world.gather(rollouts.truncated.float())  # (N,)
         metrics = {
             "reward/mean": rewards.mean().item(),
             "reward/std": _std(rewards),
@@ -251,29 +286,41 @@ class OnlineTraining:
             **extra,
             "completion/length_mean": lengths.mean().item(),
             "completion/length_max": lengths.max().item(),
-            "completion/truncated_fraction": rollouts.truncated.float().mean().item(),
+            "completion/truncated_fraction": truncated.mean().item(),
             "optim/lr": lr,
             "time/update_s": update_s,
             "time/weight_sync_s": sync_s,
             "time/step_s": step_s,
             "perf/tokens_per_s": lengths.sum().item() / step_s,
-            **peak_memory(self.device),
+            **world.max(peak_memory(self.device)),
         }
         if self.reference is not None:
             metrics["kl/beta"] = beta
         self.reporter.metrics(step, metrics)
         if config.rollouts_logged_per_step:
-            self.reporter.rollouts(step, rollout_records(
-                examples, rollouts, per_function, rewards, per_completion, batch.advantages.cpu(),
-                config, recorder.details, self.tokenizer,
-                {name: values.cpu() for name, values in batch.token_views.items()}))
+            records = rollout_records(
+                local_examples, rollouts, local_per_function, rewards[rows],
+                local_per_completion, batch.advantages.cpu(), config, recorder.details,
+                self.tokenizer, {name: values.cpu() for name, values in batch.token_views.items()})
+            self.reporter.rollouts(step, self._gathered(records, len(local_examples)))
         self.reporter.progress(step, config.max_steps)
         if degenerate == 1.0:
             self.reporter.log(f"step {step}: every group got equal rewards, so this step had no "
                               f"learning signal", level="warning")
-        if self.eval_examples and (step % config.eval_every == 0 or step == config.max_steps):
+        if self.eval_examples and (step % config.eval_every == 0 or step == config.max_steps) \
+                and world.is_main:
             self.evaluate(step)
         return metrics
+
+    def _gathered(self, records: list[dict], groups: int) -> list[dict]:
+        """Every process's logged rollouts in batch order, numbered by their group in the whole
+        batch, as many as one process logs."""
+        if not self.world.distributed:
+            return records
+        merged = [{**record, "group": record["group"] + rank * groups}
+                  for rank, part in enumerate(self.world.gather_objects(records))
+                  for record in part]
+        return merged[:self.config.rollouts_logged_per_step]
 
     def evaluate(self, step: int) -> None:
         """Periodic evaluation: eval_samples samples of each held-out prompt from the run's own
@@ -294,10 +341,11 @@ class OnlineTraining:
 
     def _sample_and_score(self) -> tuple[list[Example], Rollouts, dict[str, torch.Tensor],
                                          dict[str, float]] | None:
-        """The step's prompts, their rollouts and each reward function's scores, and timing
-        metrics; None if stopped. The difficulty filter keeps only groups whose pass rate lies
-        strictly between its bounds, generating again until the batch is full (DAPO's dynamic
-        sampling), for at most filter_max_rounds rounds."""
+        """The step's prompts (all of them, in every process), the rollouts and each reward
+        function's scores of this process's share of them, and timing metrics; None if
+        stopped. The difficulty filter keeps only groups whose pass rate lies strictly between
+        its bounds, generating again until the batch is full (DAPO's dynamic sampling), for at
+        most filter_max_rounds rounds."""
         config = self.config
         size, group = config.prompts_per_step, config.group_size
         filtering = config.prompt_sampler == "difficulty_filter"
@@ -308,12 +356,14 @@ class OnlineTraining:
             rounds += 1
             started = time.perf_counter()
             examples = self.sampler.sample(size)
-            rollouts = self.backend.generate(examples, group)
+            rollouts = self._generate(examples, group)
             timings["time/generate_s"] += time.perf_counter() - started
             if self.should_stop():
                 return None
             started = time.perf_counter()
-            per_function = score_rollouts(self.reward_functions, examples, rollouts, config)
+            share = self.world.group_range(len(examples))  # all of them in one process
+            per_function = score_rollouts(self.reward_functions,
+                                          examples[share.start:share.stop], rollouts, config)
             timings["time/score_s"] += time.perf_counter() - started
             sampled_groups += len(examples)
             if not filtering:
@@ -342,6 +392,17 @@ class OnlineTraining:
                         for name in parts[0][2]}
         return examples, rollouts, per_function, timings
 
+    def _generate(self, examples: list[Example], group: int) -> Rollouts:
+        """The rollouts of this process's share of `examples`: all of them in one process; in
+        several, each group seeded by the run's seed, the step and its place in the batch, so
+        that the samples do not depend on how many processes share the batch."""
+        if not self.world.distributed:
+            return self.backend.generate(examples, group)
+        share = self.world.group_range(len(examples))
+        seeds = [group_seed(self.config.seed, self.step_number, index) for index in share]
+        return generate_by_group(self.backend, examples[share.start:share.stop], group, seeds,
+                                 self.tokenizer.pad_token_id)
+
     def save_checkpoint(self, step: int, final: bool) -> None:
         algorithm_state, algorithm_tensors = self.algorithm.state_dict()
         state = {"kl": self.kl.state_dict(), "sampler": self.sampler.state_dict(),
@@ -350,9 +411,13 @@ class OnlineTraining:
                    "scheduler": self.scheduler.state_dict(),
                    "reference": self.reference.state_dict() if self.reference else None,
                    **algorithm_tensors}
-        save_checkpoint(self.output_dir, step, final=final, model=self.model,
-                        tokenizer=self.tokenizer, state=state, tensors=tensors,
-                        config=self.config, reporter=self.reporter)
+        # The weights and the optimiser's state are whole in every process: the first one saves
+        # them, for any number of processes to resume from.
+        if self.world.is_main:
+            save_checkpoint(self.output_dir, step, final=final, model=self.model,
+                            tokenizer=self.tokenizer, state=state, tensors=tensors,
+                            config=self.config, reporter=self.reporter)
+        self.world.barrier()
 
     def _restore(self, resumed: checkpoints.Checkpoint) -> None:
         """Continue after the checkpoint's step, with its optimiser, schedule, RNG state and the
@@ -369,6 +434,11 @@ class OnlineTraining:
         checkpoints.restore_rng_state(resumed.tensors["rng"])
         self.first_step = resumed.step + 1
         self.reporter.log(f"resumed from {resumed.path} after step {resumed.step}")
+
+
+def group_seed(seed: int, step: int, group: int) -> int:
+    """The seed of one prompt group's sampling: distinct for every (run seed, step, group)."""
+    return ((seed * 1_000_003 + step) * 65_537 + group) % 2**63
 
 
 def _std(values: torch.Tensor) -> float:

@@ -19,6 +19,7 @@ from training.algorithms.aggregation import BatchShape
 from training.algorithms.base import Algorithm, StepBatch
 from training.algorithms.grpo import GRPOConfig, compute_loss
 from training.ops import KL_ESTIMATORS, high_entropy_mask, masked_sum
+from training.parallel import World
 from training.rollouts.logprobs import (
     autocast,
     batch_logprobs,
@@ -59,7 +60,7 @@ def _rounded(values: torch.Tensor) -> list[float]:
 def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, surrogate: GRPOConfig,
                   config: RunConfig, should_stop: Callable[[], bool], *, beta: float,
                   algorithm: Algorithm, recorder: TokenRecorder | None = None,
-                  ) -> dict[str, float] | None:
+                  world: World | None = None) -> dict[str, float] | None:
     """μ optimisation passes over the batch: metrics averaged over them (the gradient norm is
     the last pass's), or None if stopped part-way. `beta` weighs the KL term of the loss (0
     when the KL is folded into the reward instead). The `algorithm` gives the forward pass and
@@ -68,7 +69,11 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, surr
     With one pass, π_old is the policy being updated and its log-probs come from the same
     forward pass. With more, π_old's (and π_ref's) log-probs are computed once, before the first
     pass, and the ratio of later passes measures how far the policy has moved since sampling.
+
+    In a run over several processes (training.parallel) `model` is DistributedDataParallel and
+    `batch` this process's share: the normalisers and the metrics span the whole batch.
     """
+    world = world or World.single()
     order = micro_batch_order(batch.rollouts)
     started = time.perf_counter()
     if config.num_iterations > 1 and batch.old_logp is None:
@@ -80,7 +85,7 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, surr
     for iteration in range(config.num_iterations):
         metrics = _update_pass(model, reference, optimizer, batch, surrogate, config, should_stop,
                                order, beta, timings, algorithm,
-                               recorder if iteration == 0 else None)
+                               recorder if iteration == 0 else None, world)
         if metrics is None:
             return None
         scheduler.step()
@@ -92,28 +97,37 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, surr
 def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOConfig,
                  config: RunConfig, should_stop: Callable[[], bool], order: torch.Tensor,
                  beta: float, timings: dict[str, float], algorithm: Algorithm,
-                 recorder: TokenRecorder | None = None) -> dict[str, float] | None:
+                 recorder: TokenRecorder | None = None, world: World = World.single(),
+                 ) -> dict[str, float] | None:
     """One optimisation pass over the batch; its metrics, or None if stopped part-way."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     rollouts, advantages = batch.rollouts, batch.advantages
     device = rollouts.input_ids.device
-    total = rollouts.input_ids.shape[0]
+    local = rollouts.input_ids.shape[0]
     loss_mask = rollouts.completion_mask  # (N, T)
     if surrogate.mask_truncated:
         loss_mask = loss_mask * (~rollouts.truncated).to(device)[:, None]
-    total_tokens = rollouts.completion_mask.sum().item()
-    shape = BatchShape(sequences=total, tokens=int(loss_mask.sum().item()),
+    # Over the whole batch, every process's share included: a micro-batch's loss is its share
+    # of the step loss of all of them.
+    counts = world.sum({"sequences": local, "tokens": rollouts.completion_mask.sum().item(),
+                        "loss_tokens": loss_mask.sum().item()})
+    total, total_tokens = int(counts["sequences"]), int(counts["tokens"])
+    shape = BatchShape(sequences=total, tokens=int(counts["loss_tokens"]),
                        max_completion_length=config.max_new_tokens,
-                       micro_batches=math.ceil(total / config.micro_batch_size))
+                       micro_batches=math.ceil(local / config.micro_batch_size))
+    # DDP averages the processes' gradients; each process's loss is its share of the sum.
+    scale = float(world.size)
     sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
     sampled = rollouts.sampled_logprobs if recorder is not None else None
     if sampled is not None:
         sums["rollout/logprob_mismatch"] = 0.0
-    for start in range(0, total, config.micro_batch_size):
+    for start in range(0, local, config.micro_batch_size):
         if should_stop():
             optimizer.zero_grad(set_to_none=True)
             return None
+        if world.distributed:  # DDP's no_sync: reduce gradients once, after the last backward
+            model.require_backward_grad_sync = start + config.micro_batch_size >= local
         rows = order[start:start + config.micro_batch_size].to(device)  # (n,)
         input_ids, attention_mask, mask = micro_batch(rollouts, rows)  # mask (n, T')
         with autocast(config, device):  # the forward pass only; backward after it
@@ -161,7 +175,7 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
             stats.update(extra.means)
         # `loss` is this micro-batch's share of the step loss, so the gradients add up to the
         # gradient of the whole batch's loss.
-        loss.backward()
+        (loss * scale if world.distributed else loss).backward()
         token_share = mask.sum().item() / max(total_tokens, 1)
         sums["loss/policy"] += policy_loss.item()
         sums["entropy/mean"] += masked_sum(entropy, mask).item() / max(total_tokens, 1)
@@ -173,6 +187,7 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
     if should_stop():
         optimizer.zero_grad(set_to_none=True)
         return None
+    sums = world.sum(sums)
     sums.update(algorithm.auxiliary_backward(model))
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     # the policy's trainable weights, then the algorithm's own (PPO's value head)

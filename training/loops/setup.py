@@ -17,6 +17,7 @@ from transformers import get_scheduler, set_seed
 from training import checkpoints
 from training.samplers import dataset_columns
 from training.spec.algorithms import TEXT_CORPUS, algorithm_spec
+from training.parallel import World
 from training.spec.config import RunConfig
 from training.spec.prompt_dataset import load_prompt_dataset
 from training.spec.tasks import get_task
@@ -38,11 +39,12 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def prepare_process(config: RunConfig, reporter: Reporter) -> bool:
-    """Seed every generator and use every core; False, reported, when the run asks for a GPU
-    that this worker does not have."""
+def prepare_process(config: RunConfig, reporter: Reporter, world: World | None = None) -> bool:
+    """Seed every generator and use every core (the run's processes on this host share them);
+    False, reported, when the run asks for a GPU that this worker does not have."""
+    world = world or World.single()
     set_seed(config.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_size))
     if config.device == "cuda" and not torch.cuda.is_available():
         reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
                        "or launch the run on a GPU worker.")

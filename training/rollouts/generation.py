@@ -102,9 +102,10 @@ def vllm_installed() -> bool:
 
 
 def backend_name(config: RunConfig) -> str:
-    """The backend `config` asks for, 'auto' resolved: vLLM when it is installed."""
+    """The backend `config` asks for, 'auto' resolved: vLLM when it is installed, except on
+    several devices, where each process generates with transformers (training.parallel)."""
     if config.rollout_backend == "auto":
-        return "vllm" if vllm_installed() else "transformers"
+        return "vllm" if vllm_installed() and config.devices == 1 else "transformers"
     return config.rollout_backend
 
 
@@ -187,6 +188,19 @@ class TransformersBackend:
 
     def close(self) -> None:
         pass
+
+
+def generate_by_group(backend: RolloutBackend, examples: list[Example], group_size: int,
+                      seeds: list[int], pad_token_id: int) -> Rollouts:
+    """group_size completions of each example, each group sampled on its own after seeding the
+    generators with its seed: a group's completions then do not depend on which other prompts
+    share its process or its batch, so a run split over any number of processes samples the
+    same ones (training.parallel)."""
+    parts = []
+    for example, seed in zip(examples, seeds, strict=True):
+        torch.manual_seed(seed)  # seeds every device's generator, CUDA's included
+        parts.append(backend.generate([example], group_size))
+    return concat_rollouts(parts, pad_token_id) if len(parts) > 1 else parts[0]
 
 
 def make_backend(config: RunConfig, model, tokenizer,

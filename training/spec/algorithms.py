@@ -41,6 +41,9 @@ class AlgorithmSpec:
     trains_on: str = PROMPTS
     # RunConfig -> {setting: what is wrong}: settings of the run that do not suit the method
     check: Callable[[Any], dict[str, str]] | None = None
+    # Runs on several devices (training.parallel): its advantages depend only on the batch's
+    # rewards, and it adds no loss, state or model of its own that would need its own reduction.
+    data_parallel: bool = False
 
 
 # name -> one-line description: the choices of RunConfig.algorithm, kept in step by `register`.
@@ -342,9 +345,11 @@ def _text_corpus(config: Any) -> dict[str, str]:
 
 for _spec in (
     AlgorithmSpec("grpo", "GRPO: advantages centred (and scaled) within each prompt's group",
-                  "training.algorithms.grpo:GRPO", GRPOSettings, min_group_size=2),
+                  "training.algorithms.grpo:GRPO", GRPOSettings, min_group_size=2,
+                  data_parallel=True),
     AlgorithmSpec("rloo", "RLOO: leave-one-out baseline, the mean of the other completions of "
-                  "the prompt", "training.algorithms.rloo:RLOO", min_group_size=2),
+                  "the prompt", "training.algorithms.rloo:RLOO", min_group_size=2,
+                  data_parallel=True),
     AlgorithmSpec("reinforce_pp", "REINFORCE++: one baseline for the whole batch, normalised "
                   "by its std", "training.algorithms.reinforce_pp:ReinforcePP"),
     AlgorithmSpec("spo", "SPO: one completion per prompt; baseline = a persistent per-prompt "

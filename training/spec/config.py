@@ -316,6 +316,12 @@ class RunConfig(Settings):
                          section="performance")
     device: str = setting("auto", "Where the worker trains.", choices=DEVICES, advanced=True,
                           section="performance")
+    devices: int = setting(
+        1, "Devices (GPUs, or CPU processes on a worker without GPUs) the run trains on, on one "
+        "worker: one process per device under torchrun, data parallel. Each process generates "
+        "its share of every step's prompts; the step equals a one-process step on the same "
+        "batch. Prompts per step must divide evenly among them; GRPO and RLOO with transformers "
+        "rollouts only.", min=1, max=64, advanced=True, section="performance")
     seed: int = setting(0, "Seed for prompt sampling, generation and initialisation.",
                        min=0, max=2**31 - 1, advanced=True, section="optimisation")
     token_details_per_step: int = setting(
@@ -439,6 +445,36 @@ class RunConfig(Settings):
                                       "the KL bias correction")
         if self.kl_target > 0 and self.beta == 0:
             errors["kl_target"] = "adaptive KL adjusts β: set an initial β > 0"
+        if self.devices > 1:
+            errors.update(self.data_parallel_errors())
+        return errors
+
+    def data_parallel_errors(self) -> dict[str, str]:
+        """What a run on several devices (training.parallel) cannot do yet, by the field to
+        change: each is something whose value would depend on how the batch is split."""
+        errors: dict[str, str] = {}
+        name = self.algorithm.upper()
+        if not algorithm_spec(self.algorithm).data_parallel:
+            errors["algorithm"] = (f"{name} runs on one device: choose GRPO or RLOO, or set "
+                                   f"devices to 1")
+        if self.prompts_per_step % self.devices:
+            errors["prompts_per_step"] = (f"each of the {self.devices} devices generates an "
+                                          f"equal share of the prompts: use a multiple of "
+                                          f"{self.devices}")
+        if self.rollout_backend == "vllm":
+            errors["rollout_backend"] = ("runs on several devices generate with transformers "
+                                         "for now: choose transformers or auto")
+        if self.prompt_sampler == "difficulty_filter":
+            errors["prompt_sampler"] = ("the difficulty filter runs on one device: choose "
+                                        "another sampler, or set devices to 1")
+        if self.loss_type == "bnpo":
+            errors["loss_type"] = ("bnpo's normaliser is each micro-batch's, which depends on "
+                                   "how the batch is split: choose grpo, dapo or dr_grpo")
+        if self.kl_placement == "reward" and self.uses_reference:
+            errors["kl_placement"] = ("on several devices the KL enters the loss: choose loss")
+        if self.top_entropy_quantile < 1:
+            errors["top_entropy_quantile"] = ("the entropy quantile is taken per micro-batch, "
+                                              "which depends on how the batch is split: set 1")
         return errors
 
 

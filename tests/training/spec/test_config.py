@@ -26,6 +26,13 @@ def test_every_bad_field_is_named_at_once():
     ({"filter_low": 0.5, "filter_high": 0.5}, "filter_high", "above the lower bound"),
     ({"prompt_sampler": "spo_priority"}, "prompt_sampler", "needs the SPO algorithm"),
     ({"kl_target": 0.1}, "kl_target", "initial β"),
+    ({"devices": 3, "prompts_per_step": 8}, "prompts_per_step", "multiple of 3"),
+    ({"devices": 2, "algorithm": "ppo"}, "algorithm", "PPO runs on one device"),
+    ({"devices": 2, "rollout_backend": "vllm"}, "rollout_backend", "transformers"),
+    ({"devices": 2, "prompt_sampler": "difficulty_filter"}, "prompt_sampler", "one device"),
+    ({"devices": 2, "loss_type": "bnpo"}, "loss_type", "micro-batch"),
+    ({"devices": 2, "beta": 0.1, "kl_placement": "reward"}, "kl_placement", "enters the loss"),
+    ({"devices": 2, "top_entropy_quantile": 0.5}, "top_entropy_quantile", "set 1"),
 ])
 def test_settings_that_do_not_go_together_are_named(settings, field, message):
     with pytest.raises(ConfigError) as caught:
@@ -104,3 +111,15 @@ def test_k1_in_the_loss_is_refused_unless_the_bias_correction_is_on():
     assert "zero gradient in expectation" in bad.value.errors["kl_estimator"]
     RunConfig.from_dict({"beta": 0.1, "kl_estimator": "k1", "kl_bias_correction": True})
     RunConfig.from_dict({"beta": 0.1, "kl_estimator": "k1", "kl_placement": "reward"})
+
+
+@pytest.mark.parametrize("devices", [0, 65])
+def test_devices_are_bounded(devices):
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict({"devices": devices})
+    assert "devices" in caught.value.errors
+
+
+def test_a_data_parallel_grpo_run_is_valid():
+    config = RunConfig.from_dict({"devices": 4, "prompts_per_step": 8, "loss_type": "dapo"})
+    assert config.devices == 4 and config.data_parallel_errors() == {}
