@@ -107,13 +107,8 @@ class ScriptSupervisor(RunSupervisor):
         self.lines_lock = threading.Lock()
 
     def supervise(self) -> None:
-        try:
-            output_dir = self._make_output_dir()
-        except OSError as exc:
-            logger.error("run %s: cannot create its folder: %s", self.run_id, exc)
-            services.run_fail(run_id=self.run_id, error_message=(
-                f"The worker cannot create the run's folder ({exc}). Set RLAB_RUN_DIR to a "
-                f"folder the worker can write to."))
+        output_dir = self._output_dir_or_fail()
+        if output_dir is None:
             return
         cwd, problem = self._working_dir(output_dir)
         if problem:

@@ -102,13 +102,8 @@ class RunSupervisor:
         self.ended_as: str | None = None  # the status that ended the run from outside
 
     def supervise(self) -> None:
-        try:
-            output_dir = self._make_output_dir()
-        except OSError as exc:
-            logger.error("run %s: cannot create its folder: %s", self.run_id, exc)
-            services.run_fail(run_id=self.run_id, error_message=(
-                f"The worker cannot create the run's folder ({exc}). Set RLAB_RUN_DIR to a "
-                f"folder the worker can write to."))
+        output_dir = self._output_dir_or_fail()
+        if output_dir is None:
             return
         proc = self._start(output_dir)
         readers = [
@@ -154,6 +149,17 @@ class RunSupervisor:
                 reader.join(timeout=5)
             self._drain()
         self._finish(proc.wait())
+
+    def _output_dir_or_fail(self) -> Path | None:
+        """The run's folder, made if new; None, with the run failed, when it cannot be."""
+        try:
+            return self._make_output_dir()
+        except OSError as exc:
+            logger.error("run %s: cannot create its folder: %s", self.run_id, exc)
+            services.run_fail(run_id=self.run_id, error_message=(
+                f"The worker cannot create the run's folder ({exc}). Set RLAB_RUN_DIR to a "
+                f"folder the worker can write to."))
+            return None
 
     def _make_output_dir(self) -> Path:
         output_dir = Path(settings.RLAB_RUN_DIR) / self.folder_name

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from rlab.cli import main
-from tests.stack import ROOT, start_web
+from tests.stack import ROOT
 from training.spec.config import RunConfig
 from webapp.api.tokens import token_create
 from webapp.experiments.models import Experiment
@@ -28,28 +27,6 @@ from webapp.runs.tracking import tracked_experiment_get_or_create, tracked_run_c
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 SETTINGS = {"max_steps": 2, "prompts_per_step": 2, "group_size": 2, "learning_rate": 1.5e-5}
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
-    """One web server for the module: each test's rows are committed, so it sees them."""
-    web, base_url = start_web(tmp_path_factory.mktemp("web"))
-    yield base_url
-    web.stop()
-
-
-@pytest.fixture
-def rlab(server, user, monkeypatch, capsys):
-    """rlab("runs", "--limit", "5") -> (exit status, stdout, stderr), as the team's admin."""
-    monkeypatch.setenv("RLAB_URL", server)
-    monkeypatch.setenv("RLAB_TOKEN", token_create(user=user, name="cli")[1])
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        status = main([str(arg) for arg in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return call
 
 
 def write(path, data) -> str:

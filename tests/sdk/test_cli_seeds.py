@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sdk import test_cli
 from tests.sdk.test_cli import SETTINGS, write
 from webapp.experiments.models import Experiment
 from webapp.runs.models import Run
-
-# test_cli's fixtures: its server, and the command line run in this process against it
-server, rlab = test_cli.server, test_cli.rlab
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

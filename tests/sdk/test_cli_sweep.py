@@ -7,10 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from rlab.cli import main
-from tests.stack import start_web
 from training.spec.config import RunConfig
-from webapp.api.tokens import token_create
 from webapp.experiments.services import experiment_create
 from webapp.runs.models import Run, RunStatus
 from webapp.sweeps.models import Sweep
@@ -30,26 +27,6 @@ axes:
   beta: {values: [0.0, 0.04]}
   epsilon: {uniform: [0.1, 0.3]}
 """
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
-    web, base_url = start_web(tmp_path_factory.mktemp("web"))
-    yield base_url
-    web.stop()
-
-
-@pytest.fixture
-def rlab(server, user, monkeypatch, capsys):
-    monkeypatch.setenv("RLAB_URL", server)
-    monkeypatch.setenv("RLAB_TOKEN", token_create(user=user, name="cli")[1])
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        status = main([str(arg) for arg in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return call
 
 
 @pytest.fixture

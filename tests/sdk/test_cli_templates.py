@@ -6,33 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from rlab.cli import main
-from tests.stack import start_web
-from webapp.api.tokens import token_create
 from webapp.jobs.services import job_template_create
 from webapp.runs.models import Run, RunStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
-    web, base_url = start_web(tmp_path_factory.mktemp("web"))
-    yield base_url
-    web.stop()
-
-
-@pytest.fixture
-def rlab(server, user, monkeypatch, capsys):
-    monkeypatch.setenv("RLAB_URL", server)
-    monkeypatch.setenv("RLAB_TOKEN", token_create(user=user, name="cli")[1])
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        status = main([str(arg) for arg in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return call
 
 
 @pytest.fixture

@@ -8,17 +8,9 @@ import pytest
 import rlab
 from rlab.cli import main
 from rlab.client import Rejected
-from tests.stack import start_web
 from webapp.api.tokens import token_create, token_revoke
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
-    web, base_url = start_web(tmp_path_factory.mktemp("web"))
-    yield base_url
-    web.stop()
 
 
 @pytest.fixture(params=["mistyped", "revoked"])
