@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if cuda else "cpu"
     where = torch.cuda.get_device_name() if cuda else "CPU (--allow-cpu: a smoke test, no GPU)"
     peak = matmul_rate(device)
-    print(f"rlab GPU benchmark on {where}, bf16; torch {torch.__version__}")
+    print(f"rlab GPU benchmark on {where}, bf16; torch {torch.__version__}; load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"bf16 matmul ({_MATMUL_SIZE[device]}³, best of {_MATMUL_ROUNDS}): "
           f"{_flop(peak)}/s measured, the MFU denominator below")
     models = [TINY] if not cuda else [MODELS[name] for name in args.models]
