@@ -149,8 +149,9 @@ class World:
         from torch.distributed.fsdp import FSDPModule
 
         modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        layers = [m for m in modules if m is not model]  # the root keeps FSDP2's own setting
         try:
-            for module in modules:
+            for module in layers:
                 module.set_reshard_after_forward(False)
             for module in modules:
                 self._collective(module.unshard)
@@ -158,6 +159,7 @@ class World:
         finally:
             for module in modules:
                 module.reshard()
+            for module in layers:
                 module.set_reshard_after_forward(True)
 
     def full_model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
