@@ -201,9 +201,10 @@ def test_dapo_normaliser_spans_both_processes(tiny_model, tmp_path):
                         initial_weights(tiny_model))
 
 
-def test_a_failing_process_fails_the_run(tiny_model, tmp_path):
-    lines, code, stderr = torchrun(tmp_path / "failing", 2, config_for(tiny_model, 2),
-                                   fail_on_rank=1)
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_a_failing_process_fails_the_run(tiny_model, tmp_path, sharding):
+    lines, code, stderr = torchrun(tmp_path / "failing", 2,
+                                   config_for(tiny_model, 2, sharding=sharding), fail_on_rank=1)
 
     assert code != 0
     events = events_of(lines)
