@@ -1,6 +1,7 @@
 """The built-in trainer as N processes under torchrun (training.parallel), CPU and gloo: a step
 over 2 processes equals one over 1 on the same global batch, checkpoints resume with another
-process count, only the first process reports, and one failing process fails the run.
+process count, only the first process reports, and one failing process fails the run; the same
+with the policy sharded by FSDP2 (`sharding: fsdp`), whose checkpoints resume in one process.
 
 Every run here is a real torchrun with real processes. The random tiny model never answers a
 sum, so the child rewards longer completions (as tests/training/conftest's length_rewarded does
