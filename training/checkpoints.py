@@ -63,13 +63,15 @@ class Checkpoint:
 
 
 def save(output_dir: Path, step: int, *, model, tokenizer, state: dict[str, Any],
-         tensors: dict[str, Any], keep: int) -> Path:
-    """Write checkpoint-<step> under `output_dir`, delete all but the newest `keep`, return it."""
+         tensors: dict[str, Any], keep: int,
+         weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write checkpoint-<step> under `output_dir`, delete all but the newest `keep`, return it.
+    `weights`: the model's whole state dict, when `model` holds only a shard of it (FSDP2)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / checkpoint_folder_name(step)
     staging = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=output_dir))
     try:
-        _save_model(model, tokenizer, staging)
+        _save_model(model, tokenizer, staging, weights)
         (staging / TRAINER_STATE).write_text(json.dumps({"step": step, **state}, indent=1))
         _save_tree({**tensors, "rng": rng_state()}, staging)
         if target.exists():
@@ -183,11 +185,14 @@ def _load_tree(folder: Path) -> dict[str, Any]:
     return decode(json.loads((folder / TRAINING_STRUCTURE).read_text()))
 
 
-def _save_model(model, tokenizer, folder: Path) -> None:
+def _save_model(model, tokenizer, folder: Path,
+                weights: dict[str, torch.Tensor] | None = None) -> None:
     if hasattr(model, "merge_and_unload"):  # a LoRA policy
         model.save_pretrained(folder / ADAPTER)
         plain = copy.deepcopy(model).merge_and_unload()
     else:
         plain = model
-    plain.save_pretrained(folder, safe_serialization=True)
+    # a copy: save_pretrained drops the tied weights' duplicates from the dict it is given
+    plain.save_pretrained(folder, safe_serialization=True,
+                          state_dict=dict(weights) if weights is not None else None)
     tokenizer.save_pretrained(folder)

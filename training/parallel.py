@@ -8,16 +8,24 @@ the batch is reduced across processes so that a step equals one process's on the
 the loss normalisers (completions, tokens), the rewards the advantages are computed from, and the
 metrics. Only the first process (rank 0) reports; see training.process.
 
+With `sharding: fsdp` the policy is sharded instead (FSDP2's `fully_shard`, per decoder layer,
+then the root): each process keeps a share of the parameters, gradients and optimiser state,
+and gathers a layer's parameters for its forward and backward. Generation needs every layer many
+times with a different number of forward passes in each process, so the whole model is gathered
+once around it (`World.whole_model`). Checkpoints hold the whole model and optimiser state, as
+DDP's do, so that either kind of run resumes from them with any number of processes.
+
 `World` is the one place that knows the process group: a single process gets `World.single()`,
 whose reductions are identities, so the loops have one code path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pickle
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -55,6 +63,7 @@ class World:
         self.rank, self.size, self.local_rank = rank, size, local_rank
         self.local_size = local_size or size  # processes on this host
         self.distributed = distributed
+        self.sharded = False  # the policy is FSDP2-sharded (wrap)
 
     @classmethod
     def single(cls) -> World:
@@ -100,16 +109,118 @@ class World:
         share = count // self.size
         return range(self.rank * share, (self.rank + 1) * share)
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, *, shard: bool = False) -> torch.nn.Module:
         """The model as the update runs it: DistributedDataParallel, which averages the
         gradients over the processes during backward (the loss is scaled by the world size to
-        make that average a sum; training.loops.policy_update)."""
+        make that average a sum; training.loops.policy_update). With `shard`, the model itself
+        is sharded in place (FSDP2), which averages the gradients in the same way with a
+        reduce-scatter, leaving each process its share; the optimiser must be made after."""
         if not self.distributed:
+            return model
+        if shard:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in decoder_layers(model):
+                fully_shard(layer)
+            fully_shard(model)
+            self.sharded = True
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [model.device] if model.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
+
+    def sync_gradients(self, model: torch.nn.Module, last: bool) -> None:
+        """Before a micro-batch's backward. DDP reduces the gradients once, after the last
+        micro-batch's backward. A sharded model reduce-scatters after every one instead: each
+        process then holds only its share of the gradients between micro-batches, which is
+        what sharding is for (same sum, more communication)."""
+        if self.distributed and not self.sharded:
+            model.require_backward_grad_sync = last
+
+    @contextlib.contextmanager
+    def whole_model(self, model: torch.nn.Module) -> Iterator[None]:
+        """The sharded model's parameters gathered whole for what follows (generation), and
+        kept whole through its forward passes: each process may then run a different number of
+        them without the others. Sharded again after. Nothing to do for an unsharded model."""
+        if not self.sharded:
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        layers = [m for m in modules if m is not model]  # the root keeps FSDP2's own setting
+        try:
+            for module in layers:
+                module.set_reshard_after_forward(False)
+            for module in modules:
+                self._collective(module.unshard)
+            yield
+        finally:
+            for module in modules:
+                module.reshard()
+            for module in layers:
+                module.set_reshard_after_forward(True)
+
+    def full_model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """The sharded model's whole state dict, on the CPU of the first process (None in the
+        others); every process must call it. None for an unsharded model (it is whole)."""
+        if not self.sharded:
+            return None
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(model, options=options)
+        if not self.is_main:
+            return None
+        # A tied weight (lm_head = embed_tokens) comes gathered once per name: keep the first,
+        # as the model saves it whole.
+        unique = {name for name, _ in model.named_parameters()}
+        for name, _ in model.named_parameters(remove_duplicate=False):
+            if name not in unique:
+                state.pop(name, None)
+        return state
+
+    def full_optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimiser's state dict with every sharded tensor gathered whole: the format of an
+        unsharded optimiser's (tensors by parameter index), so DDP and one-process runs resume
+        from it too. Every process must call it."""
+        from torch.distributed.tensor import DTensor
+
+        state = optimizer.state_dict()
+        if not self.sharded:
+            return state
+        whole = {index: {key: value.full_tensor().cpu() if isinstance(value, DTensor) else value
+                         for key, value in values.items()}
+                 for index, values in state["state"].items()}
+        return {**state, "state": whole}
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer,
+                             state: dict[str, Any]) -> None:
+        """Load a whole optimiser state (full_optimizer_state's, or an unsharded run's) into
+        this process's optimiser: for a sharded parameter each tensor of its shape becomes this
+        process's shard of it."""
+        if self.sharded:
+            from torch.distributed.tensor import DTensor, distribute_tensor
+
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if len(state["state"]) and max(int(i) for i in state["state"]) >= len(params):
+                raise ValueError("the optimiser state is for more parameters than the model's")
+
+            def shard(value, param):
+                if (isinstance(param, DTensor) and torch.is_tensor(value)
+                        and value.shape == param.shape):
+                    return distribute_tensor(value.to(param.device), param.device_mesh,
+                                             param.placements)
+                return value
+
+            state = {**state, "state": {
+                index: {key: shard(value, params[int(index)]) for key, value in values.items()}
+                for index, values in state["state"].items()}}
+        optimizer.load_state_dict(state)
 
     def gather(self, values: torch.Tensor) -> torch.Tensor:
         """Every process's `values` (n, ...), all of one shape, in rank order: (size*n, ...)."""
@@ -165,3 +276,16 @@ class World:
         except (RuntimeError, torch.distributed.DistError) as exc:
             raise PeerFailed(f"rank {self.rank}: another process of the run is gone ({exc})") \
                 from exc
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's transformer blocks (FSDP2 shards each on its own, so that one block's
+    parameters at a time are gathered): the modules transformers names in `_no_split_modules`,
+    which it keeps whole when it splits a model over devices."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise DataParallelUnsupported(
+            f"sharding: {type(model).__name__} does not name its decoder layers, so it cannot be "
+            f"sharded: set sharding to ddp")
+    return layers

@@ -1,6 +1,7 @@
 """The built-in trainer as N processes under torchrun (training.parallel), CPU and gloo: a step
 over 2 processes equals one over 1 on the same global batch, checkpoints resume with another
-process count, only the first process reports, and one failing process fails the run.
+process count, only the first process reports, and one failing process fails the run; the same
+with the policy sharded by FSDP2 (`sharding: fsdp`), whose checkpoints resume in one process.
 
 Every run here is a real torchrun with real processes. The random tiny model never answers a
 sum, so the child rewards longer completions (as tests/training/conftest's length_rewarded does
@@ -201,12 +202,55 @@ def test_dapo_normaliser_spans_both_processes(tiny_model, tmp_path):
                         initial_weights(tiny_model))
 
 
-def test_a_failing_process_fails_the_run(tiny_model, tmp_path):
-    lines, code, stderr = torchrun(tmp_path / "failing", 2, config_for(tiny_model, 2),
-                                   fail_on_rank=1)
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_a_failing_process_fails_the_run(tiny_model, tmp_path, sharding):
+    lines, code, stderr = torchrun(tmp_path / "failing", 2,
+                                   config_for(tiny_model, 2, sharding=sharding), fail_on_rank=1)
 
     assert code != 0
     events = events_of(lines)
     errors = [e["message"] for e in events if e["kind"] == "error"]
     assert errors and "scoring broke on this process" in errors[-1], stderr[-3000:]
     assert not [e for e in events if e["kind"] in ("done", "metrics")]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tiny_model, tmp_path_factory):
+    """The GRPO run of grpo_runs in 2 processes with the policy sharded by FSDP2."""
+    folder = tmp_path_factory.mktemp("fsdp") / "p2"
+    lines, code, stderr = torchrun(folder, 2, config_for(tiny_model, 2, sharding="fsdp"))
+    assert code == 0, (lines, stderr[-6000:])
+    return folder, lines
+
+
+def test_fsdp_over_two_processes_equals_one(fsdp_run, grpo_runs):
+    (one, one_lines), (two, two_lines) = grpo_runs[1], fsdp_run
+    one_events, two_events = events_of(one_lines), events_of(two_lines)
+
+    assert rollout_texts(two_events) == rollout_texts(one_events)
+    assert_same_metrics(metrics_by_step(two_events), metrics_by_step(one_events))
+    # the checkpoint holds the whole model, as a one-process run saves it
+    assert weights(two, 2).keys() == weights(one, 2).keys()
+    assert_same_weights(weights(two, 2), weights(one, 2), weights(one, 1))
+    assert_same_weights(weights(two, 3), weights(one, 3), weights(one, 1))
+    config = json.loads((two / "run" / "checkpoint-3" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+
+
+@pytest.mark.parametrize(("saved_by", "resumed_in"), [("fsdp", 1), (1, "fsdp")])
+def test_an_fsdp_checkpoint_resumes_in_one_process_and_back(fsdp_run, grpo_runs, tiny_model,
+                                                             tmp_path, saved_by, resumed_in):
+    """The checkpoint of a sharded run holds the whole optimiser state (by parameter, as one
+    process saves it): one process goes on from it, and a sharded run from one process's."""
+    unbroken, unbroken_lines = fsdp_run if saved_by == "fsdp" else grpo_runs[1]
+    processes, sharding = (2, "fsdp") if resumed_in == "fsdp" else (1, "ddp")
+    config = config_for(tiny_model, processes, sharding=sharding,
+                        resume_from=str(unbroken / "run" / "checkpoint-1"))
+
+    lines, code, stderr = torchrun(tmp_path / "resumed", processes, config)
+
+    assert code == 0, (lines, stderr[-6000:])
+    want = metrics_by_step(events_of(unbroken_lines))
+    assert_same_metrics(metrics_by_step(events_of(lines)), {step: want[step] for step in (2, 3)})
+    assert_same_weights(weights(tmp_path / "resumed", 3), weights(unbroken, 3),
+                        weights(unbroken, 1))

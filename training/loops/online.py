@@ -136,7 +136,8 @@ class OnlineTraining:
             initial = self.model
         self.reference = make_reference(config, initial, self.device)
         try:  # DDP's constructor is a collective: it fails when another process already has
-            self.update_model = world.wrap(self.model)
+            self.update_model = world.wrap(self.model,
+                                           shard=config.sharding == "fsdp" and world.size > 1)
         except RuntimeError as exc:
             raise PeerFailed(str(exc)) from exc
         self.kl = KLController(config.beta, config.kl_target, config.kl_horizon)
@@ -400,23 +401,26 @@ class OnlineTraining:
             return self.backend.generate(examples, group)
         share = self.world.group_range(len(examples))
         seeds = [group_seed(self.config.seed, self.step_number, index) for index in share]
-        return generate_by_group(self.backend, examples[share.start:share.stop], group, seeds,
-                                 self.tokenizer.pad_token_id)
+        with self.world.whole_model(self.model):
+            return generate_by_group(self.backend, examples[share.start:share.stop], group,
+                                     seeds, self.tokenizer.pad_token_id)
 
     def save_checkpoint(self, step: int, final: bool) -> None:
         algorithm_state, algorithm_tensors = self.algorithm.state_dict()
         state = {"kl": self.kl.state_dict(), "sampler": self.sampler.state_dict(),
                  **algorithm_state}
-        tensors = {"optimizer": self.optimizer.state_dict(),
+        tensors = {"optimizer": self.world.full_optimizer_state(self.optimizer),
                    "scheduler": self.scheduler.state_dict(),
                    "reference": self.reference.state_dict() if self.reference else None,
                    **algorithm_tensors}
-        # The weights and the optimiser's state are whole in every process: the first one saves
-        # them, for any number of processes to resume from.
+        # The weights and the optimiser's state are whole in every process (gathered whole
+        # from a sharded model): the first one saves them, for any number of processes to
+        # resume from.
+        weights = self.world.full_model_state(self.model)
         if self.world.is_main:
             save_checkpoint(self.output_dir, step, final=final, model=self.model,
                             tokenizer=self.tokenizer, state=state, tensors=tensors,
-                            config=self.config, reporter=self.reporter)
+                            config=self.config, reporter=self.reporter, weights=weights)
         self.world.barrier()
 
     def _restore(self, resumed: checkpoints.Checkpoint) -> None:
@@ -425,7 +429,7 @@ class OnlineTraining:
         if resumed.step >= self.config.max_steps:
             raise checkpoints.CheckpointError(
                 f"The checkpoint is at step {resumed.step}; raise max steps above it to train on.")
-        self.optimizer.load_state_dict(resumed.tensors["optimizer"])
+        self.world.load_optimizer_state(self.optimizer, resumed.tensors["optimizer"])
         self.scheduler.load_state_dict(resumed.tensors["scheduler"])
         if self.reference is not None:
             self.reference.load_state_dict(resumed.tensors.get("reference"))

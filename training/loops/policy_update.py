@@ -70,8 +70,8 @@ def update_policy(model, reference, optimizer, scheduler, batch: StepBatch, surr
     forward pass. With more, π_old's (and π_ref's) log-probs are computed once, before the first
     pass, and the ratio of later passes measures how far the policy has moved since sampling.
 
-    In a run over several processes (training.parallel) `model` is DistributedDataParallel and
-    `batch` this process's share: the normalisers and the metrics span the whole batch.
+    In a run over several processes (training.parallel) `model` is DistributedDataParallel (or
+    sharded by FSDP2) and `batch` this process's share: the normalisers and the metrics span the whole batch.
     """
     world = world or World.single()
     order = micro_batch_order(batch.rollouts)
@@ -116,7 +116,8 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
     shape = BatchShape(sequences=total, tokens=int(counts["loss_tokens"]),
                        max_completion_length=config.max_new_tokens,
                        micro_batches=math.ceil(local / config.micro_batch_size))
-    # DDP averages the processes' gradients; each process's loss is its share of the sum.
+    # DDP (or FSDP2's reduce-scatter) averages the processes' gradients; each process's loss is
+    # its share of the sum.
     scale = float(world.size)
     sums: dict[str, float] = {"loss/policy": 0.0, "entropy/mean": 0.0}
     sampled = rollouts.sampled_logprobs if recorder is not None else None
@@ -126,8 +127,7 @@ def _update_pass(model, reference, optimizer, batch: StepBatch, surrogate: GRPOC
         if should_stop():
             optimizer.zero_grad(set_to_none=True)
             return None
-        if world.distributed:  # DDP's no_sync: reduce gradients once, after the last backward
-            model.require_backward_grad_sync = start + config.micro_batch_size >= local
+        world.sync_gradients(model, last=start + config.micro_batch_size >= local)
         rows = order[start:start + config.micro_batch_size].to(device)  # (n,)
         input_ids, attention_mask, mask = micro_batch(rollouts, rows)  # mask (n, T')
         with autocast(config, device):  # the forward pass only; backward after it

@@ -128,11 +128,12 @@ def run_steps(config: RunConfig, reporter: Reporter, should_stop: Callable[[], b
 
 def save_checkpoint(output_dir: Path, step: int, *, final: bool, model, tokenizer,
                     state: dict[str, Any], tensors: dict[str, Any], config: RunConfig,
-                    reporter: Reporter) -> None:
-    """Write a checkpoint (training.checkpoints) and report it."""
+                    reporter: Reporter, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a checkpoint (training.checkpoints) and report it. `weights`: the model's whole
+    state dict when `model` holds only a shard of it."""
     saving = time.perf_counter()
     path = checkpoints.save(output_dir, step, model=model, tokenizer=tokenizer,
                             state={"config": config.to_dict(), **state}, tensors=tensors,
-                            keep=config.keep_checkpoints)
+                            keep=config.keep_checkpoints, weights=weights)
     reporter.checkpoint(step, str(path), final=final)
     reporter.log(f"saved checkpoint {path.name} in {time.perf_counter() - saving:.1f} s")

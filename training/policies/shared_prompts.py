@@ -13,6 +13,10 @@ one prompt pass), and each row runs on top of it from its prompt's last token:
 Token t of a completion is predicted by position P − 1 + t, so the second pass gives exactly
 the T positions wanted (the last completion token is never an input). The result equals the
 full forward pass up to floating-point rounding.
+
+A model sharded by FSDP2 (training.parallel) runs whole rows: it frees each layer's gathered
+parameters after the layer's first backward, which two forward passes into one backward would
+need again.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def completion_states(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (n, P + T)
     prompts = torch.cat([input_ids[:, :prompt_length], attention_mask[:, :prompt_length]], dim=1)
     distinct, prompt_of_row = torch.unique(prompts, dim=0, return_inverse=True)  # (m, 2P), (n,)
-    if distinct.shape[0] == input_ids.shape[0] or prompt_length < 2:
+    if distinct.shape[0] == input_ids.shape[0] or prompt_length < 2 or _sharded(model):
         return _whole_rows(model, input_ids, attention_mask, position_ids, completion_length,
                            hidden)
 
@@ -75,3 +79,9 @@ def _whole_rows(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if hidden:
         states = output.hidden_states[-1][:, -(completion_length + 1):-1]  # (n, T, H)
     return CompletionStates(logits=output.logits[:, :-1], hidden=states)  # (n, T, V)
+
+
+def _sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)

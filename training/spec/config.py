@@ -99,6 +99,10 @@ DTYPES = {
                 "on CPUs with bf16 instructions",
 }
 DEVICES = {"auto": "CUDA when the worker has a GPU, else CPU", "cpu": "CPU", "cuda": "CUDA GPU"}
+SHARDINGS = {
+    "ddp": "DDP: every device holds the whole model, its gradients and optimiser state",
+    "fsdp": "FSDP2: parameters, gradients and optimiser state sharded across the devices",
+}
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
@@ -322,6 +326,12 @@ class RunConfig(Settings):
         "its share of every step's prompts; the step equals a one-process step on the same "
         "batch. Prompts per step must divide evenly among them; GRPO and RLOO with transformers "
         "rollouts only.", min=1, max=64, advanced=True, section="performance")
+    sharding: str = setting(
+        "ddp", "How the devices of a run on several devices share the model (only meaningful "
+        "when devices > 1). FSDP2 shards parameters, gradients and optimiser state across the "
+        "devices, for a model whose training state does not fit on one device; each device "
+        "still holds the whole model's weights while it generates. Full fine-tuning only.",
+        choices=SHARDINGS, advanced=True, section="performance")
     seed: int = setting(0, "Seed for prompt sampling, generation and initialisation.",
                        min=0, max=2**31 - 1, advanced=True, section="optimisation")
     token_details_per_step: int = setting(
@@ -475,6 +485,23 @@ class RunConfig(Settings):
         if self.top_entropy_quantile < 1:
             errors["top_entropy_quantile"] = ("the entropy quantile is taken per micro-batch, "
                                               "which depends on how the batch is split: set 1")
+        if self.sharding == "fsdp":
+            errors.update(self.sharding_errors())
+        return errors
+
+    def sharding_errors(self) -> dict[str, str]:
+        """What a run whose model is sharded over the devices (FSDP2) cannot do: each needs the
+        whole model in one process, or its weights as plain tensors."""
+        errors: dict[str, str] = {}
+        if self.lora_rank:
+            errors["lora_rank"] = ("LoRA trains a small adapter, which DDP handles: set "
+                                   "sharding to ddp, or LoRA rank to 0")
+        if self.uses_reference and self.reference == "ema":
+            errors["reference"] = ("the EMA reference follows the whole policy after each step: "
+                                   "choose the initial reference, or sharding ddp")
+        if self.eval_every:
+            errors["eval_every"] = ("evaluations run on the first process alone, which a "
+                                    "sharded model cannot: set eval every to 0, or sharding ddp")
         return errors
 
 

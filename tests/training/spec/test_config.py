@@ -123,3 +123,27 @@ def test_devices_are_bounded(devices):
 def test_a_data_parallel_grpo_run_is_valid():
     config = RunConfig.from_dict({"devices": 4, "prompts_per_step": 8, "loss_type": "dapo"})
     assert config.devices == 4 and config.data_parallel_errors() == {}
+
+
+def test_sharding_is_ddp_unless_fsdp_is_asked_for():
+    assert RunConfig().sharding == "ddp"
+    config = RunConfig.from_dict({"devices": 2, "prompts_per_step": 8, "sharding": "fsdp"})
+    assert config.sharding == "fsdp" and config.data_parallel_errors() == {}
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict({"devices": 2, "sharding": "zero3"})
+    assert "sharding" in caught.value.errors
+
+
+@pytest.mark.parametrize(("settings", "field", "says"), [
+    ({"lora_rank": 8}, "lora_rank", "set sharding to ddp"),
+    ({"beta": 0.04, "reference": "ema"}, "reference", "initial reference"),
+    ({"eval_every": 5}, "eval_every", "first process alone"),
+])
+def test_what_a_sharded_run_cannot_do_is_refused_by_field(settings, field, says):
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_dict({"devices": 2, "prompts_per_step": 8, "sharding": "fsdp",
+                             **settings})
+    assert says in caught.value.errors[field]
+    # the same settings on one device, or with DDP, are fine
+    RunConfig.from_dict({"devices": 1, "sharding": "fsdp", **settings})
+    RunConfig.from_dict({"devices": 2, "prompts_per_step": 8, **settings})
