@@ -57,9 +57,9 @@ def unusable(transactional_db, user, experiment):
     script = tracked_experiment_get_or_create(project=experiment.project, user=user,
                                               name="script")
     run = tracked_run_create(experiment=script, user=user, name="by a script")
-    # The token is refused before any lookup: no sweep is needed to show it (sweep_id 0).
+    # The token is refused before any lookup: no sweep or template is needed to show it (id 0).
     ids = {"project_id": experiment.project.pk, "experiment_id": experiment.pk,
-           "run_id": run.pk, "sweep_id": 0}
+           "run_id": run.pk, "sweep_id": 0, "template_id": 0}
     row, token = token_create(user=user, name="ci")
     second, revoked = token_create(user=user, name="old")
     token_revoke(token=second)
