@@ -165,7 +165,7 @@ def _part_table(client: Client, world, repeat: int) -> None:
 def _part_charts(client: Client, world, repeat: int) -> None:
     from django.urls import reverse
 
-    url = reverse("runs:metrics", args=[world.big_run.pk])
+    url = reverse("live:metrics", args=[world.big_run.pk])
     timings, body = client.timings(url, repeat, keep_body=True)
     _report(f"chart data, 20 metrics × {world.steps:,} steps ({len(body) / 1e6:.1f} MB of JSON)",
             timings, TARGETS_MS["charts"])
@@ -231,9 +231,9 @@ def _part_rollouts(client: Client, world, repeat: int) -> None:
     from django.urls import NoReverseMatch, reverse
 
     try:
-        base = reverse("runs:rollouts", args=[world.big_run.pk])
+        base = reverse("rollouts:browser", args=[world.big_run.pk])
     except NoReverseMatch:
-        print("rollout browser: no such page yet (runs:rollouts)")
+        print("rollout browser: no such page yet (rollouts:browser)")
         return
     for label, query in ROLLOUT_QUERIES:
         url = f"{base}?{urlencode(query)}" if query else base
@@ -274,7 +274,7 @@ def _part_streams(client: Client, world, web, args: argparse.Namespace) -> None:
         before = cpu()
         time.sleep(args.stream_seconds)
         quiet = cpu() - before
-        path = reverse("runs:events", args=[world.live_run.pk])
+        path = reverse("live:events", args=[world.live_run.pk])
         connecting = time.perf_counter()
         readers = [StreamReader(client, path) for _ in range(args.streams)]
         print(f"  {args.streams} streams connected in {time.perf_counter() - connecting:.1f} s")
