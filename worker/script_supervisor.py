@@ -37,7 +37,7 @@ from django.db import connection
 from webapp.api.run_tokens import run_token_create
 from webapp.jobs.script_spec import ScriptSpec, script_spec_of
 from webapp.runs import services
-from webapp.runs.models import Run, TERMINAL_STATUSES
+from webapp.runs.models import Run
 from worker.script_outputs import OutputWatcher
 from worker.supervisor import FLUSH_SECONDS, RUN_GONE, RunSupervisor, _now, _signal_group
 
@@ -147,11 +147,7 @@ class ScriptSupervisor(RunSupervisor):
                 now = time.monotonic()
                 if now - last_beat >= settings.RLAB_HEARTBEAT_SECONDS:
                     last_beat = now
-                    status = self._beat()
-                    # Cancelled, its worker shutting down, or the run deleted under it.
-                    if status in TERMINAL_STATUSES or status == RUN_GONE:
-                        self.ended_as = status
-                        self._stop(proc)
+                    if self._beat_ended(proc):
                         break
         except BaseException:
             self._stop(proc)

@@ -130,11 +130,7 @@ class RunSupervisor:
                     last_flush = now
                 if now - last_beat >= settings.RLAB_HEARTBEAT_SECONDS:
                     last_beat = now
-                    status = self._beat()
-                    # Cancelled, its worker shutting down, or the run deleted under it.
-                    if status in TERMINAL_STATUSES or status == RUN_GONE:
-                        self.ended_as = status
-                        self._stop(proc)
+                    if self._beat_ended(proc):
                         break
                 if not stdout_open and proc.poll() is None:
                     try:  # events ended: the process is exiting, or hung on its way out
@@ -277,6 +273,16 @@ class RunSupervisor:
             return False
         self.pending = _Pending()
         return True
+
+    def _beat_ended(self, proc: subprocess.Popen) -> bool:
+        """Heartbeat; when the run was ended from outside (cancelled, its worker shutting down,
+        or deleted under it), record how and stop the process."""
+        status = self._beat()
+        if status in TERMINAL_STATUSES or status == RUN_GONE:
+            self.ended_as = status
+            self._stop(proc)
+            return True
+        return False
 
     def _beat(self) -> str | None:
         """The run's status, RUN_GONE if its row is gone, None if the database did not answer."""

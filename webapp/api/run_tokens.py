@@ -6,23 +6,18 @@ whose run has ended is refused even if that write was lost (webapp.api.tokens.to
 from __future__ import annotations
 
 import logging
-import secrets
 
 from django.utils import timezone
 
 from webapp.api.models import ApiToken
-from webapp.api.tokens import _digest
+from webapp.api.tokens import token_create
 
 logger = logging.getLogger(__name__)
 
 
 def run_token_create(*, run) -> str:
     """A new token for `run`, returned once: it is never readable again."""
-    prefix = secrets.token_hex(6)
-    token = f"rlab_{prefix}_{secrets.token_urlsafe(32)}"
-    ApiToken.objects.create(user_id=run.launched_by_id, run=run, name=f"run {run.pk}",
-                            prefix=prefix, digest=_digest(token))
-    return token
+    return token_create(user=run.launched_by, name=f"run {run.pk}", run=run)[1]
 
 
 def run_tokens_revoke(*, run_id: int) -> int:

@@ -26,12 +26,13 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def token_create(*, user, name: str) -> tuple[ApiToken, str]:
-    """A new token for `user`; returns the row and the token, which is never readable again."""
+def token_create(*, user, name: str, run=None) -> tuple[ApiToken, str]:
+    """A new token for `user` (a run's own when `run` is given: webapp.api.run_tokens); returns
+    the row and the token, which is never readable again."""
     prefix = secrets.token_hex(6)
     token = f"rlab_{prefix}_{secrets.token_urlsafe(32)}"
     row = ApiToken.objects.create(user=user, name=name.strip()[:100] or "token", prefix=prefix,
-                                  digest=_digest(token))
+                                  digest=_digest(token), run=run)
     return row, token
 
 
