@@ -3,7 +3,8 @@
 On Postgres, in a scratch database that it creates, fills with generated data and drops:
 
     page      the run page's first response, through uvicorn (target < 300 ms)
-    charts    chart data for 20 metrics × 100k steps (target < 200 ms)
+    charts    chart data for 20 metrics × 100k steps (target < 200 ms, the first request too:
+              the one a user opening a run waits for)
     rollouts  rollout browser pages with filters over 1M rollouts (target < 200 ms)
     streams   the CPU that 50 open event streams on one run add, while the run logs every
               second (target < 10% of a core): the web server's and Postgres's CPU time with no
@@ -168,7 +169,7 @@ def _part_charts(client: Client, world, repeat: int) -> None:
     url = reverse("live:metrics", args=[world.big_run.pk])
     timings, body = client.timings(url, repeat, keep_body=True)
     _report(f"chart data, 20 metrics × {world.steps:,} steps ({len(body) / 1e6:.1f} MB of JSON)",
-            timings, TARGETS_MS["charts"])
+            timings, TARGETS_MS["charts"], cold_judged=True)
     import json
 
     series = json.loads(body)["series"]
@@ -368,16 +369,21 @@ class StreamReader:
         self.thread.join(timeout=5)
 
 
-def _report(label: str, times: list[float], target_ms: float | None) -> None:
+def _report(label: str, times: list[float], target_ms: float | None, *,
+            cold_judged: bool = False) -> None:
     """The median and p90 of the requests after the first, and the first (cold) beside; with a
-    verdict against `target_ms`, or none for a figure given for information."""
+    verdict against `target_ms`, or none for a figure given for information. `cold_judged`: the
+    first request meets the target too (what a user opening the page waits for)."""
     first, warm = times[0], times[1:]
     median = statistics.median(warm)
     p90 = sorted(warm)[int(len(warm) * 0.9) - 1]
     if target_ms is None:
         verdict = "(for information)"
     else:
-        verdict = f"(target < {target_ms} ms): {'PASS' if median < target_ms else 'FAIL'}"
+        judged = [median, first] if cold_judged else [median]
+        passed = all(figure < target_ms for figure in judged)
+        verdict = (f"(target < {target_ms} ms{', first included' if cold_judged else ''}): "
+                   f"{'PASS' if passed else 'FAIL'}")
     print(f"{label}: {median:.0f} ms median, {p90:.0f} ms p90, first {first:.0f} ms {verdict}")
 
 

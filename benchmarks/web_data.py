@@ -1,9 +1,12 @@
 """Generated data for the web benchmark (benchmarks.bench_web), written with SQL so that millions
-of rows take seconds; and a run that logs every second, for the event streams to watch."""
+of rows take seconds (the big run's metrics through ingestion, as a run writes them); and a run
+that logs every second, for the event streams to watch."""
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,15 +58,19 @@ def _running(experiment, user, total_steps: int) -> Run:
 
 def fill_metrics(run: Run, *, keys: int, steps: int) -> None:
     """`keys` metrics (the first is reward/mean) with a value at every step: a noisy rising
-    curve with rare spikes, which downsampling must keep."""
+    curve with rare spikes, which downsampling must keep. Written as a run's points are, by
+    ingestion (batches of 1,000 steps), so the rollups that charts read are kept as they would
+    be."""
+    rng = random.Random(0)
+    names = ["reward/mean"] + [f"bench/metric_{k}" for k in range(1, keys)]
+    start = timezone.now() - timedelta(days=2)
+    for first in range(1, steps + 1, 1000):
+        ingestion.metrics_ingest(run_id=run.pk, points=[
+            ingestion.MetricSample(key, step, math.log(step + 1) / 12 + rng.random() * 0.05
+                                   + (5 if step % 9973 == 0 else 0),
+                                   start + timedelta(seconds=step))
+            for step in range(first, min(first + 1000, steps + 1)) for key in names])
     with connection.cursor() as cursor:
-        cursor.execute(f"""
-            INSERT INTO {MetricPoint._meta.db_table} (run_id, key, step, value, wall_time)
-            SELECT %s, CASE WHEN k = 0 THEN 'reward/mean' ELSE 'bench/metric_' || k END, s,
-                   ln(s + 1) / 12 + random() * 0.05 + CASE WHEN s %% 9973 = 0 THEN 5 ELSE 0 END,
-                   now() - interval '2 days' + s * interval '1 second'
-            FROM generate_series(0, %s) AS k, generate_series(1, %s) AS s
-        """, [run.pk, keys - 1, steps])
         cursor.execute(f"UPDATE {Run._meta.db_table} SET progress_step = %s WHERE id = %s",
                        [steps, run.pk])
 

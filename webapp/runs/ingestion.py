@@ -21,6 +21,7 @@ from django.utils import timezone
 from training.spec.checkpoint_names import checkpoint_step
 from webapp.common.inputs import storable_json, storable_text
 from webapp.runs.files import run_folder
+from webapp.runs.metric_rollups import merge_sql, rollups_merge_portable, rollups_recount
 from webapp.runs.models import (
     METRIC_KEY_MAX_LENGTH,
     Checkpoint,
@@ -144,7 +145,7 @@ def _metrics_store(run_id: int, points: Iterable[tuple[str, int, float, datetime
                     f"{_KEEP_NEWEST}"),
                     [run_id, keys, steps, [float(value) for value in values],
                      [(moment - _EPOCH) // _MICROSECOND for moment in times]])
-                _summaries_recount(cursor, run_id, [key for (key,) in cursor.fetchall()])
+                _logged_again(cursor, run_id, cursor.fetchall())
         return len(first)
     points = chain(first, points)
     count = 0
@@ -165,7 +166,7 @@ def _metrics_store(run_id: int, points: Iterable[tuple[str, int, float, datetime
                 f"{_INSERT} SELECT DISTINCT ON (key, step) %s, key, step, value, "
                 "wall_time FROM metric_incoming "
                 f"ORDER BY key, step, wall_time DESC, value DESC {_KEEP_NEWEST}"), [run_id])
-        _summaries_recount(cursor, run_id, [key for (key,) in cursor.fetchall()])
+        _logged_again(cursor, run_id, cursor.fetchall())
     return count
 
 
@@ -182,16 +183,18 @@ _SUMMARY = MetricSummary._meta.db_table
 
 
 def _summarised(insert: str) -> str:
-    """The INSERT of points `insert`, made to keep the run's MetricSummary rows in the same
-    statement: what it wrote (RETURNING: new points, and points that replaced one at their step)
-    is aggregated per key and merged into the summary. A replayed point is no write, so changes
-    nothing. The statement's rows are the keys where a point replaced another: their minimum and
-    maximum may have been the value replaced, so _summaries_recount counts them again.
+    """The INSERT of points `insert`, made to keep the run's MetricSummary and MetricRollup rows
+    in the same statement: what it wrote (RETURNING: new points, and points that replaced one at
+    their step) is aggregated per key and merged into the summary, and its new points into the
+    rollups. A replayed point is no write, so changes nothing. The statement's rows are the
+    points that replaced another: the value replaced may have been a minimum, a maximum or a
+    bucket's extreme, so _logged_again counts them again.
 
     NaN is no minimum or maximum, and a NaN last value is stored as NULL (no value): a table
     sorts it with the runs that lack the metric."""
     return f"""WITH written AS ({insert}
-        RETURNING run_id, key, step, value, stored.xmax = 0 AS added),
+        RETURNING run_id, key, step, value, wall_time, stored.xmax = 0 AS added),
+    rolled AS ({merge_sql("written")}),
     merged AS (
         INSERT INTO {_SUMMARY} AS summary
             (run_id, key, last_step, last_value, min_value, max_value, count)
@@ -208,7 +211,17 @@ def _summarised(insert: str) -> str:
             min_value = LEAST(summary.min_value, excluded.min_value),
             max_value = GREATEST(summary.max_value, excluded.max_value),
             count = summary.count + excluded.count)
-    SELECT DISTINCT key FROM written WHERE NOT added"""
+    SELECT key, step FROM written WHERE NOT added"""
+
+
+def _logged_again(cursor, run_id: int, points: list[tuple[str, int]]) -> None:
+    """Count again the summaries and the rollup buckets of `points` (key, step): each replaced
+    a point at its step, whose value may have been an extreme."""
+    steps: dict[str, list[int]] = {}
+    for key, step in points:
+        steps.setdefault(key, []).append(step)
+    _summaries_recount(cursor, run_id, list(steps))
+    rollups_recount(cursor, run_id, steps)
 
 
 def _summaries_recount(cursor, run_id: int, keys: list[str]) -> None:
@@ -231,11 +244,11 @@ def _summaries_recount(cursor, run_id: int, keys: list[str]) -> None:
 
 
 def _summaries_merge_portable(cursor, run_id: int,
-                              newest: dict[tuple[str, int], tuple[datetime, float]]) -> None:
+                              newest: dict[tuple[str, int], tuple[datetime, float]]) -> list[str]:
     """_summarised's work on another database (SQLite): a key whose batch only goes beyond its
     summary's last step (a run logging on: the usual case) has only new points, merged from the
     batch; any other key (a replay, a step logged again, steps out of order) is counted again
-    from its points."""
+    from its points. Returns those keys."""
     by_key: dict[str, list[tuple[int, float]]] = {}
     for (key, step), (_, value) in newest.items():
         by_key.setdefault(key, []).append((step, value))
@@ -261,6 +274,7 @@ def _summaries_merge_portable(cursor, run_id: int,
         update_fields=["last_step", "last_value", "min_value", "max_value", "count"])
     # the recount must see this batch's points: they were written before, in this transaction
     _summaries_recount(cursor, run_id, again)
+    return again
 
 
 def _metrics_upsert_portable(run_id: int,
@@ -281,7 +295,15 @@ def _metrics_upsert_portable(run_id: int,
             "VALUES (%s, %s, %s, %s, %s) " + _KEEP_NEWEST,
             [(run_id, key, step, value, adapt(wall_time))
              for (key, step), (wall_time, value) in newest.items()])
-        _summaries_merge_portable(cursor, run_id, newest)
+        again = set(_summaries_merge_portable(cursor, run_id, newest))
+        rollups_merge_portable(cursor, run_id, (
+            (key, step, value, wall_time)
+            for (key, step), (wall_time, value) in newest.items() if key not in again))
+        steps_again: dict[str, list[int]] = {key: [] for key in again}
+        for key, step in newest:
+            if key in again:
+                steps_again[key].append(step)
+        rollups_recount(cursor, run_id, steps_again)
     return count
 
 

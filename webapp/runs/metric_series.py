@@ -8,11 +8,10 @@ chart reads. A range of at most TARGET_BUCKETS steps comes back whole: that is h
 gets real detail.
 
 Widths are powers of two and buckets sit at multiples of their width, so a bucket always covers
-the same steps. A block of BLOCK_BUCKETS buckets that holds a point at every one of its steps can
-never change again (a step is stored once per metric and points are never updated), so its
-chart columns are kept in Django's cache and later reads skip its rows: a long run's history is
-read from the table once per web process (about a second for 20 metrics × 100k steps), then
-only the blocks still filling up (tens of milliseconds).
+the same steps. Buckets are made of the rollups kept as points arrive (webapp.runs.metric_rollups:
+extremes per 8, 64, 512, … steps), at most four rollup rows per bucket, so even the first chart
+of a run of a million steps reads a few thousand rows; only a bucket that the range asked for
+cuts, at its edges, is counted from the points.
 
 Postgres finds each bucket's extremes in one pass (`min` of `ARRAY[value, step, time]`); SQLite,
 the embedded default, in two (its `min`/`max` take the other columns from the row they pick).
@@ -21,25 +20,21 @@ the embedded default, in two (its `min`/`max` take the other columns from the ro
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
-from array import array
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
-from django.core.cache import cache
 from django.db import connection, transaction
 
 from webapp.common.csv_cells import csv_cell
+from webapp.runs.metric_rollups import rollup_extremes, shift_for
 from webapp.runs.models import MetricPoint, Run
 
 TARGET_BUCKETS = 1000
-BLOCK_BUCKETS = 4
-CACHE_SECONDS = 24 * 3600
 CSV_PAGE = 20_000
 _FIRST_STEP, _LAST_STEP = -(2**63), 2**63 - 1  # a step range with no bound
 _FINITE = 1.7976931348623157e308  # the largest float: NaN and ±inf cannot be charted
@@ -47,8 +42,8 @@ _FINITE = 1.7976931348623157e308  # the largest float: NaN and ±inf cannot be c
 TABLE = MetricPoint._meta.db_table
 
 Point = tuple[int, float, float]  # step, value, wall time (Unix seconds, to the millisecond)
-Bucket = tuple[int, Point, Point, int]  # bucket index, lowest point, highest point, points
-Columns = tuple[array, array, array]  # a block's steps, values and wall times, in step order
+Bucket = tuple[int, Point, Point]  # bucket index, lowest point, highest point
+Columns = tuple[list, list, list]  # steps, values and wall times, in step order
 
 
 @dataclass(frozen=True)
@@ -106,7 +101,8 @@ def read_series(run: Run, keys: Iterable[str], *, start: int | None = None,
     if width == 1:
         points = _every_point(run.pk, spans)
         return SeriesRead(series={key: _columns(points[key]) for key in spans}, width=1)
-    return SeriesRead(series=_downsampled(run, spans, width, start=start, end=end), width=width)
+    return SeriesRead(series=_downsampled(spans, run.pk, width, start=start, end=end),
+                      width=width)
 
 
 def key_spans(run_id: int, keys: Iterable[str], *, start: int | None = None,
@@ -153,60 +149,42 @@ def _every_point(run_id: int, spans: dict[str, Span]) -> dict[str, list[Point]]:
     return points
 
 
-def _downsampled(run: Run, spans: dict[str, Span], width: int, *, start: int | None,
+def _downsampled(spans: dict[str, Span], run_id: int, width: int, *, start: int | None,
                  end: int | None) -> dict[str, list[list]]:
-    """Each metric's chart columns, block by block: sealed blocks from the cache, the others
-    from the table."""
-    block_steps = width * BLOCK_BUCKETS
+    """Each metric's chart columns, from buckets of `width` steps. A bucket wholly inside the
+    range asked for is read from the rollups (a few rows each); the partial buckets at the
+    range's edges, and every bucket when the width is below the narrowest rollup's, are counted
+    from the points in the range."""
     lo = _FIRST_STEP if start is None else start
     hi = _LAST_STEP if end is None else end
-    sealed = _SealedBlocks(run, width)
-    known = sealed.load(spans)
-    blocks: dict[str, dict[int, Columns]] = {}
-    to_read: list[tuple[str, int, int]] = []
+    shift = shift_for(width)
+    from_rollups: list[tuple[str, int, int]] = []  # key, first and last chart bucket
+    from_points: list[tuple[str, int, int]] = []  # key, first and last step
     for key, span in spans.items():
-        # A cached block is used only when all of it lies in the range asked for.
-        blocks[key] = {block: columns for block, columns in known[key].items()
-                       if block * block_steps >= lo and (block + 1) * block_steps - 1 <= hi}
-        to_read += [(key, max(span.first, a * block_steps),
-                     min(span.last[0], (b + 1) * block_steps - 1))
-                    for a, b in _gaps(span.first // block_steps, span.last[0] // block_steps,
-                                      blocks[key])]
-    fresh: dict[tuple[str, int], list[Bucket]] = defaultdict(list)
-    nothing_cached = not any(blocks.values())
-    for key, bucket in _aggregate(run.pk, to_read, width, whole_spans=nothing_cached):
-        fresh[key, bucket[0] // BLOCK_BUCKETS].append(bucket)
-    newly_sealed: dict[str, dict[int, Columns]] = defaultdict(dict)
-    for (key, block), buckets in fresh.items():
-        columns = blocks[key][block] = _block_columns(buckets)
-        if sum(bucket[3] for bucket in buckets) == block_steps:
-            newly_sealed[key][block] = columns
-    sealed.save(known, newly_sealed)
-    return {key: _joined(blocks[key], span.last) for key, span in spans.items()}
-
-
-def _gaps(first: int, last: int, have: dict[int, object]) -> list[tuple[int, int]]:
-    """Runs of consecutive blocks in first..last that are not in `have`.
-
-    >>> _gaps(0, 6, {2: 1, 3: 1, 5: 1})
-    [(0, 1), (4, 4), (6, 6)]
-    """
-    gaps: list[tuple[int, int]] = []
-    for block in range(first, last + 1):
-        if block in have:
+        first, last = span.first, span.last[0]
+        inner_first = max(first // width, -(-lo // width))
+        inner_last = min(last // width, (hi + 1) // width - 1)
+        if shift is None or inner_first > inner_last:
+            from_points.append((key, first, last))
             continue
-        if gaps and gaps[-1][1] == block - 1:
-            gaps[-1] = (gaps[-1][0], block)
-        else:
-            gaps.append((block, block))
-    return gaps
+        from_rollups.append((key, inner_first, inner_last))
+        if first < inner_first * width:
+            from_points.append((key, first, inner_first * width - 1))
+        if last >= (inner_last + 1) * width:
+            from_points.append((key, (inner_last + 1) * width, last))
+    buckets: dict[str, list[Bucket]] = defaultdict(list)
+    for key, bucket in _aggregate(run_id, from_points, width):
+        buckets[key].append(bucket)
+    if shift is not None:
+        for key, index, low, high in rollup_extremes(run_id, from_rollups, shift, width):
+            buckets[key].append((index, low, high))
+    return {key: _joined(_bucket_columns(buckets[key]), span.last) for key, span in spans.items()}
 
 
-def _aggregate(run_id: int, ranges: list[tuple[str, int, int]], width: int, *,
-               whole_spans: bool = False) -> list[tuple[str, Bucket]]:
-    """Per metric and bucket of `width` steps inside the ranges: the lowest and highest finite
-    point and the number of finite points. `whole_spans`: each range is all of its metric's
-    points in the range asked for."""
+def _aggregate(run_id: int, ranges: list[tuple[str, int, int]], width: int,
+               ) -> list[tuple[str, Bucket]]:
+    """Per metric and bucket of `width` steps inside the ranges (key, first step, last step):
+    the lowest and the highest finite point."""
     if not ranges:
         return []
     # Offsetting steps by a multiple of the width makes them non-negative, so SQL's integer
@@ -214,10 +192,10 @@ def _aggregate(run_id: int, ranges: list[tuple[str, int, int]], width: int, *,
     origin = min(lo for _, lo, _ in ranges) // width * width
     base = origin // width
     if connection.vendor == "postgresql":
-        rows = _aggregate_postgres(run_id, ranges, origin, width, whole_spans)
+        rows = _aggregate_postgres(run_id, ranges, origin, width)
     else:
         rows = _aggregate_sqlite(run_id, ranges, origin, width)
-    return [(key, (base + b, low, high, n)) for key, b, low, high, n in rows]
+    return [(key, (base + b, low, high)) for key, b, low, high in rows]
 
 
 _BUCKET = "(m.step - CAST(%s AS BIGINT)) / CAST(%s AS BIGINT)"
@@ -225,39 +203,27 @@ _FINITE_VALUE = "m.value BETWEEN %s AND %s"
 
 
 def _aggregate_postgres(run_id: int, ranges: list[tuple[str, int, int]], origin: int,
-                        width: int, whole_spans: bool) -> list[tuple[str, int, Point, Point, int]]:
-    """A first read of whole series is one pass over the run's rows (each heap page is read
-    once, however the metrics' points are interleaved); the blocks around cached ones are one
-    index range scan each. JIT is off: it compiles for longer than these queries run."""
+                        width: int) -> list[tuple[str, int, Point, Point]]:
+    """One index range scan per range. JIT is off: it compiles for longer than these queries
+    run."""
     point = f"ARRAY[m.value, m.step, {_epoch('m.wall_time')}]"
-    aggregates = f"min({point}) AS low, max({point}) AS high, count(*) AS n"
-    if whole_spans:
-        keys = [key for key, _, _ in ranges]
-        sql = f"""
-            SELECT m.key, {_BUCKET} AS bucket, {aggregates} FROM {TABLE} m
-            WHERE m.run_id = %s AND m.key IN ({", ".join(["%s"] * len(keys))})
-              AND m.step BETWEEN %s AND %s AND {_FINITE_VALUE}
-            GROUP BY m.key, bucket"""
-        params = [origin, width, run_id, *keys, min(lo for _, lo, _ in ranges),
-                  max(hi for _, _, hi in ranges), -_FINITE, _FINITE]
-    else:
-        sql = f"""
-            WITH {_ranges_cte(ranges)}
-            SELECT r.key, a.bucket, a.low, a.high, a.n FROM r CROSS JOIN LATERAL (
-                SELECT {_BUCKET} AS bucket, {aggregates} FROM {TABLE} m
-                WHERE m.run_id = %s AND m.key = r.key AND m.step BETWEEN r.lo AND r.hi
-                  AND {_FINITE_VALUE}
-                GROUP BY 1) a"""
-        params = [*_flat(ranges), origin, width, run_id, -_FINITE, _FINITE]
+    sql = f"""
+        WITH {_ranges_cte(ranges)}
+        SELECT r.key, a.bucket, a.low, a.high FROM r CROSS JOIN LATERAL (
+            SELECT {_BUCKET} AS bucket, min({point}) AS low, max({point}) AS high
+            FROM {TABLE} m
+            WHERE m.run_id = %s AND m.key = r.key AND m.step BETWEEN r.lo AND r.hi
+              AND {_FINITE_VALUE}
+            GROUP BY 1) a"""
+    params = [*_flat(ranges), origin, width, run_id, -_FINITE, _FINITE]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")
         cursor.execute(sql, params)
-        return [(key, b, _point(low), _point(high), n)
-                for key, b, low, high, n in cursor.fetchall()]
+        return [(key, b, _point(low), _point(high)) for key, b, low, high in cursor.fetchall()]
 
 
 def _aggregate_sqlite(run_id: int, ranges: list[tuple[str, int, int]], origin: int,
-                      width: int) -> list[tuple[str, int, Point, Point, int]]:
+                      width: int) -> list[tuple[str, int, Point, Point]]:
     """Two passes: SQLite's min() and max() take the query's other columns from the row they
     pick, one aggregate at a time."""
     extremes = {}
@@ -266,15 +232,14 @@ def _aggregate_sqlite(run_id: int, ranges: list[tuple[str, int, int]], origin: i
             cursor.execute(f"""
                 WITH {_ranges_cte(ranges)}
                 SELECT m.key, {_BUCKET} AS bucket, {pick}(m.value), m.step,
-                       {_epoch('m.wall_time')}, count(*)
+                       {_epoch('m.wall_time')}
                 FROM r JOIN {TABLE} m ON m.run_id = %s AND m.key = r.key
                   AND m.step BETWEEN r.lo AND r.hi AND {_FINITE_VALUE}
                 GROUP BY m.key, bucket""",
                 [*_flat(ranges), origin, width, run_id, -_FINITE, _FINITE])
-            extremes[pick] = {(key, b): ((step, value, round(wall, 3)), n)
-                              for key, b, value, step, wall, n in cursor.fetchall()}
-    return [(key, b, low, extremes["max"][key, b][0], n)
-            for (key, b), (low, n) in extremes["min"].items()]
+            extremes[pick] = {(key, b): (step, value, round(wall, 3))
+                              for key, b, value, step, wall in cursor.fetchall()}
+    return [(key, b, low, extremes["max"][key, b]) for (key, b), low in extremes["min"].items()]
 
 
 def _point(row: list[float]) -> Point:
@@ -282,42 +247,35 @@ def _point(row: list[float]) -> Point:
     return int(step), value, round(wall, 3)
 
 
-def _block_columns(buckets: list[Bucket]) -> Columns:
-    """A block's columns: each bucket's lowest and highest point in step order, as arrays (they
-    are cached, and arrays pickle as bytes).
+def _bucket_columns(buckets: list[Bucket]) -> Columns:
+    """Chart columns of buckets: each bucket's lowest and highest point in step order.
 
-    >>> _block_columns([(1, (9, 2.0, 0.5), (9, 2.0, 0.5), 1),
-    ...                 (0, (3, -1.0, 0.0), (1, 5.0, 0.0), 4)])
-    (array('q', [1, 3, 9]), array('d', [5.0, -1.0, 2.0]), array('d', [0.0, 0.0, 0.5]))
+    >>> _bucket_columns([(1, (9, 2.0, 0.5), (9, 2.0, 0.5)), (0, (3, -1.0, 0.0), (1, 5.0, 0.0))])
+    ([1, 3, 9], [5.0, -1.0, 2.0], [0.0, 0.0, 0.5])
     """
     points: list[Point] = []
-    for _, low, high, _ in sorted(buckets):
+    for _, low, high in sorted(buckets):
         if low[0] < high[0]:
             points += (low, high)
         elif low[0] > high[0]:
             points += (high, low)
         else:
             points.append(low)
+    if not points:
+        return [], [], []
     steps, values, walls = zip(*points)
-    return array("q", steps), array("d", values), array("d", walls)
+    return list(steps), list(values), list(walls)
 
 
-def _joined(blocks: dict[int, Columns], last: Point) -> list[list]:
-    """One metric's chart columns [steps, values, wall times]: its blocks in order, then its
-    last point, whose value may be NaN or ±inf (None: JSON has no such numbers).
+def _joined(columns: Columns, last: Point) -> list[list]:
+    """One metric's chart columns [steps, values, wall times], then its last point, whose value
+    may be NaN or ±inf (None: JSON has no such numbers).
 
-    >>> _joined({1: _block_columns([(4, (9, 2.0, 0.0), (9, 2.0, 0.0), 1)]),
-    ...          0: _block_columns([(0, (3, -1.0, 0.0), (1, 5.0, 0.0), 4)])}, (12, math.nan, 0.0))
+    >>> _joined(([1, 3, 9], [5.0, -1.0, 2.0], [0.0, 0.0, 0.0]), (12, math.nan, 0.0))
     [[1, 3, 9, 12], [5.0, -1.0, 2.0, None], [0.0, 0.0, 0.0, 0.0]]
     """
-    steps: list[int] = []
-    values: list[float | None] = []
-    walls: list[float] = []
-    for block in sorted(blocks):
-        block_steps, block_values, block_walls = blocks[block]
-        steps.extend(block_steps)
-        values.extend(block_values)
-        walls.extend(block_walls)
+    steps, values, walls = (list(column) for column in columns)
+    values: list[float | None]
     if not steps or steps[-1] < last[0]:
         steps.append(last[0])
         values.append(last[1] if math.isfinite(last[1]) else None)
@@ -348,29 +306,6 @@ def _ranges_cte(ranges: list[tuple[str, int, int]]) -> str:
 
 def _flat(ranges: list[tuple[str, int, int]]) -> list:
     return [item for row in ranges for item in row]
-
-
-class _SealedBlocks:
-    """The cache of a run's sealed blocks at one bucket width: one entry per metric, a dict
-    {block index: columns}. The key holds the run's creation time, so a run id that SQLite
-    hands out again after a delete never meets the old run's entries."""
-
-    def __init__(self, run: Run, width: int):
-        self.prefix = f"rlab:metric-blocks:v1:{run.pk}:{run.created_at.timestamp()}:{width}:"
-
-    def _key(self, metric: str) -> str:
-        return self.prefix + hashlib.sha1(metric.encode()).hexdigest()
-
-    def load(self, metrics: Iterable[str]) -> dict[str, dict[int, Columns]]:
-        names = {self._key(metric): metric for metric in metrics}
-        found = cache.get_many(list(names))
-        return {metric: found.get(key, {}) for key, metric in names.items()}
-
-    def save(self, known: dict[str, dict[int, Columns]],
-             new: dict[str, dict[int, Columns]]) -> None:
-        if new:
-            cache.set_many({self._key(metric): {**known[metric], **blocks}
-                            for metric, blocks in new.items()}, timeout=CACHE_SECONDS)
 
 
 async def metrics_csv_chunks(run_id: int, keys: list[str]) -> AsyncIterator[str]:

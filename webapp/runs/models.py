@@ -258,6 +258,30 @@ class MetricSummary(models.Model):
         indexes = [models.Index(fields=["key", "last_value"], name="metric_summary_key_last")]
 
 
+class MetricRollup(models.Model):
+    """The lowest and the highest finite point of one metric in one bucket of 2**shift steps
+    (steps bucket·2**shift to (bucket+1)·2**shift − 1), kept by webapp.runs.ingestion as points
+    arrive, at the widths of webapp.runs.metric_rollups.SHIFTS. A chart of a long run reads
+    these instead of every point (webapp.runs.metric_series). Wall times are Unix seconds, to
+    the millisecond."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_rollups",
+                            db_index=False)
+    key = models.CharField(max_length=METRIC_KEY_MAX_LENGTH)
+    shift = models.PositiveSmallIntegerField()
+    bucket = models.BigIntegerField()
+    low_step = models.BigIntegerField()
+    low_value = models.FloatField()
+    low_time = models.FloatField()
+    high_step = models.BigIntegerField()
+    high_value = models.FloatField()
+    high_time = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key", "shift", "bucket"],
+                                               name="metric_rollup_unique_per_bucket")]
+
+
 class DatasetInput(models.Model):
     """A dataset a tracked run's script logged as its input (MLflow's log_input): a reference
     to the data, not the data. Its own table, as a schema or profile may be long."""

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
@@ -100,37 +99,6 @@ def test_a_range_keeps_to_its_bounds(run):
     steps = selectors.metric_series(run, ["reward/mean"], start=2_500, end=17_500
                                     ).series["reward/mean"][0]
     assert steps[0] == 2_500 and steps[-1] == 17_500
-
-
-def test_reads_with_and_without_the_cache_agree(run):
-    """Sealed blocks come from the cache on the second read; a range whose ends cut blocks
-    mixes cached blocks with rows read from the table."""
-    log(run, "reward/mean", {step: math.cos(step) for step in range(1, 20_001)})
-    log(run, "sparse/eval", {step: float(step) for step in range(0, 20_001, 10)})
-    keys = ["reward/mean", "sparse/eval"]
-    for start, end in ((None, None), (1_000, 19_000), (777, None)):
-        cold = cold_read(run, keys, start, end)
-        assert selectors.metric_series(run, keys, start=start, end=end) == cold
-    # The whole series filled the cache; a range at the same bucket width reuses its blocks.
-    cache.clear()
-    selectors.metric_series(run, keys)
-    mixed = selectors.metric_series(run, keys, start=1_000, end=19_000)
-    assert mixed == cold_read(run, keys, 1_000, 19_000)
-
-
-def cold_read(run, keys, start, end):
-    cache.clear()
-    return selectors.metric_series(run, keys, start=start, end=end)
-
-
-def test_full_blocks_are_cached_and_the_filling_ones_are_not(run):
-    log(run, "reward/mean", {step: 1.0 for step in range(1, 20_001)})
-    cache.clear()
-    read = selectors.metric_series(run, ["reward/mean"])
-    sealed = metric_series._SealedBlocks(run, read.width).load(["reward/mean"])["reward/mean"]
-    block_steps = read.width * metric_series.BLOCK_BUCKETS
-    # Block 0 lacks step 0 and the last block is still filling: both are read again each time.
-    assert sorted(sealed) == list(range(1, 20_001 // block_steps))
 
 
 def test_points_logged_after_a_read_show_in_the_next(run):

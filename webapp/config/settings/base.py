@@ -187,8 +187,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 
-# Chart data (webapp.runs.metric_series) caches the downsampled blocks of a series that can no
-# longer change, one entry per run, metric and bucket width: room for many runs' charts.
+# The process's own cache: group charts' bucketed series of ended runs (webapp.groups.aligned),
+# one entry per run, metric and bucket width, and projects' disk use: room for many runs.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                       "OPTIONS": {"MAX_ENTRIES": 20_000}}}
 
