@@ -160,12 +160,13 @@ def _metrics_store(run_id: int, points: Iterable[tuple[str, int, float, datetime
         try:
             with transaction.atomic():
                 cursor.execute(_summarised(f"{_INSERT} SELECT %s, key, step, value, wall_time "
-                                           "FROM metric_incoming"), [run_id])
+                                           "FROM metric_incoming", large=True), [run_id])
         except IntegrityError:
             cursor.execute(_summarised(
                 f"{_INSERT} SELECT DISTINCT ON (key, step) %s, key, step, value, "
                 "wall_time FROM metric_incoming "
-                f"ORDER BY key, step, wall_time DESC, value DESC {_KEEP_NEWEST}"), [run_id])
+                f"ORDER BY key, step, wall_time DESC, value DESC {_KEEP_NEWEST}", large=True),
+                [run_id])
         _logged_again(cursor, run_id, cursor.fetchall())
     return count
 
@@ -182,7 +183,7 @@ _KEEP_NEWEST = ("ON CONFLICT (run_id, key, step) DO UPDATE "
 _SUMMARY = MetricSummary._meta.db_table
 
 
-def _summarised(insert: str) -> str:
+def _summarised(insert: str, *, large: bool = False) -> str:
     """The INSERT of points `insert`, made to keep the run's MetricSummary and MetricRollup rows
     in the same statement: what it wrote (RETURNING: new points, and points that replaced one at
     their step) is aggregated per key and merged into the summary, and its new points into the
@@ -194,7 +195,7 @@ def _summarised(insert: str) -> str:
     sorts it with the runs that lack the metric."""
     return f"""WITH written AS ({insert}
         RETURNING run_id, key, step, value, wall_time, stored.xmax = 0 AS added),
-    rolled AS ({merge_sql("written")}),
+    {merge_sql("written", large=large)},
     merged AS (
         INSERT INTO {_SUMMARY} AS summary
             (run_id, key, last_step, last_value, min_value, max_value, count)

@@ -30,8 +30,9 @@ SHIFTS = (3, 6, 9, 12, 15, 18, 21)  # bucket widths 8, 64, 512, … 2,097,152 st
 FINITE = 1.7976931348623157e308  # the largest float: values outside ±FINITE are NaN or ±inf
 
 TABLE = MetricRollup._meta.db_table
-# Wall times as Unix seconds to the millisecond, as charts take them: rounded once, when kept.
-_SECONDS_POSTGRES = "round(date_part('epoch', {})::numeric, 3)::float8"
+# Wall times are kept as Unix seconds to the millisecond, as charts take them: rounded once.
+_SECONDS_POSTGRES = "round(({})::numeric, 3)::float8"  # of a date_part('epoch', …)
+_EPOCH_POSTGRES = "date_part('epoch', p.wall_time)"
 _SECONDS_SQLITE = "round((julianday({}) - 2440587.5) * 86400.0, 3)"  # stored as UTC text
 _POINTS = MetricPoint._meta.db_table
 _COLUMNS = ("run_id, key, shift, bucket, low_step, low_value, low_time, "
@@ -60,24 +61,45 @@ def shift_for(width: int) -> int | None:
     return fitting[-1] if fitting else None
 
 
-def merge_sql(written: str) -> str:
-    """An INSERT (for a Postgres WITH clause) merging the new finite points of `written` (a CTE
-    with run_id, key, step, value, wall_time and `added`: false for a point that replaced one,
-    which rollups_recount handles) into every width's buckets."""
-    seconds = _SECONDS_POSTGRES.format("wall_time")
-    return f"""
+def merge_sql(written: str, *, large: bool) -> str:
+    """Postgres WITH-clause entries that merge the new finite points of `written` (a CTE with
+    run_id, key, step, value, wall_time and `added`: false for a point that replaced one, which
+    rollups_recount handles) into every width's buckets.
+
+    A `large` batch aggregates each width from the one below (8 from the points, 64 from the 8s,
+    …), so its points are aggregated about once, not once per width; a small one (a step's
+    metrics) aggregates every width from its points at once, a statement that Postgres plans in
+    a fraction of the time. Only the extremes' wall times are rounded."""
+    point = "ARRAY[value, step, date_part('epoch', wall_time)]"
+    new = f"FROM {written} WHERE added AND value BETWEEN {-FINITE!r} AND {FINITE!r}"
+    if large:
+        widths = [f"""rollup_{SHIFTS[0]} AS (
+            SELECT run_id, key, step >> {SHIFTS[0]} AS bucket, min({point}) AS low,
+                   max({point}) AS high {new}
+            GROUP BY 1, 2, 3)"""]
+        for below, shift in zip(SHIFTS, SHIFTS[1:]):
+            widths.append(f"""rollup_{shift} AS (
+            SELECT run_id, key, bucket >> {shift - below} AS bucket, min(low) AS low,
+                   max(high) AS high
+            FROM rollup_{below} GROUP BY 1, 2, 3)""")
+        batch = " UNION ALL ".join(f"SELECT {shift} AS shift, * FROM rollup_{shift}"
+                                   for shift in SHIFTS)
+        entries = ",\n    ".join(widths) + ",\n    "
+    else:
+        batch = f"""SELECT s.shift, w.run_id, w.key, w.step >> s.shift AS bucket,
+                   min(w.point) AS low, max(w.point) AS high
+            FROM (SELECT run_id, key, step, {point} AS point {new}) w
+              CROSS JOIN unnest(ARRAY{list(SHIFTS)}::int[]) AS s(shift)
+            GROUP BY 1, 2, 3, 4"""
+        entries = ""
+    seconds = _SECONDS_POSTGRES.format
+    return entries + f"""rolled AS (
         INSERT INTO {TABLE} AS rollup ({_COLUMNS})
-        SELECT run_id, key, shift, bucket, low[2]::bigint, low[1], low[3],
-               high[2]::bigint, high[1], high[3]
-        FROM (SELECT w.run_id, w.key, s.shift, w.step >> s.shift AS bucket,
-                     min(w.point) AS low, max(w.point) AS high
-              FROM (SELECT run_id, key, step, ARRAY[value, step, {seconds}] AS point
-                    FROM {written}
-                    WHERE added AND value BETWEEN {-FINITE!r} AND {FINITE!r}) w
-                CROSS JOIN unnest(ARRAY{list(SHIFTS)}::int[]) AS s(shift)
-              GROUP BY 1, 2, 3, 4) batch
+        SELECT run_id, key, shift, bucket, low[2]::bigint, low[1], {seconds('low[3]')},
+               high[2]::bigint, high[1], {seconds('high[3]')}
+        FROM ({batch}) batch
         ORDER BY key, shift, bucket  -- rows locked in one order: two batches never deadlock
-        {MERGE_EXTREMES}"""
+        {MERGE_EXTREMES})"""
 
 
 def rollups_merge_portable(cursor, run_id: int,
@@ -115,9 +137,14 @@ def rollups_recount(cursor, run_id: int, steps: Mapping[str, Iterable[int]]) -> 
         rows = ", ".join(["(%s, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT))"] * len(chunk))
         values = [item for row in chunk for item in row]
         cte = f"WITH r(key, shift, lo, hi) AS (VALUES {rows})"
-        cursor.execute(f"""{cte} DELETE FROM {TABLE} WHERE run_id = %s AND EXISTS (
-            SELECT 1 FROM r WHERE r.key = {TABLE}.key AND r.shift = {TABLE}.shift
-              AND {TABLE}.bucket BETWEEN r.lo AND r.hi)""", [*values, run_id])
+        if connection.vendor == "postgresql":  # a join: one index range scan per range
+            cursor.execute(f"""{cte} DELETE FROM {TABLE} x USING r WHERE x.run_id = %s
+                AND x.key = r.key AND x.shift = r.shift AND x.bucket BETWEEN r.lo AND r.hi""",
+                [*values, run_id])
+        else:
+            cursor.execute(f"""{cte} DELETE FROM {TABLE} WHERE run_id = %s AND EXISTS (
+                SELECT 1 FROM r WHERE r.key = {TABLE}.key AND r.shift = {TABLE}.shift
+                  AND {TABLE}.bucket BETWEEN r.lo AND r.hi)""", [*values, run_id])
         _insert_counted(cursor, cte, values, run_id)
 
 
@@ -129,7 +156,7 @@ def _insert_counted(cursor, cte: str, values: list, run_id: int) -> None:
                  AND p.step BETWEEN {_first_step('r.lo', 'r.shift')}
                  AND {_last_step('r.hi', 'r.shift')} AND {finite}"""
     if connection.vendor == "postgresql":
-        point = f"ARRAY[p.value, p.step, {_SECONDS_POSTGRES.format('p.wall_time')}]"
+        point = f"ARRAY[p.value, p.step, {_SECONDS_POSTGRES.format(_EPOCH_POSTGRES)}]"
         cursor.execute(f"""{cte}
             INSERT INTO {TABLE} ({_COLUMNS})
             SELECT run_id, key, shift, bucket, low[2]::bigint, low[1], low[3],
