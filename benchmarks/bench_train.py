@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gc
 import importlib.util
 import os
 import sys
@@ -193,12 +194,15 @@ def _trl_round(settings: Settings, label: str, judged: bool, limit: Limit) -> No
         for use_vllm in [False] + ([True] if vllm_installed() else []):
             name = f"TRL ({'vllm' if use_vllm else 'transformers'})"
             runs[name] = functools.partial(run_trl, settings, examples, use_vllm=use_vllm)
+    # rlab (vllm) last, so it ends last: closing its engine tears down vLLM's process-wide
+    # distributed state, which TRL's engine shares while it runs.
     for backend in ["transformers"] + (["vllm"] if vllm_installed() else []):
         runs[f"rlab ({backend})"] = functools.partial(run_rlab_grpo, settings, examples,
                                                       backend)
     print(f"running {', '.join(runs)}, taking turns step by step ...", flush=True)
     start = time.perf_counter()
     results = take_turns(runs)
+    _collect_engines()
     print(f"  done in {time.perf_counter() - start:.0f} s\n")
     rows = {}
     for name, result in results.items():
@@ -216,6 +220,15 @@ def _trl_round(settings: Settings, label: str, judged: bool, limit: Limit) -> No
         if name.startswith("rlab"):
             _print_breakdown(row, trained_tokens(prompts, row.completion_tokens,
                                                  settings.warmup_steps), limit, settings.dtype)
+
+
+def _collect_engines() -> None:
+    """Free the vLLM engine TRL leaves behind, now that no run is left. TRL keeps its engine for
+    the trainer's life and never shuts it down, and vLLM freezes what it allocates at start-up
+    out of the collector's reach; collected, the engine shuts down, which also tears down vLLM's
+    process-wide distributed state: safe only once no other engine runs."""
+    gc.unfreeze()
+    gc.collect()
 
 
 def _print_verdicts(rows: dict[str, Measurement], judged: bool) -> None:

@@ -104,8 +104,6 @@ def run_trl(settings: Settings, examples: list[list[Example]], clock: StepClock,
                   f"(fp32 policy, {settings.dtype} engine): max gap "
                   f"{logprob_gap(trainer, examples[0][0], settings.max_new_tokens):.1e}"]
                  if use_vllm else ["transformers generate, gradient checkpointing off"])
-        if use_vllm:
-            _shut_down_engine(trainer)
 
     warm = settings.warmup_steps
     # With vLLM the weight sync runs inside TRL's generation call: kept apart here, as rlab's is.
@@ -155,7 +153,7 @@ def _colocated_engine(dtype: torch.dtype):
     - `enforce_eager=True`: otherwise vLLM compiles the model inside the first steps (98 s on
       this machine for SmolLM2-135M, DESIGN.md), which rlab's engine skips on CPU too.
     - rlab's KV cache budget (training.rollouts.vllm_backend), where TRL asks for 90% of
-      memory: on CPU that reserves ~7 GiB, and a later engine in the same process cannot start.
+      memory: on CPU that reserves ~7 GiB, and a later engine in this process cannot start.
 
     Afterwards the environment is as it was: TRL sets the variables of a one-process launch,
     and left set they make every later Trainer in this process wrap its model in DDP.
@@ -177,13 +175,6 @@ def _colocated_engine(dtype: torch.dtype):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _shut_down_engine(trainer) -> None:
-    """Stop TRL's engine, which TRL leaves running, so that its memory is free for the next
-    run's. The distributed state stays: rlab's engine, in another thread, may still use it."""
-    trainer.vllm_generation.llm.llm_engine.engine_core.shutdown()
-    del trainer.vllm_generation.llm
 
 
 def _sync_by_reload(trainer, dtype: torch.dtype) -> list[float]:
