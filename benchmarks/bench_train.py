@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_steps=args.warmup_steps, steps=args.steps, seed=args.seed, dtype=dtype)
             print(_heading(f"{dtype} round", "#"))
             bare = part_vllm(settings) if "vllm" in args.parts else None
+            _collect_engines()  # the vllm part's, before the trl part starts two more
             if "trl" in args.parts:
                 part_trl(settings, Limit(params, rates[dtype], bare))
     return 0
@@ -215,7 +216,9 @@ def _trl_round(settings: Settings, label: str, judged: bool, limit: Limit) -> No
     print()
     _print_table(list(rows.values()))
     _print_verdicts(rows, judged)
-    prompts = prompt_tokens(settings, examples)
+    # rlab runs each distinct prompt once per micro-batch (training.policies.shared_prompts),
+    # so its forward passes cover a group's prompt once, not once per completion.
+    prompts = [count // settings.group_size for count in prompt_tokens(settings, examples)]
     for name, row in rows.items():
         if name.startswith("rlab"):
             _print_breakdown(row, trained_tokens(prompts, row.completion_tokens,
@@ -223,10 +226,11 @@ def _trl_round(settings: Settings, label: str, judged: bool, limit: Limit) -> No
 
 
 def _collect_engines() -> None:
-    """Free the vLLM engine TRL leaves behind, now that no run is left. TRL keeps its engine for
-    the trainer's life and never shuts it down, and vLLM freezes what it allocates at start-up
-    out of the collector's reach; collected, the engine shuts down, which also tears down vLLM's
-    process-wide distributed state: safe only once no other engine runs."""
+    """Free the vLLM engines that runs left behind, once none is running. TRL keeps its engine
+    for the trainer's life and never shuts it down, and vLLM freezes what it allocates at
+    start-up out of the collector's reach (rlab's closed engines wait for a collection too);
+    collected, TRL's engine shuts down, which also tears down vLLM's process-wide distributed
+    state: safe only once no other engine runs."""
     gc.unfreeze()
     gc.collect()
 
@@ -383,8 +387,9 @@ def _print_table(rows: list[Measurement]) -> None:
 
 def _print_breakdown(row: Measurement, tokens: float, limit: Limit, dtype: str) -> None:
     """Where one rlab run's step goes, phase by phase, against the machine's limit. T is the
-    tokens a forward pass covers (prompts and completions); the compute phases' FLOPs are
-    2·N·T forward and 6·N·T forward and backward (benchmarks.flops)."""
+    tokens rlab's forward passes cover: each distinct prompt once and every completion; the
+    compute phases' FLOPs are 2·N·T forward and 6·N·T forward and backward (benchmarks.flops;
+    a slight overcount, as the output layer runs at the completion positions only)."""
     step = row.seconds_per_step
     generated = sum(row.completion_tokens) / len(row.completion_tokens)
     work = {"reference": forward_flops(limit.params, tokens),
