@@ -212,9 +212,9 @@ def _sync_by_reload(trainer, dtype: torch.dtype) -> list[float]:
 def logprob_gap(trainer, example: Example, max_new_tokens: int) -> float:
     """Largest |log π_vLLM(y_t) − log π_θ(y_t)| over the tokens of one completion to `example`
     that TRL's engine samples right after a weight sync, π_θ computed by the trained policy in
-    fp32: the check that the sync reached every weight (≈ 1e-6 in fp32 when it did). It tells
-    only after the weights moved: at the equal-work round's learning rate the head is still the
-    initial one."""
+    fp32: the check that the sync reached every weight (1e-6 to 3e-5 in fp32 when it did). It
+    tells only after the weights moved: at the equal-work round's learning rate the head is
+    still the initial one."""
     from vllm import SamplingParams
 
     engine = trainer.vllm_generation
