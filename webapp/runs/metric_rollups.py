@@ -1,13 +1,14 @@
 """Metric rollups: each metric's lowest and highest finite point per bucket of 2**shift steps,
-at the widths 8, 64, 512, … (SHIFTS), kept as points arrive (webapp.runs.ingestion) so that a
-chart of a long run reads about a thousand rows per metric instead of every point, even the
-first time a run is opened (webapp.runs.metric_series).
+at every power-of-two width from 8 to 2**21 (SHIFTS), kept as points arrive
+(webapp.runs.ingestion), so that a chart of a long run reads its at most 1,000 buckets as they
+are stored, a row each, instead of every point, even the first time a run is opened
+(webapp.runs.metric_series).
 
 A bucket holds steps bucket·2**shift to (bucket+1)·2**shift − 1, so `bucket = step >> shift`
 (an arithmetic shift: floor division, negative steps included). The lowest point is the one with
 the lowest (value, step), the highest the one with the highest (value, step); NaN and ±inf are
-in no bucket, as charts cannot draw them. Each point lands in one bucket per width: about 1/7
-more rows than points.
+in no bucket, as charts cannot draw them. Each point lands in one bucket per width: about one
+row for every 4 points (1/8 + 1/16 + …).
 
 How they are kept:
 - new points (the usual case) are merged into their buckets: a bucket's extremes only ever move
@@ -26,7 +27,7 @@ from django.db import connection
 
 from webapp.runs.models import MetricPoint, MetricRollup
 
-SHIFTS = (3, 6, 9, 12, 15, 18, 21)  # bucket widths 8, 64, 512, … 2,097,152 steps
+SHIFTS = tuple(range(3, 22))  # bucket widths 8, 16, 32, … 2,097,152 steps
 FINITE = 1.7976931348623157e308  # the largest float: values outside ±FINITE are NaN or ±inf
 
 TABLE = MetricRollup._meta.db_table
@@ -55,7 +56,7 @@ def shift_for(width: int) -> int | None:
     shift; None when the chart's buckets are narrower than every rollup's.
 
     >>> shift_for(4), shift_for(8), shift_for(128), shift_for(2**40)
-    (None, 3, 6, 21)
+    (None, 3, 7, 21)
     """
     fitting = [shift for shift in SHIFTS if 2**shift <= width]
     return fitting[-1] if fitting else None
@@ -213,8 +214,11 @@ def _bucket_runs(buckets: set[int]) -> list[tuple[int, int]]:
 def rollup_extremes(run_id: int, ranges: list[tuple[str, int, int]], shift: int, width: int,
                     ) -> list[tuple[str, int, tuple, tuple]]:
     """Per metric and chart bucket of `width` steps (a power of two ≥ 2**shift): the lowest and
-    the highest point, from the rollups of `shift`. `ranges` are (key, first chart bucket, last
-    chart bucket). Points are (step, value, wall time)."""
+    the highest point, from the rollups of `shift`, in step order. `ranges` are (key, first
+    chart bucket, last chart bucket). Points are (step, value, wall time).
+
+    A chart bucket is one rollup row, read as stored (one index range scan per metric), unless
+    the chart is wider than the widest rollup: then the rows of each chart bucket are merged."""
     if not ranges:
         return []
     merge = int(math.log2(width)) - shift  # chart bucket = rollup bucket >> merge
@@ -224,27 +228,34 @@ def rollup_extremes(run_id: int, ranges: list[tuple[str, int, int]], shift: int,
     cte = f"WITH r(key, lo, hi) AS (VALUES {rows})"
     joined = f"""FROM r JOIN {TABLE} x ON x.run_id = %s AND x.key = r.key AND x.shift = %s
                  AND x.bucket BETWEEN r.lo AND r.hi"""
+    columns = "x.low_step, x.low_value, x.low_time, x.high_step, x.high_value, x.high_time"
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Scalars, not the arrays: a float array costs the client more than three floats.
-            low = "min(ARRAY[x.low_value, x.low_step, x.low_time])"
-            high = "max(ARRAY[x.high_value, x.high_step, x.high_time])"
-            cursor.execute(f"""{cte}
-                SELECT x.key, x.bucket >> {merge}, ({low})[2]::bigint, ({low})[1], ({low})[3],
-                       ({high})[2]::bigint, ({high})[1], ({high})[3] {joined}
-                GROUP BY 1, 2""", [*values, run_id, shift])
+        if merge == 0:
+            cursor.execute(f"{cte} SELECT x.key, x.bucket, {columns} {joined} "
+                           "ORDER BY x.key, x.bucket", [*values, run_id, shift])
             return [(key, bucket, (low_step, low_value, low_time),
                      (high_step, high_value, high_time))
                     for key, bucket, low_step, low_value, low_time, high_step, high_value,
                     high_time in cursor.fetchall()]
-        # SQLite: merged here, as its min() and max() leave ties to chance.
+        if connection.vendor != "postgresql":
+            # SQLite: merged here, as its min() and max() leave ties to chance.
+            cursor.execute(f"{cte} SELECT x.key, x.bucket >> {merge}, {columns} {joined}",
+                           [*values, run_id, shift])
+            extremes: dict[tuple[str, int], list[tuple]] = {}
+            for key, bucket, *sides in cursor.fetchall():
+                low, high = (sides[1], sides[0], sides[2]), (sides[4], sides[3], sides[5])
+                found = extremes.setdefault((key, bucket), [low, high])
+                found[0], found[1] = min(found[0], low), max(found[1], high)
+            return [(key, bucket, (low[1], low[0], low[2]), (high[1], high[0], high[2]))
+                    for (key, bucket), (low, high) in extremes.items()]
+        # Scalars, not the arrays: a float array costs the client more than three floats.
+        low = "min(ARRAY[x.low_value, x.low_step, x.low_time])"
+        high = "max(ARRAY[x.high_value, x.high_step, x.high_time])"
         cursor.execute(f"""{cte}
-            SELECT x.key, x.bucket >> {merge}, x.low_step, x.low_value, x.low_time,
-                   x.high_step, x.high_value, x.high_time {joined}""", [*values, run_id, shift])
-        extremes: dict[tuple[str, int], list[tuple]] = {}
-        for key, bucket, *sides in cursor.fetchall():
-            low, high = (sides[1], sides[0], sides[2]), (sides[4], sides[3], sides[5])
-            found = extremes.setdefault((key, bucket), [low, high])
-            found[0], found[1] = min(found[0], low), max(found[1], high)
-        return [(key, bucket, (low[1], low[0], low[2]), (high[1], high[0], high[2]))
-                for (key, bucket), (low, high) in extremes.items()]
+            SELECT x.key, x.bucket >> {merge}, ({low})[2]::bigint, ({low})[1], ({low})[3],
+                   ({high})[2]::bigint, ({high})[1], ({high})[3] {joined}
+            GROUP BY 1, 2 ORDER BY 1, 2""", [*values, run_id, shift])
+        return [(key, bucket, (low_step, low_value, low_time),
+                 (high_step, high_value, high_time))
+                for key, bucket, low_step, low_value, low_time, high_step, high_value,
+                high_time in cursor.fetchall()]

@@ -8,10 +8,10 @@ chart reads. A range of at most TARGET_BUCKETS steps comes back whole: that is h
 gets real detail.
 
 Widths are powers of two and buckets sit at multiples of their width, so a bucket always covers
-the same steps. Buckets are made of the rollups kept as points arrive (webapp.runs.metric_rollups:
-extremes per 8, 64, 512, … steps), at most four rollup rows per bucket, so even the first chart
-of a run of a million steps reads a few thousand rows; only a bucket that the range asked for
-cuts, at its edges, is counted from the points.
+the same steps. Buckets are read from the rollups kept as points arrive (webapp.runs.metric_rollups:
+extremes per 8, 16, 32, … steps), a row per bucket, so even the first chart of a run of a million
+steps reads about a thousand rows per metric; only a bucket that the range asked for cuts, at its
+edges, and buckets narrower than 8 steps, are counted from the points.
 
 Postgres finds each bucket's extremes in one pass (`min` of `ARRAY[value, step, time]`); SQLite,
 the embedded default, in two (its `min`/`max` take the other columns from the row they pick).
@@ -25,6 +25,7 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
@@ -254,7 +255,7 @@ def _bucket_columns(buckets: list[Bucket]) -> Columns:
     ([1, 3, 9], [5.0, -1.0, 2.0], [0.0, 0.0, 0.5])
     """
     points: list[Point] = []
-    for _, low, high in sorted(buckets):
+    for _, low, high in sorted(buckets, key=itemgetter(0)):
         if low[0] < high[0]:
             points += (low, high)
         elif low[0] > high[0]:

@@ -3,52 +3,77 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-# The migration's own copy of the levels: the module's may change later (webapp.runs.metric_rollups
-# then backfills in a migration of its own).
-SHIFTS = (3, 6, 9, 12, 15, 18, 21)
+# The migration's own copy of the widths: the module's may change later (webapp.runs.metric_rollups
+# then backfills in a migration of its own). The narrowest are counted from the points, each wider
+# one from the one below it, so the points are read once, not once per width.
+SHIFTS = tuple(range(3, 22))
 FINITE = "-1.7976931348623157e308 AND 1.7976931348623157e308"
+COLUMNS = "run_id, key, shift, bucket, low_step, low_value, low_time, high_step, high_value, high_time"
 POINT = "ARRAY[p.value, p.step, round(date_part('epoch', p.wall_time)::numeric, 3)::float8]"
-BACKFILL_POSTGRES = f"""
-INSERT INTO runs_metricrollup (run_id, key, shift, bucket, low_step, low_value, low_time,
-                               high_step, high_value, high_time)
-SELECT run_id, key, shift, bucket, low[2]::bigint, low[1], low[3], high[2]::bigint, high[1], high[3]
-FROM (SELECT p.run_id, p.key, s.shift, p.step >> s.shift AS bucket,
-             min({POINT}) AS low, max({POINT}) AS high
-      FROM runs_metricpoint p CROSS JOIN unnest(ARRAY{list(SHIFTS)}::int[]) AS s(shift)
-      WHERE p.value BETWEEN {FINITE}
-      GROUP BY 1, 2, 3, 4) counted
+NARROWEST_POSTGRES = f"""
+INSERT INTO runs_metricrollup ({COLUMNS})
+SELECT run_id, key, {SHIFTS[0]}, bucket, low[2]::bigint, low[1], low[3],
+       high[2]::bigint, high[1], high[3]
+FROM (SELECT p.run_id, p.key, p.step >> {SHIFTS[0]} AS bucket, min({POINT}) AS low,
+             max({POINT}) AS high
+      FROM runs_metricpoint p WHERE p.value BETWEEN {FINITE} GROUP BY 1, 2, 3) counted
 """
+WIDER_POSTGRES = f"""
+INSERT INTO runs_metricrollup ({COLUMNS})
+SELECT run_id, key, %s, bucket, low[2]::bigint, low[1], low[3], high[2]::bigint, high[1], high[3]
+FROM (SELECT run_id, key, bucket >> 1 AS bucket,
+             min(ARRAY[low_value, low_step, low_time]) AS low,
+             max(ARRAY[high_value, high_step, high_time]) AS high
+      FROM runs_metricrollup WHERE shift = %s GROUP BY 1, 2, 3) counted
+"""
+# SQLite: each bucket's row, then its extremes, each the first in (value, step) order.
 EPOCH = "round((julianday(p.wall_time) - 2440587.5) * 86400.0, 3)"
-SHIFTS_TABLE = f"SELECT {SHIFTS[0]} AS shift" + "".join(f" UNION ALL SELECT {shift}" for shift in SHIFTS[1:])
-IN_BUCKET = f"""FROM runs_metricpoint p WHERE p.run_id = rollup.run_id AND p.key = rollup.key
-    AND p.value BETWEEN {FINITE}
-    AND p.step BETWEEN (rollup.bucket << rollup.shift)
-                   AND (rollup.bucket << rollup.shift) + ((1 << rollup.shift) - 1)"""
-# SQLite: each bucket's row, then its extremes, each the first point in (value, step) order.
-BACKFILL_PORTABLE = [f"""
-INSERT INTO runs_metricrollup (run_id, key, shift, bucket, low_step, low_value, low_time,
-                               high_step, high_value, high_time)
-SELECT p.run_id, p.key, s.shift, p.step >> s.shift, 0, 0, 0, 0, 0, 0
-FROM runs_metricpoint p CROSS JOIN ({SHIFTS_TABLE}) s
-WHERE p.value BETWEEN {FINITE}
-GROUP BY p.run_id, p.key, s.shift, p.step >> s.shift
+NARROWEST_PORTABLE = [f"""
+INSERT INTO runs_metricrollup ({COLUMNS})
+SELECT run_id, key, {SHIFTS[0]}, step >> {SHIFTS[0]}, 0, 0, 0, 0, 0, 0
+FROM runs_metricpoint WHERE value BETWEEN {FINITE} GROUP BY run_id, key, step >> {SHIFTS[0]}
 """, f"""
 UPDATE runs_metricrollup AS rollup SET
-  (low_step, low_value, low_time) = (SELECT p.step, p.value, {EPOCH} {IN_BUCKET}
+  (low_step, low_value, low_time) = (SELECT p.step, p.value, {EPOCH} {{points}}
                                      ORDER BY p.value, p.step LIMIT 1),
-  (high_step, high_value, high_time) = (SELECT p.step, p.value, {EPOCH} {IN_BUCKET}
+  (high_step, high_value, high_time) = (SELECT p.step, p.value, {EPOCH} {{points}}
                                         ORDER BY p.value DESC, p.step DESC LIMIT 1)
+""".format(points=f"""FROM runs_metricpoint p WHERE p.run_id = rollup.run_id
+    AND p.key = rollup.key AND p.value BETWEEN {FINITE}
+    AND p.step BETWEEN (rollup.bucket << {SHIFTS[0]})
+                   AND (rollup.bucket << {SHIFTS[0]}) + {2**SHIFTS[0] - 1}""")]
+BELOW = """FROM runs_metricrollup b WHERE b.run_id = rollup.run_id AND b.key = rollup.key
+    AND b.shift = %s AND b.bucket BETWEEN rollup.bucket * 2 AND rollup.bucket * 2 + 1"""
+WIDER_PORTABLE = [f"""
+INSERT INTO runs_metricrollup ({COLUMNS})
+SELECT run_id, key, %s, bucket >> 1, 0, 0, 0, 0, 0, 0
+FROM runs_metricrollup WHERE shift = %s GROUP BY run_id, key, bucket >> 1
+""", f"""
+UPDATE runs_metricrollup AS rollup SET
+  (low_step, low_value, low_time) = (SELECT b.low_step, b.low_value, b.low_time {BELOW}
+                                     ORDER BY b.low_value, b.low_step LIMIT 1),
+  (high_step, high_value, high_time) = (SELECT b.high_step, b.high_value, b.high_time {BELOW}
+                                        ORDER BY b.high_value DESC, b.high_step DESC LIMIT 1)
+WHERE rollup.shift = %s
 """]
 
 
 def backfill(apps, schema_editor):
     """The rollups of the points stored before ingestion kept them."""
+    postgres = schema_editor.connection.vendor == "postgresql"
     with schema_editor.connection.cursor() as cursor:
-        if schema_editor.connection.vendor == "postgresql":
-            cursor.execute(BACKFILL_POSTGRES)
+        if postgres:
+            cursor.execute(NARROWEST_POSTGRES)
         else:
-            for statement in BACKFILL_PORTABLE:
+            for statement in NARROWEST_PORTABLE:
                 cursor.execute(statement)
+        for below, shift in zip(SHIFTS, SHIFTS[1:]):
+            if postgres:
+                cursor.execute(WIDER_POSTGRES, [shift, below])
+            else:
+                insert, update = WIDER_PORTABLE
+                cursor.execute(insert, [shift, below])
+                cursor.execute(update, [below, below, shift])
 
 
 class Migration(migrations.Migration):
