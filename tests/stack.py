@@ -1,8 +1,10 @@
 """Start the real components as separate processes against the test database: a Celery worker
-and the ASGI web server, as production runs them. Used by the worker and browser tests."""
+and the ASGI web server, as production runs them (used by the worker and browser tests); and
+scenarios on SQLite in a process of their own, as embedded mode runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -73,6 +75,20 @@ class Process:
                 self.kill(signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def sqlite_scenario(tmp_path: Path, module: str):
+    """Run the scenario `module` (python -m) in a process of its own on a fresh, migrated SQLite
+    database in `tmp_path`, as embedded mode runs; the JSON its last line of output holds."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings.test",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'rlab.sqlite3'}",
+           "RLAB_VAR_DIR": str(tmp_path / "var"), "RLAB_RUN_DIR": str(tmp_path / "runs")}
+    (tmp_path / "var").mkdir()
+    for args in (["manage.py", "migrate", "--verbosity", "0"], ["-m", module]):
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def worker_name() -> str:

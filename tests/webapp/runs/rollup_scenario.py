@@ -12,7 +12,6 @@ import django
 
 django.setup()
 
-from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -22,23 +21,14 @@ from tests.webapp.runs.rollup_reference import (  # noqa: E402
     kept_rollups,
     stored_points,
 )
-from training.spec.config import RunConfig  # noqa: E402
-from webapp.experiments.services import experiment_create  # noqa: E402
-from webapp.projects.services import project_create  # noqa: E402
-from webapp.runs import ingestion, services  # noqa: E402
+from tests.webapp.runs.scenario_world import a_run  # noqa: E402
+from webapp.runs import ingestion  # noqa: E402
 from webapp.runs.metric_series import read_series  # noqa: E402
 from webapp.runs.models import MetricRollup  # noqa: E402
-from webapp.teams.services import team_create  # noqa: E402
 
 
 def main() -> None:
-    user = get_user_model().objects.create_user(username="ada", password="lovelace-1843")
-    team = team_create(name="Reasoning", user=user)
-    project = project_create(team=team, name="Arithmetic", description="", user=user)
-    config = RunConfig(max_steps=3, prompts_per_step=2, group_size=2).to_dict()
-    experiment = experiment_create(project=project, author=user, name="grpo", description="",
-                                   config=config)
-    run = services.run_launch(experiment=experiment, user=user)
+    run = a_run()
     now = timezone.now()
 
     def log(points, later=0):

@@ -13,12 +13,9 @@ django.setup()
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from training.spec.config import RunConfig  # noqa: E402
-from webapp.experiments.services import experiment_create  # noqa: E402
-from webapp.projects.services import project_create  # noqa: E402
-from webapp.runs import ingestion, services  # noqa: E402
+from tests.webapp.runs.scenario_world import a_run  # noqa: E402
+from webapp.runs import ingestion  # noqa: E402
 from webapp.runs.models import MetricSummary  # noqa: E402
-from webapp.teams.services import team_create  # noqa: E402
 
 
 def summaries(run) -> dict:
@@ -27,15 +24,7 @@ def summaries(run) -> dict:
 
 
 def main() -> None:
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.create_user(username="ada", password="lovelace-1843")
-    team = team_create(name="Reasoning", user=user)
-    project = project_create(team=team, name="Arithmetic", description="", user=user)
-    config = RunConfig(max_steps=3, prompts_per_step=2, group_size=2).to_dict()
-    experiment = experiment_create(project=project, author=user, name="grpo", description="",
-                                   config=config)
-    run = services.run_launch(experiment=experiment, user=user)
+    run = a_run()
     now = timezone.now()
 
     def log(pairs, later=0):

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import json
 import math
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -19,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.stack import ROOT
+from tests.stack import sqlite_scenario
 from tests.webapp.runs.rollup_reference import (
     expected_rollups,
     expected_series,
@@ -146,16 +142,7 @@ def test_sqlite_keeps_the_same_rollups(tmp_path):
     """Embedded mode's path (webapp.runs.ingestion._metrics_upsert_portable), in a process of
     its own on a fresh SQLite database: rollups equal to the reference after each kind of
     batch, charts read from them equal to the reference, and the migration's backfill."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings.test",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'rlab.sqlite3'}",
-           "RLAB_VAR_DIR": str(tmp_path / "var"), "RLAB_RUN_DIR": str(tmp_path / "runs")}
-    (tmp_path / "var").mkdir()
-    for args in (["manage.py", "migrate", "--verbosity", "0"],
-                 ["-m", "tests.webapp.runs.rollup_scenario"]):
-        done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    checks = json.loads(done.stdout.splitlines()[-1])
+    checks = sqlite_scenario(tmp_path, "tests.webapp.runs.rollup_scenario")
     assert checks == {"after each batch": True, "charts": True, "backfill": True,
                       "buckets": checks["buckets"]}
     assert checks["buckets"] > 100

@@ -6,18 +6,14 @@ SQLite (in a process of its own, as embedded mode runs)."""
 from __future__ import annotations
 
 import importlib
-import json
 import math
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tests.stack import ROOT
+from tests.stack import sqlite_scenario
 from webapp.runs import ingestion, services
 from webapp.runs.models import MetricSummary
 
@@ -124,15 +120,6 @@ def test_the_migration_backfills_what_ingestion_keeps(run, experiment, user):
 def test_sqlite_keeps_the_same_summaries(tmp_path):
     """Embedded mode's path (webapp.runs.ingestion._metrics_upsert_portable), in a process of
     its own on a fresh SQLite database: the scenario's summaries, and the backfill's."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings.test",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'rlab.sqlite3'}",
-           "RLAB_VAR_DIR": str(tmp_path / "var"), "RLAB_RUN_DIR": str(tmp_path / "runs")}
-    (tmp_path / "var").mkdir()
-    for args in (["manage.py", "migrate", "--verbosity", "0"],
-                 ["-m", "tests.webapp.runs.summary_scenario"]):
-        done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    kept, backfilled = json.loads(done.stdout.splitlines()[-1])
+    kept, backfilled = sqlite_scenario(tmp_path, "tests.webapp.runs.summary_scenario")
     assert kept == {"loss": [5, 2.0, 2.0, 9.0, 4], "acc": [2, 0.75, 0.5, 0.75, 2]}
     assert backfilled == kept

@@ -3,25 +3,11 @@ order pages through every run once, and the filters and groups answer."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
-from tests.stack import ROOT
+from tests.stack import sqlite_scenario
 
 
 def test_the_table_works_on_sqlite(tmp_path):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.config.settings.test",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'rlab.sqlite3'}",
-           "RLAB_VAR_DIR": str(tmp_path / "var"), "RLAB_RUN_DIR": str(tmp_path / "runs")}
-    (tmp_path / "var").mkdir()
-    for args in (["manage.py", "migrate", "--verbosity", "0"],
-                 ["-m", "tests.webapp.runs_table.sqlite_scenario"]):
-        done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.splitlines()[-1])
+    found = sqlite_scenario(tmp_path, "tests.webapp.runs_table.sqlite_scenario")
     runs = found["runs"]
     for order, seen in found["walks"].items():
         assert sorted(seen) == sorted(runs), order
