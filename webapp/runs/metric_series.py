@@ -25,8 +25,8 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from operator import itemgetter
 from datetime import datetime
+from operator import itemgetter
 
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
@@ -153,7 +153,7 @@ def _every_point(run_id: int, spans: dict[str, Span]) -> dict[str, list[Point]]:
 def _downsampled(spans: dict[str, Span], run_id: int, width: int, *, start: int | None,
                  end: int | None) -> dict[str, list[list]]:
     """Each metric's chart columns, from buckets of `width` steps. A bucket wholly inside the
-    range asked for is read from the rollups (a few rows each); the partial buckets at the
+    range asked for is one rollup row (rollup_extremes); the partial buckets at the
     range's edges, and every bucket when the width is below the narrowest rollup's, are counted
     from the points in the range."""
     lo = _FIRST_STEP if start is None else start
