@@ -28,12 +28,12 @@ from django.db import connection
 from webapp.runs.models import MetricPoint, MetricRollup
 
 SHIFTS = tuple(range(3, 22))  # bucket widths 8, 16, 32, … 2,097,152 steps
-FINITE = 1.7976931348623157e308  # the largest float: values outside ±FINITE are NaN or ±inf
+# The largest float: beyond ±FINITE lie NaN and ±inf, which charts cannot draw.
+FINITE = 1.7976931348623157e308
 
 TABLE = MetricRollup._meta.db_table
 # Wall times are kept as Unix seconds to the millisecond, as charts take them: rounded once.
 _SECONDS_POSTGRES = "round(({})::numeric, 3)::float8"  # of a date_part('epoch', …)
-_EPOCH_POSTGRES = "date_part('epoch', p.wall_time)"
 _SECONDS_SQLITE = "round((julianday({}) - 2440587.5) * 86400.0, 3)"  # stored as UTC text
 _POINTS = MetricPoint._meta.db_table
 _COLUMNS = ("run_id, key, shift, bucket, low_step, low_value, low_time, "
@@ -157,7 +157,8 @@ def _insert_counted(cursor, cte: str, values: list, run_id: int) -> None:
                  AND p.step BETWEEN {_first_step('r.lo', 'r.shift')}
                  AND {_last_step('r.hi', 'r.shift')} AND {finite}"""
     if connection.vendor == "postgresql":
-        point = f"ARRAY[p.value, p.step, {_SECONDS_POSTGRES.format(_EPOCH_POSTGRES)}]"
+        seconds = _SECONDS_POSTGRES.format("date_part('epoch', p.wall_time)")
+        point = f"ARRAY[p.value, p.step, {seconds}]"
         cursor.execute(f"""{cte}
             INSERT INTO {TABLE} ({_COLUMNS})
             SELECT run_id, key, shift, bucket, low[2]::bigint, low[1], low[3],

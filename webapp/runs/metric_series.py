@@ -32,13 +32,12 @@ from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 
 from webapp.common.csv_cells import csv_cell
-from webapp.runs.metric_rollups import rollup_extremes, shift_for
+from webapp.runs.metric_rollups import FINITE, rollup_extremes, shift_for
 from webapp.runs.models import MetricPoint, Run
 
 TARGET_BUCKETS = 1000
 CSV_PAGE = 20_000
 _FIRST_STEP, _LAST_STEP = -(2**63), 2**63 - 1  # a step range with no bound
-_FINITE = 1.7976931348623157e308  # the largest float: NaN and ±inf cannot be charted
 
 TABLE = MetricPoint._meta.db_table
 
@@ -216,7 +215,7 @@ def _aggregate_postgres(run_id: int, ranges: list[tuple[str, int, int]], origin:
             WHERE m.run_id = %s AND m.key = r.key AND m.step BETWEEN r.lo AND r.hi
               AND {_FINITE_VALUE}
             GROUP BY 1) a"""
-    params = [*_flat(ranges), origin, width, run_id, -_FINITE, _FINITE]
+    params = [*_flat(ranges), origin, width, run_id, -FINITE, FINITE]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")
         cursor.execute(sql, params)
@@ -237,7 +236,7 @@ def _aggregate_sqlite(run_id: int, ranges: list[tuple[str, int, int]], origin: i
                 FROM r JOIN {TABLE} m ON m.run_id = %s AND m.key = r.key
                   AND m.step BETWEEN r.lo AND r.hi AND {_FINITE_VALUE}
                 GROUP BY m.key, bucket""",
-                [*_flat(ranges), origin, width, run_id, -_FINITE, _FINITE])
+                [*_flat(ranges), origin, width, run_id, -FINITE, FINITE])
             extremes[pick] = {(key, b): (step, value, round(wall, 3))
                               for key, b, value, step, wall in cursor.fetchall()}
     return [(key, b, low, extremes["max"][key, b]) for (key, b), low in extremes["min"].items()]
