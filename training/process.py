@@ -37,6 +37,7 @@ from training.spec.evaluation_config import EvalConfig
 from training.spec.events import JsonLinesReporter
 
 PR_SET_PDEATHSIG = 1
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 JOBS = {"training": RunConfig, "evaluation": EvalConfig}
 OUT_OF_MEMORY_HINT = ("Out of memory: lower micro_batch_size, prompts_per_step × group_size or "
                       "max_new_tokens, or use bfloat16.")
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = (_ErrorsOnlyReporter if world is not None and not world.is_main
                 else _PipeReporter)(events)
     _die_with_parent()
+    reuse_freed_memory()
     stop_requested = False
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -139,6 +141,26 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # best effort: the worker also kills the process group
+
+
+def reuse_freed_memory() -> None:
+    """Have glibc's malloc keep the memory a process frees, for its next allocations.
+
+    By default it serves each block over 32 MiB (a (V, H) gradient, a (tokens, V) log-softmax)
+    with a fresh mmap and unmaps it when freed, and gives back the top of its heap; every step
+    then faults its large tensors in again, page by page, which on CPU took about a seventh of
+    a GRPO update (training.process's steps measured 8.2 s against 7.2 s for SmolLM2-135M).
+    A training process reuses the same shapes step after step, so it keeps what it had at its
+    peak instead. Best effort: other C libraries have no mallopt.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1))
+    except (OSError, AttributeError):
+        pass
 
 
 def _request_stream(argv: list[str]) -> IO[str]:

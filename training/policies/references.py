@@ -34,6 +34,16 @@ class AdaptersOff(torch.nn.Module):
         super().__init__()
         self.policy = policy
 
+    @property
+    def config(self):
+        return self.policy.config
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.policy.get_input_embeddings()
+
+    def get_output_embeddings(self) -> torch.nn.Module | None:
+        return self.policy.get_output_embeddings()
+
     def forward(self, *args, **kwargs):
         with self.policy.disable_adapter(), torch.no_grad():
             return self.policy(*args, **kwargs)

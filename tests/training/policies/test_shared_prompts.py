@@ -1,5 +1,6 @@
-"""Running each distinct prompt once gives the full forward pass's logits, hidden states and
-gradients, on left-padded prompts of different lengths and completions of different lengths."""
+"""Running each distinct prompt once, and no padding after a short completion, gives the full
+forward pass's logits, hidden states and gradients, on left-padded prompts of different lengths
+and completions of different lengths: packed (SDPA attention) and on a cached prompt (eager)."""
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch
 from training.policies.loading import apply_lora, load_policy
 from training.rollouts.logprobs import micro_batch_order
 from training.rollouts.generation import Rollouts
+from training.policies import shared_prompts
 from training.policies.shared_prompts import completion_states
 
 PAD = 0
@@ -28,15 +30,18 @@ def _rows(prompts: list[list[int]], completions: list[list[int]], owners: list[i
 
 
 def _whole_rows(model, input_ids, attention_mask, width):
-    """The reference: every row on its own, so no prompt is shared."""
-    states = [completion_states(model, input_ids[i:i + 1], attention_mask[i:i + 1], width,
-                                hidden=True) for i in range(len(input_ids))]
-    return (torch.cat([s.logits for s in states]), torch.cat([s.hidden for s in states]))
+    """The reference: the model's own forward pass over every row, whole and padded."""
+    positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                   output_hidden_states=True)
+    return (output.logits[:, -(width + 1):-1], output.hidden_states[-1][:, -(width + 1):-1])
 
 
-@pytest.fixture
-def tiny_policy(tiny_model):
+@pytest.fixture(params=["sdpa", "eager"])
+def tiny_policy(tiny_model, request):
+    """The tiny model with SDPA attention (rows packed) or eager attention (a cached prompt)."""
     model, _ = load_policy(str(tiny_model), dtype=torch.float32, device="cpu")
+    model.set_attn_implementation(request.param)
     return model
 
 
@@ -56,21 +61,48 @@ def test_shared_prompt_pass_matches_every_row_run_whole(tiny_policy):
     torch.testing.assert_close(shared.hidden[mask], hidden[mask], atol=1e-5, rtol=1e-4)
 
 
-def test_gradients_from_every_row_reach_the_shared_prompt_pass(tiny_policy):
-    input_ids, attention_mask, width = _rows(PROMPTS, COMPLETIONS, OWNERS)
-    mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in COMPLETIONS]).bool()
+def _same_gradients(model, input_ids, attention_mask, width, mask):
     targets = input_ids[:, -width:]
 
     def gradients(logits: torch.Tensor) -> list[torch.Tensor]:
-        tiny_policy.zero_grad()
+        model.zero_grad()
         logp = logits.log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
         logp[mask].sum().backward()
-        return [p.grad.clone() for p in tiny_policy.parameters()]
+        return [p.grad.clone() for p in model.parameters()]
 
-    shared = gradients(completion_states(tiny_policy, input_ids, attention_mask, width).logits)
-    whole = gradients(_whole_rows(tiny_policy, input_ids, attention_mask, width)[0])
+    shared = gradients(completion_states(model, input_ids, attention_mask, width).logits)
+    whole = gradients(_whole_rows(model, input_ids, attention_mask, width)[0])
     for got, expected in zip(shared, whole, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_from_every_row_reach_the_shared_prompt_pass(tiny_policy):
+    input_ids, attention_mask, width = _rows(PROMPTS, COMPLETIONS, OWNERS)
+    mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in COMPLETIONS]).bool()
+    _same_gradients(tiny_policy, input_ids, attention_mask, width, mask)
+
+
+def test_a_prompt_whose_rows_fill_several_packed_sequences(tiny_policy, monkeypatch):
+    """Rows of 4, 1 and 4 positions at 5 positions a sequence: prompt 0 runs in two sequences
+    (4 + 1, then 4), and a sequence's tail is padding."""
+    monkeypatch.setattr(shared_prompts, "PACKED_SLOTS", 5)
+    input_ids, attention_mask, width = _rows(PROMPTS, COMPLETIONS, [0, 0, 0, 1, 1])
+    mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in COMPLETIONS]).bool()
+    shared = completion_states(tiny_policy, input_ids, attention_mask, width, hidden=True)
+    logits, hidden = _whole_rows(tiny_policy, input_ids, attention_mask, width)
+    torch.testing.assert_close(shared.logits[mask], logits[mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared.hidden[mask], hidden[mask], atol=1e-5, rtol=1e-4)
+    _same_gradients(tiny_policy, input_ids, attention_mask, width, mask)
+
+
+def test_an_untied_output_layer_gets_its_own_dense_gradient(tiny_policy):
+    """The sparse embedding lookup is for a tied embedding only: untied, both weights get the
+    gradients of the full forward pass, and the optimiser sees dense ones."""
+    tiny_policy.lm_head.weight = torch.nn.Parameter(tiny_policy.lm_head.weight.detach().clone())
+    input_ids, attention_mask, width = _rows(PROMPTS, COMPLETIONS, OWNERS)
+    mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in COMPLETIONS]).bool()
+    _same_gradients(tiny_policy, input_ids, attention_mask, width, mask)
+    assert not tiny_policy.get_input_embeddings().weight.grad.is_sparse
 
 
 def test_lora_model_shares_prompts_too(tiny_policy):
@@ -82,7 +114,7 @@ def test_lora_model_shares_prompts_too(tiny_policy):
     torch.testing.assert_close(shared[mask], logits[mask], atol=1e-5, rtol=1e-4)
 
 
-def test_one_token_completions_need_no_completion_pass(tiny_policy):
+def test_one_token_completions(tiny_policy):
     input_ids, attention_mask, width = _rows(PROMPTS, [[7], [8], [9]], [0, 0, 1])
     shared = completion_states(tiny_policy, input_ids, attention_mask, width).logits
     logits, _ = _whole_rows(tiny_policy, input_ids, attention_mask, width)
