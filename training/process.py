@@ -148,10 +148,12 @@ def reuse_freed_memory() -> None:
 
     By default it serves each block over 32 MiB (a (V, H) gradient, a (tokens, V) log-softmax)
     with a fresh mmap and unmaps it when freed, and gives back the top of its heap; every step
-    then faults its large tensors in again, page by page, which on CPU took about a seventh of
-    a GRPO update (training.process's steps measured 8.2 s against 7.2 s for SmolLM2-135M).
-    A training process reuses the same shapes step after step, so it keeps what it had at its
-    peak instead. Best effort: other C libraries have no mallopt.
+    then faults its large tensors in again, page by page. A training process reuses the same
+    shapes step after step, so it keeps what it had at its peak instead: a GRPO step of
+    SmolLM2-135M on CPU went from 8.2 s to 7.2 s. This holds for the main thread's heap, where
+    training runs; a thread's own arena still gives back its heaps once empty (the environment
+    variable MALLOC_ARENA_MAX=1, read at start-up, puts every thread on the main heap). Best
+    effort: other C libraries have no mallopt.
     """
     if not sys.platform.startswith("linux"):
         return
