@@ -171,17 +171,33 @@ class TransformersBackend:
         with torch.no_grad(), torch.autocast(device_type=self.model.device.type,
                                              dtype=torch.bfloat16,
                                              enabled=config.dtype == "bfloat16"):
+            rows = {key: prompts[key].repeat_interleave(group_size, dim=0)
+                    for key in ("input_ids", "attention_mask")}  # (N, P)
             # top_k=0 and repetition_penalty=1 override model defaults (top_k is 50 otherwise),
             # so tokens are drawn from the same distribution that the update recomputes.
             output = self.model.generate(
-                **prompts, do_sample=True, temperature=sampling.temperature,
+                **rows, past_key_values=self._prompt_cache(prompts, group_size),
+                do_sample=True, temperature=sampling.temperature,
                 top_p=sampling.top_p, top_k=0, repetition_penalty=1.0,
                 max_new_tokens=sampling.max_new_tokens,
-                num_return_sequences=group_size, pad_token_id=self.tokenizer.pad_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.eos_ids, stopping_criteria=self.stopping)  # (N, P + T)
         prompt_length = prompts["input_ids"].shape[1]
         return assemble(prompts["input_ids"], prompts["attention_mask"],
                         output[:, prompt_length:], self.eos_ids, self.tokenizer, group_size)
+
+    def _prompt_cache(self, prompts, group_size: int):
+        """The key/value cache of each prompt but its last token, run once and repeated for
+        its group's rows, for `generate` to go on from (it would otherwise run every prompt
+        once per completion); None for a one-token prompt."""
+        ids, mask = prompts["input_ids"][:, :-1], prompts["attention_mask"][:, :-1]  # (m, P − 1)
+        if ids.shape[1] == 0:
+            return None
+        cache = self.model(input_ids=ids, attention_mask=mask,
+                           position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                           use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(group_size)
+        return cache
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         pass  # generates with the training model itself
