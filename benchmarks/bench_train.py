@@ -26,6 +26,10 @@ A round per precision (--dtype: float32, bfloat16 or both), each with two parts,
 What each algorithm learns, at the same number of completions per step, is
 benchmarks.bench_methods (`make bench-methods`).
 
+Run it with MALLOC_ARENA_MAX=1, as `make bench-train` does: the trainers run in threads, and a
+thread's own malloc arena gives its heaps back where the main heap keeps them
+(training.process.reuse_freed_memory).
+
     python -m benchmarks.bench_train                  # the whole benchmark (an hour or so)
     python -m benchmarks.bench_train --quick          # a random 2-layer model: checks the script
     python -m benchmarks.bench_train --parts trl --steps 2 --dtype float32
