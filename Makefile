@@ -62,7 +62,7 @@ test: install browser services
 .PHONY: bench-train
 # The trainers take turns in threads of one process: one malloc arena (MALLOC_ARENA_MAX=1, read
 # at start-up) keeps every thread's freed memory for reuse, as a training process's main thread
-# does (training.process.reuse_freed_memory).
+# does (training.loops.setup.reuse_freed_memory).
 bench-train: install
 	MALLOC_ARENA_MAX=1 $(PY) -m benchmarks.bench_train $(BENCH_ARGS)
 

@@ -28,7 +28,7 @@ benchmarks.bench_methods (`make bench-methods`).
 
 Run it with MALLOC_ARENA_MAX=1, as `make bench-train` does: the trainers run in threads, and a
 thread's own malloc arena gives its heaps back where the main heap keeps them
-(training.process.reuse_freed_memory).
+(training.loops.setup.reuse_freed_memory).
 
     python -m benchmarks.bench_train                  # the whole benchmark (an hour or so)
     python -m benchmarks.bench_train --quick          # a random 2-layer model: checks the script
@@ -62,7 +62,7 @@ from training.spec.config import RunConfig
 from training.spec.events import ListReporter
 from training.rollouts.generation import vllm_installed
 from training.policies.loading import resolve_model
-from training.process import reuse_freed_memory
+from training.loops.setup import reuse_freed_memory
 from training.spec.tasks import Example
 from training.loops.train import Outcome, train
 

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from training.loops.train import Outcome, train  # torch loads here, after the config is valid
-    from training.process import reuse_freed_memory
+    from training.loops.setup import reuse_freed_memory
 
     reuse_freed_memory()  # as the worker's training process does
 

@@ -37,7 +37,6 @@ from training.spec.evaluation_config import EvalConfig
 from training.spec.events import JsonLinesReporter
 
 PR_SET_PDEATHSIG = 1
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 JOBS = {"training": RunConfig, "evaluation": EvalConfig}
 OUT_OF_MEMORY_HINT = ("Out of memory: lower micro_batch_size, prompts_per_step × group_size or "
                       "max_new_tokens, or use bfloat16.")
@@ -70,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     reporter = (_ErrorsOnlyReporter if world is not None and not world.is_main
                 else _PipeReporter)(events)
     _die_with_parent()
+    from training.loops.setup import reuse_freed_memory  # imports torch: after the stdout swap
+
     reuse_freed_memory()
     stop_requested = False
 
@@ -141,28 +142,6 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # best effort: the worker also kills the process group
-
-
-def reuse_freed_memory() -> None:
-    """Have glibc's malloc keep the memory a process frees, for its next allocations.
-
-    By default it serves each block over 32 MiB (a (V, H) gradient, a (tokens, V) log-softmax)
-    with a fresh mmap and unmaps it when freed, and gives back the top of its heap; every step
-    then faults its large tensors in again, page by page. A training process reuses the same
-    shapes step after step, so it keeps what it had at its peak instead: a GRPO step of
-    SmolLM2-135M on CPU went from 8.2 s to 7.2 s. This holds for the main thread's heap, where
-    training runs; a thread's own arena still gives back its heaps once empty (the environment
-    variable MALLOC_ARENA_MAX=1, read at start-up, puts every thread on the main heap). Best
-    effort: other C libraries have no mallopt.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_MAX, 0)
-        libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1))
-    except (OSError, AttributeError):
-        pass
 
 
 def _request_stream(argv: list[str]) -> IO[str]:

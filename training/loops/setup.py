@@ -4,9 +4,11 @@ save checkpoints."""
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +28,9 @@ from training.spec.events import Reporter
 from training.policies.loading import ModelNotFound, load_policy
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+
+
 class Outcome(enum.Enum):
     COMPLETED = "completed"  # ran max_steps
     STOPPED = "stopped"  # should_stop() turned true; the last finished step was reported
@@ -37,6 +42,28 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def reuse_freed_memory() -> None:
+    """Have glibc's malloc keep the memory a process frees, for its next allocations.
+
+    By default it serves each block over 32 MiB (a (V, H) gradient, a (tokens, V) log-softmax)
+    with a fresh mmap and unmaps it when freed, and gives back the top of its heap; every step
+    then faults its large tensors in again, page by page. A training process reuses the same
+    shapes step after step, so it keeps what it had at its peak instead: a GRPO step of
+    SmolLM2-135M on CPU went from 8.2 s to 7.2 s. This holds for the main thread's heap, where
+    training runs; a thread's own arena still gives back its heaps once empty (the environment
+    variable MALLOC_ARENA_MAX=1, read at start-up, puts every thread on the main heap). Best
+    effort: other C libraries have no mallopt.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1))
+    except (OSError, AttributeError):
+        pass
 
 
 def prepare_process(config: RunConfig, reporter: Reporter, world: World | None = None) -> bool:
