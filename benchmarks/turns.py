@@ -178,10 +178,11 @@ def _run(turns: Turns, name: str, run: Callable[[StepClock], object],
 
 
 def _picklable(outcome: object) -> object:
-    """The outcome itself where it pickles; otherwise a RuntimeError naming it (an exception
-    that holds a lock or an engine handle, say)."""
+    """The outcome itself where it pickles and unpickles; otherwise a RuntimeError naming it (an
+    exception that holds a lock or an engine handle, or whose __init__ wants other arguments
+    than it keeps)."""
     try:
-        pickle.dumps(outcome)
+        pickle.loads(pickle.dumps(outcome))
         return outcome
     except Exception:
         if isinstance(outcome, BaseException):

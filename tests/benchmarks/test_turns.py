@@ -63,3 +63,22 @@ def test_a_run_that_raises_or_dies_leaves_the_rotation_and_the_others_finish():
 
 def test_apart_returns_what_the_function_returns_from_another_process():
     assert apart(os.getpid) != os.getpid()
+
+
+class EngineError(Exception):
+    """An exception that pickles but cannot be rebuilt from its args, as some libraries' are."""
+
+    def __init__(self, engine: str, reason: str):
+        super().__init__(f"{engine}: {reason}")
+
+
+def failing_oddly(clock: StepClock) -> None:
+    clock.begin()
+    raise EngineError("vllm", "no KV cache space")
+
+
+def test_an_exception_that_does_not_unpickle_comes_back_named():
+    result = take_turns({"odd": failing_oddly})["odd"]
+
+    assert isinstance(result, RuntimeError)
+    assert str(result) == "EngineError: vllm: no KV cache space"
