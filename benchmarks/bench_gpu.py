@@ -45,6 +45,7 @@ from benchmarks.bench_train import run_rlab_grpo
 from benchmarks.common import Measurement, Settings, prompt_tokens, step_examples, trained_tokens
 from benchmarks.flops import MATMUL_ROUNDS, MATMUL_SIZE, flop, matmul_rate
 from benchmarks.turns import StepClock, take_turns
+from training.loops.setup import native_bf16
 from training.policies.loading import resolve_model
 from training.rollouts.generation import vllm_installed
 from training.spec.tasks import Example
@@ -94,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cuda" if cuda else "cpu"
     where = torch.cuda.get_device_name() if cuda else "CPU (--allow-cpu: a smoke test, no GPU)"
+    if not native_bf16(device):
+        print(f"note: this {'GPU' if cuda else 'CPU'} has no native bf16 arithmetic (a GPU needs "
+              f"compute capability 8.0 or later): bf16 is emulated, so the figures measure the "
+              f"emulation", flush=True)
     peak = matmul_rate(device, torch.bfloat16)
     print(f"rlab GPU benchmark on {where}, bf16; torch {torch.__version__}; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")

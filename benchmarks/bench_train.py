@@ -62,6 +62,7 @@ from training.spec.events import ListReporter
 from training.rollouts.generation import vllm_installed
 from training.policies.loading import resolve_model
 from training.spec.tasks import Example
+from training.loops.setup import native_bf16
 from training.loops.train import Outcome, train
 
 PARTS = ("vllm", "trl")
@@ -108,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             model_name = "SmolLM2-135M-Instruct"
         print(f"rlab training benchmark: {model_name}, CPU, {torch.get_num_threads()} torch "
               f"threads, load average {os.getloadavg()[0]:.2f} at the start")
-        rates = {dtype: matmul_rate("cpu", DTYPES[dtype]) for dtype in DTYPES}
+        if args.bf16_emulated:
+            print("bfloat16 round left out: this CPU has no native bf16 arithmetic (AVX-512 BF16 "
+                  "or AMX), so bf16 runs slower than fp32 and its figures would judge the "
+                  "emulation; --dtype bfloat16 runs it anyway")
+        rates = {dtype: matmul_rate("cpu", DTYPES[dtype]) for dtype in args.dtypes}
         print(f"matmul ({MATMUL_SIZE['cpu']}³, best of {MATMUL_ROUNDS}): "
               + ", ".join(f"{dtype} {flop(rate)}/s" for dtype, rate in rates.items())
               + ": the limit the compute phases are held against")
@@ -147,7 +152,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="compute precision of every part, all trainers: float32 (fp32 "
                              "throughout), bfloat16 (fp32 weights, bf16 autocast and a bf16 "
                              "vLLM engine), or both (the default: a round of each; float32 "
-                             "with --quick)")
+                             "with --quick, or on a CPU without native bf16)")
     parser.add_argument("--quick", action="store_true",
                         help="a random tiny model, one measured step, float32 unless --dtype "
                              "says otherwise: checks the script")
@@ -160,8 +165,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--warmup-steps and --steps must be at least 1")
     if args.quick:
         args.steps = 1
+    args.bf16_emulated = args.dtype is None and not args.quick and not native_bf16("cpu")
     if args.dtype is None:
-        args.dtype = "float32" if args.quick else "both"
+        args.dtype = "float32" if args.quick or args.bf16_emulated else "both"
     args.dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     return args
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM
 
-from benchmarks.bench_train import rlab_phases
+from benchmarks.bench_train import _parse_args, rlab_phases
 from benchmarks.flops import forward_flops, matmul_parameters, update_flops
 from training.policies.loading import build_tiny_model
 
@@ -45,3 +45,15 @@ def test_a_tied_embedding_counts_once_among_the_matmul_parameters(tmp_path):
 
 def test_an_update_costs_three_forward_passes():
     assert update_flops(1_000, 10) == 3 * forward_flops(1_000, 10) == 60_000
+
+
+@pytest.mark.parametrize(("native", "argv", "dtypes"), [
+    (True, [], ["float32", "bfloat16"]),
+    (False, [], ["float32"]),  # emulated bf16 would time the emulation, for hours
+    (False, ["--dtype", "bfloat16"], ["bfloat16"]),  # asked for: run anyway
+    (True, ["--quick"], ["float32"]),
+])
+def test_the_bf16_round_runs_by_default_only_where_the_cpu_has_bf16(monkeypatch, native, argv,
+                                                                      dtypes):
+    monkeypatch.setattr("benchmarks.bench_train.native_bf16", lambda device: native)
+    assert _parse_args(argv).dtypes == dtypes

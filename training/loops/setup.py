@@ -76,7 +76,22 @@ def prepare_process(config: RunConfig, reporter: Reporter, world: World | None =
         reporter.error("This worker has no CUDA GPU. Set device to 'auto' or 'cpu', "
                        "or launch the run on a GPU worker.")
         return False
+    if config.dtype == "bfloat16" and not native_bf16(resolve_device(config.device)):
+        reporter.log("This machine has no native bfloat16 arithmetic (a CPU needs AVX-512 BF16 "
+                     "or AMX, a GPU compute capability 8.0 or later), so bf16 matrix multiplies "
+                     "are emulated and run several times slower than float32 here: choose "
+                     "float32 for this worker.", level="warning")
     return True
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` ('cpu' or 'cuda') computes in bfloat16 natively: oneDNN's bf16 kernels
+    on a CPU (AVX-512 BF16 or AMX; an AVX2 CPU runs a bf16 linear layer ~6× slower than fp32),
+    a GPU of compute capability 8.0 or later."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+            including_emulation=False)
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def load_task(config: RunConfig):

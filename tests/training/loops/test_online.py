@@ -174,6 +174,18 @@ def test_asking_for_cuda_without_a_gpu_is_an_error(tiny_config):
     assert "no CUDA GPU" in reporter.of_kind("error")[0]["message"]
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_where_it_is_emulated_warns_and_still_trains(tiny_config, monkeypatch, native):
+    # The hardware probe is what stands in: an AVX2 CPU (emulated bf16) or one with AVX-512 BF16.
+    monkeypatch.setattr("training.loops.setup.native_bf16", lambda device: native)
+    outcome, reporter = _run(dataclasses.replace(tiny_config, max_steps=1, dtype="bfloat16"))
+    assert outcome is Outcome.COMPLETED
+    warnings = [e["message"] for e in reporter.of_kind("log") if e["level"] == "warning"
+                and "bfloat16" in e["message"]]
+    assert len(warnings) == (0 if native else 1)
+    assert all("choose float32" in message for message in warnings)
+
+
 def test_truncated_completions_can_be_left_out_of_the_loss(tiny_config, length_rewarded):
     # The tiny model never ends a completion, so with masking on nothing is left to learn from.
     _, reporter = _run(dataclasses.replace(tiny_config, max_steps=1, mask_truncated=True))
